@@ -1,0 +1,134 @@
+"""Clustering, naming and IEC grading benchmark on generated end faces (issue 5).
+
+For true defects matched by detection (mask IoU >= 0.2, ``common.match_instances``):
+adjusted Rand index of cluster and of named type vs the true class, type accuracy
+after automatic naming with the confusion table; image-level IEC pass/fail agreement
+with the truth verdict (``grading.grade_image`` on the true defects); feature
+extraction ms per defect; and the clustering time of 200 000 generated feature rows
+(bootstrapped from the measured ones with multiplicative jitter).
+
+    python benchmarks/bench_cluster.py --n 150 --seed 5
+    python benchmarks/bench_cluster.py --detections truth   # truth masks as detections
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import adjusted_rand_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_config, match_instances, synth_cases  # noqa: E402
+
+from fiberprep import clustering, grading  # noqa: E402
+from fiberprep.defects import detect_defects  # noqa: E402
+from fiberprep.features import defect_features  # noqa: E402
+
+CLASSES = ["scratch", "pit_dig", "contamination", "chip", "other"]
+
+
+def truth_table(truth) -> pd.DataFrame:
+    """The true defects as a detect_defects-like table (class as type)."""
+    t = pd.DataFrame(truth["defects"], columns=["number", "class_name", "length_um", "width_um",
+                                                "innermost_zone", "zone"])
+    t["type"] = t["class_name"]
+    return t
+
+
+def collect(n, seed, cfg, detections):
+    """Features of every detected defect, truth class of matched ones, per-image data."""
+    feats, images = [], []
+    n_defects, seconds = 0, 0.0
+    for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"]):
+        zm, geo = truth["zone_map"], truth
+        true_t = truth_table(truth)
+        if detections == "truth":
+            inst, table = truth["instance_map"], true_t.drop(columns=["type", "class_name"])
+        else:
+            inst, table = detect_defects(gray, zm, geo, cfg["detection"])
+        t0 = time.perf_counter()
+        f = defect_features(gray, inst, zm, table, geo)
+        seconds += time.perf_counter() - t0
+        n_defects += len(f)
+        m = match_instances(truth["instance_map"], inst, 0.2)
+        true_class = dict(zip(true_t["number"], true_t["class_name"]))
+        pred_to_true = {int(p): true_class[int(t)] for t, p in zip(m["true"], m["pred"]) if t and p}
+        f = table.merge(f, on="number")
+        f["image_id"] = image_id
+        f["true_class"] = f["number"].map(pred_to_true)
+        feats.append(f)
+        criteria = cfg["criteria"][cfg["fiber_types"][truth["fiber_type"]]["criteria"]]
+        images.append({"image_id": image_id, "criteria": criteria,
+                       "truth_pass": grading.grade_image(true_t, criteria)["pass_fail"]})
+    return pd.concat(feats, ignore_index=True), pd.DataFrame(images), 1000 * seconds / max(n_defects, 1)
+
+
+def grade_images(images, defects):
+    """Predicted pass/fail per image from the typed detected defects."""
+    by_image = dict(tuple(defects.groupby("image_id")))
+    empty = defects.iloc[:0]
+    return [grading.grade_image(by_image.get(r.image_id, empty), r.criteria)["pass_fail"]
+            for r in images.itertuples()]
+
+
+def clustering_time(features, params, n_rows, seed):
+    """Seconds to fit and to assign ``n_rows`` rows bootstrapped from ``features``."""
+    rng = np.random.default_rng(seed)
+    rows = features.iloc[rng.integers(len(features), size=n_rows)].reset_index(drop=True)
+    cols = params["features"]
+    rows[cols] = rows[cols] * np.exp(rng.normal(0, 0.05, (n_rows, len(cols))))
+    t0 = time.perf_counter()
+    model = clustering.fit_model(rows, params)
+    t1 = time.perf_counter()
+    clustering.assign_clusters(model, rows)
+    return t1 - t0, time.perf_counter() - t1
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=150, help="generated images")
+    p.add_argument("--seed", type=int, default=5)
+    p.add_argument("--detections", choices=["detected", "truth"], default="detected",
+                   help="defects from fiberprep.defects (truth zones) or the truth masks")
+    p.add_argument("--rows", type=int, default=200_000, help="rows of the clustering timing (0: skip)")
+    args = p.parse_args(argv)
+    cfg = load_config()
+    params = cfg["clustering"]
+    feats, images, ms = collect(args.n, args.seed, cfg, args.detections)
+    model = clustering.fit_model(feats, params)
+    feats["cluster"] = clustering.assign_clusters(model, feats)
+    feats["type"] = clustering.apply_review(feats["cluster"], model, None)
+    images["pred_pass"] = grade_images(images, feats)
+    m = feats[feats["true_class"].notna()]
+    print(f"cluster benchmark: {args.n} images (seed {args.seed}, {args.detections} defects), "
+          f"{len(feats)} defects, {len(m)} matched to a true defect, {len(model['sizes'])} clusters"
+          f" (silhouette {', '.join(f'{k}: {v:.2f}' for k, v in model['silhouette'].items())})")
+    for c in sorted(model["names"]):
+        print(f"  cluster {c:2d}  n={model['sizes'][c]:5d}  {model['names'][c]['rule']}")
+    print("\nconfusion (rows: true class, columns: named type), matched defects")
+    print(pd.crosstab(m["true_class"], m["type"]).reindex(columns=[c for c in CLASSES if c in set(m["type"])]).to_string())
+    print("\ntrue class per cluster")
+    print(pd.crosstab(m["cluster"], m["true_class"]).to_string())
+    acc = float((m["type"] == m["true_class"]).mean())
+    agree = float((images["pred_pass"] == images["truth_pass"]).mean())
+    print(f"\nARI cluster vs true class        {adjusted_rand_score(m['true_class'], m['cluster']):.3f}  (target >= 0.75)")
+    print(f"ARI named type vs true class     {adjusted_rand_score(m['true_class'], m['type']):.3f}")
+    print(f"type accuracy after naming       {acc:.3f}  (target >= 0.85)")
+    print(f"image pass/fail agreement        {agree:.3f}  (target >= 0.95; truth fails "
+          f"{int((images['truth_pass'] == 'fail').sum())} of {len(images)})")
+    print(pd.crosstab(images["truth_pass"], images["pred_pass"]).rename_axis(
+        index="truth", columns="predicted").to_string())
+    print(f"feature extraction               {ms:.2f} ms / defect (target <= 2)")
+    if args.rows:
+        fit_s, assign_s = clustering_time(feats, params, args.rows, args.seed)
+        print(f"clustering {args.rows} rows       fit {fit_s:.1f} s + assign {assign_s:.1f} s (target <= 60)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Zone and geometry benchmark on generated end faces (issue 3).
+
+Prints center and cladding radius errors, core offset error (visible cores),
+zone-mask IoU of cladding and contact, the acceptance rate against the issue's
+targets, a breakdown by scene type, and the median time of
+``measure_geometry`` + ``zone_label_map`` per 1280x960 image on one core.
+
+    python benchmarks/bench_zones.py --n 200 --seed 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load_config, synth_cases  # noqa: E402
+
+from fiberprep import zones  # noqa: E402
+from fiberprep.io import ImageRejected  # noqa: E402
+
+
+def zone_iou(true_map, pred_map, zone_id):
+    """Mask IoU of one zone id."""
+    t, p = true_map == zone_id, pred_map == zone_id
+    union = (t | p).sum()
+    return float((t & p).sum() / union) if union else 1.0
+
+
+def evaluate(n, seed, cfg):
+    """One row per generated image: truth knobs and measurement errors."""
+    rows = []
+    for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"]):
+        ft = cfg["fiber_types"][truth["fiber_type"]]
+        row = {"image_id": image_id, "fiber_type": truth["fiber_type"],
+               "polarity": truth["polarity"], "core_visible_true": truth["core_visible"],
+               "width": truth["width"], "ellipticity_true": truth["cladding_ellipticity"]}
+        try:
+            geo = zones.measure_geometry(gray, ft, cfg["zones"], None)
+        except ImageRejected as exc:
+            rows.append({**row, "accepted": False, "reason": exc.reason})
+            continue
+        pred = zones.zone_label_map(gray.shape, geo, ft["zones_um"], geo["um_per_px"])
+        upp = truth["um_per_px"]
+        true_off = np.array([truth["core_center_x"] - truth["center_x"],
+                             truth["core_center_y"] - truth["center_y"]])
+        off = np.array([geo["core_center_x"] - geo["center_x"],
+                        geo["core_center_y"] - geo["center_y"]])
+        rows.append({
+            **row, "accepted": True, "reason": "",
+            "center_err_px": float(np.hypot(geo["center_x"] - truth["center_x"],
+                                            geo["center_y"] - truth["center_y"])),
+            "radius_err_pct": 100 * abs(geo["cladding_radius_px"] / truth["cladding_radius_px"] - 1),
+            "ellipticity_err": abs(geo["cladding_ellipticity"] - truth["cladding_ellipticity"]),
+            "core_visible": geo["core_visible"],
+            "core_offset_err_um": float(np.hypot(*(off - true_off)) * upp),
+            "core_radius_err_pct": 100 * abs(geo["core_radius_px"] / truth["core_radius_px"] - 1),
+            "iou_cladding": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["cladding"]),
+            "iou_contact": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["contact"]),
+            "confidence": geo["confidence"],
+            "polarity_ok": geo["polarity"] == truth["polarity"],
+        })
+    return pd.DataFrame(rows)
+
+
+def time_per_image(n, seed, cfg):
+    """Median ms of measure_geometry + zone_label_map on 1280x960 images, one thread."""
+    cv2.setNumThreads(1)
+    times = []
+    for _, gray, truth in synth_cases(n, seed, cfg["fiber_types"], width=1280, height=960):
+        ft = cfg["fiber_types"][truth["fiber_type"]]
+        start = time.perf_counter()
+        try:
+            geo = zones.measure_geometry(gray, ft, cfg["zones"], None)
+            zones.zone_label_map(gray.shape, geo, ft["zones_um"], geo["um_per_px"])
+        except ImageRejected:
+            pass
+        times.append(1000 * (time.perf_counter() - start))
+    return float(np.median(times))
+
+
+def summary(df, ms):
+    """The issue's figures against their targets."""
+    ok = df[df.accepted]
+    vis = ok[ok.core_visible_true & ok.core_visible]
+    q = lambda s, p: float(np.percentile(s, p)) if len(s) else float("nan")  # noqa: E731
+    rows = [
+        ("images", len(df), "", ""),
+        ("accepted (%)", 100 * df.accepted.mean(), ">= 99", 100 * df.accepted.mean() >= 99),
+        ("center error median (px)", q(ok.center_err_px, 50), "<= 0.25", q(ok.center_err_px, 50) <= 0.25),
+        ("center error p95 (px)", q(ok.center_err_px, 95), "<= 1", q(ok.center_err_px, 95) <= 1),
+        ("radius error median (%)", q(ok.radius_err_pct, 50), "<= 0.3", q(ok.radius_err_pct, 50) <= 0.3),
+        ("radius error p95 (%)", q(ok.radius_err_pct, 95), "<= 1", q(ok.radius_err_pct, 95) <= 1),
+        ("core offset error median (µm, visible)", q(vis.core_offset_err_um, 50), "<= 0.5",
+         q(vis.core_offset_err_um, 50) <= 0.5),
+        ("core found when visible (%)", 100 * ok[ok.core_visible_true].core_visible.mean(), "", ""),
+        ("core claimed when invisible (%)", 100 * ok[~ok.core_visible_true].core_visible.mean(), "", ""),
+        ("zone IoU cladding min", ok.iou_cladding.min(), ">= 0.98", ok.iou_cladding.min() >= 0.98),
+        ("zone IoU cladding median", q(ok.iou_cladding, 50), ">= 0.98", q(ok.iou_cladding, 50) >= 0.98),
+        ("zone IoU contact min", ok.iou_contact.min(), ">= 0.98", ok.iou_contact.min() >= 0.98),
+        ("zone IoU contact median", q(ok.iou_contact, 50), ">= 0.98", q(ok.iou_contact, 50) >= 0.98),
+        ("polarity correct (%)", 100 * ok.polarity_ok.mean(), "", ""),
+        ("ms / image 1280x960, 1 core (median)", ms, "<= 20", ms <= 20),
+    ]
+    return pd.DataFrame(rows, columns=["figure", "value", "target", "met"])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=200, help="generated images (>= 200 for the issue)")
+    p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--n-time", type=int, default=20, help="1280x960 images timed")
+    p.add_argument("--dump", help="write the per-image table to this parquet file")
+    args = p.parse_args(argv)
+    cfg = load_config()
+    df = evaluate(args.n, args.seed, cfg)
+    ms = time_per_image(args.n_time, args.seed + 1000, cfg)
+    if args.dump:
+        df.to_parquet(args.dump, index=False)
+    pd.set_option("display.width", 160)
+    print(summary(df, ms).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    ok = df[df.accepted]
+    print("\nby scene (median center px / radius % / accepted %):")
+    by = df.groupby(["polarity", "core_visible_true"]).agg(
+        n=("accepted", "size"), accepted=("accepted", "mean"))
+    by["center_px"] = ok.groupby(["polarity", "core_visible_true"]).center_err_px.median()
+    by["radius_pct"] = ok.groupby(["polarity", "core_visible_true"]).radius_err_pct.median()
+    print(by.to_string(float_format=lambda v: f"{v:.3f}"))
+    rejected = df[~df.accepted]
+    if len(rejected):
+        print("\nrejected:", "; ".join(f"{r.image_id} ({r.reason})" for r in rejected.itertuples()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,337 @@
+"""Unsupervised defect types: clustering of defect features, naming, review and matching.
+
+All defects of all images are clustered together in a scaled (and optionally
+PCA-reduced) feature space. The fit runs on a bounded, seeded random subsample so its
+cost does not grow with the collection; every defect is then assigned to the nearest
+centroid, which is also how defects of images added later are labelled without moving
+old ones. Clusters are named by readable rules over their centroid in the original,
+named features, and an engineer's review mapping (cluster -> type, merges) is applied
+on top. A refit is matched to the previous model by centroid (Hungarian assignment) so
+cluster ids, and hence reviewed names, stay put.
+
+The model is a plain dict (picklable): ``feature_names``, ``log_features``, ``scaler``,
+``pca``, ``estimator``, ``centroids`` (model space), ``centroids_raw`` ({cluster:
+{feature: median}} over every numeric feature), ``sizes``, ``silhouette`` ({k: score}),
+``names`` ({cluster: {type, rule}}) and ``params``.
+
+References
+----------
+.. [1] P. J. Rousseeuw, "Silhouettes: a graphical aid to the interpretation and
+       validation of cluster analysis", J. Comput. Appl. Math. 20, 1987.
+.. [2] R. J. G. B. Campello, D. Moulavi, J. Sander, "Density-based clustering based on
+       hierarchical density estimates", PAKDD 2013 (HDBSCAN).
+.. [3] H. W. Kuhn, "The Hungarian method for the assignment problem", Naval Res.
+       Logist. Q. 2, 1955.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
+from sklearn.decomposition import PCA
+from sklearn.metrics import pairwise_distances_argmin, silhouette_score
+from sklearn.preprocessing import RobustScaler
+
+from .datasets import DEFECT_CLASSES
+
+METHODS = ("kmeans", "agglomerative", "hdbscan")
+
+
+def _matrix(model: dict, features: pd.DataFrame) -> np.ndarray:
+    """Raw feature matrix with the model's signed log transform applied (NaN kept):
+    ``sign(x) log10(1 + |x| / c)`` with ``c`` the feature's ``log_features`` scale, so
+    sizes spanning decades and signed contrasts both become comparable."""
+    missing = [c for c in model["feature_names"] if c not in features]
+    if missing:
+        raise ValueError(f"features table lacks clustering features {missing}")
+    X = features[model["feature_names"]].to_numpy(dtype=float, copy=True)
+    for j, name in enumerate(model["feature_names"]):
+        if name in model["log_features"]:
+            x, c = X[:, j], float(model["log_features"][name])
+            X[:, j] = np.sign(x) * np.log10(1.0 + np.abs(x) / c)
+    return X
+
+
+def _transform(model: dict, features: pd.DataFrame) -> np.ndarray:
+    """Features -> model space: log, robust scaling, NaN -> median, optional PCA."""
+    X = model["scaler"].transform(_matrix(model, features))
+    X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+    return model["pca"].transform(X) if model["pca"] is not None else X
+
+
+def _cluster(X: np.ndarray, method: str, k: int, params: dict) -> np.ndarray:
+    seed = int(params["seed"])
+    if method == "kmeans":
+        return KMeans(n_clusters=k, n_init=int(params["n_init"]), random_state=seed).fit_predict(X)
+    if method == "agglomerative":
+        return AgglomerativeClustering(n_clusters=k, linkage=params["linkage"]).fit_predict(X)
+    return HDBSCAN(min_cluster_size=int(params["min_cluster_size"]), copy=True).fit_predict(X)
+
+
+def _choose_k(X: np.ndarray, method: str, params: dict, rng) -> tuple[int, dict[int, float]]:
+    """k with the best silhouette over ``k_range`` on a subsample."""
+    n = min(len(X), int(params["silhouette_samples"]))
+    Xs = X[rng.choice(len(X), n, replace=False)] if n < len(X) else X
+    lo, hi = params["k_range"]
+    scores = {}
+    for k in range(int(lo), min(int(hi), n - 1) + 1):
+        labels = _cluster(Xs, method, k, params)
+        scores[k] = float(silhouette_score(Xs, labels)) if len(set(labels)) > 1 else -1.0
+    return max(scores, key=scores.get), scores
+
+
+def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None) -> dict:
+    """Fit scaler, optional PCA and the clustering on a seeded subsample of defects.
+
+    Parameters
+    ----------
+    features : DataFrame
+        Defect features (``features.defect_features`` rows of all images).
+    params : dict
+        The config's ``clustering:`` section: ``method`` (kmeans | agglomerative |
+        hdbscan), ``features``, ``log_features`` ({name: scale}), ``pca_components``
+        (null, int or variance fraction), ``k`` (int or ``auto``), ``k_range``,
+        ``silhouette_samples``, ``max_fit_samples``, ``n_init``, ``linkage``,
+        ``min_cluster_size``, ``seed`` and ``naming`` (rules of :func:`name_clusters`).
+    previous : dict, optional
+        A previously fitted model: the new clusters are matched to its clusters
+        (:func:`match_clusters`) and keep their ids and names.
+
+    Returns
+    -------
+    dict
+        The model (see module docstring). Cluster ids are 0..k-1 ordered by size,
+        largest first (without ``previous``).
+    """
+    method = params["method"]
+    if method not in METHODS:
+        raise ValueError(f"clustering.method={method!r}; allowed: {', '.join(METHODS)}")
+    if len(features) < 3:
+        raise ValueError(f"clustering needs at least 3 defects, got {len(features)}")
+    rng = np.random.default_rng(int(params["seed"]))
+    n_fit = min(len(features), int(params["max_fit_samples"]))
+    idx = np.sort(rng.choice(len(features), n_fit, replace=False))
+    sample = features.iloc[idx]
+    model = {
+        "method": method, "feature_names": list(params["features"]),
+        "log_features": dict(params.get("log_features") or {}), "params": dict(params),
+        "scaler": RobustScaler(), "pca": None, "estimator": None,
+    }
+    model["scaler"].fit(_matrix(model, sample))
+    X = np.nan_to_num(model["scaler"].transform(_matrix(model, sample)), nan=0.0)
+    if params.get("pca_components"):
+        model["pca"] = PCA(n_components=params["pca_components"], random_state=int(params["seed"]))
+        X = model["pca"].fit_transform(X)
+    k, scores = None, {}
+    if method != "hdbscan":
+        k = params["k"]
+        if k == "auto":
+            k, scores = _choose_k(X, method, params, rng)
+        k = min(int(k), len(X))
+    labels = _cluster(X, method, k, params)
+    ids = [c for c in np.unique(labels) if c >= 0]
+    if not ids:                      # HDBSCAN found only noise: one cluster
+        labels, ids = np.zeros(len(X), int), [0]
+    centroids = np.stack([X[labels == c].mean(axis=0) for c in ids])
+    # Every fit row (HDBSCAN noise included) goes to its nearest centroid, as new rows do.
+    labels = pairwise_distances_argmin(X, centroids)
+    order = np.argsort(-np.bincount(labels, minlength=len(ids)), kind="stable")
+    centroids = centroids[order]
+    labels = np.argsort(order)[labels]
+    model["centroids"] = centroids
+    model["cluster_ids"] = np.arange(len(ids))
+    model["silhouette"] = scores
+    if method == "kmeans":
+        model["estimator"] = {"n_clusters": len(ids), "inertia_per_defect":
+                              float(((X - centroids[labels]) ** 2).sum() / len(X))}
+    _summarise(model, sample, labels)
+    model["names"] = name_clusters(model)
+    if previous is not None:
+        model = relabel(model, match_clusters(previous, model), previous)
+    return model
+
+
+def _summarise(model: dict, sample: pd.DataFrame, labels: np.ndarray) -> None:
+    """Store cluster sizes and raw-feature medians (every numeric column)."""
+    numeric = sample.select_dtypes("number")
+    med = numeric.groupby(labels).median()
+    model["centroids_raw"] = {int(c): {k: float(v) for k, v in row.items()}
+                              for c, row in med.iterrows()}
+    model["sizes"] = {int(c): int(n) for c, n in zip(*np.unique(labels, return_counts=True))}
+    model["fit_rows"] = int(len(sample))
+
+
+def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
+    """Cluster id of each defect: its nearest model centroid.
+
+    Assignment depends only on the saved model and the row itself, so adding images
+    never moves defects already assigned.
+    """
+    if len(features) == 0:
+        return np.zeros(0, dtype=np.int64)
+    near = pairwise_distances_argmin(_transform(model, features), model["centroids"])
+    return model["cluster_ids"][near].astype(np.int64)
+
+
+def _cmp(value: float, op: str, threshold: float) -> bool:
+    return bool(value >= threshold) if op == ">=" else bool(value <= threshold)
+
+
+def _rule(c: dict, conditions: list[tuple[str, str, float]]) -> tuple[bool, str]:
+    """All conditions (feature, op, threshold) hold on centroid ``c``; readable text."""
+    ok = all(np.isfinite(c.get(f, np.nan)) and _cmp(c[f], op, t) for f, op, t in conditions)
+    text = " and ".join(f"{f}={c.get(f, np.nan):.3g} {op} {t:g}" for f, op, t in conditions)
+    return ok, text
+
+
+def name_clusters(model: dict) -> dict[int, dict]:
+    """Name each cluster by rules over its centroid in named raw features.
+
+    Rules, first match wins (thresholds in ``params['naming']``, physical units; the
+    centroid is the median of the cluster's fit rows):
+
+    1. chip: at the cladding edge (``cladding_edge_distance_um`` small) and
+       notch-shaped (``aspect_ratio`` small, ``solidity`` high);
+    2. scratch: elongated and long (``aspect_ratio``, ``skeleton_length_um`` large);
+    3. pit_dig: small, compact and clearly dark (``equivalent_diameter_um`` small,
+       ``aspect_ratio`` small, ``local_snr`` strongly negative). The zone is not
+       required to be glass: the ceramic ferrule has pits too (and the synthetic
+       benchmark draws them on both), and the features table carries no zone;
+    4. contamination: bright, faint or irregular (``local_snr`` above the pit level,
+       or ``solidity`` low), any zone; noted as oil-like when large and faint, else
+       dust-like;
+    5. other.
+
+    Returns
+    -------
+    dict
+        {cluster id: {"type": name, "rule": text with the centroid values}}.
+    """
+    p = model["params"]["naming"]
+    checks = [
+        ("chip", [("cladding_edge_distance_um", "<=", p["chip_max_edge_distance_um"]),
+                  ("aspect_ratio", "<=", p["chip_max_aspect_ratio"]),
+                  ("solidity", ">=", p["chip_min_solidity"])]),
+        ("scratch", [("aspect_ratio", ">=", p["scratch_min_aspect_ratio"]),
+                     ("skeleton_length_um", ">=", p["scratch_min_length_um"])]),
+        ("pit_dig", [("equivalent_diameter_um", "<=", p["pit_max_diameter_um"]),
+                     ("aspect_ratio", "<=", p["pit_max_aspect_ratio"]),
+                     ("local_snr", "<=", p["pit_max_snr"])]),
+        ("contamination", [("local_snr", ">=", p["pit_max_snr"])]),
+        ("contamination", [("solidity", "<=", p["contamination_max_solidity"])]),
+    ]
+    names = {}
+    for cid, c in model["centroids_raw"].items():
+        names[cid] = {"type": "other", "rule": "other: no rule matched"}
+        for kind, cond in checks:
+            ok, text = _rule(c, cond)
+            if ok:
+                rule = f"{kind}: {text}"
+                if kind == "contamination":
+                    oil = (c.get("equivalent_diameter_um", 0.0) >= p["oil_min_diameter_um"]
+                           and abs(c.get("local_snr", 0.0)) <= abs(p["pit_max_snr"]))
+                    rule += (" (oil-like: large and faint)" if oil
+                             else " (dust-like: small, bright or irregular)")
+                names[cid] = {"type": kind, "rule": rule}
+                break
+    return names
+
+
+def match_clusters(old_model: dict, new_model: dict) -> dict[int, int]:
+    """Map the new model's cluster ids onto the old model's ids.
+
+    Centroids of both models (raw-feature medians) are compared in the old model's
+    scaled feature space and paired by minimum total distance (Hungarian algorithm,
+    :func:`scipy.optimize.linear_sum_assignment`). New clusters left without a partner
+    (more clusters than before) get fresh ids after the old ones.
+
+    Returns
+    -------
+    dict
+        {new cluster id: id to use}.
+    """
+    old_ids = sorted(old_model["centroids_raw"])
+    new_ids = sorted(new_model["centroids_raw"])
+
+    def space(m):
+        table = pd.DataFrame.from_dict(m["centroids_raw"], orient="index")
+        X = np.nan_to_num(old_model["scaler"].transform(_matrix(old_model, table)), nan=0.0)
+        return X
+
+    A, B = space(old_model), space(new_model)
+    cost = np.linalg.norm(B[:, None, :] - A[None, :, :], axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    mapping = {new_ids[r]: old_ids[c] for r, c in zip(rows, cols)}
+    fresh = max(old_ids) + 1
+    for n in new_ids:
+        if n not in mapping:
+            mapping[n], fresh = fresh, fresh + 1
+    return mapping
+
+
+def relabel(model: dict, mapping: dict[int, int], previous: dict | None = None) -> dict:
+    """Renumber a model's clusters (``mapping`` new -> id) and carry ``previous``'s
+    names onto matched clusters, so reviewed names stay attached to their ids."""
+    out = dict(model)
+    out["cluster_ids"] = np.array([mapping[int(c)] for c in model["cluster_ids"]])
+    for key in ("centroids_raw", "sizes", "names"):
+        out[key] = {mapping[c]: v for c, v in model[key].items()}
+    if previous is not None:
+        for c in out["names"]:
+            if c in previous["names"]:
+                out["names"][c] = dict(previous["names"][c])
+    return out
+
+
+def review_template(model: dict) -> dict[int, dict]:
+    """Initial review mapping from the automatic names: {cluster: {type, rule, size}}.
+
+    The workflow writes it as ``config/cluster_review.yaml`` on the first run; the user
+    then edits ``type`` (rename) or writes ``merge_into: <cluster>`` (merge).
+    """
+    return {int(c): {"type": v["type"], "rule": v["rule"], "size": int(model["sizes"].get(c, 0))}
+            for c, v in sorted(model["names"].items())}
+
+
+def review_types(model: dict, review: dict | None) -> dict[int, str]:
+    """Resolve the review mapping into {cluster id: type name}.
+
+    Parameters
+    ----------
+    model : dict
+        Fitted model; clusters missing from the review keep their automatic names.
+    review : dict or None
+        {cluster: type name | {"type": name} | {"merge_into": other cluster}}; merges
+        may chain.
+
+    Raises
+    ------
+    ValueError
+        On an unknown type name, an unknown merge target or a merge cycle.
+    """
+    allowed = set(DEFECT_CLASSES.values())
+    entries = {int(c): v for c, v in (review or {}).items()}
+    ids = sorted(set(model["names"]) | set(entries))
+
+    def resolve(c, seen=()):
+        if c in seen:
+            raise ValueError(f"cluster review: merge cycle {[*seen, c]}")
+        v = entries.get(c, model["names"].get(c))
+        if v is None:
+            raise ValueError(f"cluster review: merge_into {c} names no cluster")
+        if isinstance(v, dict) and "merge_into" in v:
+            return resolve(int(v["merge_into"]), (*seen, c))
+        t = v["type"] if isinstance(v, dict) else v
+        if t not in allowed:
+            raise ValueError(f"cluster review: cluster {c} type {t!r}; allowed: {sorted(allowed)}")
+        return t
+
+    return {c: resolve(c) for c in ids}
+
+
+def apply_review(clusters, model: dict, review: dict | None) -> np.ndarray:
+    """Type name of each defect from its cluster id and the review mapping."""
+    types = review_types(model, review)
+    return np.array([types.get(int(c), "other") for c in np.asarray(clusters)], dtype=object)

@@ -1,0 +1,729 @@
+"""Unsupervised defect detection on connector end-face images.
+
+Region defects (pits, digs, dust, oil, chips) are found with a DO2MR-style
+difference of min-max ranking filters, scratches with an LEI-style linear
+enhancement, both on an illumination-flattened image expressed in units of the
+local noise. Candidates are merged into one instance per physical defect and
+measured (zone, size in µm, orientation, signed contrast, shape class).
+
+References
+----------
+Mei, S., Wang, Y., Wen, G., Hu, Y. (2018). Automated inspection of defects in
+optical fiber connector end face using novel morphology approaches. Sensors
+18(5), 1408. https://doi.org/10.3390/s18051408
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import pandas as pd
+from scipy import ndimage as ndi
+from skimage.filters import apply_hysteresis_threshold
+from skimage.morphology import skeletonize
+
+COLUMNS = [
+    "number", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "centroid_x", "centroid_y",
+    "area_px", "area_um2", "zone", "zones_touched", "innermost_zone", "radius_um",
+    "angle_deg", "length_um", "width_um", "orientation_deg", "contrast", "shape_class",
+    "source",
+]
+
+_MAD_TO_SIGMA = 1.4826
+_REGION, _SCRATCH = 1, 2
+
+
+def detect_defects(gray, zone_map, geometry, params):
+    """Find defects in an end-face image and measure each instance.
+
+    Parameters
+    ----------
+    gray : ndarray of float32, shape (H, W)
+        Image in [0, 1]; fiber darker or brighter than the ferrule.
+    zone_map : ndarray of uint8, shape (H, W)
+        Zone ids (0 outside the analysed area, 1 core ... 5 ferrule beyond contact).
+    geometry : dict
+        Keys as returned by ``zones.measure_geometry``; used: ``um_per_px``,
+        ``center_x``, ``center_y``, ``cladding_radius_px``, ``cladding_ellipticity``,
+        ``cladding_angle_deg``, ``core_radius_px``, ``core_visible``. A missing
+        or NaN centre/radius (``zones.mode: none``) means the frame has no fiber
+        edge: no edge model, NaN radius/angle.
+    params : dict
+        The ``detection`` section of the config (sizes in µm).
+
+    Returns
+    -------
+    instance_map : ndarray of uint16, shape (H, W)
+        0 for no defect, else the defect's number 1..n.
+    table : pandas.DataFrame
+        One row per instance, columns ``COLUMNS`` (see docs/architecture.md).
+        ``zones_touched`` is a comma-separated string of zone ids (``"2,3"``);
+        ``radius_um``/``angle_deg`` locate the centroid around the fiber
+        centre; ``angle_deg`` and ``orientation_deg`` (major-axis direction)
+        are in image coordinates (x right, y down, degrees clockwise on
+        screen); ``contrast`` is the mean of (image - local background) over
+        the instance in gray units, negative for dark defects.
+
+    Notes
+    -----
+    The image is flattened in the log domain (illumination and most defect
+    contrasts are multiplicative): per physical region (core, cladding,
+    ferrule) by a robust box mean, and in annuli around the cladding and
+    large core edges by robust arc means in polar coordinates, which remove
+    the edge, epoxy ring, halo and tilt shadow but keep defects that break
+    the circle. Residuals are divided by the local noise. DO2MR finds region
+    defects at two scales, LEI finds scratches; masks are cut at half the
+    defect's own peak contrast (its true edge under blur). Work is restricted
+    to the analysed area's bounding box at a resolution no finer than
+    ``work_um_per_px``; masks are refined at the input resolution.
+
+    References
+    ----------
+    Mei et al. (2018), Sensors 18(5), 1408 (DO2MR, LEI).
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    zone_map = np.asarray(zone_map)
+    if gray.ndim != 2 or gray.shape != zone_map.shape:
+        raise ValueError(f"gray {gray.shape} and zone_map {zone_map.shape} must be equal 2-D shapes")
+    instance_map = np.zeros(gray.shape, np.uint16)
+    ys, xs = np.nonzero(zone_map)
+    if ys.size == 0:
+        return instance_map, _empty_table()
+    upp = _um_per_px(geometry, params)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    crop = (slice(y0, y1), slice(x0, x1))
+    factor = params["work_um_per_px"] / upp
+    factor = factor if factor >= 1.25 else 1.0
+    log_full = np.log(gray[crop] + np.float32(params["log_offset"]))
+    zm_full = zone_map[crop]
+    lg, zm = _resample(log_full, zm_full, factor)
+    wupp = upp * factor
+    px = lambda um: um / wupp  # noqa: E731  (µm -> work pixels)
+    geo = _work_geometry(geometry, x0, y0, factor)
+
+    regions, hard_band, rings, r_norm = _physical_regions(zm.shape, geo, px, params)
+    regions[zm == 0] = 0
+    bg, sigma = _flatten(lg, regions, rings, r_norm, geo, px, params)
+    z = (lg - bg) / sigma
+    z[regions == 0] = 0.0
+    seed_ok = (regions > 0) & ~hard_band
+
+    zs = cv2.GaussianBlur(z, (0, 0), params["smooth_px"])
+    region_mask = _region_candidates(lg - bg, zs, regions, seed_ok, px, params)
+    scratch_mask = _scratch_candidates(zs, seed_ok, px, params)
+    labels, source = _merge(region_mask, scratch_mask, px, params)
+    if labels.max() == 0:
+        return instance_map, _empty_table()
+    mean_absz = ndi.mean(np.abs(zs), labels, np.arange(1, labels.max() + 1))
+    if factor != 1.0:
+        size = (zm_full.shape[1], zm_full.shape[0])
+        bg = cv2.resize(bg, size, interpolation=cv2.INTER_LINEAR)
+        sigma = cv2.resize(sigma, size, interpolation=cv2.INTER_LINEAR)
+        labels = cv2.resize(labels.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST)
+        zf = cv2.GaussianBlur((log_full - bg) / sigma, (0, 0), params["smooth_px"])
+        labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), params)
+    labels[zm_full == 0] = 0
+    instance_map[crop] = labels
+    background = np.exp(bg) - np.float32(params["log_offset"])
+    table = _measure(instance_map, gray, zone_map, geometry, upp, crop, background, source,
+                     mean_absz, params)
+    # Renumber 1..n in case refinement or cropping emptied an instance.
+    lut = np.zeros(int(instance_map.max()) + 1, np.uint16)
+    lut[table["number"].to_numpy()] = np.arange(1, len(table) + 1, dtype=np.uint16)
+    instance_map = lut[instance_map]
+    table["number"] = np.arange(1, len(table) + 1)
+    return instance_map, table.reset_index(drop=True)
+
+
+def _physical_regions(shape, geo, px, params):
+    """Physical regions, the no-seed band on the edges and the polar-model annuli.
+
+    The IEC zones are not physical boundaries (the cladding edge lies inside
+    zone C), so flattening uses the measured edges: region 1 core (when
+    visible), 2 cladding, 3 everything outside the glass. Returns
+    ``(regions int8, hard_band bool, rings [(r_lo, r_hi)], r_norm)`` where
+    ``r_norm`` is the radius normalised so that the fitted cladding ellipse
+    lies at ``r_clad`` (None without a fiber).
+    """
+    regions = np.full(shape, 3, np.int8)
+    band = np.zeros(shape, bool)
+    if geo is None:
+        return regions, band, [], None
+    h, w = shape
+    yy, xx = np.ogrid[0:h, 0:w]
+    dx, dy = xx - np.float32(geo["cx"]), yy - np.float32(geo["cy"])
+    e, t = geo["ellipticity"], math.radians(geo["angle_deg"])
+    if e > 0:
+        a = 2.0 / (2.0 - e)  # semi-axes relative to the mean radius
+        u = dx * math.cos(t) + dy * math.sin(t)
+        v = -dx * math.sin(t) + dy * math.cos(t)
+        r = np.sqrt((u / a) ** 2 + (v / (a * (1 - e))) ** 2, dtype=np.float32)
+    else:
+        r = np.sqrt(dx * dx + dy * dy, dtype=np.float32)
+    half = px(params["edge_band_um"])
+    rc = geo["r_clad"]
+    regions[r < rc] = 2
+    band |= np.abs(r - rc) < half
+    rings = [(rc - px(params["ring_inner_um"]), rc + px(params["ring_outer_um"]))]
+    if geo["r_core"] is not None:
+        rk = geo["r_core"]
+        regions[r < rk] = 1
+        band |= np.abs(r - rk) < half
+        if rk >= px(params["core_ring_min_um"]):
+            rings.append((rk - px(params["ring_inner_um"]), rk + px(params["ring_inner_um"])))
+        else:
+            band |= np.abs(r - rk) < half + px(params["ring_inner_um"])
+    return regions, band, rings, r
+
+
+def _norm_box(values, weights, ksize):
+    """Weighted box mean: box(values * weights) / box(weights), and box(weights)."""
+    num = cv2.boxFilter(values * weights, -1, ksize, normalize=True, borderType=cv2.BORDER_REFLECT)
+    den = cv2.boxFilter(weights, -1, ksize, normalize=True, borderType=cv2.BORDER_REFLECT)
+    return num / np.maximum(den, 1e-6), den
+
+
+def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
+    """Outlier-resistant local mean and local σ of ``values`` (box windows).
+
+    Pixels deviating more than ``clip`` σ (global robust σ of the residual)
+    from the current estimate are dropped, twice; σ is the RMS of the kept
+    residuals over a ``nk`` box.
+    """
+    sel = weights > 0
+    est = np.float32(np.median(values[sel]))
+    s = max(_robust_std(values[sel] - est), 1e-5)
+    for _ in range(n_iter):
+        ww = weights * (np.abs(values - est) < clip * s)
+        est, den = _norm_box(values, ww, ksize)
+        s = max(_robust_std((values - est)[sel]), 1e-5)
+    d = values - est
+    ww = weights * (np.abs(d) < clip * s)
+    var, vden = _norm_box(d * d, ww, nk)
+    ok = (den > 1e-3) & (vden > 1e-3)
+    return est, np.sqrt(np.maximum(var, 0)), ok, s
+
+
+def _flatten(lg, regions, rings, r_norm, geo, px, params):
+    """Background and local noise of the log image, region by region.
+
+    Inside each physical region a robust polynomial surface (vignetting)
+    plus a robust box mean of what it leaves (``background_um``) gives the
+    illumination, so the bright cladding and darker ferrule are normalised
+    separately and image borders are not biased by the box. In each annulus of ``rings`` the background is a
+    robust mean along arcs (``arc_um``) at fixed radius, which keeps every
+    radial structure of the edge (profile, epoxy ring, halo, tilt shadow) in
+    the background and leaves defects in the residual.
+    """
+    clip = params["flatten_clip_sigma"]
+    k_bg = (_odd(px(params["background_um"])),) * 2
+    k_n = (_odd(px(params["noise_um"])),) * 2
+    in_ring = np.zeros(lg.shape, bool)
+    if r_norm is not None:
+        for lo, hi in rings:
+            in_ring |= (r_norm >= lo) & (r_norm < hi)
+    bg = np.zeros_like(lg)
+    sigma = np.ones_like(lg)
+    for k in np.unique(regions[regions > 0]):
+        m = regions == k
+        w = (m & ~in_ring).astype(np.float32)
+        if w.sum() < 64:
+            w = m.astype(np.float32)
+        trend = _robust_surface(lg, w > 0, params["surface_degree"], clip)
+        est, sd, ok, s = _robust_box(lg - trend, w, k_bg, k_n, clip)
+        bg[m] = (trend + np.where(ok, est, 0.0))[m]
+        sigma[m] = np.where(ok, sd, s)[m]
+    for lo, hi in rings:
+        _ring_model(lg, regions > 0, geo, lo, hi, r_norm, bg, sigma, px, params)
+    # noise floor: 8-bit quantisation seen through the log
+    floor = params["sigma_floor"] / (np.exp(bg) + 1e-3)
+    np.maximum(sigma, floor, out=sigma)
+    return bg, sigma
+
+
+def _robust_surface(values, sel, degree, clip, max_n=6000, step=8):
+    """Robust least-squares polynomial surface of ``values`` over ``sel``.
+
+    Fitted on an even subsample, outliers beyond ``clip`` σ dropped twice,
+    evaluated on a grid ``step`` px apart and interpolated.
+    """
+    h, w = values.shape
+    yy, xx = np.nonzero(sel)
+    if yy.size > max_n:
+        yy, xx = yy[:: yy.size // max_n], xx[:: xx.size // max_n]
+    scale = max(h, w) / 2.0
+    terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+
+    def design(x, y):
+        x, y = (x - w / 2) / scale, (y - h / 2) / scale
+        return np.stack([x ** i * y ** j for i, j in terms], -1)
+
+    if yy.size < 4 * len(terms):
+        return np.full(values.shape, np.median(values[sel]) if sel.any() else 0.0, np.float32)
+    A, v = design(xx.astype(np.float64), yy.astype(np.float64)), values[yy, xx].astype(np.float64)
+    keep = np.ones(v.size, bool)
+    for _ in range(3):
+        coef = np.linalg.lstsq(A[keep], v[keep], rcond=None)[0]
+        res = v - A @ coef
+        keep = np.abs(res) < clip * max(_robust_std(res), 1e-6)
+    # grid node i sits at pixel (i + 0.5) * step - 0.5, where cv2.resize puts it
+    gy, gx = (np.mgrid[0:-(-h // step), 0:-(-w // step)] + 0.5) * step - 0.5
+    grid = (design(gx, gy) @ coef).astype(np.float32)
+    full = cv2.resize(grid, (grid.shape[1] * step, grid.shape[0] * step), interpolation=cv2.INTER_LINEAR)
+    return full[:h, :w]
+
+
+def _ring_model(lg, valid, geo, r_lo, r_hi, r_norm, bg, sigma, px, params):
+    """Robust arc-mean background and noise in the annulus r_lo <= r < r_hi (in place).
+
+    Pixels are binned by (angular sector of ``arc_um``, radius in
+    ``ring_bin_px`` steps) using their own centres, so the sharp edge profile
+    is reproduced exactly (no resampling blur); each bin's robust mean is
+    interpolated linearly between neighbouring sectors.
+    """
+    sel = valid & (r_norm >= r_lo) & (r_norm < r_hi)
+    yy, xx = np.nonzero(sel)
+    if yy.size < 64:
+        return
+    v = lg[yy, xx].astype(np.float64)
+    r = r_norm[yy, xx]
+    r_mid = max(0.5 * (r_lo + r_hi), 1.0)
+    n_sec = max(4, int(round(2 * math.pi * r_mid / px(params["arc_um"]))))
+    t = (np.arctan2(yy - geo["cy"], xx - geo["cx"]) / (2 * math.pi) * n_sec) % n_sec
+    rb = ((r - r_lo) / params["ring_bin_px"]).astype(np.int64)
+    n_r = int(rb.max()) + 1
+    sec = t.astype(np.int64) % n_sec
+    key = sec * n_r + rb
+    s0 = np.floor(t - 0.5).astype(np.int64) % n_sec
+    frac = (t - 0.5) - np.floor(t - 0.5)
+    keep = np.ones(v.size, bool)
+    size = n_sec * n_r
+    for _ in range(3):
+        cnt = np.bincount(key[keep], minlength=size).reshape(n_sec, n_r)
+        tot = np.bincount(key[keep], v[keep], minlength=size).reshape(n_sec, n_r)
+        fill = tot.sum(0) / np.maximum(cnt.sum(0), 1)  # empty bins: mean over all angles
+        prof = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill)
+        model = (1 - frac) * prof[s0, rb] + frac * prof[(s0 + 1) % n_sec, rb]
+        res = v - model
+        s = max(_robust_std(res), 1e-5)
+        keep = np.abs(res) < params["flatten_clip_sigma"] * s
+    # local noise per sector and radius band (coarser radial bins: more samples)
+    rb2 = rb // 4
+    key2 = sec * (n_r // 4 + 1) + rb2
+    size2 = n_sec * (n_r // 4 + 1)
+    cnt2 = np.bincount(key2[keep], minlength=size2)
+    var2 = np.bincount(key2[keep], res[keep] ** 2, minlength=size2) / np.maximum(cnt2, 1)
+    sd = np.sqrt(np.where(cnt2 > 4, var2, s * s))[key2]
+    bg[yy, xx] = model
+    sigma[yy, xx] = np.maximum(sd, 0.5 * s)
+
+
+def _robust_std(x, max_n=40000):
+    """σ from the median absolute deviation (on an even subsample when large)."""
+    x = np.asarray(x, np.float32).ravel()
+    if x.size == 0:
+        return 0.0
+    if x.size > max_n:
+        x = x[:: x.size // max_n]
+    med = np.median(x)
+    return float(_MAD_TO_SIGMA * np.median(np.abs(x - med)))
+
+
+def _odd(n):
+    return max(3, int(round(n)) | 1)
+
+
+def _region_candidates(diff, zs, regions, seed_ok, px, params):
+    """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
+
+    The max-min residual of the flattened image is median filtered and
+    thresholded at median + γ·σ (robust) per physical region; candidates
+    that also reach ``seed_sigma`` seed a hysteresis on |z|, and each
+    component is cut at half its own peak |z| (the true edge of a blurred
+    defect), never below ``grow_sigma``.
+    """
+    seed, grow = params["seed_sigma"], params["grow_sigma"]
+    absz = np.abs(zs)
+    cand = _do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params) & (absz > seed)
+    mask = _half_max(_reconstruct(cand, absz > grow), absz, params)
+    # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
+    f = int(round(px(params["coarse_um"])))
+    h, w = zs.shape
+    if f > 1 and min(h, w) // f >= 8:
+        small = (w // f, h // f)
+        dc = cv2.resize(diff, small, interpolation=cv2.INTER_AREA)
+        rc = cv2.resize(regions, small, interpolation=cv2.INTER_NEAREST)
+        okc = cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+        zc = np.zeros_like(dc)
+        for k in np.unique(rc[rc > 0]):
+            m = rc == k
+            zc[m] = dc[m] / max(_robust_std(dc[m & okc]), 1e-5)
+        cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
+        zc_up = np.abs(cv2.resize(zc, (w, h), interpolation=cv2.INTER_LINEAR))
+        cc_up = cv2.resize(cc.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        mask |= _half_max(_reconstruct(cc_up & seed_ok, zc_up > grow), zc_up, params)
+    return mask & (regions > 0)
+
+
+def _do2mr(zs, regions, seed_ok, win, params):
+    """DO2MR: (max - min) ranking residual, median filtered, thresholded per region."""
+    kern = np.ones((win, win), np.uint8)
+    res = cv2.medianBlur(cv2.dilate(zs, kern) - cv2.erode(zs, kern), 3)
+    out = np.zeros(zs.shape, bool)
+    for k in np.unique(regions[regions > 0]):
+        m = (regions == k) & seed_ok
+        if m.sum() < 16:
+            continue
+        vals = res[m]
+        thr = np.median(vals) + params["do2mr_gamma"] * max(_robust_std(vals), 1e-6)
+        out |= m & (res > thr)
+    return out
+
+
+def _reconstruct(seeds, grow):
+    """Connected components of ``grow`` that contain a seed pixel."""
+    grow = grow | seeds
+    n, lab = cv2.connectedComponents(grow.astype(np.uint8), connectivity=8)
+    keep = np.zeros(n, bool)
+    keep[np.unique(lab[seeds])] = True
+    keep[0] = False
+    return keep[lab]
+
+
+def _half_max(mask, absz, params):
+    """Cut each component of ``mask`` at ``mask_level`` x its peak |z|."""
+    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return mask
+    level = np.maximum(params["mask_level"] * _label_max(absz, lab, n), params["grow_sigma"])
+    return mask & (absz >= level[lab])
+
+
+def _label_max(values, labels, n):
+    """Per-label maximum of ``values`` (labels 0..n-1), over labelled pixels only."""
+    sel = labels > 0
+    out = np.zeros(n, np.float32)
+    np.maximum.at(out, labels[sel], values[sel])
+    return out
+
+
+def _refine(labels, absz, reach, params):
+    """Re-cut upsampled instances at the input resolution (half-peak rule).
+
+    Each instance may grow by ``reach`` pixels; an instance the fine image
+    does not support (faint, found at a coarse scale) keeps its upsampled mask.
+    """
+    grown = cv2.dilate(labels, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    n = int(labels.max()) + 1
+    level = np.maximum(params["mask_level"] * _label_max(absz, labels, n), params["grow_sigma"])
+    fine = np.where(absz >= level[grown], grown, 0).astype(np.uint16)
+    before = np.bincount(labels.ravel(), minlength=n)
+    after = np.bincount(fine.ravel(), minlength=n)
+    weak = after < 0.5 * before
+    weak[0] = False
+    return np.where(weak[labels], labels, np.where(weak[fine], 0, fine)).astype(np.uint16)
+
+
+def _scratch_candidates(zs, seed_ok, px, params):
+    """LEI scratches: oriented line averages against parallel side lines.
+
+    Runs at ``lei_um_per_px``. Each orientation is computed by rotating the
+    image so that lines lie along rows and columns, box-averaging along them
+    (O(1) per pixel) and rotating the response back; one rotation serves two
+    orientations 90° apart. The max |response| over orientations, in units
+    of its robust spread, is thresholded with hysteresis, thinned, and
+    collinear segments are joined. The returned mask is the joined centre
+    lines plus the pixels around them above half the line's peak |z|.
+    """
+    h, w = zs.shape
+    f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
+    small = (max(8, round(w / f)), max(8, round(h / f))) if f > 1.05 else (w, h)
+    zl = cv2.resize(zs, small, interpolation=cv2.INTER_AREA) if small != (w, h) else zs
+    okl = (cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+           if small != (w, h) else seed_ok)
+    lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
+    strength = _lei_strength(zl, okl, lpx, params)
+    hyst = apply_hysteresis_threshold(strength, params["lei_low"], params["lei_high"]) & okl
+    lines = _keep_lines(hyst, lpx, params)
+    if not lines.any():
+        return np.zeros((h, w), bool)
+    if small != (w, h):
+        lines = cv2.resize(lines.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+    centre = skeletonize(lines)
+    reach = _odd(2 * px(params["scratch_reach_um"]) + 1)
+    near = cv2.dilate(centre.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach))) > 0
+    absz = np.abs(zs)
+    return centre | _half_max(_reconstruct(centre, near & (absz > params["grow_sigma"])), absz, params)
+
+
+def _lei_strength(z, valid, lpx, params):
+    """Max over orientations of |central line mean - mean of the two side lines| / σ."""
+    L = _odd(lpx(params["lei_length_um"]))
+    off = max(2, int(round(lpx(params["lei_offset_um"]))))
+    n_or = int(params["lei_orientations"])
+    n_or += n_or % 2
+    h, w = z.shape
+    best = np.zeros_like(z)
+    cx, cy = (w - 1) / 2, (h - 1) / 2
+    s = 1.0
+    for i in range(n_or // 2):
+        ang = 180.0 * i / n_or
+        if i == 0:
+            rot = z
+        else:
+            ca, sa = abs(math.cos(math.radians(ang))), abs(math.sin(math.radians(ang)))
+            side = (int(math.ceil(h * sa + w * ca)), int(math.ceil(h * ca + w * sa)))
+            M = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
+            M[0, 2] += (side[0] - w) / 2
+            M[1, 2] += (side[1] - h) / 2
+            rot = cv2.warpAffine(z, M, side, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        for axis in (0, 1):
+            line = cv2.blur(rot, (L, 1) if axis == 0 else (1, L), borderType=cv2.BORDER_REFLECT)
+            resp = _side_contrast(line, off, axis)
+            if i:
+                resp = cv2.warpAffine(resp, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            if i == 0 and axis == 0:
+                # noise scale of one orientation's signed response
+                s = max(_robust_std(resp[valid]) if valid.any() else 1.0, 1e-6)
+            np.maximum(best, np.abs(resp), out=best)
+    return best / s
+
+
+def _empty_table():
+    return pd.DataFrame({c: pd.Series(dtype=_dtype(c)) for c in COLUMNS})
+
+
+def _dtype(col):
+    if col in ("zones_touched", "shape_class", "source"):
+        return "object"
+    if col in ("number", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "area_px", "zone", "innermost_zone"):
+        return "int64"
+    return "float64"
+
+
+def _um_per_px(geometry, params):
+    upp = geometry.get("um_per_px") if geometry else None
+    if upp is None or not np.isfinite(upp) or upp <= 0:
+        upp = params["default_um_per_px"]
+    return float(upp)
+
+
+def _finite(geometry, key):
+    v = geometry.get(key) if geometry else None
+    return v is not None and np.isfinite(v)
+
+
+def _resample(gray, zone_map, factor):
+    if factor == 1.0:
+        return gray, zone_map
+    h, w = gray.shape
+    size = (max(1, round(w / factor)), max(1, round(h / factor)))
+    return (cv2.resize(gray, size, interpolation=cv2.INTER_AREA),
+            cv2.resize(zone_map, size, interpolation=cv2.INTER_NEAREST))
+
+
+def _work_geometry(geometry, x0, y0, factor):
+    """Fiber centre, radii and ellipse in work-image pixels (None without a fiber)."""
+    if not all(_finite(geometry, k) for k in ("center_x", "center_y", "cladding_radius_px")):
+        return None
+    geo = {
+        "cx": (geometry["center_x"] - x0 + 0.5) / factor - 0.5,
+        "cy": (geometry["center_y"] - y0 + 0.5) / factor - 0.5,
+        "r_clad": geometry["cladding_radius_px"] / factor,
+        "r_core": None,
+        "ellipticity": float(geometry.get("cladding_ellipticity") or 0.0)
+        if _finite(geometry, "cladding_ellipticity") else 0.0,
+        "angle_deg": float(geometry["cladding_angle_deg"]) if _finite(geometry, "cladding_angle_deg") else 0.0,
+    }
+    if geometry.get("core_visible") and _finite(geometry, "core_radius_px"):
+        geo["r_core"] = geometry["core_radius_px"] / factor
+    return geo
+
+
+def _side_contrast(line, off, axis):
+    """Central line average minus the mean of the two lines ``off`` away."""
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (off, off)
+    p = np.pad(line, pad, mode="edge")
+    if axis == 0:
+        return line - 0.5 * (p[: -2 * off, :] + p[2 * off:, :])
+    return line - 0.5 * (p[:, : -2 * off] + p[:, 2 * off:])
+
+
+def _keep_lines(mask, px, params):
+    """Keep elongated components; join collinear segments across small gaps."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(mask.shape, bool)
+    min_len = px(params["scratch_min_length_um"])
+    segs = []
+    out = np.zeros(mask.shape, bool)
+    for i in range(1, n):
+        x, y, bw, bh, area = stats[i]
+        if max(bw, bh) < 0.5 * min_len:
+            continue
+        sub = lab[y:y + bh, x:x + bw] == i
+        yy, xx = np.nonzero(sub)
+        pts = np.column_stack([xx + x, yy + y]).astype(np.float64)
+        c = pts.mean(0)
+        cov = np.cov((pts - c).T) if len(pts) > 2 else np.eye(2)
+        evals, evecs = np.linalg.eigh(cov)
+        d = evecs[:, 1]
+        proj = (pts - c) @ d
+        length = proj.max() - proj.min()
+        width = area / max(length, 1.0)
+        if length < 0.5 * min_len or length < params["scratch_min_aspect"] * width:
+            continue
+        segs.append((i, c + proj.min() * d, c + proj.max() * d, d, length))
+    joined = _join_segments(segs, px(params["join_gap_um"]), params["join_angle_deg"])
+    for group in joined:
+        total = sum(segs[j][4] for j in group)
+        if total < min_len:
+            continue
+        for j in group:
+            out |= lab == segs[j][0]
+        for a, b in zip(group[:-1], group[1:]):
+            _draw_link(out, segs[a], segs[b])
+    return out
+
+
+def _join_segments(segs, gap, max_angle):
+    """Group segments whose directions agree and whose ends are within ``gap``."""
+    n = len(segs)
+    parent = list(range(n))
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    cos_max = math.cos(math.radians(max_angle))
+    for a in range(n):
+        for b in range(a + 1, n):
+            da, db = segs[a][3], segs[b][3]
+            if abs(float(da @ db)) < cos_max:
+                continue
+            ends_a, ends_b = segs[a][1:3], segs[b][1:3]
+            dist = min(np.hypot(*(p - q)) for p in ends_a for q in ends_b)
+            if dist > gap:
+                continue
+            # the link must continue the line, not step sideways
+            ca, cb = (ends_a[0] + ends_a[1]) / 2, (ends_b[0] + ends_b[1]) / 2
+            v = cb - ca
+            perp = abs(v[0] * da[1] - v[1] * da[0])
+            if perp > max(2.0, 0.1 * np.hypot(*v)):
+                continue
+            parent[find(a)] = find(b)
+    groups = {}
+    for a in range(n):
+        groups.setdefault(find(a), []).append(a)
+    return [sorted(g, key=lambda j: float(segs[j][1] @ segs[g[0]][3])) for g in groups.values()]
+
+
+def _draw_link(out, sa, sb):
+    ends = [(p, q) for p in sa[1:3] for q in sb[1:3]]
+    p, q = min(ends, key=lambda e: np.hypot(*(e[0] - e[1])))
+    img = np.zeros(out.shape, np.uint8)
+    cv2.line(img, tuple(int(round(v)) for v in p), tuple(int(round(v)) for v in q), 1, 1)
+    out |= img > 0
+
+
+def _merge(region_mask, scratch_mask, px, params):
+    """One label per physical defect (candidates closer than ``merge_gap_um`` join).
+
+    Returns labels 1..n (int32) and, per label, a bit set of the sources
+    (1 region, 2 scratch).
+    """
+    mask = region_mask | scratch_mask
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    small = np.zeros(n, bool)
+    small[1:] = stats[1:, cv2.CC_STAT_AREA] < params["min_area_um2"] * px(1.0) ** 2
+    mask &= ~small[lab]
+    gap = _odd(px(params["merge_gap_um"]))
+    joined = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap, gap)))
+    n, lab = cv2.connectedComponents(joined, connectivity=8)
+    lab = np.where(mask, lab, 0).astype(np.int32)
+    present = np.unique(lab[lab > 0])
+    lut = np.zeros(n, np.int32)
+    lut[present] = np.arange(1, present.size + 1)
+    lab = lut[lab]
+    src = np.zeros(present.size + 1, np.int8)
+    np.bitwise_or.at(src, lab[region_mask & (lab > 0)], _REGION)
+    np.bitwise_or.at(src, lab[scratch_mask & (lab > 0)], _SCRATCH)
+    return lab, src
+
+
+def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params):
+    """Per-instance table at input resolution."""
+    has_center = _finite(geometry, "center_x") and _finite(geometry, "center_y")
+    cx = geometry["center_x"] if has_center else np.nan
+    cy = geometry["center_y"] if has_center else np.nan
+    diff = gray[crop] - bg
+    y0, x0 = crop[0].start, crop[1].start
+    lab = instance_map[crop]
+    zm = zone_map[crop]
+    rows = []
+    for n, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None:
+            continue
+        sub = lab[sl] == n
+        counts = np.bincount(zm[sl][sub], minlength=6)
+        counts[0] = 0
+        touched = np.nonzero(counts)[0]
+        if touched.size == 0:
+            continue
+        m = cv2.moments(sub.astype(np.uint8), binaryImage=True)
+        area = int(m["m00"])
+        xcen = m["m10"] / m["m00"] + sl[1].start + x0
+        ycen = m["m01"] / m["m00"] + sl[0].start + y0
+        # second central moments -> equivalent ellipse (as skimage regionprops)
+        a, b, c = m["mu20"] / area, m["mu11"] / area, m["mu02"] / area
+        root = math.sqrt(((a - c) / 2) ** 2 + b * b)
+        major = 4 * math.sqrt(max((a + c) / 2 + root, 0.0))
+        minor = 4 * math.sqrt(max((a + c) / 2 - root, 0.0))
+        orient = math.degrees(0.5 * math.atan2(2 * b, a - c)) % 180.0
+        src = {1: "region", 2: "scratch", 3: "both"}[int(source[n]) or 1]
+        elong = major / max(minor, 1.0)
+        if elong >= params["linear_aspect"]:
+            step = 1.0 / max(abs(math.cos(math.radians(orient))), abs(math.sin(math.radians(orient))))
+            length_px = max(float(skeletonize(sub).sum()) * step, 1.0)
+            width_px = area / length_px
+            shape = "linear"
+        else:
+            length_px = _feret_max(sub)
+            width_px = max(minor, 1.0)
+            area_um2 = area * upp * upp
+            diffuse = (mean_absz[n - 1] < params["diffuse_max_sigma"]
+                       and area_um2 >= params["diffuse_min_area_um2"])
+            shape = "diffuse" if diffuse else "compact"
+        rows.append({
+            "number": n,
+            "bbox_x": int(sl[1].start + x0), "bbox_y": int(sl[0].start + y0),
+            "bbox_w": int(sl[1].stop - sl[1].start), "bbox_h": int(sl[0].stop - sl[0].start),
+            "centroid_x": float(xcen), "centroid_y": float(ycen),
+            "area_px": area, "area_um2": float(area * upp * upp),
+            "zone": int(np.argmax(counts)),
+            "zones_touched": ",".join(str(int(t)) for t in touched),
+            "innermost_zone": int(touched.min()),
+            "radius_um": float(math.hypot(xcen - cx, ycen - cy) * upp),
+            "angle_deg": float(math.degrees(math.atan2(ycen - cy, xcen - cx)) % 360.0),
+            "length_um": float(length_px * upp), "width_um": float(width_px * upp),
+            "orientation_deg": float(orient),
+            "contrast": float(diff[sl][sub].mean()),
+            "shape_class": shape, "source": src,
+        })
+    if not rows:
+        return _empty_table()
+    return pd.DataFrame(rows, columns=COLUMNS).astype({c: _dtype(c) for c in COLUMNS})
+
+
+def _feret_max(mask):
+    """Largest dimension (max Feret diameter, pixel corners included) of a mask."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.vstack(contours)).reshape(-1, 2).astype(np.float64)
+    corners = (hull[:, None, :] + np.array([[0, 0], [0, 1], [1, 0], [1, 1]])[None]).reshape(-1, 2)
+    d = corners[:, None, :] - corners[None, :, :]
+    return float(np.sqrt((d ** 2).sum(-1).max()))

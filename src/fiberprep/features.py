@@ -1,0 +1,363 @@
+"""Per-defect and per-zone features for clustering, grading and the datasets.
+
+Every feature is computed only inside a defect's bounding box plus a small margin, so
+the cost grows with the number and size of defects, not with the image. Shape and
+intensity statistics come from one vectorised :func:`skimage.measure.regionprops_table`
+call; the features regionprops lacks (background ring, texture, gradients, skeleton,
+location) are computed per defect on its crop. Lengths are in µm through the geometry's
+``um_per_px`` so features compare across scopes.
+
+References
+----------
+.. [1] R. M. Haralick, K. Shanmugam, I. Dinstein, "Textural features for image
+       classification", IEEE Trans. SMC 3(6), 1973 (GLCM).
+.. [2] T. Ojala, M. Pietikäinen, T. Mäenpää, "Multiresolution gray-scale and rotation
+       invariant texture classification with local binary patterns", IEEE TPAMI 24(7),
+       2002 (uniform LBP).
+.. [3] M.-K. Hu, "Visual pattern recognition by moment invariants", IRE Trans. Inf.
+       Theory 8(2), 1962.
+.. [4] J. Bigun, G. H. Granlund, "Optimal orientation detection of linear symmetry",
+       ICCV 1987 (structure-tensor orientation coherence).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pandas as pd
+from skimage.feature import graycomatrix, local_binary_pattern
+from skimage.measure import regionprops_table
+from skimage.morphology import skeletonize
+
+# Width of the local background ring around each defect (µm), at least _RING_MIN_PX px.
+_RING_UM = 3.0
+_RING_MIN_PX = 2
+# Gray levels of the GLCM and of the entropy histogram.
+_LEVELS = 32
+# Uniform LBP with 8 neighbours at radius 1 has P + 2 = 10 codes.
+_LBP_P, _LBP_R = 8, 1.0
+_LBP_BINS = _LBP_P + 2
+# Side (px) of the window holding the texture (GLCM, LBP) sample of a defect.
+_TEXTURE_PX = 48
+_EPS = 1e-6
+
+# name, unit, description: one table from which FEATURE_UNITS and FEATURE_DESCRIPTIONS
+# are built (README feature table, Parquet field metadata).
+# Columns of the detect_defects table that are features too (documented here so the
+# README table and the Parquet metadata cover every feature; computed by defects.py).
+_DETECTION_FEATURES: list[tuple[str, str, str]] = [
+    ("area_px", "px", "defect area in pixels"),
+    ("area_um2", "µm²", "defect area"),
+    ("length_um", "µm", "largest dimension (skeleton length for linear defects)"),
+    ("width_um", "µm", "smallest dimension (area / length for linear defects)"),
+    ("orientation_deg", "deg", "major-axis direction, image coordinates (y down)"),
+    ("contrast", "gray [0,1]", "mean of image - flattened background (negative = dark)"),
+    ("radius_um", "µm", "distance of the centroid from the fiber center"),
+    ("angle_deg", "deg", "polar angle of the centroid about the fiber center (y down)"),
+    ("zone", "id", "zone holding most of the defect (1 core .. 5 ferrule)"),
+    ("innermost_zone", "id", "innermost zone the defect touches (IEC judging zone)"),
+]
+
+# name, unit, description of the features computed here.
+_DEFECT_FEATURES: list[tuple[str, str, str]] = [
+    ("equivalent_diameter_um", "µm", "diameter of the disc with the same area"),
+    ("major_axis_um", "µm", "major axis of the ellipse with the same second moments"),
+    ("minor_axis_um", "µm", "minor axis of that ellipse (at least 1 px)"),
+    ("eccentricity", "1", "eccentricity of that ellipse (0 disc, 1 line)"),
+    ("aspect_ratio", "1", "major / minor axis"),
+    ("solidity", "1", "area / convex hull area (low = irregular)"),
+    ("extent", "1", "area / bounding-box area"),
+    ("circularity", "1", "4π area / perimeter² (1 = disc)"),
+    *[(f"hu_{i}", "1", f"Hu moment invariant {i}, as -sign·log10|h|") for i in range(1, 8)],
+    ("skeleton_length_um", "µm", "length of the morphological skeleton"),
+    ("straightness", "1", "span of the skeleton along its main axis / its length"),
+    ("intensity_mean", "gray [0,1]", "mean intensity inside the defect"),
+    ("intensity_std", "gray [0,1]", "intensity standard deviation inside the defect"),
+    ("intensity_min", "gray [0,1]", "minimum intensity inside the defect"),
+    ("intensity_max", "gray [0,1]", "maximum intensity inside the defect"),
+    ("local_background", "gray [0,1]", "median intensity of the local background ring"),
+    ("local_background_std", "gray [0,1]", "robust std (1.4826 MAD) of the background ring"),
+    ("local_contrast", "gray [0,1]", "defect mean - local background (negative = dark)"),
+    ("local_snr", "1", "local_contrast / local_background_std"),
+    ("glcm_contrast", "1", "GLCM contrast around the defect (32 levels, d=1, 4 directions)"),
+    ("glcm_homogeneity", "1", "GLCM homogeneity around the defect"),
+    ("glcm_energy", "1", "GLCM energy around the defect"),
+    ("glcm_correlation", "1", "GLCM correlation around the defect"),
+    *[(f"lbp_{i}", "fraction", f"share of defect pixels with uniform LBP(8,1) code {i}")
+      for i in range(_LBP_BINS)],
+    ("entropy", "bit", "Shannon entropy of the defect's intensities (32 bins)"),
+    ("gradient_mean", "gray/µm", "mean gradient magnitude on the defect boundary"),
+    ("edge_sharpness", "1/µm", "gradient_mean / |local_contrast|: high = sharp, low = diffuse"),
+    ("orientation_coherence", "1", "structure-tensor coherence inside the defect (1 = one direction)"),
+    ("cladding_edge_distance_um", "µm", "smallest distance of a defect pixel to the cladding edge"),
+]
+
+_ZONE_FEATURES: list[tuple[str, str, str]] = [
+    ("zone", "id", "zone id (1 core, 2 cladding, 3 adhesive, 4 contact, 5 ferrule)"),
+    ("zone_name", "", "zone name"),
+    ("inner_diameter_um", "µm", "inner diameter of the zone"),
+    ("outer_diameter_um", "µm", "outer diameter of the zone (NaN: open)"),
+    ("area_px", "px", "analysed pixels of the zone in the image"),
+    ("area_um2", "µm²", "analysed area of the zone"),
+    ("visible_fraction", "1", "analysed area / nominal annulus area"),
+    ("intensity_mean", "gray [0,1]", "mean intensity of the zone"),
+    ("intensity_std", "gray [0,1]", "intensity standard deviation of the zone"),
+    ("gradient_mean", "gray/µm", "mean gradient magnitude in the zone"),
+    ("entropy", "bit", "Shannon entropy of the zone's intensities (32 bins)"),
+]
+
+FEATURE_UNITS: dict[str, str] = {
+    n: u for n, u, _ in _DETECTION_FEATURES + _DEFECT_FEATURES + _ZONE_FEATURES}
+FEATURE_DESCRIPTIONS: dict[str, str] = {
+    n: d for n, _, d in _DETECTION_FEATURES + _DEFECT_FEATURES}
+ZONE_FEATURE_DESCRIPTIONS: dict[str, str] = {n: d for n, _, d in _ZONE_FEATURES}
+DEFECT_FEATURE_NAMES: list[str] = [n for n, _, _ in _DEFECT_FEATURES]
+
+_ZONE_NAMES = {1: "core", 2: "cladding", 3: "adhesive", 4: "contact", 5: "ferrule"}
+
+
+def _ring_px(um_per_px: float) -> int:
+    return max(_RING_MIN_PX, int(round(_RING_UM / um_per_px)))
+
+
+def _skeleton_length_px(skel: np.ndarray) -> float:
+    """Length of an 8-connected skeleton: orthogonal steps 1, diagonal steps √2,
+    diagonals that short-cut an orthogonal corner not counted twice."""
+    s = skel
+    h = np.count_nonzero(s[:, :-1] & s[:, 1:])
+    v = np.count_nonzero(s[:-1] & s[1:])
+    d1 = s[:-1, :-1] & s[1:, 1:] & ~(s[:-1, 1:] | s[1:, :-1])
+    d2 = s[:-1, 1:] & s[1:, :-1] & ~(s[:-1, :-1] | s[1:, 1:])
+    return float(h + v + np.sqrt(2.0) * (np.count_nonzero(d1) + np.count_nonzero(d2)))
+
+
+def _entropy(values: np.ndarray) -> float:
+    hist = np.bincount(np.clip((values * _LEVELS).astype(np.intp), 0, _LEVELS - 1),
+                       minlength=_LEVELS)
+    p = hist[hist > 0] / values.size
+    return float(-(p * np.log2(p)).sum())
+
+
+def _glcm_props(q: np.ndarray) -> dict[str, float]:
+    """Haralick contrast, homogeneity, energy and correlation of the GLCM summed over
+    four directions (0, 45, 90, 135 deg) at distance 1, symmetric and normalised."""
+    P = graycomatrix(q, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=_LEVELS,
+                     symmetric=True).sum(axis=(2, 3)).astype(float)
+    P /= max(P.sum(), 1.0)
+    i, j = np.ogrid[:_LEVELS, :_LEVELS]
+    mu = (P * i).sum()
+    var = (P * (i - mu) ** 2).sum()
+    return {
+        "glcm_contrast": float((P * (i - j) ** 2).sum()),
+        "glcm_homogeneity": float((P / (1.0 + (i - j) ** 2)).sum()),
+        "glcm_energy": float(np.sqrt((P**2).sum())),
+        "glcm_correlation": float((P * (i - mu) * (j - mu)).sum() / var) if var > _EPS else 1.0,
+    }
+
+
+def _hull_area_px(mask: np.ndarray) -> float:
+    """Area of the convex hull of the mask's pixel squares (cv2 hull on pixel corners)."""
+    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
+    corners = (pts[:, None, :] + np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]],
+                                          np.float32)).reshape(-1, 2)
+    return float(cv2.contourArea(cv2.convexHull(corners)))
+
+
+def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
+    """Features of defect ``n`` from its crop (arrays cut to bbox + margin at ``origin``)."""
+    mask = lab_c == n
+    m8 = mask.view(np.uint8)
+    out = {}
+    vals = gray_c[mask]
+    out["solidity"] = min(1.0, vals.size / max(_hull_area_px(mask), 1.0))
+    # Local background: a ring around the defect, excluding other defects and
+    # pixels outside the analysed area.
+    ring = cv2.dilate(m8, ring_kernel).astype(bool) & (lab_c == 0) & (zone_c > 0)
+    if ring.any():
+        bg = gray_c[ring]
+        bg_med = float(np.median(bg))
+        bg_std = float(1.4826 * np.median(np.abs(bg - bg_med)))
+    else:
+        bg_med, bg_std = np.nan, np.nan
+    contrast = float(vals.mean()) - bg_med
+    out.update(local_background=bg_med, local_background_std=bg_std, local_contrast=contrast,
+               local_snr=contrast / max(bg_std, 1e-3))
+    # Texture on a window of at most _TEXTURE_PX around a defect pixel near the centroid
+    # (bounds the cost of long scratches; the window holds defect and surroundings).
+    ys, xs = np.nonzero(mask)
+    k = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
+    h2 = _TEXTURE_PX // 2
+    wy = slice(max(ys[k] - h2, 0), ys[k] + h2)
+    wx = slice(max(xs[k] - h2, 0), xs[k] + h2)
+    q = np.clip((gray_c[wy, wx] * _LEVELS).astype(np.uint8), 0, _LEVELS - 1)
+    out.update(_glcm_props(q))
+    lbp = local_binary_pattern(q, _LBP_P, _LBP_R, method="uniform").astype(np.intp)
+    codes = lbp[mask[wy, wx]]
+    hist = np.bincount(codes, minlength=_LBP_BINS)[:_LBP_BINS] / max(codes.size, 1)
+    out.update({f"lbp_{i}": float(hist[i]) for i in range(_LBP_BINS)})
+    out["entropy"] = _entropy(vals)
+    # Gradient on the boundary band (one pixel in and out) and structure tensor.
+    gx = cv2.Sobel(gray_c, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(gray_c, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    k3 = np.ones((3, 3), np.uint8)
+    dil = cv2.dilate(m8, k3).astype(bool)
+    band = dil & ~cv2.erode(m8, k3).astype(bool)
+    gbx, gby = gx[band], gy[band]
+    gmean = float(np.hypot(gbx, gby).mean()) / um
+    out["gradient_mean"] = gmean
+    out["edge_sharpness"] = gmean / max(abs(contrast), 1e-3) if np.isfinite(contrast) else np.nan
+    gdx, gdy = gx[dil], gy[dil]
+    jxx, jyy, jxy = float(gdx @ gdx), float(gdy @ gdy), float(gdx @ gdy)
+    out["orientation_coherence"] = float(np.hypot(jxx - jyy, 2 * jxy) / (jxx + jyy + _EPS))
+    # Skeleton length and straightness (span along the skeleton's main axis / length).
+    skel = skeletonize(mask)
+    length = _skeleton_length_px(skel)
+    sy, sx = np.nonzero(skel)
+    span = 0.0
+    if sy.size > 1:
+        _, v = np.linalg.eigh(np.cov(np.stack([sx, sy]).astype(float)))
+        proj = sx * v[0, -1] + sy * v[1, -1]
+        span = float(proj.max() - proj.min())
+    out["skeleton_length_um"] = length * um
+    out["straightness"] = min(1.0, (span + 1.0) / (length + 1.0))
+    # Distance to the cladding edge (chips sit on it).
+    cx, cy, rc = (geometry.get(k, np.nan) for k in ("center_x", "center_y", "cladding_radius_px"))
+    r = np.hypot(xs + origin[1] - cx, ys + origin[0] - cy)
+    out["cladding_edge_distance_um"] = float(np.abs(r - rc).min()) * um
+    return out
+
+
+def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.ndarray,
+                    defects: pd.DataFrame, geometry: dict) -> pd.DataFrame:
+    """Shape, intensity, texture, gradient and edge-distance features of every defect.
+
+    Size, location and zone (``area_um2``, ``length_um``, ``radius_um``, ``zone`` ...)
+    are columns of the ``detect_defects`` table and are not repeated here; a defect's
+    full feature vector is that table joined with this one on ``number``.
+
+    Parameters
+    ----------
+    gray : (H, W) float array in [0, 1]
+        The analysed image.
+    instance_map : (H, W) integer array
+        0 for background, else the defect number (``defects.detect_defects``).
+    zone_map : (H, W) uint8 array
+        Zone ids (``zones.zone_label_map``); 0 = outside the analysed area.
+    defects : DataFrame
+        Defect table with a ``number`` column; one output row per number, same order.
+    geometry : dict
+        Fiber geometry with ``um_per_px`` and, when a fiber was found, ``center_x``,
+        ``center_y`` and ``cladding_radius_px`` (NaN otherwise:
+        ``cladding_edge_distance_um`` is NaN).
+
+    Returns
+    -------
+    DataFrame
+        ``number`` and the columns ``DEFECT_FEATURE_NAMES`` (units in
+        ``FEATURE_UNITS``). Lengths in µm, intensities in gray [0, 1].
+
+    Notes
+    -----
+    The background ring is ``max(2 px, 3 µm)`` wide, excludes other defects and pixels
+    outside the analysed area, and is summarised robustly (median, 1.4826·MAD). GLCM and
+    LBP use 32 gray levels of the [0, 1] range, so texture compares across images, on a
+    window of at most 48 × 48 px centred on the defect.
+    """
+    um = float(geometry["um_per_px"])
+    numbers = defects["number"].to_numpy(dtype=np.int64)
+    cols = DEFECT_FEATURE_NAMES
+    if numbers.size == 0:
+        return pd.DataFrame({c: pd.Series(dtype=float) for c in ["number", *cols]})
+    gray = np.asarray(gray, dtype=np.float32)
+    lab = np.asarray(instance_map).astype(np.int32, copy=False)
+    props = regionprops_table(
+        lab, intensity_image=gray,
+        properties=("label", "bbox", "area", "axis_major_length", "axis_minor_length",
+                    "eccentricity", "extent", "perimeter", "moments_hu", "intensity_mean",
+                    "intensity_std", "intensity_min", "intensity_max"))
+    pos = {int(v): i for i, v in enumerate(props["label"])}
+    missing = [int(n) for n in numbers if n not in pos]
+    if missing:
+        raise ValueError(f"defects {missing} are not in the instance map")
+    idx = np.array([pos[int(n)] for n in numbers])
+    p = {k: np.asarray(v)[idx] for k, v in props.items()}
+    area = p["area"].astype(float)
+    # regionprops' second-moment axes are 0 for one-pixel-wide shapes: floor at 1 px.
+    major = np.maximum(p["axis_major_length"], 1.0)
+    minor = np.maximum(p["axis_minor_length"], 1.0)
+    perim = np.maximum(p["perimeter"], _EPS)
+    f = {
+        "number": numbers,
+        "equivalent_diameter_um": np.sqrt(4 * area / np.pi) * um,
+        "major_axis_um": major * um, "minor_axis_um": minor * um,
+        "eccentricity": p["eccentricity"], "aspect_ratio": major / minor,
+        "extent": p["extent"], "circularity": np.clip(4 * np.pi * area / perim**2, 0.0, 1.0),
+        **{f"hu_{i + 1}": -np.sign(p[f"moments_hu-{i}"])
+           * np.log10(np.abs(p[f"moments_hu-{i}"]) + 1e-30) for i in range(7)},
+        **{k: p[k] for k in ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")},
+    }
+    ring_px = _ring_px(um)
+    margin = ring_px + 2
+    ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_px + 1, 2 * ring_px + 1))
+    H, W = lab.shape
+    rows = []
+    for j, n in enumerate(numbers):
+        y0, y1 = max(p["bbox-0"][j] - margin, 0), min(p["bbox-2"][j] + margin, H)
+        x0, x1 = max(p["bbox-1"][j] - margin, 0), min(p["bbox-3"][j] + margin, W)
+        rows.append(_crop_features(gray[y0:y1, x0:x1], lab[y0:y1, x0:x1],
+                                   zone_map[y0:y1, x0:x1], n, (y0, x0), ring_kernel,
+                                   geometry, um))
+    for k in rows[0]:
+        f[k] = np.array([r[k] for r in rows], dtype=float)
+    return pd.DataFrame(f)[["number", *cols]]
+
+
+def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,
+                  zones_um: dict) -> pd.DataFrame:
+    """Intensity, texture and geometry of every zone of one image.
+
+    Parameters
+    ----------
+    gray : (H, W) float array in [0, 1]
+    zone_map : (H, W) uint8 array
+        Zone ids; 0 = not analysed.
+    geometry : dict
+        Fiber geometry with ``um_per_px`` (and ``center_x``, ``center_y``).
+    zones_um : dict
+        ``{core|cladding|adhesive|contact: [inner, outer]}`` diameters in µm, as in the
+        fiber catalog. The ferrule zone (5) extends beyond ``contact``.
+
+    Returns
+    -------
+    DataFrame
+        One row per zone present in the map (1..5), columns of ``ZONE_FEATURE_DESCRIPTIONS``.
+        ``visible_fraction`` is NaN for the open ferrule zone.
+    """
+    um = float(geometry["um_per_px"])
+    gray = np.asarray(gray, dtype=np.float32)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    grad = np.hypot(gx, gy)
+    ids = np.arange(1, 6)
+    counts = np.bincount(zone_map.ravel(), minlength=6)[:6]
+    rows = []
+    for z in ids:
+        if counts[z] == 0:
+            continue
+        name = _ZONE_NAMES[z]
+        inner, outer = zones_um.get(name, (zones_um.get("contact", (0, 0))[1], np.nan))
+        m = zone_map == z
+        vals = gray[m]
+        nominal = np.pi / 4 * (outer**2 - inner**2) if np.isfinite(outer) else np.nan
+        area_um2 = counts[z] * um * um
+        rows.append({
+            "zone": int(z), "zone_name": name,
+            "inner_diameter_um": float(inner), "outer_diameter_um": float(outer),
+            "area_px": int(counts[z]), "area_um2": float(area_um2),
+            "visible_fraction": float(min(area_um2 / nominal, 1.0)) if nominal > 0 else np.nan,
+            "intensity_mean": float(vals.mean()), "intensity_std": float(vals.std()),
+            "gradient_mean": float(grad[m].mean()) / um,
+            "entropy": _entropy(vals),
+        })
+    return pd.DataFrame(rows, columns=[n for n, _, _ in _ZONE_FEATURES])

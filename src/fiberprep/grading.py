@@ -1,0 +1,180 @@
+"""Severity per defect and IEC 61300-3-35 pass/fail per zone and per image.
+
+The acceptance criteria are data (``criteria:`` in config/config.yaml), one entry per
+edition and fiber class, so a user can follow another edition or an in-house table
+without touching code. An entry looks like::
+
+    edition: IEC 61300-3-35 Ed. 2.0 (2015)
+    source: ...
+    zones:
+      cladding:                       # zone key as in fiber_types.*.zones_um
+        scratches:                    # size = width (µm)
+          - {over_um: 3, max_count: 0}            # none wider than 3 µm
+        defects:                      # size = largest dimension (µm)
+          - {size_um: [2, 5], max_count: 5}       # at most 5 of 2-5 µm (inclusive)
+          - {over_um: 5, max_count: 0}            # none larger than 5 µm
+
+A rule counts the scratches (or defects) whose size lies in ``size_um`` (closed
+interval) or exceeds ``over_um`` (strictly) and fails when the count is above
+``max_count``. Sizes without a rule have no limit; a zone without rules has no limit.
+
+Following the standard's worked examples, a defect touching several zones is judged
+in the innermost one (``innermost_zone`` column, else ``zone``); a defect's size is
+its largest dimension (``length_um``), a scratch's size its width (``width_um``);
+"defects" are every type except scratches (pits, digs, chips, contamination, other).
+
+References
+----------
+.. [1] IEC 61300-3-35:2015, Fibre optic interconnecting devices and passive
+       components - Basic test and measurement procedures - Part 3-35: Examinations
+       and measurements - Visual inspection of fibre optic connectors and fibre-stub
+       transceivers, Ed. 2.0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+# Zone ids of zones.ZONE_IDS graded by IEC 61300-3-35, their config keys and the
+# letters used in the standard's tables.
+GRADED_ZONES: dict[int, tuple[str, str]] = {
+    1: ("core", "A"), 2: ("cladding", "B"), 3: ("adhesive", "C"), 4: ("contact", "D"),
+}
+SCRATCH = "scratch"
+LEVELS = ("low", "medium", "high")
+
+
+def _judged_zone(defects: pd.DataFrame) -> np.ndarray:
+    col = "innermost_zone" if "innermost_zone" in defects else "zone"
+    return defects[col].fillna(0).to_numpy(dtype=np.int64)
+
+
+def defect_size_um(defects: pd.DataFrame) -> np.ndarray:
+    """IEC size of each defect: width for scratches, largest dimension otherwise."""
+    is_scratch = (defects["type"] == SCRATCH).to_numpy()
+    largest = np.fmax(defects["length_um"].to_numpy(float), defects["width_um"].to_numpy(float))
+    return np.where(is_scratch, defects["width_um"].to_numpy(float), largest)
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _rule_band(rule: dict) -> tuple[float, float, bool, str]:
+    """(low, high, low_inclusive, text) of a rule's size band."""
+    if "over_um" in rule:
+        return float(rule["over_um"]), np.inf, False, f"> {_fmt(rule['over_um'])} µm"
+    lo, hi = rule["size_um"]
+    hi = np.inf if hi is None else float(hi)
+    if np.isinf(hi):
+        text = "of any size" if lo <= 0 else f"≥ {_fmt(lo)} µm"
+    else:
+        text = f"≤ {_fmt(hi)} µm" if lo <= 0 else f"{_fmt(lo)}–{_fmt(hi)} µm"
+    return float(lo), hi, True, text
+
+
+def _check(sizes: np.ndarray, rules: list[dict], noun: str, letter: str) -> list[str]:
+    failures = []
+    for rule in rules or []:
+        lo, hi, lo_incl, band = _rule_band(rule)
+        inside = ((sizes >= lo) if lo_incl else (sizes > lo)) & (sizes <= hi)
+        n, allowed = int(inside.sum()), rule.get("max_count")
+        if allowed is not None and n > allowed:
+            what = noun if n == 1 else noun + "s"
+            limit = ", none allowed" if allowed == 0 else f" > {allowed} allowed"
+            failures.append(f"zone {letter}: {n} {what} {band}{limit}")
+    return failures
+
+
+def grade_zones(defects: pd.DataFrame, criteria: dict) -> pd.DataFrame:
+    """IEC pass/fail of each graded zone (A-D) of one image.
+
+    Parameters
+    ----------
+    defects : DataFrame
+        The image's defects with ``type``, ``length_um``, ``width_um`` and
+        ``innermost_zone`` (or ``zone``).
+    criteria : dict
+        One entry of the config's ``criteria:`` section (see module docstring).
+
+    Returns
+    -------
+    DataFrame
+        One row per graded zone: ``zone`` (id), ``zone_letter``, ``n_scratches``,
+        ``n_defects``, ``pass_fail`` (pass | fail) and ``failures`` (``"; "``-joined
+        texts such as ``zone B: 6 defects 2–5 µm > 5 allowed``; empty when passing).
+    """
+    zone = _judged_zone(defects)
+    is_scratch = (defects["type"] == SCRATCH).to_numpy()
+    size = defect_size_um(defects)
+    rules = criteria.get("zones", {})
+    rows = []
+    for zid, (key, letter) in GRADED_ZONES.items():
+        z = rules.get(key) or {}
+        in_zone = zone == zid
+        fails = (_check(size[in_zone & is_scratch], z.get("scratches"), "scratch", letter)
+                 + _check(size[in_zone & ~is_scratch], z.get("defects"), "defect", letter))
+        rows.append({"zone": zid, "zone_letter": letter,
+                     "n_scratches": int((in_zone & is_scratch).sum()),
+                     "n_defects": int((in_zone & ~is_scratch).sum()),
+                     "pass_fail": "fail" if fails else "pass", "failures": "; ".join(fails)})
+    return pd.DataFrame(rows)
+
+
+def grade_image(defects: pd.DataFrame, criteria: dict) -> dict:
+    """IEC 61300-3-35 pass/fail of one image from its typed defects.
+
+    Parameters
+    ----------
+    defects, criteria
+        As in :func:`grade_zones`.
+
+    Returns
+    -------
+    dict
+        ``pass_fail`` (pass | fail), ``failures`` (list of texts naming each failing
+        criterion, innermost zone first), ``zones`` ({letter: pass | fail}) and
+        ``criteria`` (the entry's edition text).
+    """
+    zones = grade_zones(defects, criteria)
+    failures = [t for text in zones["failures"] if text for t in text.split("; ")]
+    return {"pass_fail": "fail" if failures else "pass", "failures": failures,
+            "zones": dict(zip(zones["zone_letter"], zones["pass_fail"])),
+            "criteria": criteria.get("edition", "")}
+
+
+def severity(defects: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Severity score in [0, 1) and level (low | medium | high) of each defect.
+
+    The score grows with size relative to a reference size, weighted by type and by
+    the zone the defect is judged in (core matters most, ferrule least)::
+
+        score = 1 - exp(-type_weight · zone_weight · size_um / reference_um)
+
+    with ``size_um`` the IEC size (scratch width, else largest dimension).
+
+    Parameters
+    ----------
+    defects : DataFrame
+        ``type``, ``length_um``, ``width_um``, ``innermost_zone`` (or ``zone``).
+    params : dict
+        The config's ``severity:`` section: ``reference_um``, ``type_weights``
+        ({type: w}, unknown types weigh ``type_weights['other']``), ``zone_weights``
+        ({zone id: w}, zone 0 weighs 0) and ``levels`` ({medium: s, high: s}
+        score thresholds).
+
+    Returns
+    -------
+    DataFrame
+        ``severity_score`` and ``severity_level``, indexed like ``defects``.
+    """
+    tw = params["type_weights"]
+    zw = {int(k): float(v) for k, v in params["zone_weights"].items()}
+    w_type = defects["type"].map(lambda t: tw.get(t, tw["other"])).to_numpy(float)
+    w_zone = np.array([zw.get(z, 0.0) for z in _judged_zone(defects)])
+    size = np.nan_to_num(defect_size_um(defects))
+    score = 1.0 - np.exp(-w_type * w_zone * size / float(params["reference_um"]))
+    lv = params["levels"]
+    level = np.where(score >= lv["high"], "high", np.where(score >= lv["medium"], "medium", "low"))
+    return pd.DataFrame({"severity_score": score, "severity_level": level}, index=defects.index)

@@ -1,0 +1,380 @@
+"""Per-image chains run by the shard jobs: load -> zones -> defects -> features.
+
+A shard job calls :func:`run_shard` with one of the stage functions below and the
+shard's images. Each stage function handles one image end to end: it checks the
+per-image cache (:mod:`fiberprep.cache`), computes what is missing with the pure
+stage functions, writes the per-image intermediates and returns the image's record
+(and table rows). A bad image never stops the shard: ``io.ImageRejected`` from any
+stage becomes ``status = rejected`` with its reason, and any other exception becomes
+``rejected`` with reason ``internal error: ...`` and its traceback in the job's log.
+Images are processed by a pool of ``threads`` processes (OpenCV/NumPy work does not
+share a GIL across processes, so a 16-core job keeps 16 cores busy).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+
+from fiberprep import cache, defects, features, zones
+from fiberprep import io as fio
+
+log = logging.getLogger("fiberprep")
+
+#: Columns of a zones shard table before the geometry keys (``zones.measure_geometry``).
+IMAGE_COLUMNS = [
+    "image_id",
+    "source_path",
+    "rel_path",
+    "status",
+    "reason",
+    "checksum",
+    "size_bytes",
+    "width",
+    "height",
+    "format",
+]
+
+
+def stage_params(config: dict) -> dict[str, dict]:
+    """Parameters of each per-image stage, from the whole config: everything the
+    stage's cache key must cover (its config sections and its code version).
+
+    Returns
+    -------
+    dict
+        ``{"zones": ..., "defects": ..., "features": ...}``, the ``params`` argument of
+        :func:`zones_image`, :func:`defects_image` and :func:`features_image`.
+    """
+    fiber_type = config["fiber_types"][config["fiber"]["type"]]
+    return {
+        "zones": {
+            "code": cache.code_version("pipeline", "cache", "io", "zones"),
+            "io": config["io"],
+            "fiber_type": fiber_type,
+            "um_per_px": config["calibration"]["um_per_px"],
+            "zones": config["zones"],
+        },
+        "defects": {
+            "code": cache.code_version("defects"),
+            "io": config["io"],
+            "defects": config["detection"],
+        },
+        "features": {
+            "code": cache.code_version("features"),
+            "io": config["io"],
+            "zones_um": fiber_type["zones_um"],
+            "features": config.get("features", {}),
+        },
+    }
+
+
+def log_to(path: str | os.PathLike) -> None:
+    """Send this process's stderr (Python and C level) and logging to a log file.
+
+    Shard scripts call it first, so library warnings, tracebacks and the output of
+    pool workers all land in the job's ``log:`` file.
+    """
+    stream = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the process)
+    os.dup2(stream.fileno(), 2)
+    sys.stderr = stream
+    logging.basicConfig(
+        stream=stream,
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        force=True,
+    )
+
+
+def _rejection(image_id: str, stage: str, err: BaseException) -> tuple[str, None]:
+    """Reason for a failed stage, and ``None`` as cache key (so it is retried later)."""
+    if isinstance(err, fio.ImageRejected):
+        return err.reason, None
+    log.error(
+        "%s: %s stage failed\n%s",
+        image_id,
+        stage,
+        "".join(traceback.format_exception(err)),
+    )
+    return f"internal error: {type(err).__name__}: {err}", None
+
+
+def zones_image(image: dict, params: dict, root: str) -> dict:
+    """Zones stage of one image: load, measure geometry, label the IEC zones.
+
+    Parameters
+    ----------
+    image : dict
+        Manifest row: ``image_id, rel_path, source_path, size_bytes, mtime_ns``.
+    params : dict
+        ``io`` (``max_pixels``, ``min_side_px``), ``fiber_type`` (catalog entry),
+        ``um_per_px`` (configured scale or ``None``) and ``zones`` (zone finder).
+    root : str
+        ``<results_dir>/intermediate``.
+
+    Returns
+    -------
+    dict
+        The image's zones record: manifest fields, ``checksum``, ``status``, ``reason``,
+        ``key``, image info (``width, height, format, ...``) and ``geometry``. Writes
+        ``zones.zarr`` (when ok) and ``zones.json``.
+    """
+    folder = cache.image_dir(root, image["image_id"])
+    record = {k: image[k] for k in ("image_id", "rel_path", "source_path", "size_bytes")}
+    try:
+        record["checksum"] = fio.file_checksum(image["source_path"])
+    except fio.ImageRejected as err:  # missing, unreadable, link loop, pipe
+        return {**record, "checksum": "", "status": "rejected", "key": None,
+                "reason": err.reason, "geometry": {}}
+    key = cache.stage_key("zones", record["checksum"], params)
+    cached = cache.read_record(folder / "zones.json")
+    if cached is not None and cached.get("key") == key:
+        return cached
+    start = time.perf_counter()
+    try:
+        gray, _, info = fio.load_image(
+            image["source_path"], params["io"]["max_pixels"], params["io"]["min_side_px"]
+        )
+        geometry = zones.measure_geometry(
+            gray, params["fiber_type"], params["zones"], params["um_per_px"]
+        )
+        zone_map = zones.zone_label_map(
+            gray.shape, geometry, params["fiber_type"]["zones_um"], geometry["um_per_px"]
+        )
+        cache.write_array(folder / "zones.zarr", "zone_map", zone_map)
+        record.update(info, status="ok", reason="", key=key, geometry=geometry)
+    except Exception as err:  # noqa: BLE001 (one image never stops the shard)
+        reason, key = _rejection(image["image_id"], "zones", err)
+        record.update(status="rejected", reason=reason, key=key, geometry={})
+    record["seconds"] = round(time.perf_counter() - start, 4)
+    cache.write_record(folder / "zones.json", record)
+    return record
+
+
+def _load_gray(zones_record: dict, params: dict):
+    """Decode the image again for a later stage (decoding is cheaper than caching it)."""
+    gray, _, _ = fio.load_image(
+        zones_record["source_path"], params["io"]["max_pixels"], params["io"]["min_side_px"]
+    )
+    return gray
+
+
+def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd.DataFrame]:
+    """Defects stage of one accepted image: DO2MR/LEI detection into instances.
+
+    Parameters
+    ----------
+    zones_record : dict
+        The image's zones record (status ok).
+    params : dict
+        ``io`` (for decoding) and ``defects`` (detector parameters).
+    root : str
+        ``<results_dir>/intermediate``.
+
+    Returns
+    -------
+    record : dict
+        ``image_id, status, reason, key, n_defects``; written as ``defects.json``.
+    table : pandas.DataFrame
+        ``detect_defects`` rows with ``image_id`` and ``defect_id`` first; written as
+        ``defects.parquet`` next to ``defects.zarr`` (the instance map).
+    """
+    image_id = zones_record["image_id"]
+    folder = cache.image_dir(root, image_id)
+    key = cache.stage_key("defects", zones_record["key"], params)
+    cached = cache.read_record(folder / "defects.json")
+    if cached is not None and cached.get("key") == key:
+        return cached, cache.read_table(folder / "defects.parquet")
+    start = time.perf_counter()
+    record = {"image_id": image_id}
+    table = pd.DataFrame()
+    try:
+        gray = _load_gray(zones_record, params)
+        zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
+        instance_map, table = defects.detect_defects(
+            gray, zone_map, zones_record["geometry"], params["defects"]
+        )
+        table = _with_ids(table, image_id)
+        cache.write_array(folder / "defects.zarr", "instance_map", instance_map)
+        cache.write_table(folder / "defects.parquet", table)
+        record.update(status="ok", reason="", key=key, n_defects=len(table))
+    except Exception as err:  # noqa: BLE001
+        reason, key = _rejection(image_id, "defects", err)
+        record.update(status="rejected", reason=reason, key=key, n_defects=0)
+        table = pd.DataFrame()
+    record["seconds"] = round(time.perf_counter() - start, 4)
+    cache.write_record(folder / "defects.json", record)
+    return record, table
+
+
+def features_image(
+    zones_record: dict, params: dict, root: str
+) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
+    """Features stage of one accepted image: per-defect and per-zone features.
+
+    Parameters
+    ----------
+    zones_record : dict
+        The image's zones record (status ok).
+    params : dict
+        ``io`` (for decoding), ``zones_um`` (the fiber type's zone diameters) and
+        ``features`` (feature parameters).
+    root : str
+        ``<results_dir>/intermediate``.
+
+    Returns
+    -------
+    record : dict
+        ``image_id, status, reason, key, n_defects``; written as ``features.json``.
+        ``rejected`` when the defects stage rejected the image.
+    defect_table : pandas.DataFrame
+        One row per defect: the ``defects.parquet`` columns (``image_id, defect_id,
+        number`` first, then the detector's measurements) followed by every
+        ``features.defect_features`` column; written as ``features.parquet``. This is
+        the table clustering, the library and the datasets read.
+    zone_table : pandas.DataFrame
+        ``features.zone_features`` rows with ``image_id`` first; written as
+        ``zone_features.parquet``.
+    """
+    image_id = zones_record["image_id"]
+    folder = cache.image_dir(root, image_id)
+    upstream = cache.read_record(folder / "defects.json") or {}
+    if upstream.get("status") != "ok":
+        reason = upstream.get("reason", "internal error: defects stage left no record")
+        return {"image_id": image_id, "status": "rejected", "reason": reason,
+                "key": None, "n_defects": 0}, pd.DataFrame(), pd.DataFrame()
+    key = cache.stage_key("features", upstream["key"], params)
+    cached = cache.read_record(folder / "features.json")
+    if cached is not None and cached.get("key") == key:
+        return (cached, cache.read_table(folder / "features.parquet"),
+                cache.read_table(folder / "zone_features.parquet"))
+    start = time.perf_counter()
+    record = {"image_id": image_id}
+    try:
+        gray = _load_gray(zones_record, params)
+        zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
+        instance_map = cache.read_array(folder / "defects.zarr", "instance_map")
+        defect_rows = cache.read_table(folder / "defects.parquet")
+        geometry = zones_record["geometry"]
+        measured = features.defect_features(gray, instance_map, zone_map, defect_rows, geometry)
+        defect_table = defect_rows.merge(
+            measured.drop(columns=[c for c in measured if c in defect_rows and c != "number"]),
+            on="number",
+            how="left",
+        )
+        zone_table = features.zone_features(gray, zone_map, geometry, params["zones_um"])
+        zone_table.insert(0, "image_id", image_id)
+        cache.write_table(folder / "features.parquet", defect_table)
+        cache.write_table(folder / "zone_features.parquet", zone_table)
+        record.update(status="ok", reason="", key=key, n_defects=len(defect_table))
+    except Exception as err:  # noqa: BLE001
+        reason, key = _rejection(image_id, "features", err)
+        record.update(status="rejected", reason=reason, key=key, n_defects=0)
+        defect_table, zone_table = pd.DataFrame(), pd.DataFrame()
+    record["seconds"] = round(time.perf_counter() - start, 4)
+    cache.write_record(folder / "features.json", record)
+    return record, defect_table, zone_table
+
+
+def _with_ids(table: pd.DataFrame, image_id: str) -> pd.DataFrame:
+    """Prefix a per-defect table (keyed by ``number``) with image_id and defect_id."""
+    table = table.drop(columns=["image_id", "defect_id"], errors="ignore")
+    ids = [f"{image_id}#{int(n)}" for n in table["number"]] if len(table) else []
+    return pd.concat(
+        [pd.DataFrame({"image_id": [image_id] * len(table), "defect_id": ids},
+                      index=table.index), table],
+        axis=1,
+    ).reset_index(drop=True)
+
+
+def _init_worker() -> None:
+    """Pool worker set-up: one OpenCV thread per process (the pool is the parallelism)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def run_shard(stage_func, items: list, params: dict, root: str, threads: int) -> list:
+    """Run one stage function over a shard's images, in a pool of ``threads`` processes.
+
+    Parameters
+    ----------
+    stage_func : callable
+        :func:`zones_image`, :func:`defects_image` or :func:`features_image`.
+    items : list
+        Manifest rows (zones) or zones records (later stages), sorted by image id.
+    params : dict
+        The stage's parameters (passed to every call).
+    root : str
+        ``<results_dir>/intermediate``.
+    threads : int
+        Worker processes; 1 (or a single image) runs in this process.
+
+    Returns
+    -------
+    list
+        The stage function's results, in the order of ``items``.
+    """
+    workers = max(1, min(int(threads), len(items)))
+    if workers == 1:
+        return [stage_func(item, params, root) for item in items]
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["fiberprep.pipeline"])
+    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+        return list(pool.map(stage_func, items, [params] * len(items),
+                             [root] * len(items)))
+
+
+def zones_table(records: list[dict]) -> pd.DataFrame:
+    """Zones shard table: one row per image, ``IMAGE_COLUMNS`` then geometry keys.
+
+    Rejected images keep their row (status, reason) with NaN geometry.
+    """
+    rows = [
+        {**{c: r.get(c) for c in IMAGE_COLUMNS}, **(r.get("geometry") or {})}
+        for r in records
+    ]
+    table = pd.DataFrame(rows, columns=IMAGE_COLUMNS) if not rows else pd.DataFrame(rows)
+    extra = sorted(c for c in table.columns if c not in IMAGE_COLUMNS)
+    return table.loc[:, IMAGE_COLUMNS + extra].sort_values("image_id", ignore_index=True)
+
+
+def final_images_table(zones_shard: pd.DataFrame, stage_records: list[dict]) -> pd.DataFrame:
+    """Zones shard table with the final status: images a later stage rejected are
+    marked rejected with that stage's reason."""
+    table = zones_shard.copy()
+    failed = {r["image_id"]: r["reason"] for r in stage_records if r["status"] != "ok"}
+    hit = table["image_id"].isin(list(failed))
+    table.loc[hit, "status"] = "rejected"
+    table.loc[hit, "reason"] = table.loc[hit, "image_id"].map(failed)
+    return table
+
+
+def concat_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate per-image tables, keeping the columns even when all are empty."""
+    nonempty = [t for t in tables if len(t.columns)]
+    if not nonempty:
+        return pd.DataFrame({"image_id": pd.Series(dtype=str)})
+    return pd.concat(nonempty, ignore_index=True)
+
+
+
+def accepted_records(zones_shard: pd.DataFrame, root: str) -> list[dict]:
+    """Zones records (geometry and cache key) of a shard's accepted images, by id."""
+    ids = zones_shard.loc[zones_shard["status"] == "ok", "image_id"].sort_values()
+    return [cache.read_record(cache.image_dir(root, i) / "zones.json") for i in ids]
+
+
+def status_summary(records: list[dict]) -> str:
+    """One log line: how many images were accepted and why others were rejected."""
+    rejected = [f"{r['image_id']}: {r['reason']}" for r in records if r["status"] != "ok"]
+    text = f"{len(records) - len(rejected)} ok, {len(rejected)} rejected"
+    return "; ".join([text, *rejected])

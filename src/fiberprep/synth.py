@@ -1,0 +1,733 @@
+"""Synthetic connector end-face images with exact ground truth.
+
+Every later stage is measured against these renders: the fiber geometry (cladding
+circle or slight ellipse, core disc and its offset), the IEC 61300-3-35 zone map and
+one per-pixel instance mask per defect (scratch, pit, dig, dust, oil smear, edge chip)
+are known exactly because the image is drawn from them.
+
+Coordinates follow OpenCV/scikit-image pixel centres: pixel ``(x, y)`` (column, row)
+covers ``[x - 0.5, x + 0.5] x [y - 0.5, y + 0.5]``, so the top-left pixel's centre is
+``(0, 0)``. All geometry in the truth uses that convention.
+
+The image is built as physics suggests: a reflectance scene (ferrule with grain,
+glass disc with an antialiased, optionally blurred edge, optional visible core, epoxy
+ring, edge halo, defects), multiplied by the illumination (vignetting, tilt shadow),
+blurred by the optics, corrupted by signal-dependent noise, quantised to 8 bits and
+optionally JPEG-compressed. The cladding edge profile is an error function of the
+signed distance to the true boundary, so its 50 % crossing lies exactly on the
+true circle whatever the softness.
+
+Use ``random_spec`` to draw a scene description (a plain dict, reproducible and easy to
+tweak), ``render`` to draw it, and ``write_dataset`` (or ``python -m fiberprep.synth``) to
+write a folder of images with truth tables and masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import yaml
+from scipy import ndimage
+from scipy.special import erfc
+
+from fiberprep import grading, zones
+from fiberprep.io import write_bytes, write_parquet, write_png
+
+DEFECT_TYPES = ("scratch", "pit", "dig", "dust", "oil", "chip")
+"""Synthetic defect types (finer than the dataset classes)."""
+
+DEFECT_CLASS = {
+    "scratch": "scratch",
+    "pit": "pit_dig",
+    "dig": "pit_dig",
+    "dust": "contamination",
+    "oil": "contamination",
+    "chip": "chip",
+}
+"""Synthetic type -> dataset class name (``datasets.DEFECT_CLASSES``)."""
+
+# Ranges a scene is drawn from. Presets override some of them; callers may override
+# any of them by keyword. Sizes are in µm, levels are reflectances in [0, 1].
+DEFAULT_RANGES = {
+    # image sizes (width, height) drawn uniformly; fixed by width/height when given
+    "sizes": [(640, 480), (800, 600), (1024, 768), (1152, 864), (1280, 960),
+              (1600, 1200), (1920, 1080)],
+    "width": None,
+    "height": None,
+    "um_per_px": (0.25, 0.8),
+    # the cladding diameter may use at most this fraction of the shorter image side
+    "max_fiber_frac": 0.8,
+    "fiber_types": None,  # None: every type of the catalog
+    "max_offset_frac": 0.15,  # fiber centre offset, fraction of the width
+    "p_ellipse": 0.15,
+    "max_ellipticity": 0.01,  # 1 - minor/major
+    "p_bright": 0.3,  # bright fiber on darker ferrule
+    "p_core_visible_sm": 0.2,
+    "p_core_visible_mm": 0.85,
+    "max_core_offset_um": 1.5,
+    "edge_sigma_px": (0.35, 1.0),
+    "p_halo": 0.5,
+    "p_edge_line": 0.6,  # dark fibers: thin dark line just inside the edge (coaxial scopes)
+    "p_frame": 0.15,  # dark field-stop band along one or two image sides
+    "p_epoxy": 0.3,
+    "grain": (0.004, 0.03),
+    "p_tilt": 0.2,
+    "vignette": (0.0, 0.3),
+    "p_strong_vignette": 0.25,
+    "strong_vignette": (0.4, 0.7),
+    "blur_px": (0.0, 0.8),
+    "noise": (0.002, 0.015),
+    "p_jpeg": 0.25,
+    "jpeg_quality": (60, 95),
+    "p_clean": 0.2,
+    "n_defects": (1, 10),
+    "type_weights": {"scratch": 3, "pit": 2, "dig": 1.5, "dust": 2, "oil": 1, "chip": 1},
+}
+
+PRESETS = {
+    "bench": {},
+    "demo": {
+        "sizes": [(640, 480), (640, 480), (800, 600), (800, 600), (1024, 768), (1280, 960)],
+        "p_jpeg": 0.15,
+        "noise": (0.003, 0.012),
+        "p_clean": 0.1,
+        "n_defects": (2, 9),
+    },
+    "clean": {"p_clean": 1.0},
+}
+"""Named range sets: ``bench`` (the varied accuracy benchmark), ``demo`` (the committed
+demo input: small, varied, mostly PNG) and ``clean`` (no defects)."""
+
+
+def _uniform(rng, lo_hi):
+    lo, hi = lo_hi
+    return float(rng.uniform(lo, hi))
+
+
+def _log_uniform(rng, lo, hi):
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
+def random_spec(rng: np.random.Generator, fiber_types: dict, **ranges) -> dict:
+    """Draw a random scene description.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of randomness; the same state gives the same spec.
+    fiber_types : dict
+        The fiber catalog (``config["fiber_types"]``): name -> {cladding_um, core_um,
+        zones_um, ...}. Sizes are read from it, never duplicated here.
+    **ranges
+        Overrides of ``DEFAULT_RANGES`` (or a preset from ``PRESETS``).
+
+    Returns
+    -------
+    dict
+        Plain, JSON-friendly scene description consumed by :func:`render`: image size,
+        µm/px, fiber type and sizes, true centre (pixel-centre coordinates), appearance
+        knobs and a list of defects (type, position in px, sizes in µm, contrast).
+    """
+    unknown = set(ranges) - set(DEFAULT_RANGES)
+    if unknown:
+        raise ValueError(f"unknown synth range(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_RANGES)}")
+    r = {**DEFAULT_RANGES, **ranges}
+    names = sorted(r["fiber_types"] or fiber_types)
+    fiber_type = names[rng.integers(len(names))]
+    ft = fiber_types[fiber_type]
+    if r["width"] and r["height"]:
+        width, height = int(r["width"]), int(r["height"])
+    else:
+        width, height = r["sizes"][rng.integers(len(r["sizes"]))]
+    cladding_um = float(ft["cladding_um"])
+    # the fiber must fit: cladding diameter <= max_fiber_frac of the shorter side
+    upp_min = max(r["um_per_px"][0], cladding_um / (r["max_fiber_frac"] * min(width, height)))
+    upp_max = max(r["um_per_px"][1], upp_min)
+    um_per_px = _uniform(rng, (upp_min, upp_max))
+    radius_px = cladding_um / 2 / um_per_px
+    margin = radius_px + 4.0
+    max_dx = min(r["max_offset_frac"] * width, width / 2 - margin)
+    max_dy = min(r["max_offset_frac"] * width, height / 2 - margin)
+    center_x = (width - 1) / 2 + rng.uniform(-1, 1) * max(max_dx, 0.0)
+    center_y = (height - 1) / 2 + rng.uniform(-1, 1) * max(max_dy, 0.0)
+
+    is_mm = float(ft["core_um"]) > 20
+    core_visible = bool(rng.random() < (r["p_core_visible_mm"] if is_mm else r["p_core_visible_sm"]))
+    bright = bool(rng.random() < r["p_bright"])
+    if bright:  # back-lit look: dark surround, glass brighter, core brighter still
+        ferrule_level = _uniform(rng, (0.1, 0.35))
+        cladding_level = min(ferrule_level + _uniform(rng, (0.15, 0.35)), 0.8)
+        core_level = min(cladding_level * _uniform(rng, (1.05, 1.4)), 0.95)
+    else:  # coaxial look (Dimension scope): bright ferrule, dark glass
+        ferrule_level = _uniform(rng, (0.6, 0.85))
+        cladding_level = ferrule_level * _uniform(rng, (0.3, 0.6))
+        core_level = min(cladding_level * (_uniform(rng, (0.85, 0.95)) if rng.random() < 0.6
+                                           else _uniform(rng, (1.15, 2.0))), 0.95)
+    vignette = (_uniform(rng, r["strong_vignette"]) if rng.random() < r["p_strong_vignette"]
+                else _uniform(rng, r["vignette"]))
+    ellipticity = _uniform(rng, (0.002, r["max_ellipticity"])) if rng.random() < r["p_ellipse"] else 0.0
+    # epoxy ring: its level is this fraction below the darker of glass and ferrule, so
+    # the glass edge stays visible as a step (it excludes the edge line and halo)
+    epoxy = _uniform(rng, (0.35, 0.7)) if rng.random() < r["p_epoxy"] else 0.0
+    core_offset_um = _uniform(rng, (0.0, r["max_core_offset_um"]))
+    core_offset_angle = _uniform(rng, (0, 2 * np.pi))
+    spec = {
+        "width": int(width),
+        "height": int(height),
+        "um_per_px": um_per_px,
+        "fiber_type": fiber_type,
+        "cladding_um": cladding_um,
+        "core_um": float(ft["core_um"]),
+        "zones_um": {k: [float(v[0]), float(v[1])] for k, v in ft["zones_um"].items()},
+        "center_x": float(center_x),
+        "center_y": float(center_y),
+        "ellipticity": ellipticity,
+        "ellipse_angle_deg": _uniform(rng, (0, 180)),
+        "core_dx_um": core_offset_um * float(np.cos(core_offset_angle)),
+        "core_dy_um": core_offset_um * float(np.sin(core_offset_angle)),
+        "core_visible": core_visible,
+        "core_edge_um": _uniform(rng, (0.3, 3.0)),
+        "core_ring": _uniform(rng, (0.02, 0.06)) if core_visible and rng.random() < 0.4 else 0.0,
+        "polarity": "bright" if bright else "dark",
+        "ferrule_level": ferrule_level,
+        "cladding_level": cladding_level,
+        "core_level": core_level if core_visible else cladding_level,
+        "edge_sigma_px": _uniform(rng, r["edge_sigma_px"]),
+        "edge_halo": _uniform(rng, (0.03, 0.12)) if not epoxy and rng.random() < r["p_halo"] else 0.0,
+        "edge_line": _uniform(rng, (0.3, 0.8))
+        if not (bright or epoxy) and rng.random() < r["p_edge_line"] else 0.0,
+        "edge_line_um": _uniform(rng, (0.5, 1.5)),
+        "epoxy": epoxy,
+        "epoxy_width_um": _uniform(rng, (1.0, 4.0)),
+        "grain": _uniform(rng, r["grain"]),
+        "tilt_shadow": _uniform(rng, (0.3, 0.7)) if rng.random() < r["p_tilt"] else 0.0,
+        "tilt_angle_deg": _uniform(rng, (0, 360)),
+        "tilt_length_um": _uniform(rng, (3.0, 12.0)),
+        "vignette": vignette,
+        "vignette_dx": _uniform(rng, (-0.3, 0.3)) * width,
+        "vignette_dy": _uniform(rng, (-0.3, 0.3)) * height,
+        "blur_px": _uniform(rng, r["blur_px"]),
+        "noise": _uniform(rng, r["noise"]),
+        "jpeg_quality": int(rng.integers(r["jpeg_quality"][0], r["jpeg_quality"][1] + 1))
+        if rng.random() < r["p_jpeg"] else 0,
+        "frame_px": _random_frame(rng, r["p_frame"], width, height, center_x, center_y, margin),
+    }
+    spec["defects"] = [] if rng.random() < r["p_clean"] else _random_defects(rng, spec, r)
+    return spec
+
+
+def _random_frame(rng, p, width, height, cx, cy, margin) -> list[int]:
+    """Widths (px) of a dark field-stop band at the left, top, right and bottom sides,
+    never reaching the fiber."""
+    frame = [0, 0, 0, 0]
+    if rng.random() < p:
+        room = [cx - margin, cy - margin, width - 1 - cx - margin, height - 1 - cy - margin]
+        for side in rng.choice(4, size=int(rng.integers(1, 3)), replace=False):
+            frame[side] = int(min(_uniform(rng, (0.005, 0.03)) * width, max(room[side] - 8, 0)))
+    return frame
+
+
+def _random_defects(rng, spec, r) -> list[dict]:
+    """Draw defects: type, position (px) and sizes (µm), avoiding blob overlaps."""
+    types = list(r["type_weights"])
+    weights = np.array([r["type_weights"][t] for t in types], float)
+    n = int(rng.integers(r["n_defects"][0], r["n_defects"][1] + 1))
+    upp = spec["um_per_px"]
+    cx, cy, w, h = spec["center_x"], spec["center_y"], spec["width"], spec["height"]
+    clad_r_um = spec["cladding_um"] / 2
+    contact_r_um = max(v[1] for v in spec["zones_um"].values()) / 2
+    placed: list[tuple[float, float, float]] = []  # blob centre (px) and radius (px)
+    defects = []
+    for _ in range(20 * n):
+        if len(defects) == n:
+            break
+        kind = types[rng.choice(len(types), p=weights / weights.sum())]
+        d = {"type": kind, "angle_deg": _uniform(rng, (0, 180))}
+        if kind == "scratch":
+            d["width_um"] = _log_uniform(rng, 0.5, 4.0)
+            d["length_um"] = _uniform(rng, (25.0, 2.2 * clad_r_um + 60))
+            d["bend"] = _uniform(rng, (-0.12, 0.12))  # sagitta / length
+            d["polarity"] = "bright" if rng.random() < 0.4 else "dark"
+            d["relief"] = bool(rng.random() < 0.3)  # shaded groove: dark and bright sides
+            d["contrast"] = _uniform(rng, (0.25, 0.6))
+            rad_um = _uniform(rng, (0.0, contact_r_um))
+        elif kind == "chip":
+            d["size_um"] = _uniform(rng, (3.0, 18.0))
+            d["irregularity"] = _uniform(rng, (0.05, 0.25))
+            d["aspect"] = _uniform(rng, (1.0, 2.0))
+            d["polarity"] = "dark"
+            d["contrast"] = _uniform(rng, (0.45, 0.8))
+            rad_um = clad_r_um + _uniform(rng, (-0.35, 0.05)) * d["size_um"]
+        else:
+            size_lo, size_hi, irr, asp, soft, contrast, p_bright = {
+                "pit": (2.0, 10.0, (0.0, 0.12), (1.0, 1.4), (0.0, 0.0), (0.4, 0.8), 0.0),
+                "dig": (5.0, 25.0, (0.12, 0.35), (1.0, 2.2), (0.0, 0.0), (0.4, 0.8), 0.0),
+                "dust": (2.0, 40.0, (0.15, 0.45), (1.0, 3.0), (0.0, 0.0), (0.25, 0.7), 0.4),
+                "oil": (20.0, 80.0, (0.05, 0.25), (1.0, 2.0), (2.0, 6.0), (0.12, 0.25), 0.3),
+            }[kind]
+            d["size_um"] = _log_uniform(rng, size_lo, size_hi)
+            d["irregularity"] = _uniform(rng, irr)
+            d["aspect"] = _uniform(rng, asp)
+            d["softness_um"] = _uniform(rng, soft) if soft[1] > 0 else 0.0
+            d["polarity"] = "bright" if rng.random() < p_bright else "dark"
+            d["contrast"] = _uniform(rng, contrast)
+            # half on the glass, half on the ferrule (contact zone and beyond)
+            rad_um = (_uniform(rng, (0.0, clad_r_um - 0.3 * d["size_um"])) if rng.random() < 0.5
+                      else _uniform(rng, (clad_r_um + 0.5 * d["size_um"] + 3, 1.4 * contact_r_um)))
+        phi = _uniform(rng, (0, 2 * np.pi))
+        x = cx + rad_um / upp * np.cos(phi)
+        y = cy + rad_um / upp * np.sin(phi)
+        if not (0 <= x < w and 0 <= y < h):
+            continue
+        if kind != "scratch":
+            blob_r = 0.5 * d["size_um"] / upp + 2
+            if any(np.hypot(x - px, y - py) < blob_r + pr for px, py, pr in placed):
+                continue
+            placed.append((x, y, blob_r))
+        d["x"], d["y"] = float(x), float(y)
+        defects.append(d)
+    return defects
+
+
+def _grain(rng, shape, um_per_px, amplitude):
+    """Zero-mean ceramic grain of standard deviation ``amplitude``: band-limited noise
+    at ~0.7 µm (grains) and ~4 µm (polish unevenness) scales."""
+    out = np.zeros(shape, np.float32)
+    for scale_um, weight in ((0.7, 0.85), (4.0, 0.3)):
+        n = rng.standard_normal(shape).astype(np.float32)
+        n = cv2.GaussianBlur(n, (0, 0), max(scale_um / um_per_px, 0.5))
+        out += weight * n / (n.std() + 1e-12)
+    return out * (amplitude / np.hypot(0.85, 0.3))
+
+
+def _ellipse_distance(dx, dy, a, b, angle_rad):
+    """First-order signed distance (px) to an ellipse boundary (negative inside)."""
+    c, s = np.cos(angle_rad), np.sin(angle_rad)
+    u = dx * c + dy * s
+    v = -dx * s + dy * c
+    rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+    grad = np.sqrt((u / a**2) ** 2 + (v / b**2) ** 2) / np.maximum(rho, 1e-9)
+    return (rho - 1.0) / np.maximum(grad, 1e-9)
+
+
+def _blob_polygon(rng, d, um_per_px, n_vertices=64):
+    """Outline (N x 2, px) of a star-shaped irregular blob from a defect spec."""
+    phi = np.linspace(0, 2 * np.pi, n_vertices, endpoint=False)
+    radius = np.ones_like(phi)
+    for k in range(2, 7):
+        radius += d["irregularity"] / k**0.7 * rng.uniform(-1, 1) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+    radius = np.clip(radius, 0.35, None)
+    r0 = d["size_um"] / 2 / um_per_px
+    x = r0 * radius * np.cos(phi) * np.sqrt(d["aspect"])
+    y = r0 * radius * np.sin(phi) / np.sqrt(d["aspect"])
+    t = np.deg2rad(d["angle_deg"])
+    pts = np.stack([x * np.cos(t) - y * np.sin(t), x * np.sin(t) + y * np.cos(t)], 1)
+    # scale so that the largest dimension is exactly size_um
+    span = _feret(pts)[0]
+    return pts * (2 * r0 / span) + [d["x"], d["y"]]
+
+
+def _feret(pts):
+    """(max, min) caliper widths of a point set (px)."""
+    t = np.deg2rad(np.arange(0, 180, 1.0))
+    proj = pts @ np.stack([np.cos(t), np.sin(t)])
+    extent = proj.max(0) - proj.min(0)
+    return float(extent.max()), float(extent.min())
+
+
+def _scratch_path(d, um_per_px, n=40):
+    """Centre line (N x 2, px) of a straight or slightly bent scratch."""
+    length = d["length_um"] / um_per_px
+    s = np.linspace(-0.5, 0.5, n)
+    x = s * length
+    y = d["bend"] * length * (1 - 4 * s**2)
+    t = np.deg2rad(d["angle_deg"])
+    return np.stack([x * np.cos(t) - y * np.sin(t) + d["x"], x * np.sin(t) + y * np.cos(t) + d["y"]], 1)
+
+
+def _polyline_distance(path, xs, ys):
+    """Distance (px) from points to a polyline, the nearest segment and the side.
+
+    Returns (distance, segment index, side) with side +1 left of the path, -1 right.
+    """
+    p = np.stack([xs, ys], -1)[:, None, :]
+    a, b = path[None, :-1], path[None, 1:]
+    ab = b - a
+    t = np.clip(((p - a) * ab).sum(-1) / np.maximum((ab * ab).sum(-1), 1e-12), 0, 1)
+    dist = np.sqrt(((a + t[..., None] * ab - p) ** 2).sum(-1))
+    seg = dist.argmin(1)
+    rows = np.arange(len(seg))
+    ap = p[:, 0] - a[0, seg]
+    cross = ab[0, seg, 0] * ap[:, 1] - ab[0, seg, 1] * ap[:, 0]
+    return dist[rows, seg], seg, np.where(cross >= 0, 1.0, -1.0)
+
+
+def _defect_coverage(rng, d, spec, shape):
+    """Coverage (float, 0..1), mask and bbox offset of one defect, plus its outline sizes.
+
+    Returns (alpha, mask, (x0, y0), length_um, width_um) with alpha/mask cropped to
+    the image; None when the defect falls outside the image.
+    """
+    upp = spec["um_per_px"]
+    h, w = shape
+    if d["type"] == "scratch":
+        path = _scratch_path(d, upp)
+        half = d["width_um"] / upp / 2
+        pad = half + 3
+        x0, y0 = int(np.floor(path[:, 0].min() - pad)), int(np.floor(path[:, 1].min() - pad))
+        x1, y1 = int(np.ceil(path[:, 0].max() + pad)), int(np.ceil(path[:, 1].max() + pad))
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+        if x1 < x0 or y1 < y0:
+            return None
+        # candidate pixels: a rasterised fat line, then exact distances
+        band = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
+        cv2.polylines(band, [np.round(path - [x0, y0]).astype(np.int32)], False, 1,
+                      thickness=int(2 * pad) + 1)
+        ys, xs = np.nonzero(band)
+        dist, seg, side = _polyline_distance(path, xs + x0, ys + y0)
+        alpha = np.zeros(band.shape, np.float32)
+        mask = np.zeros(band.shape, bool)
+        # box-filtered line of width 2*half: coverage of a pixel by the line
+        alpha[ys, xs] = np.clip(half + 0.5 - dist, 0, min(1.0, 2 * half))
+        mask[ys, xs] = dist <= max(half, 0.5)
+        # contrast fades along the scratch (polish lines are rarely uniform)
+        fade = 0.6 + 0.4 * np.sin(np.linspace(0, np.pi, len(path) - 1) * rng.uniform(0.5, 2) + rng.uniform(0, 6))
+        alpha[ys, xs] *= fade[seg] * (side if d.get("relief") else 1.0)
+        return alpha, mask, (x0, y0), d["length_um"], d["width_um"]
+    pts = _blob_polygon(rng, d, upp)
+    if d["type"] == "chip":  # keep the part on the glass: project outside points onto the edge
+        c = np.array([spec["center_x"], spec["center_y"]])
+        rv = pts - c
+        rr = np.hypot(rv[:, 0], rv[:, 1])
+        r_edge = spec["cladding_um"] / 2 / upp
+        pts = np.where((rr > r_edge)[:, None], c + rv * (r_edge / np.maximum(rr, 1e-9))[:, None], pts)
+    soft = d.get("softness_um", 0.0) / upp
+    pad = int(np.ceil(3 * soft + 3))
+    x0, y0 = int(np.floor(pts[:, 0].min())) - pad, int(np.floor(pts[:, 1].min())) - pad
+    x1, y1 = int(np.ceil(pts[:, 0].max())) + pad, int(np.ceil(pts[:, 1].max())) + pad
+    shift = 4  # sub-pixel vertex precision of cv2.fillPoly (1/16 px)
+    canvas = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
+    cv2.fillPoly(canvas, [np.round((pts - [x0, y0]) * 2**shift).astype(np.int32)], 255,
+                 lineType=cv2.LINE_AA, shift=shift)
+    cover = canvas.astype(np.float32) / 255
+    mask = cover >= 0.5
+    alpha = cv2.GaussianBlur(cover, (0, 0), soft) if soft > 0 else cover
+    if d["type"] in ("dig", "dust"):  # rough interior: uneven depth / particle texture
+        tex = cv2.GaussianBlur(rng.standard_normal(cover.shape).astype(np.float32), (0, 0), 1.0)
+        alpha = alpha * np.clip(1 + 0.15 * tex / (tex.std() + 1e-9), 0.5, 1.2)
+    # crop to the image
+    cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
+    if cx1 < cx0 or cy1 < cy0:
+        return None
+    sl = np.s_[cy0 - y0:cy1 - y0 + 1, cx0 - x0:cx1 - x0 + 1]
+    length_px, width_px = _feret(pts)
+    return alpha[sl], mask[sl], (cx0, cy0), length_px * upp, width_px * upp
+
+
+def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
+    """Draw an end-face image from a scene spec.
+
+    Parameters
+    ----------
+    spec : dict
+        A scene description from :func:`random_spec` (may be edited by hand).
+    rng : numpy.random.Generator
+        Source of texture, defect outlines and noise (same state -> same image).
+
+    Returns
+    -------
+    image : ndarray, uint8, (height, width)
+        The gray image as a scope would save it (JPEG round trip when
+        ``spec["jpeg_quality"]`` > 0; its bytes are in ``truth["jpeg_bytes"]``).
+    truth : dict
+        Geometry with the keys of ``zones.measure_geometry`` (pixel-centre coordinates:
+        pixel (x, y) covers [x-0.5, x+0.5]), plus ``fiber_type``, ``polarity``,
+        ``instance_map`` (uint16, 0 none, 1..n), ``zone_map`` (uint8 ``zones.ZONE_IDS``),
+        ``defects`` (list of dicts: number, type, class_name, area_px, bbox_x/y/w/h,
+        centroid_x/y, size_um = largest dimension, length_um (= size_um), width_um
+        (scratch: its width; else the smallest caliper width), zone (id holding most
+        of the area), zones_touched (ids as ``"2,3"``, like ``defects.detect_defects``),
+        innermost_zone (id), polarity) and ``is_clean``. Sizes are those of the drawn
+        outline, in µm, not of the pixel mask.
+    """
+    h, w = spec["height"], spec["width"]
+    upp = spec["um_per_px"]
+    cx, cy = spec["center_x"], spec["center_y"]
+    radius = spec["cladding_um"] / 2 / upp
+    e = spec["ellipticity"]
+    a = radius / np.sqrt(1 - e)  # semi-axes: equal-area radius sqrt(a b), b / a = 1 - e
+    b = radius * np.sqrt(1 - e)
+    theta = np.deg2rad(spec["ellipse_angle_deg"])
+    ys, xs = np.mgrid[:h, :w].astype(np.float32)
+    dx, dy = xs - np.float32(cx), ys - np.float32(cy)
+    dist = _ellipse_distance(dx, dy, a, b, theta).astype(np.float32)  # px, < 0 on the glass
+    inside = (0.5 * erfc(dist / (np.sqrt(2) * spec["edge_sigma_px"]))).astype(np.float32)
+
+    # reflectance scene
+    ferrule = spec["ferrule_level"] * (1 + _grain(rng, (h, w), upp, spec["grain"]))
+    glass = np.float32(spec["cladding_level"])
+    core_cx = cx + spec["core_dx_um"] / upp
+    core_cy = cy + spec["core_dy_um"] / upp
+    core_r = spec["core_um"] / 2 / upp
+    if spec["core_visible"]:
+        core_d = np.hypot(xs - np.float32(core_cx), ys - np.float32(core_cy)) - np.float32(core_r)
+        core_in = 0.5 * erfc(core_d / (np.sqrt(2) * max(spec["core_edge_um"] / upp, 0.4)))
+        glass = glass + (spec["core_level"] - spec["cladding_level"]) * core_in
+        if spec["core_ring"]:
+            glass = glass + spec["core_ring"] * np.exp(-0.5 * (core_d * upp / 0.8) ** 2)
+    if spec["edge_line"]:  # dark line along the inner side of the edge (coaxial scopes)
+        near = 0.5 * erfc((-dist - spec["edge_line_um"] / upp) / (np.sqrt(2) * 0.6))
+        glass = glass * (1 - spec["edge_line"] * near)
+    if spec["epoxy"]:  # thin, dark, rough epoxy ring from the glass edge outward
+        band = 0.5 * erfc((dist - spec["epoxy_width_um"] / upp) / (np.sqrt(2) * spec["edge_sigma_px"]))
+        level = min(spec["cladding_level"], spec["ferrule_level"]) * (1 - spec["epoxy"])
+        ferrule = ferrule + band * (level * (1 + _grain(rng, (h, w), upp, 0.3)) - ferrule)
+    scene = ferrule * (1 - inside) + glass * inside
+    if spec["edge_halo"]:  # diffraction-like dark/bright pair straddling the edge
+        wpx = max(0.7 / upp, 1.0)
+        g = (dist / wpx) * np.exp(0.5 - 0.5 * (dist / wpx) ** 2)
+        sign = 1.0 if spec["ferrule_level"] > spec["cladding_level"] else -1.0
+        scene = scene + sign * spec["edge_halo"] * spec["ferrule_level"] * g
+
+    # defects, painted into the reflectance: scratches first, the others on top
+    instance = np.zeros((h, w), np.uint16)
+    sizes = {}
+    clean = scene.copy()
+    order = sorted(enumerate(spec["defects"], 1), key=lambda nd: nd[1]["type"] != "scratch")
+    for number, d in order:
+        cov = _defect_coverage(rng, d, spec, (h, w))
+        if cov is None:
+            continue
+        alpha, mask, (x0, y0), length_um, width_um = cov
+        sl = np.s_[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
+        k = d["contrast"]
+        if d["type"] == "scratch":  # sub-pixel scratches scatter: keep them visible
+            k = min(k / min(1.0, d["width_um"] / upp), 0.85)
+        if d["polarity"] == "dark":  # signed alpha (relief scratches) brightens one side
+            scene[sl] = scene[sl] * (1 - k * alpha)
+        else:
+            scene[sl] = scene[sl] + k * alpha * (1 - scene[sl])
+        instance[sl][mask] = number
+        sizes[number] = (length_um, width_um)
+
+    # illumination, optics, sensor
+    light = 1 - spec["vignette"] * ((xs - (w - 1) / 2 - spec["vignette_dx"]) ** 2
+                                    + (ys - (h - 1) / 2 - spec["vignette_dy"]) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    if spec["tilt_shadow"]:
+        phi = np.arctan2(dy, dx) - np.deg2rad(spec["tilt_angle_deg"])
+        side = np.clip(np.cos(phi), 0, None)
+        reach = np.exp(-np.clip(dist, 0, None) * upp / spec["tilt_length_um"])
+        light = light * (1 - spec["tilt_shadow"] * side * reach * (1 - inside))
+    left, top, right, bottom = spec["frame_px"]
+    for sl in (np.s_[:, :left], np.s_[:top, :], np.s_[:, w - right:], np.s_[h - bottom:, :]):
+        light[sl] = 0.06  # field stop (empty slices when the width is 0)
+    light = np.clip(light, 0.05, None)
+    img = _optics(scene * light, spec["blur_px"])
+    effect = img - _optics(clean * light, spec["blur_px"])  # what the defects changed
+    # shot + read noise, plus the 8-bit quantisation floor
+    sigma = spec["noise"] * np.sqrt(np.clip(img, 0, None) / 0.5 + 0.25)
+    img = img + rng.standard_normal((h, w)).astype(np.float32) * sigma
+    sigma = np.sqrt(sigma**2 + 1 / (12 * 255**2))
+    image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
+    jpeg_bytes = None
+    if spec["jpeg_quality"]:
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, spec["jpeg_quality"]])
+        jpeg_bytes = buf.tobytes()
+        image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+    zone_map = zones.zone_label_map((h, w), {"center_x": cx, "center_y": cy}, spec["zones_um"], upp)
+    instance, defects = _defect_table(instance, zone_map, effect, sigma, spec, sizes)
+    core_offset_px = float(np.hypot(core_cx - cx, core_cy - cy))
+    truth = {
+        "center_x": float(cx),
+        "center_y": float(cy),
+        "cladding_radius_px": float(radius),
+        "cladding_ellipticity": float(e),
+        "cladding_angle_deg": float(spec["ellipse_angle_deg"]) if e else 0.0,
+        "core_center_x": float(core_cx),
+        "core_center_y": float(core_cy),
+        "core_radius_px": float(core_r),
+        "core_visible": bool(spec["core_visible"]),
+        "core_offset_px": core_offset_px,
+        "core_offset_um": core_offset_px * upp,
+        "um_per_px": float(upp),
+        "fiber_type": spec["fiber_type"],
+        "polarity": spec["polarity"],
+        "width": w,
+        "height": h,
+        "instance_map": instance,
+        "zone_map": zone_map,
+        "defects": defects,
+        "is_clean": not defects,
+        "jpeg_bytes": jpeg_bytes,
+    }
+    return image, truth
+
+
+def _optics(img, blur_px):
+    """Lens blur (Gaussian point spread function, sigma in px)."""
+    return cv2.GaussianBlur(img, (0, 0), blur_px) if blur_px > 0.05 else img
+
+
+def _defect_table(instance, zone_map, effect, sigma, spec, sizes):
+    """Renumber visible defects 1..n and measure each against the true zones.
+
+    ``effect`` is the noiseless image minus the same image without defects and
+    ``sigma`` the per-pixel noise, both in [0, 1] gray units: ``contrast`` is the mean
+    effect over the mask (signed) and ``visibility`` its mean absolute value over the
+    mean noise (a per-pixel SNR; relief scratches have contrast ~0 but are visible).
+    """
+    boxes = ndimage.find_objects(instance)
+    numbers = [n for n in sorted(sizes) if n <= len(boxes) and boxes[n - 1] is not None]
+    lut = np.zeros(len(spec["defects"]) + 1, np.uint16)
+    lut[numbers] = np.arange(1, len(numbers) + 1)
+    instance = lut[instance]
+    defects = []
+    for new, old in enumerate(numbers, 1):
+        d = spec["defects"][old - 1]
+        box = boxes[old - 1]
+        ys, xs = np.nonzero(instance[box] == new)
+        ys, xs = ys + box[0].start, xs + box[1].start
+        counts = np.bincount(zone_map[ys, xs], minlength=len(zones.ZONE_IDS))
+        touched = np.nonzero(counts)[0]
+        length_um, width_um = sizes[old]
+        change = effect[ys, xs]
+        defects.append({
+            "number": new,
+            "type": d["type"],
+            "class_name": DEFECT_CLASS[d["type"]],
+            "area_px": int(len(xs)),
+            "bbox_x": int(xs.min()),
+            "bbox_y": int(ys.min()),
+            "bbox_w": int(xs.max() - xs.min() + 1),
+            "bbox_h": int(ys.max() - ys.min() + 1),
+            "centroid_x": float(xs.mean()),
+            "centroid_y": float(ys.mean()),
+            "size_um": float(length_um),
+            "length_um": float(length_um),
+            "width_um": float(width_um),
+            "zone": int(np.argmax(counts)),
+            "zones_touched": ",".join(str(int(z)) for z in touched),
+            "innermost_zone": int(touched[0]),
+            "polarity": d["polarity"],
+            "contrast": float(change.mean()),
+            "visibility": float(np.abs(change).mean() / sigma[ys, xs].mean()),
+        })
+    return instance, defects
+
+
+GEOMETRY_KEYS = ("center_x", "center_y", "cladding_radius_px", "cladding_ellipticity",
+                 "cladding_angle_deg", "core_center_x", "core_center_y", "core_radius_px",
+                 "core_visible", "core_offset_px", "core_offset_um", "um_per_px",
+                 "fiber_type", "polarity", "width", "height")
+DEFECT_COLUMNS = ("number", "type", "class_name", "area_px", "bbox_x", "bbox_y", "bbox_w",
+                  "bbox_h", "centroid_x", "centroid_y", "size_um", "length_um", "width_um",
+                  "zone", "zones_touched", "innermost_zone", "polarity", "contrast", "visibility")
+KNOB_KEYS = ("ellipticity", "core_edge_um", "edge_sigma_px", "edge_halo", "edge_line", "epoxy", "grain",
+             "tilt_shadow", "vignette", "blur_px", "noise", "jpeg_quality",
+             "ferrule_level", "cladding_level", "core_level")
+
+
+def write_dataset(out_dir, n: int, seed: int, fiber_types: dict, criteria: dict | None = None,
+                  preset: str = "bench", **ranges) -> pd.DataFrame:
+    """Render ``n`` images with truth into ``out_dir``.
+
+    Writes ``images/<id>.png`` (``.jpg`` for JPEG samples), ``truth/images.parquet``
+    (one row per image: geometry, fiber type, is_clean, knobs, and with ``criteria``
+    the IEC verdict ``iec_pass`` / ``iec_failures`` of the true defects),
+    ``truth/defects.parquet`` (one row per defect with ``image_id`` and ``defect_id``),
+    ``truth/instance_masks/<id>.png`` (uint16) and ``truth/zone_masks/<id>.png``
+    (uint8 zone ids). Image ``i`` depends only on ``(seed, i)``, the preset and the
+    ranges, so a larger ``n`` extends a smaller set.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder (created).
+    n, seed : int
+        Number of images and random seed.
+    fiber_types : dict
+        The config's fiber catalog.
+    criteria : dict, optional
+        The config's ``criteria`` section; each image is graded by
+        ``grading.grade_image`` with the entry its fiber type names.
+    preset : str
+        Key of ``PRESETS``.
+    **ranges
+        Overrides of the preset's ranges (see ``DEFAULT_RANGES``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The images table.
+    """
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; allowed: {sorted(PRESETS)}")
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    out = Path(out_dir)
+    rows, tables = [], []
+    for i in range(n):
+        rng = np.random.default_rng([seed, i])
+        spec = random_spec(rng, fiber_types, **{**PRESETS[preset], **ranges})
+        image, truth = render(spec, rng)
+        image_id = f"synth_{i:04d}"
+        jpeg = truth["jpeg_bytes"] is not None
+        name, twin = (f"{image_id}.jpg", f"{image_id}.png") if jpeg else (f"{image_id}.png", f"{image_id}.jpg")
+        # a rerun with other ranges may switch the format: never leave both (same image id)
+        (out / "images" / twin).unlink(missing_ok=True)
+        if jpeg:
+            write_bytes(out / "images" / name, truth["jpeg_bytes"])
+        else:
+            write_png(out / "images" / name, image)
+        write_png(out / "truth/instance_masks" / f"{image_id}.png", truth["instance_map"])
+        write_png(out / "truth/zone_masks" / f"{image_id}.png", truth["zone_map"])
+        table = pd.DataFrame(truth["defects"], columns=DEFECT_COLUMNS)
+        row = {"image_id": image_id, "file": f"images/{name}", "preset": preset,
+               **{k: truth[k] for k in GEOMETRY_KEYS}, "is_clean": truth["is_clean"],
+               "n_defects": len(table), **{k: spec[k] for k in KNOB_KEYS}}
+        if criteria is not None:
+            verdict = grading.grade_image(table, criteria[fiber_types[spec["fiber_type"]]["criteria"]])
+            row["iec_pass"] = verdict["pass_fail"] == "pass"
+            row["iec_failures"] = "; ".join(verdict["failures"])
+        rows.append(row)
+        table.insert(0, "defect_id", [f"{image_id}#{k}" for k in table["number"]])
+        table.insert(0, "image_id", image_id)
+        tables.append(table)
+    images = pd.DataFrame(rows)
+    write_parquet(images, out / "truth/images.parquet")
+    write_parquet(pd.concat(tables, ignore_index=True), out / "truth/defects.parquet")
+    return images
+
+
+def main(argv=None) -> int:
+    """Command line: ``python -m fiberprep.synth --out DIR --n N --seed S``."""
+    p = argparse.ArgumentParser(prog="python -m fiberprep.synth", description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True, help="output folder (images/ and truth/ inside)")
+    p.add_argument("--n", type=int, default=20, help="number of images")
+    p.add_argument("--seed", type=int, default=0, help="random seed")
+    p.add_argument("--width", type=int, help="fixed image width (needs --height)")
+    p.add_argument("--height", type=int, help="fixed image height (needs --width)")
+    p.add_argument("--preset", default="bench", choices=sorted(PRESETS), help="range set")
+    p.add_argument("--config", default="config/config.yaml", help="config with the fiber_types catalog")
+    args = p.parse_args(argv)
+    if (args.width is None) != (args.height is None):
+        p.error("--width and --height go together")
+    cfg_path = Path(args.config)
+    if not cfg_path.is_file():
+        p.error(f"config file {cfg_path} not found (pass --config path/to/config.yaml)")
+    config = yaml.safe_load(cfg_path.read_text())
+    ranges = {"width": args.width, "height": args.height} if args.width else {}
+    images = write_dataset(args.out, args.n, args.seed, config["fiber_types"], config.get("criteria"),
+                           preset=args.preset, **ranges)
+    print(f"wrote {len(images)} images ({int((~images.is_clean).sum())} with defects) to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

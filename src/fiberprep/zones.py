@@ -1,0 +1,546 @@
+"""Fiber finding, sub-pixel end-face geometry and IEC 61300-3-35 zone maps.
+
+The cladding edge is found in two stages. A coarse finder votes along the
+intensity gradient of a downscaled, log-flattened image (fast radial symmetry,
+both polarities at once), so vignetting, dirt and an off-centre fiber do not
+matter. Then edge points are located with sub-pixel precision along rays from
+the coarse center (signed gradient peak with parabolic interpolation), edge
+points on chips and dirt are rejected by RANSAC, and a circle and an ellipse are
+fitted to the inliers. The core is measured the same way inside the cladding
+when the radial intensity profile shows it.
+
+Coordinates are pixel centers: (0, 0) is the center of the top-left pixel,
+x to the right, y down.
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+from skimage.measure import EllipseModel
+
+from fiberprep.io import ImageRejected
+
+ZONE_IDS: dict[str, int] = {
+    "outside": 0,
+    "core": 1,
+    "cladding": 2,
+    "adhesive": 3,
+    "contact": 4,
+    "ferrule": 5,
+}
+ZONE_NAMES: dict[int, str] = {v: k for k, v in ZONE_IDS.items()}
+# IEC zones in the order they nest outward from the fiber center.
+GRADED_ZONES = ("core", "cladding", "adhesive", "contact")
+
+GEOMETRY_KEYS = (
+    "center_x", "center_y", "cladding_radius_px", "cladding_ellipticity",
+    "cladding_angle_deg", "core_center_x", "core_center_y", "core_radius_px",
+    "core_visible", "core_offset_px", "core_offset_um", "um_per_px",
+    "um_per_px_source", "fit_residual_px", "confidence", "polarity",
+)
+
+
+def measure_geometry(gray, fiber_type, params, um_per_px=None):
+    """Measure the fiber's cladding and core circles with sub-pixel precision.
+
+    Parameters
+    ----------
+    gray : ndarray, float32, shape (H, W)
+        End-face image in [0, 1].
+    fiber_type : dict
+        Entry of the config's fiber catalog; uses ``cladding_um`` and ``core_um``.
+    params : dict
+        The config's ``zones`` section.
+    um_per_px : float or None
+        Scope calibration. None derives it from the measured cladding diameter
+        and ``fiber_type["cladding_um"]``.
+
+    Returns
+    -------
+    dict
+        The keys of ``GEOMETRY_KEYS``. The cladding is an ellipse: center, the
+        equal-area radius ``cladding_radius_px`` (sqrt of the semi-axes' product),
+        ``cladding_ellipticity`` (1 - minor/major) and the major axis angle
+        ``cladding_angle_deg`` (from +x toward +y, [0, 180)). ``polarity`` is ``"dark"`` when the fiber
+        is darker than the ferrule, ``"bright"`` otherwise. ``core_visible`` is
+        False when no core edge was measured; the core circle is then the
+        nominal core centered on the cladding. With ``params["mode"] == "none"``
+        no fiber is searched: circle keys are NaN, ``polarity`` is ``"none"``,
+        and :func:`zone_label_map` makes the whole frame one zone.
+
+    Raises
+    ------
+    fiberprep.io.ImageRejected
+        ``"no fiber found"``, ``"two fibers"`` or ``"low fit confidence 0.31"``.
+
+    References
+    ----------
+    .. [1] G. Loy and A. Zelinsky, "Fast radial symmetry for detecting points of
+       interest", IEEE TPAMI 25(8), 2003 (coarse gradient voting).
+    .. [2] R. Halir and J. Flusser, "Numerically stable direct least squares
+       fitting of ellipses", WSCG 1998 (``skimage.measure.EllipseModel``).
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2:
+        raise ValueError(f"gray must be 2-D, got shape {gray.shape}")
+    mode = params.get("mode", "fiber")
+    if mode == "none":
+        return _no_fiber_geometry(um_per_px)
+    if mode != "fiber":
+        raise ValueError(f"zones.mode must be 'fiber' or 'none', got {mode!r}")
+
+    clad_r_um = 0.5 * float(fiber_type["cladding_um"])
+    if um_per_px:
+        r_lo = r_hi = clad_r_um / um_per_px
+    else:
+        upp_lo, upp_hi = params["um_per_px_range"]
+        r_lo, r_hi = clad_r_um / upp_hi, clad_r_um / upp_lo
+    r_tol = params["radius_tolerance"]
+    r_range = (r_lo * (1 - r_tol), min(r_hi * (1 + r_tol), 0.5 * max(gray.shape)))
+    if r_range[1] < r_range[0]:
+        raise ImageRejected(f"no fiber found: frame too small for a cladding radius of "
+                            f"{r_range[0]:.0f} px or more")
+    cx, cy, r, polarity = _coarse_circle(gray, r_range, params)
+
+    sign = 1.0 if polarity == "dark" else -1.0
+    smooth = cv2.GaussianBlur(gray, (0, 0), params["edge_sigma_px"])
+    clad = _fit_edge(smooth, (cx, cy, r, r, 0.0), sign, _half_width(r, params["search_rel"], params),
+                     params)
+    if clad is None:
+        raise ImageRejected("no fiber found")
+    clad = _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params),
+                     params) or clad
+    upp_guess = float(um_per_px) if um_per_px else clad_r_um / clad["r"]
+    shift, glass_sign = _epoxy_shift(smooth, clad, params["epoxy_max_um"] / upp_guess,
+                                     params["epoxy_min_um"] / upp_guess, params)
+    if shift:
+        _, _, a, b, th = clad["shape"]
+        inner = (clad["cx"], clad["cy"], a - shift, b - shift, th)
+        # a window that stays clear of the ring's outer edge
+        half = int(np.clip(math.ceil(0.6 * shift), 2, params["search_min_px"]))
+        refit = glass_sign and _fit_edge(smooth, inner, glass_sign, half, params)
+        if not refit:
+            clad = {**clad, "shape": inner, "r": math.sqrt((a - shift) * (b - shift))}
+        elif _confidence(refit, params) >= params["min_confidence"]:
+            clad = refit
+    confidence = _confidence(clad, params)
+    if confidence < params["min_confidence"]:
+        raise ImageRejected(f"low fit confidence {confidence:.2f}")
+
+    if um_per_px:
+        upp, upp_source = float(um_per_px), "calibration"
+    else:
+        upp, upp_source = clad_r_um / clad["r"], "cladding"
+    core = _measure_core(smooth, clad, 0.5 * float(fiber_type["core_um"]) / upp, params)
+    core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"])
+    return {
+        "center_x": clad["cx"],
+        "center_y": clad["cy"],
+        "cladding_radius_px": clad["r"],
+        "cladding_ellipticity": clad["ellipticity"],
+        "cladding_angle_deg": clad["angle_deg"],
+        "core_center_x": core["cx"],
+        "core_center_y": core["cy"],
+        "core_radius_px": core["r"],
+        "core_visible": core["visible"],
+        "core_offset_px": core_offset,
+        "core_offset_um": core_offset * upp,
+        "um_per_px": upp,
+        "um_per_px_source": upp_source,
+        "fit_residual_px": clad["residual"],
+        "confidence": confidence,
+        "polarity": polarity,
+    }
+
+
+def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True):
+    """Label every pixel with its IEC 61300-3-35 zone id (``ZONE_IDS``).
+
+    Parameters
+    ----------
+    shape : tuple of int
+        Image (H, W).
+    geometry : dict
+        Output of :func:`measure_geometry`. A NaN ``center_x`` (``mode: none``)
+        labels the whole frame ferrule (5): analysed, not graded.
+    zones_um : dict
+        Zone name -> [inner, outer] diameter in µm (``core``, ``cladding``,
+        ``adhesive``, ``contact``), centered on the cladding center.
+    um_per_px : float
+        Scale used to convert the diameters.
+    ferrule : bool
+        Whether pixels beyond the contact zone are analysed (5) or not (0).
+
+    Returns
+    -------
+    ndarray, uint8, shape (H, W)
+        A pixel belongs to the zone whose [inner, outer) radius band holds the
+        distance of its center from the fiber center, measured in the cladding
+        ellipse's metric (a circle when ``cladding_ellipticity`` is 0).
+    """
+    h, w = int(shape[0]), int(shape[1])
+    if not np.isfinite(geometry["center_x"]):
+        return np.full((h, w), ZONE_IDS["ferrule"], np.uint8)
+    d2 = _equal_area_radius2((h, w), geometry)
+    labels = np.full((h, w), ZONE_IDS["ferrule"] if ferrule else ZONE_IDS["outside"],
+                     np.uint8)
+    for name in reversed(GRADED_ZONES):
+        outer_px = 0.5 * zones_um[name][1] / um_per_px
+        labels[d2 < outer_px**2] = ZONE_IDS[name]
+    return labels
+
+
+def zone_visibility(shape, geometry, zones_um, um_per_px):
+    """Fraction of each IEC zone's annulus that lies inside the image.
+
+    Parameters
+    ----------
+    shape, geometry, zones_um, um_per_px
+        As for :func:`zone_label_map`.
+
+    Returns
+    -------
+    dict of str to float
+        Zone name -> visible pixel count / annulus area (clipped to [0, 1]),
+        for ``core``, ``cladding``, ``adhesive`` and ``contact``; NaN for every
+        zone when no fiber was located (``mode: none``).
+    """
+    if not np.isfinite(geometry["center_x"]):
+        return {name: float("nan") for name in GRADED_ZONES}
+    labels = zone_label_map(shape, geometry, zones_um, um_per_px)
+    counts = np.bincount(labels.ravel(), minlength=len(ZONE_IDS))
+    out = {}
+    for name in GRADED_ZONES:
+        r_in, r_out = (0.5 * d / um_per_px for d in zones_um[name])
+        area = math.pi * (r_out**2 - r_in**2)
+        out[name] = float(min(1.0, counts[ZONE_IDS[name]] / area)) if area > 0 else 1.0
+    return out
+
+
+def _equal_area_radius2(shape, geometry):
+    """Squared elliptical distance from the fiber center, in equal-area radius units.
+
+    The cladding ellipse (ellipticity e = 1 - minor/major, major axis at
+    ``cladding_angle_deg``) maps to the circle of radius ``cladding_radius_px``,
+    so zone diameters in µm scale the measured fiber shape (non-square pixels).
+    """
+    e = geometry.get("cladding_ellipticity", 0.0)
+    e = 0.0 if not np.isfinite(e) else float(e)
+    th = math.radians(geometry.get("cladding_angle_deg", 0.0) if e else 0.0)
+    yy, xx = np.ogrid[: shape[0], : shape[1]]
+    dx, dy = xx - geometry["center_x"], yy - geometry["center_y"]
+    u = dx * math.cos(th) + dy * math.sin(th)
+    v = dy * math.cos(th) - dx * math.sin(th)
+    return u**2 * (1.0 - e) + v**2 / (1.0 - e)
+
+
+def _no_fiber_geometry(um_per_px):
+    nan = float("nan")
+    geo = dict.fromkeys(GEOMETRY_KEYS, nan)
+    geo.update(core_visible=False, confidence=1.0, polarity="none",
+               um_per_px=float(um_per_px) if um_per_px else nan,
+               um_per_px_source="calibration" if um_per_px else "none")
+    return geo
+
+
+def _coarse_circle(gray, r_range, params):
+    """Coarse center, radius and polarity by gradient voting on a small image.
+
+    Every strong-gradient pixel votes for centers along its gradient line at
+    all radii of ``r_range``, toward the darker side (dark disc) and toward the
+    brighter side (bright disc); the log image removes multiplicative
+    vignetting. The radius is read from the sector coverage of radially aligned
+    edge pixels around the best center: among the concentric edges (core,
+    cladding, fringes) the outermost strong one is the cladding.
+    """
+    h, w = gray.shape
+    scale = min(1.0, params["coarse_size_px"] / max(h, w))
+    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
+                       interpolation=cv2.INTER_AREA)
+    small = cv2.GaussianBlur(np.log(small + params["log_offset"]), (0, 0), 1.0)
+    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
+    mag = np.hypot(gx, gy)
+    thr = np.quantile(mag, 1.0 - params["edge_fraction"])
+    ys, xs = np.nonzero(mag > thr)
+    if len(xs) < 20:
+        raise ImageRejected("no fiber found")
+    m = mag[ys, xs]
+    ux, uy = gx[ys, xs] / m, gy[ys, xs] / m
+    wgt = np.sqrt(m)
+    radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0)
+    hs, ws = small.shape
+    acc = []
+    for sgn in (-1.0, 1.0):  # -1: center toward darker side (dark disc)
+        vx = np.rint(xs[:, None] + sgn * radii[None, :] * ux[:, None]).astype(np.int64)
+        vy = np.rint(ys[:, None] + sgn * radii[None, :] * uy[:, None]).astype(np.int64)
+        ok = (vx >= 0) & (vx < ws) & (vy >= 0) & (vy < hs)
+        a = np.bincount((vy * ws + vx)[ok], np.broadcast_to(wgt[:, None], ok.shape)[ok],
+                        minlength=hs * ws).reshape(hs, ws)
+        acc.append(cv2.GaussianBlur(a.astype(np.float32), (0, 0), 1.5))
+    acc = np.maximum(acc[0], acc[1])
+    peaks = []
+    for _ in range(2):
+        iy, ix = np.unravel_index(int(np.argmax(acc)), acc.shape)
+        peaks.append((float(acc[iy, ix]), float(ix), float(iy)))
+        cv2.circle(acc, (int(ix), int(iy)), int(max(2, radii[0])), 0.0, -1)
+
+    first = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params)
+    if first is None:
+        raise ImageRejected("no fiber found")
+    if peaks[1][0] >= params["two_fiber_ratio"] * peaks[0][0]:
+        second = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params)
+        if second is not None:
+            dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
+            if (dist > 0.9 * (first[0] + second[0])
+                    and second[2] >= params["two_fiber_ratio"] * first[2]):
+                raise ImageRejected("two fibers")
+    r_small, polarity, _ = first
+    to_full = lambda v: (v + 0.5) / scale - 0.5  # noqa: E731 - pixel-center mapping
+    return to_full(peaks[0][1]), to_full(peaks[0][2]), r_small / scale, polarity
+
+
+def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):
+    """Radius and polarity of the cladding edge around a coarse center.
+
+    Returns ``(radius, polarity, strength)`` in small-image pixels, or None when
+    no concentric edge covers ``min_coverage`` of the circumference.
+    """
+    n_sect = 64
+    dx, dy = xs - cx, ys - cy
+    d = np.hypot(dx, dy)
+    ok = d > 1.0
+    cos_a = (gx[ys, xs] * dx + gy[ys, xs] * dy) / (mag[ys, xs] * np.maximum(d, 1e-6))
+    sector = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * n_sect).astype(int) % n_sect
+    rbin = np.rint(d - radii[0]).astype(int)
+    ok &= (rbin >= 0) & (rbin < len(radii))
+    min_cos = math.cos(math.radians(params["coarse_align_deg"]))
+    best = []
+    for polarity, sel in (("dark", cos_a > min_cos), ("bright", cos_a < -min_cos)):
+        sel &= ok
+        grid = np.zeros((len(radii) + 2, n_sect), np.float32)
+        np.maximum.at(grid, (rbin[sel] + 1, sector[sel]), mag[ys[sel], xs[sel]])
+        grid = np.maximum(np.maximum(grid[:-2], grid[1:-1]), grid[2:])  # +-1 px
+        coverage = (grid > 0).mean(axis=1)
+        strength = grid.mean(axis=1)
+        for i in np.nonzero(coverage >= params["min_coverage"])[0]:
+            best.append((float(radii[i]), polarity, float(strength[i])))
+    if not best:
+        return None
+    top = max(s for _, _, s in best)
+    strong = [b for b in best if b[2] >= params["outer_edge_ratio"] * top]
+    outer = max(b[0] for b in strong)
+    group = [b for b in strong if b[0] >= outer * (1 - params["edge_group_rel"])]
+    return max(group, key=lambda b: b[2])
+
+
+def _ellipse_radius(shape, phi):
+    """Distance from the center to the ellipse ``(cx, cy, a, b, theta)`` at angles phi."""
+    _, _, a, b, th = shape
+    return a * b / np.hypot(b * np.cos(phi - th), a * np.sin(phi - th))
+
+
+def _ray_edges(smooth, shape, sign, half_width, n_rays):
+    """Sub-pixel edge radius along rays from the center of an ellipse ``shape``.
+
+    Each ray is sampled at 1 px steps within ``half_width`` of the ellipse; the
+    edge is the peak of the signed central-difference gradient (``sign`` +1:
+    brighter outside), refined by a parabola through the peak and its
+    neighbours. Returns (angles, radii, strengths, valid); rays leaving the
+    image or peaking at the window's end are invalid.
+    """
+    h, w = smooth.shape
+    cx, cy = shape[0], shape[1]
+    phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    steps = np.arange(-half_width, half_width + 1, dtype=np.float64)
+    rr = _ellipse_radius(shape, phi)[:, None] + steps[None, :]
+    mx = (cx + rr * np.cos(phi)[:, None]).astype(np.float32)
+    my = (cy + rr * np.sin(phi)[:, None]).astype(np.float32)
+    inside = ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)).all(axis=1)
+    prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    grad = sign * (prof[:, 2:] - prof[:, :-2]) * 0.5
+    k = np.argmax(grad, axis=1)
+    row = np.arange(n_rays)
+    kc = np.clip(k, 1, grad.shape[1] - 2)
+    g0, g1, g2 = grad[row, kc - 1], grad[row, kc], grad[row, kc + 1]
+    curv = g0 - 2 * g1 + g2
+    delta = np.where(curv < 0, 0.5 * (g0 - g2) / np.where(curv < 0, curv, -1.0), 0.0)
+    radius = rr[row, kc + 1] + np.clip(delta, -0.5, 0.5)
+    valid = inside & (k == kc) & (g1 > 0)
+    return phi, radius, g1, valid
+
+
+def _robust_ellipse(pts, rad, tol, iterations):
+    """Ellipse fit with iterative rejection of outlying edge points.
+
+    Starts from the points whose radius is near the median (so chips and dirt
+    off the edge do not seed the fit), then alternates a direct least-squares
+    ellipse fit and rejection beyond ``max(tol, 3 robust sigma)``.
+    Returns (EllipseModel, inlier mask) or (None, None).
+    """
+    dev = np.abs(rad - np.median(rad))
+    keep = dev <= max(tol, 3.0 * 1.4826 * np.median(dev))
+    model = None
+    for _ in range(iterations):
+        if keep.sum() < 12:
+            return None, None
+        model = EllipseModel.from_estimate(pts[keep])
+        if not model:
+            return None, None
+        res = np.abs(_radial_residuals(model, pts))
+        keep = res <= max(tol, 3.0 * 1.4826 * np.median(res[keep]))
+    return model, keep
+
+
+def _radial_residuals(model, pts):
+    """Signed distance of points from an ellipse along rays from its center.
+
+    Equals the orthogonal distance to first order in the ellipticity, and is
+    vectorized (``EllipseModel.residuals`` solves one optimization per point).
+    """
+    (ex, ey), (a, b), th = model.center, model.axis_lengths, float(model.theta)
+    dx, dy = pts[:, 0] - ex, pts[:, 1] - ey
+    return np.hypot(dx, dy) - _ellipse_radius((ex, ey, a, b, th), np.arctan2(dy, dx))
+
+
+def _half_width(r, rel, params):
+    """Ray search half-width (px): ``rel`` of the radius, at least ``search_min_px``."""
+    return int(math.ceil(max(params["search_min_px"], rel * r)))
+
+
+def _fit_edge(smooth, shape, sign, half, params):
+    """Sub-pixel edge points around an ellipse guess and their robust fit.
+
+    Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
+    ellipticity, major-axis angle, RMS residual, inlier fraction, angular
+    coverage and median edge strength; None when too few edge points remain.
+    """
+    r = math.sqrt(shape[2] * shape[3])
+    n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
+    phi, rad, strength, valid = _ray_edges(smooth, shape, sign, half, n_rays)
+    if valid.sum() < 12:
+        return None
+    # weak maxima are noise or a gap in the edge, not the edge itself
+    valid &= strength >= params["min_edge_ratio"] * np.median(strength[valid])
+    phi, rad, strength = phi[valid], rad[valid], strength[valid]
+    pts = np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)])
+    tol = max(params["inlier_px"], params["inlier_rel"] * r)
+    model, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"])
+    if model is None:
+        return None
+    (ex, ey), (a, b), th = model.center, model.axis_lengths, float(model.theta)
+    a, b = float(a), float(b)
+    major, minor, angle = (a, b, th) if a >= b else (b, a, th + math.pi / 2)
+    sectors = np.unique((phi[inl] / (2 * np.pi) * 36).astype(int))
+    return {
+        "shape": (float(ex), float(ey), a, b, th),
+        "cx": float(ex), "cy": float(ey), "r": math.sqrt(a * b),
+        "ellipticity": 1.0 - minor / major,
+        "angle_deg": math.degrees(angle) % 180.0,
+        "residual": float(np.sqrt(np.mean(_radial_residuals(model, pts[inl]) ** 2))),
+        "inlier_frac": float(inl.sum() / n_rays),
+        "coverage": len(sectors) / 36.0,
+        "edge_strength": float(np.median(strength[inl])),
+    }
+
+
+def _epoxy_shift(smooth, fit, band_px, min_px, params):
+    """Width of a rough epoxy ring just inside the fitted edge, if there is one.
+
+    A dark fiber often sits in a rough epoxy ring whose outer edge (to the
+    ferrule) is stronger than the glass edge. Epoxy is textured, glass is
+    smooth: along the circle, the intensity difference between neighbouring
+    rays is the texture. Texture beyond what the radial gradient explains
+    (edge waviness) that starts at least ``min_px`` inside the fitted edge and
+    reaches it marks the ring; its inner boundary (half-level crossing) is the
+    glass edge.
+
+    Returns
+    -------
+    shift : float
+        How far inside the fitted edge the glass edge lies (px); 0 when no ring.
+    sign : float
+        Polarity of the glass-to-epoxy step (+1 brighter outside, -1 darker),
+        0 when that step is too weak to locate the edge on rays.
+    """
+    r = fit["r"]
+    n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
+    phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    steps = np.arange(-2.0 * band_px, 1.0, 0.5)
+    rr = _ellipse_radius(fit["shape"], phi)[:, None] + steps[None, :]
+    mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
+    my = (fit["cy"] + rr * np.sin(phi)[:, None]).astype(np.float32)
+    prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    level = np.median(prof, axis=0)
+    slope = np.abs(np.gradient(level, 0.5))
+    texture = np.median(np.abs(np.diff(prof, axis=0)), axis=0)
+    glass = steps < -band_px
+    base = float(np.median(texture[glass]))
+    excess = texture - base - slope * max(fit["residual"], params["edge_waviness_px"])
+    rough = excess > (params["epoxy_texture_ratio"] - 1.0) * max(base, 1e-4)
+    # the rough run that ends near the fitted edge (whose own slope masks texture)
+    near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]))[0]
+    if not len(near):
+        return 0.0, 0.0
+    k = int(near.max())
+    top = float(np.median(texture[max(0, k - 2): k + 1]))
+    while k > 0 and rough[k - 1] and not glass[k - 1]:
+        k -= 1
+    if glass[k] or steps[k] > -min_px:
+        return 0.0, 0.0
+    half = 0.5 * (base + top)
+    j = max(k - 1, 0)  # half-level crossing between samples j and j + 1
+    while j + 1 < len(steps) - 1 and texture[j + 1] < half:
+        j += 1
+    t0, t1 = texture[j], texture[j + 1]
+    edge = steps[j] + 0.5 * float(np.clip((half - t0) / (t1 - t0) if t1 != t0 else 0.5, 0, 1))
+    i = int(np.argmin(np.abs(steps - edge)))
+    step = float(np.gradient(level, 0.5)[i])
+    noise = 1.4826 * float(np.median(np.abs(np.diff(prof[:, glass], axis=1))))
+    sign = float(np.sign(step)) if abs(step) > params["core_min_snr"] * noise / math.sqrt(n_rays) else 0.0
+    return -edge, sign
+
+
+def _confidence(fit, params):
+    """Confidence in [0, 1]: inlier fraction, angular coverage and residual."""
+    sharp = math.exp(-fit["residual"] / params["residual_scale_px"])
+    return float(np.clip(fit["inlier_frac"] * fit["coverage"] * sharp, 0.0, 1.0))
+
+
+def _measure_core(smooth, clad, nominal_r, params):
+    """Core circle from the radial profile, or the nominal core if not visible.
+
+    The median profile over all angles shows the core as the strongest step
+    within ``core_search_rel`` of the nominal core radius; when that step
+    stands out from the angular scatter, edge points along rays are fitted
+    like the cladding edge.
+    """
+    cx, cy, r_clad = clad["cx"], clad["cy"], clad["r"]
+    nominal = {"cx": cx, "cy": cy, "r": float(nominal_r), "visible": False}
+    lo, hi = (f * nominal_r for f in params["core_search_rel"])
+    hi = min(hi, params["core_max_rel"] * r_clad)
+    if hi - lo < 3 or lo < params["core_min_px"]:
+        return nominal
+    n_rays = int(np.clip(2 * math.pi * hi / params["ray_spacing_px"], 64, params["max_rays"]))
+    phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    rel = np.arange(max(1.0, lo - 3), hi + 4) / r_clad  # radii relative to the cladding
+    rr = _ellipse_radius(clad["shape"], phi)[:, None] * rel[None, :]
+    mx = (cx + rr * np.cos(phi)[:, None]).astype(np.float32)
+    my = (cy + rr * np.sin(phi)[:, None]).astype(np.float32)
+    prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    grad = (prof[:, 2:] - prof[:, :-2]) * 0.5
+    med = np.median(grad, axis=0)
+    spread = 1.4826 * np.median(np.abs(grad - med), axis=0) / math.sqrt(n_rays)
+    k = int(np.argmax(np.abs(med)))
+    if abs(med[k]) < params["core_min_snr"] * max(float(spread[k]), 1e-6):
+        return nominal
+    _, _, a, b, th = clad["shape"]
+    guess = (cx, cy, a * rel[k + 1], b * rel[k + 1], th)
+    fit = _fit_edge(smooth, guess, float(np.sign(med[k])),
+                    _half_width(rel[k + 1] * r_clad, params["refine_rel"], params), params)
+    if fit is None or fit["inlier_frac"] < params["core_min_inliers"]:
+        return nominal
+    return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True}

@@ -1,0 +1,114 @@
+"""Clustering: fit, naming rules, stable assignment, refit matching, review mapping."""
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from fiberprep import clustering
+
+PARAMS = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())["clustering"]
+
+# Typical centroids (named features) of four defect kinds, with a relative spread.
+KINDS = {
+    "scratch": dict(aspect_ratio=15, equivalent_diameter_um=12, solidity=0.3, cladding_edge_distance_um=20,
+                    local_snr=-4, skeleton_length_um=100),
+    "pit_dig": dict(aspect_ratio=1.2, equivalent_diameter_um=6, solidity=0.93, cladding_edge_distance_um=30,
+                    local_snr=-15, skeleton_length_um=2),
+    "contamination": dict(aspect_ratio=1.6, equivalent_diameter_um=30, solidity=0.95, cladding_edge_distance_um=30,
+                          local_snr=1, skeleton_length_um=15),
+    "chip": dict(aspect_ratio=1.5, equivalent_diameter_um=7, solidity=0.9, cladding_edge_distance_um=0.02,
+                 local_snr=-4, skeleton_length_um=5),
+}
+
+
+def fake_features(n_per_kind: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    parts = []
+    for kind, centre in KINDS.items():
+        cols = {k: v * np.exp(rng.normal(0, 0.12, n_per_kind)) for k, v in centre.items()}
+        cols["solidity"] = np.clip(cols["solidity"], 0, 1)
+        parts.append(pd.DataFrame({**cols, "truth": kind}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def params(**kw):
+    return {**PARAMS, "k_range": [4, 6], "silhouette_samples": 400, **kw}
+
+
+@pytest.fixture(scope="module")
+def first():
+    data = fake_features(60, seed=1)
+    return data, clustering.fit_model(data, params())
+
+
+def test_names_follow_the_truth(first):
+    data, model = first
+    types = clustering.apply_review(clustering.assign_clusters(model, data), model, None)
+    assert (types == data["truth"].to_numpy()).mean() > 0.95
+    for v in model["names"].values():
+        assert v["rule"].startswith(v["type"])
+
+
+def test_model_is_picklable_and_summarised(first):
+    data, model = first
+    again = pickle.loads(pickle.dumps(model))
+    assert np.array_equal(clustering.assign_clusters(again, data), clustering.assign_clusters(model, data))
+    assert sum(model["sizes"].values()) == len(data)
+    assert set(model["centroids_raw"]) == set(model["sizes"]) == set(model["names"])
+    assert 4 in model["silhouette"]
+
+
+def test_new_images_do_not_move_old_labels(first):
+    data, model = first
+    before = clustering.assign_clusters(model, data)
+    more = pd.concat([data, fake_features(40, seed=2)], ignore_index=True)
+    after = clustering.assign_clusters(model, more)
+    assert np.array_equal(after[: len(data)], before)
+
+
+def test_refit_keeps_ids_and_names(first):
+    data, model = first
+    more = pd.concat([data, fake_features(60, seed=3)], ignore_index=True)
+    refit = clustering.fit_model(more, params(seed=7), previous=model)
+    old = clustering.apply_review(clustering.assign_clusters(model, data), model, None)
+    new = clustering.apply_review(clustering.assign_clusters(refit, data), refit, None)
+    assert (old == new).mean() > 0.95
+    assert (clustering.assign_clusters(model, data) == clustering.assign_clusters(refit, data)).mean() > 0.95
+
+
+def test_match_clusters_is_a_permutation(first):
+    data, model = first
+    shuffled = clustering.relabel(model, {0: 2, 1: 0, 2: 3, 3: 1})
+    assert clustering.match_clusters(model, shuffled) == {2: 2, 0: 0, 3: 3, 1: 1}
+
+
+def test_review_renames_and_merges(first):
+    data, model = first
+    ids = sorted(model["names"])
+    review = {ids[0]: "other", ids[1]: {"merge_into": ids[2]}, ids[2]: {"type": "chip"}}
+    types = clustering.review_types(model, review)
+    assert types[ids[0]] == "other" and types[ids[1]] == types[ids[2]] == "chip"
+    assert types[ids[3]] == model["names"][ids[3]]["type"]
+    template = clustering.review_template(model)
+    assert clustering.review_types(model, template) == {c: v["type"] for c, v in model["names"].items()}
+    with pytest.raises(ValueError, match="allowed"):
+        clustering.review_types(model, {ids[0]: "dust"})
+    with pytest.raises(ValueError, match="cycle"):
+        clustering.review_types(model, {ids[0]: {"merge_into": ids[1]}, ids[1]: {"merge_into": ids[0]}})
+
+
+@pytest.mark.parametrize("method", ["agglomerative", "hdbscan"])
+def test_other_methods(method):
+    data = fake_features(50, seed=4)
+    model = clustering.fit_model(data, params(method=method, k=4))
+    types = clustering.apply_review(clustering.assign_clusters(model, data), model, None)
+    assert (types == data["truth"].to_numpy()).mean() > 0.9
+
+
+def test_bad_method_is_named():
+    with pytest.raises(ValueError, match="clustering.method"):
+        clustering.fit_model(fake_features(5, 0), params(method="dbscan"))

@@ -1,0 +1,216 @@
+"""Dataset exports read back by the libraries that consume them (Pillow, pycocotools,
+zarr, pandas), on synthetic end faces with exact instance masks."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from PIL import Image
+from pycocotools import mask as coco_mask
+from pycocotools.coco import COCO
+
+from fiberprep import datasets, library, synth, zones
+from fiberprep import io as fio
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def scenes():
+    """Five small synthetic images with defects: (image_id, image, truth)."""
+    out = []
+    for seed in range(5):
+        rng = np.random.default_rng(100 + seed)
+        spec = synth.random_spec(rng, CONFIG["fiber_types"], p_clean=0.0, n_defects=(3, 8), width=320, height=240)
+        image, truth = synth.render(spec, rng)
+        out.append((f"scene_{seed}", image, truth))
+    return out
+
+
+def _typed(truth):
+    d = pd.DataFrame(truth["defects"])
+    return d["number"].to_numpy(int), d["class_name"].tolist()
+
+
+def test_palette_pngs_hold_class_ids(scenes):
+    for _, _, truth in scenes:
+        numbers, types = _typed(truth)
+        mask = datasets.defect_class_mask(truth["instance_map"], numbers, types)
+        for ids, colours in ((mask, datasets.DEFECT_COLOURS), (truth["zone_map"], datasets.ZONE_COLOURS)):
+            png = Image.open(__import__("io").BytesIO(datasets.encode_palette_png(ids, colours)))
+            assert png.mode == "P"
+            np.testing.assert_array_equal(np.asarray(png), ids)
+            pal = np.asarray(png.getpalette()[:18]).reshape(6, 3)
+            assert [tuple(p) for p in pal] == [colours[k] for k in range(6)]
+        # every instance pixel carries its defect's class id
+        for n, t in zip(numbers, types):
+            assert set(np.unique(mask[truth["instance_map"] == n])) <= {datasets.class_id(t)}
+
+
+def test_coco_loads_and_matches_instance_masks(scenes, tmp_path):
+    rows, images = [], []
+    for iid, image, truth in scenes:
+        numbers, types = _typed(truth)
+        cats = [datasets.class_id(t) for t in types]
+        for ann in datasets.coco_annotations(truth["instance_map"], numbers, cats):
+            rows.append({"image_id": iid, "defect_id": f"{iid}#{ann['number']}", **ann})
+        images.append({"image_id": iid, "width": image.shape[1], "height": image.shape[0], "split": "train"})
+    doc = datasets.coco_document(pd.DataFrame(images), pd.DataFrame(rows), {"version": "test"})
+    path = tmp_path / "coco.json"
+    fio.write_json(path, doc)
+    coco = COCO(str(path))
+    assert len(coco.getAnnIds()) == sum(len(t["defects"]) for _, _, t in scenes) > 0
+    assert {c["name"] for c in coco.loadCats(coco.getCatIds())} == set(datasets.DEFECT_CLASSES.values())
+    by_id = {im["id"]: scenes[k] for k, im in enumerate(doc["images"])}
+    for ann in coco.loadAnns(coco.getAnnIds()):
+        _, _, truth = by_id[ann["image_id"]]
+        truth_mask = truth["instance_map"] == int(ann["defect_id"].split("#")[1])
+        np.testing.assert_array_equal(coco.annToMask(ann).astype(bool), truth_mask)
+        ys, xs = np.nonzero(truth_mask)
+        assert ann["area"] == len(ys) == coco_mask.area(coco.annToRLE(ann))
+        assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+
+
+def test_split_is_deterministic_and_stratified():
+    ids = [f"img_{k:04d}" for k in range(400)]
+    strata = ["fail" if k % 4 == 0 else "pass" for k in range(400)]
+    ratios = {"train": 0.7, "val": 0.15, "test": 0.15}
+    a = datasets.assign_splits(ids, strata, ratios)
+    perm = np.random.default_rng(0).permutation(400)
+    b = datasets.assign_splits([ids[i] for i in perm], [strata[i] for i in perm], ratios)
+    assert dict(zip(ids, a)) == dict(zip([ids[i] for i in perm], b))
+    frame = pd.DataFrame({"stratum": strata, "split": a})
+    for _, grp in frame.groupby("stratum"):
+        share = grp["split"].value_counts(normalize=True)
+        for name, r in ratios.items():
+            assert abs(share[name] - r) <= 1.0 / len(grp) + 1e-9
+    # a zero ratio empties its split; adding one image moves few others
+    assert set(datasets.assign_splits(ids, strata, {"train": 0.8, "val": 0.2, "test": 0})) == {"train", "val"}
+    c = datasets.assign_splits(ids + ["img_new"], strata + ["pass"], ratios)
+    assert (c[:400] != a).sum() <= 3
+
+
+def test_yolo_polygons_cover_instances(scenes):
+    iid, image, truth = scenes[0]
+    numbers, types = _typed(truth)
+    lines = datasets.yolo_segments(truth["instance_map"], numbers, [datasets.class_id(t) for t in types])
+    assert len(lines) >= len(numbers)
+    for line in lines:
+        vals = line.split()
+        assert int(vals[0]) in datasets.yolo_names()
+        xy = np.asarray(vals[1:], float)
+        assert len(xy) >= 6 and len(xy) % 2 == 0 and xy.min() >= 0 and xy.max() <= 1
+
+
+def test_tables_carry_units_and_types(tmp_path):
+    frame = pd.DataFrame({"image_id": ["a", "b"], "cladding_radius_px": [100.5, 101.0], "n_scratch": [1, 0],
+                          "has_scratch": [True, False], "pass_fail": ["pass", None]})
+    fio.write_parquet(datasets.to_arrow(frame, datasets.column_units(frame.columns, {})), tmp_path / "t.parquet")
+    schema = pq.read_schema(tmp_path / "t.parquet")
+    assert schema.field("cladding_radius_px").metadata[b"unit"] == b"px"
+    assert schema.field("n_scratch").metadata[b"unit"] == b"count"
+    assert str(schema.field("has_scratch").type) == "bool" and str(schema.field("pass_fail").type) == "string"
+    back = pd.read_parquet(tmp_path / "t.parquet")
+    assert back["pass_fail"].isna().tolist() == [False, True]
+
+
+def test_image_label_row_and_zone_rows(scenes):
+    _, _, truth = scenes[1]
+    d = pd.DataFrame(truth["defects"]).drop(columns="type").rename(columns={"class_name": "type"})
+    d["severity_score"] = np.linspace(0.1, 0.9, len(d))
+    d["severity_level"] = "low"
+    d["area_um2"] = d["area_px"] * truth["um_per_px"] ** 2
+    row = datasets.image_label_row(d, zones.ZONE_NAMES, {"pass_fail": "fail", "failures": ["x"]})
+    assert row["n_defects"] == len(d) == sum(row[f"n_{t}"] for t in datasets.DEFECT_CLASSES.values())
+    assert row["primary_defect"] == datasets.DEFECT_CLASSES[datasets.class_id(d["type"].iloc[-1])]
+    zf = pd.DataFrame({"image_id": "s", "zone": [1, 2, 3, 4, 5]})
+    zr = datasets.zone_level_rows(zf, d, None)
+    assert zr["n_defects"].sum() == (d["innermost_zone"] > 0).sum()
+    assert set(zr["label"]) == {"not_graded"}
+
+
+def _run_script(tmp_path, name, **spec):
+    spec_path = tmp_path / f"{name}.json"
+    spec_path.write_text(json.dumps({"script": str(ROOT / "workflow" / "scripts" / f"{name}.py"),
+                                     "log": str(tmp_path / f"{name}.log"), **spec}))
+    subprocess.run([sys.executable, str(ROOT / "tests" / "snakemake_script.py"), str(spec_path)], check=True)
+    return (tmp_path / f"{name}.log").read_text()
+
+
+def _write_pixel_level(scenes, pixel: Path) -> pd.DataFrame:
+    rows = []
+    for iid, image, truth in scenes:
+        numbers, types = _typed(truth)
+        fio.write_png(pixel / "images" / f"{iid}.png", image)
+        fio.write_bytes(pixel / "zone_masks" / f"{iid}.png", datasets.encode_palette_png(truth["zone_map"], datasets.ZONE_COLOURS))
+        fio.write_bytes(pixel / "defect_masks" / f"{iid}.png", datasets.encode_palette_png(
+            datasets.defect_class_mask(truth["instance_map"], numbers, types), datasets.DEFECT_COLOURS))
+        fio.write_png(pixel / "instance_masks" / f"{iid}.png", truth["instance_map"])
+        rows.append({"image_id": iid, "status": "ok", "height": image.shape[0], "width": image.shape[1],
+                     "key": datasets.content_key(image, truth["instance_map"])})
+    return pd.DataFrame(rows)
+
+
+def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
+    root = tmp_path / "datasets"
+    pixel = root / "pixel_level"
+    table = _write_pixel_level(scenes, pixel)
+    table["split"] = datasets.assign_splits(table["image_id"], ["pass"] * len(table), {"train": 0.6, "val": 0.2, "test": 0.2})
+    fio.write_parquet(table.drop(columns="key"), root / "image_level" / "images.parquet")
+    fio.write_parquet(table[["image_id", "split"]], root / "image_level" / "image_labels.parquet")
+    fio.write_parquet(table[["image_id", "key"]], tmp_path / "files.parquet")
+    spec = {"input": {"images": str(root / "image_level" / "images.parquet"), "files": [str(tmp_path / "files.parquet")]},
+            "output": {"marker": str(pixel / ".dataset.zarr.done")},
+            "params": {"pixel_dir": str(pixel), "datasets": CONFIG["datasets"]}}
+    log = _run_script(tmp_path, "dataset_zarr", **spec)
+    assert f"{len(scenes)} written" in log and (pixel / ".dataset.zarr.done").exists()
+
+    import zarr
+    store = zarr.open_group(str(pixel / "dataset.zarr"), mode="r")
+    (name, group), = list(store.groups())
+    assert name == "h240_w320" and group["images"].chunks == (1, 240, 320)
+    for i, iid in enumerate(group.attrs["image_ids"]):
+        _, image, truth = next(s for s in scenes if s[0] == iid)
+        np.testing.assert_array_equal(group["images"][i], image)
+        np.testing.assert_array_equal(group["instance_masks"][i], truth["instance_map"])
+        np.testing.assert_array_equal(group["zone_masks"][i], truth["zone_map"])
+    assert list(group.attrs["split"]) == table.sort_values("image_id")["split"].tolist()
+
+    # an incremental update rewrites only the image whose key changed
+    table.loc[0, "key"] = "changed"
+    fio.write_parquet(table[["image_id", "key"]], tmp_path / "files.parquet")
+    (tmp_path / "dataset_zarr.log").unlink()
+    assert ", 1 written" in _run_script(tmp_path, "dataset_zarr", **spec)
+
+    # the README's loader example runs as printed, on this dataset
+    code = datasets.LOADER_EXAMPLE.replace('root = "results/datasets"', f'root = "{root}"')
+    assert len([line for line in datasets.LOADER_EXAMPLE.splitlines() if line.strip()]) <= 10
+    exec(compile(code, "loader_example", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert sorted(line.split()[0] for line in printed) == sorted(table.loc[table["split"] == "train", "image_id"])
+    readme = ROOT / "README.md"
+    if readme.exists() and "dataset.zarr" in readme.read_text():
+        assert datasets.LOADER_EXAMPLE.strip() in readme.read_text()
+
+
+def test_library_patch_and_contact_sheet(scenes):
+    _, image, truth = scenes[2]
+    d = pd.DataFrame(truth["defects"])
+    boxes = datasets.instance_bboxes(truth["instance_map"])
+    patches = []
+    for n in d["number"]:
+        x, y, w, h = boxes[n]
+        p = library.extract_patch(image, boxes[n], 8)
+        assert p.shape[0] <= h + 16 and p.shape[1] <= w + 16
+        assert p.shape[0] == min(y + h + 8, 240) - max(y - 8, 0)
+        patches.append(p)
+    sheet = library.contact_sheet(patches, [str(n) for n in d["number"]], tile_px=48, columns=4)
+    assert sheet.ndim == 3 and sheet.shape[1] == 4 * 52 or len(patches) < 4
+    assert library.patch_relpath("scratch", "high", "a#3") == "patches/scratch/high/a#3.png"

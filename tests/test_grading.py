@@ -1,0 +1,95 @@
+"""IEC 61300-3-35 grading with the criteria of config/config.yaml, and severity."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from fiberprep.grading import grade_image, grade_zones, severity
+
+CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+SM_PC = CONFIG["criteria"]["iec_61300_3_35_ed2_sm_pc"]
+SM_APC = CONFIG["criteria"]["iec_61300_3_35_ed2_sm_apc"]
+MM = CONFIG["criteria"]["iec_61300_3_35_ed2_mm"]
+
+
+def table(*rows):
+    """Defects as (type, length_um, width_um, innermost_zone)."""
+    return pd.DataFrame(rows, columns=["type", "length_um", "width_um", "innermost_zone"])
+
+
+def test_every_fiber_type_has_criteria():
+    for ft in CONFIG["fiber_types"].values():
+        assert ft["criteria"] in CONFIG["criteria"]
+
+
+def test_six_defects_of_3um_in_zone_b_fail_sm_pc():
+    grade = grade_image(table(*[("pit_dig", 3.0, 2.5, 2)] * 6), SM_PC)
+    assert grade["pass_fail"] == "fail"
+    assert grade["failures"] == ["zone B: 6 defects 2–5 µm > 5 allowed"]
+    assert grade["zones"] == {"A": "pass", "B": "fail", "C": "pass", "D": "pass"}
+
+
+def test_five_defects_of_3um_and_small_ones_pass():
+    rows = [("pit_dig", 3.0, 2.5, 2)] * 5 + [("contamination", 1.5, 1.0, 2)] * 20
+    assert grade_image(table(*rows), SM_PC)["pass_fail"] == "pass"
+
+
+def test_core_zone_allows_nothing():
+    grade = grade_image(table(("contamination", 1.0, 1.0, 1)), SM_PC)
+    assert grade["failures"] == ["zone A: 1 defect of any size, none allowed"]
+
+
+def test_scratch_size_is_its_width():
+    long_thin = table(("scratch", 100.0, 2.0, 2))
+    wide = table(("scratch", 10.0, 4.0, 2))
+    assert grade_image(long_thin, SM_PC)["pass_fail"] == "pass"
+    assert grade_image(wide, SM_PC)["failures"] == ["zone B: 1 scratch > 3 µm, none allowed"]
+    # APC variant: no scratch limit in B, 4 thin scratches allowed in A
+    assert grade_image(wide, SM_APC)["pass_fail"] == "pass"
+    assert grade_image(table(*[("scratch", 20.0, 1.0, 1)] * 4), SM_APC)["pass_fail"] == "pass"
+    assert grade_image(table(*[("scratch", 20.0, 1.0, 1)] * 5), SM_APC)["pass_fail"] == "fail"
+
+
+def test_defect_size_is_largest_dimension_and_zone_is_innermost():
+    # 12 x 4 µm chip touching B and C is judged in B by its 12 µm
+    grade = grade_image(table(("chip", 12.0, 4.0, 2)), SM_PC)
+    assert grade["failures"] == ["zone B: 1 defect > 5 µm, none allowed"]
+    assert grade_image(table(("chip", 12.0, 4.0, 3)), SM_PC)["pass_fail"] == "pass"
+
+
+def test_contact_zone_and_ferrule():
+    assert grade_image(table(("contamination", 11.0, 5.0, 4)), SM_PC)["pass_fail"] == "fail"
+    assert grade_image(table(("contamination", 500.0, 50.0, 5)), SM_PC)["pass_fail"] == "pass"
+
+
+def test_multimode_bands():
+    rows = [("pit_dig", 7.0, 6.0, 2)] * 5
+    assert grade_image(table(*rows), MM)["pass_fail"] == "pass"
+    assert grade_image(table(*rows * 2), MM)["failures"] == ["zone B: 10 defects 5–10 µm > 5 allowed"]
+    assert grade_image(table(*[("pit_dig", 4.0, 4.0, 1)] * 5), MM)["failures"] == [
+        "zone A: 5 defects ≤ 5 µm > 4 allowed"]
+
+
+def test_no_defects_pass_and_zone_table():
+    assert grade_image(table(), SM_PC) == {
+        "pass_fail": "pass", "failures": [], "zones": dict.fromkeys("ABCD", "pass"),
+        "criteria": SM_PC["edition"]}
+    zones = grade_zones(table(("scratch", 30.0, 1.0, 2), ("pit_dig", 3.0, 3.0, 2)), SM_PC)
+    assert zones.set_index("zone_letter").loc["B", ["n_scratches", "n_defects"]].tolist() == [1, 1]
+
+
+def test_severity_grows_with_size_and_zone():
+    d = table(("pit_dig", 2.0, 2.0, 2), ("pit_dig", 20.0, 10.0, 2), ("pit_dig", 2.0, 2.0, 5),
+              ("pit_dig", 20.0, 10.0, 1))
+    s = severity(d, CONFIG["severity"])
+    score = s["severity_score"].to_numpy()
+    assert score[1] > score[0] > score[2] and score[3] > score[1]
+    assert ((score >= 0) & (score < 1)).all()
+    assert s["severity_level"].tolist()[3] == "high" and s["severity_level"].tolist()[2] == "low"
+
+
+def test_severity_uses_zone_column_when_no_innermost():
+    d = table(("scratch", 30.0, 3.0, 1)).rename(columns={"innermost_zone": "zone"})
+    assert severity(d, CONFIG["severity"])["severity_level"].iloc[0] == "high"

@@ -1,0 +1,196 @@
+"""The workflow end to end on a freshly generated folder, checked against the contract.
+
+Also: the config schema and the checks that stop a run before any job, and the conda
+environment's pins. Dataset-file details are checked in the datasets tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import jsonschema
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from workflow_runs import CONFIG, ROOT, generate, planned_jobs, snakemake, write_config
+
+N_IMAGES = 4
+NOT_AN_IMAGE = "notes from the scope.png"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A processed folder of generated images plus one text file named .png."""
+    tmp = tmp_path_factory.mktemp("workflow")
+    inputs = tmp / "inputs"
+    inputs.mkdir()
+    for path in generate(tmp / "synth", N_IMAGES, seed=5):
+        shutil.copy2(path, inputs / path.name)
+    (inputs / NOT_AN_IMAGE).write_text("not an image\n", encoding="utf-8")
+    results = tmp / "results"
+    cfg = write_config(tmp / "config.yaml", inputs, results)
+    snakemake(cfg, "--cores", "2")
+    images = pd.read_parquet(results / "datasets" / "image_level" / "images.parquet")
+    return {"cfg": cfg, "inputs": inputs, "results": results, "images": images,
+            "ok": images[images["status"] == "ok"]}
+
+
+CONTRACT_FILES = [
+    "clustering/defect_types.parquet",
+    "clustering/model.pkl",
+    "clustering/clusters.json",
+    "datasets/pixel_level/classes.json",
+    "datasets/pixel_level/coco_instances.json",
+    "datasets/region_level/zone_features.parquet",
+    "datasets/image_level/images.parquet",
+    "datasets/image_level/image_labels.parquet",
+    "datasets/image_level/image_labels.csv",
+    "defect_library/index.parquet",
+    "defect_library/index.csv",
+    "qc/report.html",
+]
+PER_IMAGE_FILES = [
+    "datasets/pixel_level/images/{}.png",
+    "datasets/pixel_level/zone_masks/{}.png",
+    "datasets/pixel_level/defect_masks/{}.png",
+    "datasets/pixel_level/instance_masks/{}.png",
+    "qc/overlays/{}.png",
+]
+
+
+def test_every_contract_file_is_written(run):
+    missing = [f for f in CONTRACT_FILES if not (run["results"] / f).is_file()]
+    assert missing == []
+    assert len(run["ok"]) >= N_IMAGES - 1, run["images"][["image_id", "reason"]]
+    for image_id in run["ok"]["image_id"]:
+        for pattern in PER_IMAGE_FILES:
+            assert (run["results"] / pattern.format(image_id)).is_file()
+
+
+def test_every_input_has_one_row_and_bad_ones_a_reason(run):
+    images = run["images"]
+    assert sorted(images["rel_path"]) == sorted(p.name for p in run["inputs"].iterdir())
+    bad = images.set_index("rel_path").loc[NOT_AN_IMAGE]
+    assert bad["status"] == "rejected" and bad["reason"]
+    bad_id = bad["image_id"]
+    types = pd.read_parquet(run["results"] / "clustering" / "defect_types.parquet")
+    assert bad_id not in set(types["image_id"])
+    assert not (run["results"] / "datasets/pixel_level/images" / f"{bad_id}.png").exists()
+
+
+def test_masks_have_the_input_size(run):
+    for row in run["ok"].itertuples():
+        for pattern in PER_IMAGE_FILES[:4]:
+            mask = cv2.imread(str(run["results"] / pattern.format(row.image_id)),
+                              cv2.IMREAD_UNCHANGED)
+            assert mask.shape[:2] == (row.height, row.width), pattern
+
+
+def test_defect_ids_agree_across_masks_labels_library_and_coco(run):
+    R = run["results"]
+    types = pd.read_parquet(R / "clustering" / "defect_types.parquet")
+    index = pd.read_parquet(R / "defect_library" / "index.parquet")
+    coco = json.loads((R / "datasets/pixel_level/coco_instances.json").read_text())
+    coco_ids = {a["defect_id"] for a in coco["annotations"]}
+    assert set(types["defect_id"]) == set(index["defect_id"]) == coco_ids
+    assert (types["defect_id"] == types["image_id"] + "#" + types["number"].astype(str)).all()
+    for image_id in run["ok"]["image_id"]:
+        mask = cv2.imread(str(R / f"datasets/pixel_level/instance_masks/{image_id}.png"),
+                          cv2.IMREAD_UNCHANGED)
+        in_mask = {f"{image_id}#{n}" for n in np.unique(mask) if n}
+        assert in_mask == set(types.loc[types["image_id"] == image_id, "defect_id"])
+
+
+def test_labels_table_columns(run):
+    types = pd.read_parquet(run["results"] / "clustering" / "defect_types.parquet")
+    assert list(types.columns) == ["defect_id", "image_id", "number", "cluster", "type",
+                                   "severity_score", "severity_level"]
+    summary = json.loads((run["results"] / "clustering" / "clusters.json").read_text())
+    assert set(types["cluster"].astype(str)) <= set(summary["clusters"])
+
+
+def test_finished_run_has_nothing_left_to_do(run):
+    assert planned_jobs(run["cfg"]) == {}
+
+
+def test_every_job_wrote_its_log_without_decoder_floods(run):
+    logs = list((run["results"] / "logs").rglob("*.log"))
+    assert logs
+    for log in logs:
+        assert log.read_text(encoding="utf-8").count("Corrupt JPEG data") <= 1, log
+
+
+# --------------------------------------------------------------- config and environment
+
+
+def schema():
+    return yaml.safe_load((ROOT / "config" / "schema.yaml").read_text(encoding="utf-8"))
+
+
+def test_schema_accepts_the_config_and_refuses_unknown_or_wrong_keys():
+    validator = jsonschema.Draft202012Validator(schema())
+    assert [e.message for e in validator.iter_errors(CONFIG)] == []
+    for bad in ({**CONFIG, "shardz": 3}, {**CONFIG, "shards": "many"},
+                {**CONFIG, "io": {**CONFIG["io"], "max_pixel": 1}},
+                {**CONFIG, "io": {**CONFIG["io"], "min_side_px": -5}}):
+        assert list(validator.iter_errors(bad)), bad
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ({"input_dir": "/nonexistent/folder"}, r"input_dir: folder not found"),
+        ({"shards": "many"}, r"config key shards: 'many' is not of type 'integer'"),
+        ({"fiber": {"type": "sm_pcc"}}, r"fiber.type: unknown type 'sm_pcc'"),
+        ({"io": {"min_side_px": -1}}, r"config key io.min_side_px: -1 is less than"),
+    ],
+)
+def test_bad_config_stops_before_any_job_with_one_line(tmp_path, override, message):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cfg = write_config(tmp_path / "config.yaml", inputs, tmp_path / "results")
+    data = yaml.safe_load(cfg.read_text())
+    for key, value in override.items():
+        data[key] = {**CONFIG[key], **value} if isinstance(value, dict) else value
+    cfg.write_text(yaml.safe_dump(data))
+    done = snakemake(cfg, "--dry-run", check=False)
+    assert done.returncode != 0
+    assert re.search(message, done.stdout + done.stderr), done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()
+
+
+def test_results_inside_the_input_folder_are_refused(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cfg = write_config(tmp_path / "config.yaml", inputs, inputs / "results")
+    done = snakemake(cfg, "--dry-run", check=False)
+    assert done.returncode != 0 and "lies inside input_dir" in done.stdout + done.stderr
+
+
+def test_empty_input_folder_is_refused(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cfg = write_config(tmp_path / "config.yaml", inputs, tmp_path / "results")
+    done = snakemake(cfg, "--dry-run", check=False)
+    assert done.returncode != 0 and "no image files" in done.stdout + done.stderr
+
+
+def test_conda_env_pins_match_pyproject():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((ROOT / "envs" / "fiberprep.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == sorted(project["dependencies"])
+
+
+def test_profile_schedules_greedily():
+    profile = yaml.safe_load((ROOT / "profiles" / "default" / "config.yaml").read_text())
+    assert profile["scheduler"] == "greedy"
+    assert "input" not in profile["rerun-triggers"]

@@ -1,0 +1,168 @@
+"""Tests of fiberprep.zones: geometry on drawn and generated end faces, zone maps."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from fiberprep import synth, zones
+from fiberprep.io import ImageRejected
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+PARAMS = CONFIG["zones"]
+TYPES = CONFIG["fiber_types"]
+REAL = ROOT.parent / "shared" / "real_images"
+
+
+def disc_image(shape=(480, 640), center=(330.3, 250.7), radius=100.0, inside=0.3, outside=0.7,
+               stretch_y=1.0, noise=0.01, seed=0):
+    """Antialiased disc (optionally stretched along y) with blur and noise."""
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    d = np.hypot(xx - center[0], (yy - center[1]) / stretch_y) - radius
+    img = outside + (inside - outside) * np.clip(0.5 - d, 0, 1)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.8)
+    rng = np.random.default_rng(seed)
+    return np.clip(img + rng.normal(0, noise, img.shape), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("inside,outside,polarity", [(0.3, 0.7, "dark"), (0.8, 0.2, "bright")])
+def test_disc_center_radius_and_polarity(inside, outside, polarity):
+    geo = zones.measure_geometry(disc_image(inside=inside, outside=outside), TYPES["sm_pc"], PARAMS)
+    assert math.hypot(geo["center_x"] - 330.3, geo["center_y"] - 250.7) < 0.25
+    assert geo["cladding_radius_px"] == pytest.approx(100.0, rel=0.01)
+    assert geo["polarity"] == polarity
+    assert geo["um_per_px"] == pytest.approx(62.5 / geo["cladding_radius_px"])
+    assert geo["um_per_px_source"] == "cladding"
+    assert 0.5 <= geo["confidence"] <= 1.0
+    assert set(geo) == set(zones.GEOMETRY_KEYS)
+
+
+def test_calibration_is_used_and_reported():
+    geo = zones.measure_geometry(disc_image(), TYPES["sm_pc"], PARAMS, um_per_px=0.625)
+    assert geo["um_per_px"] == 0.625 and geo["um_per_px_source"] == "calibration"
+
+
+def test_off_center_vignetted_fiber():
+    img = disc_image(center=(150.2, 300.6), radius=90.0)
+    h, w = img.shape
+    yy, xx = np.mgrid[:h, :w]
+    img = img * (1 - 0.6 * ((xx - w) ** 2 + yy**2) / (w**2 + h**2))
+    geo = zones.measure_geometry(img.astype(np.float32), TYPES["sm_pc"], PARAMS)
+    assert math.hypot(geo["center_x"] - 150.2, geo["center_y"] - 300.6) < 0.5
+
+
+def test_non_square_pixels_give_an_ellipse():
+    geo = zones.measure_geometry(disc_image(radius=95.0, stretch_y=1.09), TYPES["sm_pc"], PARAMS)
+    assert geo["cladding_ellipticity"] == pytest.approx(1 - 1 / 1.09, abs=0.005)
+    assert abs(geo["cladding_angle_deg"] - 90) < 2
+    assert geo["cladding_radius_px"] == pytest.approx(95.0 * math.sqrt(1.09), rel=0.01)
+
+
+def test_generated_images_within_one_pixel():
+    for i in range(3):
+        rng = np.random.default_rng([11, i])
+        spec = synth.random_spec(rng, TYPES, sizes=[(640, 480)], p_clean=1.0)
+        image, truth = synth.render(spec, rng)
+        geo = zones.measure_geometry(image.astype(np.float32) / 255, TYPES[spec["fiber_type"]], PARAMS)
+        assert math.hypot(geo["center_x"] - truth["center_x"], geo["center_y"] - truth["center_y"]) < 1
+        assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=0.01)
+
+
+def test_no_fiber_is_rejected():
+    img = np.random.default_rng(1).normal(0.5, 0.05, (300, 400)).astype(np.float32)
+    with pytest.raises(ImageRejected, match="no fiber found"):
+        zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+
+
+def test_two_fibers_are_rejected():
+    left = disc_image(shape=(400, 900), center=(220.0, 200.0), radius=90.0)
+    right = disc_image(shape=(400, 900), center=(680.0, 200.0), radius=90.0, seed=1)
+    img = np.minimum(left, right)
+    with pytest.raises(ImageRejected, match="two fibers"):
+        zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+
+
+def test_mode_none_labels_the_whole_frame_ferrule():
+    geo = zones.measure_geometry(np.zeros((50, 60), np.float32), TYPES["sm_pc"], {**PARAMS, "mode": "none"})
+    assert math.isnan(geo["center_x"]) and geo["polarity"] == "none"
+    labels = zones.zone_label_map((50, 60), geo, TYPES["sm_pc"]["zones_um"], geo["um_per_px"])
+    assert labels.dtype == np.uint8 and (labels == zones.ZONE_IDS["ferrule"]).all()
+    assert all(math.isnan(v) for v in zones.zone_visibility((50, 60), geo, TYPES["sm_pc"]["zones_um"], 1.0).values())
+
+
+def test_zone_label_map_bands():
+    geo = {"center_x": 100.0, "center_y": 100.0, "cladding_ellipticity": 0.0}
+    zum = TYPES["sm_pc"]["zones_um"]  # diameters; 1 µm/px -> radii 12.5, 57.5, 67.5, 125
+    labels = zones.zone_label_map((201, 300), geo, zum, 1.0)
+    row = labels[100]
+    assert row[100] == 1 and row[100 + 12] == 1 and row[100 + 13] == 2
+    assert row[100 + 57] == 2 and row[100 + 58] == 3 and row[100 + 67] == 3 and row[100 + 68] == 4
+    assert row[100 + 124] == 4 and row[100 + 125] == 5
+    assert zones.ZONE_NAMES[int(row[100 + 125])] == "ferrule"
+    no_ferrule = zones.zone_label_map((201, 300), geo, zum, 1.0, ferrule=False)
+    assert no_ferrule[100, 100 + 125] == zones.ZONE_IDS["outside"]
+
+
+def test_zone_visibility_clipped_at_border():
+    zum = TYPES["sm_pc"]["zones_um"]
+    geo = {"center_x": 70.0, "center_y": 150.0, "cladding_ellipticity": 0.0}
+    vis = zones.zone_visibility((300, 400), geo, zum, 1.0)
+    assert vis["core"] == pytest.approx(1.0, abs=0.02) and vis["cladding"] == pytest.approx(1.0, abs=0.02)
+    assert 0.5 < vis["contact"] < 0.9
+
+
+def _edge_strength_ratio(gray, geo, offset_px=0.0):
+    """Median gradient magnitude along the fitted cladding ellipse (shifted by offset)."""
+    sm = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    mag = np.hypot(cv2.Sobel(sm, cv2.CV_32F, 1, 0), cv2.Sobel(sm, cv2.CV_32F, 0, 1))
+    e, r = geo["cladding_ellipticity"], geo["cladding_radius_px"]
+    a, b = r / math.sqrt(1 - e), r * math.sqrt(1 - e)
+    th = math.radians(geo["cladding_angle_deg"])
+    t = np.linspace(0, 2 * np.pi, 720, endpoint=False)
+    u, v = (a + offset_px) * np.cos(t), (b + offset_px) * np.sin(t)
+    x = geo["center_x"] + u * math.cos(th) - v * math.sin(th)
+    y = geo["center_y"] + u * math.sin(th) + v * math.cos(th)
+    ok = (x >= 0) & (x <= gray.shape[1] - 1) & (y >= 0) & (y <= gray.shape[0] - 1)
+    vals = cv2.remap(mag, x[ok].astype(np.float32)[None], y[ok].astype(np.float32)[None], cv2.INTER_LINEAR)
+    return float(np.median(vals)) / float(np.median(mag) + 1e-6)
+
+
+FIBER_FOLDERS = {"dimension_scope_50um_core": "mm_50", "dimension_scope_91um_core": "mm_100_140",
+                 "endfaces_720x576": "mm_100_140", "misc_1152x864": "mm_50"}
+
+
+def _real_fiber_images():
+    if not REAL.is_dir():
+        return []
+    return sorted(p for folder in FIBER_FOLDERS for p in (REAL / folder).iterdir()
+                  if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images not present")
+@pytest.mark.parametrize("path", _real_fiber_images(), ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_real_cladding_circle_lies_on_a_strong_edge(path):
+    gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+    geo = zones.measure_geometry(gray, TYPES[FIBER_FOLDERS[path.parent.name]], PARAMS)
+    on_edge = _edge_strength_ratio(gray, geo)
+    assert on_edge > 5.0, f"weak edge under the cladding circle ({on_edge:.1f}x the image median)"
+    assert on_edge > 2.0 * _edge_strength_ratio(gray, geo, -8.0)
+    assert on_edge > 2.0 * _edge_strength_ratio(gray, geo, +8.0)
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images not present")
+def test_real_closeups_without_fiber_are_rejected_or_use_mode_none():
+    for path in sorted((REAL / "scratch_closeups_512").iterdir()):
+        gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+        with pytest.raises(ImageRejected, match="no fiber found"):
+            zones.measure_geometry(gray, TYPES["sm_pc"], PARAMS)
+        geo = zones.measure_geometry(gray, TYPES["sm_pc"], {**PARAMS, "mode": "none"})
+        assert (zones.zone_label_map(gray.shape, geo, TYPES["sm_pc"]["zones_um"], 1.0) == 5).all()

@@ -1,0 +1,88 @@
+rule cluster_fit:
+    """Gather: fit the cluster model on the defects of all images (once; adding images
+    does not refit unless clustering.refit)."""
+    input:
+        features=fit_inputs,
+    output:
+        model=R / "clustering" / "model.pkl",
+        summary=R / "clustering" / "clusters.json",
+    log:
+        LOGS / "clustering" / "cluster_fit.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        clustering=config["clustering"],
+        upstream=UPSTREAM_PARAMS,
+        code=CLUSTER_CODE,
+        previous=R / "clustering" / "previous_model.pkl",
+    script:
+        "../scripts/cluster_fit.py"
+
+
+rule cluster_assign:
+    """Per shard: nearest-centroid cluster of every defect, with the saved model."""
+    input:
+        model=R / "clustering" / "model.pkl",
+        features=INTER / "features" / "shard_{shard}.parquet",
+    output:
+        INTER / "clusters" / "shard_{shard}.parquet",
+    log:
+        LOGS / "clustering" / "assign_shard_{shard}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=shard_runtime,
+    params:
+        manifest=shard_manifest,
+        code=CLUSTER_CODE,
+    script:
+        "../scripts/cluster_assign.py"
+
+
+rule cluster_review:
+    """First run only: the automatic cluster names as an editable review file."""
+    input:
+        ancient(R / "clustering" / "model.pkl"),
+    output:
+        config["cluster_review"],
+    log:
+        LOGS / "clustering" / "cluster_review.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    script:
+        "../scripts/cluster_review.py"
+
+
+rule labels:
+    """Gather: defect type (cluster + review) and severity of every defect."""
+    input:
+        clusters=shard_files(INTER / "clusters" / "shard_{shard}.parquet"),
+        defects=shard_files(INTER / "defects" / "shard_{shard}.parquet"),
+        model=R / "clustering" / "model.pkl",
+        review=config["cluster_review"],
+    output:
+        R / "clustering" / "defect_types.parquet",
+    log:
+        LOGS / "clustering" / "labels.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        severity=config["severity"],
+        shards=SHARD_SET,
+        code=LABELS_CODE,
+    script:
+        "../scripts/labels.py"

@@ -1,0 +1,143 @@
+import hashlib
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+# fiberprep is imported from this workflow's src/, here and in every job (also in
+# --sdm conda environments, which hold its dependencies but not the package).
+SRC = str(Path(workflow.basedir) / "src")
+sys.path.insert(0, SRC)
+os.environ.update(
+    PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
+)
+
+from fiberprep import cache, pipeline, sharding
+from fiberprep import io as fio
+
+
+def config_error(err):
+    """One line naming the config key and what was expected, from a schema error."""
+    cause = err.__context__
+    if not hasattr(cause, "absolute_path"):
+        return str(err).splitlines()[0]
+    key = ".".join(str(p) for p in cause.absolute_path) or "(top level)"
+    return f"config key {key}: {cause.message}"
+
+
+try:
+    validate(config, schema="../../config/schema.yaml")
+except WorkflowError as err:
+    raise WorkflowError(config_error(err)) from None
+
+INPUT_DIR = Path(config["input_dir"]).absolute()
+R = Path(config["results_dir"])
+INTER = R / "intermediate"
+LOGS = R / "logs"
+
+if not INPUT_DIR.is_dir():
+    raise WorkflowError(f"config key input_dir: folder not found: {INPUT_DIR}")
+if R.absolute().resolve().is_relative_to(INPUT_DIR.resolve()):
+    raise WorkflowError(
+        f"config key results_dir: {R} lies inside input_dir {INPUT_DIR}; "
+        "inputs are never written, choose an output folder outside it"
+    )
+if config["fiber"]["type"] not in config["fiber_types"]:
+    raise WorkflowError(
+        f"config key fiber.type: unknown type {config['fiber']['type']!r}, "
+        f"expected one of {sorted(config['fiber_types'])}"
+    )
+FIBER_TYPE = config["fiber_types"][config["fiber"]["type"]]
+if FIBER_TYPE["criteria"] not in config["criteria"]:
+    raise WorkflowError(
+        f"config key fiber_types.{config['fiber']['type']}.criteria: unknown criteria "
+        f"{FIBER_TYPE['criteria']!r}, expected one of {sorted(config['criteria'])}"
+    )
+
+# The folder is scanned once; every image id maps to a fixed shard (stable hash).
+INPUTS = sharding.assign_shards(
+    fio.scan_inputs(INPUT_DIR, config["extensions"]), config["shards"]
+)
+if INPUTS.empty:
+    raise WorkflowError(
+        f"config key input_dir: no image files ({' '.join(config['extensions'])}) "
+        f"found in {INPUT_DIR}"
+    )
+MANIFESTS = {
+    f"{k:03d}": rows.drop(columns="shard")
+    for k, rows in INPUTS.groupby("shard", sort=True)
+}
+SHARDS = sorted(MANIFESTS)
+SHARD_SET = hashlib.blake2b(",".join(SHARDS).encode(), digest_size=8).hexdigest()
+
+
+wildcard_constraints:
+    shard=r"\d{3}",
+
+
+# Parameters of each per-image stage: what its cache key and its jobs' params cover.
+STAGE_PARAMS = pipeline.stage_params(config)
+# Clustering refits when the defects it was fitted on are defined differently.
+UPSTREAM_PARAMS = hashlib.blake2b(
+    json.dumps(STAGE_PARAMS, sort_keys=True, default=str).encode(), digest_size=8
+).hexdigest()
+CLUSTER_CODE = cache.code_version("clustering")
+LABELS_CODE = cache.code_version("clustering", "grading")
+ENV = "../../envs/fiberprep.yaml"
+
+
+def shard_images(wildcards):
+    """Manifest rows of one shard (plain dicts, passed to the shard job)."""
+    return MANIFESTS[wildcards.shard].to_dict("records")
+
+
+def shard_manifest(wildcards):
+    """Hash of one shard's manifest: a changed image reruns only its shard."""
+    return sharding.manifest_hash(MANIFESTS[wildcards.shard])
+
+
+def intermediate_root(wildcards, output):
+    """``<results_dir>/intermediate``, from a shard table ``<root>/<stage>/shard_k``."""
+    return str(Path(output[0]).parents[1])
+
+
+def shard_runtime(wildcards, threads):
+    """Minutes for one shard job: 10 plus 5 s per image per worker."""
+    return 10 + math.ceil(len(MANIFESTS[wildcards.shard]) * 5 / 60 / threads)
+
+
+def shard_mem_mb(wildcards, threads):
+    """Per-image work needs under 1 GB at 1920x1080; one image per worker."""
+    return 1000 * threads
+
+
+def shard_files(pattern, stamp=None):
+    """One path per non-empty shard (``stamp`` wraps each, e.g. ``ancient``)."""
+    paths = [str(pattern).format(shard=s) for s in SHARDS]
+    return [stamp(p) for p in paths] if stamp else paths
+
+
+def fit_inputs(wildcards):
+    """Feature tables for the cluster fit; ``ancient`` unless ``clustering.refit``
+    (adding images then assigns them with the saved model instead of refitting)."""
+    stamp = None if config.get("clustering", {}).get("refit", False) else ancient
+    return shard_files(INTER / "features" / "shard_{shard}.parquet", stamp)
+
+
+def final_outputs():
+    """The final targets: the labels, datasets, defect library and QC report."""
+    zarr = [R / "datasets" / "pixel_level" / ".dataset.zarr.done"]
+    return [
+        R / "clustering" / "defect_types.parquet",
+        R / "datasets" / "image_level" / "images.parquet",
+        R / "datasets" / "image_level" / "image_labels.parquet",
+        R / "datasets" / "region_level" / "zone_features.parquet",
+        R / "datasets" / "pixel_level" / "coco_instances.json",
+        R / "defect_library" / "index.parquet",
+        R / "qc" / "report.html",
+        *(zarr if config["datasets"]["zarr"] else []),
+    ]

@@ -1,0 +1,99 @@
+rule dataset_shard:
+    """Per shard: pixel-level PNGs, overlays and patches of the images whose labels
+    changed (content hash), and the shard's table fragments."""
+    input:
+        images=INTER / "features" / "images_shard_{shard}.parquet",
+        defects=INTER / "defects" / "shard_{shard}.parquet",
+        features=INTER / "features" / "shard_{shard}.parquet",
+        zone_features=INTER / "features" / "zones_shard_{shard}.parquet",
+        types=R / "clustering" / "defect_types.parquet",
+    output:
+        labels=INTER / "datasets" / "labels_shard_{shard}.parquet",
+        zones=INTER / "datasets" / "zones_shard_{shard}.parquet",
+        library=INTER / "datasets" / "library_shard_{shard}.parquet",
+        annotations=INTER / "datasets" / "annotations_shard_{shard}.json",
+        files=INTER / "datasets" / "files_shard_{shard}.parquet",
+    log:
+        LOGS / "datasets" / "shard_{shard}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=shard_runtime,
+    params:
+        manifest=shard_manifest,
+        code=cache.code_version("datasets", "library", "report", "grading"),
+        root=str(INTER),
+        datasets_dir=str(R / "datasets"),
+        library_dir=str(R / "defect_library"),
+        qc_dir=str(R / "qc"),
+        datasets=config["datasets"],
+        library=config["library"],
+        export=config["export"],
+        io=config["io"],
+        criteria=config["criteria"][FIBER_TYPE["criteria"]],
+        zones_mode=config["zones"]["mode"],
+    script:
+        "../scripts/dataset_shard.py"
+
+
+rule dataset_tables:
+    """Gather: image- and region-level tables with the split, COCO, classes, the
+    dataset README, input checksums and the optional exports."""
+    input:
+        images=shard_files(INTER / "features" / "images_shard_{shard}.parquet"),
+        labels=shard_files(INTER / "datasets" / "labels_shard_{shard}.parquet"),
+        zones=shard_files(INTER / "datasets" / "zones_shard_{shard}.parquet"),
+        annotations=shard_files(INTER / "datasets" / "annotations_shard_{shard}.json"),
+        files=shard_files(INTER / "datasets" / "files_shard_{shard}.parquet"),
+    output:
+        images=R / "datasets" / "image_level" / "images.parquet",
+        labels=R / "datasets" / "image_level" / "image_labels.parquet",
+        zones=R / "datasets" / "region_level" / "zone_features.parquet",
+        coco=R / "datasets" / "pixel_level" / "coco_instances.json",
+        classes=R / "datasets" / "pixel_level" / "classes.json",
+        checksums=R / "datasets" / "inputs.sha256",
+        readme=R / "datasets" / "README.md",
+    log:
+        LOGS / "datasets" / "tables.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        shards=SHARD_SET,
+        code=cache.code_version("datasets"),
+        datasets_dir=str(R / "datasets"),
+        library_dir=str(R / "defect_library"),
+        qc_dir=str(R / "qc"),
+        datasets=config["datasets"],
+        export=config["export"],
+        config=config,
+    script:
+        "../scripts/dataset_tables.py"
+
+
+rule dataset_zarr:
+    """Gather: the pixel-level dataset as one Zarr v3 store (changed images only)."""
+    input:
+        images=R / "datasets" / "image_level" / "images.parquet",
+        files=shard_files(INTER / "datasets" / "files_shard_{shard}.parquet"),
+    output:
+        marker=R / "datasets" / "pixel_level" / ".dataset.zarr.done",
+    log:
+        LOGS / "datasets" / "zarr.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        pixel_dir=str(R / "datasets" / "pixel_level"),
+        datasets=config["datasets"],
+        code=cache.code_version("datasets"),
+    script:
+        "../scripts/dataset_zarr.py"

@@ -1,0 +1,104 @@
+"""Dataset shard job: per-image dataset files of one shard, and its table fragments.
+
+For each accepted image it writes the pixel-level PNGs (image, zone mask, defect
+mask with palettes, uint16 instance mask), the QC overlay and the defect patches,
+but only when the image's label key (input checksum, masks, defect types and
+severities, parameters, fiberprep version) differs from the one recorded in
+``intermediate/images/<id>/datasets.json`` or a file is missing: an incremental run
+rewrites only what changed. Table fragments (labels, zone level, library index,
+COCO/YOLO annotations, file list) are rebuilt every time; they are cheap.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from fiberprep import cache, datasets, grading, library, pipeline, report, zones
+from fiberprep import io as fio
+
+pipeline.log_to(snakemake.log[0])
+P = snakemake.params
+root = Path(P.root)
+out_ds, out_lib, out_qc = Path(P.datasets_dir), Path(P.library_dir), Path(P.qc_dir)
+png_level = int(P.datasets["png_compression"])
+margin = int(P.library["margin_px"])
+
+images = pd.read_parquet(snakemake.input.images)
+accepted = images[images["status"] == "ok"].sort_values("image_id")
+wanted = set(accepted["image_id"])
+detected = pd.read_parquet(snakemake.input.defects)
+feats = pd.read_parquet(snakemake.input.features)
+zone_feats = pd.read_parquet(snakemake.input.zone_features)
+types = pd.read_parquet(snakemake.input.types)
+if len(detected):
+    detected = detected[detected["image_id"].isin(wanted)]
+    typed = datasets.typed_defects(detected, feats, types[types["image_id"].isin(wanted)])
+else:
+    typed = pd.DataFrame(columns=["image_id", "defect_id", "number", "type", "cluster",
+                                  "severity_score", "severity_level", "innermost_zone", "area_um2"])
+by_image = dict(tuple(typed.groupby("image_id"))) if len(typed) else {}
+zf_by_image = dict(tuple(zone_feats.groupby("image_id"))) if len(zone_feats) else {}
+graded = P.zones_mode != "none"
+geometry_cols = [c for c in zones.GEOMETRY_KEYS if c in accepted.columns]
+label_params = {"png": png_level, "margin": margin, "code": P.code}
+
+labels, zone_rows, coco, yolo, files, lib_rows = [], [], [], {}, [], []
+n_written = 0
+for img in accepted.to_dict("records"):
+    iid = img["image_id"]
+    folder = cache.image_dir(root, iid)
+    zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
+    inst = cache.read_array(folder / "defects.zarr", "instance_map")
+    d = by_image.get(iid, typed.iloc[:0])
+    numbers, tnames = d["number"].to_numpy(int), d["type"].tolist()
+    lut = datasets.class_lut(numbers, tnames, int(inst.max(initial=0)))
+
+    grade = grading.grade_image(d, P.criteria) if graded else {"pass_fail": "not_graded", "failures": []}
+    row = {"image_id": iid, **{c: img[c] for c in geometry_cols},
+           **datasets.image_label_row(d, zones.ZONE_NAMES, grade), "failures": "; ".join(grade["failures"])}
+    labels.append(row)
+    zone_rows.append(datasets.zone_level_rows(
+        zf_by_image.get(iid, zone_feats.iloc[:0]), d, grading.grade_zones(d, P.criteria) if graded else None))
+    cats = lut[numbers] if len(numbers) else []
+    for ann in datasets.coco_annotations(inst, numbers, cats):
+        coco.append({"image_id": iid, "defect_id": f"{iid}#{ann['number']}", **ann})
+    if P.export["yolo_seg"]:
+        yolo[iid] = datasets.yolo_segments(inst, numbers, cats)
+
+    patch_paths = {r.defect_id: out_lib / library.patch_relpath(r.type, r.severity_level, r.defect_id)
+                   for r in d.itertuples()}
+    targets = {
+        "image": out_ds / "pixel_level" / "images" / f"{iid}.png",
+        "zone_mask": out_ds / "pixel_level" / "zone_masks" / f"{iid}.png",
+        "defect_mask": out_ds / "pixel_level" / "defect_masks" / f"{iid}.png",
+        "instance_mask": out_ds / "pixel_level" / "instance_masks" / f"{iid}.png",
+        "overlay": out_qc / "overlays" / f"{iid}.png",
+    }
+    all_paths = list(targets.values()) + list(patch_paths.values())
+    # the defects stage key chains the input checksum, the zones key and both stages'
+    # parameters and code: it identifies the zone and instance maps without hashing them
+    upstream = cache.read_record(folder / "defects.json") or {}
+    key = datasets.content_key(upstream.get("key"), d[["number", "type", "severity_level"]].astype(str), label_params)
+    record = cache.read_record(folder / "datasets.json") or {}
+    if record.get("key") != key or not all(p.exists() for p in all_paths):
+        _, display, _ = fio.load_image(img["source_path"], P.io["max_pixels"], P.io["min_side_px"])
+        fio.write_png(targets["image"], display, png_level)
+        fio.write_bytes(targets["zone_mask"], datasets.encode_palette_png(zone_map, datasets.ZONE_COLOURS, png_level))
+        fio.write_bytes(targets["defect_mask"], datasets.encode_palette_png(lut[inst], datasets.DEFECT_COLOURS, png_level))
+        fio.write_png(targets["instance_mask"], inst.astype(np.uint16), png_level)
+        fio.write_png(targets["overlay"], report.overlay(display, zone_map, inst, lut), png_level)
+        for r in d.itertuples():
+            bbox = (r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h)
+            fio.write_png(patch_paths[r.defect_id], library.extract_patch(display, bbox, margin), png_level)
+        cache.write_record(folder / "datasets.json", {"key": key, "files": [str(p) for p in all_paths]})
+        n_written += 1
+    files += [{"image_id": iid, "key": key, "path": str(p)} for p in all_paths]
+
+pipeline.log.info("datasets: %d images, %d rewritten", len(accepted), n_written)
+lab_table = pd.DataFrame(labels)
+fio.write_parquet(lab_table, snakemake.output.labels)
+fio.write_parquet(pipeline.concat_tables(zone_rows), snakemake.output.zones)
+fio.write_parquet(library.library_index(typed, images) if len(typed) else typed, snakemake.output.library)
+fio.write_json(snakemake.output.annotations, {"coco": coco, "yolo": yolo})
+fio.write_parquet(pd.DataFrame(files, columns=["image_id", "key", "path"]), snakemake.output.files)

@@ -1,0 +1,135 @@
+"""Dataset gather: the image- and region-level tables with the split, COCO, classes,
+the run's README and input checksums, the optional exports, and removal of per-image
+files of images that are no longer in the dataset."""
+
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from fiberprep import __version__, datasets, pipeline, zones
+from fiberprep import io as fio
+from fiberprep.features import FEATURE_UNITS
+
+IMAGE_COLUMNS = ["image_id", "rel_path", "source_path", "status", "reason", "size_bytes",
+                 "width", "height", "format", "checksum", "split"]
+
+
+def write_table(frame: pd.DataFrame, parquet_path, csv: bool = True) -> None:
+    """Parquet with units in the field metadata, and its CSV twin."""
+    table = datasets.to_arrow(frame, datasets.column_units(frame.columns, FEATURE_UNITS))
+    fio.write_parquet(table, parquet_path)
+    if csv:
+        path = Path(parquet_path).with_suffix(".csv")
+        fio.write_bytes(path, frame.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+
+
+def link_or_copy(src: Path, dst: Path) -> None:
+    """Hard link ``dst`` to ``src`` (a copy across file systems), replacing ``dst``."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def rebuild_folder(folder: Path, entries: dict[Path, Path | str]) -> None:
+    """Make ``folder`` hold exactly ``entries`` (relative path -> source file or text)."""
+    wanted = {folder / rel for rel in entries}
+    if folder.exists():
+        for p in folder.rglob("*"):
+            if p.is_file() and p not in wanted:
+                p.unlink()
+    for rel, src in entries.items():
+        dst = folder / rel
+        if isinstance(src, str):
+            fio.write_bytes(dst, src.encode("utf-8"))
+        elif not (dst.exists() and dst.samefile(src)):
+            link_or_copy(src, dst)
+
+
+def prune(folders: list[Path], keep: set[str]) -> int:
+    """Delete files under ``folders`` that no shard claims (removed or rejected images)."""
+    n = 0
+    for folder in folders:
+        if not folder.exists():
+            continue
+        for p in folder.rglob("*.png"):
+            if str(p) not in keep:
+                p.unlink()
+                n += 1
+    return n
+
+
+sm = snakemake  # noqa: F821 (set by Snakemake)
+pipeline.log_to(sm.log[0])
+P = sm.params
+out = Path(P.datasets_dir)
+
+images = pd.concat([pd.read_parquet(p) for p in sm.input.images], ignore_index=True).sort_values("image_id")
+labels = pipeline.concat_tables([pd.read_parquet(p) for p in sm.input.labels])
+labels = labels.sort_values("image_id", ignore_index=True) if len(labels) else labels
+zone_level = pipeline.concat_tables([pd.read_parquet(p) for p in sm.input.zones])
+files = pd.concat([pd.read_parquet(p) for p in sm.input.files], ignore_index=True)
+fragments = [json.loads(Path(p).read_text(encoding="utf-8")) for p in sm.input.annotations]
+coco_rows = pd.DataFrame([a for f in fragments for a in f["coco"]])
+yolo = {k: v for f in fragments for k, v in f["yolo"].items()}
+
+split = datasets.assign_splits(labels["image_id"], labels["pass_fail"], P.datasets["split"]) if len(labels) else []
+labels.insert(1, "split", split)
+split_of = dict(zip(labels["image_id"], labels["split"]))
+images["split"] = images["image_id"].map(split_of)
+images = images[[c for c in IMAGE_COLUMNS if c in images.columns]].reset_index(drop=True)
+if len(zone_level):
+    zone_level.insert(1, "split", zone_level["image_id"].map(split_of))
+
+write_table(images, sm.output.images)
+write_table(labels, sm.output.labels)
+write_table(zone_level, sm.output.zones)
+
+accepted = images[images["status"] == "ok"]
+coco = datasets.coco_document(accepted, coco_rows, {"description": "fiberprep defect instances",
+                                                     "version": __version__})
+fio.write_json(sm.output.coco, coco)
+classes = datasets.classes_document(zones.ZONE_NAMES)
+fio.write_json(sm.output.classes, classes)
+
+listing = "".join(f"{c}  {r}\n" for c, r in zip(images["checksum"].fillna(""), images["rel_path"]) if c)
+fio.write_bytes(sm.output.checksums, listing.encode("utf-8"))
+digest = hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+exports = []
+pixel = out / "pixel_level"
+if P.export["yolo_seg"]:
+    entries = {"data.yaml": "path: .\n" + "".join(f"{s}: images/{s}\n" for s in datasets.SPLITS)
+               + "names:\n" + "".join(f"  {k}: {v}\n" for k, v in datasets.yolo_names().items())}
+    for iid, s in split_of.items():
+        entries[f"images/{s}/{iid}.png"] = pixel / "images" / f"{iid}.png"
+        entries[f"labels/{s}/{iid}.txt"] = "".join(line + "\n" for line in yolo.get(iid, []))
+    rebuild_folder(out / "yolo_seg", entries)
+    exports.append("yolo_seg")
+if P.export["by_label_folders"]:
+    entries = {}
+    for r in labels.itertuples():
+        src = pixel / "images" / f"{r.image_id}.png"
+        entries[f"pass_fail/{r.pass_fail}/{r.image_id}.png"] = src
+        entries[f"primary_defect/{r.primary_defect}/{r.image_id}.png"] = src
+    rebuild_folder(out / "by_label", entries)
+    exports.append("by_label")
+for name in {"yolo_seg", "by_label"} - set(exports):
+    shutil.rmtree(out / name, ignore_errors=True)
+
+fio.write_bytes(sm.output.readme, datasets.readme_text(
+    labels, coco, classes, P.config, __version__, digest, len(images),
+    int((images["status"] != "ok").sum()), exports).encode("utf-8"))
+
+removed = prune([pixel / d for d in ("images", "zone_masks", "defect_masks", "instance_masks")]
+                + [Path(P.qc_dir) / "overlays", Path(P.library_dir) / "patches"], set(files["path"]))
+pipeline.log.info("datasets: %d images (%d accepted), %d annotations, %d stale files removed",
+                  len(images), len(accepted), len(coco["annotations"]), removed)

@@ -1,0 +1,34 @@
+"""Library gather: ``defect_library/index.parquet`` (+ CSV) with the split of each
+defect's image, and one contact sheet per defect type (most severe first)."""
+
+from pathlib import Path
+
+import pandas as pd
+
+from fiberprep import datasets, library, pipeline
+from fiberprep import io as fio
+from fiberprep.features import FEATURE_UNITS
+
+sm = snakemake  # noqa: F821 (set by Snakemake)
+pipeline.log_to(sm.log[0])
+P = sm.params
+lib_dir = Path(P.library_dir)
+
+index = pipeline.concat_tables([pd.read_parquet(p) for p in sm.input.library])
+images = pd.read_parquet(sm.input.images)
+if len(index) and "defect_id" in index.columns:
+    index = index.sort_values(["image_id", "number"], ignore_index=True)
+    index.insert(2, "split", index["image_id"].map(dict(zip(images["image_id"], images["split"]))))
+table = datasets.to_arrow(index, datasets.column_units(index.columns, FEATURE_UNITS))
+fio.write_parquet(table, sm.output.index)
+fio.write_bytes(sm.output.csv, index.to_csv(index=False, lineterminator="\n").encode("utf-8"))
+
+cfg = P.library
+for name, out in zip(datasets.DEFECT_CLASSES.values(), sm.output.sheets):
+    sel = index[index["type"] == name] if "type" in index.columns else index.iloc[:0]
+    sel = sel.sort_values(["severity_score", "defect_id"], ascending=[False, True]).head(int(cfg["max_per_sheet"]))
+    patches = [fio.load_image(lib_dir / p, max_pixels=10**9, min_side_px=1)[1] for p in sel["patch"]]
+    sheet = library.contact_sheet(patches, [f"{s:.2f}" for s in sel["severity_score"].fillna(0)],
+                                  int(cfg["tile_px"]), int(cfg["columns"]))
+    fio.write_png(out, sheet)
+    pipeline.log.info("contact sheet %s: %d patches", name, len(patches))

@@ -70,19 +70,24 @@ def evaluate(n, seed, cfg):
 
 
 def time_per_image(n, seed, cfg):
-    """Median ms of measure_geometry + zone_label_map on 1280x960 images, one thread."""
+    """Median ms of measure_geometry + zone_label_map on 1280x960 images, one thread.
+
+    Returns (wall ms, CPU ms): on a shared machine the wall time includes waiting
+    for a core, the process CPU time does not.
+    """
     cv2.setNumThreads(1)
-    times = []
+    times, cpu = [], []
     for _, gray, truth in synth_cases(n, seed, cfg["fiber_types"], width=1280, height=960):
         ft = cfg["fiber_types"][truth["fiber_type"]]
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         try:
             geo = zones.measure_geometry(gray, ft, cfg["zones"], None)
             zones.zone_label_map(gray.shape, geo, ft["zones_um"], geo["um_per_px"])
         except ImageRejected:
             pass
         times.append(1000 * (time.perf_counter() - start))
-    return float(np.median(times))
+        cpu.append(1000 * (time.process_time() - start_cpu))
+    return float(np.median(times)), float(np.median(cpu))
 
 
 def summary(df, ms):
@@ -106,7 +111,8 @@ def summary(df, ms):
         ("zone IoU contact min", ok.iou_contact.min(), ">= 0.98", ok.iou_contact.min() >= 0.98),
         ("zone IoU contact median", q(ok.iou_contact, 50), ">= 0.98", q(ok.iou_contact, 50) >= 0.98),
         ("polarity correct (%)", 100 * ok.polarity_ok.mean(), "", ""),
-        ("ms / image 1280x960, 1 core (median)", ms, "<= 20", ms <= 20),
+        ("ms / image 1280x960, 1 core (median wall)", ms[0], "<= 20", ms[0] <= 20),
+        ("ms / image 1280x960, 1 core (median CPU)", ms[1], "<= 20", ms[1] <= 20),
     ]
     return pd.DataFrame(rows, columns=["figure", "value", "target", "met"])
 

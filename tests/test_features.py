@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from fiberprep.features import (DEFECT_FEATURE_NAMES, FEATURE_DESCRIPTIONS, FEATURE_UNITS,
-                                defect_features, zone_features)
+                                defect_features, zone_defect_summary, zone_features)
 
 GEOMETRY = {"um_per_px": 0.5, "center_x": 200.0, "center_y": 200.0, "cladding_radius_px": 125.0}
 
@@ -74,3 +74,15 @@ def test_zone_features():
     assert out.loc[2, "visible_fraction"] == pytest.approx(1.0, abs=0.05)
     assert out.loc[1, "intensity_mean"] == pytest.approx(0.5)
     assert out.loc[1, "entropy"] == 0.0
+
+
+def test_zone_defect_summary():
+    zones = pd.DataFrame({"image_id": ["a", "a", "b"], "zone": [1, 2, 2], "area_px": [100, 1000, 1000]})
+    defects = pd.DataFrame({"image_id": ["a", "a", "b"], "zone": [2, 2, 2],
+                            "type": ["scratch", "pit_dig", "chip"], "area_px": [10, 20, 7],
+                            "length_um": [30.0, 3.0, 5.0], "severity_score": [0.5, 0.2, 0.9]})
+    out = zone_defect_summary(zones, defects).set_index(["image_id", "zone"])
+    assert out.loc[("a", 1), "n_defects"] == 0 and out.loc[("a", 1), "largest_defect_um"] == 0
+    assert out.loc[("a", 2), ["n_scratch", "n_pit_dig", "n_chip"]].tolist() == [1, 1, 0]
+    assert out.loc[("a", 2), "area_fraction_pit_dig"] == pytest.approx(0.02)
+    assert out.loc[("b", 2), "worst_severity"] == 0.9 and out.loc[("a", 2), "largest_defect_um"] == 30

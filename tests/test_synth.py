@@ -145,3 +145,49 @@ def test_jpeg_bytes_decode_to_returned_image(fiber_types):
     image, truth = synth.render(spec, rng)
     decoded = cv2.imdecode(np.frombuffer(truth["jpeg_bytes"], np.uint8), cv2.IMREAD_GRAYSCALE)
     assert np.array_equal(decoded, image)
+
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real_images"
+
+
+def _levels(gray):
+    """(dark class median, bright class median, noise) of a uint8 photo: Otsu split of
+    the smoothed central region, noise as the robust std of a high-pass on the bright
+    class."""
+    h, w = gray.shape
+    smooth = cv2.GaussianBlur(gray, (0, 0), 2)
+    centre = smooth[h // 6:-h // 6, w // 6:-w // 6]
+    t, _ = cv2.threshold(centre, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    bright = smooth > t + 10
+    high = gray.astype(float) - cv2.GaussianBlur(gray.astype(float), (0, 0), 1.0)
+    noise = 1.4826 * np.median(np.abs(high[bright] - np.median(high[bright])))
+    return np.median(centre[centre < t - 10]) / 255, np.median(centre[centre > t + 10]) / 255, noise / 255
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images not available")
+def test_generator_levels_cover_real_coaxial_photos():
+    """Dark-fiber photos (Dimension scope, endfaces) must lie inside the generator's ranges."""
+    r = synth.DEFAULT_RANGES
+    files = sorted((REAL / "dimension_scope_50um_core").glob("*.jpg"))[:8]
+    files += sorted((REAL / "dimension_scope_91um_core").glob("*.jpg"))[:4]
+    files += sorted((REAL / "endfaces_720x576").glob("DSCN001*.JPG"))
+    assert files
+    for f in files:
+        gray = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        glass, ferrule, noise = _levels(gray)
+        assert r["dark_ferrule"][0] <= ferrule <= r["dark_ferrule"][1], f.name
+        assert r["dark_glass_ratio"][0] <= glass / ferrule <= r["dark_glass_ratio"][1], f.name
+        assert noise <= r["noise"][1], f.name
+
+
+def test_closeup_has_no_fiber_edge_in_view(fiber_types):
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        spec = synth.random_spec(rng, fiber_types, **synth.PRESETS["closeup"])
+        image, truth = synth.render(spec, rng)
+        h, w = image.shape
+        corners = np.array([[0, 0], [w - 1, 0], [0, h - 1], [w - 1, h - 1]], float)
+        reach = np.hypot(corners[:, 0] - truth["center_x"], corners[:, 1] - truth["center_y"]).max()
+        assert reach < truth["cladding_radius_px"] - 1
+        assert not truth["core_visible"]

@@ -41,10 +41,20 @@ def write_config(path: Path, input_dir: Path, results_dir: Path, **sections) -> 
     return path
 
 
+def snakemake_command(configfile: Path, *args: str) -> list[str]:
+    """Snakemake on the project's workflow with ``configfile`` on top of the default.
+
+    The working directory (``.snakemake/``: locks, metadata, incomplete markers) is the
+    config file's folder, so runs of concurrent tests never share it.
+    """
+    return [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"),
+            "--directory", str(Path(configfile).parent),
+            "--configfile", str(ROOT / "config" / "config.yaml"), str(configfile), *args]
+
+
 def snakemake(configfile: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run Snakemake on the project's workflow with ``configfile`` on top of the default."""
-    cmd = [sys.executable, "-m", "snakemake", "--configfile", "config/config.yaml",
-           str(configfile), *args]
+    """Run :func:`snakemake_command` and return its output."""
+    cmd = snakemake_command(configfile, *args)
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if check and done.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}")

@@ -12,7 +12,7 @@ record is written after the data files, an interrupted write is never trusted.
 from __future__ import annotations
 
 import hashlib
-import importlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -111,5 +111,7 @@ def code_version(*modules: str) -> str:
     """
     digest = hashlib.blake2b(digest_size=8)
     for name in sorted(modules):
-        digest.update(Path(importlib.import_module(f"fiberprep.{name}").__file__).read_bytes())
+        # find_spec locates the source without importing it (the workflow calls this
+        # while parsing; importing clustering or report would cost seconds there)
+        digest.update(Path(importlib.util.find_spec(f"fiberprep.{name}").origin).read_bytes())
     return f"{__version__}+{digest.hexdigest()}"

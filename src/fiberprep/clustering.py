@@ -195,14 +195,15 @@ def name_clusters(model: dict) -> dict[int, dict]:
     1. chip: at the cladding edge (``cladding_edge_distance_um`` small) and
        notch-shaped (``aspect_ratio`` small, ``solidity`` high);
     2. scratch: elongated and long (``aspect_ratio``, ``skeleton_length_um`` large);
-    3. pit_dig: small, compact and clearly dark (``equivalent_diameter_um`` small,
+    3. contamination, oil-like: diffuse edge (``edge_sharpness`` low: the intensity
+       change is spread over several µm, as for oil films and smears);
+    4. pit_dig: small, compact and clearly dark (``equivalent_diameter_um`` small,
        ``aspect_ratio`` small, ``local_snr`` strongly negative). The zone is not
        required to be glass: the ceramic ferrule has pits too (and the synthetic
        benchmark draws them on both), and the features table carries no zone;
-    4. contamination: bright, faint or irregular (``local_snr`` above the pit level,
-       or ``solidity`` low), any zone; noted as oil-like when large and faint, else
-       dust-like;
-    5. other.
+    5. contamination, dust-like: sharp-edged but bright or faint (``local_snr``
+       above the pit level) or irregular (``solidity`` low), any zone;
+    6. other.
 
     Returns
     -------
@@ -216,24 +217,24 @@ def name_clusters(model: dict) -> dict[int, dict]:
                   ("solidity", ">=", p["chip_min_solidity"])]),
         ("scratch", [("aspect_ratio", ">=", p["scratch_min_aspect_ratio"]),
                      ("skeleton_length_um", ">=", p["scratch_min_length_um"])]),
+        ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])]),
         ("pit_dig", [("equivalent_diameter_um", "<=", p["pit_max_diameter_um"]),
                      ("aspect_ratio", "<=", p["pit_max_aspect_ratio"]),
                      ("local_snr", "<=", p["pit_max_snr"])]),
         ("contamination", [("local_snr", ">=", p["pit_max_snr"])]),
         ("contamination", [("solidity", "<=", p["contamination_max_solidity"])]),
     ]
+    oil_rule = 2  # index of the diffuse-edge rule in checks
     names = {}
     for cid, c in model["centroids_raw"].items():
         names[cid] = {"type": "other", "rule": "other: no rule matched"}
-        for kind, cond in checks:
+        for i, (kind, cond) in enumerate(checks):
             ok, text = _rule(c, cond)
             if ok:
                 rule = f"{kind}: {text}"
                 if kind == "contamination":
-                    oil = (c.get("equivalent_diameter_um", 0.0) >= p["oil_min_diameter_um"]
-                           and abs(c.get("local_snr", 0.0)) <= abs(p["pit_max_snr"]))
-                    rule += (" (oil-like: large and faint)" if oil
-                             else " (dust-like: small, bright or irregular)")
+                    rule += (" (oil-like: diffuse edge)" if i == oil_rule
+                             else " (dust-like: sharp edge, bright or irregular)")
                 names[cid] = {"type": kind, "rule": rule}
                 break
     return names

@@ -130,19 +130,38 @@ def encode_png(array: np.ndarray, compression: int = 1, flat: bool = False) -> b
     return buf.tobytes()
 
 
+def is_display_png(info: dict, display: np.ndarray) -> bool:
+    """True when the input file already is the 8-bit gray/RGB PNG of ``display``
+    (``io.load_image`` info), so the dataset can copy its bytes instead of encoding."""
+    return (info.get("format") == "PNG" and info.get("bit_depth") == 8 and info.get("mode") in ("L", "RGB")
+            and display.shape[:2] == (info.get("height"), info.get("width"))
+            and display.ndim == (2 if info["mode"] == "L" else 3))
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """Array of PNG bytes written by :func:`encode_png`: gray or RGB uint8, or uint16
+    (palette PNGs come back as RGB; read their ids with Pillow)."""
+    arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if arr is None:
+        raise ValueError("not a PNG OpenCV can decode")
+    return cv2.cvtColor(arr, cv2.COLOR_BGR2RGB) if arr.ndim == 3 else arr
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def encode_palette_png(mask: np.ndarray, colours: dict[int, tuple[int, int, int]], compression: int = 1) -> bytes:
+def encode_palette_png(mask: np.ndarray, colours: dict[int, tuple[int, int, int]], compression: int = 1,
+                       flat: bool = True) -> bytes:
     """PNG bytes of a uint8 id mask in palette mode (colour type 3).
 
     The pixel values stay the ids (``numpy.asarray(PIL.Image.open(f))`` gives them
     back) while viewers show the colours. OpenCV writes the 8-bit gray PNG, whose
     pixel data is byte-for-byte that of an 8-bit palette PNG; the header's colour
     type is switched to palette and a PLTE chunk inserted (PNG spec, ISO/IEC 15948).
+    ``flat`` as in :func:`encode_png` (masks: True).
     """
-    gray = encode_png(np.ascontiguousarray(mask, dtype=np.uint8), compression, flat=True)
+    gray = encode_png(np.ascontiguousarray(mask, dtype=np.uint8), compression, flat=flat)
     ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
     ihdr = bytearray(gray[16 : 16 + 13])
     ihdr[9] = 3  # colour type: palette
@@ -416,6 +435,14 @@ _ARROW_TYPES = {
 }
 
 
+_INFERRED_TYPES = {
+    "integer": pa.int64(),
+    "floating": pa.float64(),
+    "mixed-integer-float": pa.float64(),
+    "boolean": pa.bool_(),
+}
+
+
 def arrow_schema(frame: pd.DataFrame, units: dict[str, str], types: dict[str, pa.DataType] | None = None) -> pa.Schema:
     """Explicit Arrow schema of a table, with units in the field metadata.
 
@@ -429,8 +456,10 @@ def arrow_schema(frame: pd.DataFrame, units: dict[str, str], types: dict[str, pa
     for col in frame.columns:
         if col in types:
             typ = types[col]
-        else:
-            typ = _ARROW_TYPES.get(frame[col].dtype.kind, pa.string())
+        elif frame[col].dtype.kind in _ARROW_TYPES:
+            typ = _ARROW_TYPES[frame[col].dtype.kind]
+        else:  # object columns (e.g. after concatenating empty fragments): by content
+            typ = _INFERRED_TYPES.get(pd.api.types.infer_dtype(frame[col], skipna=True), pa.string())
         meta = {"unit": units[col]} if col in units else None
         fields.append(pa.field(col, typ, metadata=meta))
     return pa.schema(fields)

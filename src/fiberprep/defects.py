@@ -31,7 +31,6 @@ COLUMNS = [
     "source",
 ]
 
-_MAD_TO_SIGMA = 1.4826
 _REGION, _SCRATCH = 1, 2
 
 
@@ -103,15 +102,15 @@ def detect_defects(gray, zone_map, geometry, params):
     px = lambda um: um / wupp  # noqa: E731  (µm -> work pixels)
     geo = _work_geometry(geometry, x0, y0, factor)
 
-    regions, hard_band, rings, r_norm = _physical_regions(zm.shape, geo, px, params)
-    regions[zm == 0] = 0
-    bg, sigma = _flatten(lg, regions, rings, r_norm, geo, px, params)
+    regions, hard_band, rings = _physical_regions(zm.shape, geo, px, params)
+    regions[(zm == 0) | _unlit(lg, regions, px, params)] = 0
+    bg, sigma = _flatten(lg, regions, rings, hard_band, px, params)
     z = (lg - bg) / sigma
     z[regions == 0] = 0.0
     seed_ok = (regions > 0) & ~hard_band
 
-    zs = cv2.GaussianBlur(z, (0, 0), params["smooth_px"])
-    region_mask = _region_candidates(lg - bg, zs, regions, seed_ok, px, params)
+    zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"])
+    region_mask = _region_candidates(z, zs, regions, seed_ok, px, params)
     scratch_mask = _scratch_candidates(zs, seed_ok, px, params)
     labels, source = _merge(region_mask, scratch_mask, px, params)
     if labels.max() == 0:
@@ -122,7 +121,8 @@ def detect_defects(gray, zone_map, geometry, params):
         bg = cv2.resize(bg, size, interpolation=cv2.INTER_LINEAR)
         sigma = cv2.resize(sigma, size, interpolation=cv2.INTER_LINEAR)
         labels = cv2.resize(labels.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST)
-        zf = cv2.GaussianBlur((log_full - bg) / sigma, (0, 0), params["smooth_px"])
+        zscale = cv2.resize(zscale, size, interpolation=cv2.INTER_NEAREST)
+        zf = cv2.GaussianBlur((log_full - bg) / sigma, (0, 0), params["smooth_px"]) / zscale
         labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), params)
     labels[zm_full == 0] = 0
     instance_map[crop] = labels
@@ -138,19 +138,20 @@ def detect_defects(gray, zone_map, geometry, params):
 
 
 def _physical_regions(shape, geo, px, params):
-    """Physical regions, the no-seed band on the edges and the polar-model annuli.
+    """Physical regions, the no-seed band on the edges and the edge annuli.
 
     The IEC zones are not physical boundaries (the cladding edge lies inside
     zone C), so flattening uses the measured edges: region 1 core (when
     visible), 2 cladding, 3 everything outside the glass. Returns
-    ``(regions int8, hard_band bool, rings [(r_lo, r_hi)], r_norm)`` where
-    ``r_norm`` is the radius normalised so that the fitted cladding ellipse
-    lies at ``r_clad`` (None without a fiber).
+    ``(regions int8, hard_band bool, rings)``; each ring is
+    ``(r_lo, edge_radius, r_hi, radius_map, centre)`` with the radius map
+    normalised so that the fitted cladding ellipse (or core circle around
+    the core centre) lies at ``edge_radius``.
     """
     regions = np.full(shape, 3, np.int8)
     band = np.zeros(shape, bool)
     if geo is None:
-        return regions, band, [], None
+        return regions, band, []
     h, w = shape
     yy, xx = np.ogrid[0:h, 0:w]
     dx, dy = xx - np.float32(geo["cx"]), yy - np.float32(geo["cy"])
@@ -166,16 +167,61 @@ def _physical_regions(shape, geo, px, params):
     rc = geo["r_clad"]
     regions[r < rc] = 2
     band |= np.abs(r - rc) < half
-    rings = [(rc - px(params["ring_inner_um"]), rc + px(params["ring_outer_um"]))]
+    rings = [(rc - px(params["ring_inner_um"]), rc, rc + px(params["ring_outer_um"]), r,
+              (geo["cx"], geo["cy"]))]
     if geo["r_core"] is not None:
-        rk = geo["r_core"]
-        regions[r < rk] = 1
-        band |= np.abs(r - rk) < half
+        rk, kx, ky = geo["r_core"], geo["core_cx"], geo["core_cy"]
+        rk_map = np.sqrt((xx - np.float32(kx)) ** 2 + (yy - np.float32(ky)) ** 2, dtype=np.float32)
+        regions[rk_map < rk] = 1
+        band |= np.abs(rk_map - rk) < half
         if rk >= px(params["core_ring_min_um"]):
-            rings.append((rk - px(params["ring_inner_um"]), rk + px(params["ring_inner_um"])))
+            inner = px(params["ring_inner_um"])
+            rings.append((rk - inner, rk, rk + inner, rk_map, (kx, ky)))
         else:
-            band |= np.abs(r - rk) < half + px(params["ring_inner_um"])
-    return regions, band, rings, r
+            band |= np.abs(rk_map - rk) < half + px(params["ring_inner_um"])
+    return regions, band, rings
+
+
+def _unlit(lg, regions, px, params):
+    """Unlit margins (field stop, dark frame): large dark areas touching the border.
+
+    Outside the glass, areas whose local mean is below ``unlit_ratio`` times
+    the typical ferrule level and that reach the image border are not
+    analysed; a margin of ``unlit_margin_um`` covers their soft edge.
+    """
+    m = regions == 3
+    if m.sum() < 64:
+        return np.zeros(regions.shape, bool)
+    k = _odd(px(params["unlit_um"]))
+    local = cv2.blur(lg, (k, k))
+    dark = m & (local < np.median(lg[m]) + math.log(params["unlit_ratio"]))
+    if not dark.any():
+        return dark
+    n, lab = cv2.connectedComponents(dark.astype(np.uint8), connectivity=8)
+    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
+    keep = np.zeros(n, bool)
+    keep[edge] = True
+    keep[0] = False
+    out = keep[lab]
+    r = _odd(2 * px(params["unlit_margin_um"]) + 1)
+    return cv2.dilate(out.astype(np.uint8), np.ones((r, r), np.uint8)) > 0
+
+
+def _smooth_normalised(z, regions, seed_ok, smooth_px):
+    """Gaussian-smoothed z divided by its robust σ per region.
+
+    The floor is the σ that unit white noise keeps after the smoothing
+    (1 / (2 sqrt(pi) s)), so quantised flat images are not over-amplified.
+    Returns the normalised image and the per-pixel divisor.
+    """
+    zs = cv2.GaussianBlur(z, (0, 0), smooth_px)
+    floor = 1.0 / (2.0 * math.sqrt(math.pi) * smooth_px)
+    scale = np.ones_like(z)
+    for k in np.unique(regions[regions > 0]):
+        m = regions == k
+        sel = m & seed_ok
+        scale[m] = max(_robust_std(zs[sel]) if sel.sum() > 16 else floor, floor)
+    return zs / scale, scale
 
 
 def _norm_box(values, weights, ksize):
@@ -206,7 +252,7 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
     return est, np.sqrt(np.maximum(var, 0)), ok, s
 
 
-def _flatten(lg, regions, rings, r_norm, geo, px, params):
+def _flatten(lg, regions, rings, band, px, params):
     """Background and local noise of the log image, region by region.
 
     Inside each physical region a robust polynomial surface (vignetting)
@@ -221,9 +267,8 @@ def _flatten(lg, regions, rings, r_norm, geo, px, params):
     k_bg = (_odd(px(params["background_um"])),) * 2
     k_n = (_odd(px(params["noise_um"])),) * 2
     in_ring = np.zeros(lg.shape, bool)
-    if r_norm is not None:
-        for lo, hi in rings:
-            in_ring |= (r_norm >= lo) & (r_norm < hi)
+    for lo, _, hi, rmap, _ in rings:
+        in_ring |= (rmap >= lo) & (rmap < hi)
     bg = np.zeros_like(lg)
     sigma = np.ones_like(lg)
     for k in np.unique(regions[regions > 0]):
@@ -231,12 +276,15 @@ def _flatten(lg, regions, rings, r_norm, geo, px, params):
         w = (m & ~in_ring).astype(np.float32)
         if w.sum() < 64:
             w = m.astype(np.float32)
-        trend = _robust_surface(lg, w > 0, params["surface_degree"], clip)
+        # vignetting is a smooth product: fit it on linear intensity, use its log
+        off = np.float32(params["log_offset"])
+        lin = _robust_surface(np.exp(lg) - off, w > 0, params["surface_degree"], clip)
+        trend = np.log(np.maximum(lin, 0.0) + off)
         est, sd, ok, s = _robust_box(lg - trend, w, k_bg, k_n, clip)
         bg[m] = (trend + np.where(ok, est, 0.0))[m]
         sigma[m] = np.where(ok, sd, s)[m]
-    for lo, hi in rings:
-        _ring_model(lg, regions > 0, geo, lo, hi, r_norm, bg, sigma, px, params)
+    for ring in rings:
+        _ring_model(lg, regions > 0, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
     floor = params["sigma_floor"] / (np.exp(bg) + 1e-3)
     np.maximum(sigma, floor, out=sigma)
@@ -265,77 +313,106 @@ def _robust_surface(values, sel, degree, clip, max_n=6000, step=8):
     A, v = design(xx.astype(np.float64), yy.astype(np.float64)), values[yy, xx].astype(np.float64)
     keep = np.ones(v.size, bool)
     for _ in range(3):
-        coef = np.linalg.lstsq(A[keep], v[keep], rcond=None)[0]
+        Ak = A[keep]  # normal equations: tiny system, no LAPACK thread start-up
+        coef = np.linalg.solve(Ak.T @ Ak + 1e-9 * np.eye(len(terms)), Ak.T @ v[keep])
         res = v - A @ coef
         keep = np.abs(res) < clip * max(_robust_std(res), 1e-6)
     # grid node i sits at pixel (i + 0.5) * step - 0.5, where cv2.resize puts it
-    gy, gx = (np.mgrid[0:-(-h // step), 0:-(-w // step)] + 0.5) * step - 0.5
+    # (one node beyond each border so that interpolation never clamps)
+    gy, gx = (np.mgrid[-1:-(-h // step) + 1, -1:-(-w // step) + 1] + 0.5) * step - 0.5
     grid = (design(gx, gy) @ coef).astype(np.float32)
     full = cv2.resize(grid, (grid.shape[1] * step, grid.shape[0] * step), interpolation=cv2.INTER_LINEAR)
-    return full[:h, :w]
+    return full[step:step + h, step:step + w]
 
 
-def _ring_model(lg, valid, geo, r_lo, r_hi, r_norm, bg, sigma, px, params):
-    """Robust arc-mean background and noise in the annulus r_lo <= r < r_hi (in place).
+def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
+    """Robust arc-mean background, noise and textured band in an annulus (in place).
+
+    ``ring`` is (r_lo, edge radius, r_hi, radius map, centre), at least 12
+    sectors. Bins near the edge whose noise exceeds ``ring_texture_ratio``
+    times the annulus median (the edge misfit, a rough epoxy ring) join
+    ``band``, where no detection may seed.
 
     Pixels are binned by (angular sector of ``arc_um``, radius in
     ``ring_bin_px`` steps) using their own centres, so the sharp edge profile
     is reproduced exactly (no resampling blur); each bin's robust mean is
     interpolated linearly between neighbouring sectors.
     """
-    sel = valid & (r_norm >= r_lo) & (r_norm < r_hi)
+    r_lo, edge, r_hi, rmap, (cx, cy) = ring
+    sel = valid & (rmap >= r_lo) & (rmap < r_hi)
     yy, xx = np.nonzero(sel)
     if yy.size < 64:
         return
     v = lg[yy, xx].astype(np.float64)
-    r = r_norm[yy, xx]
-    r_mid = max(0.5 * (r_lo + r_hi), 1.0)
-    n_sec = max(4, int(round(2 * math.pi * r_mid / px(params["arc_um"]))))
-    t = (np.arctan2(yy - geo["cy"], xx - geo["cx"]) / (2 * math.pi) * n_sec) % n_sec
-    rb = ((r - r_lo) / params["ring_bin_px"]).astype(np.int64)
+    r = rmap[yy, xx]
+    n_sec = max(12, int(round(2 * math.pi * edge / px(params["arc_um"]))))
+    t = (np.arctan2(yy - cy, xx - cx) / (2 * math.pi) * n_sec) % n_sec
+    # radial bins: ring_bin_px within ring_fine_um of the edge (its sharp profile),
+    # ring_coarse_um beyond (smooth shadow; a tangential scratch cannot fill a bin)
+    d = r - edge
+    fine_px, b, c = px(params["ring_fine_um"]), params["ring_bin_px"], px(params["ring_coarse_um"])
+    t_r = np.where(d < -fine_px, (d + fine_px) / c - fine_px / b,
+                   np.where(d <= fine_px, d / b, fine_px / b + (d - fine_px) / c))
+    t_r -= t_r.min()
+    rb = np.floor(t_r).astype(np.int64)
     n_r = int(rb.max()) + 1
+    # bilinear interpolation between bin centres (sector and radius)
+    r0 = np.clip(np.floor(t_r - 0.5).astype(np.int64), 0, n_r - 1)
+    r1 = np.minimum(r0 + 1, n_r - 1)
+    fr = np.clip(t_r - 0.5 - r0, 0.0, 1.0)
     sec = t.astype(np.int64) % n_sec
     key = sec * n_r + rb
     s0 = np.floor(t - 0.5).astype(np.int64) % n_sec
     frac = (t - 0.5) - np.floor(t - 0.5)
+    # noise per sector and radius band (4 bins: more samples); clipping uses it,
+    # so a rough epoxy ring is texture, not a crowd of outliers
+    key2 = sec * (n_r // 4 + 1) + rb // 4
+    size, size2 = n_sec * n_r, n_sec * (n_r // 4 + 1)
     keep = np.ones(v.size, bool)
-    size = n_sec * n_r
+    sd = None
     for _ in range(3):
         cnt = np.bincount(key[keep], minlength=size).reshape(n_sec, n_r)
         tot = np.bincount(key[keep], v[keep], minlength=size).reshape(n_sec, n_r)
         fill = tot.sum(0) / np.maximum(cnt.sum(0), 1)  # empty bins: mean over all angles
         prof = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill)
-        model = (1 - frac) * prof[s0, rb] + frac * prof[(s0 + 1) % n_sec, rb]
+        s1 = (s0 + 1) % n_sec
+        model = ((1 - frac) * ((1 - fr) * prof[s0, r0] + fr * prof[s0, r1])
+                 + frac * ((1 - fr) * prof[s1, r0] + fr * prof[s1, r1]))
         res = v - model
         s = max(_robust_std(res), 1e-5)
-        keep = np.abs(res) < params["flatten_clip_sigma"] * s
-    # local noise per sector and radius band (coarser radial bins: more samples)
-    rb2 = rb // 4
-    key2 = sec * (n_r // 4 + 1) + rb2
-    size2 = n_sec * (n_r // 4 + 1)
-    cnt2 = np.bincount(key2[keep], minlength=size2)
-    var2 = np.bincount(key2[keep], res[keep] ** 2, minlength=size2) / np.maximum(cnt2, 1)
-    sd = np.sqrt(np.where(cnt2 > 4, var2, s * s))[key2]
+        cnt2 = np.bincount(key2[keep], minlength=size2)
+        var2 = np.bincount(key2[keep], res[keep] ** 2, minlength=size2) / np.maximum(cnt2, 1)
+        sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
+        keep = np.abs(res) < params["flatten_clip_sigma"] * sd
     bg[yy, xx] = model
-    sigma[yy, xx] = np.maximum(sd, 0.5 * s)
+    sigma[yy, xx] = sd
+    # the edge's own footprint (misfit, rough epoxy): noise well above the annulus'
+    band[yy, xx] |= (sd > params["ring_texture_ratio"] * np.median(sd)) & (np.abs(d) <= fine_px)
 
 
 def _robust_std(x, max_n=40000):
-    """σ from the median absolute deviation (on an even subsample when large)."""
+    """σ from the RMS of the central 95 % of deviations from the median.
+
+    Unlike the MAD it stays positive on quantised, nearly flat data; for a
+    normal sample it equals σ (0.871 corrects the truncation). Large inputs
+    are evenly subsampled.
+    """
     x = np.asarray(x, np.float32).ravel()
     if x.size == 0:
         return 0.0
     if x.size > max_n:
         x = x[:: x.size // max_n]
-    med = np.median(x)
-    return float(_MAD_TO_SIGMA * np.median(np.abs(x - med)))
+    d = np.abs(x - np.median(x))
+    cut = np.partition(d, int(0.95 * (d.size - 1)))[int(0.95 * (d.size - 1))]
+    core = d[d <= cut]
+    return float(np.sqrt(np.mean(core * core)) / 0.871)
 
 
 def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(diff, zs, regions, seed_ok, px, params):
+def _region_candidates(z, zs, regions, seed_ok, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
@@ -353,7 +430,7 @@ def _region_candidates(diff, zs, regions, seed_ok, px, params):
     h, w = zs.shape
     if f > 1 and min(h, w) // f >= 8:
         small = (w // f, h // f)
-        dc = cv2.resize(diff, small, interpolation=cv2.INTER_AREA)
+        dc = cv2.resize(z, small, interpolation=cv2.INTER_AREA)
         rc = cv2.resize(regions, small, interpolation=cv2.INTER_NEAREST)
         okc = cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
         zc = np.zeros_like(dc)
@@ -377,7 +454,8 @@ def _do2mr(zs, regions, seed_ok, win, params):
         if m.sum() < 16:
             continue
         vals = res[m]
-        thr = np.median(vals) + params["do2mr_gamma"] * max(_robust_std(vals), 1e-6)
+        spread = max(_robust_std(vals), params["do2mr_sigma_floor"])
+        thr = np.median(vals) + params["do2mr_gamma"] * spread
         out |= m & (res > thr)
     return out
 
@@ -435,7 +513,7 @@ def _scratch_candidates(zs, seed_ok, px, params):
     orientations 90° apart. The max |response| over orientations, in units
     of its robust spread, is thresholded with hysteresis, thinned, and
     collinear segments are joined. The returned mask is the joined centre
-    lines plus the pixels around them above half the line's peak |z|.
+    lines plus the pixels around them above half the line's local peak |z|.
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
@@ -451,11 +529,15 @@ def _scratch_candidates(zs, seed_ok, px, params):
         return np.zeros((h, w), bool)
     if small != (w, h):
         lines = cv2.resize(lines.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-    centre = skeletonize(lines)
-    reach = _odd(2 * px(params["scratch_reach_um"]) + 1)
-    near = cv2.dilate(centre.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (reach, reach))) > 0
     absz = np.abs(zs)
-    return centre | _half_max(_reconstruct(centre, near & (absz > params["grow_sigma"])), absz, params)
+    # centre line where the image supports it (the line filter overshoots the ends)
+    centre = skeletonize(lines) & (absz >= params["lei_centre_sigma"])
+    kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * px(params["scratch_reach_um"]) + 1),) * 2)
+    near = cv2.dilate(centre.astype(np.uint8), kern) > 0
+    # width: pixels above half the scratch's local peak (contrast fades along it)
+    local_peak = cv2.dilate(np.where(centre, absz, 0).astype(np.float32), kern)
+    level = np.maximum(params["mask_level"] * local_peak, params["grow_sigma"])
+    return centre | _reconstruct(centre, near & (absz >= level))
 
 
 def _lei_strength(z, valid, lpx, params):
@@ -481,12 +563,12 @@ def _lei_strength(z, valid, lpx, params):
             rot = cv2.warpAffine(z, M, side, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         for axis in (0, 1):
             line = cv2.blur(rot, (L, 1) if axis == 0 else (1, L), borderType=cv2.BORDER_REFLECT)
-            resp = _side_contrast(line, off, axis)
+            resp, diff = _side_contrast(line, off, axis)
             if i:
                 resp = cv2.warpAffine(resp, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
             if i == 0 and axis == 0:
-                # noise scale of one orientation's signed response
-                s = max(_robust_std(resp[valid]) if valid.any() else 1.0, 1e-6)
+                # noise unit: spread of one orientation's centre-minus-side difference
+                s = max(_robust_std(diff[valid]) if valid.any() else 1.0, params["lei_sigma_floor"])
             np.maximum(best, np.abs(resp), out=best)
     return best / s
 
@@ -539,17 +621,32 @@ def _work_geometry(geometry, x0, y0, factor):
     }
     if geometry.get("core_visible") and _finite(geometry, "core_radius_px"):
         geo["r_core"] = geometry["core_radius_px"] / factor
+        core_x = geometry["core_center_x"] if _finite(geometry, "core_center_x") else geometry["center_x"]
+        core_y = geometry["core_center_y"] if _finite(geometry, "core_center_y") else geometry["center_y"]
+        geo["core_cx"] = (core_x - x0 + 0.5) / factor - 0.5
+        geo["core_cy"] = (core_y - y0 + 0.5) / factor - 0.5
     return geo
 
 
 def _side_contrast(line, off, axis):
-    """Central line average minus the mean of the two lines ``off`` away."""
+    """Line contrast against both side lines ``off`` away, sidelobe-free.
+
+    Returns ``(d, scale)``: ``d`` is min(c - a, c - b) where the centre line
+    is brighter than both sides, -min(a - c, b - c) where it is darker than
+    both, else 0, so a side line lying on a scratch gives no echo; ``scale``
+    is c - a, whose spread sets the noise unit.
+    """
     pad = [(0, 0), (0, 0)]
     pad[axis] = (off, off)
     p = np.pad(line, pad, mode="edge")
     if axis == 0:
-        return line - 0.5 * (p[: -2 * off, :] + p[2 * off:, :])
-    return line - 0.5 * (p[:, : -2 * off] + p[:, 2 * off:])
+        a, b = p[: -2 * off, :], p[2 * off:, :]
+    else:
+        a, b = p[:, : -2 * off], p[:, 2 * off:]
+    da, db = line - a, line - b
+    bright = np.minimum(da, db)
+    dark = np.maximum(da, db)
+    return np.where(bright > 0, bright, np.where(dark < 0, dark, 0)), da
 
 
 def _keep_lines(mask, px, params):

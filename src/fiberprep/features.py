@@ -1,11 +1,12 @@
 """Per-defect and per-zone features for clustering, grading and the datasets.
 
 Every feature is computed only inside a defect's bounding box plus a small margin, so
-the cost grows with the number and size of defects, not with the image. Shape and
-intensity statistics come from one vectorised :func:`skimage.measure.regionprops_table`
-call; the features regionprops lacks (background ring, texture, gradients, skeleton,
-location) are computed per defect on its crop. Lengths are in µm through the geometry's
-``um_per_px`` so features compare across scopes.
+the cost grows with the number and size of defects, not with the image. Shape comes
+from OpenCV moments, contours and hulls on each defect's crop (linear in its pixels;
+``regionprops`` computes moments over the whole bounding box, which is slow for long
+diagonal scratches), texture from scikit-image's GLCM and LBP on a bounded window,
+skeletons from scikit-image. Lengths are in µm through the geometry's ``um_per_px``
+so features compare across scopes.
 
 References
 ----------
@@ -25,9 +26,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pandas as pd
+from scipy import ndimage as ndi
 from skimage.feature import graycomatrix, local_binary_pattern
-from skimage.measure import regionprops_table
 from skimage.morphology import skeletonize
+
+from .datasets import DEFECT_CLASSES
 
 # Width of the local background ring around each defect (µm), at least _RING_MIN_PX px.
 _RING_UM = 3.0
@@ -155,22 +158,46 @@ def _glcm_props(q: np.ndarray) -> dict[str, float]:
     }
 
 
-def _hull_area_px(mask: np.ndarray) -> float:
-    """Area of the convex hull of the mask's pixel squares (cv2 hull on pixel corners)."""
-    contours, _ = cv2.findContours(mask.view(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+_CORNERS = np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]], np.float32)
+
+
+def _shape(m8: np.ndarray, area: int, ys: np.ndarray, xs: np.ndarray, um: float) -> dict:
+    """Moment, hull and contour shape features of one binary mask (OpenCV, O(mask)).
+
+    Axes follow skimage's regionprops convention (4·sqrt of the inertia eigenvalues),
+    floored at 1 px; the convex hull is that of the pixel squares, so solidity <= 1.
+    """
+    m = cv2.moments(m8, binaryImage=True)
+    cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / area
+    l2, l1 = np.maximum(np.linalg.eigvalsh(cov), 0.0)
+    major, minor = max(4 * np.sqrt(l1), 1.0), max(4 * np.sqrt(l2), 1.0)
+    hu = cv2.HuMoments(m).ravel()
+    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    perimeter = sum(cv2.arcLength(c, True) for c in contours)
     pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
-    corners = (pts[:, None, :] + np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]],
-                                          np.float32)).reshape(-1, 2)
-    return float(cv2.contourArea(cv2.convexHull(corners)))
+    hull = cv2.contourArea(cv2.convexHull((pts[:, None, :] + _CORNERS).reshape(-1, 2)))
+    bbox_area = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
+    return {
+        "equivalent_diameter_um": float(np.sqrt(4 * area / np.pi)) * um,
+        "major_axis_um": major * um, "minor_axis_um": minor * um,
+        "eccentricity": float(np.sqrt(1 - l2 / l1)) if l1 > 0 else 0.0,
+        "aspect_ratio": major / minor,
+        "solidity": min(1.0, area / max(hull, 1.0)),
+        "extent": area / bbox_area,
+        "circularity": min(1.0, 4 * np.pi * area / max(perimeter, _EPS) ** 2),
+        **{f"hu_{i + 1}": float(-np.sign(h) * np.log10(abs(h) + 1e-30)) for i, h in enumerate(hu)},
+    }
 
 
 def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
     """Features of defect ``n`` from its crop (arrays cut to bbox + margin at ``origin``)."""
     mask = lab_c == n
     m8 = mask.view(np.uint8)
-    out = {}
     vals = gray_c[mask]
-    out["solidity"] = min(1.0, vals.size / max(_hull_area_px(mask), 1.0))
+    ys, xs = np.nonzero(mask)
+    out = _shape(m8, vals.size, ys, xs, um)
+    out.update(intensity_mean=float(vals.mean()), intensity_std=float(vals.std()),
+               intensity_min=float(vals.min()), intensity_max=float(vals.max()))
     # Local background: a ring around the defect, excluding other defects and
     # pixels outside the analysed area.
     ring = cv2.dilate(m8, ring_kernel).astype(bool) & (lab_c == 0) & (zone_c > 0)
@@ -185,7 +212,6 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
                local_snr=contrast / max(bg_std, 1e-3))
     # Texture on a window of at most _TEXTURE_PX around a defect pixel near the centroid
     # (bounds the cost of long scratches; the window holds defect and surroundings).
-    ys, xs = np.nonzero(mask)
     k = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
     h2 = _TEXTURE_PX // 2
     wy = slice(max(ys[k] - h2, 0), ys[k] + h2)
@@ -271,45 +297,24 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
         return pd.DataFrame({c: pd.Series(dtype=float) for c in ["number", *cols]})
     gray = np.asarray(gray, dtype=np.float32)
     lab = np.asarray(instance_map).astype(np.int32, copy=False)
-    props = regionprops_table(
-        lab, intensity_image=gray,
-        properties=("label", "bbox", "area", "axis_major_length", "axis_minor_length",
-                    "eccentricity", "extent", "perimeter", "moments_hu", "intensity_mean",
-                    "intensity_std", "intensity_min", "intensity_max"))
-    pos = {int(v): i for i, v in enumerate(props["label"])}
-    missing = [int(n) for n in numbers if n not in pos]
-    if missing:
-        raise ValueError(f"defects {missing} are not in the instance map")
-    idx = np.array([pos[int(n)] for n in numbers])
-    p = {k: np.asarray(v)[idx] for k, v in props.items()}
-    area = p["area"].astype(float)
-    # regionprops' second-moment axes are 0 for one-pixel-wide shapes: floor at 1 px.
-    major = np.maximum(p["axis_major_length"], 1.0)
-    minor = np.maximum(p["axis_minor_length"], 1.0)
-    perim = np.maximum(p["perimeter"], _EPS)
-    f = {
-        "number": numbers,
-        "equivalent_diameter_um": np.sqrt(4 * area / np.pi) * um,
-        "major_axis_um": major * um, "minor_axis_um": minor * um,
-        "eccentricity": p["eccentricity"], "aspect_ratio": major / minor,
-        "extent": p["extent"], "circularity": np.clip(4 * np.pi * area / perim**2, 0.0, 1.0),
-        **{f"hu_{i + 1}": -np.sign(p[f"moments_hu-{i}"])
-           * np.log10(np.abs(p[f"moments_hu-{i}"]) + 1e-30) for i in range(7)},
-        **{k: p[k] for k in ("intensity_mean", "intensity_std", "intensity_min", "intensity_max")},
-    }
+    if {"bbox_x", "bbox_y", "bbox_w", "bbox_h"} <= set(defects.columns):
+        boxes = defects[["bbox_y", "bbox_x", "bbox_h", "bbox_w"]].to_numpy(np.int64)
+    else:
+        found = ndi.find_objects(lab)
+        boxes = np.array([(s[0].start, s[1].start, s[0].stop - s[0].start, s[1].stop - s[1].start)
+                          for s in (found[n - 1] for n in numbers)])
     ring_px = _ring_px(um)
     margin = ring_px + 2
     ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_px + 1, 2 * ring_px + 1))
     H, W = lab.shape
     rows = []
-    for j, n in enumerate(numbers):
-        y0, y1 = max(p["bbox-0"][j] - margin, 0), min(p["bbox-2"][j] + margin, H)
-        x0, x1 = max(p["bbox-1"][j] - margin, 0), min(p["bbox-3"][j] + margin, W)
+    for n, (by, bx, bh, bw) in zip(numbers, boxes):
+        y0, y1 = max(by - margin, 0), min(by + bh + margin, H)
+        x0, x1 = max(bx - margin, 0), min(bx + bw + margin, W)
         rows.append(_crop_features(gray[y0:y1, x0:x1], lab[y0:y1, x0:x1],
                                    zone_map[y0:y1, x0:x1], n, (y0, x0), ring_kernel,
                                    geometry, um))
-    for k in rows[0]:
-        f[k] = np.array([r[k] for r in rows], dtype=float)
+    f = {"number": numbers, **{k: np.array([r[k] for r in rows], dtype=float) for k in cols}}
     return pd.DataFrame(f)[["number", *cols]]
 
 
@@ -361,3 +366,48 @@ def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,
             "entropy": _entropy(vals),
         })
     return pd.DataFrame(rows, columns=[n for n, _, _ in _ZONE_FEATURES])
+
+
+def zone_defect_summary(zone_rows: pd.DataFrame, typed_defects: pd.DataFrame) -> pd.DataFrame:
+    """Add defect counts, area fractions, largest size and worst severity per zone.
+
+    Parameters
+    ----------
+    zone_rows : DataFrame
+        ``zone_features`` rows of one or more images (``image_id``, ``zone``,
+        ``area_px`` ...).
+    typed_defects : DataFrame
+        Defects with ``image_id``, ``zone`` (the zone holding most of the defect, where
+        its area is counted), ``type``, ``area_px``, ``length_um`` and optionally
+        ``severity_score``.
+
+    Returns
+    -------
+    DataFrame
+        ``zone_rows`` plus ``n_defects``, ``n_<type>`` and ``area_fraction_<type>``
+        for every class of ``datasets.DEFECT_CLASSES``, ``largest_defect_um`` (0 when
+        none) and ``worst_severity`` (0 when none).
+    """
+    names = list(DEFECT_CLASSES.values())
+    d = typed_defects.assign(type=typed_defects["type"].where(typed_defects["type"].isin(names), "other"))
+    key = ["image_id", "zone"]
+    g = d.groupby(key)
+    counts = d.pivot_table(index=key, columns="type", values="area_px", aggfunc="count",
+                           fill_value=0).reindex(columns=names, fill_value=0)
+    areas = d.pivot_table(index=key, columns="type", values="area_px", aggfunc="sum",
+                          fill_value=0).reindex(columns=names, fill_value=0)
+    stats = pd.DataFrame({
+        "n_defects": g.size(),
+        **{f"n_{t}": counts[t] for t in names},
+        **{f"area_px_{t}": areas[t] for t in names},
+        "largest_defect_um": g["length_um"].max(),
+        "worst_severity": g["severity_score"].max() if "severity_score" in d else np.nan,
+    })
+    out = zone_rows.merge(stats, left_on=key, right_index=True, how="left")
+    for t in names:
+        out[f"area_fraction_{t}"] = out.pop(f"area_px_{t}").fillna(0) / out["area_px"]
+        out[f"n_{t}"] = out[f"n_{t}"].fillna(0).astype(np.int64)
+    out["n_defects"] = out["n_defects"].fillna(0).astype(np.int64)
+    out["largest_defect_um"] = out["largest_defect_um"].fillna(0.0)
+    out["worst_severity"] = out["worst_severity"].fillna(0.0)
+    return out

@@ -182,11 +182,13 @@ def scan_inputs(input_dir, extensions: Iterable[str], exclude_dir=None) -> pd.Da
             seen_dirs.add((dst.st_dev, dst.st_ino))
             keep.append(d)
         dirnames[:] = keep
+        rel_dir = os.path.relpath(dirpath, root).replace(os.sep, "/")
+        prefix = "" if rel_dir == "." else rel_dir + "/"  # one relpath per folder, not file
         for name in filenames:
             if not name.lower().endswith(exts):
                 continue
             full = os.path.join(dirpath, name)
-            rel = os.path.relpath(full, root).replace(os.sep, "/")
+            rel = prefix + name
             try:
                 rel.encode("utf-8")
             except UnicodeEncodeError:

@@ -205,6 +205,7 @@ def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd
         table = _with_ids(table, image_id)
         cache.write_array(folder / "defects.zarr", "instance_map", instance_map)
         cache.write_table(folder / "defects.parquet", table)
+        table = cache.read_table(folder / "defects.parquet")  # as a cached run sees it
         record.update(status="ok", reason="", key=key, n_defects=len(table))
     except Exception as err:  # noqa: BLE001
         reason, key = _rejection(image_id, "defects", err)
@@ -274,6 +275,8 @@ def features_image(
         zone_table.insert(0, "image_id", image_id)
         cache.write_table(folder / "features.parquet", defect_table)
         cache.write_table(folder / "zone_features.parquet", zone_table)
+        defect_table = cache.read_table(folder / "features.parquet")
+        zone_table = cache.read_table(folder / "zone_features.parquet")
         record.update(status="ok", reason="", key=key, n_defects=len(defect_table))
     except Exception as err:  # noqa: BLE001
         reason, key = _rejection(image_id, "features", err)
@@ -326,8 +329,9 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     workers = max(1, min(int(threads), len(items)))
     if workers == 1:
         return [stage_func(item, params, root) for item in items]
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["fiberprep.pipeline"])
+    # fork: workers inherit the imports and the log; spawn/forkserver would re-run the
+    # calling Snakemake script as __main__ in every worker.
+    context = multiprocessing.get_context("fork")
     with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
         return list(pool.map(stage_func, items, [params] * len(items),
                              [root] * len(items)))
@@ -359,11 +363,17 @@ def final_images_table(zones_shard: pd.DataFrame, stage_records: list[dict]) -> 
 
 
 def concat_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
-    """Concatenate per-image tables, keeping the columns even when all are empty."""
-    nonempty = [t for t in tables if len(t.columns)]
-    if not nonempty:
-        return pd.DataFrame({"image_id": pd.Series(dtype=str)})
-    return pd.concat(nonempty, ignore_index=True)
+    """Concatenate per-image or per-shard tables.
+
+    Tables without rows are left out (their columns may carry no dtype, which would
+    turn numeric columns into objects); when every table is empty, the first one with
+    columns is returned, else a frame with only ``image_id``.
+    """
+    filled = [t for t in tables if len(t)]
+    if filled:
+        return pd.concat(filled, ignore_index=True)
+    shaped = [t for t in tables if len(t.columns)]
+    return shaped[0] if shaped else pd.DataFrame({"image_id": pd.Series(dtype=str)})
 
 
 

@@ -19,7 +19,20 @@ true circle whatever the softness.
 
 Use ``random_spec`` to draw a scene description (a plain dict, reproducible and easy to
 tweak), ``render`` to draw it, and ``write_dataset`` (or ``python -m fiberprep.synth``) to
-write a folder of images with truth tables and masks.
+write a folder of images with truth tables and masks. The ranges scenes are drawn from
+(``DEFAULT_RANGES``, overridden by a preset of ``PRESETS`` and by keywords) were set
+against the real photos: levels, noise and edge width measured on the Dimension scope
+and endfaces photos lie inside them (``tests/test_synth.py``, ``real`` marker).
+
+Examples
+--------
+>>> import numpy as np, yaml
+>>> fiber_types = yaml.safe_load(open("config/config.yaml"))["fiber_types"]
+>>> rng = np.random.default_rng(0)
+>>> spec = random_spec(rng, fiber_types, width=320, height=240)
+>>> image, truth = render(spec, rng)
+>>> image.shape == truth["instance_map"].shape == (240, 320)
+True
 """
 
 from __future__ import annotations
@@ -52,41 +65,53 @@ DEFECT_CLASS = {
 """Synthetic type -> dataset class name (``datasets.DEFECT_CLASSES``)."""
 
 # Ranges a scene is drawn from. Presets override some of them; callers may override
-# any of them by keyword. Sizes are in µm, levels are reflectances in [0, 1].
+# any of them by keyword. Sizes are in µm, levels are reflectances in [0, 1], (lo, hi)
+# pairs are drawn uniformly unless noted, p_* are per-image probabilities.
 DEFAULT_RANGES = {
     # image sizes (width, height) drawn uniformly; fixed by width/height when given
     "sizes": [(640, 480), (800, 600), (1024, 768), (1152, 864), (1280, 960),
               (1600, 1200), (1920, 1080)],
     "width": None,
     "height": None,
-    "um_per_px": (0.25, 0.8),
+    "um_per_px": (0.25, 0.8),  # raised for small images so that the fiber fits
     # the cladding diameter may use at most this fraction of the shorter image side
     "max_fiber_frac": 0.8,
-    "fiber_types": None,  # None: every type of the catalog
+    "fiber_type_names": None,  # catalog keys to draw from; None: every type
     "max_offset_frac": 0.15,  # fiber centre offset, fraction of the width
-    "p_ellipse": 0.15,
+    "p_ellipse": 0.15,  # slightly elliptical cladding
     "max_ellipticity": 0.01,  # 1 - minor/major
     "p_bright": 0.3,  # bright fiber on darker ferrule
-    "p_core_visible_sm": 0.2,
+    # reflectance levels; real photos measure ferrule 0.5-0.77 and glass/ferrule 0.35-0.5
+    # (Dimension scope) or ~0.7 (endfaces_720x576) for dark fibers, ferrule ~0.13 and
+    # glass 0.22 brighter for back-lit bright ones
+    "dark_ferrule": (0.5, 0.85),
+    "dark_glass_ratio": (0.3, 0.75),  # glass / ferrule
+    "bright_ferrule": (0.1, 0.35),
+    "bright_glass_step": (0.15, 0.35),  # glass - ferrule
+    "p_core_visible_sm": 0.2,  # a visible core: rare on single-mode, usual on multimode
     "p_core_visible_mm": 0.85,
-    "max_core_offset_um": 1.5,
-    "edge_sigma_px": (0.35, 1.0),
-    "p_halo": 0.5,
+    "max_core_offset_um": 1.5,  # core centre offset from the cladding centre
+    "edge_sigma_px": (0.35, 1.0),  # cladding edge softness (Gaussian sigma, px)
+    "p_halo": 0.5,  # dark/bright diffraction pair straddling the edge
     "p_edge_line": 0.6,  # dark fibers: thin dark line just inside the edge (coaxial scopes)
     "p_frame": 0.15,  # dark field-stop band along one or two image sides
-    "p_epoxy": 0.3,
-    "grain": (0.004, 0.03),
-    "p_tilt": 0.2,
-    "vignette": (0.0, 0.3),
+    "p_epoxy": 0.3,  # thin dark rough epoxy ring outside the glass
+    "grain": (0.002, 0.02),  # log-uniform
+    "p_tilt": 0.2,  # tilted-probe shadow on one side of the fiber edge
+    "vignette": (0.0, 0.3),  # light fall-off at the corners (fraction)
     "p_strong_vignette": 0.25,
     "strong_vignette": (0.4, 0.7),
-    "blur_px": (0.0, 0.8),
-    "noise": (0.002, 0.015),
-    "p_jpeg": 0.25,
+    "blur_px": (0.0, 0.8),  # optics point spread (Gaussian sigma, px)
+    "noise": (0.001, 0.012),  # log-uniform; real photos measure 0.002-0.004
+    "p_jpeg": 0.25,  # saved as JPEG (written as .jpg) at a quality in jpeg_quality
     "jpeg_quality": (60, 95),
-    "p_clean": 0.2,
-    "n_defects": (1, 10),
+    "p_clean": 0.2,  # no defect at all
+    "n_defects": (1, 10),  # defects per non-clean image (integers, inclusive)
     "type_weights": {"scratch": 3, "pit": 2, "dig": 1.5, "dust": 2, "oil": 1, "chip": 1},
+    "p_lint": 0.15,  # a dust particle is a curled fibre (line-shaped contamination)
+    "p_dust_at_edge": 0.2,  # a dust particle sits on the fiber edge
+    # close-up of the glass with no fiber edge in view (for zones.mode: none)
+    "closeup": False,
 }
 
 PRESETS = {
@@ -94,14 +119,25 @@ PRESETS = {
     "demo": {
         "sizes": [(640, 480), (640, 480), (800, 600), (800, 600), (1024, 768), (1280, 960)],
         "p_jpeg": 0.15,
-        "noise": (0.003, 0.012),
+        "noise": (0.001, 0.006),
         "p_clean": 0.1,
         "n_defects": (2, 9),
     },
     "clean": {"p_clean": 1.0},
+    "closeup": {
+        "closeup": True,
+        "sizes": [(512, 512)],
+        "um_per_px": (0.08, 0.16),
+        "n_defects": (1, 6),
+        "type_weights": {"scratch": 4, "pit": 1.5, "dig": 1, "dust": 2, "oil": 0.5},
+        "p_frame": 0.0,
+        "vignette": (0.0, 0.15),
+        "p_strong_vignette": 0.0,
+    },
 }
 """Named range sets: ``bench`` (the varied accuracy benchmark), ``demo`` (the committed
-demo input: small, varied, mostly PNG) and ``clean`` (no defects)."""
+demo input: small, varied, mostly PNG), ``clean`` (no defects) and ``closeup``
+(512x512 views inside the glass, no fiber edge, like ``scratch_closeups_512``)."""
 
 
 def _uniform(rng, lo_hi):
@@ -137,7 +173,12 @@ def random_spec(rng: np.random.Generator, fiber_types: dict, **ranges) -> dict:
     if unknown:
         raise ValueError(f"unknown synth range(s) {sorted(unknown)}; allowed: {sorted(DEFAULT_RANGES)}")
     r = {**DEFAULT_RANGES, **ranges}
-    names = sorted(r["fiber_types"] or fiber_types)
+    if bool(r["width"]) != bool(r["height"]):
+        raise ValueError("width and height must be given together")
+    unknown = set(r["type_weights"]) - set(DEFECT_TYPES)
+    if unknown:
+        raise ValueError(f"unknown defect type(s) {sorted(unknown)} in type_weights; allowed: {DEFECT_TYPES}")
+    names = sorted(r["fiber_type_names"] or fiber_types)
     fiber_type = names[rng.integers(len(names))]
     ft = fiber_types[fiber_type]
     if r["width"] and r["height"]:
@@ -145,27 +186,35 @@ def random_spec(rng: np.random.Generator, fiber_types: dict, **ranges) -> dict:
     else:
         width, height = r["sizes"][rng.integers(len(r["sizes"]))]
     cladding_um = float(ft["cladding_um"])
-    # the fiber must fit: cladding diameter <= max_fiber_frac of the shorter side
-    upp_min = max(r["um_per_px"][0], cladding_um / (r["max_fiber_frac"] * min(width, height)))
-    upp_max = max(r["um_per_px"][1], upp_min)
-    um_per_px = _uniform(rng, (upp_min, upp_max))
-    radius_px = cladding_um / 2 / um_per_px
-    margin = radius_px + 4.0
-    max_dx = min(r["max_offset_frac"] * width, width / 2 - margin)
-    max_dy = min(r["max_offset_frac"] * width, height / 2 - margin)
-    center_x = (width - 1) / 2 + rng.uniform(-1, 1) * max(max_dx, 0.0)
-    center_y = (height - 1) / 2 + rng.uniform(-1, 1) * max(max_dy, 0.0)
+    if r["closeup"]:  # the whole frame lies on the glass: no fiber edge in view
+        half_diag = 0.5 * np.hypot(width, height)
+        upp_max = min(r["um_per_px"][1], (cladding_um / 2 - 3) / half_diag)
+        um_per_px = _uniform(rng, (min(r["um_per_px"][0], upp_max), upp_max))
+        room = max((cladding_um / 2 - 3) / um_per_px - half_diag, 0.0)  # px the centre may move
+        offset, angle = rng.uniform(0, room), rng.uniform(0, 2 * np.pi)
+        center_x = (width - 1) / 2 + offset * np.cos(angle)
+        center_y = (height - 1) / 2 + offset * np.sin(angle)
+    else:  # the fiber fits: cladding diameter <= max_fiber_frac of the shorter side
+        upp_min = max(r["um_per_px"][0], cladding_um / (r["max_fiber_frac"] * min(width, height)))
+        um_per_px = _uniform(rng, (upp_min, max(r["um_per_px"][1], upp_min)))
+        edge_room = cladding_um / 2 / um_per_px + 4.0
+        max_dx = min(r["max_offset_frac"] * width, width / 2 - edge_room)
+        max_dy = min(r["max_offset_frac"] * width, height / 2 - edge_room)
+        center_x = (width - 1) / 2 + rng.uniform(-1, 1) * max(max_dx, 0.0)
+        center_y = (height - 1) / 2 + rng.uniform(-1, 1) * max(max_dy, 0.0)
+    margin = cladding_um / 2 / um_per_px + 4.0
 
     is_mm = float(ft["core_um"]) > 20
-    core_visible = bool(rng.random() < (r["p_core_visible_mm"] if is_mm else r["p_core_visible_sm"]))
+    core_visible = not r["closeup"] and bool(
+        rng.random() < (r["p_core_visible_mm"] if is_mm else r["p_core_visible_sm"]))
     bright = bool(rng.random() < r["p_bright"])
     if bright:  # back-lit look: dark surround, glass brighter, core brighter still
-        ferrule_level = _uniform(rng, (0.1, 0.35))
-        cladding_level = min(ferrule_level + _uniform(rng, (0.15, 0.35)), 0.8)
+        ferrule_level = _uniform(rng, r["bright_ferrule"])
+        cladding_level = min(ferrule_level + _uniform(rng, r["bright_glass_step"]), 0.8)
         core_level = min(cladding_level * _uniform(rng, (1.05, 1.4)), 0.95)
     else:  # coaxial look (Dimension scope): bright ferrule, dark glass
-        ferrule_level = _uniform(rng, (0.6, 0.85))
-        cladding_level = ferrule_level * _uniform(rng, (0.3, 0.6))
+        ferrule_level = _uniform(rng, r["dark_ferrule"])
+        cladding_level = ferrule_level * _uniform(rng, r["dark_glass_ratio"])
         core_level = min(cladding_level * (_uniform(rng, (0.85, 0.95)) if rng.random() < 0.6
                                            else _uniform(rng, (1.15, 2.0))), 0.95)
     vignette = (_uniform(rng, r["strong_vignette"]) if rng.random() < r["p_strong_vignette"]
@@ -179,6 +228,7 @@ def random_spec(rng: np.random.Generator, fiber_types: dict, **ranges) -> dict:
     spec = {
         "width": int(width),
         "height": int(height),
+        "closeup": bool(r["closeup"]),
         "um_per_px": um_per_px,
         "fiber_type": fiber_type,
         "cladding_um": cladding_um,
@@ -204,7 +254,7 @@ def random_spec(rng: np.random.Generator, fiber_types: dict, **ranges) -> dict:
         "edge_line_um": _uniform(rng, (0.5, 1.5)),
         "epoxy": epoxy,
         "epoxy_width_um": _uniform(rng, (1.0, 4.0)),
-        "grain": _uniform(rng, r["grain"]),
+        "grain": _log_uniform(rng, *r["grain"]),
         "tilt_shadow": _uniform(rng, (0.3, 0.7)) if rng.random() < r["p_tilt"] else 0.0,
         "tilt_angle_deg": _uniform(rng, (0, 360)),
         "tilt_length_um": _uniform(rng, (3.0, 12.0)),
@@ -212,7 +262,7 @@ def random_spec(rng: np.random.Generator, fiber_types: dict, **ranges) -> dict:
         "vignette_dx": _uniform(rng, (-0.3, 0.3)) * width,
         "vignette_dy": _uniform(rng, (-0.3, 0.3)) * height,
         "blur_px": _uniform(rng, r["blur_px"]),
-        "noise": _uniform(rng, r["noise"]),
+        "noise": _log_uniform(rng, *r["noise"]),
         "jpeg_quality": int(rng.integers(r["jpeg_quality"][0], r["jpeg_quality"][1] + 1))
         if rng.random() < r["p_jpeg"] else 0,
         "frame_px": _random_frame(rng, r["p_frame"], width, height, center_x, center_y, margin),
@@ -254,6 +304,7 @@ def _random_defects(rng, spec, r) -> list[dict]:
             d["bend"] = _uniform(rng, (-0.12, 0.12))  # sagitta / length
             d["polarity"] = "bright" if rng.random() < 0.4 else "dark"
             d["relief"] = bool(rng.random() < 0.3)  # shaded groove: dark and bright sides
+            d["bead_um"] = _uniform(rng, (2.0, 6.0)) if rng.random() < 0.25 else 0.0
             d["contrast"] = _uniform(rng, (0.25, 0.6))
             rad_um = _uniform(rng, (0.0, contact_r_um))
         elif kind == "chip":
@@ -271,17 +322,33 @@ def _random_defects(rng, spec, r) -> list[dict]:
                 "oil": (20.0, 80.0, (0.05, 0.25), (1.0, 2.0), (2.0, 6.0), (0.12, 0.25), 0.3),
             }[kind]
             d["size_um"] = _log_uniform(rng, size_lo, size_hi)
+            if kind == "dust" and rng.random() < r["p_lint"]:  # a fibre of lint: a thick curl
+                d["width_um"] = _uniform(rng, (1.5, 5.0))
+                d["length_um"] = _uniform(rng, (15.0, 80.0))
+                d["bend"] = _uniform(rng, (-0.35, 0.35))
+                d["wiggle"] = _uniform(rng, (0.01, 0.05))
+                d["wiggle_cycles"] = _uniform(rng, (0.5, 1.5))
+                d["wiggle_phase"] = _uniform(rng, (0, 2 * np.pi))
+                d["size_um"] = d["length_um"]
             d["irregularity"] = _uniform(rng, irr)
             d["aspect"] = _uniform(rng, asp)
             d["softness_um"] = _uniform(rng, soft) if soft[1] > 0 else 0.0
             d["polarity"] = "bright" if rng.random() < p_bright else "dark"
             d["contrast"] = _uniform(rng, contrast)
-            # half on the glass, half on the ferrule (contact zone and beyond)
-            rad_um = (_uniform(rng, (0.0, clad_r_um - 0.3 * d["size_um"])) if rng.random() < 0.5
-                      else _uniform(rng, (clad_r_um + 0.5 * d["size_um"] + 3, 1.4 * contact_r_um)))
+            d["rim"] = _uniform(rng, (0.1, 0.35)) if kind in ("pit", "dig") and rng.random() < 0.5 else 0.0
+            # on the glass, on the ferrule (contact zone and beyond) or, for dust, caught
+            # at the fiber edge where debris gathers
+            if kind == "dust" and rng.random() < r["p_dust_at_edge"]:
+                rad_um = clad_r_um + _uniform(rng, (-0.3, 0.5)) * d["size_um"]
+            elif rng.random() < 0.5:
+                rad_um = _uniform(rng, (0.0, clad_r_um - 0.3 * d["size_um"]))
+            else:
+                rad_um = _uniform(rng, (clad_r_um + 0.5 * d["size_um"] + 3, 1.4 * contact_r_um))
         phi = _uniform(rng, (0, 2 * np.pi))
         x = cx + rad_um / upp * np.cos(phi)
         y = cy + rad_um / upp * np.sin(phi)
+        if spec["closeup"] and kind != "chip":  # anywhere in view
+            x, y = rng.uniform(0, w), rng.uniform(0, h)
         if not (0 <= x < w and 0 <= y < h):
             continue
         if kind != "scratch":
@@ -298,11 +365,11 @@ def _grain(rng, shape, um_per_px, amplitude):
     """Zero-mean ceramic grain of standard deviation ``amplitude``: band-limited noise
     at ~0.7 µm (grains) and ~4 µm (polish unevenness) scales."""
     out = np.zeros(shape, np.float32)
-    for scale_um, weight in ((0.7, 0.85), (4.0, 0.3)):
+    for scale_um, weight in ((0.7, 0.9), (4.0, 0.15)):
         n = rng.standard_normal(shape).astype(np.float32)
         n = cv2.GaussianBlur(n, (0, 0), max(scale_um / um_per_px, 0.5))
         out += weight * n / (n.std() + 1e-12)
-    return out * (amplitude / np.hypot(0.85, 0.3))
+    return out * (amplitude / np.hypot(0.9, 0.15))
 
 
 def _ellipse_distance(dx, dy, a, b, angle_rad):
@@ -341,19 +408,22 @@ def _feret(pts):
 
 
 def _scratch_path(d, um_per_px, n=40):
-    """Centre line (N x 2, px) of a straight or slightly bent scratch."""
+    """Centre line (N x 2, px) of a straight or slightly bent scratch, or of a lint fibre."""
     length = d["length_um"] / um_per_px
     s = np.linspace(-0.5, 0.5, n)
     x = s * length
     y = d["bend"] * length * (1 - 4 * s**2)
+    if d.get("wiggle"):  # lint curls irregularly
+        y = y + d["wiggle"] * length * np.sin(2 * np.pi * d["wiggle_cycles"] * s + d["wiggle_phase"])
     t = np.deg2rad(d["angle_deg"])
     return np.stack([x * np.cos(t) - y * np.sin(t) + d["x"], x * np.sin(t) + y * np.cos(t) + d["y"]], 1)
 
 
 def _polyline_distance(path, xs, ys):
-    """Distance (px) from points to a polyline, the nearest segment and the side.
+    """Distance (px) from points to a polyline, the position along it and the side.
 
-    Returns (distance, segment index, side) with side +1 left of the path, -1 right.
+    Returns (distance, arc position in [0, 1] by segment, side) with side +1 left of
+    the path, -1 right.
     """
     p = np.stack([xs, ys], -1)[:, None, :]
     a, b = path[None, :-1], path[None, 1:]
@@ -364,18 +434,21 @@ def _polyline_distance(path, xs, ys):
     rows = np.arange(len(seg))
     ap = p[:, 0] - a[0, seg]
     cross = ab[0, seg, 0] * ap[:, 1] - ab[0, seg, 1] * ap[:, 0]
-    return dist[rows, seg], seg, np.where(cross >= 0, 1.0, -1.0)
+    pos = (seg + t[rows, seg]) / (path.shape[0] - 1)
+    return dist[rows, seg], pos, np.where(cross >= 0, 1.0, -1.0)
 
 
 def _defect_coverage(rng, d, spec, shape):
     """Coverage (float, 0..1), mask and bbox offset of one defect, plus its outline sizes.
 
-    Returns (alpha, mask, (x0, y0), length_um, width_um) with alpha/mask cropped to
-    the image; None when the defect falls outside the image.
+    Returns (alpha, mask, (x0, y0), (size_um, length_um, width_um)) with alpha/mask
+    cropped to the image, or None when the defect falls outside the image. For line
+    shapes (scratches, fibrous dust) length is along the curve, size the largest
+    dimension; for blobs length = size = the largest and width the smallest caliper.
     """
     upp = spec["um_per_px"]
     h, w = shape
-    if d["type"] == "scratch":
+    if "bend" in d:  # a line: scratch or fibrous dust
         path = _scratch_path(d, upp)
         half = d["width_um"] / upp / 2
         pad = half + 3
@@ -389,16 +462,23 @@ def _defect_coverage(rng, d, spec, shape):
         cv2.polylines(band, [np.round(path - [x0, y0]).astype(np.int32)], False, 1,
                       thickness=int(2 * pad) + 1)
         ys, xs = np.nonzero(band)
-        dist, seg, side = _polyline_distance(path, xs + x0, ys + y0)
+        dist, pos, side = _polyline_distance(path, xs + x0, ys + y0)
         alpha = np.zeros(band.shape, np.float32)
         mask = np.zeros(band.shape, bool)
         # box-filtered line of width 2*half: coverage of a pixel by the line
         alpha[ys, xs] = np.clip(half + 0.5 - dist, 0, min(1.0, 2 * half))
         mask[ys, xs] = dist <= max(half, 0.5)
-        # contrast fades along the scratch (polish lines are rarely uniform)
-        fade = 0.6 + 0.4 * np.sin(np.linspace(0, np.pi, len(path) - 1) * rng.uniform(0.5, 2) + rng.uniform(0, 6))
-        alpha[ys, xs] *= fade[seg] * (side if d.get("relief") else 1.0)
-        return alpha, mask, (x0, y0), d["length_um"], d["width_um"]
+        # contrast fades along the scratch (polish lines are rarely uniform); beaded
+        # scratches break up into dots and dashes every few µm, as in the close-ups
+        fade = 0.6 + 0.4 * np.sin(pos * np.pi * rng.uniform(0.5, 2) + rng.uniform(0, 6))
+        if d["type"] != "scratch":  # lint: a uniform particle
+            fade = np.ones_like(pos)
+        if d.get("bead_um"):
+            knots = np.clip(0.3 + 0.9 * rng.standard_normal(int(d["length_um"] / d["bead_um"]) + 2), 0.15, 1)
+            fade *= np.interp(pos * (len(knots) - 1), np.arange(len(knots)), knots)
+        alpha[ys, xs] *= fade * (side if d.get("relief") else 1.0)
+        arc_um = float(np.hypot(*np.diff(path, axis=0).T).sum()) * upp
+        return alpha, mask, (x0, y0), (_feret(path)[0] * upp + d["width_um"], arc_um, d["width_um"])
     pts = _blob_polygon(rng, d, upp)
     if d["type"] == "chip":  # keep the part on the glass: project outside points onto the edge
         c = np.array([spec["center_x"], spec["center_y"]])
@@ -407,7 +487,8 @@ def _defect_coverage(rng, d, spec, shape):
         r_edge = spec["cladding_um"] / 2 / upp
         pts = np.where((rr > r_edge)[:, None], c + rv * (r_edge / np.maximum(rr, 1e-9))[:, None], pts)
     soft = d.get("softness_um", 0.0) / upp
-    pad = int(np.ceil(3 * soft + 3))
+    rim_px = max(0.8 / upp, 1.0)
+    pad = int(np.ceil(3 * max(soft, rim_px) + 3))
     x0, y0 = int(np.floor(pts[:, 0].min())) - pad, int(np.floor(pts[:, 1].min())) - pad
     x1, y1 = int(np.ceil(pts[:, 0].max())) + pad, int(np.ceil(pts[:, 1].max())) + pad
     shift = 4  # sub-pixel vertex precision of cv2.fillPoly (1/16 px)
@@ -420,13 +501,16 @@ def _defect_coverage(rng, d, spec, shape):
     if d["type"] in ("dig", "dust"):  # rough interior: uneven depth / particle texture
         tex = cv2.GaussianBlur(rng.standard_normal(cover.shape).astype(np.float32), (0, 0), 1.0)
         alpha = alpha * np.clip(1 + 0.15 * tex / (tex.std() + 1e-9), 0.5, 1.2)
+    if d.get("rim"):  # bright diffraction ring just outside a pit (negative alpha brightens)
+        halo = np.clip(cv2.GaussianBlur(cover, (0, 0), rim_px) - cover, 0, None)
+        alpha = alpha - d["rim"] / d["contrast"] * halo / max(halo.max(), 1e-6)
     # crop to the image
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w - 1), min(y1, h - 1)
     if cx1 < cx0 or cy1 < cy0:
         return None
     sl = np.s_[cy0 - y0:cy1 - y0 + 1, cx0 - x0:cx1 - x0 + 1]
     length_px, width_px = _feret(pts)
-    return alpha[sl], mask[sl], (cx0, cy0), length_px * upp, width_px * upp
+    return alpha[sl], mask[sl], (cx0, cy0), (length_px * upp, length_px * upp, width_px * upp)
 
 
 def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
@@ -449,11 +533,13 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         pixel (x, y) covers [x-0.5, x+0.5]), plus ``fiber_type``, ``polarity``,
         ``instance_map`` (uint16, 0 none, 1..n), ``zone_map`` (uint8 ``zones.ZONE_IDS``),
         ``defects`` (list of dicts: number, type, class_name, area_px, bbox_x/y/w/h,
-        centroid_x/y, size_um = largest dimension, length_um (= size_um), width_um
-        (scratch: its width; else the smallest caliper width), zone (id holding most
-        of the area), zones_touched (ids as ``"2,3"``, like ``defects.detect_defects``),
-        innermost_zone (id), polarity) and ``is_clean``. Sizes are those of the drawn
-        outline, in µm, not of the pixel mask.
+        centroid_x/y, size_um = largest dimension, length_um (along the curve for
+        lines, else = size_um), width_um (a line's width, else the smallest caliper
+        width), zone (id holding most of the area), zones_touched (ids as ``"2,3"``,
+        like ``defects.detect_defects``), innermost_zone (id), polarity, shape (line:
+        scratches and lint; blob), contrast and visibility (see ``_defect_table``)),
+        ``is_clean`` and ``jpeg_bytes``. Sizes are those of the drawn outline, in µm,
+        not of the pixel mask.
     """
     h, w = spec["height"], spec["width"]
     upp = spec["um_per_px"]
@@ -503,24 +589,25 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         cov = _defect_coverage(rng, d, spec, (h, w))
         if cov is None:
             continue
-        alpha, mask, (x0, y0), length_um, width_um = cov
+        alpha, mask, (x0, y0), dims = cov
         sl = np.s_[y0:y0 + alpha.shape[0], x0:x0 + alpha.shape[1]]
         k = d["contrast"]
         if d["type"] == "scratch":  # sub-pixel scratches scatter: keep them visible
             k = min(k / min(1.0, d["width_um"] / upp), 0.85)
-        if d["polarity"] == "dark":  # signed alpha (relief scratches) brightens one side
+        if d["polarity"] == "dark":  # negative alpha (relief side, pit rim) brightens
             scene[sl] = scene[sl] * (1 - k * alpha)
         else:
             scene[sl] = scene[sl] + k * alpha * (1 - scene[sl])
         instance[sl][mask] = number
-        sizes[number] = (length_um, width_um)
+        sizes[number] = dims
 
     # illumination, optics, sensor
     light = 1 - spec["vignette"] * ((xs - (w - 1) / 2 - spec["vignette_dx"]) ** 2
                                     + (ys - (h - 1) / 2 - spec["vignette_dy"]) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
     if spec["tilt_shadow"]:
         phi = np.arctan2(dy, dx) - np.deg2rad(spec["tilt_angle_deg"])
-        side = np.clip(np.cos(phi), 0, None)
+        # the ferrule next to the edge is shaded on one side, lit on the other
+        side = np.where(np.cos(phi) > 0, np.cos(phi), 0.5 * np.cos(phi))
         reach = np.exp(-np.clip(dist, 0, None) * upp / spec["tilt_length_um"])
         light = light * (1 - spec["tilt_shadow"] * side * reach * (1 - inside))
     left, top, right, bottom = spec["frame_px"]
@@ -540,7 +627,9 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         jpeg_bytes = buf.tobytes()
         image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
 
-    zone_map = zones.zone_label_map((h, w), {"center_x": cx, "center_y": cy}, spec["zones_um"], upp)
+    zone_map = zones.zone_label_map((h, w), {"center_x": cx, "center_y": cy, "cladding_ellipticity": e,
+                                             "cladding_angle_deg": spec["ellipse_angle_deg"]},
+                                    spec["zones_um"], upp)
     instance, defects = _defect_table(instance, zone_map, effect, sigma, spec, sizes)
     core_offset_px = float(np.hypot(core_cx - cx, core_cy - cy))
     truth = {
@@ -595,7 +684,7 @@ def _defect_table(instance, zone_map, effect, sigma, spec, sizes):
         ys, xs = ys + box[0].start, xs + box[1].start
         counts = np.bincount(zone_map[ys, xs], minlength=len(zones.ZONE_IDS))
         touched = np.nonzero(counts)[0]
-        length_um, width_um = sizes[old]
+        size_um, length_um, width_um = sizes[old]
         change = effect[ys, xs]
         defects.append({
             "number": new,
@@ -608,13 +697,14 @@ def _defect_table(instance, zone_map, effect, sigma, spec, sizes):
             "bbox_h": int(ys.max() - ys.min() + 1),
             "centroid_x": float(xs.mean()),
             "centroid_y": float(ys.mean()),
-            "size_um": float(length_um),
+            "size_um": float(size_um),
             "length_um": float(length_um),
             "width_um": float(width_um),
             "zone": int(np.argmax(counts)),
             "zones_touched": ",".join(str(int(z)) for z in touched),
             "innermost_zone": int(touched[0]),
             "polarity": d["polarity"],
+            "shape": "line" if "bend" in d else "blob",
             "contrast": float(change.mean()),
             "visibility": float(np.abs(change).mean() / sigma[ys, xs].mean()),
         })
@@ -627,8 +717,8 @@ GEOMETRY_KEYS = ("center_x", "center_y", "cladding_radius_px", "cladding_ellipti
                  "fiber_type", "polarity", "width", "height")
 DEFECT_COLUMNS = ("number", "type", "class_name", "area_px", "bbox_x", "bbox_y", "bbox_w",
                   "bbox_h", "centroid_x", "centroid_y", "size_um", "length_um", "width_um",
-                  "zone", "zones_touched", "innermost_zone", "polarity", "contrast", "visibility")
-KNOB_KEYS = ("ellipticity", "core_edge_um", "edge_sigma_px", "edge_halo", "edge_line", "epoxy", "grain",
+                  "zone", "zones_touched", "innermost_zone", "polarity", "shape", "contrast", "visibility")
+KNOB_KEYS = ("closeup", "ellipticity", "core_edge_um", "edge_sigma_px", "edge_halo", "edge_line", "epoxy", "grain",
              "tilt_shadow", "vignette", "blur_px", "noise", "jpeg_quality",
              "ferrule_level", "cladding_level", "core_level")
 

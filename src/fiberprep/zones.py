@@ -105,45 +105,28 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
                             f"{r_range[0]:.0f} px or more")
     cx, cy, r, polarity = _coarse_circle(gray, r_range, params)
 
-    sign = 1.0 if polarity == "dark" else -1.0
-    smooth = cv2.GaussianBlur(gray, (0, 0), params["edge_sigma_px"])
-    clad = _fit_edge(smooth, (cx, cy, r, r, 0.0), sign, _half_width(r, params["search_rel"], params),
-                     params)
-    if clad is None:
-        raise ImageRejected("no fiber found")
-    clad = _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params),
-                     params) or clad
-    upp_guess = float(um_per_px) if um_per_px else clad_r_um / clad["r"]
-    shift, glass_sign = _epoxy_shift(smooth, clad, params["epoxy_max_um"] / upp_guess,
-                                     params["epoxy_min_um"] / upp_guess, params)
-    if shift:
-        _, _, a, b, th = clad["shape"]
-        inner = (clad["cx"], clad["cy"], a - shift, b - shift, th)
-        # a window that stays clear of the ring's outer edge
-        half = int(np.clip(math.ceil(0.6 * shift), 2, params["search_min_px"]))
-        refit = glass_sign and _fit_edge(smooth, inner, glass_sign, half, params)
-        if not refit:
-            clad = {**clad, "shape": inner, "r": math.sqrt((a - shift) * (b - shift))}
-        elif _confidence(refit, params) >= params["min_confidence"]:
-            clad = refit
+    # edges are located on a smoothed crop around the fiber (offset x0, y0)
+    pad = r * (1 + 2 * params["search_rel"]) + 2 * params["search_min_px"]
+    x0, y0 = max(0, math.floor(cx - pad)), max(0, math.floor(cy - pad))
+    crop = gray[y0: math.ceil(cy + pad) + 1, x0: math.ceil(cx + pad) + 1]
+    smooth = cv2.GaussianBlur(crop, (0, 0), params["edge_sigma_px"])
+    upp_given = float(um_per_px) if um_per_px else None
+    clad = _fit_cladding(smooth, (cx - x0, cy - y0, r), polarity, clad_r_um, upp_given, params)
     confidence = _confidence(clad, params)
     if confidence < params["min_confidence"]:
         raise ImageRejected(f"low fit confidence {confidence:.2f}")
 
-    if um_per_px:
-        upp, upp_source = float(um_per_px), "calibration"
-    else:
-        upp, upp_source = clad_r_um / clad["r"], "cladding"
+    upp, upp_source = (upp_given, "calibration") if upp_given else (clad_r_um / clad["r"], "cladding")
     core = _measure_core(smooth, clad, 0.5 * float(fiber_type["core_um"]) / upp, params)
     core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"])
     return {
-        "center_x": clad["cx"],
-        "center_y": clad["cy"],
+        "center_x": clad["cx"] + x0,
+        "center_y": clad["cy"] + y0,
         "cladding_radius_px": clad["r"],
         "cladding_ellipticity": clad["ellipticity"],
         "cladding_angle_deg": clad["angle_deg"],
-        "core_center_x": core["cx"],
-        "core_center_y": core["cy"],
+        "core_center_x": core["cx"] + x0,
+        "core_center_y": core["cy"] + y0,
         "core_radius_px": core["r"],
         "core_visible": core["visible"],
         "core_offset_px": core_offset,
@@ -184,12 +167,24 @@ def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True):
     h, w = int(shape[0]), int(shape[1])
     if not np.isfinite(geometry["center_x"]):
         return np.full((h, w), ZONE_IDS["ferrule"], np.uint8)
-    d2 = _equal_area_radius2((h, w), geometry)
-    labels = np.full((h, w), ZONE_IDS["ferrule"] if ferrule else ZONE_IDS["outside"],
-                     np.uint8)
-    for name in reversed(GRADED_ZONES):
-        outer_px = 0.5 * zones_um[name][1] / um_per_px
-        labels[d2 < outer_px**2] = ZONE_IDS[name]
+    base = ZONE_IDS["ferrule"] if ferrule else ZONE_IDS["outside"]
+    labels = np.full((h, w), base, np.uint8)
+    outer_px = [0.5 * zones_um[name][1] / um_per_px for name in GRADED_ZONES]
+    e = geometry.get("cladding_ellipticity", 0.0)
+    e = float(e) if np.isfinite(e) else 0.0
+    reach = outer_px[-1] / math.sqrt(1.0 - e) + 1.0  # farthest labelled pixel
+    cx, cy = geometry["center_x"], geometry["center_y"]
+    x0, x1 = max(0, math.floor(cx - reach)), min(w, math.ceil(cx + reach) + 1)
+    y0, y1 = max(0, math.floor(cy - reach)), min(h, math.ceil(cy + reach) + 1)
+    if x0 >= x1 or y0 >= y1:
+        return labels
+    d2 = _equal_area_radius2(np.arange(x0, x1) - cx, np.arange(y0, y1) - cy, e,
+                             math.radians(geometry.get("cladding_angle_deg", 0.0)))
+    band = np.zeros(d2.shape, np.uint8)  # number of zone outer radii at or inside the pixel
+    for r in outer_px:
+        band += d2 >= np.float32(r * r)
+    lut = np.array([ZONE_IDS[name] for name in GRADED_ZONES] + [base], np.uint8)
+    labels[y0:y1, x0:x1] = lut[band]
     return labels
 
 
@@ -220,21 +215,23 @@ def zone_visibility(shape, geometry, zones_um, um_per_px):
     return out
 
 
-def _equal_area_radius2(shape, geometry):
+def _equal_area_radius2(dx, dy, e, theta):
     """Squared elliptical distance from the fiber center, in equal-area radius units.
 
-    The cladding ellipse (ellipticity e = 1 - minor/major, major axis at
-    ``cladding_angle_deg``) maps to the circle of radius ``cladding_radius_px``,
-    so zone diameters in µm scale the measured fiber shape (non-square pixels).
+    ``dx`` (columns) and ``dy`` (rows) are 1-D offsets from the center. The
+    cladding ellipse (ellipticity e = 1 - minor/major, major axis at angle
+    theta) maps to the circle of radius ``cladding_radius_px``, so zone
+    diameters in µm scale the measured fiber shape (non-square pixels).
     """
-    e = geometry.get("cladding_ellipticity", 0.0)
-    e = 0.0 if not np.isfinite(e) else float(e)
-    th = math.radians(geometry.get("cladding_angle_deg", 0.0) if e else 0.0)
-    yy, xx = np.ogrid[: shape[0], : shape[1]]
-    dx, dy = xx - geometry["center_x"], yy - geometry["center_y"]
-    u = dx * math.cos(th) + dy * math.sin(th)
-    v = dy * math.cos(th) - dx * math.sin(th)
-    return u**2 * (1.0 - e) + v**2 / (1.0 - e)
+    dx = np.asarray(dx, np.float32)[None, :]
+    dy = np.asarray(dy, np.float32)[:, None]
+    if e == 0.0:
+        return dx * dx + dy * dy
+    c, s, k = math.cos(theta), math.sin(theta), 1.0 - e
+    a = np.float32(c * c * k + s * s / k)
+    b = np.float32(2 * c * s * (k - 1 / k))
+    d = np.float32(s * s * k + c * c / k)
+    return a * (dx * dx) + b * (dx * dy) + d * (dy * dy)
 
 
 def _no_fiber_geometry(um_per_px):
@@ -270,16 +267,16 @@ def _coarse_circle(gray, r_range, params):
         raise ImageRejected("no fiber found")
     m = mag[ys, xs]
     ux, uy = gx[ys, xs] / m, gy[ys, xs] / m
-    wgt = np.sqrt(m)
-    radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0)
+    radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
     hs, ws = small.shape
+    dx, dy = radii[None, :] * ux[:, None], radii[None, :] * uy[:, None]
+    wgt = np.broadcast_to(np.sqrt(m)[:, None], dx.shape)
     acc = []
     for sgn in (-1.0, 1.0):  # -1: center toward darker side (dark disc)
-        vx = np.rint(xs[:, None] + sgn * radii[None, :] * ux[:, None]).astype(np.int64)
-        vy = np.rint(ys[:, None] + sgn * radii[None, :] * uy[:, None]).astype(np.int64)
+        vx = np.rint(xs[:, None] + sgn * dx).astype(np.int32)
+        vy = np.rint(ys[:, None] + sgn * dy).astype(np.int32)
         ok = (vx >= 0) & (vx < ws) & (vy >= 0) & (vy < hs)
-        a = np.bincount((vy * ws + vx)[ok], np.broadcast_to(wgt[:, None], ok.shape)[ok],
-                        minlength=hs * ws).reshape(hs, ws)
+        a = np.bincount((vy * ws + vx)[ok], wgt[ok], minlength=hs * ws).reshape(hs, ws)
         acc.append(cv2.GaussianBlur(a.astype(np.float32), (0, 0), 1.5))
     acc = np.maximum(acc[0], acc[1])
     peaks = []
@@ -315,19 +312,24 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):
     ok = d > 1.0
     cos_a = (gx[ys, xs] * dx + gy[ys, xs] * dy) / (mag[ys, xs] * np.maximum(d, 1e-6))
     sector = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * n_sect).astype(int) % n_sect
-    rbin = np.rint(d - radii[0]).astype(int)
-    ok &= (rbin >= 0) & (rbin < len(radii))
+    # radius bins of constant relative width, so an ellipse (non-square pixels)
+    # falls in one bin +-1 like a circle does
+    step = math.log1p(params["coarse_radius_rel"])
+    n_bins = int(math.log(radii[-1] / radii[0]) / step) + 1
+    rbin = np.floor(np.log(np.maximum(d, 1e-6) / radii[0]) / step).astype(int)
+    ok &= (rbin >= 0) & (rbin < n_bins)
+    centers = radii[0] * np.exp((np.arange(n_bins) + 0.5) * step)
     min_cos = math.cos(math.radians(params["coarse_align_deg"]))
     best = []
     for polarity, sel in (("dark", cos_a > min_cos), ("bright", cos_a < -min_cos)):
         sel &= ok
-        grid = np.zeros((len(radii) + 2, n_sect), np.float32)
+        grid = np.zeros((n_bins + 2, n_sect), np.float32)
         np.maximum.at(grid, (rbin[sel] + 1, sector[sel]), mag[ys[sel], xs[sel]])
-        grid = np.maximum(np.maximum(grid[:-2], grid[1:-1]), grid[2:])  # +-1 px
+        grid = np.maximum(np.maximum(grid[:-2], grid[1:-1]), grid[2:])  # +-1 bin
         coverage = (grid > 0).mean(axis=1)
         strength = grid.mean(axis=1)
         for i in np.nonzero(coverage >= params["min_coverage"])[0]:
-            best.append((float(radii[i]), polarity, float(strength[i])))
+            best.append((float(centers[i]), polarity, float(strength[i])))
     if not best:
         return None
     top = max(s for _, _, s in best)
@@ -415,8 +417,9 @@ def _fit_edge(smooth, shape, sign, half, params):
     """Sub-pixel edge points around an ellipse guess and their robust fit.
 
     Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
-    ellipticity, major-axis angle, RMS residual, inlier fraction, angular
-    coverage and median edge strength; None when too few edge points remain.
+    ellipticity, major-axis angle, RMS residual, inlier fraction (of all rays)
+    and median edge strength; None when too few edge points remain or the fit
+    is more elliptical than ``max_ellipticity``.
     """
     r = math.sqrt(shape[2] * shape[3])
     n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
@@ -434,7 +437,8 @@ def _fit_edge(smooth, shape, sign, half, params):
     (ex, ey), (a, b), th = model.center, model.axis_lengths, float(model.theta)
     a, b = float(a), float(b)
     major, minor, angle = (a, b, th) if a >= b else (b, a, th + math.pi / 2)
-    sectors = np.unique((phi[inl] / (2 * np.pi) * 36).astype(int))
+    if 1.0 - minor / major > params["max_ellipticity"]:
+        return None
     return {
         "shape": (float(ex), float(ey), a, b, th),
         "cx": float(ex), "cy": float(ey), "r": math.sqrt(a * b),
@@ -442,9 +446,49 @@ def _fit_edge(smooth, shape, sign, half, params):
         "angle_deg": math.degrees(angle) % 180.0,
         "residual": float(np.sqrt(np.mean(_radial_residuals(model, pts[inl]) ** 2))),
         "inlier_frac": float(inl.sum() / n_rays),
-        "coverage": len(sectors) / 36.0,
         "edge_strength": float(np.median(strength[inl])),
     }
+
+
+def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
+    """Sub-pixel cladding ellipse from the coarse circle ``(cx, cy, r)``.
+
+    Wide ray searches until the center settles, a narrow refining search, then
+    the glass edge inside an epoxy ring when there is one (dark fibers).
+    """
+    cx, cy, r = coarse
+    sign = 1.0 if polarity == "dark" else -1.0
+    # the coarse center of an ellipse (non-square pixels) can be off by a few % of
+    # the radius: search widely around successive fits until the center settles
+    shape, clad = (cx, cy, r, r, 0.0), None
+    for _ in range(params["search_passes"]):
+        fit = _fit_edge(smooth, shape, sign, _half_width(r, params["search_rel"], params), params)
+        if fit is None:
+            break
+        moved = math.hypot(fit["cx"] - shape[0], fit["cy"] - shape[1])
+        shape, clad = fit["shape"], fit
+        if moved < 0.5:
+            break
+    if clad is None:
+        raise ImageRejected("no fiber found")
+    clad = _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params),
+                     params) or clad
+    upp_guess = um_per_px or clad_r_um / clad["r"]
+    shift, glass_sign = 0.0, 0.0
+    if polarity == "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
+        shift, glass_sign = _epoxy_shift(smooth, clad, params["epoxy_max_um"] / upp_guess,
+                                         params["epoxy_min_um"] / upp_guess, params)
+    if shift:
+        _, _, a, b, th = clad["shape"]
+        inner = (clad["cx"], clad["cy"], a - shift, b - shift, th)
+        # a window that stays clear of the ring's outer edge
+        half = int(np.clip(math.ceil(0.6 * shift), 3, params["search_min_px"]))
+        refit = glass_sign and _fit_edge(smooth, inner, glass_sign, half, params)
+        if not refit:
+            clad = {**clad, "shape": inner, "r": math.sqrt((a - shift) * (b - shift))}
+        elif _confidence(refit, params) >= params["min_confidence"]:
+            clad = refit
+    return clad
 
 
 def _epoxy_shift(smooth, fit, band_px, min_px, params):
@@ -453,7 +497,8 @@ def _epoxy_shift(smooth, fit, band_px, min_px, params):
     A dark fiber often sits in a rough epoxy ring whose outer edge (to the
     ferrule) is stronger than the glass edge. Epoxy is textured, glass is
     smooth: along the circle, the intensity difference between neighbouring
-    rays is the texture. Texture beyond what the radial gradient explains
+    rays is the texture, compared with that of the glass further in (floored
+    by a share of the ferrule's: JPEG flattens smooth glass). Texture beyond what the radial gradient explains
     (edge waviness) that starts at least ``min_px`` inside the fitted edge and
     reaches it marks the ring; its inner boundary (half-level crossing) is the
     glass edge.
@@ -469,7 +514,7 @@ def _epoxy_shift(smooth, fit, band_px, min_px, params):
     r = fit["r"]
     n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
     phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
-    steps = np.arange(-2.0 * band_px, 1.0, 0.5)
+    steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
     rr = _ellipse_radius(fit["shape"], phi)[:, None] + steps[None, :]
     mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
     my = (fit["cy"] + rr * np.sin(phi)[:, None]).astype(np.float32)
@@ -478,22 +523,26 @@ def _epoxy_shift(smooth, fit, band_px, min_px, params):
     slope = np.abs(np.gradient(level, 0.5))
     texture = np.median(np.abs(np.diff(prof, axis=0)), axis=0)
     glass = steps < -band_px
-    base = float(np.median(texture[glass]))
+    # reference texture: the smooth glass, floored by a share of the ferrule's texture
+    # (JPEG flattens smooth glass, so its texture alone can be ~0)
+    ferrule = steps > 0.5 * band_px + 3.0
+    base = max(float(np.median(texture[glass])),
+               params["epoxy_ferrule_share"] * float(np.median(texture[ferrule])))
     excess = texture - base - slope * max(fit["residual"], params["edge_waviness_px"])
     rough = excess > (params["epoxy_texture_ratio"] - 1.0) * max(base, 1e-4)
     # the rough run that ends near the fitted edge (whose own slope masks texture)
-    near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]))[0]
+    near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]) & (steps <= 0))[0]
     if not len(near):
         return 0.0, 0.0
-    k = int(near.max())
+    k = last = int(near.max())
     top = float(np.median(texture[max(0, k - 2): k + 1]))
     while k > 0 and rough[k - 1] and not glass[k - 1]:
         k -= 1
-    if glass[k] or steps[k] > -min_px:
+    if glass[k] or steps[k] > -min_px or last - k < 1:  # a ring, not one textured sample
         return 0.0, 0.0
     half = 0.5 * (base + top)
     j = max(k - 1, 0)  # half-level crossing between samples j and j + 1
-    while j + 1 < len(steps) - 1 and texture[j + 1] < half:
+    while steps[j + 1] < 0 and texture[j + 1] < half:
         j += 1
     t0, t1 = texture[j], texture[j + 1]
     edge = steps[j] + 0.5 * float(np.clip((half - t0) / (t1 - t0) if t1 != t0 else 0.5, 0, 1))
@@ -505,9 +554,10 @@ def _epoxy_shift(smooth, fit, band_px, min_px, params):
 
 
 def _confidence(fit, params):
-    """Confidence in [0, 1]: inlier fraction, angular coverage and residual."""
+    """Confidence in [0, 1]: fraction of the circumference that supports the fit
+    (rays outside the image count as unsupported), lowered by the RMS residual."""
     sharp = math.exp(-fit["residual"] / params["residual_scale_px"])
-    return float(np.clip(fit["inlier_frac"] * fit["coverage"] * sharp, 0.0, 1.0))
+    return float(np.clip(fit["inlier_frac"] * sharp, 0.0, 1.0))
 
 
 def _measure_core(smooth, clad, nominal_r, params):

@@ -95,9 +95,13 @@ def shard_images(wildcards):
     return MANIFESTS[wildcards.shard].to_dict("records")
 
 
+# Hashed once per shard: every per-shard job of every stage asks for it.
+MANIFEST_HASHES = {k: sharding.manifest_hash(rows) for k, rows in MANIFESTS.items()}
+
+
 def shard_manifest(wildcards):
     """Hash of one shard's manifest: a changed image reruns only its shard."""
-    return sharding.manifest_hash(MANIFESTS[wildcards.shard])
+    return MANIFEST_HASHES[wildcards.shard]
 
 
 def intermediate_root(wildcards, output):

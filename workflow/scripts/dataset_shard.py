@@ -35,8 +35,9 @@ if len(detected):
     detected = detected[detected["image_id"].isin(wanted)]
     typed = datasets.typed_defects(detected, feats, types[types["image_id"].isin(wanted)])
 else:
-    typed = pd.DataFrame(columns=["image_id", "defect_id", "number", "type", "cluster",
-                                  "severity_score", "severity_level", "innermost_zone", "area_um2"])
+    typed = pd.DataFrame(columns=["image_id", "defect_id", "number", "type", "cluster", "severity_score",
+                                  "severity_level", "zone", "innermost_zone", "area_um2", "length_um",
+                                  "width_um", "bbox_x", "bbox_y", "bbox_w", "bbox_h"])
 by_image = dict(tuple(typed.groupby("image_id"))) if len(typed) else {}
 zf_by_image = dict(tuple(zone_feats.groupby("image_id"))) if len(zone_feats) else {}
 graded = P.zones_mode != "none"
@@ -82,15 +83,18 @@ for img in accepted.to_dict("records"):
     key = datasets.content_key(upstream.get("key"), d[["number", "type", "severity_level"]].astype(str), label_params)
     record = cache.read_record(folder / "datasets.json") or {}
     if record.get("key") != key or not all(p.exists() for p in all_paths):
-        _, display, _ = fio.load_image(img["source_path"], P.io["max_pixels"], P.io["min_side_px"])
-        fio.write_png(targets["image"], display, png_level)
+        _, display, info = fio.load_image(img["source_path"], P.io["max_pixels"], P.io["min_side_px"])
+        if datasets.is_display_png(info, display):  # already the 8-bit PNG we would write
+            fio.write_bytes(targets["image"], Path(img["source_path"]).read_bytes())
+        else:
+            fio.write_bytes(targets["image"], datasets.encode_png(display, png_level))
         fio.write_bytes(targets["zone_mask"], datasets.encode_palette_png(zone_map, datasets.ZONE_COLOURS, png_level))
         fio.write_bytes(targets["defect_mask"], datasets.encode_palette_png(lut[inst], datasets.DEFECT_COLOURS, png_level))
-        fio.write_png(targets["instance_mask"], inst.astype(np.uint16), png_level)
-        fio.write_png(targets["overlay"], report.overlay(display, zone_map, inst, lut), png_level)
+        fio.write_bytes(targets["instance_mask"], datasets.encode_png(inst.astype(np.uint16), png_level, flat=True))
+        fio.write_bytes(targets["overlay"], report.overlay_png(display, zone_map, inst, lut, png_level))
         for r in d.itertuples():
-            bbox = (r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h)
-            fio.write_png(patch_paths[r.defect_id], library.extract_patch(display, bbox, margin), png_level)
+            patch = library.extract_patch(display, (r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h), margin)
+            fio.write_bytes(patch_paths[r.defect_id], datasets.encode_png(patch, png_level))
         cache.write_record(folder / "datasets.json", {"key": key, "files": [str(p) for p in all_paths]})
         n_written += 1
     files += [{"image_id": iid, "key": key, "path": str(p)} for p in all_paths]

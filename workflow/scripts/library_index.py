@@ -14,7 +14,7 @@ pipeline.log_to(sm.log[0])
 P = sm.params
 lib_dir = Path(P.library_dir)
 
-index = pipeline.concat_tables([pd.read_parquet(p) for p in sm.input.library])
+index = pipeline.concat_tables([t for t in map(pd.read_parquet, sm.input.library) if len(t)])
 images = pd.read_parquet(sm.input.images)
 if len(index) and "defect_id" in index.columns:
     index = index.sort_values(["image_id", "number"], ignore_index=True)
@@ -27,7 +27,7 @@ cfg = P.library
 for name, out in zip(datasets.DEFECT_CLASSES.values(), sm.output.sheets):
     sel = index[index["type"] == name] if "type" in index.columns else index.iloc[:0]
     sel = sel.sort_values(["severity_score", "defect_id"], ascending=[False, True]).head(int(cfg["max_per_sheet"]))
-    patches = [fio.load_image(lib_dir / p, max_pixels=10**9, min_side_px=1)[1] for p in sel["patch"]]
+    patches = [datasets.decode_png((lib_dir / p).read_bytes()) for p in sel["patch"]]
     sheet = library.contact_sheet(patches, [f"{s:.2f}" for s in sel["severity_score"].fillna(0)],
                                   int(cfg["tile_px"]), int(cfg["columns"]))
     fio.write_png(out, sheet)

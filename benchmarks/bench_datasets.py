@@ -1,0 +1,150 @@
+"""Dataset assembly benchmark (issue 6 item 7): the downstream rules alone, at scale.
+
+Generates N end faces, writes the per-image intermediates the upstream stages would
+leave (zone and instance maps, defect tables, defect types) from the generator's
+ground truth, so only assembly is timed, then runs the assembly rules
+(``dataset_shard``, ``dataset_tables``, ``dataset_zarr``, ``library_index``,
+``report``) with ``snakemake --cores C --allowed-rules ...``:
+
+1. a full assembly (every file written),
+2. an incremental one after the type of one defect changed (one image's files must
+   be rewritten, every other image's files left alone).
+
+    python benchmarks/bench_datasets.py --n 1000 --cores 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ROOT, load_config  # noqa: E402
+
+from fiberprep import cache, grading, sharding, synth  # noqa: E402
+from fiberprep import io as fio  # noqa: E402
+
+RULES = ["dataset_shard", "dataset_tables", "dataset_zarr", "library_index", "report"]
+
+
+def fake_upstream(synth_dir: Path, results: Path, cfg: dict) -> pd.DataFrame:
+    """Intermediates of every image from the generator's truth (what zones, defects,
+    features and labels would write if they were exact). Returns the defect types."""
+    inter = results / "intermediate"
+    truth = pd.read_parquet(synth_dir / "truth" / "images.parquet").set_index("image_id")
+    defects = pd.read_parquet(synth_dir / "truth" / "defects.parquet")
+    inputs = sharding.assign_shards(fio.scan_inputs(synth_dir / "images", cfg["extensions"]), cfg["shards"])
+    upp = defects["image_id"].map(truth["um_per_px"])
+    defects["area_um2"] = defects["area_px"] * upp**2
+    defects = defects.rename(columns={"class_name": "cluster_type"}).drop(columns=["type"])
+    types = defects[["defect_id", "image_id", "number"]].copy()
+    types["type"] = defects["cluster_type"]
+    types["cluster"] = types["type"].astype("category").cat.codes
+    sev = grading.severity(types.join(defects[["length_um", "width_um", "innermost_zone"]]), cfg["severity"])
+    types = types.join(sev)
+    fio.write_parquet(types, results / "clustering" / "defect_types.parquet")
+    for shard, rows in inputs.groupby("shard"):
+        k = f"{shard:03d}"
+        images = rows.drop(columns=["shard", "mtime_ns"]).assign(status="ok", reason="", format="PNG")
+        images["checksum"] = [fio.file_checksum(p) for p in images["source_path"]]
+        geo = truth.loc[images["image_id"], ["center_x", "center_y", "cladding_radius_px", "core_radius_px",
+                                            "core_offset_px", "core_offset_um", "um_per_px", "width", "height"]]
+        images = pd.concat([images.reset_index(drop=True), geo.reset_index(drop=True)], axis=1)
+        fio.write_parquet(images, inter / "features" / f"images_shard_{k}.parquet")
+        sel = defects[defects["image_id"].isin(images["image_id"])].drop(columns=["cluster_type"])
+        fio.write_parquet(sel, inter / "defects" / f"shard_{k}.parquet")
+        fio.write_parquet(sel[["image_id", "defect_id", "number"]].assign(
+            major_axis_um=sel["length_um"], minor_axis_um=sel["width_um"],
+            eccentricity=np.sqrt(1 - (sel["width_um"] / sel["length_um"]).clip(0, 1) ** 2)),
+            inter / "features" / f"shard_{k}.parquet")
+        zone_rows = []
+        for r in images.itertuples():
+            folder = cache.image_dir(inter, r.image_id)
+            zone_map = cv2.imread(str(synth_dir / "truth" / "zone_masks" / f"{r.image_id}.png"), cv2.IMREAD_UNCHANGED)
+            inst = cv2.imread(str(synth_dir / "truth" / "instance_masks" / f"{r.image_id}.png"), cv2.IMREAD_UNCHANGED)
+            cache.write_array(folder / "zones.zarr", "zone_map", zone_map)
+            cache.write_array(folder / "defects.zarr", "instance_map", inst)
+            cache.write_record(folder / "defects.json", {"image_id": r.image_id, "status": "ok", "key": r.checksum})
+            counts = np.bincount(zone_map.ravel(), minlength=6)
+            zone_rows += [{"image_id": r.image_id, "zone": z, "area_px": int(counts[z])} for z in range(1, 6) if counts[z]]
+        fio.write_parquet(pd.DataFrame(zone_rows), inter / "features" / f"zones_shard_{k}.parquet")
+    return types
+
+
+def run(results: Path, images: Path, cores: int, cfg_path: Path) -> tuple[float, str]:
+    """Seconds of one ``snakemake`` run of the assembly rules, and its output."""
+    targets = [results / "datasets" / "README.md", results / "defect_library" / "index.parquet",
+               results / "qc" / "report.html", results / "datasets" / "pixel_level" / ".dataset.zarr.done"]
+    cmd = [sys.executable, "-m", "snakemake", "--cores", str(cores), "--configfile", "config/config.yaml",
+           str(cfg_path), "--allowed-rules", *RULES, "--", *map(str, targets)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if done.returncode != 0:
+        sys.exit(f"workflow failed:\n{done.stderr[-4000:]}")
+    return seconds, done.stderr
+
+
+def rewritten(results: Path) -> int:
+    """Images whose dataset files the last run wrote (from the shard logs)."""
+    total = 0
+    for log in (results / "logs" / "datasets").glob("shard_*.log"):
+        hits = re.findall(r"datasets: \d+ images, (\d+) rewritten", log.read_text())
+        total += int(hits[-1]) if hits else 0
+    return total
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--n", type=int, default=1000, help="number of generated images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default="bench", choices=sorted(synth.PRESETS))
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "bench_out" / "datasets"))
+    args = p.parse_args(argv)
+    cfg = load_config()
+    out = Path(args.out)
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    synth.write_dataset(out / "synth", args.n, args.seed, cfg["fiber_types"], preset=args.preset)
+    results = out / "results"
+    types = fake_upstream(out / "synth", results, cfg)
+    prep = time.perf_counter() - start
+    cfg_path = out / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump({"input_dir": str(out / "synth" / "images"), "results_dir": str(results),
+                                        "cluster_review": str(out / "cluster_review.yaml")}))
+    for log in (results / "logs").rglob("*.log"):
+        log.unlink()
+
+    full, _ = run(results, out / "synth" / "images", args.cores, cfg_path)
+    n_full = rewritten(results)
+    for log in (results / "logs").rglob("*.log"):
+        log.unlink()
+    row = types.index[types["type"] != "chip"][0]
+    types.loc[row, "type"] = "chip"
+    fio.write_parquet(types, results / "clustering" / "defect_types.parquet")
+    incr, _ = run(results, out / "synth" / "images", args.cores, cfg_path)
+    n_incr = rewritten(results)
+
+    mpix = sum(cv2.imread(str(f), cv2.IMREAD_UNCHANGED).size for f in sorted((out / "synth" / "images").iterdir())) / 1e6
+    print(f"{args.n} images ({args.preset} preset, {mpix:.0f} Mpixel, {len(types)} defects), "
+          f"--cores {args.cores}; set-up (generation + fake upstream) {prep:.0f} s\n")
+    print("| run | seconds | ms/image | images rewritten |")
+    print("|---|---:|---:|---:|")
+    print(f"| full assembly | {full:.1f} | {1e3 * full / args.n:.0f} | {n_full} |")
+    print(f"| after one defect changed type | {incr:.1f} | {1e3 * incr / args.n:.0f} | {n_incr} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

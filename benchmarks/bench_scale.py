@@ -1,0 +1,298 @@
+"""Workflow scale benchmark (issue 7): 1 000 to 100 000 images.
+
+The folders hold a small pool of generated end faces under many names (hard links, so
+100 000 images take the disk space of the pool; each name is a separate image to the
+workflow and is processed as one). For each size it measures and prints:
+
+* dry run: wall time and peak memory (max RSS) of ``snakemake -n``, and jobs planned;
+* end to end (``--end-to-end`` sizes): wall time of ``snakemake --cores C`` on a fresh
+  results folder, and the overhead ratio = end-to-end / (sum of in-process per-image
+  times / C); per-image times are those of the pool images, measured in this process
+  (zones + defects + features, one core, as ``bench_workflow.py``), times N / pool;
+* add one image (``--add-one`` sizes, after their end-to-end run): jobs planned by
+  rule, and wall time of the run that processes it, against the full run;
+* threads (issue 7 item 4): one shard of ``--thread-images`` images through zones ->
+  defects -> features in this process as a shard job runs it, with 1 and ``--cores``
+  workers: throughput ratio;
+* gather memory (issue 7 item 5): the first end-to-end folder's feature and defect
+  shard tables resampled to ``--gather-defects`` defects, then cluster_fit,
+  cluster_assign and labels run by Snakemake on them; peak RSS of the largest job.
+
+    python benchmarks/bench_scale.py                      # make bench-scale
+    python benchmarks/bench_scale.py --sizes 1000 --end-to-end 1000 --add-one 1000
+
+Timings depend on the machine's load; say so when quoting them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_workflow import time_stages  # noqa: E402
+from common import ROOT, load_config  # noqa: E402
+
+from fiberprep import io as fio  # noqa: E402
+from fiberprep import pipeline, synth  # noqa: E402
+
+SIZE = {"width": 480, "height": 360}  # small frames that still hold a 125 µm cladding
+
+
+def run_measured(cmd: list[str], log: Path, **kwargs) -> dict:
+    """Run ``cmd`` (in the project folder), logging to ``log``; wall seconds, CPU
+    seconds (user + system, whole process tree: less sensitive to a loaded machine than
+    wall time), peak RSS (MB) of the largest process in the tree, and exit code."""
+    with open(log, "w", encoding="utf-8") as out:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+        _, status, usage = os.wait4(proc.pid, 0)
+        seconds = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+            "max_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode}
+
+
+def snakemake(cfg: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "snakemake", "--configfile", "config/config.yaml",
+            str(cfg), *args]
+
+
+def job_counts(log: Path) -> dict[str, int]:
+    """Jobs by rule from Snakemake's "Job stats" table (empty when nothing to do)."""
+    table = re.search(r"Job stats:\n.*?\n-+\s+-+\n(.*?)\n\s*total", log.read_text(), re.S)
+    if table is None:
+        return {}
+    return {rule: int(n) for rule, n in (line.split() for line in table.group(1).splitlines())}
+
+
+def checked(result: dict, log: Path, what: str) -> dict:
+    if result["rc"] != 0:
+        sys.exit(f"{what} failed (exit {result['rc']}); see {log}:\n"
+                 + log.read_text()[-3000:])
+    return result
+
+
+def make_folder(folder: Path, pool: list[Path], n: int) -> None:
+    """``n`` names for the pool images (hard links), ``img_000000`` ... in ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    have = {p.name for p in folder.iterdir()}
+    for i in range(n):
+        src = pool[i % len(pool)]
+        name = f"img_{i:06d}{src.suffix}"
+        if name not in have:
+            os.link(src, folder / name)
+
+
+def write_config(path: Path, inputs: Path, results: Path, **overrides) -> Path:
+    path.write_text(yaml.safe_dump({
+        "input_dir": str(inputs), "results_dir": str(results),
+        "cluster_review": str(results.parent / f"{results.name}_review.yaml"), **overrides}))
+    return path
+
+
+def dry_run(cfg: Path, log: Path) -> dict:
+    result = checked(run_measured(snakemake(cfg, "--dry-run", "--cores", "2"), log), log,
+                     "dry run")
+    result["jobs"] = job_counts(log)
+    return result
+
+
+def end_to_end(cfg: Path, cores: int, log: Path) -> dict:
+    return checked(run_measured(snakemake(cfg, "--cores", str(cores)), log), log, "run")
+
+
+def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict) -> dict:
+    """Seconds for one shard's zones -> defects -> features (``pipeline.run_shard``, as
+    the shard jobs call it) over ``n`` images, with 1 and with ``cores`` workers."""
+    folder = work / "threads_inputs"
+    make_folder(folder, pool, n)
+    images = fio.scan_inputs(folder, cfg["extensions"]).to_dict("records")
+    params = pipeline.stage_params(cfg)
+    seconds = {}
+    for threads in (1, cores):
+        root = str(work / f"threads_{threads}")
+        shutil.rmtree(root, ignore_errors=True)
+        start = time.perf_counter()
+        records = pipeline.run_shard(pipeline.zones_image, images, params["zones"], root,
+                                     threads)
+        ok = [r for r in records if r["status"] == "ok"]
+        pipeline.run_shard(pipeline.defects_image, ok, params["defects"], root, threads)
+        pipeline.run_shard(pipeline.features_image, ok, params["features"], root, threads)
+        seconds[threads] = time.perf_counter() - start
+        shutil.rmtree(root, ignore_errors=True)
+    return {"images": n, "seconds_1": seconds[1], f"seconds_{cores}": seconds[cores],
+            "speedup": seconds[1] / seconds[cores]}
+
+
+def resample_shards(results: Path, n_defects: int, seed: int = 0) -> int:
+    """Replace each shard's defect and feature tables by rows resampled from all
+    shards, ``n_defects`` in total, on the shard's own accepted images."""
+    inter = results / "intermediate"
+    feats = pd.concat([pd.read_parquet(p) for p in sorted((inter / "features").glob("shard_*"))])
+    dets = pd.concat([pd.read_parquet(p) for p in sorted((inter / "defects").glob("shard_*"))])
+    if feats.empty:
+        sys.exit("no defects found in the end-to-end run; cannot resample")
+    rng = np.random.default_rng(seed)
+    shards = sorted((inter / "features").glob("images_shard_*"))
+    per_shard = -(-n_defects // len(shards))
+    total = 0
+    for path in shards:
+        k = path.stem.removeprefix("images_shard_")
+        images = pd.read_parquet(path)
+        ids = images.loc[images["status"] == "ok", "image_id"].to_numpy()
+        if ids.size == 0:
+            continue
+        pick = rng.integers(0, len(feats), per_shard)
+        image_id = ids[np.arange(per_shard) % ids.size]
+        number = np.arange(per_shard) // ids.size + 1
+        f = feats.iloc[pick].reset_index(drop=True)
+        d = dets.set_index("defect_id").loc[f["defect_id"]].reset_index(drop=True)
+        for table in (f, d):
+            table["image_id"] = image_id
+            table["number"] = number
+            table["defect_id"] = [f"{i}#{n}" for i, n in zip(image_id, number)]
+        f.to_parquet(inter / "features" / f"shard_{k}.parquet")
+        d[dets.columns].to_parquet(inter / "defects" / f"shard_{k}.parquet")
+        total += per_shard
+    return total
+
+
+def gather_memory(work: Path, source: Path, cfg_src: Path, n_defects: int) -> dict:
+    """Peak RSS of the gather jobs (one at a time) on ``n_defects`` resampled defects."""
+    results = work / "gather" / "results"
+    shutil.rmtree(results.parent, ignore_errors=True)
+    shutil.copytree(source, results, symlinks=True)
+    for name in ("model.pkl", "previous_model.pkl", "clusters.json", "defect_types.parquet"):
+        (results / "clustering" / name).unlink(missing_ok=True)
+    shutil.rmtree(results / "intermediate" / "clusters", ignore_errors=True)
+    total = resample_shards(results, n_defects)
+    base = yaml.safe_load(cfg_src.read_text())
+    cfg = write_config(work / "gather.yaml", Path(base["input_dir"]), results)
+    shutil.copy(base["cluster_review"], yaml.safe_load(cfg.read_text())["cluster_review"])
+    log = work / "gather.log"
+    target = str(results / "clustering" / "defect_types.parquet")
+    result = checked(run_measured(snakemake(cfg, "--cores", "1", target), log), log, "gather")
+    return {"defects": total, "seconds": result["seconds"], "max_rss_mb": result["max_rss_mb"]}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000],
+                   help="folder sizes for the dry run")
+    p.add_argument("--end-to-end", type=int, nargs="*", default=[1000],
+                   help="sizes also run end to end (and used for --add-one)")
+    p.add_argument("--add-one", type=int, nargs="*", default=[1000],
+                   help="sizes (run end to end) to which one image is added")
+    p.add_argument("--pool", type=int, default=24, help="distinct generated images")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--thread-images", type=int, default=24,
+                   help="images of the one-shard threads check (0: skip)")
+    p.add_argument("--gather-defects", type=int, default=1_000_000,
+                   help="defects of the gather memory check (0: skip)")
+    p.add_argument("--out", default=str(ROOT / "bench_out" / "scale"))
+    args = p.parse_args(argv)
+    cfg = load_config()
+    work = Path(args.out)
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "pool" / "images").is_dir():
+        synth.write_dataset(work / "pool", args.pool, args.seed, cfg["fiber_types"],
+                            cfg["criteria"], **SIZE)
+    pool = sorted((work / "pool" / "images").iterdir())
+
+    inproc = time_stages(fio.scan_inputs(work / "pool" / "images", cfg["extensions"]), cfg,
+                         work / "inprocess_cache")
+    per_image_s = float(inproc[["zones", "defects", "features"]].sum(axis=1).mean())
+    shutil.rmtree(work / "inprocess_cache", ignore_errors=True)
+    report = {"pool_images": len(pool), "per_image_ms": 1e3 * per_image_s,
+              "cores": args.cores, "sizes": {}}
+
+    for n in sorted(set(args.sizes) | set(args.end_to_end)):
+        row = report["sizes"][n] = {}
+        inputs = work / f"inputs_{n}"
+        make_folder(inputs, pool, n)
+        results = work / f"results_{n}"
+        shutil.rmtree(results, ignore_errors=True)
+        conf = write_config(work / f"config_{n}.yaml", inputs, results)
+        Path(yaml.safe_load(conf.read_text())["cluster_review"]).unlink(missing_ok=True)
+        dry = dry_run(conf, work / f"dry_{n}.log")
+        row["dry_run"] = {"seconds": dry["seconds"], "cpu_seconds": dry["cpu_seconds"],
+                          "max_rss_mb": dry["max_rss_mb"], "jobs": sum(dry["jobs"].values())}
+        print(f"{n} images: dry run {dry['seconds']:.1f} s (CPU {dry['cpu_seconds']:.1f} s), "
+              f"{dry['max_rss_mb']:.0f} MB, "
+              f"{row['dry_run']['jobs']} jobs", flush=True)
+        if n not in args.end_to_end:
+            continue
+        run = end_to_end(conf, args.cores, work / f"run_{n}.log")
+        ideal = n * per_image_s / args.cores
+        row["end_to_end"] = {"seconds": run["seconds"], "ideal_seconds": ideal,
+                             "overhead_ratio": run["seconds"] / ideal}
+        print(f"{n} images: end to end {run['seconds']:.0f} s, ideal {ideal:.0f} s, "
+              f"ratio {run['seconds'] / ideal:.2f}", flush=True)
+        if n in args.add_one:
+            os.link(pool[0], inputs / f"added_{n}{pool[0].suffix}")
+            plan = dry_run(conf, work / f"add_dry_{n}.log")
+            added = end_to_end(conf, args.cores, work / f"add_run_{n}.log")
+            row["add_one"] = {"seconds": added["seconds"], "jobs": plan["jobs"],
+                              "fraction_of_full": added["seconds"] / run["seconds"]}
+            print(f"{n} images + 1: {added['seconds']:.1f} s "
+                  f"({100 * added['seconds'] / run['seconds']:.1f} % of the full run), "
+                  f"jobs {plan['jobs']}", flush=True)
+
+    if args.thread_images:
+        report["threads"] = threads_speedup(work, pool, args.thread_images, args.cores, cfg)
+        print(f"threads: {report['threads']}", flush=True)
+    if args.gather_defects and args.end_to_end:
+        n = min(args.end_to_end)
+        report["gather"] = gather_memory(work, work / f"results_{n}",
+                                         work / f"config_{n}.yaml", args.gather_defects)
+        print(f"gather: {report['gather']}", flush=True)
+
+    (work / "scale.json").write_text(json.dumps(report, indent=2))
+    print_tables(report)
+    return 0
+
+
+def print_tables(report: dict) -> None:
+    """The figures as Markdown tables (README performance section)."""
+    c = report["cores"]
+    print(f"\nIn-process per-image time (zones + defects + features, 1 core, "
+          f"{report['pool_images']} distinct 480x360 images): "
+          f"{report['per_image_ms']:.0f} ms\n")
+    print(f"| images | dry run wall (s) | dry run CPU (s) | dry run peak MB | jobs "
+          f"| end to end --cores {c} (s) | overhead ratio | add one image (s) "
+          "| % of full run | jobs planned to add one |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for n, row in sorted(report["sizes"].items()):
+        dry, e2e, add = row["dry_run"], row.get("end_to_end"), row.get("add_one")
+        cells = [f"{n:,}", f"{dry['seconds']:.1f}", f"{dry['cpu_seconds']:.1f}",
+                 f"{dry['max_rss_mb']:.0f}", str(dry["jobs"])]
+        cells += ([f"{e2e['seconds']:.0f}", f"{e2e['overhead_ratio']:.2f}"] if e2e else ["", ""])
+        cells += ([f"{add['seconds']:.1f}", f"{100 * add['fraction_of_full']:.1f}",
+                   ", ".join(f"{k} {v}" for k, v in add["jobs"].items())] if add else ["", "", ""])
+        print("| " + " | ".join(cells) + " |")
+    if "threads" in report:
+        t = report["threads"]
+        print(f"\nOne shard of {t['images']} images, zones -> defects -> features: "
+              f"{t['seconds_1']:.1f} s with 1 thread, {t[f'seconds_{c}']:.1f} s with {c}: "
+              f"{t['speedup']:.2f}x")
+    if "gather" in report:
+        g = report["gather"]
+        print(f"Gather (cluster_fit, cluster_assign, labels) on {g['defects']:,} defects: "
+              f"{g['seconds']:.0f} s, peak RSS {g['max_rss_mb']:.0f} MB")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

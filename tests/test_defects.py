@@ -1,0 +1,133 @@
+"""Tests of unsupervised defect detection on small generated end faces."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from fiberprep import synth
+from fiberprep.defects import COLUMNS, detect_defects
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real_images"
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return yaml.safe_load(CONFIG.read_text())
+
+
+def _scene(cfg, seed=0, defects=(), **knobs):
+    """A 320x240 single-mode end face with moderate grain and noise and the given defects."""
+    rng = np.random.default_rng(seed)
+    spec = synth.random_spec(rng, {"sm_pc": cfg["fiber_types"]["sm_pc"]}, p_clean=1.0,
+                             width=320, height=240)
+    spec.update(noise=0.006, vignette=0.1, tilt_shadow=0.0, jpeg_quality=0, grain=0.01,
+                frame_px=[0, 0, 0, 0], ellipticity=0.0, core_visible=False,
+                core_level=spec["cladding_level"], polarity="dark",
+                ferrule_level=0.7, cladding_level=0.3)
+    spec.update(knobs)
+    spec["defects"] = [dict(d, x=spec["center_x"] + d.pop("dx_um") / spec["um_per_px"],
+                            y=spec["center_y"] + d.pop("dy_um") / spec["um_per_px"])
+                       for d in (dict(d) for d in defects)]
+    image, truth = synth.render(spec, rng)
+    return image.astype(np.float32) / 255.0, truth
+
+
+def _best_iou(pred, mask):
+    ids = np.unique(pred[mask])
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return 0, 0.0
+    ious = [((pred == i) & mask).sum() / ((pred == i) | mask).sum() for i in ids]
+    k = int(np.argmax(ious))
+    return int(ids[k]), float(ious[k])
+
+
+PIT = {"type": "pit", "angle_deg": 0.0, "size_um": 8.0, "irregularity": 0.05, "aspect": 1.1,
+       "softness_um": 0.0, "polarity": "dark", "contrast": 0.6, "dx_um": 20.0, "dy_um": -15.0}
+SCRATCH = {"type": "scratch", "angle_deg": 30.0, "width_um": 2.0, "length_um": 60.0, "bend": 0.0,
+           "polarity": "dark", "relief": False, "bead_um": 0.0, "contrast": 0.5,
+           "dx_um": -30.0, "dy_um": 75.0}
+
+
+def test_finds_scratch_and_pit_with_zone_and_size(cfg):
+    gray, truth = _scene(cfg, defects=[PIT, SCRATCH])
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    found = {}
+    for d in truth["defects"]:
+        number, iou = _best_iou(pred, truth["instance_map"] == d["number"])
+        assert iou >= 0.3, f"{d['type']} not found (best IoU {iou:.2f})"
+        found[d["type"]] = table.set_index("number").loc[number]
+    pit, scratch = found["pit"], found["scratch"]
+    assert pit["zone"] == 2  # 25 µm from the centre of a single-mode fiber: cladding zone B
+    assert pit["length_um"] == pytest.approx(8.0, rel=0.35)
+    assert pit["shape_class"] == "compact"
+    assert scratch["shape_class"] == "linear"
+    assert scratch["source"] in ("scratch", "both")
+    assert scratch["length_um"] == pytest.approx(60.0, rel=0.3)
+    assert scratch["width_um"] == pytest.approx(2.0, abs=2.0)
+    assert scratch["orientation_deg"] == pytest.approx(30.0, abs=8.0)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_clean_image_has_no_detection_even_on_the_edge(cfg, seed):
+    # a strong edge with halo and a rough epoxy ring must not be reported
+    gray, truth = _scene(cfg, seed=seed, edge_halo=0.2, epoxy=0.5, epoxy_width_um=3.0)
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert len(table) == 0, table[["number", "area_px", "radius_um", "source"]]
+    assert pred.max() == 0
+
+
+def test_bright_fiber_clean(cfg):
+    gray, truth = _scene(cfg, seed=4, polarity="bright", ferrule_level=0.2, cladding_level=0.55,
+                         core_level=0.55, edge_halo=0.15)
+    _, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert len(table) == 0
+
+
+def test_instance_numbers_match_table(cfg):
+    gray, truth = _scene(cfg, seed=5, defects=[PIT, SCRATCH, dict(PIT, dx_um=-60.0, dy_um=-50.0)])
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert list(table.columns) == COLUMNS
+    assert pred.dtype == np.uint16 and pred.shape == gray.shape
+    n = len(table)
+    assert n >= 2
+    assert table["number"].tolist() == list(range(1, n + 1))
+    assert set(np.unique(pred)) == set(range(0, n + 1))
+    counts = np.bincount(pred.ravel(), minlength=n + 1)[1:]
+    assert table["area_px"].tolist() == counts.tolist()
+    for r in table.itertuples():
+        ys, xs = np.nonzero(pred == r.number)
+        assert (r.bbox_x, r.bbox_y) == (xs.min(), ys.min())
+        assert (r.bbox_w, r.bbox_h) == (xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        assert r.innermost_zone == min(int(z) for z in r.zones_touched.split(","))
+
+
+def test_whole_frame_zone_without_fiber(cfg):
+    # zones.mode none: everything is zone 5, no centre; a scratch is still found
+    gray, truth = _scene(cfg, seed=6, defects=[dict(SCRATCH, dx_um=0.0, dy_um=0.0)])
+    geometry = {"um_per_px": truth["um_per_px"], "center_x": float("nan"), "center_y": float("nan"),
+                "cladding_radius_px": float("nan")}
+    zone_map = np.full(gray.shape, 5, np.uint8)
+    pred, table = detect_defects(gray, zone_map, geometry, cfg["detection"])
+    _, iou = _best_iou(pred, truth["instance_map"] > 0)
+    assert iou >= 0.2
+    assert table["radius_um"].isna().all() and (table["zone"] == 5).all()
+
+
+def test_nothing_analysed(cfg):
+    gray = np.full((64, 80), 0.5, np.float32)
+    pred, table = detect_defects(gray, np.zeros(gray.shape, np.uint8), {}, cfg["detection"])
+    assert pred.max() == 0 and len(table) == 0 and list(table.columns) == COLUMNS
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images absent")
+def test_real_closeup_scratches_found(cfg):
+    from fiberprep.io import load_image
+    path = sorted((REAL / "scratch_closeups_512").glob("*"))[0]
+    gray = load_image(path, 40_000_000, 64)[0]
+    pred, table = detect_defects(gray, np.full(gray.shape, 5, np.uint8), {}, cfg["detection"])
+    assert (table["shape_class"] == "linear").any()

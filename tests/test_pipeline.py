@@ -1,0 +1,126 @@
+"""Shard glue: stable shards, manifest hashes, cache keys, per-image chains, the pool."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pytest
+
+import fiberprep
+from fiberprep import cache, pipeline, sharding, zones
+from fiberprep import io as fio
+from workflow_runs import CONFIG, generate
+
+PARAMS = pipeline.stage_params(CONFIG)
+
+
+def test_shard_of_is_stable_and_in_range():
+    assert sharding.shard_of("synth_0000", 64) == sharding.shard_of("synth_0000", 64)
+    assert sharding.shard_of("synth_0000", 64) == 55  # fixed for ever: ids keep their shard
+    shards = {sharding.shard_of(f"img_{i}", 8) for i in range(200)}
+    assert shards == set(range(8))
+    with pytest.raises(ValueError):
+        sharding.shard_of("x", 0)
+
+
+def test_manifest_hash_sees_added_and_touched_images_not_order():
+    rows = pd.DataFrame({"image_id": ["a", "b"], "rel_path": ["a.png", "b.png"],
+                         "source_path": ["/in/a.png", "/in/b.png"],
+                         "size_bytes": [10, 20], "mtime_ns": [1, 2]})
+    h = sharding.manifest_hash(rows)
+    assert sharding.manifest_hash(rows.iloc[::-1]) == h
+    assert sharding.manifest_hash(rows.assign(mtime_ns=[1, 3])) != h
+    assert sharding.manifest_hash(rows.iloc[:1]) != h
+
+
+def test_stage_key_covers_upstream_params_and_code():
+    key = cache.stage_key("zones", "abc", {"x": 1})
+    assert cache.stage_key("zones", "abc", {"x": 1}) == key
+    assert cache.stage_key("zones", "abd", {"x": 1}) != key
+    assert cache.stage_key("zones", "abc", {"x": 2}) != key
+    assert cache.stage_key("defects", "abc", {"x": 1}) != key
+    version = cache.code_version("zones")
+    assert version.startswith(fiberprep.__version__ + "+")
+    assert cache.code_version("zones", "defects") != version
+
+
+@pytest.fixture(scope="module")
+def manifest(tmp_path_factory):
+    """Two generated images and a text file named .png, as scan_inputs rows."""
+    tmp = tmp_path_factory.mktemp("chain")
+    generate(tmp, 2, seed=3)
+    (tmp / "images" / "broken.png").write_text("not an image")
+    return fio.scan_inputs(tmp / "images", CONFIG["extensions"]).to_dict("records")
+
+
+def run_chain(manifest, root, threads=1):
+    zoned = pipeline.run_shard(pipeline.zones_image, manifest, PARAMS["zones"], root, threads)
+    table = pipeline.zones_table(zoned)
+    accepted = pipeline.accepted_records(table, root)
+    found = pipeline.run_shard(pipeline.defects_image, accepted, PARAMS["defects"], root, threads)
+    feats = pipeline.run_shard(pipeline.features_image, accepted, PARAMS["features"], root,
+                               threads)
+    return table, found, feats
+
+
+def test_chain_rejects_bad_files_and_measures_good_ones(manifest, tmp_path):
+    table, found, feats = run_chain(manifest, str(tmp_path))
+    status = table.set_index("image_id")["status"]
+    assert status["broken"] == "rejected"
+    assert table.set_index("image_id").loc["broken", "reason"]
+    assert not (tmp_path / "images" / "broken" / "zones.zarr").exists()
+    for record, defects_table, zone_table in feats:
+        assert record["status"] == "ok"
+        assert (defects_table["defect_id"]
+                == defects_table["image_id"] + "#" + defects_table["number"].astype(str)).all()
+        assert {"area_um2", "solidity"} <= set(defects_table.columns)
+        assert set(zone_table["image_id"]) == {record["image_id"]}
+
+
+def test_second_run_comes_from_the_cache(manifest, tmp_path, monkeypatch):
+    first = run_chain(manifest, str(tmp_path))
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed a cached image")
+
+    monkeypatch.setattr(zones, "measure_geometry", fail)
+    monkeypatch.setattr(pipeline.defects, "detect_defects", fail)
+    monkeypatch.setattr(pipeline.features, "defect_features", fail)
+    second = run_chain(manifest, str(tmp_path))
+    pd.testing.assert_frame_equal(first[0], second[0])
+    for (_, a), (_, b) in zip(first[1], second[1]):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_internal_error_is_a_rejection_with_traceback_and_retried(manifest, tmp_path,
+                                                                   monkeypatch, caplog):
+    def boom(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(pipeline.defects, "detect_defects", boom)
+    with caplog.at_level(logging.ERROR, logger="fiberprep"):
+        table, found, feats = run_chain(manifest, str(tmp_path))
+    assert found and all(r["reason"] == "internal error: RuntimeError: boom" for r, _ in found)
+    assert all(r["key"] is None for r, _ in found)
+    assert "Traceback" in caplog.text
+    final = pipeline.final_images_table(table, [r for r, _, _ in feats])
+    assert set(final["status"]) == {"rejected"}
+    monkeypatch.undo()
+    _, found, _ = run_chain(manifest, str(tmp_path))
+    assert all(r["status"] == "ok" for r, _ in found), "failures are not cached"
+
+
+def test_pool_gives_the_same_results_as_one_process(manifest, tmp_path):
+    one = run_chain(manifest, str(tmp_path / "one"), threads=1)
+    two = run_chain(manifest, str(tmp_path / "two"), threads=2)
+    pd.testing.assert_frame_equal(one[0], two[0])
+    for (_, a, _), (_, b, _) in zip(one[2], two[2]):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_concat_tables_keeps_dtypes_next_to_empty_tables():
+    full = pd.DataFrame({"image_id": ["a"], "number": [1], "area_um2": [2.5]})
+    out = pipeline.concat_tables([pd.DataFrame(), full.iloc[:0].astype(object), full])
+    assert out["number"].dtype == "int64" and out["area_um2"].dtype == "float64"
+    assert list(pipeline.concat_tables([pd.DataFrame()]).columns) == ["image_id"]

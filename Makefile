@@ -18,7 +18,6 @@ setup: $(STAMP)
 # (Re)install the package and its pinned dependencies when pyproject.toml changes.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
@@ -59,4 +58,4 @@ lint: $(STAMP)
 # Regenerate the bundled demo input (committed; a first run needs nothing else).
 demo: $(STAMP)
 	rm -rf resources/demo
-	$(BIN)/python -m fiberprep.synth --out resources/demo --n 20 --seed 2026 --preset demo
+	$(BIN)/python -m fiberprep.synth --out resources/demo --n 20 --seed 7 --preset demo

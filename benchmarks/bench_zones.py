@@ -38,9 +38,14 @@ def evaluate(n, seed, cfg):
     rows = []
     for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"]):
         ft = cfg["fiber_types"][truth["fiber_type"]]
-        row = {"image_id": image_id, "fiber_type": truth["fiber_type"],
-               "polarity": truth["polarity"], "core_visible_true": truth["core_visible"],
-               "width": truth["width"], "ellipticity_true": truth["cladding_ellipticity"]}
+        row = {
+            "image_id": image_id,
+            "fiber_type": truth["fiber_type"],
+            "polarity": truth["polarity"],
+            "core_visible_true": truth["core_visible"],
+            "width": truth["width"],
+            "ellipticity_true": truth["cladding_ellipticity"],
+        }
         try:
             geo = zones.measure_geometry(gray, ft, cfg["zones"], None)
         except ImageRejected as exc:
@@ -48,24 +53,35 @@ def evaluate(n, seed, cfg):
             continue
         pred = zones.zone_label_map(gray.shape, geo, ft["zones_um"], geo["um_per_px"])
         upp = truth["um_per_px"]
-        true_off = np.array([truth["core_center_x"] - truth["center_x"],
-                             truth["core_center_y"] - truth["center_y"]])
-        off = np.array([geo["core_center_x"] - geo["center_x"],
-                        geo["core_center_y"] - geo["center_y"]])
-        rows.append({
-            **row, "accepted": True, "reason": "",
-            "center_err_px": float(np.hypot(geo["center_x"] - truth["center_x"],
-                                            geo["center_y"] - truth["center_y"])),
-            "radius_err_pct": 100 * abs(geo["cladding_radius_px"] / truth["cladding_radius_px"] - 1),
-            "ellipticity_err": abs(geo["cladding_ellipticity"] - truth["cladding_ellipticity"]),
-            "core_visible": geo["core_visible"],
-            "core_offset_err_um": float(np.hypot(*(off - true_off)) * upp),
-            "core_radius_err_pct": 100 * abs(geo["core_radius_px"] / truth["core_radius_px"] - 1),
-            "iou_cladding": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["cladding"]),
-            "iou_contact": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["contact"]),
-            "confidence": geo["confidence"],
-            "polarity_ok": geo["polarity"] == truth["polarity"],
-        })
+        true_off = np.array(
+            [truth["core_center_x"] - truth["center_x"], truth["core_center_y"] - truth["center_y"]]
+        )
+        off = np.array(
+            [geo["core_center_x"] - geo["center_x"], geo["core_center_y"] - geo["center_y"]]
+        )
+        rows.append(
+            {
+                **row,
+                "accepted": True,
+                "reason": "",
+                "center_err_px": float(
+                    np.hypot(
+                        geo["center_x"] - truth["center_x"], geo["center_y"] - truth["center_y"]
+                    )
+                ),
+                "radius_err_pct": 100
+                * abs(geo["cladding_radius_px"] / truth["cladding_radius_px"] - 1),
+                "ellipticity_err": abs(geo["cladding_ellipticity"] - truth["cladding_ellipticity"]),
+                "core_visible": geo["core_visible"],
+                "core_offset_err_um": float(np.hypot(*(off - true_off)) * upp),
+                "core_radius_err_pct": 100
+                * abs(geo["core_radius_px"] / truth["core_radius_px"] - 1),
+                "iou_cladding": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["cladding"]),
+                "iou_contact": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["contact"]),
+                "confidence": geo["confidence"],
+                "polarity_ok": geo["polarity"] == truth["polarity"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -98,18 +114,47 @@ def summary(df, ms):
     rows = [
         ("images", len(df), "", ""),
         ("accepted (%)", 100 * df.accepted.mean(), ">= 99", 100 * df.accepted.mean() >= 99),
-        ("center error median (px)", q(ok.center_err_px, 50), "<= 0.25", q(ok.center_err_px, 50) <= 0.25),
+        (
+            "center error median (px)",
+            q(ok.center_err_px, 50),
+            "<= 0.25",
+            q(ok.center_err_px, 50) <= 0.25,
+        ),
         ("center error p95 (px)", q(ok.center_err_px, 95), "<= 1", q(ok.center_err_px, 95) <= 1),
-        ("radius error median (%)", q(ok.radius_err_pct, 50), "<= 0.3", q(ok.radius_err_pct, 50) <= 0.3),
+        (
+            "radius error median (%)",
+            q(ok.radius_err_pct, 50),
+            "<= 0.3",
+            q(ok.radius_err_pct, 50) <= 0.3,
+        ),
         ("radius error p95 (%)", q(ok.radius_err_pct, 95), "<= 1", q(ok.radius_err_pct, 95) <= 1),
-        ("core offset error median (µm, visible)", q(vis.core_offset_err_um, 50), "<= 0.5",
-         q(vis.core_offset_err_um, 50) <= 0.5),
+        (
+            "core offset error median (µm, visible)",
+            q(vis.core_offset_err_um, 50),
+            "<= 0.5",
+            q(vis.core_offset_err_um, 50) <= 0.5,
+        ),
         ("core found when visible (%)", 100 * ok[ok.core_visible_true].core_visible.mean(), "", ""),
-        ("core claimed when invisible (%)", 100 * ok[~ok.core_visible_true].core_visible.mean(), "", ""),
+        (
+            "core claimed when invisible (%)",
+            100 * ok[~ok.core_visible_true].core_visible.mean(),
+            "",
+            "",
+        ),
         ("zone IoU cladding min", ok.iou_cladding.min(), ">= 0.98", ok.iou_cladding.min() >= 0.98),
-        ("zone IoU cladding median", q(ok.iou_cladding, 50), ">= 0.98", q(ok.iou_cladding, 50) >= 0.98),
+        (
+            "zone IoU cladding median",
+            q(ok.iou_cladding, 50),
+            ">= 0.98",
+            q(ok.iou_cladding, 50) >= 0.98,
+        ),
         ("zone IoU contact min", ok.iou_contact.min(), ">= 0.98", ok.iou_contact.min() >= 0.98),
-        ("zone IoU contact median", q(ok.iou_contact, 50), ">= 0.98", q(ok.iou_contact, 50) >= 0.98),
+        (
+            "zone IoU contact median",
+            q(ok.iou_contact, 50),
+            ">= 0.98",
+            q(ok.iou_contact, 50) >= 0.98,
+        ),
         ("polarity correct (%)", 100 * ok.polarity_ok.mean(), "", ""),
         ("ms / image 1280x960, 1 core (median wall)", ms[0], "<= 20", ms[0] <= 20),
         ("ms / image 1280x960, 1 core (median CPU)", ms[1], "<= 20", ms[1] <= 20),
@@ -134,7 +179,8 @@ def main(argv=None) -> int:
     ok = df[df.accepted]
     print("\nby scene (median center px / radius % / accepted %):")
     by = df.groupby(["polarity", "core_visible_true"]).agg(
-        n=("accepted", "size"), accepted=("accepted", "mean"))
+        n=("accepted", "size"), accepted=("accepted", "mean")
+    )
     by["center_px"] = ok.groupby(["polarity", "core_visible_true"]).center_err_px.median()
     by["radius_pct"] = ok.groupby(["polarity", "core_visible_true"]).radius_err_pct.median()
     print(by.to_string(float_format=lambda v: f"{v:.3f}"))

@@ -2,6 +2,7 @@
 zarr, pandas), on synthetic end faces with exact instance masks."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -214,3 +215,52 @@ def test_library_patch_and_contact_sheet(scenes):
     sheet = library.contact_sheet(patches, [str(n) for n in d["number"]], tile_px=48, columns=4)
     assert sheet.ndim == 3 and sheet.shape[1] == 4 * 52 or len(patches) < 4
     assert library.patch_relpath("scratch", "high", "a#3") == "patches/scratch/high/a#3.png"
+
+
+@pytest.mark.slow
+def test_workflow_outputs_load_in_their_libraries(tmp_path, capsys):
+    """The workflow's own dataset files, with both exports on, read back by Pillow,
+    pycocotools, zarr and pandas; a rerun after a type change rewrites one image."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from workflow_runs import generate, snakemake, write_config
+
+    results = tmp_path / "results"
+    generate(tmp_path / "synth", 6, seed=11)
+    cfg = write_config(tmp_path / "config.yaml", tmp_path / "synth" / "images", results,
+                       export={"yolo_seg": True, "by_label_folders": True})
+    snakemake(cfg, "--cores", "2")
+    ds = results / "datasets"
+    labels = pd.read_parquet(ds / "image_level" / "image_labels.parquet")
+    classes = json.loads((ds / "pixel_level" / "classes.json").read_text())
+    coco = COCO(str(ds / "pixel_level" / "coco_instances.json"))
+    for img in coco.loadImgs(coco.getImgIds()):
+        inst = np.asarray(Image.open(ds / "pixel_level" / "instance_masks" / f"{img['image_id']}.png"))
+        cls = np.asarray(Image.open(ds / "pixel_level" / "defect_masks" / f"{img['image_id']}.png"))
+        zone = np.asarray(Image.open(ds / "pixel_level" / "zone_masks" / f"{img['image_id']}.png"))
+        assert inst.shape == cls.shape == zone.shape == (img["height"], img["width"])
+        assert {str(v) for v in np.unique(zone)} <= set(classes["zones"])
+        for ann in coco.loadAnns(coco.getAnnIds(imgIds=img["id"])):
+            m = inst == int(ann["defect_id"].split("#")[1])
+            ys, xs = np.nonzero(m)
+            assert ann["area"] == m.sum()
+            assert ann["bbox"] == [xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1]
+            assert set(np.unique(cls[m])) == {ann["category_id"]}
+        assert img["split"] == labels.set_index("image_id").at[img["image_id"], "split"]
+    for r in labels.itertuples():
+        assert (ds / "by_label" / "pass_fail" / r.pass_fail / f"{r.image_id}.png").samefile(
+            ds / "pixel_level" / "images" / f"{r.image_id}.png")
+        assert (ds / "yolo_seg" / "labels" / r.split / f"{r.image_id}.txt").exists()
+    readme = (ds / "README.md").read_text()
+    assert "## Counts per split" in readme and datasets.LOADER_EXAMPLE.strip() in readme
+    exec(compile(datasets.LOADER_EXAMPLE.replace('"results/datasets"', f'"{ds}"'), "loader", "exec"), {})
+    assert len(capsys.readouterr().out.splitlines()) == (labels["split"] == "train").sum()
+
+    # a changed defect type rewrites that image's files only
+    types_path = results / "clustering" / "defect_types.parquet"
+    types = pd.read_parquet(types_path)
+    types.loc[0, "type"] = "chip" if types.loc[0, "type"] != "chip" else "scratch"
+    fio.write_parquet(types, types_path)
+    snakemake(cfg, "--cores", "2")
+    last = [re.findall(r"datasets: \d+ images, (\d+) rewritten", p.read_text())[-1]
+            for p in (results / "logs" / "datasets").glob("shard_*.log")]
+    assert sum(map(int, last)) == 1

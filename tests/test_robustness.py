@@ -238,12 +238,13 @@ def test_bad_inputs_end_to_end_on_read_only_folder(tmp_path):
 
 
 def _outputs(results: Path) -> dict[str, str]:
-    """sha256 of every output file of a run, by relative path; logs and hidden
-    temporary names excluded."""
+    """sha256 of every output file of a run, by relative path. Excluded: logs, the
+    per-image cache (``intermediate/``, whose records carry timings) and hidden
+    temporary names."""
     out = {}
     for path in sorted(results.rglob("*")):
         rel = path.relative_to(results)
-        if rel.parts[0] == "logs" or any(p.startswith(".") for p in rel.parts):
+        if rel.parts[0] in ("logs", "intermediate") or any(p.startswith(".") for p in rel.parts):
             continue
         if path.is_file():
             out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()

@@ -191,3 +191,31 @@ def test_closeup_has_no_fiber_edge_in_view(fiber_types):
         reach = np.hypot(corners[:, 0] - truth["center_x"], corners[:, 1] - truth["center_y"]).max()
         assert reach < truth["cladding_radius_px"] - 1
         assert not truth["core_visible"]
+
+
+def test_ellipse_axes_from_moments(fiber_types):
+    spec = _plain_spec(fiber_types, seed=6, ellipticity=0.01, ellipse_angle_deg=30.0)
+    image, truth = synth.render(spec, np.random.default_rng(0))
+    f, g = spec["ferrule_level"], spec["cladding_level"]
+    glass = np.clip((image.astype(float) / 255 - f) / (g - f), 0, 1)
+    glass[glass < 0.02] = 0
+    glass[glass > 0.98] = 1
+    m = cv2.moments(glass.astype(np.float32))
+    cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / m["m00"]
+    minor, major = np.sqrt(np.linalg.eigvalsh(cov))
+    assert 1 - minor / major == pytest.approx(truth["cladding_ellipticity"], abs=0.002)
+    assert 2 * np.sqrt(minor * major) == pytest.approx(truth["cladding_radius_px"], rel=0.002)
+
+
+def test_defect_sizes_follow_the_physics(fiber_types):
+    """Sizes in µm stay within the ranges of the issue, whatever the µm/px."""
+    bounds = {"pit": (2, 10), "dig": (5, 25), "dust": (2, 40), "oil": (20, 80), "chip": (0.5, 18)}
+    for seed in range(8):
+        rng = np.random.default_rng(seed)
+        spec = synth.random_spec(rng, fiber_types, p_clean=0.0, n_defects=(8, 10), **SMALL)
+        for d in synth.render(spec, rng)[1]["defects"]:
+            if d["type"] == "scratch":
+                assert 0.5 <= d["width_um"] <= 4.0
+            else:
+                lo, hi = bounds[d["type"]]
+                assert lo - 1e-6 <= d["size_um"] <= hi + 1e-6, d

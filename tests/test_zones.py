@@ -20,8 +20,16 @@ TYPES = CONFIG["fiber_types"]
 REAL = ROOT.parent / "shared" / "real_images"
 
 
-def disc_image(shape=(480, 640), center=(330.3, 250.7), radius=100.0, inside=0.3, outside=0.7,
-               stretch_y=1.0, noise=0.01, seed=0):
+def disc_image(
+    shape=(480, 640),
+    center=(330.3, 250.7),
+    radius=100.0,
+    inside=0.3,
+    outside=0.7,
+    stretch_y=1.0,
+    noise=0.01,
+    seed=0,
+):
     """Antialiased disc (optionally stretched along y) with blur and noise."""
     h, w = shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
@@ -70,8 +78,12 @@ def test_generated_images_within_one_pixel():
         rng = np.random.default_rng([11, i])
         spec = synth.random_spec(rng, TYPES, sizes=[(640, 480)], p_clean=1.0)
         image, truth = synth.render(spec, rng)
-        geo = zones.measure_geometry(image.astype(np.float32) / 255, TYPES[spec["fiber_type"]], PARAMS)
-        assert math.hypot(geo["center_x"] - truth["center_x"], geo["center_y"] - truth["center_y"]) < 1
+        geo = zones.measure_geometry(
+            image.astype(np.float32) / 255, TYPES[spec["fiber_type"]], PARAMS
+        )
+        assert (
+            math.hypot(geo["center_x"] - truth["center_x"], geo["center_y"] - truth["center_y"]) < 1
+        )
         assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=0.01)
 
 
@@ -90,11 +102,16 @@ def test_two_fibers_are_rejected():
 
 
 def test_mode_none_labels_the_whole_frame_ferrule():
-    geo = zones.measure_geometry(np.zeros((50, 60), np.float32), TYPES["sm_pc"], {**PARAMS, "mode": "none"})
+    geo = zones.measure_geometry(
+        np.zeros((50, 60), np.float32), TYPES["sm_pc"], {**PARAMS, "mode": "none"}
+    )
     assert math.isnan(geo["center_x"]) and geo["polarity"] == "none"
     labels = zones.zone_label_map((50, 60), geo, TYPES["sm_pc"]["zones_um"], geo["um_per_px"])
     assert labels.dtype == np.uint8 and (labels == zones.ZONE_IDS["ferrule"]).all()
-    assert all(math.isnan(v) for v in zones.zone_visibility((50, 60), geo, TYPES["sm_pc"]["zones_um"], 1.0).values())
+    assert all(
+        math.isnan(v)
+        for v in zones.zone_visibility((50, 60), geo, TYPES["sm_pc"]["zones_um"], 1.0).values()
+    )
 
 
 def test_zone_label_map_bands():
@@ -114,7 +131,9 @@ def test_zone_visibility_clipped_at_border():
     zum = TYPES["sm_pc"]["zones_um"]
     geo = {"center_x": 70.0, "center_y": 150.0, "cladding_ellipticity": 0.0}
     vis = zones.zone_visibility((300, 400), geo, zum, 1.0)
-    assert vis["core"] == pytest.approx(1.0, abs=0.02) and vis["cladding"] == pytest.approx(1.0, abs=0.02)
+    assert vis["core"] == pytest.approx(1.0, abs=0.02) and vis["cladding"] == pytest.approx(
+        1.0, abs=0.02
+    )
     assert 0.5 < vis["contact"] < 0.9
 
 
@@ -130,19 +149,29 @@ def _edge_strength_ratio(gray, geo, offset_px=0.0):
     x = geo["center_x"] + u * math.cos(th) - v * math.sin(th)
     y = geo["center_y"] + u * math.sin(th) + v * math.cos(th)
     ok = (x >= 0) & (x <= gray.shape[1] - 1) & (y >= 0) & (y <= gray.shape[0] - 1)
-    vals = cv2.remap(mag, x[ok].astype(np.float32)[None], y[ok].astype(np.float32)[None], cv2.INTER_LINEAR)
+    vals = cv2.remap(
+        mag, x[ok].astype(np.float32)[None], y[ok].astype(np.float32)[None], cv2.INTER_LINEAR
+    )
     return float(np.median(vals)) / float(np.median(mag) + 1e-6)
 
 
-FIBER_FOLDERS = {"dimension_scope_50um_core": "mm_50", "dimension_scope_91um_core": "mm_100_140",
-                 "endfaces_720x576": "mm_100_140", "misc_1152x864": "mm_50"}
+FIBER_FOLDERS = {
+    "dimension_scope_50um_core": "mm_50",
+    "dimension_scope_91um_core": "mm_100_140",
+    "endfaces_720x576": "mm_100_140",
+    "misc_1152x864": "mm_50",
+}
 
 
 def _real_fiber_images():
     if not REAL.is_dir():
         return []
-    return sorted(p for folder in FIBER_FOLDERS for p in (REAL / folder).iterdir()
-                  if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    return sorted(
+        p
+        for folder in FIBER_FOLDERS
+        for p in (REAL / folder).iterdir()
+        if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp")
+    )
 
 
 @pytest.mark.real

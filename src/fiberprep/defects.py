@@ -166,7 +166,7 @@ def _physical_regions(shape, geo, px, params):
     half = px(params["edge_band_um"])
     rc = geo["r_clad"]
     regions[r < rc] = 2
-    band |= np.abs(r - rc) < half
+    band |= (r > rc - half) & (r < rc + px(params["epoxy_band_um"]))
     rings = [(rc - px(params["ring_inner_um"]), rc, rc + px(params["ring_outer_um"]), r,
               (geo["cx"], geo["cy"]))]
     if geo["r_core"] is not None:
@@ -345,7 +345,7 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
         return
     v = lg[yy, xx].astype(np.float64)
     r = rmap[yy, xx]
-    n_sec = max(12, int(round(2 * math.pi * edge / px(params["arc_um"]))))
+    n_sec = max(12, int(round(math.pi * (r_lo + r_hi) / px(params["arc_um"]))))
     t = (np.arctan2(yy - cy, xx - cx) / (2 * math.pi) * n_sec) % n_sec
     # radial bins: ring_bin_px within ring_fine_um of the edge (its sharp profile),
     # ring_coarse_um beyond (smooth shadow; a tangential scratch cannot fill a bin)
@@ -432,12 +432,18 @@ def _region_candidates(z, zs, regions, seed_ok, px, params):
         small = (w // f, h // f)
         dc = cv2.resize(z, small, interpolation=cv2.INTER_AREA)
         rc = cv2.resize(regions, small, interpolation=cv2.INTER_NEAREST)
-        okc = cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+        okc = cv2.resize(seed_ok.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
         zc = np.zeros_like(dc)
         for k in np.unique(rc[rc > 0]):
             m = rc == k
             zc[m] = dc[m] / max(_robust_std(dc[m & okc]), 1e-5)
         cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
+        # the coarse scale is for wide smears: drop components smaller than that
+        n, lab, stats, _ = cv2.connectedComponentsWithStats(
+            _reconstruct(cc, np.abs(zc) > grow).astype(np.uint8), connectivity=8)
+        small_c = stats[:, cv2.CC_STAT_AREA] * (f / px(1.0)) ** 2 < params["coarse_min_area_um2"]
+        small_c[0] = True
+        cc &= ~small_c[lab]
         zc_up = np.abs(cv2.resize(zc, (w, h), interpolation=cv2.INTER_LINEAR))
         cc_up = cv2.resize(cc.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
         mask |= _half_max(_reconstruct(cc_up & seed_ok, zc_up > grow), zc_up, params)

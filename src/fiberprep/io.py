@@ -301,11 +301,11 @@ def _scale_unit(image: np.ndarray) -> np.ndarray:
     if image.dtype == bool:
         return image.astype(np.float32)
     if image.dtype == np.uint8:
-        return image.astype(np.float32) / np.float32(255.0)
+        return np.divide(image, np.float32(255.0), dtype=np.float32)
     if np.issubdtype(image.dtype, np.integer):
         top = int(image.max()) if image.size else 0
         bits = max(8, math.ceil(math.log2(top + 1))) if top > 0 else 8
-        return (np.clip(image, 0, None).astype(np.float32) / np.float32(2**bits - 1))
+        return np.divide(np.clip(image, 0, None), np.float32(2**bits - 1), dtype=np.float32)
     data = np.nan_to_num(image.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
     lo, hi = (float(data.min()), float(data.max())) if data.size else (0.0, 0.0)
     if lo >= 0.0 and hi <= 1.0:
@@ -339,8 +339,9 @@ def load_image(path, max_pixels: int, min_side_px: int) -> tuple[np.ndarray, np.
     gray : numpy.ndarray
         ``HxW`` float32 in [0, 1] (see :func:`to_gray`), for analysis.
     display : numpy.ndarray
-        ``HxW`` (gray sources) or ``HxWx3`` RGB (colour sources) uint8, same size,
-        for datasets and overlays.
+        ``HxW`` uint8 for gray pictures (also those stored as RGB with equal channels,
+        as most scope JPEGs are), else ``HxWx3`` RGB uint8; same size, for datasets
+        and overlays.
     info : dict
         ``width``, ``height`` (after EXIF orientation), ``format`` (``PNG``, ``JPEG``,
         ``BMP``, ``TIFF``), ``mode`` (Pillow mode of the file, e.g. ``L``, ``RGB``,
@@ -381,7 +382,8 @@ def load_image(path, max_pixels: int, min_side_px: int) -> tuple[np.ndarray, np.
         notes.append("alpha channel ignored")
 
     if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        same = _gray_if_channels_equal(pixels)
+        pixels = same if same is not None else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
     gray = to_gray(pixels)
     lo, hi, _, _ = cv2.minMaxLoc(gray)
     if hi - lo < BLANK_RANGE:
@@ -402,6 +404,16 @@ def load_image(path, max_pixels: int, min_side_px: int) -> tuple[np.ndarray, np.
         "notes": "; ".join(notes),
     }
     return gray, np.ascontiguousarray(display), info
+
+
+def _gray_if_channels_equal(pixels: np.ndarray) -> np.ndarray | None:
+    """The single channel of a gray picture stored as colour (most scope JPEGs), else None.
+
+    For equal channels the fixed-point luma conversion returns the channel value exactly.
+    """
+    gray = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    same = cv2.norm(pixels, cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR), cv2.NORM_INF) == 0
+    return gray if same else None
 
 
 def _open_reason(path: str, err: OSError) -> str:

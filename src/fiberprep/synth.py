@@ -117,6 +117,10 @@ DEFAULT_RANGES = {
 PRESETS = {
     "bench": {},
     "demo": {
+        # one connector type, the default config's fiber.type, so that the workflow's
+        # zones and grades on the demo follow the same catalog entry as the truth
+        "fiber_type_names": ["sm_pc"],
+        "p_core_visible_sm": 0.4,
         "sizes": [(640, 480), (640, 480), (800, 600), (800, 600), (1024, 768), (1280, 960)],
         "p_jpeg": 0.15,
         "noise": (0.001, 0.006),
@@ -211,7 +215,7 @@ def random_spec(rng: np.random.Generator, fiber_types: dict, **ranges) -> dict:
     if bright:  # back-lit look: dark surround, glass brighter, core brighter still
         ferrule_level = _uniform(rng, r["bright_ferrule"])
         cladding_level = min(ferrule_level + _uniform(rng, r["bright_glass_step"]), 0.8)
-        core_level = min(cladding_level * _uniform(rng, (1.05, 1.4)), 0.95)
+        core_level = min(cladding_level * _uniform(rng, (1.15, 1.6)), 0.95)
     else:  # coaxial look (Dimension scope): bright ferrule, dark glass
         ferrule_level = _uniform(rng, r["dark_ferrule"])
         cladding_level = ferrule_level * _uniform(rng, r["dark_glass_ratio"])
@@ -324,7 +328,7 @@ def _random_defects(rng, spec, r) -> list[dict]:
             d["size_um"] = _log_uniform(rng, size_lo, size_hi)
             if kind == "dust" and rng.random() < r["p_lint"]:  # a fibre of lint: a thick curl
                 d["width_um"] = _uniform(rng, (1.5, 5.0))
-                d["length_um"] = _uniform(rng, (15.0, 80.0))
+                d["length_um"] = _uniform(rng, (15.0, 35.0))  # size (with width) <= 40 µm
                 d["bend"] = _uniform(rng, (-0.35, 0.35))
                 d["wiggle"] = _uniform(rng, (0.01, 0.05))
                 d["wiggle_cycles"] = _uniform(rng, (0.5, 1.5))
@@ -366,7 +370,7 @@ def _grain(rng, shape, um_per_px, amplitude):
     at ~0.7 µm (grains) and ~4 µm (polish unevenness) scales."""
     out = np.zeros(shape, np.float32)
     for scale_um, weight in ((0.7, 0.9), (4.0, 0.15)):
-        n = rng.standard_normal(shape).astype(np.float32)
+        n = rng.standard_normal(shape, dtype=np.float32)
         n = cv2.GaussianBlur(n, (0, 0), max(scale_um / um_per_px, 0.5))
         out += weight * n / (n.std() + 1e-12)
     return out * (amplitude / np.hypot(0.9, 0.15))
@@ -374,6 +378,8 @@ def _grain(rng, shape, um_per_px, amplitude):
 
 def _ellipse_distance(dx, dy, a, b, angle_rad):
     """First-order signed distance (px) to an ellipse boundary (negative inside)."""
+    if a == b:  # a circle: exact and cheap
+        return np.hypot(dx, dy) - np.float32(a)
     c, s = np.cos(angle_rad), np.sin(angle_rad)
     u = dx * c + dy * s
     v = -dx * s + dy * c
@@ -387,7 +393,8 @@ def _blob_polygon(rng, d, um_per_px, n_vertices=64):
     phi = np.linspace(0, 2 * np.pi, n_vertices, endpoint=False)
     radius = np.ones_like(phi)
     for k in range(2, 7):
-        radius += d["irregularity"] / k**0.7 * rng.uniform(-1, 1) * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
+        amplitude = d["irregularity"] / k**0.7 * rng.uniform(-1, 1)
+        radius += amplitude * np.cos(k * phi + rng.uniform(0, 2 * np.pi))
     radius = np.clip(radius, 0.35, None)
     r0 = d["size_um"] / 2 / um_per_px
     x = r0 * radius * np.cos(phi) * np.sqrt(d["aspect"])
@@ -499,7 +506,7 @@ def _defect_coverage(rng, d, spec, shape):
     mask = cover >= 0.5
     alpha = cv2.GaussianBlur(cover, (0, 0), soft) if soft > 0 else cover
     if d["type"] in ("dig", "dust"):  # rough interior: uneven depth / particle texture
-        tex = cv2.GaussianBlur(rng.standard_normal(cover.shape).astype(np.float32), (0, 0), 1.0)
+        tex = cv2.GaussianBlur(rng.standard_normal(cover.shape, dtype=np.float32), (0, 0), 1.0)
         alpha = alpha * np.clip(1 + 0.15 * tex / (tex.std() + 1e-9), 0.5, 1.2)
     if d.get("rim"):  # bright diffraction ring just outside a pit (negative alpha brightens)
         halo = np.clip(cv2.GaussianBlur(cover, (0, 0), rim_px) - cover, 0, None)
@@ -540,6 +547,16 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         scratches and lint; blob), contrast and visibility (see ``_defect_table``)),
         ``is_clean`` and ``jpeg_bytes``. Sizes are those of the drawn outline, in µm,
         not of the pixel mask.
+
+    Notes
+    -----
+    A defect's mask holds the pixels whose centre lies inside its outline (antialiased
+    coverage >= 0.5); a line's mask holds the pixels within half its width of the
+    centre line, and at least those within 0.5 px, so sub-pixel scratches stay
+    connected. Scratches are drawn first and the other defects on top, so a blob may
+    cut a scratch's mask. Pit rims and relief shading change pixels just outside a
+    mask. The true cladding edge is the 50 % point of the glass/outside step (the
+    epoxy ring, when present, starts there).
     """
     h, w = spec["height"], spec["width"]
     upp = spec["um_per_px"]
@@ -554,31 +571,10 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     dist = _ellipse_distance(dx, dy, a, b, theta).astype(np.float32)  # px, < 0 on the glass
     inside = (0.5 * erfc(dist / (np.sqrt(2) * spec["edge_sigma_px"]))).astype(np.float32)
 
-    # reflectance scene
-    ferrule = spec["ferrule_level"] * (1 + _grain(rng, (h, w), upp, spec["grain"]))
-    glass = np.float32(spec["cladding_level"])
     core_cx = cx + spec["core_dx_um"] / upp
     core_cy = cy + spec["core_dy_um"] / upp
     core_r = spec["core_um"] / 2 / upp
-    if spec["core_visible"]:
-        core_d = np.hypot(xs - np.float32(core_cx), ys - np.float32(core_cy)) - np.float32(core_r)
-        core_in = 0.5 * erfc(core_d / (np.sqrt(2) * max(spec["core_edge_um"] / upp, 0.4)))
-        glass = glass + (spec["core_level"] - spec["cladding_level"]) * core_in
-        if spec["core_ring"]:
-            glass = glass + spec["core_ring"] * np.exp(-0.5 * (core_d * upp / 0.8) ** 2)
-    if spec["edge_line"]:  # dark line along the inner side of the edge (coaxial scopes)
-        near = 0.5 * erfc((-dist - spec["edge_line_um"] / upp) / (np.sqrt(2) * 0.6))
-        glass = glass * (1 - spec["edge_line"] * near)
-    if spec["epoxy"]:  # thin, dark, rough epoxy ring from the glass edge outward
-        band = 0.5 * erfc((dist - spec["epoxy_width_um"] / upp) / (np.sqrt(2) * spec["edge_sigma_px"]))
-        level = min(spec["cladding_level"], spec["ferrule_level"]) * (1 - spec["epoxy"])
-        ferrule = ferrule + band * (level * (1 + _grain(rng, (h, w), upp, 0.3)) - ferrule)
-    scene = ferrule * (1 - inside) + glass * inside
-    if spec["edge_halo"]:  # diffraction-like dark/bright pair straddling the edge
-        wpx = max(0.7 / upp, 1.0)
-        g = (dist / wpx) * np.exp(0.5 - 0.5 * (dist / wpx) ** 2)
-        sign = 1.0 if spec["ferrule_level"] > spec["cladding_level"] else -1.0
-        scene = scene + sign * spec["edge_halo"] * spec["ferrule_level"] * g
+    scene = _reflectance(spec, rng, xs, ys, dist, inside, (core_cx, core_cy, core_r))
 
     # defects, painted into the reflectance: scratches first, the others on top
     instance = np.zeros((h, w), np.uint16)
@@ -602,28 +598,17 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         sizes[number] = dims
 
     # illumination, optics, sensor
-    light = 1 - spec["vignette"] * ((xs - (w - 1) / 2 - spec["vignette_dx"]) ** 2
-                                    + (ys - (h - 1) / 2 - spec["vignette_dy"]) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
-    if spec["tilt_shadow"]:
-        phi = np.arctan2(dy, dx) - np.deg2rad(spec["tilt_angle_deg"])
-        # the ferrule next to the edge is shaded on one side, lit on the other
-        side = np.where(np.cos(phi) > 0, np.cos(phi), 0.5 * np.cos(phi))
-        reach = np.exp(-np.clip(dist, 0, None) * upp / spec["tilt_length_um"])
-        light = light * (1 - spec["tilt_shadow"] * side * reach * (1 - inside))
-    left, top, right, bottom = spec["frame_px"]
-    for sl in (np.s_[:, :left], np.s_[:top, :], np.s_[:, w - right:], np.s_[h - bottom:, :]):
-        light[sl] = 0.06  # field stop (empty slices when the width is 0)
-    light = np.clip(light, 0.05, None)
+    light = _illumination(spec, xs, ys, dx, dy, dist, inside)
     img = _optics(scene * light, spec["blur_px"])
     effect = img - _optics(clean * light, spec["blur_px"])  # what the defects changed
     # shot + read noise, plus the 8-bit quantisation floor
     sigma = spec["noise"] * np.sqrt(np.clip(img, 0, None) / 0.5 + 0.25)
-    img = img + rng.standard_normal((h, w)).astype(np.float32) * sigma
+    img = img + rng.standard_normal((h, w), dtype=np.float32) * sigma
     sigma = np.sqrt(sigma**2 + 1 / (12 * 255**2))
     image = np.clip(np.round(img * 255), 0, 255).astype(np.uint8)
     jpeg_bytes = None
     if spec["jpeg_quality"]:
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, spec["jpeg_quality"]])
+        _, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, spec["jpeg_quality"]])
         jpeg_bytes = buf.tobytes()
         image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
 
@@ -656,6 +641,54 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         "jpeg_bytes": jpeg_bytes,
     }
     return image, truth
+
+
+def _reflectance(spec, rng, xs, ys, dist, inside, core):
+    """Reflectance of the clean end face: grained ferrule, glass disc, core, edge
+    line, epoxy ring and halo. ``dist`` is the signed distance to the cladding edge
+    (px, < 0 on the glass), ``inside`` the glass coverage, ``core`` (cx, cy, r) px."""
+    h, w = dist.shape
+    upp = spec["um_per_px"]
+    ferrule = spec["ferrule_level"] * (1 + _grain(rng, (h, w), upp, spec["grain"]))
+    glass = np.float32(spec["cladding_level"])
+    if spec["core_visible"]:
+        core_d = np.hypot(xs - np.float32(core[0]), ys - np.float32(core[1])) - np.float32(core[2])
+        core_in = 0.5 * erfc(core_d / (np.sqrt(2) * max(spec["core_edge_um"] / upp, 0.4)))
+        glass = glass + (spec["core_level"] - spec["cladding_level"]) * core_in
+        if spec["core_ring"]:
+            glass = glass + spec["core_ring"] * np.exp(-0.5 * (core_d * upp / 0.8) ** 2)
+    if spec["edge_line"]:  # dark line along the inner side of the edge (coaxial scopes)
+        near = 0.5 * erfc((-dist - spec["edge_line_um"] / upp) / (np.sqrt(2) * 0.6))
+        glass = glass * (1 - spec["edge_line"] * near)
+    if spec["epoxy"]:  # thin, dark, rough epoxy ring from the glass edge outward
+        band = 0.5 * erfc((dist - spec["epoxy_width_um"] / upp) / (np.sqrt(2) * spec["edge_sigma_px"]))
+        level = min(spec["cladding_level"], spec["ferrule_level"]) * (1 - spec["epoxy"])
+        ferrule = ferrule + band * (level * (1 + _grain(rng, (h, w), upp, 0.3)) - ferrule)
+    scene = ferrule * (1 - inside) + glass * inside
+    if spec["edge_halo"]:  # diffraction-like dark/bright pair straddling the edge
+        wpx = max(0.7 / upp, 1.0)
+        g = (dist / wpx) * np.exp(0.5 - 0.5 * (dist / wpx) ** 2)
+        sign = 1.0 if spec["ferrule_level"] > spec["cladding_level"] else -1.0
+        scene = scene + sign * spec["edge_halo"] * spec["ferrule_level"] * g
+    return scene
+
+
+def _illumination(spec, xs, ys, dx, dy, dist, inside):
+    """Relative illumination: vignetting, tilted-probe shading next to the fiber edge
+    and a dark field stop along some image sides."""
+    h, w = dist.shape
+    vx, vy = (w - 1) / 2 + spec["vignette_dx"], (h - 1) / 2 + spec["vignette_dy"]
+    light = 1 - spec["vignette"] * ((xs - vx) ** 2 + (ys - vy) ** 2) / ((w / 2) ** 2 + (h / 2) ** 2)
+    if spec["tilt_shadow"]:
+        phi = np.arctan2(dy, dx) - np.deg2rad(spec["tilt_angle_deg"])
+        # the ferrule next to the edge is shaded on one side, lit on the other
+        side = np.where(np.cos(phi) > 0, np.cos(phi), 0.5 * np.cos(phi))
+        reach = np.exp(-np.clip(dist, 0, None) * spec["um_per_px"] / spec["tilt_length_um"])
+        light = light * (1 - spec["tilt_shadow"] * side * reach * (1 - inside))
+    left, top, right, bottom = spec["frame_px"]
+    for sl in (np.s_[:, :left], np.s_[:top, :], np.s_[:, w - right:], np.s_[h - bottom:, :]):
+        light[sl] = 0.06  # field stop (empty slices when the width is 0)
+    return np.clip(light, 0.05, None)
 
 
 def _optics(img, blur_px):
@@ -718,8 +751,8 @@ GEOMETRY_KEYS = ("center_x", "center_y", "cladding_radius_px", "cladding_ellipti
 DEFECT_COLUMNS = ("number", "type", "class_name", "area_px", "bbox_x", "bbox_y", "bbox_w",
                   "bbox_h", "centroid_x", "centroid_y", "size_um", "length_um", "width_um",
                   "zone", "zones_touched", "innermost_zone", "polarity", "shape", "contrast", "visibility")
-KNOB_KEYS = ("closeup", "ellipticity", "core_edge_um", "edge_sigma_px", "edge_halo", "edge_line", "epoxy", "grain",
-             "tilt_shadow", "vignette", "blur_px", "noise", "jpeg_quality",
+KNOB_KEYS = ("closeup", "ellipticity", "core_edge_um", "edge_sigma_px", "edge_halo", "edge_line",
+             "epoxy", "grain", "tilt_shadow", "vignette", "blur_px", "noise", "jpeg_quality",
              "ferrule_level", "cladding_level", "core_level")
 
 
@@ -768,7 +801,7 @@ def write_dataset(out_dir, n: int, seed: int, fiber_types: dict, criteria: dict 
         image, truth = render(spec, rng)
         image_id = f"synth_{i:04d}"
         jpeg = truth["jpeg_bytes"] is not None
-        name, twin = (f"{image_id}.jpg", f"{image_id}.png") if jpeg else (f"{image_id}.png", f"{image_id}.jpg")
+        name, twin = (f"{image_id}.{ext}" for ext in (("jpg", "png") if jpeg else ("png", "jpg")))
         # a rerun with other ranges may switch the format: never leave both (same image id)
         (out / "images" / twin).unlink(missing_ok=True)
         if jpeg:

@@ -5,9 +5,13 @@ intensity gradient of a downscaled, log-flattened image (fast radial symmetry,
 both polarities at once), so vignetting, dirt and an off-centre fiber do not
 matter. Then edge points are located with sub-pixel precision along rays from
 the coarse center (signed gradient peak with parabolic interpolation), edge
-points on chips and dirt are rejected by RANSAC, and a circle and an ellipse are
-fitted to the inliers. The core is measured the same way inside the cladding
-when the radial intensity profile shows it.
+points on chips and dirt are rejected by iterative trimming around a direct
+least-squares ellipse fit (a circle is the special case; 720x576 video captures
+have non-square pixels and show the fiber as an ellipse). On dark fibers a
+textured epoxy ring just outside the glass is recognised, and the glass edge
+inside it is fitted instead of the ring's stronger outer edge. The core is
+measured the same way inside the cladding when the radial intensity profile
+shows it. Zone maps follow the fitted cladding ellipse.
 
 Coordinates are pixel centers: (0, 0) is the center of the top-left pixel,
 x to the right, y down.
@@ -36,10 +40,22 @@ ZONE_NAMES: dict[int, str] = {v: k for k, v in ZONE_IDS.items()}
 GRADED_ZONES = ("core", "cladding", "adhesive", "contact")
 
 GEOMETRY_KEYS = (
-    "center_x", "center_y", "cladding_radius_px", "cladding_ellipticity",
-    "cladding_angle_deg", "core_center_x", "core_center_y", "core_radius_px",
-    "core_visible", "core_offset_px", "core_offset_um", "um_per_px",
-    "um_per_px_source", "fit_residual_px", "confidence", "polarity",
+    "center_x",
+    "center_y",
+    "cladding_radius_px",
+    "cladding_ellipticity",
+    "cladding_angle_deg",
+    "core_center_x",
+    "core_center_y",
+    "core_radius_px",
+    "core_visible",
+    "core_offset_px",
+    "core_offset_um",
+    "um_per_px",
+    "um_per_px_source",
+    "fit_residual_px",
+    "confidence",
+    "polarity",
 )
 
 
@@ -64,8 +80,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         The keys of ``GEOMETRY_KEYS``. The cladding is an ellipse: center, the
         equal-area radius ``cladding_radius_px`` (sqrt of the semi-axes' product),
         ``cladding_ellipticity`` (1 - minor/major) and the major axis angle
-        ``cladding_angle_deg`` (from +x toward +y, [0, 180)). ``polarity`` is ``"dark"`` when the fiber
-        is darker than the ferrule, ``"bright"`` otherwise. ``core_visible`` is
+        ``cladding_angle_deg`` (from +x toward +y, [0, 180)). ``polarity`` is
+        ``"dark"`` when the fiber is darker than the ferrule, ``"bright"``
+        otherwise. ``core_visible`` is
         False when no core edge was measured; the core circle is then the
         nominal core centered on the cladding. With ``params["mode"] == "none"``
         no fiber is searched: circle keys are NaN, ``polarity`` is ``"none"``,
@@ -101,14 +118,16 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     r_tol = params["radius_tolerance"]
     r_range = (r_lo * (1 - r_tol), min(r_hi * (1 + r_tol), 0.5 * max(gray.shape)))
     if r_range[1] < r_range[0]:
-        raise ImageRejected(f"no fiber found: frame too small for a cladding radius of "
-                            f"{r_range[0]:.0f} px or more")
+        raise ImageRejected(
+            f"no fiber found: frame too small for a cladding radius of "
+            f"{r_range[0]:.0f} px or more"
+        )
     cx, cy, r, polarity = _coarse_circle(gray, r_range, params)
 
     # edges are located on a smoothed crop around the fiber (offset x0, y0)
     pad = r * (1 + 2 * params["search_rel"]) + 2 * params["search_min_px"]
     x0, y0 = max(0, math.floor(cx - pad)), max(0, math.floor(cy - pad))
-    crop = gray[y0: math.ceil(cy + pad) + 1, x0: math.ceil(cx + pad) + 1]
+    crop = gray[y0 : math.ceil(cy + pad) + 1, x0 : math.ceil(cx + pad) + 1]
     smooth = cv2.GaussianBlur(crop, (0, 0), params["edge_sigma_px"])
     upp_given = float(um_per_px) if um_per_px else None
     clad = _fit_cladding(smooth, (cx - x0, cy - y0, r), polarity, clad_r_um, upp_given, params)
@@ -116,7 +135,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     if confidence < params["min_confidence"]:
         raise ImageRejected(f"low fit confidence {confidence:.2f}")
 
-    upp, upp_source = (upp_given, "calibration") if upp_given else (clad_r_um / clad["r"], "cladding")
+    upp, upp_source = (
+        (upp_given, "calibration") if upp_given else (clad_r_um / clad["r"], "cladding")
+    )
     core = _measure_core(smooth, clad, 0.5 * float(fiber_type["core_um"]) / upp, params)
     core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"])
     return {
@@ -178,8 +199,12 @@ def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True):
     y0, y1 = max(0, math.floor(cy - reach)), min(h, math.ceil(cy + reach) + 1)
     if x0 >= x1 or y0 >= y1:
         return labels
-    d2 = _equal_area_radius2(np.arange(x0, x1) - cx, np.arange(y0, y1) - cy, e,
-                             math.radians(geometry.get("cladding_angle_deg", 0.0)))
+    d2 = _equal_area_radius2(
+        np.arange(x0, x1) - cx,
+        np.arange(y0, y1) - cy,
+        e,
+        math.radians(geometry.get("cladding_angle_deg", 0.0)),
+    )
     band = np.zeros(d2.shape, np.uint8)  # number of zone outer radii at or inside the pixel
     for r in outer_px:
         band += d2 >= np.float32(r * r)
@@ -237,9 +262,13 @@ def _equal_area_radius2(dx, dy, e, theta):
 def _no_fiber_geometry(um_per_px):
     nan = float("nan")
     geo = dict.fromkeys(GEOMETRY_KEYS, nan)
-    geo.update(core_visible=False, confidence=1.0, polarity="none",
-               um_per_px=float(um_per_px) if um_per_px else nan,
-               um_per_px_source="calibration" if um_per_px else "none")
+    geo.update(
+        core_visible=False,
+        confidence=1.0,
+        polarity="none",
+        um_per_px=float(um_per_px) if um_per_px else nan,
+        um_per_px_source="calibration" if um_per_px else "none",
+    )
     return geo
 
 
@@ -255,8 +284,9 @@ def _coarse_circle(gray, r_range, params):
     """
     h, w = gray.shape
     scale = min(1.0, params["coarse_size_px"] / max(h, w))
-    small = cv2.resize(gray, (max(1, round(w * scale)), max(1, round(h * scale))),
-                       interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
     small = cv2.GaussianBlur(np.log(small + params["log_offset"]), (0, 0), 1.0)
     gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
@@ -292,8 +322,10 @@ def _coarse_circle(gray, r_range, params):
         second = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params)
         if second is not None:
             dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
-            if (dist > 0.9 * (first[0] + second[0])
-                    and second[2] >= params["two_fiber_ratio"] * first[2]):
+            if (
+                dist > 0.9 * (first[0] + second[0])
+                and second[2] >= params["two_fiber_ratio"] * first[2]
+            ):
                 raise ImageRejected("two fibers")
     r_small, polarity, _ = first
     to_full = lambda v: (v + 0.5) / scale - 0.5  # noqa: E731 - pixel-center mapping
@@ -441,7 +473,9 @@ def _fit_edge(smooth, shape, sign, half, params):
         return None
     return {
         "shape": (float(ex), float(ey), a, b, th),
-        "cx": float(ex), "cy": float(ey), "r": math.sqrt(a * b),
+        "cx": float(ex),
+        "cy": float(ey),
+        "r": math.sqrt(a * b),
         "ellipticity": 1.0 - minor / major,
         "angle_deg": math.degrees(angle) % 180.0,
         "residual": float(np.sqrt(np.mean(_radial_residuals(model, pts[inl]) ** 2))),
@@ -471,13 +505,21 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
             break
     if clad is None:
         raise ImageRejected("no fiber found")
-    clad = _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params),
-                     params) or clad
+    clad = (
+        _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params), params)
+        or clad
+    )
     upp_guess = um_per_px or clad_r_um / clad["r"]
     shift, glass_sign = 0.0, 0.0
     if polarity == "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
-        shift, glass_sign = _epoxy_shift(smooth, clad, params["epoxy_max_um"] / upp_guess,
-                                         params["epoxy_min_um"] / upp_guess, params)
+        shift, glass_sign = _epoxy_shift(
+            smooth,
+            clad,
+            sign,
+            params["epoxy_max_um"] / upp_guess,
+            params["epoxy_min_um"] / upp_guess,
+            params,
+        )
     if shift:
         _, _, a, b, th = clad["shape"]
         inner = (clad["cx"], clad["cy"], a - shift, b - shift, th)
@@ -491,16 +533,17 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     return clad
 
 
-def _epoxy_shift(smooth, fit, band_px, min_px, params):
+def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     """Width of a rough epoxy ring just inside the fitted edge, if there is one.
 
     A dark fiber often sits in a rough epoxy ring whose outer edge (to the
     ferrule) is stronger than the glass edge. Epoxy is textured, glass is
     smooth: along the circle, the intensity difference between neighbouring
     rays is the texture, compared with that of the glass further in (floored
-    by a share of the ferrule's: JPEG flattens smooth glass). Texture beyond what the radial gradient explains
-    (edge waviness) that starts at least ``min_px`` inside the fitted edge and
-    reaches it marks the ring; its inner boundary (half-level crossing) is the
+    by a share of the ferrule's: JPEG flattens smooth glass). Texture beyond
+    what the radial gradient explains (edge waviness) that starts at least
+    ``min_px`` inside the fitted edge and reaches to within ``epoxy_gap_px`` of
+    it marks the ring; its inner boundary (half-level crossing) is the
     glass edge.
 
     Returns
@@ -513,9 +556,12 @@ def _epoxy_shift(smooth, fit, band_px, min_px, params):
     """
     r = fit["r"]
     n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
-    phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    # profiles aligned on each ray's own edge point, so that a wavy edge does not
+    # pass for texture
+    phi, at, _, valid = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
+    at = np.where(valid, at, _ellipse_radius(fit["shape"], phi))
     steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
-    rr = _ellipse_radius(fit["shape"], phi)[:, None] + steps[None, :]
+    rr = at[:, None] + steps[None, :]
     mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
     my = (fit["cy"] + rr * np.sin(phi)[:, None]).astype(np.float32)
     prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -526,19 +572,21 @@ def _epoxy_shift(smooth, fit, band_px, min_px, params):
     # reference texture: the smooth glass, floored by a share of the ferrule's texture
     # (JPEG flattens smooth glass, so its texture alone can be ~0)
     ferrule = steps > 0.5 * band_px + 3.0
-    base = max(float(np.median(texture[glass])),
-               params["epoxy_ferrule_share"] * float(np.median(texture[ferrule])))
-    excess = texture - base - slope * max(fit["residual"], params["edge_waviness_px"])
+    base = max(
+        float(np.median(texture[glass])),
+        params["epoxy_ferrule_share"] * float(np.median(texture[ferrule])),
+    )
+    excess = texture - base - slope * params["edge_waviness_px"]
     rough = excess > (params["epoxy_texture_ratio"] - 1.0) * max(base, 1e-4)
     # the rough run that ends near the fitted edge (whose own slope masks texture)
     near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]) & (steps <= 0))[0]
     if not len(near):
         return 0.0, 0.0
     k = last = int(near.max())
-    top = float(np.median(texture[max(0, k - 2): k + 1]))
+    top = float(np.median(texture[max(0, k - 2) : k + 1]))
     while k > 0 and rough[k - 1] and not glass[k - 1]:
         k -= 1
-    if glass[k] or steps[k] > -min_px or last - k < 1:  # a ring, not one textured sample
+    if glass[k] or last - k < 1:  # a ring, not one textured sample
         return 0.0, 0.0
     half = 0.5 * (base + top)
     j = max(k - 1, 0)  # half-level crossing between samples j and j + 1
@@ -546,11 +594,13 @@ def _epoxy_shift(smooth, fit, band_px, min_px, params):
         j += 1
     t0, t1 = texture[j], texture[j + 1]
     edge = steps[j] + 0.5 * float(np.clip((half - t0) / (t1 - t0) if t1 != t0 else 0.5, 0, 1))
+    if edge > -min_px:
+        return 0.0, 0.0
     i = int(np.argmin(np.abs(steps - edge)))
     step = float(np.gradient(level, 0.5)[i])
     noise = 1.4826 * float(np.median(np.abs(np.diff(prof[:, glass], axis=1))))
-    sign = float(np.sign(step)) if abs(step) > params["core_min_snr"] * noise / math.sqrt(n_rays) else 0.0
-    return -edge, sign
+    strong = abs(step) > params["core_min_snr"] * noise / math.sqrt(n_rays)
+    return -edge, float(np.sign(step)) if strong else 0.0
 
 
 def _confidence(fit, params):
@@ -589,8 +639,13 @@ def _measure_core(smooth, clad, nominal_r, params):
         return nominal
     _, _, a, b, th = clad["shape"]
     guess = (cx, cy, a * rel[k + 1], b * rel[k + 1], th)
-    fit = _fit_edge(smooth, guess, float(np.sign(med[k])),
-                    _half_width(rel[k + 1] * r_clad, params["refine_rel"], params), params)
+    fit = _fit_edge(
+        smooth,
+        guess,
+        float(np.sign(med[k])),
+        _half_width(rel[k + 1] * r_clad, params["refine_rel"], params),
+        params,
+    )
     if fit is None or fit["inlier_frac"] < params["core_min_inliers"]:
         return nominal
     return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True}

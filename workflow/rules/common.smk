@@ -104,9 +104,11 @@ def shard_manifest(wildcards):
     return MANIFEST_HASHES[wildcards.shard]
 
 
-def intermediate_root(wildcards, output):
-    """``<results_dir>/intermediate``, from a shard table ``<root>/<stage>/shard_k``."""
-    return str(Path(output[0]).parents[1])
+def output_parent(level, index=0):
+    """Param function: the folder ``level`` levels above output ``index`` (0 = its
+    folder), e.g. ``<results_dir>/intermediate`` for ``.../intermediate/zones/shard_k``.
+    Output-relative, so jobs also find it where paths are remapped (remote storage)."""
+    return lambda wildcards, output: str(Path(output[index]).parents[level])
 
 
 def shard_runtime(wildcards, threads):

@@ -15,6 +15,6 @@ rule defects:
     params:
         manifest=shard_manifest,
         stage=STAGE_PARAMS["defects"],
-        root=intermediate_root,
+        root=output_parent(1),
     script:
         "../scripts/defects.py"

@@ -14,6 +14,9 @@ workflow and is processed as one). For each size it measures and prints:
 * threads (issue 7 item 4): one shard of ``--thread-images`` images through zones ->
   defects -> features in this process as a shard job runs it, with 1 and ``--cores``
   workers: throughput ratio;
+* job memory: peak RSS of each job (script process + pool workers) in a run on the
+  real photos (``--memory-folder``; the generated pool when absent), for the
+  ``mem_mb`` of ``profiles/slurm``;
 * gather memory (issue 7 item 5): the first end-to-end folder's feature and defect
   shard tables resampled to ``--gather-defects`` defects, then cluster_fit,
   cluster_assign and labels run by Snakemake on them; peak RSS of the largest job.
@@ -38,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil  # a Snakemake dependency
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -136,6 +140,44 @@ def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict)
             "speedup": seconds[1] / seconds[cores]}
 
 
+def job_memory(work: Path, folder: Path, cores: int) -> dict[str, float]:
+    """Peak memory (MB) of each kind of job in a fresh run on ``folder``.
+
+    A job's memory is the RSS summed over its script process and that process's
+    children (the shard pool's workers), sampled every 0.2 s: what SLURM counts
+    against ``--mem``. Keyed by script name (the rule's name for the per-shard rules).
+    """
+    results = work / "memory_results"
+    shutil.rmtree(results, ignore_errors=True)
+    cfg = write_config(work / "memory.yaml", folder, results, threads_per_shard=cores)
+    Path(yaml.safe_load(cfg.read_text())["cluster_review"]).unlink(missing_ok=True)
+    peaks: dict[str, float] = {}
+    with open(work / "memory.log", "w", encoding="utf-8") as log:
+        proc = subprocess.Popen(snakemake(cfg, "--cores", str(cores)), cwd=ROOT,
+                                stdout=log, stderr=subprocess.STDOUT)
+        top = psutil.Process(proc.pid)
+        while proc.poll() is None:
+            try:
+                tree = top.children(recursive=True)
+            except psutil.NoSuchProcess:
+                break
+            for job in tree:
+                try:
+                    script = next((a for a in job.cmdline() if "/.snakemake/scripts/" in a), None)
+                    if script is None:
+                        continue
+                    rss = job.memory_info().rss + sum(
+                        c.memory_info().rss for c in job.children(recursive=True))
+                except psutil.Error:
+                    continue
+                name = Path(script).name.split(".", 1)[1].removesuffix(".py")
+                peaks[name] = max(peaks.get(name, 0.0), rss / 2**20)
+            time.sleep(0.2)
+    if proc.returncode != 0:
+        sys.exit(f"memory run failed; see {work / 'memory.log'}")
+    return dict(sorted(peaks.items()))
+
+
 def resample_shards(results: Path, n_defects: int, seed: int = 0) -> int:
     """Replace each shard's defect and feature tables by rows resampled from all
     shards, ``n_defects`` in total, on the shard's own accepted images."""
@@ -202,6 +244,9 @@ def main(argv=None) -> int:
                    help="images of the one-shard threads check (0: skip)")
     p.add_argument("--gather-defects", type=int, default=1_000_000,
                    help="defects of the gather memory check (0: skip)")
+    p.add_argument("--memory-folder", default=str(ROOT.parent / "shared" / "real_images"),
+                   help="folder whose run measures each job's peak memory (the real "
+                        "photos when present, else the generated pool)")
     p.add_argument("--out", default=str(ROOT / "bench_out" / "scale"))
     args = p.parse_args(argv)
     cfg = load_config()
@@ -251,6 +296,12 @@ def main(argv=None) -> int:
                   f"({100 * added['seconds'] / run['seconds']:.1f} % of the full run), "
                   f"jobs {plan['jobs']}", flush=True)
 
+    memory_folder = Path(args.memory_folder)
+    if not memory_folder.is_dir():
+        memory_folder = work / "pool" / "images"
+    report["job_memory"] = {"folder": str(memory_folder),
+                            "peak_mb": job_memory(work, memory_folder, args.cores)}
+    print(f"job memory: {report['job_memory']}", flush=True)
     if args.thread_images:
         report["threads"] = threads_speedup(work, pool, args.thread_images, args.cores, cfg)
         print(f"threads: {report['threads']}", flush=True)
@@ -288,6 +339,12 @@ def print_tables(report: dict) -> None:
         print(f"\nOne shard of {t['images']} images, zones -> defects -> features: "
               f"{t['seconds_1']:.1f} s with 1 thread, {t[f'seconds_{c}']:.1f} s with {c}: "
               f"{t['speedup']:.2f}x")
+    if "job_memory" in report:
+        m = report["job_memory"]
+        print(f"\nPeak memory per job (script + pool workers, {c} workers) on {m['folder']}:")
+        print("| job | peak MB |\n|---|---:|")
+        for name, mb in m["peak_mb"].items():
+            print(f"| {name} | {mb:.0f} |")
     if "gather" in report:
         g = report["gather"]
         print(f"Gather (cluster_fit, cluster_assign, labels) on {g['defects']:,} defects: "

@@ -112,3 +112,14 @@ def test_other_methods(method):
 def test_bad_method_is_named():
     with pytest.raises(ValueError, match="clustering.method"):
         clustering.fit_model(fake_features(5, 0), params(method="dbscan"))
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5])
+def test_few_defects(n):
+    data = fake_features(5, seed=5).iloc[:n]
+    model = clustering.fit_model(data, params())
+    assert len(clustering.assign_clusters(model, data)) == n
+    assert len(model["sizes"]) == min(n, 4 if n >= 4 else n)
+    if n == 0:
+        with pytest.raises(ValueError, match="refit"):
+            clustering.assign_clusters(model, fake_features(1, seed=6))

@@ -1,6 +1,7 @@
 """Dataset exports read back by the libraries that consume them (Pillow, pycocotools,
 zarr, pandas), on synthetic end faces with exact instance masks."""
 
+import io
 import json
 import re
 import subprocess
@@ -45,9 +46,11 @@ def test_palette_pngs_hold_class_ids(scenes):
         numbers, types = _typed(truth)
         mask = datasets.defect_class_mask(truth["instance_map"], numbers, types)
         for ids, colours in ((mask, datasets.DEFECT_COLOURS), (truth["zone_map"], datasets.ZONE_COLOURS)):
-            png = Image.open(__import__("io").BytesIO(datasets.encode_palette_png(ids, colours)))
+            data = datasets.encode_palette_png(ids, colours)
+            png = Image.open(io.BytesIO(data))
             assert png.mode == "P"
             np.testing.assert_array_equal(np.asarray(png), ids)
+            np.testing.assert_array_equal(datasets.decode_palette_png(data), ids)
             pal = np.asarray(png.getpalette()[:18]).reshape(6, 3)
             assert [tuple(p) for p in pal] == [colours[k] for k in range(6)]
         # every instance pixel carries its defect's class id

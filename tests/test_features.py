@@ -1,12 +1,15 @@
 """Known answers of features.defect_features / zone_features on drawn shapes."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from fiberprep.features import (DEFECT_FEATURE_NAMES, FEATURE_DESCRIPTIONS, FEATURE_UNITS,
-                                defect_features, zone_defect_summary, zone_features)
+                                defect_features, zone_features)
 
 GEOMETRY = {"um_per_px": 0.5, "center_x": 200.0, "center_y": 200.0, "cladding_radius_px": 125.0}
 
@@ -76,13 +79,24 @@ def test_zone_features():
     assert out.loc[1, "entropy"] == 0.0
 
 
-def test_zone_defect_summary():
-    zones = pd.DataFrame({"image_id": ["a", "a", "b"], "zone": [1, 2, 2], "area_px": [100, 1000, 1000]})
-    defects = pd.DataFrame({"image_id": ["a", "a", "b"], "zone": [2, 2, 2],
-                            "type": ["scratch", "pit_dig", "chip"], "area_px": [10, 20, 7],
-                            "length_um": [30.0, 3.0, 5.0], "severity_score": [0.5, 0.2, 0.9]})
-    out = zone_defect_summary(zones, defects).set_index(["image_id", "zone"])
-    assert out.loc[("a", 1), "n_defects"] == 0 and out.loc[("a", 1), "largest_defect_um"] == 0
-    assert out.loc[("a", 2), ["n_scratch", "n_pit_dig", "n_chip"]].tolist() == [1, 1, 0]
-    assert out.loc[("a", 2), "area_fraction_pit_dig"] == pytest.approx(0.02)
-    assert out.loc[("b", 2), "worst_severity"] == 0.9 and out.loc[("a", 2), "largest_defect_um"] == 30
+
+REAL = Path(__file__).resolve().parents[2] / "shared" / "real_images"
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images absent")
+def test_real_closeup_features_are_finite_and_linear_defects_elongated():
+    from fiberprep.defects import detect_defects
+    from fiberprep.io import load_image
+
+    cfg = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
+    gray = load_image(sorted((REAL / "scratch_closeups_512").glob("*"))[0], 40_000_000, 64)[0]
+    zones = np.full(gray.shape, 5, np.uint8)  # zones.mode none: one ungraded zone
+    geometry = {"um_per_px": cfg["detection"]["default_um_per_px"], "center_x": np.nan,
+                "center_y": np.nan, "cladding_radius_px": np.nan}
+    inst, table = detect_defects(gray, zones, geometry, cfg["detection"])
+    feats = defect_features(gray, inst, zones, table, geometry)
+    assert len(feats) == len(table) > 0
+    assert np.isfinite(feats.drop(columns="cladding_edge_distance_um").to_numpy()).all()
+    linear = feats[table["shape_class"].to_numpy() == "linear"]
+    assert len(linear) and (linear["aspect_ratio"] > 3).all()

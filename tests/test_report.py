@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from fiberprep import datasets, library, report, synth, zones
+from fiberprep.features import DEFECT_FEATURE_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
@@ -75,14 +76,15 @@ def test_overlay_draws_zones_and_defects_in_their_colours(run):
 
 def test_report_is_self_contained(run):
     images, labels, index, patches, overlays = run
-    page = report.render_report(images, labels, index, patches, overlays, CONFIG["report"], {"input_dir": "x"})
+    page = report.render_report(images, labels, index, patches, overlays, CONFIG["report"], {"input_dir": "x"},
+                                DEFECT_FEATURE_NAMES, zones.ZONE_NAMES)
     assert "truncated JPEG" in page and "<svg" in page
     assert not re.search(r'src=["\'](?!data:)', page), "every picture is embedded"
     uris = re.findall(r"data:image/(?:png|jpeg);base64,([A-Za-z0-9+/=]+)", page)
     assert len(uris) >= 6
     for u in uris:
         assert cv2.imdecode(np.frombuffer(base64.b64decode(u), np.uint8), cv2.IMREAD_UNCHANGED) is not None
-    defect_ids, image_ids = report.report_selection(index, labels, CONFIG["report"])
+    defect_ids, image_ids = report.report_selection(index, labels, CONFIG["report"], DEFECT_FEATURE_NAMES)
     assert set(defect_ids) <= set(index["defect_id"]) and image_ids[0] in set(labels.loc[labels["pass_fail"] == "fail", "image_id"])
 
 
@@ -99,7 +101,8 @@ def _console_errors(stderr: str) -> list[str]:
 def test_report_renders_in_chromium_without_console_errors(run, tmp_path):
     images, labels, index, patches, overlays = run
     page = tmp_path / "report.html"
-    page.write_text(report.render_report(images, labels, index, patches, overlays, CONFIG["report"], {"input_dir": "x"}))
+    page.write_text(report.render_report(images, labels, index, patches, overlays, CONFIG["report"], {"input_dir": "x"},
+                                DEFECT_FEATURE_NAMES, zones.ZONE_NAMES))
     # the check sees console errors: a page with one is caught
     bad = tmp_path / "bad.html"
     bad.write_text("<html><body><script>console.error('boom')</script></body></html>")

@@ -10,7 +10,8 @@ on top. A refit is matched to the previous model by centroid (Hungarian assignme
 cluster ids, and hence reviewed names, stay put.
 
 The model is a plain dict (picklable): ``feature_names``, ``log_features``, ``scaler``,
-``pca``, ``estimator``, ``centroids`` (model space), ``centroids_raw`` ({cluster:
+``pca``, ``estimator`` (the fitted scikit-learn object), ``centroids`` (model space),
+``cluster_ids`` (id of each centroid row), ``centroids_raw`` ({cluster:
 {feature: median}} over every numeric feature), ``sizes``, ``silhouette`` ({k: score}),
 ``names`` ({cluster: {type, rule}}) and ``params``.
 
@@ -54,20 +55,24 @@ def _matrix(model: dict, features: pd.DataFrame) -> np.ndarray:
     return X
 
 
-def _transform(model: dict, features: pd.DataFrame) -> np.ndarray:
-    """Features -> model space: log, robust scaling, NaN -> median, optional PCA."""
+def _scaled(model: dict, features: pd.DataFrame) -> np.ndarray:
+    """Log transform and robust scaling; missing values become the median (0)."""
     X = model["scaler"].transform(_matrix(model, features))
-    X = np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+    return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _transform(model: dict, features: pd.DataFrame) -> np.ndarray:
+    """Features -> model space: :func:`_scaled`, then the optional PCA."""
+    X = _scaled(model, features)
     return model["pca"].transform(X) if model["pca"] is not None else X
 
 
-def _cluster(X: np.ndarray, method: str, k: int, params: dict) -> np.ndarray:
-    seed = int(params["seed"])
+def _estimator(method: str, k: int | None, params: dict):
     if method == "kmeans":
-        return KMeans(n_clusters=k, n_init=int(params["n_init"]), random_state=seed).fit_predict(X)
+        return KMeans(n_clusters=k, n_init=int(params["n_init"]), random_state=int(params["seed"]))
     if method == "agglomerative":
-        return AgglomerativeClustering(n_clusters=k, linkage=params["linkage"]).fit_predict(X)
-    return HDBSCAN(min_cluster_size=int(params["min_cluster_size"]), copy=True).fit_predict(X)
+        return AgglomerativeClustering(n_clusters=k, linkage=params["linkage"])
+    return HDBSCAN(min_cluster_size=int(params["min_cluster_size"]), copy=True)
 
 
 def _choose_k(X: np.ndarray, method: str, params: dict, rng) -> tuple[int, dict[int, float]]:
@@ -77,8 +82,10 @@ def _choose_k(X: np.ndarray, method: str, params: dict, rng) -> tuple[int, dict[
     lo, hi = params["k_range"]
     scores = {}
     for k in range(int(lo), min(int(hi), n - 1) + 1):
-        labels = _cluster(Xs, method, k, params)
+        labels = _estimator(method, k, params).fit_predict(Xs)
         scores[k] = float(silhouette_score(Xs, labels)) if len(set(labels)) > 1 else -1.0
+    if not scores:                   # fewer defects than k_range: one cluster per defect
+        return min(int(lo), len(X)), scores
     return max(scores, key=scores.get), scores
 
 
@@ -108,8 +115,6 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     method = params["method"]
     if method not in METHODS:
         raise ValueError(f"clustering.method={method!r}; allowed: {', '.join(METHODS)}")
-    if len(features) < 3:
-        raise ValueError(f"clustering needs at least 3 defects, got {len(features)}")
     rng = np.random.default_rng(int(params["seed"]))
     n_fit = min(len(features), int(params["max_fit_samples"]))
     idx = np.sort(rng.choice(len(features), n_fit, replace=False))
@@ -117,10 +122,16 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     model = {
         "method": method, "feature_names": list(params["features"]),
         "log_features": dict(params.get("log_features") or {}), "params": dict(params),
-        "scaler": RobustScaler(), "pca": None, "estimator": None,
+        "scaler": RobustScaler(), "pca": None, "estimator": None, "silhouette": {},
     }
+    if len(sample) == 0:             # no defect anywhere yet: a model without clusters
+        model["scaler"] = None
+        model.update(centroids=np.zeros((0, len(model["feature_names"]))),
+                     cluster_ids=np.zeros(0, np.int64), centroids_raw={}, sizes={},
+                     fit_rows=0, names={})
+        return model
     model["scaler"].fit(_matrix(model, sample))
-    X = np.nan_to_num(model["scaler"].transform(_matrix(model, sample)), nan=0.0)
+    X = _scaled(model, sample)
     if params.get("pca_components"):
         model["pca"] = PCA(n_components=params["pca_components"], random_state=int(params["seed"]))
         X = model["pca"].fit_transform(X)
@@ -130,7 +141,11 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
         if k == "auto":
             k, scores = _choose_k(X, method, params, rng)
         k = min(int(k), len(X))
-    labels = _cluster(X, method, k, params)
+    if len(X) < 2 or (method == "hdbscan" and len(X) <= int(params["min_cluster_size"])):
+        labels = np.zeros(len(X), int)   # too few defects to split: one cluster
+    else:
+        model["estimator"] = _estimator(method, k, params)
+        labels = model["estimator"].fit_predict(X)
     ids = [c for c in np.unique(labels) if c >= 0]
     if not ids:                      # HDBSCAN found only noise: one cluster
         labels, ids = np.zeros(len(X), int), [0]
@@ -143,9 +158,6 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     model["centroids"] = centroids
     model["cluster_ids"] = np.arange(len(ids))
     model["silhouette"] = scores
-    if method == "kmeans":
-        model["estimator"] = {"n_clusters": len(ids), "inertia_per_defect":
-                              float(((X - centroids[labels]) ** 2).sum() / len(X))}
     _summarise(model, sample, labels)
     model["names"] = name_clusters(model)
     if previous is not None:
@@ -171,6 +183,9 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     """
     if len(features) == 0:
         return np.zeros(0, dtype=np.int64)
+    if len(model["centroids"]) == 0:
+        raise ValueError("the clustering model has no clusters (it was fitted without "
+                         "defects): refit it (clustering.refit: true)")
     near = pairwise_distances_argmin(_transform(model, features), model["centroids"])
     return model["cluster_ids"][near].astype(np.int64)
 
@@ -192,8 +207,9 @@ def name_clusters(model: dict) -> dict[int, dict]:
     Rules, first match wins (thresholds in ``params['naming']``, physical units; the
     centroid is the median of the cluster's fit rows):
 
-    1. chip: at the cladding edge (``cladding_edge_distance_um`` small) and
-       notch-shaped (``aspect_ratio`` small, ``solidity`` high);
+    1. chip: at the cladding edge (``cladding_edge_distance_um`` small),
+       notch-shaped (``aspect_ratio`` small, ``solidity`` high) and dark
+       (``local_snr`` negative: broken glass scatters light away);
     2. scratch: elongated and long (``aspect_ratio``, ``skeleton_length_um`` large);
     3. contamination, oil-like: diffuse edge (``edge_sharpness`` low: the intensity
        change is spread over several µm, as for oil films and smears);
@@ -214,7 +230,8 @@ def name_clusters(model: dict) -> dict[int, dict]:
     checks = [
         ("chip", [("cladding_edge_distance_um", "<=", p["chip_max_edge_distance_um"]),
                   ("aspect_ratio", "<=", p["chip_max_aspect_ratio"]),
-                  ("solidity", ">=", p["chip_min_solidity"])]),
+                  ("solidity", ">=", p["chip_min_solidity"]),
+                  ("local_snr", "<=", p["chip_max_snr"])]),
         ("scratch", [("aspect_ratio", ">=", p["scratch_min_aspect_ratio"]),
                      ("skeleton_length_um", ">=", p["scratch_min_length_um"])]),
         ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])]),
@@ -255,11 +272,11 @@ def match_clusters(old_model: dict, new_model: dict) -> dict[int, int]:
     """
     old_ids = sorted(old_model["centroids_raw"])
     new_ids = sorted(new_model["centroids_raw"])
+    if not old_ids or not new_ids:
+        return {n: n for n in new_ids}
 
     def space(m):
-        table = pd.DataFrame.from_dict(m["centroids_raw"], orient="index")
-        X = np.nan_to_num(old_model["scaler"].transform(_matrix(old_model, table)), nan=0.0)
-        return X
+        return _scaled(old_model, pd.DataFrame.from_dict(m["centroids_raw"], orient="index"))
 
     A, B = space(old_model), space(new_model)
     cost = np.linalg.norm(B[:, None, :] - A[None, :, :], axis=2)

@@ -118,13 +118,18 @@ def defect_class_mask(instance_map: np.ndarray, numbers, type_names) -> np.ndarr
 def encode_png(array: np.ndarray, compression: int = 1, flat: bool = False) -> bytes:
     """PNG bytes of a uint8/uint16 gray or uint8 RGB array.
 
-    ``flat`` selects zlib's run-length strategy, which suits masks (long runs of one
-    id); otherwise Huffman-only coding, which on noisy photos is ~2x faster than the
-    default strategy at a smaller size.
+    The PNG row filter and zlib strategy are fixed by content instead of searched
+    per row: ``flat`` (masks: long runs of one id) writes unfiltered rows with
+    run-length coding, 3-4x faster than OpenCV's default at the same size; photos
+    use the "sub" filter with Huffman-only coding, ~2x faster for ~10 % more bytes.
     """
     arr = cv2.cvtColor(array, cv2.COLOR_RGB2BGR) if array.ndim == 3 else array
-    strategy = cv2.IMWRITE_PNG_STRATEGY_RLE if flat else cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
-    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, int(compression), cv2.IMWRITE_PNG_STRATEGY, strategy])
+    if flat:
+        row_filter, strategy = cv2.IMWRITE_PNG_FILTER_NONE, cv2.IMWRITE_PNG_STRATEGY_RLE
+    else:
+        row_filter, strategy = cv2.IMWRITE_PNG_FILTER_SUB, cv2.IMWRITE_PNG_STRATEGY_HUFFMAN_ONLY
+    ok, buf = cv2.imencode(".png", arr, [cv2.IMWRITE_PNG_COMPRESSION, int(compression), cv2.IMWRITE_PNG_STRATEGY,
+                                         strategy, cv2.IMWRITE_PNG_FILTER, row_filter])
     if not ok:
         raise ValueError(f"PNG encoding failed for an array {array.shape} {array.dtype}")
     return buf.tobytes()
@@ -167,6 +172,26 @@ def encode_palette_png(mask: np.ndarray, colours: dict[int, tuple[int, int, int]
     ihdr[9] = 3  # colour type: palette
     return (gray[:8] + _png_chunk(b"IHDR", bytes(ihdr)) + _png_chunk(b"PLTE", bytes(palette(colours)))
             + gray[ihdr_end:])
+
+
+def decode_palette_png(data: bytes) -> np.ndarray:
+    """Ids (uint8) of an 8-bit palette PNG such as :func:`encode_palette_png` writes.
+
+    The inverse header switch: colour type back to gray, PLTE/tRNS dropped, then
+    OpenCV decodes the indices (it would otherwise expand them to colours).
+    """
+    out, pos = [data[:8]], 8
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            if body[8] != 8 or body[9] != 3:
+                raise ValueError("not an 8-bit palette PNG")
+            out.append(_png_chunk(b"IHDR", body[:9] + b"\x00" + body[10:]))
+        elif kind not in (b"PLTE", b"tRNS"):
+            out.append(data[pos : pos + 12 + length])
+        pos += 12 + length
+    return decode_png(b"".join(out))
 
 
 def content_key(*parts) -> str:

@@ -110,8 +110,11 @@ def detect_defects(gray, zone_map, geometry, params):
     seed_ok = (regions > 0) & ~hard_band
 
     zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"])
-    region_mask = _region_candidates(z, zs, regions, seed_ok, px, params)
-    scratch_mask = _scratch_candidates(zs, seed_ok, px, params)
+    # physical floor: a defect must differ from its background by min_contrast
+    rel = np.abs(cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"]))
+    floor = math.log1p(params["min_contrast"])
+    region_mask = _region_candidates(z, zs, regions, seed_ok, rel >= floor, px, params)
+    scratch_mask = _scratch_candidates(zs, seed_ok, rel >= 0.5 * floor, px, params)
     labels, source = _merge(region_mask, scratch_mask, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
@@ -412,18 +415,19 @@ def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(z, zs, regions, seed_ok, px, params):
+def _region_candidates(z, zs, regions, seed_ok, strong, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
     thresholded at median + γ·σ (robust) per physical region; candidates
-    that also reach ``seed_sigma`` seed a hysteresis on |z|, and each
+    that also reach ``seed_sigma`` and are ``strong`` (above the contrast
+    floor) seed a hysteresis on |z|, and each
     component is cut at half its own peak |z| (the true edge of a blurred
     defect), never below ``grow_sigma``.
     """
     seed, grow = params["seed_sigma"], params["grow_sigma"]
     absz = np.abs(zs)
-    cand = _do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params) & (absz > seed)
+    cand = _do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params) & (absz > seed) & strong
     mask = _half_max(_reconstruct(cand, absz > grow), absz, params)
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))
@@ -438,6 +442,7 @@ def _region_candidates(z, zs, regions, seed_ok, px, params):
             m = rc == k
             zc[m] = dc[m] / max(_robust_std(dc[m & okc]), 1e-5)
         cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
+        cc &= cv2.resize(strong.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.5
         # the coarse scale is for wide smears: drop components smaller than that
         n, lab, stats, _ = cv2.connectedComponentsWithStats(
             _reconstruct(cc, np.abs(zc) > grow).astype(np.uint8), connectivity=8)
@@ -510,7 +515,7 @@ def _refine(labels, absz, reach, params):
     return np.where(weak[labels], labels, np.where(weak[fine], 0, fine)).astype(np.uint16)
 
 
-def _scratch_candidates(zs, seed_ok, px, params):
+def _scratch_candidates(zs, seed_ok, visible, px, params):
     """LEI scratches: oriented line averages against parallel side lines.
 
     Runs at ``lei_um_per_px``. Each orientation is computed by rotating the
@@ -537,7 +542,7 @@ def _scratch_candidates(zs, seed_ok, px, params):
         lines = cv2.resize(lines.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
     absz = np.abs(zs)
     # centre line where the image supports it (the line filter overshoots the ends)
-    centre = skeletonize(lines) & (absz >= params["lei_centre_sigma"])
+    centre = skeletonize(lines) & (absz >= params["lei_centre_sigma"]) & visible
     kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * px(params["scratch_reach_um"]) + 1),) * 2)
     near = cv2.dilate(centre.astype(np.uint8), kern) > 0
     # width: pixels above half the scratch's local peak (contrast fades along it)

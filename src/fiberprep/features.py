@@ -30,7 +30,7 @@ from scipy import ndimage as ndi
 from skimage.feature import graycomatrix, local_binary_pattern
 from skimage.morphology import skeletonize
 
-from .datasets import DEFECT_CLASSES
+from .zones import ZONE_NAMES
 
 # Width of the local background ring around each defect (µm), at least _RING_MIN_PX px.
 _RING_UM = 3.0
@@ -90,7 +90,7 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
       for i in range(_LBP_BINS)],
     ("entropy", "bit", "Shannon entropy of the defect's intensities (32 bins)"),
     ("gradient_mean", "gray/µm", "mean gradient magnitude on the defect boundary"),
-    ("edge_sharpness", "1/µm", "gradient_mean / |local_contrast|: high = sharp, low = diffuse"),
+    ("edge_sharpness", "1/µm", "gradient_mean / abs(local_contrast): high = sharp, low = diffuse"),
     ("orientation_coherence", "1", "structure-tensor coherence inside the defect (1 = one direction)"),
     ("cladding_edge_distance_um", "µm", "smallest distance of a defect pixel to the cladding edge"),
 ]
@@ -115,8 +115,6 @@ FEATURE_DESCRIPTIONS: dict[str, str] = {
     n: d for n, _, d in _DETECTION_FEATURES + _DEFECT_FEATURES}
 ZONE_FEATURE_DESCRIPTIONS: dict[str, str] = {n: d for n, _, d in _ZONE_FEATURES}
 DEFECT_FEATURE_NAMES: list[str] = [n for n, _, _ in _DEFECT_FEATURES]
-
-_ZONE_NAMES = {1: "core", 2: "cladding", 3: "adhesive", 4: "contact", 5: "ferrule"}
 
 
 def _ring_px(um_per_px: float) -> int:
@@ -343,71 +341,33 @@ def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,
     gray = np.asarray(gray, dtype=np.float32)
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3) / 8.0
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3) / 8.0
-    grad = np.hypot(gx, gy)
-    ids = np.arange(1, 6)
-    counts = np.bincount(zone_map.ravel(), minlength=6)[:6]
+    # One pass of per-zone sums (bincount over zone ids) instead of a mask per zone.
+    z = np.asarray(zone_map, dtype=np.intp).ravel()
+    g = gray.ravel().astype(np.float64)
+    n = np.bincount(z, minlength=6)[:6]
+    s1 = np.bincount(z, weights=g, minlength=6)[:6]
+    s2 = np.bincount(z, weights=g * g, minlength=6)[:6]
+    sg = np.bincount(z, weights=np.hypot(gx, gy).ravel(), minlength=6)[:6]
+    level = np.clip((g * _LEVELS).astype(np.intp), 0, _LEVELS - 1)
+    hist = np.bincount(z * _LEVELS + level, minlength=6 * _LEVELS)[:6 * _LEVELS].reshape(6, _LEVELS)
     rows = []
-    for z in ids:
-        if counts[z] == 0:
+    for zid in range(1, 6):
+        if n[zid] == 0:
             continue
-        name = _ZONE_NAMES[z]
-        inner, outer = zones_um.get(name, (zones_um.get("contact", (0, 0))[1], np.nan))
-        m = zone_map == z
-        vals = gray[m]
+        name = ZONE_NAMES[zid]
+        inner, outer = zones_um.get(name, (max(v[1] for v in zones_um.values()), np.nan))
         nominal = np.pi / 4 * (outer**2 - inner**2) if np.isfinite(outer) else np.nan
-        area_um2 = counts[z] * um * um
+        area_um2 = n[zid] * um * um
+        mean = s1[zid] / n[zid]
+        p = hist[zid][hist[zid] > 0] / n[zid]
         rows.append({
-            "zone": int(z), "zone_name": name,
+            "zone": zid, "zone_name": name,
             "inner_diameter_um": float(inner), "outer_diameter_um": float(outer),
-            "area_px": int(counts[z]), "area_um2": float(area_um2),
+            "area_px": int(n[zid]), "area_um2": float(area_um2),
             "visible_fraction": float(min(area_um2 / nominal, 1.0)) if nominal > 0 else np.nan,
-            "intensity_mean": float(vals.mean()), "intensity_std": float(vals.std()),
-            "gradient_mean": float(grad[m].mean()) / um,
-            "entropy": _entropy(vals),
+            "intensity_mean": float(mean),
+            "intensity_std": float(np.sqrt(max(s2[zid] / n[zid] - mean * mean, 0.0))),
+            "gradient_mean": float(sg[zid] / n[zid]) / um,
+            "entropy": float(-(p * np.log2(p)).sum()),
         })
-    return pd.DataFrame(rows, columns=[n for n, _, _ in _ZONE_FEATURES])
-
-
-def zone_defect_summary(zone_rows: pd.DataFrame, typed_defects: pd.DataFrame) -> pd.DataFrame:
-    """Add defect counts, area fractions, largest size and worst severity per zone.
-
-    Parameters
-    ----------
-    zone_rows : DataFrame
-        ``zone_features`` rows of one or more images (``image_id``, ``zone``,
-        ``area_px`` ...).
-    typed_defects : DataFrame
-        Defects with ``image_id``, ``zone`` (the zone holding most of the defect, where
-        its area is counted), ``type``, ``area_px``, ``length_um`` and optionally
-        ``severity_score``.
-
-    Returns
-    -------
-    DataFrame
-        ``zone_rows`` plus ``n_defects``, ``n_<type>`` and ``area_fraction_<type>``
-        for every class of ``datasets.DEFECT_CLASSES``, ``largest_defect_um`` (0 when
-        none) and ``worst_severity`` (0 when none).
-    """
-    names = list(DEFECT_CLASSES.values())
-    d = typed_defects.assign(type=typed_defects["type"].where(typed_defects["type"].isin(names), "other"))
-    key = ["image_id", "zone"]
-    g = d.groupby(key)
-    counts = d.pivot_table(index=key, columns="type", values="area_px", aggfunc="count",
-                           fill_value=0).reindex(columns=names, fill_value=0)
-    areas = d.pivot_table(index=key, columns="type", values="area_px", aggfunc="sum",
-                          fill_value=0).reindex(columns=names, fill_value=0)
-    stats = pd.DataFrame({
-        "n_defects": g.size(),
-        **{f"n_{t}": counts[t] for t in names},
-        **{f"area_px_{t}": areas[t] for t in names},
-        "largest_defect_um": g["length_um"].max(),
-        "worst_severity": g["severity_score"].max() if "severity_score" in d else np.nan,
-    })
-    out = zone_rows.merge(stats, left_on=key, right_index=True, how="left")
-    for t in names:
-        out[f"area_fraction_{t}"] = out.pop(f"area_px_{t}").fillna(0) / out["area_px"]
-        out[f"n_{t}"] = out[f"n_{t}"].fillna(0).astype(np.int64)
-    out["n_defects"] = out["n_defects"].fillna(0).astype(np.int64)
-    out["largest_defect_um"] = out["largest_defect_um"].fillna(0.0)
-    out["worst_severity"] = out["worst_severity"].fillna(0.0)
-    return out
+    return pd.DataFrame(rows, columns=[c for c, _, _ in _ZONE_FEATURES])

@@ -16,8 +16,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from fiberprep import datasets, library, zones
-from fiberprep.features import DEFECT_FEATURE_NAMES
+from fiberprep import datasets, library
 
 
 def _hex(rgb) -> str:
@@ -215,10 +214,11 @@ def svg_scatter(xy: np.ndarray, groups, colours: dict, title: str, tips=None) ->
 
 
 # ------------------------------------------------------------------- defect embedding
-def feature_matrix(index: pd.DataFrame) -> np.ndarray:
-    """Standardised matrix of the numeric defect features (NaN -> column median,
-    constant columns dropped), rows in ``index`` order."""
-    cols = [c for c in DEFECT_FEATURE_NAMES if c in index.columns and c != "zone"]
+def feature_matrix(index: pd.DataFrame, feature_names) -> np.ndarray:
+    """Standardised matrix of the numeric defect features ``feature_names``
+    (``features.DEFECT_FEATURE_NAMES``; NaN -> column median, constant columns
+    dropped), rows in ``index`` order."""
+    cols = [c for c in feature_names if c in index.columns and c != "zone"]
     x = index[cols].apply(pd.to_numeric, errors="coerce").to_numpy(float) if cols else np.zeros((len(index), 0))
     x = x[:, np.isfinite(x).any(axis=0)] if len(x) else x
     if x.size == 0:
@@ -276,12 +276,14 @@ def worst_images(labels: pd.DataFrame, n: int) -> list[str]:
     return order["image_id"].head(n).tolist()
 
 
-def report_selection(index: pd.DataFrame, labels: pd.DataFrame, params: dict) -> tuple[list[str], list[str]]:
+def report_selection(index: pd.DataFrame, labels: pd.DataFrame, params: dict,
+                     feature_names) -> tuple[list[str], list[str]]:
     """Defect ids whose patches and image ids whose overlays the report embeds."""
     worst = worst_images(labels, int(params["worst_images"]))
     if not len(index):
         return [], worst
-    reps = cluster_representatives(feature_matrix(index), index["cluster"].astype(str), int(params["montage_size"]))
+    reps = cluster_representatives(feature_matrix(index, feature_names), index["cluster"].astype(str),
+                                   int(params["montage_size"]))
     rows = sorted({r for v in reps.values() for r in v["closest"] + v["farthest"]})
     return index["defect_id"].iloc[rows].tolist(), worst
 
@@ -291,7 +293,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1280px}
 h1{font-size:22px}h2{font-size:18px;border-bottom:1px solid #ccc;padding-bottom:4px;margin-top:28px}
 table{border-collapse:collapse;font-size:12px;margin:8px 0}td,th{border:1px solid #ddd;padding:3px 6px;text-align:left}
-th{background:#f2f2f2}.grid{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;padding:6px}
+th{background:#f2f2f2}.grid{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;padding:6px;overflow-wrap:anywhere}
 .fail{color:#b00020;font-weight:bold}.pass{color:#1b5e20}.muted{color:#777;font-size:12px}img{max-width:100%}
 .kpi{display:inline-block;margin-right:24px;font-size:14px}.kpi b{font-size:22px;display:block}
 """
@@ -309,7 +311,7 @@ def _pass_class(frame_html: str) -> str:
 
 def render_report(images: pd.DataFrame, labels: pd.DataFrame, index: pd.DataFrame,
                   patches: dict[str, np.ndarray], overlays: dict[str, np.ndarray], params: dict,
-                  run_info: dict) -> str:
+                  run_info: dict, feature_names, zone_names: dict[int, str]) -> str:
     """The run's QC report as one self-contained HTML page.
 
     Parameters
@@ -326,6 +328,11 @@ def render_report(images: pd.DataFrame, labels: pd.DataFrame, index: pd.DataFram
         The config's ``report:`` section.
     run_info : dict
         ``version``, ``input_dir``, ``fiber_type`` and other lines for the header.
+    feature_names : list of str
+        Defect features of the embedding and cluster montages
+        (``features.DEFECT_FEATURE_NAMES``).
+    zone_names : dict
+        Zone id -> name (``zones.ZONE_NAMES``).
 
     Returns
     -------
@@ -359,7 +366,7 @@ def render_report(images: pd.DataFrame, labels: pd.DataFrame, index: pd.DataFram
     if len(index):
         zone_col = "innermost_zone" if "innermost_zone" in index.columns else "zone"
         by = pd.crosstab(index[zone_col], index["type"]).reindex(columns=[t for t in type_names if t in set(index["type"])] + sorted(set(index["type"]) - set(type_names)), fill_value=0)
-        by.index = [zones.ZONE_NAMES.get(int(z), str(z)) for z in by.index]
+        by.index = [zone_names.get(int(z), str(z)) for z in by.index]
         by = by.rename_axis(index="zone", columns=None)
         parts.append(svg_stacked_bars(by, colours, "defects per zone", "zone (innermost touched)"))
         parts.append("<div>" + _table(by.reset_index()) + "</div>")
@@ -368,7 +375,7 @@ def render_report(images: pd.DataFrame, labels: pd.DataFrame, index: pd.DataFram
     parts.append("</div>")
 
     if len(index):
-        x = feature_matrix(index)
+        x = feature_matrix(index, feature_names)
         emb = embedding_2d(x)
         cluster_type = index.groupby(index["cluster"].astype(str))["type"].agg(lambda t: t.value_counts().index[0])
         cl = [f"{c} {cluster_type[c]}" for c in index["cluster"].astype(str)]
@@ -386,7 +393,7 @@ def render_report(images: pd.DataFrame, labels: pd.DataFrame, index: pd.DataFram
     for iid in shown:
         row = labels.set_index("image_id").loc[iid]
         img = fit_width(overlays[iid], int(params["overlay_width_px"]))
-        parts.append(f"<div class='card'><img alt='{html.escape(iid)}' src='{data_uri(img, '.jpg')}'>"
+        parts.append(f"<div class='card' style='max-width:{img.shape[1]}px'><img alt='{html.escape(iid)}' src='{data_uri(img, '.jpg')}'>"
                      f"<div><b>{html.escape(iid)}</b> · <span class='{row['pass_fail']}'>{html.escape(str(row['pass_fail']))}</span>"
                      f" · {int(row['n_defects'])} defects · primary {html.escape(str(row['primary_defect']))}</div>"
                      f"<div class='muted'>{html.escape(str(row.get('failures', '')))}</div></div>")

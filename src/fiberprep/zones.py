@@ -543,8 +543,9 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     by a share of the ferrule's: JPEG flattens smooth glass). Texture beyond
     what the radial gradient explains (edge waviness) that starts at least
     ``min_px`` inside the fitted edge and reaches to within ``epoxy_gap_px`` of
-    it marks the ring; its inner boundary (half-level crossing) is the
-    glass edge.
+    it marks the ring; its inner boundary (half crossing of the intensity from
+    the glass to the ring level, or of the texture when the ring is about as
+    bright as the glass) is the glass edge.
 
     Returns
     -------
@@ -588,12 +589,23 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
         k -= 1
     if glass[k] or last - k < 1:  # a ring, not one textured sample
         return 0.0, 0.0
-    half = 0.5 * (base + top)
-    j = max(k - 1, 0)  # half-level crossing between samples j and j + 1
-    while steps[j + 1] < 0 and texture[j + 1] < half:
-        j += 1
-    t0, t1 = texture[j], texture[j + 1]
-    edge = steps[j] + 0.5 * float(np.clip((half - t0) / (t1 - t0) if t1 != t0 else 0.5, 0, 1))
+    # the ring's inner boundary: where the intensity leaves the glass level toward the
+    # ring's (JPEG spreads texture past it); where the ring is as bright as the glass,
+    # where the texture reaches half its ring level
+    glass_level = float(np.median(level[glass]))
+    ring_level = float(np.median(level[k : last + 1]))
+    ferrule_level = float(np.median(level[ferrule]))
+    if abs(ring_level - glass_level) >= params["epoxy_level_share"] * abs(
+        ferrule_level - glass_level
+    ):
+        curve, half = np.abs(level - glass_level), 0.5 * abs(ring_level - glass_level)
+    else:
+        curve, half = texture, 0.5 * (base + top)
+    j = last  # half crossing between samples j and j + 1, walking inward
+    while j > 0 and curve[j] >= half:
+        j -= 1
+    c0, c1 = curve[j], curve[j + 1]
+    edge = steps[j] + 0.5 * float(np.clip((half - c0) / (c1 - c0) if c1 != c0 else 0.5, 0, 1))
     if edge > -min_px:
         return 0.0, 0.0
     i = int(np.argmin(np.abs(steps - edge)))

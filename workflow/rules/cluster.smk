@@ -1,7 +1,31 @@
+rule cluster_settings:
+    """What the cluster model depends on besides the defects: clustering parameters,
+    per-image stage parameters (hash) and code. A file, so that a change reaches
+    cluster_fit, whose defect inputs are ancient (Snakemake never checks the params of
+    a job downstream of rerunning jobs through ancient inputs only)."""
+    output:
+        R / "clustering" / "settings.json",
+    log:
+        LOGS / "clustering" / "cluster_settings.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+    params:
+        clustering=config["clustering"],
+        upstream=UPSTREAM_PARAMS,
+        code=CLUSTER_CODE,
+    script:
+        "../scripts/cluster_settings.py"
+
+
 rule cluster_fit:
     """Gather: fit the cluster model on the defects of all images (once; adding images
     does not refit unless clustering.refit)."""
     input:
+        settings=R / "clustering" / "settings.json",
         features=fit_inputs,
     output:
         model=R / "clustering" / "model.pkl",
@@ -16,8 +40,6 @@ rule cluster_fit:
         runtime=60,
     params:
         clustering=config["clustering"],
-        upstream=UPSTREAM_PARAMS,
-        code=CLUSTER_CODE,
         previous=R / "clustering" / "previous_model.pkl",
     script:
         "../scripts/cluster_fit.py"

@@ -128,10 +128,20 @@ def shard_files(pattern, stamp=None):
 
 
 def fit_inputs(wildcards):
-    """Feature tables for the cluster fit; ``ancient`` unless ``clustering.refit``
-    (adding images then assigns them with the saved model instead of refitting)."""
-    stamp = None if config.get("clustering", {}).get("refit", False) else ancient
-    return shard_files(INTER / "features" / "shard_{shard}.parquet", stamp)
+    """Feature tables the cluster fit reads.
+
+    With ``clustering.refit`` every shard's table, so new images refit the model.
+    Otherwise the tables are ``ancient`` (newer tables do not refit), and once a model
+    exists only the tables present now are inputs: an image added to a previously
+    empty shard brings a table that does not exist yet, which Snakemake would treat as
+    a reason to refit even when ancient.
+    """
+    paths = shard_files(INTER / "features" / "shard_{shard}.parquet")
+    if config["clustering"]["refit"]:
+        return paths
+    if (R / "clustering" / "model.pkl").exists():
+        paths = [p for p in paths if Path(p).exists()] or paths
+    return [ancient(p) for p in paths]
 
 
 def final_outputs():

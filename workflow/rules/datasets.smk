@@ -1,3 +1,6 @@
+from fiberprep import zones
+
+
 rule dataset_shard:
     """Per shard: pixel-level PNGs, overlays and patches of the images whose labels
     changed (content hash), and the shard's table fragments."""
@@ -34,6 +37,8 @@ rule dataset_shard:
         io=config["io"],
         criteria=config["criteria"][FIBER_TYPE["criteria"]],
         zones_mode=config["zones"]["mode"],
+        zone_names=zones.ZONE_NAMES,
+        geometry_keys=list(zones.GEOMETRY_KEYS),
     script:
         "../scripts/dataset_shard.py"
 

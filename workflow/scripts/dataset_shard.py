@@ -9,16 +9,20 @@ rewrites only what changed. Table fragments (labels, zone level, library index,
 COCO/YOLO annotations, file list) are rebuilt every time; they are cheap.
 """
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fiberprep import cache, datasets, grading, library, pipeline, report, zones
+from fiberprep import cache, datasets, grading, library, report
 from fiberprep import io as fio
 
-pipeline.log_to(snakemake.log[0])
+# Kept light on imports (no zones/pipeline/scikit-image): one such job runs per shard.
+logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+log = logging.getLogger("fiberprep")
 P = snakemake.params
+zone_names = {int(k): v for k, v in P.zone_names.items()}
 root = Path(P.root)
 out_ds, out_lib, out_qc = Path(P.datasets_dir), Path(P.library_dir), Path(P.qc_dir)
 png_level = int(P.datasets["png_compression"])
@@ -41,7 +45,7 @@ else:
 by_image = dict(tuple(typed.groupby("image_id"))) if len(typed) else {}
 zf_by_image = dict(tuple(zone_feats.groupby("image_id"))) if len(zone_feats) else {}
 graded = P.zones_mode != "none"
-geometry_cols = [c for c in zones.GEOMETRY_KEYS if c in accepted.columns]
+geometry_cols = [c for c in P.geometry_keys if c in accepted.columns]
 label_params = {"png": png_level, "margin": margin, "code": P.code}
 
 labels, zone_rows, coco, yolo, files, lib_rows = [], [], [], {}, [], []
@@ -57,7 +61,7 @@ for img in accepted.to_dict("records"):
 
     grade = grading.grade_image(d, P.criteria) if graded else {"pass_fail": "not_graded", "failures": []}
     row = {"image_id": iid, **{c: img[c] for c in geometry_cols},
-           **datasets.image_label_row(d, zones.ZONE_NAMES, grade), "failures": "; ".join(grade["failures"])}
+           **datasets.image_label_row(d, zone_names, grade), "failures": "; ".join(grade["failures"])}
     labels.append(row)
     zone_rows.append(datasets.zone_level_rows(
         zf_by_image.get(iid, zone_feats.iloc[:0]), d, grading.grade_zones(d, P.criteria) if graded else None))
@@ -99,10 +103,11 @@ for img in accepted.to_dict("records"):
         n_written += 1
     files += [{"image_id": iid, "key": key, "path": str(p)} for p in all_paths]
 
-pipeline.log.info("datasets: %d images, %d rewritten", len(accepted), n_written)
+log.info("datasets: %d images, %d rewritten", len(accepted), n_written)
 lab_table = pd.DataFrame(labels)
 fio.write_parquet(lab_table, snakemake.output.labels)
-fio.write_parquet(pipeline.concat_tables(zone_rows), snakemake.output.zones)
+fio.write_parquet(pd.concat(zone_rows, ignore_index=True) if zone_rows else pd.DataFrame({"image_id": []}),
+                  snakemake.output.zones)
 fio.write_parquet(library.library_index(typed, images) if len(typed) else typed, snakemake.output.library)
 fio.write_json(snakemake.output.annotations, {"coco": coco, "yolo": yolo})
 fio.write_parquet(pd.DataFrame(files, columns=["image_id", "key", "path"]), snakemake.output.files)

@@ -14,7 +14,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import zarr
-from PIL import Image
 from zarr.codecs import ZstdCodec
 
 from fiberprep import __version__, datasets, pipeline, zones
@@ -34,19 +33,20 @@ images["key"] = images["image_id"].map(keys)
 
 
 def read(iid: str) -> dict[str, np.ndarray]:
-    """The PNGs of one image: display (RGB or gray) and the three masks."""
-    img = cv2.imread(str(pixel / "images" / f"{iid}.png"), cv2.IMREAD_UNCHANGED)
-    out = {"images": cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if img.ndim == 3 else img}
-    for name in ("zone_masks", "defect_masks"):
-        out[name] = np.asarray(Image.open(pixel / name / f"{iid}.png"))
-    out["instance_masks"] = cv2.imread(str(pixel / "instance_masks" / f"{iid}.png"), cv2.IMREAD_UNCHANGED)
-    return out
+    """The PNGs of one image: display (RGB or gray) and the three masks (ids)."""
+    def png(kind):
+        return (pixel / kind / f"{iid}.png").read_bytes()
+
+    return {"images": datasets.decode_png(png("images")),
+            "zone_masks": datasets.decode_palette_png(png("zone_masks")),
+            "defect_masks": datasets.decode_palette_png(png("defect_masks")),
+            "instance_masks": datasets.decode_png(png("instance_masks"))}
 
 
 def channels(iid: str) -> int:
-    """3 for an RGB display PNG, 1 for gray (from the PNG header, no decoding)."""
-    with Image.open(pixel / "images" / f"{iid}.png") as im:
-        return 3 if im.mode in ("RGB", "RGBA") else 1
+    """3 for an RGB display PNG, 1 for gray (the IHDR colour type, no decoding)."""
+    with open(pixel / "images" / f"{iid}.png", "rb") as f:
+        return 3 if f.read(26)[25] in (2, 6) else 1
 
 
 root = zarr.open_group(str(pixel / "dataset.zarr"), mode="a")

@@ -99,10 +99,14 @@ def make_folder(folder: Path, pool: list[Path], n: int) -> None:
             os.link(src, folder / name)
 
 
+SHARDS: dict = {}  # {"shards": n} when --shards is given: every run's config carries it
+
+
 def write_config(path: Path, inputs: Path, results: Path, **overrides) -> Path:
     path.write_text(yaml.safe_dump({
         "input_dir": str(inputs), "results_dir": str(results),
-        "cluster_review": str(results.parent / f"{results.name}_review.yaml"), **overrides}))
+        "cluster_review": str(results.parent / f"{results.name}_review.yaml"), **SHARDS,
+        **overrides}))
     return path
 
 
@@ -240,6 +244,8 @@ def main(argv=None) -> int:
     p.add_argument("--pool", type=int, default=24, help="distinct generated images")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--shards", type=int, default=None,
+                   help="override the config's shards (default: as configured)")
     p.add_argument("--thread-images", type=int, default=24,
                    help="images of the one-shard threads check (0: skip)")
     p.add_argument("--gather-defects", type=int, default=1_000_000,
@@ -262,7 +268,10 @@ def main(argv=None) -> int:
     per_image_s = float(inproc[["zones", "defects", "features"]].sum(axis=1).mean())
     shutil.rmtree(work / "inprocess_cache", ignore_errors=True)
     report = {"pool_images": len(pool), "per_image_ms": 1e3 * per_image_s,
-              "cores": args.cores, "sizes": {}}
+              "cores": args.cores, "shards": args.shards or cfg["shards"], "sizes": {}}
+    if args.shards:
+        SHARDS["shards"] = args.shards
+    print(f"in-process per-image time: {1e3 * per_image_s:.0f} ms", flush=True)
 
     for n in sorted(set(args.sizes) | set(args.end_to_end)):
         row = report["sizes"][n] = {}
@@ -321,7 +330,7 @@ def print_tables(report: dict) -> None:
     c = report["cores"]
     print(f"\nIn-process per-image time (zones + defects + features, 1 core, "
           f"{report['pool_images']} distinct 480x360 images): "
-          f"{report['per_image_ms']:.0f} ms\n")
+          f"{report['per_image_ms']:.0f} ms; shards: {report['shards']}\n")
     print(f"| images | dry run wall (s) | dry run CPU (s) | dry run peak MB | jobs "
           f"| end to end --cores {c} (s) | overhead ratio | add one image (s) "
           "| % of full run | jobs planned to add one |")

@@ -124,3 +124,5 @@ def test_concat_tables_keeps_dtypes_next_to_empty_tables():
     out = pipeline.concat_tables([pd.DataFrame(), full.iloc[:0].astype(object), full])
     assert out["number"].dtype == "int64" and out["area_um2"].dtype == "float64"
     assert list(pipeline.concat_tables([pd.DataFrame()]).columns) == ["image_id"]
+    empty = pipeline.concat_tables([pd.DataFrame()], pipeline.DEFECT_TABLE_COLUMNS)
+    assert {"defect_id", "number", "length_um"} <= set(empty.columns) and not len(empty)

@@ -126,6 +126,18 @@ def test_every_job_wrote_its_log_without_decoder_floods(run):
         assert log.read_text(encoding="utf-8").count("Corrupt JPEG data") <= 1, log
 
 
+def test_folder_of_only_bad_files_still_finishes(tmp_path):
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    (inputs / "a.png").write_text("not an image")
+    (inputs / "b.jpg").write_bytes(b"")
+    results = tmp_path / "results"
+    snakemake(write_config(tmp_path / "config.yaml", inputs, results), "--cores", "2")
+    images = pd.read_parquet(results / "datasets" / "image_level" / "images.parquet")
+    assert set(images["status"]) == {"rejected"} and images["reason"].str.len().min() > 0
+    assert len(pd.read_parquet(results / "clustering" / "defect_types.parquet")) == 0
+
+
 # --------------------------------------------------------------- config and environment
 
 

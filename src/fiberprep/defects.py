@@ -87,12 +87,11 @@ def detect_defects(gray, zone_map, geometry, params):
     if gray.ndim != 2 or gray.shape != zone_map.shape:
         raise ValueError(f"gray {gray.shape} and zone_map {zone_map.shape} must be equal 2-D shapes")
     instance_map = np.zeros(gray.shape, np.uint16)
-    ys, xs = np.nonzero(zone_map)
-    if ys.size == 0:
+    x0, y0, bw, bh = cv2.boundingRect((zone_map > 0).astype(np.uint8))
+    if bw == 0:
         return instance_map, _empty_table()
     upp = _um_per_px(geometry, params)
-    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
-    crop = (slice(y0, y1), slice(x0, x1))
+    crop = (slice(y0, y0 + bh), slice(x0, x0 + bw))
     factor = params["work_um_per_px"] / upp
     factor = factor if factor >= 1.25 else 1.0
     log_full = np.log(gray[crop] + np.float32(params["log_offset"]))
@@ -114,8 +113,8 @@ def detect_defects(gray, zone_map, geometry, params):
     rel = np.abs(cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"]))
     floor = math.log1p(params["min_contrast"])
     region_mask = _region_candidates(z, zs, regions, seed_ok, rel >= floor, px, params)
-    scratch_mask = _scratch_candidates(zs, seed_ok, rel >= 0.5 * floor, px, params)
-    labels, source = _merge(region_mask, scratch_mask, px, params)
+    scratch_mask, links = _scratch_candidates(zs, seed_ok, rel >= 0.5 * floor, px, params)
+    labels, source = _merge(region_mask, scratch_mask, links, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
     mean_absz = ndi.mean(np.abs(zs), labels, np.arange(1, labels.max() + 1))
@@ -197,7 +196,7 @@ def _unlit(lg, regions, px, params):
         return np.zeros(regions.shape, bool)
     k = _odd(px(params["unlit_um"]))
     local = cv2.blur(lg, (k, k))
-    dark = m & (local < np.median(lg[m]) + math.log(params["unlit_ratio"]))
+    dark = m & (local < _median(lg[m]) + math.log(params["unlit_ratio"]))
     if not dark.any():
         return dark
     n, lab = cv2.connectedComponents(dark.astype(np.uint8), connectivity=8)
@@ -235,22 +234,34 @@ def _norm_box(values, weights, ksize):
 
 
 def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
-    """Outlier-resistant local mean and local σ of ``values`` (box windows).
+    """Outlier-resistant local mean and local σ of ``values`` (box windows, px).
 
     Pixels deviating more than ``clip`` σ (global robust σ of the residual)
     from the current estimate are dropped, twice; σ is the RMS of the kept
-    residuals over a ``nk`` box.
+    residuals over an ``nk`` box. Both are smooth, so they are computed on
+    block means (blocks of ~nk/8 px) and interpolated back.
     """
+    h, w = values.shape
+    q = max(1, int(min(ksize, nk) // 8))
+    small = (max(1, round(w / q)), max(1, round(h / q)))
+    kb, kn = (_odd(ksize / q),) * 2, (_odd(nk / q),) * 2
+
+    def local_mean(v, ww, k):
+        """Weighted box mean at block resolution, interpolated to full size."""
+        vs = cv2.resize(v * ww, small, interpolation=cv2.INTER_AREA)
+        ws = cv2.resize(ww, small, interpolation=cv2.INTER_AREA)
+        m, den = _norm_box(vs / np.maximum(ws, 1e-6), ws, k)
+        up = cv2.resize(np.dstack([m, den]), (w, h), interpolation=cv2.INTER_LINEAR)
+        return up[..., 0], up[..., 1]
+
     sel = weights > 0
-    est = np.float32(np.median(values[sel]))
+    est = np.float32(_median(values[sel]))
     s = max(_robust_std(values[sel] - est), 1e-5)
     for _ in range(n_iter):
-        ww = weights * (np.abs(values - est) < clip * s)
-        est, den = _norm_box(values, ww, ksize)
+        est, den = local_mean(values, weights * (np.abs(values - est) < clip * s), kb)
         s = max(_robust_std((values - est)[sel]), 1e-5)
     d = values - est
-    ww = weights * (np.abs(d) < clip * s)
-    var, vden = _norm_box(d * d, ww, nk)
+    var, vden = local_mean(d * d, weights * (np.abs(d) < clip * s), kn)
     ok = (den > 1e-3) & (vden > 1e-3)
     return est, np.sqrt(np.maximum(var, 0)), ok, s
 
@@ -267,25 +278,27 @@ def _flatten(lg, regions, rings, band, px, params):
     the background and leaves defects in the residual.
     """
     clip = params["flatten_clip_sigma"]
-    k_bg = (_odd(px(params["background_um"])),) * 2
-    k_n = (_odd(px(params["noise_um"])),) * 2
+    k_bg, k_n = px(params["background_um"]), px(params["noise_um"])
     in_ring = np.zeros(lg.shape, bool)
     for lo, _, hi, rmap, _ in rings:
         in_ring |= (rmap >= lo) & (rmap < hi)
     bg = np.zeros_like(lg)
     sigma = np.ones_like(lg)
+    off = np.float32(params["log_offset"])
     for k in np.unique(regions[regions > 0]):
-        m = regions == k
-        w = (m & ~in_ring).astype(np.float32)
+        bx, by, bw, bh = cv2.boundingRect((regions == k).astype(np.uint8))
+        win = np.s_[by:by + bh, bx:bx + bw]  # the region's box only
+        m = regions[win] == k
+        sub = lg[win]
+        w = (m & ~in_ring[win]).astype(np.float32)
         if w.sum() < 64:
             w = m.astype(np.float32)
         # vignetting is a smooth product: fit it on linear intensity, use its log
-        off = np.float32(params["log_offset"])
-        lin = _robust_surface(np.exp(lg) - off, w > 0, params["surface_degree"], clip)
+        lin = _robust_surface(np.exp(sub) - off, w > 0, params["surface_degree"], clip)
         trend = np.log(np.maximum(lin, 0.0) + off)
-        est, sd, ok, s = _robust_box(lg - trend, w, k_bg, k_n, clip)
-        bg[m] = (trend + np.where(ok, est, 0.0))[m]
-        sigma[m] = np.where(ok, sd, s)[m]
+        est, sd, ok, s = _robust_box(sub - trend, w, k_bg, k_n, clip)
+        bg[win][m] = (trend + np.where(ok, est, 0.0))[m]
+        sigma[win][m] = np.where(ok, sd, s)[m]
     for ring in rings:
         _ring_model(lg, regions > 0, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
@@ -390,7 +403,7 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     bg[yy, xx] = model
     sigma[yy, xx] = sd
     # the edge's own footprint (misfit, rough epoxy): noise well above the annulus'
-    band[yy, xx] |= (sd > params["ring_texture_ratio"] * np.median(sd)) & (np.abs(d) <= fine_px)
+    band[yy, xx] |= (sd > params["ring_texture_ratio"] * _median(sd)) & (np.abs(d) <= fine_px)
 
 
 def _robust_std(x, max_n=40000):
@@ -405,10 +418,16 @@ def _robust_std(x, max_n=40000):
         return 0.0
     if x.size > max_n:
         x = x[:: x.size // max_n]
-    d = np.abs(x - np.median(x))
+    d = np.abs(x - _median(x))
     cut = np.partition(d, int(0.95 * (d.size - 1)))[int(0.95 * (d.size - 1))]
     core = d[d <= cut]
     return float(np.sqrt(np.mean(core * core)) / 0.871)
+
+
+def _median(x, max_n=40000):
+    """Median (of an even subsample when large)."""
+    x = np.asarray(x).ravel()
+    return float(np.median(x[:: max(1, x.size // max_n)])) if x.size else 0.0
 
 
 def _odd(n):
@@ -466,7 +485,7 @@ def _do2mr(zs, regions, seed_ok, win, params):
             continue
         vals = res[m]
         spread = max(_robust_std(vals), params["do2mr_sigma_floor"])
-        thr = np.median(vals) + params["do2mr_gamma"] * spread
+        thr = _median(vals) + params["do2mr_gamma"] * spread
         out |= m & (res > thr)
     return out
 
@@ -523,8 +542,10 @@ def _scratch_candidates(zs, seed_ok, visible, px, params):
     (O(1) per pixel) and rotating the response back; one rotation serves two
     orientations 90° apart. The max |response| over orientations, in units
     of its robust spread, is thresholded with hysteresis, thinned, and
-    collinear segments are joined. The returned mask is the joined centre
-    lines plus the pixels around them above half the line's local peak |z|.
+    collinear segments are joined. Returns the scratch mask (centre lines
+    where the image supports them plus the pixels around them above half
+    the line's local peak |z|) and the full joined centre lines, which keep
+    the pieces of one faded scratch together as one instance.
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
@@ -537,22 +558,23 @@ def _scratch_candidates(zs, seed_ok, visible, px, params):
     hyst = apply_hysteresis_threshold(strength, params["lei_low"], params["lei_high"]) & okl
     lines = _keep_lines(hyst, lpx, params)
     if not lines.any():
-        return np.zeros((h, w), bool)
+        return np.zeros((h, w), bool), np.zeros((h, w), bool)
     if small != (w, h):
         lines = cv2.resize(lines.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
     absz = np.abs(zs)
     # centre line where the image supports it (the line filter overshoots the ends)
-    centre = skeletonize(lines) & (absz >= params["lei_centre_sigma"]) & visible
+    links = skeletonize(lines)
+    centre = links & (absz >= params["lei_centre_sigma"]) & visible
     kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * px(params["scratch_reach_um"]) + 1),) * 2)
     near = cv2.dilate(centre.astype(np.uint8), kern) > 0
     # width: pixels above half the scratch's local peak (contrast fades along it)
     local_peak = cv2.dilate(np.where(centre, absz, 0).astype(np.float32), kern)
     level = np.maximum(params["mask_level"] * local_peak, params["grow_sigma"])
-    return centre | _reconstruct(centre, near & (absz >= level))
+    return centre | _reconstruct(centre, near & (absz >= level)), links
 
 
 def _lei_strength(z, valid, lpx, params):
-    """Max over orientations of |central line mean - mean of the two side lines| / σ."""
+    """Max over orientations of the sidelobe-free line contrast (``_side_contrast``) / σ."""
     L = _odd(lpx(params["lei_length_um"]))
     off = max(2, int(round(lpx(params["lei_offset_um"]))))
     n_or = int(params["lei_orientations"])
@@ -572,15 +594,17 @@ def _lei_strength(z, valid, lpx, params):
             M[0, 2] += (side[0] - w) / 2
             M[1, 2] += (side[1] - h) / 2
             rot = cv2.warpAffine(z, M, side, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        both = None
         for axis in (0, 1):
             line = cv2.blur(rot, (L, 1) if axis == 0 else (1, L), borderType=cv2.BORDER_REFLECT)
             resp, diff = _side_contrast(line, off, axis)
-            if i:
-                resp = cv2.warpAffine(resp, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            both = resp if both is None else cv2.max(both, resp)
             if i == 0 and axis == 0:
                 # noise unit: spread of one orientation's centre-minus-side difference
                 s = max(_robust_std(diff[valid]) if valid.any() else 1.0, params["lei_sigma_floor"])
-            np.maximum(best, np.abs(resp), out=best)
+        if i:  # one inverse rotation serves both axes
+            both = cv2.warpAffine(both, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+        cv2.max(best, both, dst=best)
     return best / s
 
 
@@ -642,22 +666,21 @@ def _work_geometry(geometry, x0, y0, factor):
 def _side_contrast(line, off, axis):
     """Line contrast against both side lines ``off`` away, sidelobe-free.
 
-    Returns ``(d, scale)``: ``d`` is min(c - a, c - b) where the centre line
-    is brighter than both sides, -min(a - c, b - c) where it is darker than
-    both, else 0, so a side line lying on a scratch gives no echo; ``scale``
-    is c - a, whose spread sets the noise unit.
+    Returns ``(strength, d)``: ``strength`` is min(c - a, c - b) where the
+    centre line is brighter than both sides, min(a - c, b - c) where it is
+    darker than both, else 0 (so a side line lying on a scratch gives no
+    echo); ``d`` is c - a, whose spread sets the noise unit.
     """
-    pad = [(0, 0), (0, 0)]
-    pad[axis] = (off, off)
-    p = np.pad(line, pad, mode="edge")
+    border = (off, off, 0, 0) if axis == 0 else (0, 0, off, off)
+    p = cv2.copyMakeBorder(line, *border, cv2.BORDER_REPLICATE)
     if axis == 0:
         a, b = p[: -2 * off, :], p[2 * off:, :]
     else:
         a, b = p[:, : -2 * off], p[:, 2 * off:]
-    da, db = line - a, line - b
-    bright = np.minimum(da, db)
-    dark = np.maximum(da, db)
-    return np.where(bright > 0, bright, np.where(dark < 0, dark, 0)), da
+    da, db = cv2.subtract(line, a), cv2.subtract(line, b)
+    bright = cv2.min(da, db)
+    dark = cv2.min(cv2.subtract(a, line), cv2.subtract(b, line))
+    return cv2.max(cv2.max(bright, dark), 0.0), da
 
 
 def _keep_lines(mask, px, params):
@@ -739,23 +762,46 @@ def _draw_link(out, sa, sb):
     out |= img > 0
 
 
-def _merge(region_mask, scratch_mask, px, params):
-    """One label per physical defect (candidates closer than ``merge_gap_um`` join).
+def _merge(region_mask, scratch_mask, links, px, params):
+    """One label per physical defect.
+
+    Scratch pieces join when closer than ``merge_gap_um`` or lying on one
+    joined scratch line (``links``); region candidates closer than the gap
+    join. A region candidate lying mostly on a scratch is part of it
+    (source "both"); otherwise it is its own defect (a pit on a scratch)
+    and keeps its pixels. Components under ``min_area_um2`` are dropped.
 
     Returns labels 1..n (int32) and, per label, a bit set of the sources
     (1 region, 2 scratch).
     """
-    mask = region_mask | scratch_mask
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    small = np.zeros(n, bool)
-    small[1:] = stats[1:, cv2.CC_STAT_AREA] < params["min_area_um2"] * px(1.0) ** 2
-    mask &= ~small[lab]
-    gap = _odd(px(params["merge_gap_um"]))
-    joined = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (gap, gap)))
-    n, lab = cv2.connectedComponents(joined, connectivity=8)
-    lab = np.where(mask, lab, 0).astype(np.int32)
+    min_area = params["min_area_um2"] * px(1.0) ** 2
+    gap = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(px(params["merge_gap_um"])),) * 2)
+
+    def groups(mask, extra=None):
+        joined = cv2.dilate(mask.astype(np.uint8), gap)
+        if extra is not None:
+            joined |= extra.astype(np.uint8)
+        n, lab = cv2.connectedComponents(joined, connectivity=8)
+        lab = np.where(mask, lab, 0)
+        area = np.bincount(lab.ravel(), minlength=n)
+        area[0] = 0
+        return np.where(area[lab] >= min_area, lab, 0), n
+
+    s_lab, n_s = groups(scratch_mask, links)
+    r_lab, n_r = groups(region_mask)
+    # which scratch group each region candidate lies on, and how much of it
+    both = (r_lab > 0) & (s_lab > 0)
+    on = np.zeros((n_r, n_s), np.int64)
+    np.add.at(on, (r_lab[both], s_lab[both]), 1)
+    r_area = np.maximum(np.bincount(r_lab.ravel(), minlength=n_r), 1)
+    host = np.where(on.max(1) >= 0.5 * r_area, on.argmax(1), 0)
+    host[0] = 0
+    # final ids: scratch groups 1..n_s-1, standalone region candidates after them
+    r_id = np.where(host > 0, host, n_s + np.arange(n_r))
+    lab = np.where(r_lab > 0, r_id[r_lab], 0)
+    lab = np.where((lab == 0) | (host[r_lab] > 0), np.maximum(lab, s_lab), lab)
     present = np.unique(lab[lab > 0])
-    lut = np.zeros(n, np.int32)
+    lut = np.zeros(n_s + n_r, np.int32)
     lut[present] = np.arange(1, present.size + 1)
     lab = lut[lab]
     src = np.zeros(present.size + 1, np.int8)

@@ -44,6 +44,11 @@ IMAGE_COLUMNS = [
 ]
 
 
+#: Columns of the defects shard tables, and of the features ones (+ defect features).
+DEFECT_TABLE_COLUMNS = ["image_id", "defect_id", *defects.COLUMNS]
+FEATURE_TABLE_COLUMNS = [*DEFECT_TABLE_COLUMNS, *features.DEFECT_FEATURE_NAMES]
+
+
 def stage_params(config: dict) -> dict[str, dict]:
     """Parameters of each per-image stage, from the whole config: everything the
     stage's cache key must cover (its config sections and its code version).
@@ -362,18 +367,19 @@ def final_images_table(zones_shard: pd.DataFrame, stage_records: list[dict]) -> 
     return table
 
 
-def concat_tables(tables: list[pd.DataFrame]) -> pd.DataFrame:
+def concat_tables(tables: list[pd.DataFrame], columns=("image_id",)) -> pd.DataFrame:
     """Concatenate per-image or per-shard tables.
 
     Tables without rows are left out (their columns may carry no dtype, which would
     turn numeric columns into objects); when every table is empty, the first one with
-    columns is returned, else a frame with only ``image_id``.
+    columns is returned, else an empty frame with ``columns`` (e.g.
+    :data:`DEFECT_TABLE_COLUMNS`), so readers always find the columns they expect.
     """
     filled = [t for t in tables if len(t)]
     if filled:
         return pd.concat(filled, ignore_index=True)
     shaped = [t for t in tables if len(t.columns)]
-    return shaped[0] if shaped else pd.DataFrame({"image_id": pd.Series(dtype=str)})
+    return shaped[0] if shaped else pd.DataFrame(columns=list(columns))
 
 
 

@@ -449,8 +449,8 @@ def _fit_edge(smooth, shape, sign, half, params):
     """Sub-pixel edge points around an ellipse guess and their robust fit.
 
     Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
-    ellipticity, major-axis angle, RMS residual, inlier fraction (of all rays)
-    and median edge strength; None when too few edge points remain or the fit
+    ellipticity, major-axis angle, RMS residual and inlier fraction (of all
+    rays); None when too few edge points remain or the fit
     is more elliptical than ``max_ellipticity``.
     """
     r = math.sqrt(shape[2] * shape[3])
@@ -460,7 +460,7 @@ def _fit_edge(smooth, shape, sign, half, params):
         return None
     # weak maxima are noise or a gap in the edge, not the edge itself
     valid &= strength >= params["min_edge_ratio"] * np.median(strength[valid])
-    phi, rad, strength = phi[valid], rad[valid], strength[valid]
+    phi, rad = phi[valid], rad[valid]
     pts = np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)])
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
     model, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"])
@@ -480,7 +480,6 @@ def _fit_edge(smooth, shape, sign, half, params):
         "angle_deg": math.degrees(angle) % 180.0,
         "residual": float(np.sqrt(np.mean(_radial_residuals(model, pts[inl]) ** 2))),
         "inlier_frac": float(inl.sum() / n_rays),
-        "edge_strength": float(np.median(strength[inl])),
     }
 
 
@@ -537,7 +536,9 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     """Width of a rough epoxy ring just inside the fitted edge, if there is one.
 
     A dark fiber often sits in a rough epoxy ring whose outer edge (to the
-    ferrule) is stronger than the glass edge. Epoxy is textured, glass is
+    ferrule) is stronger than the glass edge. When the strongest edge carries
+    a bright diffraction fringe on its outer side (coaxial scopes), it is the
+    glass edge and no ring is looked for. Epoxy is textured, glass is
     smooth: along the circle, the intensity difference between neighbouring
     rays is the texture, compared with that of the glass further in (floored
     by a share of the ferrule's: JPEG flattens smooth glass). Texture beyond
@@ -577,6 +578,15 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
         float(np.median(texture[glass])),
         params["epoxy_ferrule_share"] * float(np.median(texture[ferrule])),
     )
+    # a bright diffraction fringe just outside (coaxial scopes) marks the strongest edge
+    # as the glass edge itself: no ring to look for
+    ferrule_level = float(np.median(level[ferrule]))
+    inside = level[(steps <= 0) & (steps > -4.0)]
+    after = level[(steps > 0) & (steps <= max(3.0, 2.0 * min_px / params["epoxy_min_um"]))]
+    step_height = abs(ferrule_level - float(np.min(sign * inside) * sign))
+    overshoot = float(np.max(sign * after) - sign * ferrule_level)
+    if overshoot >= params["halo_min_share"] * step_height:
+        return 0.0, 0.0
     excess = texture - base - slope * params["edge_waviness_px"]
     rough = excess > (params["epoxy_texture_ratio"] - 1.0) * max(base, 1e-4)
     # the rough run that ends near the fitted edge (whose own slope masks texture)
@@ -592,16 +602,15 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     # the ring's inner boundary: where the intensity leaves the glass level toward the
     # ring's (JPEG spreads texture past it); where the ring is as bright as the glass,
     # where the texture reaches half its ring level
-    glass_level = float(np.median(level[glass]))
+    glass_level = float(np.median(level[max(0, k - 6) : max(1, k - 2)]))  # 1-3 px inside
     ring_level = float(np.median(level[k : last + 1]))
-    ferrule_level = float(np.median(level[ferrule]))
     if abs(ring_level - glass_level) >= params["epoxy_level_share"] * abs(
         ferrule_level - glass_level
     ):
         curve, half = np.abs(level - glass_level), 0.5 * abs(ring_level - glass_level)
     else:
         curve, half = texture, 0.5 * (base + top)
-    j = last  # half crossing between samples j and j + 1, walking inward
+    j = k + int(np.argmax(curve[k : last + 1]))  # half crossing inward of the ring's extreme
     while j > 0 and curve[j] >= half:
         j -= 1
     c0, c1 = curve[j], curve[j + 1]

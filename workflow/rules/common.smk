@@ -121,10 +121,9 @@ def shard_mem_mb(wildcards, threads):
     return 1000 * threads
 
 
-def shard_files(pattern, stamp=None):
-    """One path per non-empty shard (``stamp`` wraps each, e.g. ``ancient``)."""
-    paths = [str(pattern).format(shard=s) for s in SHARDS]
-    return [stamp(p) for p in paths] if stamp else paths
+def shard_files(pattern):
+    """One path per non-empty shard: ``pattern`` with ``{shard}`` filled in."""
+    return [str(pattern).format(shard=s) for s in SHARDS]
 
 
 def fit_inputs(wildcards):

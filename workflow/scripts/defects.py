@@ -17,4 +17,7 @@ results = pipeline.run_shard(
     snakemake.threads,
 )
 pipeline.log.info("defects: %s", pipeline.status_summary([r for r, _ in results]))
-fio.write_parquet(pipeline.concat_tables([t for _, t in results]), snakemake.output[0])
+fio.write_parquet(
+    pipeline.concat_tables([t for _, t in results], pipeline.DEFECT_TABLE_COLUMNS),
+    snakemake.output[0],
+)

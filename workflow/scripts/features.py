@@ -16,7 +16,10 @@ results = pipeline.run_shard(
 )
 records = [r for r, _, _ in results]
 pipeline.log.info("features: %s", pipeline.status_summary(records))
-fio.write_parquet(pipeline.concat_tables([d for _, d, _ in results]), snakemake.output.defects)
+fio.write_parquet(
+    pipeline.concat_tables([d for _, d, _ in results], pipeline.FEATURE_TABLE_COLUMNS),
+    snakemake.output.defects,
+)
 fio.write_parquet(pipeline.concat_tables([z for _, _, z in results]), snakemake.output.zones)
 fio.write_parquet(
     pipeline.final_images_table(zones_shard, records), snakemake.output.images

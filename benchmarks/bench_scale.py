@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -123,13 +125,26 @@ def end_to_end(cfg: Path, cores: int, log: Path) -> dict:
 
 def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict) -> dict:
     """Seconds for one shard's zones -> defects -> features (``pipeline.run_shard``, as
-    the shard jobs call it) over ``n`` images, with 1 and with ``cores`` workers."""
+    the shard jobs call it) over ``n`` images, with ``cores`` workers and with 1.
+
+    Runs in a fresh process, the pool case first: ``run_shard`` forks its workers, and
+    a parent that has already used Zarr (whose event-loop thread may hold a lock at the
+    fork) can leave them deadlocked.
+    """
     folder = work / "threads_inputs"
     make_folder(folder, pool, n)
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=spawn) as fresh:
+        seconds = fresh.submit(_time_shard_chain, work, folder, (cores, 1), cfg).result()
+    return {"images": n, "seconds_1": seconds[1], f"seconds_{cores}": seconds[cores],
+            "speedup": seconds[1] / seconds[cores]}
+
+
+def _time_shard_chain(work: Path, folder: Path, workers: tuple, cfg: dict) -> dict:
     images = fio.scan_inputs(folder, cfg["extensions"]).to_dict("records")
     params = pipeline.stage_params(cfg)
     seconds = {}
-    for threads in (1, cores):
+    for threads in workers:
         root = str(work / f"threads_{threads}")
         shutil.rmtree(root, ignore_errors=True)
         start = time.perf_counter()
@@ -140,8 +155,7 @@ def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict)
         pipeline.run_shard(pipeline.features_image, ok, params["features"], root, threads)
         seconds[threads] = time.perf_counter() - start
         shutil.rmtree(root, ignore_errors=True)
-    return {"images": n, "seconds_1": seconds[1], f"seconds_{cores}": seconds[cores],
-            "speedup": seconds[1] / seconds[cores]}
+    return seconds
 
 
 def job_memory(work: Path, folder: Path, cores: int) -> dict[str, float]:
@@ -252,7 +266,7 @@ def main(argv=None) -> int:
                    help="defects of the gather memory check (0: skip)")
     p.add_argument("--memory-folder", default=str(ROOT.parent / "shared" / "real_images"),
                    help="folder whose run measures each job's peak memory (the real "
-                        "photos when present, else the generated pool)")
+                        "photos when present, else the generated pool; '' skips it)")
     p.add_argument("--out", default=str(ROOT / "bench_out" / "scale"))
     args = p.parse_args(argv)
     cfg = load_config()
@@ -305,12 +319,13 @@ def main(argv=None) -> int:
                   f"({100 * added['seconds'] / run['seconds']:.1f} % of the full run), "
                   f"jobs {plan['jobs']}", flush=True)
 
-    memory_folder = Path(args.memory_folder)
-    if not memory_folder.is_dir():
-        memory_folder = work / "pool" / "images"
-    report["job_memory"] = {"folder": str(memory_folder),
-                            "peak_mb": job_memory(work, memory_folder, args.cores)}
-    print(f"job memory: {report['job_memory']}", flush=True)
+    if args.memory_folder:
+        memory_folder = Path(args.memory_folder)
+        if not memory_folder.is_dir():
+            memory_folder = work / "pool" / "images"
+        report["job_memory"] = {"folder": str(memory_folder),
+                                "peak_mb": job_memory(work, memory_folder, args.cores)}
+        print(f"job memory: {report['job_memory']}", flush=True)
     if args.thread_images:
         report["threads"] = threads_speedup(work, pool, args.thread_images, args.cores, cfg)
         print(f"threads: {report['threads']}", flush=True)

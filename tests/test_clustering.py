@@ -31,6 +31,8 @@ def fake_features(n_per_kind: int, seed: int) -> pd.DataFrame:
     for kind, centre in KINDS.items():
         cols = {k: v * np.exp(rng.normal(0, 0.12, n_per_kind)) for k, v in centre.items()}
         cols["solidity"] = np.clip(cols["solidity"], 0, 1)
+        cols["aspect_ratio"] = np.maximum(cols["aspect_ratio"], 1.0)
+        cols["eccentricity"] = np.sqrt(1 - 1 / cols["aspect_ratio"] ** 2)
         parts.append(pd.DataFrame({**cols, "truth": kind}))
     return pd.concat(parts, ignore_index=True)
 

@@ -30,6 +30,7 @@ from PIL import Image
 
 import workflow_runs as wr
 from bad_inputs import write_bad_inputs
+from test_pipeline import run_chain
 from fiberprep import defects, features, zones
 from fiberprep import io as fio
 from fiberprep.io import ImageRejected
@@ -156,6 +157,29 @@ def test_close_up_without_calibration():
     gray[40:48, 40:48] = 0.1  # a pit, so there is a defect to measure
     geometry = zones.measure_geometry(gray, FIBER, {**CONFIG["zones"], "mode": "none"}, None)
     _downstream(gray, geometry)
+
+
+# ----------------------------------------------------------------------------- chain
+
+
+def test_per_image_chain_on_every_bad_input(tmp_path):
+    """The shard jobs' chain (no Snakemake): a record per file, the expected reason for
+    each unusable one, no internal error at any stage."""
+    expected = write_bad_inputs(tmp_path / "in")
+    manifest = fio.scan_inputs(tmp_path / "in", CONFIG["extensions"]).to_dict("records")
+    table, found, feats = run_chain(manifest, str(tmp_path / "intermediate"))
+    rows = table.set_index(table["image_id"].map({m["image_id"]: m["rel_path"]
+                                                  for m in manifest}))
+    assert sorted(rows.index) == sorted(expected)
+    for rel, expect in expected.items():
+        status, reason = rows.loc[rel, "status"], rows.loc[rel, "reason"]
+        if expect == "ok":  # loads; the zone finder may still see no fiber in it
+            assert status == "ok" or "fiber" in reason or "confidence" in reason, (rel, reason)
+        else:
+            assert status == "rejected" and expect in reason.lower(), (rel, reason)
+    assert (rows["status"] == "ok").sum() >= 10
+    later = [record for record, *_ in feats] + [record for record, _ in found]
+    assert [r for r in later if r["status"] != "ok"] == []
 
 
 # ----------------------------------------------------------------------------- workflow

@@ -138,6 +138,26 @@ def test_folder_of_only_bad_files_still_finishes(tmp_path):
     assert len(pd.read_parquet(results / "clustering" / "defect_types.parquet")) == 0
 
 
+REAL = ROOT.parent / "shared" / "real_images"
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images not available")
+def test_real_scope_jpegs_go_through_the_chain_without_decoder_noise(tmp_path, capfd):
+    from fiberprep import pipeline
+    from fiberprep import io as fio
+
+    folder = REAL / "dimension_scope_50um_core"
+    rows = fio.scan_inputs(folder, CONFIG["extensions"]).head(3).to_dict("records")
+    params = pipeline.stage_params(CONFIG)
+    records = pipeline.run_shard(pipeline.zones_image, rows, params["zones"],
+                                 str(tmp_path), 1)
+    assert "Corrupt JPEG" not in capfd.readouterr().err
+    assert [r["image_id"] for r in records] == [r["image_id"] for r in rows]
+    assert not any(r["reason"].startswith("internal error") for r in records)
+    assert sum(r["status"] == "ok" for r in records) >= 2, [r["reason"] for r in records]
+
+
 # --------------------------------------------------------------- config and environment
 
 

@@ -106,14 +106,17 @@ def detect_defects(gray, zone_map, geometry, params):
     bg, sigma = _flatten(lg, regions, rings, hard_band, px, params)
     z = (lg - bg) / sigma
     z[regions == 0] = 0.0
+    b = int(params["border_px"])  # sensor border rows/columns are often faulty: ignored
+    if b > 0:
+        z[:b], z[-b:], z[:, :b], z[:, -b:] = 0.0, 0.0, 0.0, 0.0
     seed_ok = (regions > 0) & ~hard_band
 
     zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"])
     # physical floor: a defect must differ from its background by min_contrast
-    rel = np.abs(cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"]))
-    floor = math.log1p(params["min_contrast"])
-    region_mask = _region_candidates(z, zs, regions, seed_ok, rel >= floor, px, params)
-    scratch_mask, links = _scratch_candidates(zs, seed_ok, rel >= 0.5 * floor, px, params)
+    rel = cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"])
+    visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
+    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, px, params)
+    scratch_mask, links = _scratch_candidates(zs, seed_ok, visible, px, params)
     labels, source = _merge(region_mask, scratch_mask, links, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
@@ -269,13 +272,15 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
 def _flatten(lg, regions, rings, band, px, params):
     """Background and local noise of the log image, region by region.
 
-    Inside each physical region a robust polynomial surface (vignetting)
-    plus a robust box mean of what it leaves (``background_um``) gives the
-    illumination, so the bright cladding and darker ferrule are normalised
-    separately and image borders are not biased by the box. In each annulus of ``rings`` the background is a
+    Inside each physical region (its bounding box only) a robust polynomial
+    surface (vignetting) plus a robust box mean of what it leaves
+    (``background_um``) gives the illumination, so the bright cladding and
+    darker ferrule are normalised separately and image borders are not
+    biased by the box. In each annulus of ``rings`` the background is a
     robust mean along arcs (``arc_um``) at fixed radius, which keeps every
     radial structure of the edge (profile, epoxy ring, halo, tilt shadow) in
-    the background and leaves defects in the residual.
+    the background and leaves defects in the residual. ``band`` is extended
+    in place (see ``_ring_model``).
     """
     clip = params["flatten_clip_sigma"]
     k_bg, k_n = px(params["background_um"]), px(params["noise_um"])
@@ -349,10 +354,11 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     times the annulus median (the edge misfit, a rough epoxy ring) join
     ``band``, where no detection may seed.
 
-    Pixels are binned by (angular sector of ``arc_um``, radius in
-    ``ring_bin_px`` steps) using their own centres, so the sharp edge profile
-    is reproduced exactly (no resampling blur); each bin's robust mean is
-    interpolated linearly between neighbouring sectors.
+    Pixels are binned by (angular sector of ``arc_um``, radius: steps of
+    ``ring_bin_px`` within ``ring_fine_um`` of the edge, ``ring_coarse_um``
+    beyond) using their own centres, so the sharp edge profile is reproduced
+    without resampling blur; bin means (outliers clipped against the local
+    noise) are interpolated bilinearly between bin centres.
     """
     r_lo, edge, r_hi, rmap, (cx, cy) = ring
     sel = valid & (rmap >= r_lo) & (rmap < r_hi)
@@ -434,18 +440,21 @@ def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(z, zs, regions, seed_ok, strong, px, params):
+def _region_candidates(z, zs, regions, seed_ok, rel, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
     thresholded at median + γ·σ (robust) per physical region; candidates
-    that also reach ``seed_sigma`` and are ``strong`` (above the contrast
-    floor) seed a hysteresis on |z|, and each
+    that also reach ``seed_sigma`` and whose relative contrast ``rel`` (log
+    residual) passes ``min_contrast`` (``coarse_min_contrast`` at the coarse
+    scale) seed a hysteresis on |z|, and each
     component is cut at half its own peak |z| (the true edge of a blurred
     defect), never below ``grow_sigma``.
     """
     seed, grow = params["seed_sigma"], params["grow_sigma"]
     absz = np.abs(zs)
+    strong = np.abs(rel) >= math.log1p(params["min_contrast"])
+    coarse_floor = math.log1p(params["coarse_min_contrast"])
     cand = _do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params) & (absz > seed) & strong
     mask = _half_max(_reconstruct(cand, absz > grow), absz, params)
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
@@ -461,7 +470,7 @@ def _region_candidates(z, zs, regions, seed_ok, strong, px, params):
             m = rc == k
             zc[m] = dc[m] / max(_robust_std(dc[m & okc]), 1e-5)
         cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
-        cc &= cv2.resize(strong.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.5
+        cc &= np.abs(cv2.resize(rel, small, interpolation=cv2.INTER_AREA)) >= coarse_floor
         # the coarse scale is for wide smears: drop components smaller than that
         n, lab, stats, _ = cv2.connectedComponentsWithStats(
             _reconstruct(cc, np.abs(zc) > grow).astype(np.uint8), connectivity=8)
@@ -555,7 +564,7 @@ def _scratch_candidates(zs, seed_ok, visible, px, params):
            if small != (w, h) else seed_ok)
     lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
     strength = _lei_strength(zl, okl, lpx, params)
-    hyst = apply_hysteresis_threshold(strength, params["lei_low"], params["lei_high"]) & okl
+    hyst = apply_hysteresis_threshold(np.where(okl, strength, 0), params["lei_low"], params["lei_high"])
     lines = _keep_lines(hyst, lpx, params)
     if not lines.any():
         return np.zeros((h, w), bool), np.zeros((h, w), bool)
@@ -767,9 +776,9 @@ def _merge(region_mask, scratch_mask, links, px, params):
 
     Scratch pieces join when closer than ``merge_gap_um`` or lying on one
     joined scratch line (``links``); region candidates closer than the gap
-    join. A region candidate lying mostly on a scratch is part of it
-    (source "both"); otherwise it is its own defect (a pit on a scratch)
-    and keeps its pixels. Components under ``min_area_um2`` are dropped.
+    join. A region candidate lying mostly on a scratch and no wider than
+    ``scratch_max_width_um`` is part of it (source "both"); otherwise it is
+    its own defect (a pit on a scratch) and keeps its pixels. Components under ``min_area_um2`` are dropped.
 
     Returns labels 1..n (int32) and, per label, a bit set of the sources
     (1 region, 2 scratch).
@@ -794,7 +803,9 @@ def _merge(region_mask, scratch_mask, links, px, params):
     on = np.zeros((n_r, n_s), np.int64)
     np.add.at(on, (r_lab[both], s_lab[both]), 1)
     r_area = np.maximum(np.bincount(r_lab.ravel(), minlength=n_r), 1)
-    host = np.where(on.max(1) >= 0.5 * r_area, on.argmax(1), 0)
+    # ... unless it is wider than any scratch (a pit or dust particle on its path)
+    wide = _minor_axis(r_lab, n_r) >= px(params["scratch_max_width_um"])
+    host = np.where((on.max(1) >= 0.5 * r_area) & ~wide, on.argmax(1), 0)
     host[0] = 0
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
@@ -808,6 +819,21 @@ def _merge(region_mask, scratch_mask, links, px, params):
     np.bitwise_or.at(src, lab[region_mask & (lab > 0)], _REGION)
     np.bitwise_or.at(src, lab[scratch_mask & (lab > 0)], _SCRATCH)
     return lab, src
+
+
+def _minor_axis(lab, n):
+    """Minor axis length (px, equivalent ellipse) of each label 0..n-1."""
+    ys, xs = np.nonzero(lab)
+    k = lab[ys, xs]
+    cnt = np.maximum(np.bincount(k, minlength=n), 1).astype(np.float64)
+    mean = lambda v: np.bincount(k, v, minlength=n) / cnt  # noqa: E731
+    x, y = xs.astype(np.float64), ys.astype(np.float64)
+    mx, my = mean(x), mean(y)
+    a = mean(x * x) - mx * mx + 1 / 12
+    c = mean(y * y) - my * my + 1 / 12
+    b = mean(x * y) - mx * my
+    lam = (a + c) / 2 - np.sqrt(((a - c) / 2) ** 2 + b * b)
+    return 4 * np.sqrt(np.maximum(lam, 0))
 
 
 def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params):

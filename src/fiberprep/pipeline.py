@@ -99,10 +99,12 @@ def log_to(path: str | os.PathLike) -> None:
     )
 
 
-def _rejection(image_id: str, stage: str, err: BaseException) -> tuple[str, None]:
-    """Reason for a failed stage, and ``None`` as cache key (so it is retried later)."""
+def _rejection(image_id: str, stage: str, err: BaseException, key: str) -> tuple[str, str | None]:
+    """Reason for a failed stage and the record's cache key: ``key`` for a rejection
+    (the same input gives the same verdict), ``None`` after an internal error (logged
+    with its traceback, and retried on the next run)."""
     if isinstance(err, fio.ImageRejected):
-        return err.reason, None
+        return err.reason, key
     log.error(
         "%s: %s stage failed\n%s",
         image_id,
@@ -157,7 +159,7 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
         cache.write_array(folder / "zones.zarr", "zone_map", zone_map)
         record.update(info, status="ok", reason="", key=key, geometry=geometry)
     except Exception as err:  # noqa: BLE001 (one image never stops the shard)
-        reason, key = _rejection(image["image_id"], "zones", err)
+        reason, key = _rejection(image["image_id"], "zones", err, key)
         record.update(status="rejected", reason=reason, key=key, geometry={})
     record["seconds"] = round(time.perf_counter() - start, 4)
     cache.write_record(folder / "zones.json", record)
@@ -213,7 +215,7 @@ def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd
         table = cache.read_table(folder / "defects.parquet")  # as a cached run sees it
         record.update(status="ok", reason="", key=key, n_defects=len(table))
     except Exception as err:  # noqa: BLE001
-        reason, key = _rejection(image_id, "defects", err)
+        reason, key = _rejection(image_id, "defects", err, key)
         record.update(status="rejected", reason=reason, key=key, n_defects=0)
         table = pd.DataFrame()
     record["seconds"] = round(time.perf_counter() - start, 4)
@@ -284,7 +286,7 @@ def features_image(
         zone_table = cache.read_table(folder / "zone_features.parquet")
         record.update(status="ok", reason="", key=key, n_defects=len(defect_table))
     except Exception as err:  # noqa: BLE001
-        reason, key = _rejection(image_id, "features", err)
+        reason, key = _rejection(image_id, "features", err, key)
         record.update(status="rejected", reason=reason, key=key, n_defects=0)
         defect_table, zone_table = pd.DataFrame(), pd.DataFrame()
     record["seconds"] = round(time.perf_counter() - start, 4)

@@ -34,10 +34,10 @@ wanted = set(accepted["image_id"])
 detected = pd.read_parquet(snakemake.input.defects)
 feats = pd.read_parquet(snakemake.input.features)
 zone_feats = pd.read_parquet(snakemake.input.zone_features)
-types = pd.read_parquet(snakemake.input.types)
-if len(detected):
+types = pd.read_parquet(snakemake.input.types, filters=[("image_id", "in", sorted(wanted))]) if wanted else None
+if len(detected) and wanted:
     detected = detected[detected["image_id"].isin(wanted)]
-    typed = datasets.typed_defects(detected, feats, types[types["image_id"].isin(wanted)])
+    typed = datasets.typed_defects(detected, feats, types)
 else:
     typed = pd.DataFrame(columns=["image_id", "defect_id", "number", "type", "cluster", "severity_score",
                                   "severity_level", "zone", "innermost_zone", "area_um2", "length_um",

@@ -107,7 +107,8 @@ digest = hashlib.sha256(listing.encode("utf-8")).hexdigest()
 exports = []
 pixel = out / "pixel_level"
 if P.export["yolo_seg"]:
-    entries = {"data.yaml": "path: .\n" + "".join(f"{s}: images/{s}\n" for s in datasets.SPLITS)
+    # no "path:" key: Ultralytics then resolves the split folders next to data.yaml
+    entries = {"data.yaml": "".join(f"{s}: images/{s}\n" for s in datasets.SPLITS)
                + "names:\n" + "".join(f"  {k}: {v}\n" for k, v in datasets.yolo_names().items())}
     for iid, s in split_of.items():
         entries[f"images/{s}/{iid}.png"] = pixel / "images" / f"{iid}.png"

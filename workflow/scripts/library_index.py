@@ -25,8 +25,9 @@ fio.write_bytes(sm.output.csv, index.to_csv(index=False, lineterminator="\n").en
 
 cfg = P.library
 for name, out in zip(datasets.DEFECT_CLASSES.values(), sm.output.sheets):
-    sel = index[index["type"] == name] if "type" in index.columns else index.iloc[:0]
-    sel = sel.sort_values(["severity_score", "defect_id"], ascending=[False, True]).head(int(cfg["max_per_sheet"]))
+    sel = index[index["type"] == name] if "type" in index.columns else pd.DataFrame(columns=["patch", "severity_score"])
+    if len(sel):
+        sel = sel.sort_values(["severity_score", "defect_id"], ascending=[False, True]).head(int(cfg["max_per_sheet"]))
     patches = [datasets.decode_png((lib_dir / p).read_bytes()) for p in sel["patch"]]
     sheet = library.contact_sheet(patches, [f"{s:.2f}" for s in sel["severity_score"].fillna(0)],
                                   int(cfg["tile_px"]), int(cfg["columns"]))

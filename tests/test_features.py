@@ -100,3 +100,11 @@ def test_real_closeup_features_are_finite_and_linear_defects_elongated():
     assert np.isfinite(feats.drop(columns="cladding_edge_distance_um").to_numpy()).all()
     linear = feats[table["shape_class"].to_numpy() == "linear"]
     assert len(linear) and (linear["aspect_ratio"] > 3).all()
+
+
+def test_unknown_defect_number_is_named():
+    inst = np.zeros((20, 20), np.uint16)
+    inst[5:8, 5:8] = 1
+    with pytest.raises(ValueError, match=r"\[2\]"):
+        defect_features(np.zeros((20, 20), np.float32), inst, np.ones((20, 20), np.uint8),
+                        pd.DataFrame({"number": [1, 2]}), GEOMETRY)

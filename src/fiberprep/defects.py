@@ -392,7 +392,7 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     size, size2 = n_sec * n_r, n_sec * (n_r // 4 + 1)
     keep = np.ones(v.size, bool)
     sd = None
-    for _ in range(3):
+    for it in range(4):
         cnt = np.bincount(key[keep], minlength=size).reshape(n_sec, n_r)
         tot = np.bincount(key[keep], v[keep], minlength=size).reshape(n_sec, n_r)
         fill = tot.sum(0) / np.maximum(cnt.sum(0), 1)  # empty bins: mean over all angles
@@ -405,7 +405,8 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
         cnt2 = np.bincount(key2[keep], minlength=size2)
         var2 = np.bincount(key2[keep], res[keep] ** 2, minlength=size2) / np.maximum(cnt2, 1)
         sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
-        keep = np.abs(res) < params["flatten_clip_sigma"] * sd
+        # first clip against the annulus-wide σ (a chip inflates its bin's σ), then locally
+        keep = np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)
     bg[yy, xx] = model
     sigma[yy, xx] = sd
     # the edge's own footprint (misfit, rough epoxy): noise well above the annulus'
@@ -610,7 +611,8 @@ def _lei_strength(z, valid, lpx, params):
             both = resp if both is None else cv2.max(both, resp)
             if i == 0 and axis == 0:
                 # noise unit: spread of one orientation's centre-minus-side difference
-                s = max(_robust_std(diff[valid]) if valid.any() else 1.0, params["lei_sigma_floor"])
+                inner = valid[off:-off]  # diff covers the rows with both side lines
+                s = max(_robust_std(diff[inner]) if inner.any() else 1.0, params["lei_sigma_floor"])
         if i:  # one inverse rotation serves both axes
             both = cv2.warpAffine(both, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
         cv2.max(best, both, dst=best)
@@ -675,21 +677,20 @@ def _work_geometry(geometry, x0, y0, factor):
 def _side_contrast(line, off, axis):
     """Line contrast against both side lines ``off`` away, sidelobe-free.
 
-    Returns ``(strength, d)``: ``strength`` is min(c - a, c - b) where the
-    centre line is brighter than both sides, min(a - c, b - c) where it is
-    darker than both, else 0 (so a side line lying on a scratch gives no
-    echo); ``d`` is c - a, whose spread sets the noise unit.
+    Returns ``(strength, d)``: ``strength`` is c - max(a, b) where the centre
+    line is brighter than both sides, min(a, b) - c where it is darker than
+    both, else 0 (so a side line lying on a scratch gives no echo); ``d`` is
+    c - a, whose spread sets the noise unit. The ``off`` outermost lines are 0.
     """
-    border = (off, off, 0, 0) if axis == 0 else (0, 0, off, off)
-    p = cv2.copyMakeBorder(line, *border, cv2.BORDER_REPLICATE)
+    out = np.zeros_like(line)
     if axis == 0:
-        a, b = p[: -2 * off, :], p[2 * off:, :]
+        a, b, c, dst = line[: -2 * off], line[2 * off:], line[off:-off], out[off:-off]
     else:
-        a, b = p[:, : -2 * off], p[:, 2 * off:]
-    da, db = cv2.subtract(line, a), cv2.subtract(line, b)
-    bright = cv2.min(da, db)
-    dark = cv2.min(cv2.subtract(a, line), cv2.subtract(b, line))
-    return cv2.max(cv2.max(bright, dark), 0.0), da
+        a, b, c, dst = line[:, : -2 * off], line[:, 2 * off:], line[:, off:-off], out[:, off:-off]
+    brighter = cv2.subtract(c, cv2.max(a, b))
+    darker = cv2.subtract(cv2.min(a, b), c)
+    dst[...] = cv2.max(cv2.max(brighter, darker), 0.0)
+    return out, cv2.subtract(c, a)
 
 
 def _keep_lines(mask, px, params):
@@ -754,7 +755,7 @@ def _join_segments(segs, gap, max_angle):
             ca, cb = (ends_a[0] + ends_a[1]) / 2, (ends_b[0] + ends_b[1]) / 2
             v = cb - ca
             perp = abs(v[0] * da[1] - v[1] * da[0])
-            if perp > max(2.0, 0.1 * np.hypot(*v)):
+            if perp > max(2.0, 0.2 * np.hypot(*v)):
                 continue
             parent[find(a)] = find(b)
     groups = {}
@@ -804,7 +805,7 @@ def _merge(region_mask, scratch_mask, links, px, params):
     np.add.at(on, (r_lab[both], s_lab[both]), 1)
     r_area = np.maximum(np.bincount(r_lab.ravel(), minlength=n_r), 1)
     # ... unless it is wider than any scratch (a pit or dust particle on its path)
-    wide = _minor_axis(r_lab, n_r) >= px(params["scratch_max_width_um"])
+    wide = _axes(r_lab, n_r)[1] >= px(params["scratch_max_width_um"])
     host = np.where((on.max(1) >= 0.5 * r_area) & ~wide, on.argmax(1), 0)
     host[0] = 0
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
@@ -818,11 +819,20 @@ def _merge(region_mask, scratch_mask, links, px, params):
     src = np.zeros(present.size + 1, np.int8)
     np.bitwise_or.at(src, lab[region_mask & (lab > 0)], _REGION)
     np.bitwise_or.at(src, lab[scratch_mask & (lab > 0)], _SCRATCH)
+    # a line response that is not line-shaped and that no region candidate backs
+    # is the flank of a blob, not a scratch
+    major, minor = _axes(lab, present.size + 1)
+    drop = (src == _SCRATCH) & (major < params["linear_aspect"] * np.maximum(minor, 1.0))
+    if drop.any():
+        keep = np.flatnonzero(~drop)[1:]
+        lut = np.zeros(present.size + 1, np.int32)
+        lut[keep] = np.arange(1, keep.size + 1)
+        lab, src = lut[lab], np.concatenate([[0], src[keep]]).astype(np.int8)
     return lab, src
 
 
-def _minor_axis(lab, n):
-    """Minor axis length (px, equivalent ellipse) of each label 0..n-1."""
+def _axes(lab, n):
+    """Major and minor axis lengths (px, equivalent ellipse) of each label 0..n-1."""
     ys, xs = np.nonzero(lab)
     k = lab[ys, xs]
     cnt = np.maximum(np.bincount(k, minlength=n), 1).astype(np.float64)
@@ -832,8 +842,8 @@ def _minor_axis(lab, n):
     a = mean(x * x) - mx * mx + 1 / 12
     c = mean(y * y) - my * my + 1 / 12
     b = mean(x * y) - mx * my
-    lam = (a + c) / 2 - np.sqrt(((a - c) / 2) ** 2 + b * b)
-    return 4 * np.sqrt(np.maximum(lam, 0))
+    root = np.sqrt(((a - c) / 2) ** 2 + b * b)
+    return 4 * np.sqrt(np.maximum((a + c) / 2 + root, 0)), 4 * np.sqrt(np.maximum((a + c) / 2 - root, 0))
 
 
 def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params):

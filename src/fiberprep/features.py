@@ -190,6 +190,8 @@ def _shape(m8: np.ndarray, area: int, ys: np.ndarray, xs: np.ndarray, um: float)
 def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
     """Features of defect ``n`` from its crop (arrays cut to bbox + margin at ``origin``)."""
     mask = lab_c == n
+    if not mask.any():
+        raise ValueError(f"defect {n} has no pixels in the instance map inside its bbox")
     m8 = mask.view(np.uint8)
     vals = gray_c[mask]
     ys, xs = np.nonzero(mask)
@@ -299,6 +301,9 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
         boxes = defects[["bbox_y", "bbox_x", "bbox_h", "bbox_w"]].to_numpy(np.int64)
     else:
         found = ndi.find_objects(lab)
+        missing = [int(n) for n in numbers if not (0 < n <= len(found) and found[n - 1])]
+        if missing:
+            raise ValueError(f"defects {missing} are not in the instance map")
         boxes = np.array([(s[0].start, s[1].start, s[0].stop - s[0].start, s[1].stop - s[1].start)
                           for s in (found[n - 1] for n in numbers)])
     ring_px = _ring_px(um)

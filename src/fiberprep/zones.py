@@ -260,6 +260,7 @@ def _equal_area_radius2(dx, dy, e, theta):
 
 
 def _no_fiber_geometry(um_per_px):
+    """Geometry for ``zones.mode: none``: no circles, the whole frame is one zone."""
     nan = float("nan")
     geo = dict.fromkeys(GEOMETRY_KEYS, nan)
     geo.update(
@@ -323,13 +324,13 @@ def _coarse_circle(gray, r_range, params):
         if second is not None:
             dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
             if (
-                dist > 0.9 * (first[0] + second[0])
+                dist > 0.9 * (first[0] + second[0])  # side by side, not nested
                 and second[2] >= params["two_fiber_ratio"] * first[2]
             ):
                 raise ImageRejected("two fibers")
     r_small, polarity, _ = first
-    to_full = lambda v: (v + 0.5) / scale - 0.5  # noqa: E731 - pixel-center mapping
-    return to_full(peaks[0][1]), to_full(peaks[0][2]), r_small / scale, polarity
+    cx, cy = ((v + 0.5) / scale - 0.5 for v in peaks[0][1:])  # small -> full pixel centers
+    return cx, cy, r_small / scale, polarity
 
 
 def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):

@@ -3,7 +3,6 @@
 from pathlib import Path
 
 import pandas as pd
-import pytest
 import yaml
 
 from fiberprep.grading import grade_image, grade_zones, severity

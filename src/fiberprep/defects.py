@@ -116,8 +116,11 @@ def detect_defects(gray, zone_map, geometry, params):
     rel = cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"])
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
     region_mask = _region_candidates(z, zs, regions, seed_ok, rel, px, params)
-    scratch_mask, links = _scratch_candidates(zs, seed_ok, visible, px, params)
+    centre = None if geo is None else (geo["cx"], geo["cy"])
+    scratch_mask, links = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
     labels, source = _merge(region_mask, scratch_mask, links, px, params)
+    if rings:
+        labels, source = _drop_rings(labels, source, rings[0][3], px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
     mean_absz = ndi.mean(np.abs(zs), labels, np.arange(1, labels.max() + 1))
@@ -544,7 +547,7 @@ def _refine(labels, absz, reach, params):
     return np.where(weak[labels], labels, np.where(weak[fine], 0, fine)).astype(np.uint16)
 
 
-def _scratch_candidates(zs, seed_ok, visible, px, params):
+def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     """LEI scratches: oriented line averages against parallel side lines.
 
     Runs at ``lei_um_per_px``. Each orientation is computed by rotating the
@@ -566,7 +569,9 @@ def _scratch_candidates(zs, seed_ok, visible, px, params):
     lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
     strength = _lei_strength(zl, okl, lpx, params)
     hyst = apply_hysteresis_threshold(np.where(okl, strength, 0), params["lei_low"], params["lei_high"])
-    lines = _keep_lines(hyst, lpx, params)
+    scale = small[0] / w
+    centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
+    lines = _keep_lines(hyst, centre_l, lpx, params)
     if not lines.any():
         return np.zeros((h, w), bool), np.zeros((h, w), bool)
     if small != (w, h):
@@ -693,8 +698,12 @@ def _side_contrast(line, off, axis):
     return out, cv2.subtract(c, a)
 
 
-def _keep_lines(mask, px, params):
-    """Keep elongated components; join collinear segments across small gaps."""
+def _keep_lines(mask, centre, px, params):
+    """Keep elongated components; join collinear segments across small gaps.
+
+    Lines tracing a ring around the fiber ``centre`` are dropped
+    (``_concentric``).
+    """
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros(mask.shape, bool)
@@ -718,16 +727,39 @@ def _keep_lines(mask, px, params):
         if length < 0.5 * min_len or length < params["scratch_min_aspect"] * width:
             continue
         segs.append((i, c + proj.min() * d, c + proj.max() * d, d, length))
-    joined = _join_segments(segs, px(params["join_gap_um"]), params["join_angle_deg"])
-    for group in joined:
-        total = sum(segs[j][4] for j in group)
-        if total < min_len:
+    joined = [g for g in _join_segments(segs, px(params["join_gap_um"]), params["join_angle_deg"])
+              if sum(segs[j][4] for j in g) >= min_len]
+    members = [np.isin(lab, [segs[j][0] for j in g]) for g in joined]
+    ring = _concentric(joined, members, segs, centre, px, params) if centre is not None else set()
+    for k, (group, member) in enumerate(zip(joined, members)):
+        if k in ring:
             continue
-        for j in group:
-            out |= lab == segs[j][0]
+        out |= member
         for a, b in zip(group[:-1], group[1:]):
             _draw_link(out, segs[a], segs[b])
     return out
+
+
+def _concentric(groups, members, segs, centre, px, params):
+    """Indices of line groups that together trace a ring around ``centre``.
+
+    A group is ring-like when its pixels keep their distance to the centre
+    within ``ring_arc_tol_um``; ring-like groups at the same radius whose
+    lengths add up to ``ring_arc_min_um`` are the fiber's own concentric
+    structure (index-profile or core ring), not scratches.
+    """
+    tol = px(params["ring_arc_tol_um"])
+    arcs = []
+    for k, member in enumerate(members):
+        yy, xx = np.nonzero(member)
+        r = np.hypot(xx - centre[0], yy - centre[1])
+        if np.percentile(r, 95) - np.percentile(r, 5) <= tol:
+            arcs.append((k, float(np.median(r)), sum(segs[j][4] for j in groups[k])))
+    drop = set()
+    for k, r0, _ in arcs:
+        if sum(length for _, r1, length in arcs if abs(r1 - r0) <= tol) >= px(params["ring_arc_min_um"]):
+            drop.add(k)
+    return drop
 
 
 def _join_segments(segs, gap, max_angle):
@@ -779,7 +811,9 @@ def _merge(region_mask, scratch_mask, links, px, params):
     joined scratch line (``links``); region candidates closer than the gap
     join. A region candidate lying mostly on a scratch and no wider than
     ``scratch_max_width_um`` is part of it (source "both"); otherwise it is
-    its own defect (a pit on a scratch) and keeps its pixels. Components under ``min_area_um2`` are dropped.
+    its own defect (a pit on a scratch) and keeps its pixels. Components
+    under ``min_area_um2`` are dropped, and so are scratch-only instances that
+    are not elongated (length/width < ``linear_aspect``): blob flanks.
 
     Returns labels 1..n (int32) and, per label, a bit set of the sources
     (1 region, 2 scratch).
@@ -829,6 +863,37 @@ def _merge(region_mask, scratch_mask, links, px, params):
         lut[keep] = np.arange(1, keep.size + 1)
         lab, src = lut[lab], np.concatenate([[0], src[keep]]).astype(np.int8)
     return lab, src
+
+
+def _drop_rings(labels, source, rmap, px, params):
+    """Remove instances that together trace a ring concentric with the fiber.
+
+    Instances whose pixels keep their distance to the centre within
+    ``ring_arc_tol_um`` and whose major axes at one radius add up to
+    ``ring_arc_min_um`` are the fiber's own concentric structure. Returns
+    the renumbered labels and per-label sources.
+    """
+    n = int(labels.max()) + 1
+    sel = labels > 0
+    k, r = labels[sel], rmap[sel].astype(np.float64)
+    lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
+    np.minimum.at(lo, k, r)
+    np.maximum.at(hi, k, r)
+    cnt = np.maximum(np.bincount(k, minlength=n), 1)
+    r_mean = np.bincount(k, r, minlength=n) / cnt
+    major = _axes(labels, n)[0]
+    tol = px(params["ring_arc_tol_um"])
+    arc = (hi - lo <= tol) & (np.arange(n) > 0)
+    drop = np.zeros(n, bool)
+    for i in np.flatnonzero(arc):
+        same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
+        drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
+    if not drop.any():
+        return labels, source
+    keep = np.flatnonzero(~drop)
+    lut = np.zeros(n, labels.dtype)
+    lut[keep[1:]] = np.arange(1, keep.size)
+    return lut[labels], source[keep]
 
 
 def _axes(lab, n):

@@ -36,13 +36,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# Zone ids of zones.ZONE_IDS graded by IEC 61300-3-35, their config keys and the
-# letters used in the standard's tables.
-GRADED_ZONES: dict[int, tuple[str, str]] = {
-    1: ("core", "A"), 2: ("cladding", "B"), 3: ("adhesive", "C"), 4: ("contact", "D"),
-}
+from .zones import GRADED_ZONES, ZONE_IDS
+
+# Letters of the standard's tables for the graded zones (core A ... contact D).
+ZONE_LETTERS: dict[str, str] = dict(zip(GRADED_ZONES, "ABCD"))
 SCRATCH = "scratch"
-LEVELS = ("low", "medium", "high")
 
 
 def _judged_zone(defects: pd.DataFrame) -> np.ndarray:
@@ -110,7 +108,8 @@ def grade_zones(defects: pd.DataFrame, criteria: dict) -> pd.DataFrame:
     size = defect_size_um(defects)
     rules = criteria.get("zones", {})
     rows = []
-    for zid, (key, letter) in GRADED_ZONES.items():
+    for key in GRADED_ZONES:
+        zid, letter = ZONE_IDS[key], ZONE_LETTERS[key]
         z = rules.get(key) or {}
         in_zone = zone == zid
         fails = (_check(size[in_zone & is_scratch], z.get("scratches"), "scratch", letter)

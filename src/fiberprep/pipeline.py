@@ -154,7 +154,11 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
             gray, params["fiber_type"], params["zones"], params["um_per_px"]
         )
         zone_map = zones.zone_label_map(
-            gray.shape, geometry, params["fiber_type"]["zones_um"], geometry["um_per_px"]
+            gray.shape,
+            geometry,
+            params["fiber_type"]["zones_um"],
+            geometry["um_per_px"],
+            ferrule=params["zones"]["analyse_ferrule"],
         )
         cache.write_array(folder / "zones.zarr", "zone_map", zone_map)
         record.update(info, status="ok", reason="", key=key, geometry=geometry)

@@ -5,8 +5,9 @@ mask with palettes, uint16 instance mask), the QC overlay and the defect patches
 but only when the image's label key (input checksum, masks, defect types and
 severities, parameters, fiberprep version) differs from the one recorded in
 ``intermediate/images/<id>/datasets.json`` or a file is missing: an incremental run
-rewrites only what changed. Table fragments (labels, zone level, library index,
-COCO/YOLO annotations, file list) are rebuilt every time; they are cheap.
+rewrites only what changed. The record also keeps the image's COCO/YOLO annotations,
+so an unchanged image is not even read; the table fragments (labels, zone level,
+library index, annotations, file list) are rebuilt from tables every time.
 """
 
 import logging
@@ -48,28 +49,19 @@ graded = P.zones_mode != "none"
 geometry_cols = [c for c in P.geometry_keys if c in accepted.columns]
 label_params = {"png": png_level, "margin": margin, "code": P.code}
 
-labels, zone_rows, coco, yolo, files, lib_rows = [], [], [], {}, [], []
+labels, zone_rows, coco, yolo, files = [], [], [], {}, []
 n_written = 0
 for img in accepted.to_dict("records"):
     iid = img["image_id"]
     folder = cache.image_dir(root, iid)
-    zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
-    inst = cache.read_array(folder / "defects.zarr", "instance_map")
     d = by_image.get(iid, typed.iloc[:0])
     numbers, tnames = d["number"].to_numpy(int), d["type"].tolist()
-    lut = datasets.class_lut(numbers, tnames, int(inst.max(initial=0)))
 
     grade = grading.grade_image(d, P.criteria) if graded else {"pass_fail": "not_graded", "failures": []}
-    row = {"image_id": iid, **{c: img[c] for c in geometry_cols},
-           **datasets.image_label_row(d, zone_names, grade), "failures": "; ".join(grade["failures"])}
-    labels.append(row)
+    labels.append({"image_id": iid, **{c: img[c] for c in geometry_cols},
+                   **datasets.image_label_row(d, zone_names, grade), "failures": "; ".join(grade["failures"])})
     zone_rows.append(datasets.zone_level_rows(
         zf_by_image.get(iid, zone_feats.iloc[:0]), d, grading.grade_zones(d, P.criteria) if graded else None))
-    cats = lut[numbers] if len(numbers) else []
-    for ann in datasets.coco_annotations(inst, numbers, cats):
-        coco.append({"image_id": iid, "defect_id": f"{iid}#{ann['number']}", **ann})
-    if P.export["yolo_seg"]:
-        yolo[iid] = datasets.yolo_segments(inst, numbers, cats)
 
     patch_paths = {r.defect_id: out_lib / library.patch_relpath(r.type, r.severity_level, r.defect_id)
                    for r in d.itertuples()}
@@ -84,9 +76,17 @@ for img in accepted.to_dict("records"):
     # the defects stage key chains the input checksum, the zones key and both stages'
     # parameters and code: it identifies the zone and instance maps without hashing them
     upstream = cache.read_record(folder / "defects.json") or {}
-    key = datasets.content_key(upstream.get("key"), d[["number", "type", "severity_level"]].astype(str), label_params)
+    key = datasets.content_key(upstream.get("key"), d[["number", "type", "severity_level"]].astype(str),
+                               label_params, bool(P.export["yolo_seg"]))
     record = cache.read_record(folder / "datasets.json") or {}
     if record.get("key") != key or not all(p.exists() for p in all_paths):
+        zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
+        inst = cache.read_array(folder / "defects.zarr", "instance_map")
+        lut = datasets.class_lut(numbers, tnames, int(inst.max(initial=0)))
+        cats = lut[numbers] if len(numbers) else []
+        record = {"key": key, "files": [str(p) for p in all_paths],
+                  "coco": datasets.coco_annotations(inst, numbers, cats),
+                  "yolo": datasets.yolo_segments(inst, numbers, cats) if P.export["yolo_seg"] else []}
         _, display, info = fio.load_image(img["source_path"], P.io["max_pixels"], P.io["min_side_px"])
         if datasets.is_display_png(info, display):  # already the 8-bit PNG we would write
             fio.write_bytes(targets["image"], Path(img["source_path"]).read_bytes())
@@ -99,8 +99,12 @@ for img in accepted.to_dict("records"):
         for r in d.itertuples():
             patch = library.extract_patch(display, (r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h), margin)
             fio.write_bytes(patch_paths[r.defect_id], datasets.encode_png(patch, png_level))
-        cache.write_record(folder / "datasets.json", {"key": key, "files": [str(p) for p in all_paths]})
+        cache.write_record(folder / "datasets.json", record)
         n_written += 1
+    # COCO and YOLO annotations are kept in the record: unchanged images need no arrays
+    coco += [{"image_id": iid, "defect_id": f"{iid}#{a['number']}", **a} for a in record["coco"]]
+    if P.export["yolo_seg"]:
+        yolo[iid] = record["yolo"]
     files += [{"image_id": iid, "key": key, "path": str(p)} for p in all_paths]
 
 log.info("datasets: %d images, %d rewritten", len(accepted), n_written)

@@ -234,9 +234,11 @@ def resample_shards(results: Path, n_defects: int, seed: int = 0) -> int:
             table["image_id"] = image_id
             table["number"] = number
             table["defect_id"] = [f"{i}#{n}" for i, n in zip(image_id, number)]
-        f.to_parquet(inter / "features" / f"shard_{k}.parquet")
         d[dets.columns].to_parquet(inter / "defects" / f"shard_{k}.parquet")
+        f.to_parquet(inter / "features" / f"shard_{k}.parquet")
         total += per_shard
+    for path in (inter / "features").glob("*shard_*"):  # newer than the defects tables,
+        os.utime(path)  # else Snakemake reruns the features jobs (from the cache)
     return total
 
 
@@ -255,7 +257,11 @@ def gather_memory(work: Path, source: Path, cfg_src: Path, n_defects: int) -> di
     log = work / "gather.log"
     target = str(results / "clustering" / "defect_types.parquet")
     result = checked(run_measured(snakemake(cfg, "--cores", "1", target), log), log, "gather")
-    return {"defects": total, "seconds": result["seconds"], "max_rss_mb": result["max_rss_mb"]}
+    ran = job_counts(log)
+    if set(ran) - {"cluster_fit", "cluster_assign", "cluster_review", "labels"}:
+        sys.exit(f"gather check reran more than the gather ({ran}); see {log}")
+    return {"defects": total, "seconds": result["seconds"], "max_rss_mb": result["max_rss_mb"],
+            "jobs": ran}
 
 
 def main(argv=None) -> int:

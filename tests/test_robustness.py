@@ -148,14 +148,12 @@ def test_stages_on_degenerate_shapes(shape):
     _downstream(gray, geometry)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="zones.mode none without calibration.um_per_px: geometry um_per_px "
-                          "is NaN; defects falls back to detection.default_um_per_px, "
-                          "features does not")
 def test_close_up_without_calibration():
     gray = np.full((96, 96), 0.7, np.float32)
     gray[40:48, 40:48] = 0.1  # a pit, so there is a defect to measure
     geometry = zones.measure_geometry(gray, FIBER, {**CONFIG["zones"], "mode": "none"}, None)
+    assert geometry["um_per_px"] == CONFIG["zones"]["frame_um_per_px"]
+    assert geometry["um_per_px_source"] == "assumed"
     _downstream(gray, geometry)
 
 
@@ -185,19 +183,18 @@ def test_per_image_chain_on_every_bad_input(tmp_path):
 # ----------------------------------------------------------------------------- workflow
 
 
-def _checksums(folder: Path) -> dict[str, tuple[str, int]]:
-    """Checksum and mtime of every regular file under a folder (links not followed)."""
+def _checksums(folder: Path) -> dict[str, tuple[str, int, int]]:
+    """Checksum (of readable regular files), mode and mtime of every entry under a
+    folder, links not followed."""
     out = {}
     for dirpath, _, names in os.walk(folder):
         for name in names:
             path = Path(dirpath, name)
             st_ = path.lstat()
-            if stat.S_ISREG(st_.st_mode):
-                with open(path, "rb") as f:
-                    out[str(path.relative_to(folder))] = (
-                        hashlib.sha256(f.read()).hexdigest(), st_.st_mtime_ns)
-            else:
-                out[str(path.relative_to(folder))] = ("", st_.st_mtime_ns)
+            digest = ""
+            if stat.S_ISREG(st_.st_mode) and os.access(path, os.R_OK):
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[str(path.relative_to(folder))] = (digest, st_.st_mode, st_.st_mtime_ns)
     return out
 
 

@@ -201,3 +201,84 @@ def test_real_closeups_without_fiber_are_rejected_and_work_with_mode_none():
             zones.measure_geometry(gray, TYPES["sm_pc"], PARAMS)
         geo = zones.measure_geometry(gray, TYPES["sm_pc"], {**PARAMS, "mode": "none"})
         assert (zones.zone_label_map(gray.shape, geo, TYPES["sm_pc"]["zones_um"], 1.0) == 5).all()
+
+
+def _band_mask(shape, frame_px):
+    """Truth mask of a synthetic field-stop band (left, top, right, bottom widths)."""
+    h, w = shape
+    left, top, right, bottom = frame_px
+    band = np.zeros((h, w), bool)
+    band[:, :left], band[:top], band[:, w - right :], band[h - bottom :] = True, True, True, True
+    return band
+
+
+def test_field_stop_band_is_outside_and_fiber_zones_intact():
+    seen = 0
+    for i in range(40):
+        rng = np.random.default_rng([23, i])
+        spec = synth.random_spec(rng, TYPES, sizes=[(400, 320)], p_frame=1.0)
+        if max(spec["frame_px"]) < 3:  # the band must be wider than the blur to be seen
+            continue
+        image, truth = synth.render(spec, rng)
+        field = zones.field_of_view(image.astype(np.float32) / 255, PARAMS, truth)
+        zum = TYPES[spec["fiber_type"]]["zones_um"]
+        plain = zones.zone_label_map(image.shape, truth, zum, truth["um_per_px"])
+        masked = zones.zone_label_map(image.shape, truth, zum, truth["um_per_px"], field=field)
+        band = _band_mask(image.shape, spec["frame_px"])
+        assert (masked[band] == zones.ZONE_IDS["outside"]).all()
+        for zone in ("core", "cladding", "adhesive"):
+            assert ((plain == zones.ZONE_IDS[zone]) == (masked == zones.ZONE_IDS[zone])).all()
+        # nothing removed beyond the band's blurred edge and margin
+        reach = cv2.dilate(band.astype(np.uint8), np.ones((25, 25), np.uint8)) > 0
+        assert not (~field & ~reach).any()
+        seen += 1
+        if seen == 3:
+            break
+    assert seen == 3
+
+
+def test_field_of_view_keeps_frames_without_band():
+    for i in range(3):
+        rng = np.random.default_rng([29, i])
+        spec = synth.random_spec(rng, TYPES, sizes=[(400, 320)], p_frame=0.0)
+        image, truth = synth.render(spec, rng)
+        assert zones.field_of_view(image.astype(np.float32) / 255, PARAMS, truth).all()
+    # bright fiber reaching near the top border, on a vignetted ferrule
+    img = disc_image(center=(330.3, 150.0), radius=140.0, inside=0.9, outside=0.4)
+    yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+    img *= 1 - 0.5 * (np.hypot(xx - 320, yy - 240) / 400) ** 2
+    geo = {"center_x": 330.3, "center_y": 150.0, "cladding_radius_px": 140.0, "um_per_px": 0.45}
+    assert zones.field_of_view(img, PARAMS, geo).all()
+
+
+def test_field_of_view_keeps_dark_defects_and_dark_fiber_at_the_border():
+    img = disc_image(center=(150.0, 240.0), radius=170.0, inside=0.2, outside=0.7)  # cut at left
+    geo = {"center_x": 150.0, "center_y": 240.0, "cladding_radius_px": 170.0, "um_per_px": 0.37}
+    cv2.line(img, (639, 100), (560, 60), 0.05, 3)  # dark scratch from the right border
+    cv2.circle(img, (400, 2), 6, 0.05, -1)  # dark pit on the top border
+    assert zones.field_of_view(img, PARAMS, geo).all()
+    # with a band: the band goes, the scratch beyond it stays
+    img[:, 630:] = 0.04
+    field = zones.field_of_view(img, PARAMS, geo)
+    assert not field[:, 630:].any() and field[:, : 630 - PARAMS["fov_margin_px"]].all()
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images not present")
+def test_real_field_stop_found_on_video_captures_only():
+    for folder in ("endfaces_720x576", "dimension_scope_50um_core", "misc_1152x864"):
+        for path in sorted((REAL / folder).iterdir()):
+            gray = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+            field = zones.field_of_view(gray, PARAMS)
+            h, w = gray.shape
+            depths = [
+                int(np.argmax(field[h // 2])),  # left
+                int(np.argmax(field[:, w // 2])),  # top
+                int(np.argmax(field[h // 2, ::-1])),  # right
+                int(np.argmax(field[::-1, w // 2])),  # bottom
+            ]
+            if path.name.startswith("DSCN"):  # 720x576 video grabs: black left, top, right
+                assert all(5 < d < 25 for d in depths[:3]) and depths[3] == 0, (path.name, depths)
+                assert (~field).mean() < 0.08
+            else:
+                assert field.all(), (path.name, depths)

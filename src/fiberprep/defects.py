@@ -120,7 +120,7 @@ def detect_defects(gray, zone_map, geometry, params):
     scratch_mask, links = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
     labels, source = _merge(region_mask, scratch_mask, links, px, params)
     if rings:
-        labels, source = _drop_rings(labels, source, rings[0][3], px, params)
+        labels, source = _drop_rings(labels, source, rings[0][3], rings[0][4], px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
     mean_absz = ndi.mean(np.abs(zs), labels, np.arange(1, labels.max() + 1))
@@ -688,6 +688,8 @@ def _side_contrast(line, off, axis):
     c - a, whose spread sets the noise unit. The ``off`` outermost lines are 0.
     """
     out = np.zeros_like(line)
+    if line.shape[axis] <= 2 * off:  # too short for both side lines: no response
+        return out, out
     if axis == 0:
         a, b, c, dst = line[: -2 * off], line[2 * off:], line[off:-off], out[off:-off]
     else:
@@ -865,15 +867,18 @@ def _merge(region_mask, scratch_mask, links, px, params):
     return lab, src
 
 
-def _drop_rings(labels, source, rmap, px, params):
+def _drop_rings(labels, source, rmap, centre, px, params):
     """Remove instances that together trace a ring concentric with the fiber.
 
     Instances whose pixels keep their distance to the centre within
     ``ring_arc_tol_um`` and whose major axes at one radius add up to
-    ``ring_arc_min_um`` are the fiber's own concentric structure. Returns
+    ``ring_arc_min_um`` are the fiber's own concentric structure, and so is
+    an instance spanning 60 degrees or more around ``centre`` within 10 % of
+    its radius. Returns
     the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
+    cx, cy = centre
     sel = labels > 0
     k, r = labels[sel], rmap[sel].astype(np.float64)
     lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
@@ -888,6 +893,14 @@ def _drop_rings(labels, source, rmap, px, params):
     for i in np.flatnonzero(arc):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
         drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
+    # a thick ring: spans >= 60 degrees around the centre at a nearly constant radius
+    # (a straight scratch that keeps within 10 % of its radius spans < 52 degrees)
+    ys, xs = np.nonzero(sel)
+    for i in np.flatnonzero((hi - lo <= 0.1 * r_mean) & ~drop & (np.arange(n) > 0)):
+        on = k == i
+        t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))
+        gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
+        drop[i] = 2 * np.pi - gaps.max() >= np.pi / 3
     if not drop.any():
         return labels, source
     keep = np.flatnonzero(~drop)

@@ -13,6 +13,7 @@ share a GIL across processes, so a 16-core job keeps 16 cores busy).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -28,6 +29,7 @@ from fiberprep import cache, defects, features, zones
 from fiberprep import io as fio
 
 log = logging.getLogger("fiberprep")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 
 #: Columns of a zones shard table before the geometry keys (``zones.measure_geometry``).
 IMAGE_COLUMNS = [
@@ -91,12 +93,7 @@ def log_to(path: str | os.PathLike) -> None:
     stream = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the process)
     os.dup2(stream.fileno(), 2)
     sys.stderr = stream
-    logging.basicConfig(
-        stream=stream,
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        force=True,
-    )
+    logging.basicConfig(stream=stream, level=logging.INFO, format=LOG_FORMAT, force=True)
 
 
 def _rejection(image_id: str, stage: str, err: BaseException, key: str) -> tuple[str, str | None]:
@@ -159,6 +156,7 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
             params["fiber_type"]["zones_um"],
             geometry["um_per_px"],
             ferrule=params["zones"]["analyse_ferrule"],
+            field=zones.field_of_view(gray, params["zones"], geometry),
         )
         cache.write_array(folder / "zones.zarr", "zone_map", zone_map)
         record.update(info, status="ok", reason="", key=key, geometry=geometry)
@@ -310,9 +308,11 @@ def _with_ids(table: pd.DataFrame, image_id: str) -> pd.DataFrame:
 
 
 def _init_worker() -> None:
-    """Pool worker set-up: one OpenCV thread per process (the pool is the parallelism)."""
+    """Pool worker set-up: log lines to stderr (the job's log) like the parent, and one
+    OpenCV thread per process (the pool is the parallelism)."""
     import cv2
 
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
     cv2.setNumThreads(1)
 
 
@@ -340,12 +340,29 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     workers = max(1, min(int(threads), len(items)))
     if workers == 1:
         return [stage_func(item, params, root) for item in items]
-    # fork: workers inherit the imports and the log; spawn/forkserver would re-run the
-    # calling Snakemake script as __main__ in every worker.
-    context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker) as pool:
+    # forkserver, not fork: a forked copy of a process whose threads (Zarr's event loop,
+    # thread pools) hold locks can deadlock. The server imports fiberprep once and forks
+    # the workers from that clean state; they inherit the log via stderr (fd 2).
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["fiberprep.pipeline"])
+    with _main_not_rerun(), ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker
+    ) as pool:
         return list(pool.map(stage_func, items, [params] * len(items),
                              [root] * len(items)))
+
+
+@contextlib.contextmanager
+def _main_not_rerun():
+    """Hide ``__main__.__file__`` while a pool starts: new workers would otherwise run
+    the calling script (a Snakemake script) again as ``__mp_main__``."""
+    main = sys.modules["__main__"]
+    path = main.__dict__.pop("__file__", None)
+    try:
+        yield
+    finally:
+        if path is not None:
+            main.__file__ = path
 
 
 def zones_table(records: list[dict]) -> pd.DataFrame:

@@ -23,6 +23,7 @@ import math
 
 import cv2
 import numpy as np
+from scipy.ndimage import median_filter
 from skimage.measure import EllipseModel
 
 from fiberprep.io import ImageRejected
@@ -105,7 +106,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         raise ValueError(f"gray must be 2-D, got shape {gray.shape}")
     mode = params.get("mode", "fiber")
     if mode == "none":
-        return _no_fiber_geometry(um_per_px)
+        return _no_fiber_geometry(um_per_px, params["frame_um_per_px"])
     if mode != "fiber":
         raise ValueError(f"zones.mode must be 'fiber' or 'none', got {mode!r}")
 
@@ -160,7 +161,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     }
 
 
-def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True):
+def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True, field=None):
     """Label every pixel with its IEC 61300-3-35 zone id (``ZONE_IDS``).
 
     Parameters
@@ -177,6 +178,10 @@ def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True):
         Scale used to convert the diameters.
     ferrule : bool
         Whether pixels beyond the contact zone are analysed (5) or not (0).
+    field : ndarray of bool, shape (H, W), optional
+        Illuminated field of view (:func:`field_of_view`). Contact and ferrule
+        pixels outside it (the scope's dark field-stop band) become 0; the
+        glass and adhesive zones (1-3), located by the fit, are kept.
 
     Returns
     -------
@@ -185,6 +190,113 @@ def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True):
         distance of its center from the fiber center, measured in the cladding
         ellipse's metric (a circle when ``cladding_ellipticity`` is 0).
     """
+    labels = _zone_bands(shape, geometry, zones_um, um_per_px, ferrule)
+    if field is not None:
+        if field.shape != labels.shape:
+            raise ValueError(f"field has shape {field.shape}, expected {labels.shape}")
+        labels[~field & (labels >= ZONE_IDS["contact"])] = ZONE_IDS["outside"]
+    return labels
+
+
+def field_of_view(gray, params, geometry=None):
+    """Mask of the illuminated field: everything but a dark field-stop band.
+
+    Scopes and video grabbers often leave a black band along some image sides
+    (the field stop, or the capture card's blanking). It is far darker than
+    the ferrule just inside it, starts at the image border and runs along a
+    large part of a side, unlike dark defects, which touch the border over a
+    short stretch, and the fiber, which is protected by
+    :func:`zone_label_map`. For each side, the ferrule level is a high
+    percentile of a strip just beyond the deepest possible band, per position
+    along the side, so vignetting does not matter; the glass and epoxy are
+    left out of it, so a bright fiber near the border does not make the
+    ferrule next to it look dark.
+
+    Parameters
+    ----------
+    gray : ndarray, float32, shape (H, W)
+        End-face image in [0, 1].
+    params : dict
+        The config's ``zones`` section: ``fov_dark_ratio`` (band pixels are
+        darker than this fraction of the ferrule level), ``fov_max_depth_rel``
+        (deepest band, fraction of the image size across the side),
+        ``fov_min_extent_rel`` (shortest stretch along a side, fraction of its
+        length) and ``fov_margin_px`` (blurred, sharpening-ringed band edge);
+        ``epoxy_max_um`` widens the glass left out of the ferrule level.
+    geometry : dict, optional
+        Output of :func:`measure_geometry`; None or a NaN center (``mode:
+        none``) uses every pixel for the ferrule level.
+
+    Returns
+    -------
+    ndarray of bool, shape (H, W)
+        True inside the illuminated field; all True when no band is found.
+    """
+    gray = np.asarray(gray, dtype=np.float32)
+    if gray.ndim != 2:
+        raise ValueError(f"gray must be 2-D, got shape {gray.shape}")
+    field = np.ones(gray.shape, bool)
+    smooth = cv2.GaussianBlur(gray, (0, 0), 1.0)
+    level_img = smooth.copy()  # NaN on the glass and epoxy
+    if geometry is not None and np.isfinite(geometry.get("center_x", np.nan)):
+        h, w = gray.shape
+        e = geometry.get("cladding_ellipticity", 0.0)
+        d2 = _equal_area_radius2(
+            np.arange(w) - geometry["center_x"],
+            np.arange(h) - geometry["center_y"],
+            float(e) if np.isfinite(e) else 0.0,
+            math.radians(geometry.get("cladding_angle_deg", 0.0)),
+        )
+        r = geometry["cladding_radius_px"] + params["epoxy_max_um"] / geometry["um_per_px"]
+        level_img[d2 < r * r] = np.nan
+    # each side seen as the top rows of a view: left, top, right, bottom
+    views = (
+        (smooth.T, level_img.T, field.T),
+        (smooth, level_img, field),
+        (smooth[:, ::-1].T, level_img[:, ::-1].T, field[:, ::-1].T),
+        (smooth[::-1], level_img[::-1], field[::-1]),
+    )
+    for img, lvl, out in views:
+        depth = _stop_depth(img, lvl, params)
+        rows = np.arange(out.shape[0])[:, None]
+        out[(rows < depth + params["fov_margin_px"]) & (depth > 0)] = False
+    return field
+
+
+def _stop_depth(img, lvl, params):
+    """Depth (rows) of the field-stop band at the top of ``img``, per column.
+
+    A column's dark run starts at row 0 and ends at the first pixel brighter
+    than ``fov_dark_ratio`` x the ferrule level (75th percentile of ``lvl``,
+    NaN on the glass, in the rows from one to two maximum depths;
+    median-smoothed along the side, columns without ferrule take the side's
+    median; the glass ends a run). A running
+    median over twice ``fov_min_extent_rel`` of the side keeps only runs that
+    extend along the side, and caps every column at its neighbours' depth, so
+    a dark defect crossing the band is not cut out beyond the band.
+    """
+    n_rows, n_cols = img.shape
+    max_depth = max(1, int(params["fov_max_depth_rel"] * n_rows))
+    if 2 * max_depth >= n_rows:
+        return np.zeros(n_cols, int)
+    k = 2 * int(params["fov_min_extent_rel"] * n_cols) + 1
+    strip = np.sort(lvl[max_depth : 2 * max_depth], axis=0)  # NaN sorts last
+    n_valid = (~np.isnan(strip)).sum(axis=0)
+    seen = n_valid > 0
+    if not seen.any():
+        return np.zeros(n_cols, int)
+    q75 = (0.75 * (np.maximum(n_valid, 1) - 1)).astype(int)
+    level = np.take_along_axis(strip, q75[None, :], axis=0)[0]
+    level[~seen] = np.median(level[seen])
+    level = median_filter(level, size=k, mode="mirror")
+    dark = img[:max_depth] < params["fov_dark_ratio"] * level[None, :]
+    dark &= ~np.isnan(lvl[:max_depth])  # the fiber is never field stop
+    run = np.where(dark.all(axis=0), max_depth, np.argmin(dark, axis=0))
+    return np.minimum(run, median_filter(run, size=k, mode="mirror"))
+
+
+def _zone_bands(shape, geometry, zones_um, um_per_px, ferrule):
+    """Zone ids by elliptical distance from the fiber center (see zone_label_map)."""
     h, w = int(shape[0]), int(shape[1])
     if not np.isfinite(geometry["center_x"]):
         return np.full((h, w), ZONE_IDS["ferrule"], np.uint8)
@@ -213,13 +325,13 @@ def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True):
     return labels
 
 
-def zone_visibility(shape, geometry, zones_um, um_per_px):
+def zone_visibility(shape, geometry, zones_um, um_per_px, field=None):
     """Fraction of each IEC zone's annulus that lies inside the image.
 
     Parameters
     ----------
-    shape, geometry, zones_um, um_per_px
-        As for :func:`zone_label_map`.
+    shape, geometry, zones_um, um_per_px, field
+        As for :func:`zone_label_map` (with ``field``, inside the illuminated field).
 
     Returns
     -------
@@ -230,7 +342,7 @@ def zone_visibility(shape, geometry, zones_um, um_per_px):
     """
     if not np.isfinite(geometry["center_x"]):
         return {name: float("nan") for name in GRADED_ZONES}
-    labels = zone_label_map(shape, geometry, zones_um, um_per_px)
+    labels = zone_label_map(shape, geometry, zones_um, um_per_px, field=field)
     counts = np.bincount(labels.ravel(), minlength=len(ZONE_IDS))
     out = {}
     for name in GRADED_ZONES:
@@ -259,16 +371,20 @@ def _equal_area_radius2(dx, dy, e, theta):
     return a * (dx * dx) + b * (dx * dy) + d * (dy * dy)
 
 
-def _no_fiber_geometry(um_per_px):
-    """Geometry for ``zones.mode: none``: no circles, the whole frame is one zone."""
+def _no_fiber_geometry(um_per_px, assumed_um_per_px):
+    """Geometry for ``zones.mode: none``: no circles, the whole frame is one zone.
+
+    With no calibration there is no cladding to derive a scale from, so the
+    configured ``frame_um_per_px`` is used and the source says ``assumed``.
+    """
     nan = float("nan")
     geo = dict.fromkeys(GEOMETRY_KEYS, nan)
     geo.update(
         core_visible=False,
         confidence=1.0,
         polarity="none",
-        um_per_px=float(um_per_px) if um_per_px else nan,
-        um_per_px_source="calibration" if um_per_px else "none",
+        um_per_px=float(um_per_px or assumed_um_per_px),
+        um_per_px_source="calibration" if um_per_px else "assumed",
     )
     return geo
 

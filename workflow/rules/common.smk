@@ -104,11 +104,18 @@ def shard_manifest(wildcards):
     return MANIFEST_HASHES[wildcards.shard]
 
 
-def output_parent(level, index=0):
-    """Param function: the folder ``level`` levels above output ``index`` (0 = its
-    folder), e.g. ``<results_dir>/intermediate`` for ``.../intermediate/zones/shard_k``.
-    Output-relative, so jobs also find it where paths are remapped (remote storage)."""
-    return lambda wildcards, output: str(Path(output[index]).parents[level])
+def parent_of(level, key=0, of="output"):
+    """Param function: the folder ``level`` levels above one output (or input) file of
+    the job (0 = the file's own folder), e.g. ``<results_dir>/intermediate`` for
+    ``.../intermediate/zones/shard_k.parquet``. Derived from the job's files, so it
+    stays right wherever Snakemake maps paths (remote storage)."""
+
+    def param(wildcards, input, output):
+        files = output if of == "output" else input
+        path = getattr(files, key) if isinstance(key, str) else files[key]
+        return str(Path(path).parents[level])
+
+    return param
 
 
 def shard_runtime(wildcards, threads):

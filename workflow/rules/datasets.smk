@@ -27,7 +27,7 @@ rule dataset_shard:
     params:
         manifest=shard_manifest,
         code=cache.code_version("datasets", "library", "report", "grading"),
-        root=str(INTER),
+        root=parent_of(1),
         datasets_dir=str(R / "datasets"),
         library_dir=str(R / "defect_library"),
         qc_dir=str(R / "qc"),
@@ -71,7 +71,7 @@ rule dataset_tables:
     params:
         shards=SHARD_SET,
         code=cache.code_version("datasets"),
-        datasets_dir=str(R / "datasets"),
+        datasets_dir=parent_of(1, "images"),
         library_dir=str(R / "defect_library"),
         qc_dir=str(R / "qc"),
         datasets=config["datasets"],
@@ -97,7 +97,7 @@ rule dataset_zarr:
         mem_mb=4000,
         runtime=60,
     params:
-        pixel_dir=str(R / "datasets" / "pixel_level"),
+        pixel_dir=parent_of(0, "marker"),
         datasets=config["datasets"],
         code=cache.code_version("datasets"),
     script:

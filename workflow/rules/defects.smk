@@ -15,6 +15,6 @@ rule defects:
     params:
         manifest=shard_manifest,
         stage=STAGE_PARAMS["defects"],
-        root=output_parent(1),
+        root=parent_of(1),
     script:
         "../scripts/defects.py"

@@ -18,6 +18,6 @@ rule features:
     params:
         manifest=shard_manifest,
         stage=STAGE_PARAMS["features"],
-        root=output_parent(1),
+        root=parent_of(1),
     script:
         "../scripts/features.py"

@@ -22,7 +22,7 @@ rule library_index:
         mem_mb=4000,
         runtime=30,
     params:
-        library_dir=str(R / "defect_library"),
+        library_dir=parent_of(0, "index"),
         library=config["library"],
         code=cache.code_version("library"),
     script:

@@ -16,8 +16,8 @@ rule report:
         runtime=30,
     params:
         report=config["report"],
-        library_dir=str(R / "defect_library"),
-        qc_dir=str(R / "qc"),
+        library_dir=parent_of(0, "index", of="input"),
+        qc_dir=parent_of(0),
         run_info={
             "input_dir": str(INPUT_DIR),
             "fiber_type": config["fiber"]["type"],

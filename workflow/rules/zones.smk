@@ -14,6 +14,6 @@ rule zones:
         images=shard_images,
         manifest=shard_manifest,
         stage=STAGE_PARAMS["zones"],
-        root=output_parent(1),
+        root=parent_of(1),
     script:
         "../scripts/zones.py"

@@ -71,6 +71,18 @@ def test_finds_scratch_and_pit_with_zone_and_size(cfg):
     assert scratch["orientation_deg"] == pytest.approx(30.0, abs=8.0)
 
 
+def test_broken_scratch_is_one_instance(cfg):
+    # two collinear 30 µm pieces of one scratch with a 12 µm gap: one defect
+    step = 42.0 / 2
+    c, s = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    pieces = [dict(SCRATCH, length_um=30.0, dx_um=70.0 + k * step * c, dy_um=-60.0 + k * step * s)
+              for k in (-1, 1)]
+    gray, truth = _scene(cfg, seed=7, defects=pieces)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    ids = [set(np.unique(pred[truth["instance_map"] == d["number"]])) - {0} for d in truth["defects"]]
+    assert len(ids) == 2 and len(ids[0]) == 1 and ids[0] == ids[1]
+
+
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_clean_image_has_no_detection_even_on_the_edge(cfg, seed):
     # a strong edge with halo and a rough epoxy ring must not be reported

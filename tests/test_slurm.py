@@ -8,7 +8,8 @@ puts all three shard chains into one group job and caps it at the node's size, s
 also checks that a group never asks SLURM for more CPUs than the node has (a job that
 did would sit PENDING and the test would time out).
 
-Run: ``pytest -m slurm`` (about 3 minutes; needs root).
+Run: ``make test-slurm`` (``pytest -m slurm``; 7-11 minutes on the 2-core VM under load;
+needs root).
 """
 
 from __future__ import annotations

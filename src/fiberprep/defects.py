@@ -121,6 +121,7 @@ def detect_defects(gray, zone_map, geometry, params):
     labels, source = _merge(region_mask, scratch_mask, links, px, params)
     if rings:
         labels, source = _drop_rings(labels, source, rings[0][3], rings[0][4], px, params)
+    labels, source = _join_collinear(labels, source, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
     mean_absz = ndi.mean(np.abs(zs), labels, np.arange(1, labels.max() + 1))
@@ -865,6 +866,78 @@ def _merge(region_mask, scratch_mask, links, px, params):
         lut[keep] = np.arange(1, keep.size + 1)
         lab, src = lut[lab], np.concatenate([[0], src[keep]]).astype(np.int8)
     return lab, src
+
+
+def _join_collinear(labels, source, px, params):
+    """Join instances that are pieces of one straight scratch.
+
+    A faint or bead-like scratch breaks into pieces (line segments and small
+    blobs along its path). Two narrow instances (minor axis below
+    ``scratch_max_width_um``), at least one elongated (length/width >=
+    ``linear_aspect``), are one scratch when their nearest ends are within
+    ``join_gap_um``, their directions agree within ``join_angle_deg`` (when
+    both are elongated) and each one's centre lies on the other's line
+    (elongated ones only) within half the scratch width limit or 20 % of
+    the distance between centres (a gently bent scratch). Returns the
+    renumbered labels and per-label sources.
+    """
+    n = int(labels.max()) + 1
+    if n <= 2:
+        return labels, source
+    max_w, gap = px(params["scratch_max_width_um"]), px(params["join_gap_um"])
+    cos_max = math.cos(math.radians(params["join_angle_deg"]))
+    pieces = {}
+    for i, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        yy, xx = np.nonzero(labels[sl] == i)
+        pts = np.column_stack([xx + sl[1].start, yy + sl[0].start]).astype(np.float64)
+        c = pts.mean(0)
+        cov = np.cov((pts - c).T) + np.eye(2) / 12 if len(pts) > 2 else np.eye(2) / 12
+        evals, evecs = np.linalg.eigh(cov)
+        major, minor = 4 * math.sqrt(max(evals[1], 0)), 4 * math.sqrt(max(evals[0], 0))
+        if minor >= max_w:
+            continue
+        d = evecs[:, 1]
+        proj = (pts - c) @ d
+        pieces[i] = (c, d, (c + proj.min() * d, c + proj.max() * d),
+                     major >= params["linear_aspect"] * max(minor, 1.0))
+    parent = np.arange(n)
+
+    def find(a):
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def on_line(p, q):
+        """Centre of q within tolerance of p's line."""
+        v = q[0] - p[0]
+        perp = abs(v[0] * p[1][1] - v[1] * p[1][0])
+        return perp <= max(0.5 * max_w, 0.2 * math.hypot(*v))
+
+    keys = sorted(pieces)
+    for ia, a in enumerate(keys):
+        for b in keys[ia + 1:]:
+            pa, pb = pieces[a], pieces[b]
+            if not (pa[3] or pb[3]):
+                continue
+            if pa[3] and pb[3] and abs(float(pa[1] @ pb[1])) < cos_max:
+                continue
+            if min(math.hypot(*(p - q)) for p in pa[2] for q in pb[2]) > gap:
+                continue
+            if (pa[3] and not on_line(pa, pb)) or (pb[3] and not on_line(pb, pa)):
+                continue
+            parent[find(a)] = find(b)
+    roots = np.array([find(i) for i in range(n)])
+    if (roots == np.arange(n)).all():
+        return labels, source
+    src = np.zeros(n, np.int8)
+    np.bitwise_or.at(src, roots, source)
+    keep = np.flatnonzero(roots == np.arange(n))
+    lut = np.zeros(n, labels.dtype)
+    lut[keep[1:]] = np.arange(1, keep.size)
+    return lut[roots][labels], src[keep]
 
 
 def _drop_rings(labels, source, rmap, centre, px, params):

@@ -205,12 +205,12 @@ def field_of_view(gray, params, geometry=None):
     (the field stop, or the capture card's blanking). It is far darker than
     the ferrule just inside it, starts at the image border and runs along a
     large part of a side, unlike dark defects, which touch the border over a
-    short stretch, and the fiber, which is protected by
-    :func:`zone_label_map`. For each side, the ferrule level is a high
-    percentile of a strip just beyond the deepest possible band, per position
-    along the side, so vignetting does not matter; the glass and epoxy are
-    left out of it, so a bright fiber near the border does not make the
-    ferrule next to it look dark.
+    short stretch. For each side, the ferrule level is a high percentile of a
+    strip just beyond the deepest possible band, per position along the side,
+    so vignetting does not matter. With ``geometry``, the glass and epoxy are
+    left out of that level (a bright fiber near the border does not make the
+    ferrule next to it look dark) and never belong to the band (nor a dark
+    fiber cut by the border); :func:`zone_label_map` keeps zones 1-3 anyway.
 
     Parameters
     ----------
@@ -266,14 +266,18 @@ def field_of_view(gray, params, geometry=None):
 def _stop_depth(img, lvl, params):
     """Depth (rows) of the field-stop band at the top of ``img``, per column.
 
-    A column's dark run starts at row 0 and ends at the first pixel brighter
-    than ``fov_dark_ratio`` x the ferrule level (75th percentile of ``lvl``,
-    NaN on the glass, in the rows from one to two maximum depths;
-    median-smoothed along the side, columns without ferrule take the side's
-    median; the glass ends a run). A running
+    A column's dark run starts at row 0 and ends at the first pixel that is
+    glass (NaN in ``lvl``) or brighter than ``fov_dark_ratio`` x the ferrule
+    level: the 75th percentile of ``lvl`` in the rows from one to two maximum
+    depths, median-smoothed along the side (columns without ferrule there take
+    the side's median). A run counts only when it ends in a step (its middle
+    is darker than ``fov_dark_ratio`` x the ferrule just beyond its blurred
+    end), so strong vignetting in the corners is not a field stop. A running
     median over twice ``fov_min_extent_rel`` of the side keeps only runs that
     extend along the side, and caps every column at its neighbours' depth, so
-    a dark defect crossing the band is not cut out beyond the band.
+    a dark defect crossing the band is not cut out beyond the band; columns
+    dark over the whole strip (where another side's band crosses) take that
+    depth.
     """
     n_rows, n_cols = img.shape
     max_depth = max(1, int(params["fov_max_depth_rel"] * n_rows))
@@ -291,8 +295,15 @@ def _stop_depth(img, lvl, params):
     level = median_filter(level, size=k, mode="mirror")
     dark = img[:max_depth] < params["fov_dark_ratio"] * level[None, :]
     dark &= ~np.isnan(lvl[:max_depth])  # the fiber is never field stop
-    run = np.where(dark.all(axis=0), max_depth, np.argmin(dark, axis=0))
-    return np.minimum(run, median_filter(run, size=k, mode="mirror"))
+    full = dark.all(axis=0)  # no end in the strip: a band along the next side, or shade
+    run = np.where(full, 0, np.argmin(dark, axis=0))
+    # a field stop ends in a step, vignetting fades: the run's middle must also be
+    # darker than fov_dark_ratio x the pixel just beyond the blurred run end
+    cols = np.arange(n_cols)
+    beyond = img[np.minimum(run + params["fov_margin_px"], n_rows - 1), cols]
+    run[img[run // 2, cols] >= params["fov_dark_ratio"] * beyond] = 0
+    cap = median_filter(run, size=k, mode="mirror")
+    return np.where(full, cap, np.minimum(run, cap))
 
 
 def _zone_bands(shape, geometry, zones_um, um_per_px, ferrule):

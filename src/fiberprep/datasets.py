@@ -562,25 +562,25 @@ def zone_level_rows(zone_features: pd.DataFrame, defects: pd.DataFrame, zone_gra
     """
     out = zone_features.copy()
     zcol = "innermost_zone" if "innermost_zone" in defects.columns else "zone"
-    grouped = defects.groupby(zcol) if len(defects) else None
-    for name in ["n_defects"] + [f"n_{t}" for t in DEFECT_CLASSES.values()]:
-        out[name] = 0
-    for t in DEFECT_CLASSES.values():
-        out[f"area_um2_{t}"] = 0.0
-    out["worst_severity_score"] = np.nan
-    out["worst_severity_level"] = "none"
-    for k, z in enumerate(out["zone"].to_numpy()):
-        if grouped is None or z not in grouped.groups:
-            continue
-        d = grouped.get_group(z)
-        out.loc[out.index[k], "n_defects"] = len(d)
-        for t, g in d.groupby("type"):
-            out.loc[out.index[k], f"n_{t}"] = len(g)
-            out.loc[out.index[k], f"area_um2_{t}"] = float(g["area_um2"].sum())
-        if d["severity_score"].notna().any():
-            worst = d["severity_score"].idxmax()
-            out.loc[out.index[k], "worst_severity_score"] = float(d.at[worst, "severity_score"])
-            out.loc[out.index[k], "worst_severity_level"] = d.at[worst, "severity_level"]
+    names = list(DEFECT_CLASSES.values())
+    if len(defects):
+        by_type = defects.groupby([zcol, "type"])
+        counts = by_type.size().unstack(fill_value=0).reindex(columns=names, fill_value=0)
+        areas = by_type["area_um2"].sum().unstack(fill_value=0.0).reindex(columns=names, fill_value=0.0)
+        scored = defects.dropna(subset=["severity_score"])
+        worst = scored.loc[scored.groupby(zcol)["severity_score"].idxmax()].set_index(zcol)
+    else:
+        counts = pd.DataFrame(columns=names, dtype=int)
+        areas = pd.DataFrame(columns=names, dtype=float)
+        worst = pd.DataFrame(columns=["severity_score", "severity_level"])
+    zone = out["zone"]
+    out["n_defects"] = zone.map(counts.sum(axis=1)).fillna(0).astype(int)
+    for t in names:
+        out[f"n_{t}"] = zone.map(counts[t]).fillna(0).astype(int)
+    for t in names:
+        out[f"area_um2_{t}"] = zone.map(areas[t]).fillna(0.0).astype(float)
+    out["worst_severity_score"] = zone.map(worst["severity_score"]).astype(float)
+    out["worst_severity_level"] = zone.map(worst["severity_level"]).fillna("none")
     if zone_grades is not None and len(zone_grades):
         g = zone_grades.set_index("zone")
         out["label"] = out["zone"].map(g["pass_fail"]).fillna("not_graded")

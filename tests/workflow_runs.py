@@ -33,6 +33,7 @@ def write_config(path: Path, input_dir: Path, results_dir: Path, **sections) -> 
         "results_dir": str(results_dir),
         "cluster_review": str(results_dir.parent / f"{results_dir.name}_review.yaml"),
         "shards": 3,
+        "min_images_per_shard": 1,
         "threads_per_shard": 2,
     }
     for section, values in sections.items():

@@ -1,6 +1,6 @@
 """Stable assignment of images to shards, and the manifest hash of a shard.
 
-Per-image work is batched into a fixed number of shards so that the workflow's DAG
+Per-image work is batched into a bounded number of shards so that the workflow's DAG
 stays small at any folder size: every image id maps to one shard by a hash of the id
 alone, so adding or removing other images never moves an image to another shard.
 """
@@ -42,6 +42,27 @@ def shard_of(image_id: str, n_shards: int) -> int:
         raise ValueError(f"n_shards must be >= 1, got {n_shards}")
     digest = hashlib.blake2b(image_id.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "big") % n_shards
+
+
+def shard_count(n_images: int, max_shards: int, min_images_per_shard: int) -> int:
+    """Number of shards to use for a folder of ``n_images``.
+
+    Every job costs a few seconds of start-up, so a small folder gets few shards: the
+    smallest power of two giving at least ``min_images_per_shard`` images a shard on
+    average, capped at ``max_shards``. As the folder grows the count only doubles
+    (at most log2(max_shards) times over its life), which splits each shard in two;
+    per-image caches make those reruns cheap.
+
+    Examples
+    --------
+    >>> shard_count(20, 64, 32), shard_count(1000, 64, 32), shard_count(10**5, 64, 32)
+    (1, 32, 64)
+    """
+    wanted = -(-n_images // min_images_per_shard)
+    count = 1
+    while count < wanted:
+        count *= 2
+    return min(count, max_shards)
 
 
 def assign_shards(inputs: pd.DataFrame, n_shards: int) -> pd.DataFrame:

@@ -86,16 +86,38 @@ rule cluster_review:
 
 
 rule labels:
-    """Gather: defect type (cluster + review) and severity of every defect."""
+    """Per shard: defect type (cluster + review) and severity of every defect."""
     input:
-        clusters=shard_files(INTER / "clusters" / "shard_{shard}.parquet"),
-        defects=shard_files(INTER / "defects" / "shard_{shard}.parquet"),
+        clusters=INTER / "clusters" / "shard_{shard}.parquet",
+        defects=INTER / "defects" / "shard_{shard}.parquet",
         model=R / "clustering" / "model.pkl",
         review=config["cluster_review"],
     output:
+        INTER / "labels" / "shard_{shard}.parquet",
+    log:
+        LOGS / "clustering" / "labels_shard_{shard}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=shard_runtime,
+    params:
+        severity=config["severity"],
+        manifest=shard_manifest,
+        code=LABELS_CODE,
+    script:
+        "../scripts/labels.py"
+
+
+rule defect_types:
+    """Gather: the labels of all shards as one table (a concatenation only)."""
+    input:
+        shard_files(INTER / "labels" / "shard_{shard}.parquet"),
+    output:
         R / "clustering" / "defect_types.parquet",
     log:
-        LOGS / "clustering" / "labels.log",
+        LOGS / "clustering" / "defect_types.log",
     conda:
         ENV
     threads: 1
@@ -103,8 +125,6 @@ rule labels:
         mem_mb=4000,
         runtime=30,
     params:
-        severity=config["severity"],
         shards=SHARD_SET,
-        code=LABELS_CODE,
     script:
-        "../scripts/labels.py"
+        "../scripts/defect_types.py"

@@ -59,8 +59,12 @@ if FIBER_TYPE["criteria"] not in config["criteria"]:
     )
 
 # The folder is scanned once; every image id maps to a fixed shard (stable hash).
+SCANNED = fio.scan_inputs(INPUT_DIR, config["extensions"])
 INPUTS = sharding.assign_shards(
-    fio.scan_inputs(INPUT_DIR, config["extensions"]), config["shards"]
+    SCANNED,
+    sharding.shard_count(
+        len(SCANNED), config["shards"], config["min_images_per_shard"]
+    ),
 )
 if INPUTS.empty:
     raise WorkflowError(

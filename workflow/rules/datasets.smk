@@ -9,7 +9,7 @@ rule dataset_shard:
         defects=INTER / "defects" / "shard_{shard}.parquet",
         features=INTER / "features" / "shard_{shard}.parquet",
         zone_features=INTER / "features" / "zones_shard_{shard}.parquet",
-        types=R / "clustering" / "defect_types.parquet",
+        types=INTER / "labels" / "shard_{shard}.parquet",
     output:
         labels=INTER / "datasets" / "labels_shard_{shard}.parquet",
         zones=INTER / "datasets" / "zones_shard_{shard}.parquet",

@@ -1,4 +1,4 @@
-"""Labels (gather): defect type from cluster + review mapping, and severity."""
+"""Labels of one shard: defect type from cluster + review mapping, and severity."""
 
 import pickle
 from pathlib import Path
@@ -13,8 +13,8 @@ from fiberprep import pipeline
 pipeline.log_to(snakemake.log[0])
 model = pickle.loads(Path(snakemake.input.model).read_bytes())
 review = yaml.safe_load(Path(snakemake.input.review).read_text(encoding="utf-8"))
-clusters = pipeline.concat_tables([pd.read_parquet(p) for p in snakemake.input.clusters])
-defects = pipeline.concat_tables([pd.read_parquet(p) for p in snakemake.input.defects])
+clusters = pd.read_parquet(snakemake.input.clusters)
+defects = pd.read_parquet(snakemake.input.defects)
 table = clusters.reindex(columns=["defect_id", "image_id", "number", "cluster"])
 table["type"] = clustering.apply_review(table["cluster"], model, review)
 sized = defects.drop(columns=["image_id", "number"], errors="ignore").merge(

@@ -115,7 +115,7 @@ def detect_defects(gray, zone_map, geometry, params):
     # physical floor: a defect must differ from its background by min_contrast
     rel = cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"])
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
-    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, np.exp(bg), px, params)
+    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
     scratch_mask, links = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
     labels, source = _merge(region_mask, scratch_mask, links, px, params)
@@ -445,7 +445,7 @@ def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(z, zs, regions, seed_ok, rel, level, px, params):
+def _region_candidates(z, zs, regions, seed_ok, rel, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
@@ -475,11 +475,7 @@ def _region_candidates(z, zs, regions, seed_ok, rel, level, px, params):
             m = rc == k
             zc[m] = dc[m] / max(_robust_std(dc[m & okc]), 1e-5)
         cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
-        rel_c = np.abs(cv2.resize(rel, small, interpolation=cv2.INTER_AREA))
-        # ... and change the image by coarse_min_levels quantisation steps (dark vignette
-        # corners reach the relative floor with a residual of one gray level)
-        lin_c = rel_c * cv2.resize(level, small, interpolation=cv2.INTER_AREA)
-        cc &= (rel_c >= coarse_floor) & (lin_c >= params["coarse_min_levels"] * params["sigma_floor"])
+        cc &= np.abs(cv2.resize(rel, small, interpolation=cv2.INTER_AREA)) >= coarse_floor
         # the coarse scale is for wide smears: drop components smaller than that
         n, lab, stats, _ = cv2.connectedComponentsWithStats(
             _reconstruct(cc, np.abs(zc) > grow).astype(np.uint8), connectivity=8)

@@ -14,7 +14,8 @@ pipeline.log_to(snakemake.log[0])
 model = pickle.loads(Path(snakemake.input.model).read_bytes())
 review = yaml.safe_load(Path(snakemake.input.review).read_text(encoding="utf-8"))
 clusters = pd.read_parquet(snakemake.input.clusters)
-defects = pd.read_parquet(snakemake.input.defects)
+# A shard without defects stores untyped (float) key columns; the merge needs strings.
+defects = pd.read_parquet(snakemake.input.defects).astype({"defect_id": str})
 table = clusters.reindex(columns=["defect_id", "image_id", "number", "cluster"])
 table["type"] = clustering.apply_review(table["cluster"], model, review)
 sized = defects.drop(columns=["image_id", "number"], errors="ignore").merge(

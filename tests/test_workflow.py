@@ -197,20 +197,19 @@ def test_bad_config_stops_before_any_job_with_one_line(tmp_path, override, messa
     assert not (tmp_path / "results").exists()
 
 
-def test_results_inside_the_input_folder_are_refused(tmp_path):
+@pytest.mark.parametrize(
+    ("results_in_inputs", "message"),
+    [(True, "lies inside input_dir"), (False, "no image files")],
+    ids=["results-inside-inputs", "empty-input-folder"],
+)
+def test_unusable_folders_are_refused_before_any_job(tmp_path, results_in_inputs, message):
     inputs = tmp_path / "inputs"
     inputs.mkdir()
-    cfg = write_config(tmp_path / "config.yaml", inputs, inputs / "results")
+    results = (inputs if results_in_inputs else tmp_path) / "results"
+    cfg = write_config(tmp_path / "config.yaml", inputs, results)
     done = snakemake(cfg, "--dry-run", check=False)
-    assert done.returncode != 0 and "lies inside input_dir" in done.stdout + done.stderr
-
-
-def test_empty_input_folder_is_refused(tmp_path):
-    inputs = tmp_path / "inputs"
-    inputs.mkdir()
-    cfg = write_config(tmp_path / "config.yaml", inputs, tmp_path / "results")
-    done = snakemake(cfg, "--dry-run", check=False)
-    assert done.returncode != 0 and "no image files" in done.stdout + done.stderr
+    assert done.returncode != 0 and message in done.stdout + done.stderr
+    assert not results.exists()
 
 
 def test_conda_env_pins_match_pyproject():

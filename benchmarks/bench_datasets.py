@@ -15,11 +15,9 @@ ground truth, so only assembly is timed, then runs the assembly rules
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
 import time
@@ -31,9 +29,9 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, load_config  # noqa: E402
+from common import ROOT, folder_bench_args, fresh_synth_folder, load_config  # noqa: E402
 
-from fiberprep import cache, grading, sharding, synth  # noqa: E402
+from fiberprep import cache, grading, sharding  # noqa: E402
 from fiberprep import io as fio  # noqa: E402
 
 RULES = ["dataset_shard", "dataset_tables", "dataset_zarr", "library_index", "report"]
@@ -41,11 +39,14 @@ RULES = ["dataset_shard", "dataset_tables", "dataset_zarr", "library_index", "re
 
 def fake_upstream(synth_dir: Path, results: Path, cfg: dict) -> pd.DataFrame:
     """Intermediates of every image from the generator's truth (what zones, defects,
-    features and labels would write if they were exact). Returns the defect types."""
+    features and labels would write if they were exact). Returns the defect types
+    with the shard of each defect's image."""
     inter = results / "intermediate"
     truth = pd.read_parquet(synth_dir / "truth" / "images.parquet").set_index("image_id")
     defects = pd.read_parquet(synth_dir / "truth" / "defects.parquet")
-    inputs = sharding.assign_shards(fio.scan_inputs(synth_dir / "images", cfg["extensions"]), cfg["shards"])
+    scanned = fio.scan_inputs(synth_dir / "images", cfg["extensions"])
+    n_shards = sharding.shard_count(len(scanned), cfg["shards"], cfg["min_images_per_shard"])
+    inputs = sharding.assign_shards(scanned, n_shards)
     upp = defects["image_id"].map(truth["um_per_px"])
     defects["area_um2"] = defects["area_px"] * upp**2
     defects = defects.rename(columns={"class_name": "cluster_type"}).drop(columns=["type"])
@@ -54,7 +55,8 @@ def fake_upstream(synth_dir: Path, results: Path, cfg: dict) -> pd.DataFrame:
     types["cluster"] = types["type"].astype("category").cat.codes
     sev = grading.severity(types.join(defects[["length_um", "width_um", "innermost_zone"]]), cfg["severity"])
     types = types.join(sev)
-    fio.write_parquet(types, results / "clustering" / "defect_types.parquet")
+    types["shard"] = types["image_id"].map(inputs.set_index("image_id")["shard"])
+    write_labels(types, inter)
     for shard, rows in inputs.groupby("shard"):
         k = f"{shard:03d}"
         images = rows.drop(columns=["shard", "mtime_ns"]).assign(status="ok", reason="", format="PNG")
@@ -81,6 +83,14 @@ def fake_upstream(synth_dir: Path, results: Path, cfg: dict) -> pd.DataFrame:
             zone_rows += [{"image_id": r.image_id, "zone": z, "area_px": int(counts[z])} for z in range(1, 6) if counts[z]]
         fio.write_parquet(pd.DataFrame(zone_rows), inter / "features" / f"zones_shard_{k}.parquet")
     return types
+
+
+def write_labels(types: pd.DataFrame, inter: Path) -> None:
+    """The per-shard label tables (``intermediate/labels/shard_k.parquet``) that the
+    labels rule would write, from a defect-type table with a ``shard`` column."""
+    for shard, rows in types.groupby("shard"):
+        fio.write_parquet(rows.drop(columns="shard").reset_index(drop=True),
+                          inter / "labels" / f"shard_{shard:03d}.parquet")
 
 
 def run(results: Path, images: Path, cores: int, cfg_path: Path) -> tuple[float, float]:
@@ -111,18 +121,11 @@ def rewritten(results: Path) -> int:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n", type=int, default=1000, help="number of generated images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="bench", choices=sorted(synth.PRESETS))
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "bench_out" / "datasets"))
-    args = p.parse_args(argv)
+    args = folder_bench_args(argv, __doc__.split("\n")[0], 1000, "bench", "datasets")
     cfg = load_config()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    synth.write_dataset(out / "synth", args.n, args.seed, cfg["fiber_types"], preset=args.preset)
+    fresh_synth_folder(out, args.n, args.seed, args.preset, cfg)
     results = out / "results"
     types = fake_upstream(out / "synth", results, cfg)
     prep = time.perf_counter() - start
@@ -138,7 +141,7 @@ def main(argv=None) -> int:
         log.unlink()
     row = types.index[types["type"] != "chip"][0]
     types.loc[row, "type"] = "chip"
-    fio.write_parquet(types, results / "clustering" / "defect_types.parquet")
+    write_labels(types, results / "intermediate")
     incr, incr_cpu = run(results, out / "synth" / "images", args.cores, cfg_path)
     n_incr = rewritten(results)
 

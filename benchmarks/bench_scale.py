@@ -249,7 +249,8 @@ def gather_memory(work: Path, source: Path, cfg_src: Path, n_defects: int) -> di
     shutil.copytree(source, results, symlinks=True)
     for name in ("model.pkl", "previous_model.pkl", "clusters.json", "defect_types.parquet"):
         (results / "clustering" / name).unlink(missing_ok=True)
-    shutil.rmtree(results / "intermediate" / "clusters", ignore_errors=True)
+    for stage in ("clusters", "labels"):
+        shutil.rmtree(results / "intermediate" / stage, ignore_errors=True)
     total = resample_shards(results, n_defects)
     base = yaml.safe_load(cfg_src.read_text())
     cfg = write_config(work / "gather.yaml", Path(base["input_dir"]), results)
@@ -258,7 +259,7 @@ def gather_memory(work: Path, source: Path, cfg_src: Path, n_defects: int) -> di
     target = str(results / "clustering" / "defect_types.parquet")
     result = checked(run_measured(snakemake(cfg, "--cores", "1", target), log), log, "gather")
     ran = job_counts(log)
-    if set(ran) - {"cluster_fit", "cluster_assign", "cluster_review", "labels"}:
+    if set(ran) - {"cluster_fit", "cluster_assign", "cluster_review", "labels", "defect_types"}:
         sys.exit(f"gather check reran more than the gather ({ran}); see {log}")
     return {"defects": total, "seconds": result["seconds"], "max_rss_mb": result["max_rss_mb"],
             "jobs": ran}

@@ -10,9 +10,7 @@ overhead ratio ``end-to-end / (sum of per-image stage times / C)``.
 
 from __future__ import annotations
 
-import argparse
 import pickle
-import shutil
 import subprocess
 import sys
 import time
@@ -22,9 +20,9 @@ import pandas as pd
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, load_config  # noqa: E402
+from common import ROOT, folder_bench_args, fresh_synth_folder, load_config  # noqa: E402
 
-from fiberprep import clustering, pipeline, synth  # noqa: E402
+from fiberprep import clustering, pipeline  # noqa: E402
 from fiberprep import io as fio  # noqa: E402
 
 
@@ -79,19 +77,10 @@ def run_workflow(images: Path, out: Path, cores: int) -> float:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--n", type=int, default=20, help="number of generated images")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default="demo", choices=sorted(synth.PRESETS))
-    p.add_argument("--cores", type=int, default=2)
-    p.add_argument("--out", default=str(ROOT / "bench_out" / "workflow"))
-    args = p.parse_args(argv)
+    args = folder_bench_args(argv, __doc__.split("\n")[0], 20, "demo", "workflow")
     cfg = load_config()
     out = Path(args.out)
-    shutil.rmtree(out, ignore_errors=True)
-    synth.write_dataset(out / "synth", args.n, args.seed, cfg["fiber_types"],
-                        cfg["criteria"], preset=args.preset)
-    images = out / "synth" / "images"
+    images = fresh_synth_folder(out, args.n, args.seed, args.preset, cfg)
     inputs = fio.scan_inputs(images, cfg["extensions"])
 
     stages = time_stages(inputs, cfg, out / "inprocess")

@@ -7,6 +7,8 @@ one-to-one and maximises the summed IoU (Hungarian assignment).
 
 from __future__ import annotations
 
+import argparse
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,27 @@ CONFIG = ROOT / "config" / "config.yaml"
 def load_config(path=CONFIG) -> dict:
     """The project config as a dict."""
     return yaml.safe_load(Path(path).read_text())
+
+
+def folder_bench_args(argv, description, n, preset, out_name):
+    """Options of the benchmarks that run the workflow on a generated folder."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--n", type=int, default=n, help="number of generated images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--preset", default=preset, choices=sorted(synth.PRESETS))
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--out", default=str(ROOT / "bench_out" / out_name))
+    return p.parse_args(argv)
+
+
+def fresh_synth_folder(out, n, seed, preset, cfg) -> Path:
+    """Empty ``out`` and generate ``n`` images with truth into ``out/synth``.
+
+    Returns the folder of the images (``out/synth/images``).
+    """
+    shutil.rmtree(out, ignore_errors=True)
+    synth.write_dataset(out / "synth", n, seed, cfg["fiber_types"], cfg["criteria"], preset=preset)
+    return out / "synth" / "images"
 
 
 def synth_cases(n, seed, fiber_types, preset="bench", **ranges):

@@ -178,6 +178,27 @@ def test_unreadable_file_rejected(bad_dir):
         _load(folder / "locked.png")
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to act as an unprivileged user")
+def test_unreadable_file_rejected_for_a_user_who_cannot_read_it(tmp_path):
+    """As root (CI), a mode-000 file is read as the user `nobody` would: rejected."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "fiber.png"), fiber_like())
+    cv2.imwrite(str(folder / "locked.png"), fiber_like())
+    os.chmod(folder / "locked.png", 0)
+    for part in (folder, *folder.parents):  # let `nobody` reach the folder
+        part.chmod(part.stat().st_mode | 0o011)
+    assert _load(folder / "fiber.png")[0].shape == SHAPE  # warm every lazy import as root
+    os.seteuid(65534)
+    try:
+        readable = _load(folder / "fiber.png")[0].shape
+        with pytest.raises(fio.ImageRejected, match="permission denied"):
+            _load(folder / "locked.png")
+    finally:
+        os.seteuid(0)
+    assert readable == SHAPE
+
+
 def test_size_limits_come_from_the_parameters(bad_dir):
     folder, _ = bad_dir
     with pytest.raises(fio.ImageRejected, match="io.max_pixels"):

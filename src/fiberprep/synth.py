@@ -538,7 +538,9 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
     truth : dict
         Geometry with the keys of ``zones.measure_geometry`` (pixel-centre coordinates:
         pixel (x, y) covers [x-0.5, x+0.5]), plus ``fiber_type``, ``polarity``,
-        ``instance_map`` (uint16, 0 none, 1..n), ``zone_map`` (uint8 ``zones.ZONE_IDS``),
+        ``instance_map`` (uint16, 0 none, 1..n), ``zone_map`` (uint8 ``zones.ZONE_IDS``;
+        contact and ferrule pixels under the field stop are 0, as ``zones.field_of_view``
+        makes them),
         ``defects`` (list of dicts: number, type, class_name, area_px, bbox_x/y/w/h,
         centroid_x/y, size_um = largest dimension, length_um (along the curve for
         lines, else = size_um), width_um (a line's width, else the smallest caliper
@@ -612,10 +614,18 @@ def render(spec: dict, rng: np.random.Generator) -> tuple[np.ndarray, dict]:
         jpeg_bytes = buf.tobytes()
         image = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
 
-    zone_map = zones.zone_label_map((h, w), {"center_x": cx, "center_y": cy, "cladding_ellipticity": e,
-                                             "cladding_angle_deg": spec["ellipse_angle_deg"]},
-                                    spec["zones_um"], upp)
-    instance, defects = _defect_table(instance, zone_map, effect, sigma, spec, sizes)
+    true_geometry = {"center_x": cx, "center_y": cy, "cladding_ellipticity": e,
+                     "cladding_angle_deg": spec["ellipse_angle_deg"]}
+    # defects are measured against the geometric zones; the zone map follows the
+    # pipeline's rule: contact and ferrule pixels under the dark field stop are outside
+    # the analysed area (0)
+    instance, defects = _defect_table(
+        instance, zones.zone_label_map((h, w), true_geometry, spec["zones_um"], upp),
+        effect, sigma, spec, sizes)
+    left, top, right, bottom = spec["frame_px"]
+    lit = np.ones((h, w), bool)
+    lit[:, :left], lit[:top], lit[:, w - right:], lit[h - bottom:] = False, False, False, False
+    zone_map = zones.zone_label_map((h, w), true_geometry, spec["zones_um"], upp, field=lit)
     core_offset_px = float(np.hypot(core_cx - cx, core_cy - cy))
     truth = {
         "center_x": float(cx),

@@ -24,6 +24,7 @@ import math
 import cv2
 import numpy as np
 from scipy.ndimage import median_filter
+from scipy.optimize import least_squares
 from skimage.measure import EllipseModel
 
 from fiberprep.io import ImageRejected
@@ -236,35 +237,49 @@ def field_of_view(gray, params, geometry=None):
     if gray.ndim != 2:
         raise ValueError(f"gray must be 2-D, got shape {gray.shape}")
     field = np.ones(gray.shape, bool)
-    smooth = cv2.GaussianBlur(gray, (0, 0), 1.0)
-    level_img = smooth.copy()  # NaN on the glass and epoxy
+    glass = np.zeros(gray.shape, bool)  # the glass and epoxy: never field stop
     if geometry is not None and np.isfinite(geometry.get("center_x", np.nan)):
         h, w = gray.shape
         e = geometry.get("cladding_ellipticity", 0.0)
-        d2 = _equal_area_radius2(
-            np.arange(w) - geometry["center_x"],
-            np.arange(h) - geometry["center_y"],
-            float(e) if np.isfinite(e) else 0.0,
-            math.radians(geometry.get("cladding_angle_deg", 0.0)),
-        )
+        e = float(e) if np.isfinite(e) else 0.0
         r = geometry["cladding_radius_px"] + params["epoxy_max_um"] / geometry["um_per_px"]
-        level_img[d2 < r * r] = np.nan
-    # each side seen as the top rows of a view: left, top, right, bottom
+        cx, cy, reach = geometry["center_x"], geometry["center_y"], r / math.sqrt(1.0 - e) + 1.0
+        x0, x1 = max(0, math.floor(cx - reach)), min(w, math.ceil(cx + reach) + 1)
+        y0, y1 = max(0, math.floor(cy - reach)), min(h, math.ceil(cy + reach) + 1)
+        if x0 < x1 and y0 < y1:  # the glass's bounding box
+            d2 = _equal_area_radius2(
+                np.arange(x0, x1) - cx,
+                np.arange(y0, y1) - cy,
+                e,
+                math.radians(geometry.get("cladding_angle_deg", 0.0)),
+            )
+            glass[y0:y1, x0:x1] = d2 < r * r
+    # each side seen as the top rows of a view (left, top, right, bottom); only a strip
+    # of two maximum depths (+ blur support) along it is read
     views = (
-        (smooth.T, level_img.T, field.T),
-        (smooth, level_img, field),
-        (smooth[:, ::-1].T, level_img[:, ::-1].T, field[:, ::-1].T),
-        (smooth[::-1], level_img[::-1], field[::-1]),
+        (gray.T, glass.T, field.T),
+        (gray, glass, field),
+        (gray[:, ::-1].T, glass[:, ::-1].T, field[:, ::-1].T),
+        (gray[::-1], glass[::-1], field[::-1]),
     )
-    for img, lvl, out in views:
-        depth = _stop_depth(img, lvl, params)
-        rows = np.arange(out.shape[0])[:, None]
-        out[(rows < depth + params["fov_margin_px"]) & (depth > 0)] = False
+    for img, fiber, out in views:
+        max_depth = max(1, int(params["fov_max_depth_rel"] * img.shape[0]))
+        if 2 * max_depth + params["fov_margin_px"] >= img.shape[0]:
+            continue
+        rows = 2 * max_depth + 4
+        strip = cv2.GaussianBlur(np.ascontiguousarray(img[:rows]), (0, 0), 1.0)[: 2 * max_depth]
+        lvl = np.where(fiber[: 2 * max_depth], np.float32(np.nan), strip)
+        depth = _stop_depth(strip, lvl, max_depth, params)
+        reach = np.where(depth > 0, depth + params["fov_margin_px"], 0)
+        top = int(reach.max())
+        out[:top][np.arange(top)[:, None] < reach] = False
     return field
 
 
-def _stop_depth(img, lvl, params):
+def _stop_depth(img, lvl, max_depth, params):
     """Depth (rows) of the field-stop band at the top of ``img``, per column.
+
+    ``img`` (smoothed) and ``lvl`` hold the first ``2 * max_depth`` rows of a side.
 
     A column's dark run starts at row 0 and ends at the first pixel that is
     glass (NaN in ``lvl``) or brighter than ``fov_dark_ratio`` x the ferrule
@@ -280,9 +295,6 @@ def _stop_depth(img, lvl, params):
     depth.
     """
     n_rows, n_cols = img.shape
-    max_depth = max(1, int(params["fov_max_depth_rel"] * n_rows))
-    if 2 * max_depth >= n_rows:
-        return np.zeros(n_cols, int)
     k = 2 * int(params["fov_min_extent_rel"] * n_cols) + 1
     strip = np.sort(lvl[max_depth : 2 * max_depth], axis=0)  # NaN sorts last
     n_valid = (~np.isnan(strip)).sum(axis=0)
@@ -649,6 +661,10 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
         )
     if shift:
         _, _, a, b, th = clad["shape"]
+        ring = _ring_edges(smooth, clad, sign, shift, params)
+        if ring is not None and shift < 4.0 * ring[2]:  # lobes overlap: the model's edge
+            a, b = a + ring[1], b + ring[1]
+            return {**clad, "shape": (clad["cx"], clad["cy"], a, b, th), "r": math.sqrt(a * b)}
         inner = (clad["cx"], clad["cy"], a - shift, b - shift, th)
         # a window that stays clear of the ring's outer edge
         half = int(np.clip(math.ceil(0.6 * shift), 3, params["search_min_px"]))
@@ -684,20 +700,17 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
         Polarity of the glass-to-epoxy step (+1 brighter outside, -1 darker),
         0 when that step is too weak to locate the edge on rays.
     """
-    r = fit["r"]
-    n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
+    steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
     # profiles aligned on each ray's own edge point, so that a wavy edge does not
     # pass for texture
-    phi, at, _, valid = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
-    at = np.where(valid, at, _ellipse_radius(fit["shape"], phi))
-    steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
-    rr = at[:, None] + steps[None, :]
-    mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
-    my = (fit["cy"] + rr * np.sin(phi)[:, None]).astype(np.float32)
-    prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    prof = _aligned_profiles(smooth, fit, sign, steps, params)
+    n_rays = prof.shape[0]
     level = np.median(prof, axis=0)
-    slope = np.abs(np.gradient(level, 0.5))
-    texture = np.median(np.abs(np.diff(prof, axis=0)), axis=0)
+    # texture and slope relative to the local level: grain is a reflectance variation,
+    # so a dark rough ring shows as much relative texture as a bright one
+    rel = 1.0 / np.maximum(level, params["log_offset"])
+    slope = np.abs(np.gradient(level, 0.5)) * rel
+    texture = np.median(np.abs(np.diff(prof, axis=0)), axis=0) * rel
     glass = steps < -band_px
     # reference texture: the smooth glass, floored by a share of the ferrule's texture
     # (JPEG flattens smooth glass, so its texture alone can be ~0)
@@ -750,6 +763,49 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     noise = 1.4826 * float(np.median(np.abs(np.diff(prof[:, glass], axis=1))))
     strong = abs(step) > params["core_min_snr"] * noise / math.sqrt(n_rays)
     return -edge, float(np.sign(step)) if strong else 0.0
+
+
+def _aligned_profiles(smooth, fit, sign, steps, params):
+    """Intensity profiles along rays at ``steps`` (px) from each ray's own edge point
+    (sub-pixel gradient peak near the fitted ellipse; the ellipse where there is none)."""
+    n_rays = int(np.clip(2 * math.pi * fit["r"] / params["ray_spacing_px"], 90, params["max_rays"]))
+    phi, at, _, valid = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
+    at = np.where(valid, at, _ellipse_radius(fit["shape"], phi))
+    rr = at[:, None] + steps[None, :]
+    mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
+    my = (fit["cy"] + rr * np.sin(phi)[:, None]).astype(np.float32)
+    return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _ring_edges(smooth, fit, sign, shift, params):
+    """Both edges of a thin ring, (outer, inner) offsets (px) from the fitted edge.
+
+    The opposite-signed gradient lobes of a ring only a few blur widths wide push
+    each other's peaks apart, so neither the fitted edge nor a gradient peak on
+    the inner step is where the step is. The median edge-aligned profile's
+    gradient is fitted with two Gaussians of one width (the optics' blur) and
+    opposite signs, at the fitted edge and ``shift`` inside it. Returns None
+    when the fit does not converge inside its bounds, and the blur sigma.
+    """
+    steps = np.arange(-shift - 6.0, 5.0, 0.25)
+    level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    grad = sign * np.gradient(level, steps)
+
+    def model(p):
+        x0, x1, a0, a1, sigma = p
+        g0 = np.exp(-0.5 * ((steps - x0) / sigma) ** 2)
+        g1 = np.exp(-0.5 * ((steps - x1) / sigma) ** 2)
+        return (a0 * g0 - a1 * g1) / (math.sqrt(2 * math.pi) * sigma) - grad
+
+    k0, k1 = np.argmin(np.abs(steps)), np.argmin(np.abs(steps + shift))
+    lo = np.array([-2.0, -shift - 3.0, 0.0, 0.0, 0.3])
+    hi = np.array([2.0, -0.2, np.inf, np.inf, 4.0])
+    start = np.clip([0.0, -shift, 2.5 * grad[k0], 2.5 * max(-grad[k1], 1e-4), 1.0], lo + 1e-6, hi - 1e-6)
+    res = least_squares(model, start, bounds=(lo, hi), x_scale="jac", max_nfev=50)
+    x0, x1, _, _, sigma = res.x
+    if not res.success or np.isclose(res.x, lo, atol=1e-3).any() or np.isclose(res.x, hi, atol=1e-3).any():
+        return None
+    return float(x0), float(x1), float(sigma)
 
 
 def _confidence(fit, params):

@@ -21,6 +21,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import f1, load_config, match_instances, pixel_counts, synth_cases  # noqa: E402
 
+from fiberprep import zones  # noqa: E402
 from fiberprep.defects import detect_defects  # noqa: E402
 
 SIZE_BINS = [0, 20, 100, 1000, np.inf]
@@ -28,13 +29,15 @@ SIZE_LABELS = ["<20 px", "20-100 px", "100-1000 px", ">=1000 px"]
 
 
 def zone_input(gray, truth, cfg, mode):
-    """Zone map and geometry: the truth's, or measured by fiberprep.zones."""
-    if mode == "truth":
-        return truth["zone_map"], truth
-    from fiberprep import zones
+    """Zone map and geometry: the truth's, or measured by fiberprep.zones.
+
+    As in the workflow, the scope's dark field stop (``zones.field_of_view``)
+    is left out of the contact and ferrule zones.
+    """
     ft = cfg["fiber_types"][truth["fiber_type"]]
-    geo = zones.measure_geometry(gray, ft, cfg["zones"], None)
-    zm = zones.zone_label_map(gray.shape, geo, ft["zones_um"], geo["um_per_px"])
+    geo = truth if mode == "truth" else zones.measure_geometry(gray, ft, cfg["zones"], None)
+    field = zones.field_of_view(gray, cfg["zones"], geo)
+    zm = zones.zone_label_map(gray.shape, geo, ft["zones_um"], geo["um_per_px"], field=field)
     return zm, geo
 
 

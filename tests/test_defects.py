@@ -118,8 +118,15 @@ def test_instance_numbers_match_table(cfg):
 
 
 def test_whole_frame_zone_without_fiber(cfg):
-    # zones.mode none: everything is zone 5, no centre; a scratch is still found
-    gray, truth = _scene(cfg, seed=6, defects=[dict(SCRATCH, dx_um=0.0, dy_um=0.0)])
+    # zones.mode none on a close-up of the glass: everything is zone 5, no centre;
+    # a scratch is still found
+    rng = np.random.default_rng(6)
+    spec = synth.random_spec(rng, {"sm_pc": cfg["fiber_types"]["sm_pc"]},
+                             **{**synth.PRESETS["closeup"], "p_clean": 1.0, "sizes": [(320, 240)]})
+    spec.update(noise=0.006, jpeg_quality=0, grain=0.01)
+    spec["defects"] = [dict(SCRATCH, width_um=0.6, length_um=20.0, x=160.0, y=120.0)]
+    image, truth = synth.render(spec, rng)
+    gray = image.astype(np.float32) / 255.0
     geometry = {"um_per_px": truth["um_per_px"], "center_x": float("nan"), "center_y": float("nan"),
                 "cladding_radius_px": float("nan")}
     zone_map = np.full(gray.shape, 5, np.uint8)
@@ -127,6 +134,7 @@ def test_whole_frame_zone_without_fiber(cfg):
     _, iou = _best_iou(pred, truth["instance_map"] > 0)
     assert iou >= 0.2
     assert table["radius_um"].isna().all() and (table["zone"] == 5).all()
+    assert (table["shape_class"] == "linear").any()
 
 
 def test_nothing_analysed(cfg):

@@ -102,8 +102,9 @@ def detect_defects(gray, zone_map, geometry, params):
     geo = _work_geometry(geometry, x0, y0, factor)
 
     regions, hard_band, rings = _physical_regions(zm.shape, geo, px, params)
-    regions[(zm == 0) | _unlit(lg, regions, px, params)] = 0
-    bg, sigma = _flatten(lg, regions, rings, hard_band, px, params)
+    regions[zm == 0] = 0  # outside the analysed area (and the field stop: zones.field_of_view)
+    bg, sigma, dim = _flatten(lg, regions, rings, hard_band, px, params)
+    regions[dim] = 0
     z = (lg - bg) / sigma
     z[regions == 0] = 0.0
     b = int(params["border_px"])  # sensor border rows/columns are often faulty: ignored
@@ -191,31 +192,6 @@ def _physical_regions(shape, geo, px, params):
     return regions, band, rings
 
 
-def _unlit(lg, regions, px, params):
-    """Unlit margins (field stop, dark frame): large dark areas touching the border.
-
-    Outside the glass, areas whose local mean is below ``unlit_ratio`` times
-    the typical ferrule level and that reach the image border are not
-    analysed; a margin of ``unlit_margin_um`` covers their soft edge.
-    """
-    m = regions == 3
-    if m.sum() < 64:
-        return np.zeros(regions.shape, bool)
-    k = _odd(px(params["unlit_um"]))
-    local = cv2.blur(lg, (k, k))
-    dark = m & (local < _median(lg[m]) + math.log(params["unlit_ratio"]))
-    if not dark.any():
-        return dark
-    n, lab = cv2.connectedComponents(dark.astype(np.uint8), connectivity=8)
-    edge = np.unique(np.concatenate([lab[0], lab[-1], lab[:, 0], lab[:, -1]]))
-    keep = np.zeros(n, bool)
-    keep[edge] = True
-    keep[0] = False
-    out = keep[lab]
-    r = _odd(2 * px(params["unlit_margin_um"]) + 1)
-    return cv2.dilate(out.astype(np.uint8), np.ones((r, r), np.uint8)) > 0
-
-
 def _smooth_normalised(z, regions, seed_ok, smooth_px):
     """Gaussian-smoothed z divided by its robust σ per region.
 
@@ -225,12 +201,25 @@ def _smooth_normalised(z, regions, seed_ok, smooth_px):
     """
     zs = cv2.GaussianBlur(z, (0, 0), smooth_px)
     floor = 1.0 / (2.0 * math.sqrt(math.pi) * smooth_px)
-    scale = np.ones_like(z)
-    for k in np.unique(regions[regions > 0]):
-        m = regions == k
-        sel = m & seed_ok
-        scale[m] = max(_robust_std(zs[sel]) if sel.sum() > 16 else floor, floor)
+    lut = np.maximum(np.nan_to_num(_per_region(zs, regions, seed_ok, _iqr_std), nan=floor), floor)
+    scale = lut[regions].astype(np.float32)
     return zs / scale, scale
+
+
+def _per_region(values, regions, ok, stat):
+    """``stat`` of ``values`` over the ``ok`` pixels of each region id (NaN: too few).
+
+    Computed on an even pixel subsample (~250k pixels): statistics, not masks.
+    Returns an array indexed by region id.
+    """
+    st = max(1, int(math.sqrt(values.size / 250_000)))
+    v, r, o = values[::st, ::st], regions[::st, ::st], ok[::st, ::st]
+    out = np.full(int(regions.max()) + 1, np.nan)
+    for k in np.unique(r[r > 0]):
+        sel = (r == k) & o
+        if sel.sum() > 16:
+            out[k] = stat(v[sel])
+    return out
 
 
 def _norm_box(values, weights, ksize):
@@ -241,36 +230,38 @@ def _norm_box(values, weights, ksize):
 
 
 def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
-    """Outlier-resistant local mean and local σ of ``values`` (box windows, px).
+    """Outlier-resistant local mean and local noise σ of ``values`` (box windows, px).
 
-    Pixels deviating more than ``clip`` σ (global robust σ of the residual)
-    from the current estimate are dropped, twice; σ is the RMS of the kept
-    residuals over an ``nk`` box. Both are smooth, so they are computed on
-    block means (blocks of ~nk/8 px) and interpolated back.
+    Both are smooth, so they are computed on block means (blocks of ~nk/8 px)
+    and interpolated back. Blocks deviating more than ``clip`` times the
+    blocks' robust spread from the current estimate are dropped, twice. σ is
+    the RMS of the 3x3 high-pass (var(x - mean9) = 8/9 var(x)) over an ``nk``
+    box, pixels beyond ``clip`` of its robust σ left out: pixel noise only,
+    so smooth structure the box leaves (a wide smear, a soft core edge) is
+    not taken for noise. Returns ``(mean, σ, ok, global σ)``.
     """
     h, w = values.shape
     q = max(1, int(min(ksize, nk) // 8))
     small = (max(1, round(w / q)), max(1, round(h / q)))
     kb, kn = (_odd(ksize / q),) * 2, (_odd(nk / q),) * 2
-
-    def local_mean(v, ww, k):
-        """Weighted box mean at block resolution, interpolated to full size."""
-        vs = cv2.resize(v * ww, small, interpolation=cv2.INTER_AREA)
-        ws = cv2.resize(ww, small, interpolation=cv2.INTER_AREA)
-        m, den = _norm_box(vs / np.maximum(ws, 1e-6), ws, k)
-        up = cv2.resize(np.dstack([m, den]), (w, h), interpolation=cv2.INTER_LINEAR)
-        return up[..., 0], up[..., 1]
-
     sel = weights > 0
-    est = np.float32(_median(values[sel]))
-    s = max(_robust_std(values[sel] - est), 1e-5)
+    hp = values - cv2.blur(values, (3, 3), borderType=cv2.BORDER_REFLECT)
+    s_hp = max(_robust_std(hp[sel]), 1e-5)
+    w_hp = weights * (np.abs(hp) < clip * s_hp)
+    area = lambda v: cv2.resize(v, small, interpolation=cv2.INTER_AREA)  # noqa: E731
+    ws, wh = area(weights), area(w_hp)
+    vs = area(values * weights) / np.maximum(ws, 1e-6)
+    hs = area(hp * hp * w_hp) / np.maximum(wh, 1e-6)
+    inside = ws > 1e-3
+    est = np.full_like(vs, _median(vs[inside]))
     for _ in range(n_iter):
-        est, den = local_mean(values, weights * (np.abs(values - est) < clip * s), kb)
-        s = max(_robust_std((values - est)[sel]), 1e-5)
-    d = values - est
-    var, vden = local_mean(d * d, weights * (np.abs(d) < clip * s), kn)
-    ok = (den > 1e-3) & (vden > 1e-3)
-    return est, np.sqrt(np.maximum(var, 0)), ok, s
+        spread = max(_robust_std((vs - est)[inside]), 1e-5)
+        est, den = _norm_box(vs, ws * (np.abs(vs - est) < clip * spread), kb)
+    var, vden = _norm_box(hs, wh, kn)
+    sd = np.sqrt(np.maximum(var, 0) * 9 / 8)
+    ok = ((den > 1e-3) & (vden > 1e-3)).astype(np.float32)
+    up = cv2.resize(np.dstack([est, sd, ok]), (w, h), interpolation=cv2.INTER_LINEAR)
+    return up[..., 0], up[..., 1], up[..., 2] > 0.999, s_hp * math.sqrt(9 / 8)
 
 
 def _flatten(lg, regions, rings, band, px, params):
@@ -284,7 +275,9 @@ def _flatten(lg, regions, rings, band, px, params):
     robust mean along arcs (``arc_um``) at fixed radius, which keeps every
     radial structure of the edge (profile, epoxy ring, halo, tilt shadow) in
     the background and leaves defects in the residual. ``band`` is extended
-    in place (see ``_ring_model``).
+    in place (see ``_ring_model``). Returns ``(bg, sigma, dim)``; ``dim``
+    marks pixels whose illumination surface is below ``dim_ratio`` times the
+    region's median (a vignetted corner): not analysed.
     """
     clip = params["flatten_clip_sigma"]
     k_bg, k_n = px(params["background_um"]), px(params["noise_um"])
@@ -293,6 +286,7 @@ def _flatten(lg, regions, rings, band, px, params):
         in_ring |= (rmap >= lo) & (rmap < hi)
     bg = np.zeros_like(lg)
     sigma = np.ones_like(lg)
+    dim = np.zeros(lg.shape, bool)
     off = np.float32(params["log_offset"])
     for k in np.unique(regions[regions > 0]):
         bx, by, bw, bh = cv2.boundingRect((regions == k).astype(np.uint8))
@@ -305,6 +299,8 @@ def _flatten(lg, regions, rings, band, px, params):
         # vignetting is a smooth product: fit it on linear intensity, use its log
         lin = _robust_surface(np.exp(sub) - off, w > 0, params["surface_degree"], clip)
         trend = np.log(np.maximum(lin, 0.0) + off)
+        # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
+        dim[win] |= m & (lin < params["dim_ratio"] * _median(lin[w > 0]))
         est, sd, ok, s = _robust_box(sub - trend, w, k_bg, k_n, clip)
         bg[win][m] = (trend + np.where(ok, est, 0.0))[m]
         sigma[win][m] = np.where(ok, sd, s)[m]
@@ -313,7 +309,7 @@ def _flatten(lg, regions, rings, band, px, params):
     # noise floor: 8-bit quantisation seen through the log
     floor = params["sigma_floor"] / (np.exp(bg) + 1e-3)
     np.maximum(sigma, floor, out=sigma)
-    return bg, sigma
+    return bg, sigma, dim
 
 
 def _robust_surface(values, sel, degree, clip, max_n=6000, step=8):
@@ -435,6 +431,13 @@ def _robust_std(x, max_n=40000):
     return float(np.sqrt(np.mean(core * core)) / 0.871)
 
 
+def _iqr_std(x, max_n=40000):
+    """σ from the interquartile range (robust to defects covering up to a quarter)."""
+    x = np.asarray(x, np.float32).ravel()
+    q1, q3 = np.percentile(x[:: max(1, x.size // max_n)], [25, 75])
+    return float(q3 - q1) / 1.349
+
+
 def _median(x, max_n=40000):
     """Median (of an even subsample when large)."""
     x = np.asarray(x).ravel()
@@ -492,16 +495,10 @@ def _do2mr(zs, regions, seed_ok, win, params):
     """DO2MR: (max - min) ranking residual, median filtered, thresholded per region."""
     kern = np.ones((win, win), np.uint8)
     res = cv2.medianBlur(cv2.dilate(zs, kern) - cv2.erode(zs, kern), 3)
-    out = np.zeros(zs.shape, bool)
-    for k in np.unique(regions[regions > 0]):
-        m = (regions == k) & seed_ok
-        if m.sum() < 16:
-            continue
-        vals = res[m]
-        spread = max(_robust_std(vals), params["do2mr_sigma_floor"])
-        thr = _median(vals) + params["do2mr_gamma"] * spread
-        out |= m & (res > thr)
-    return out
+    thr = _per_region(res, regions, seed_ok, lambda v: _median(v) + params["do2mr_gamma"]
+                      * max(_robust_std(v), params["do2mr_sigma_floor"]))
+    thr = np.nan_to_num(thr, nan=np.inf).astype(np.float32)
+    return seed_ok & (regions > 0) & (res > thr[regions])
 
 
 def _reconstruct(seeds, grow):

@@ -87,6 +87,38 @@ def test_generated_images_within_one_pixel():
         assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=0.01)
 
 
+def _dark_fiber_errors(seed, **scene):
+    """Center error (px) and radius error (%) on a clean generated dark SM fiber."""
+    rng = np.random.default_rng(seed)
+    spec = synth.random_spec(
+        rng, TYPES, sizes=[(800, 600)], p_clean=1.0, p_bright=0.0, p_frame=0.0,
+        fiber_type_names=["sm_pc"],
+    )
+    spec.update({"epoxy": 0.0, "edge_line": 0.0, "edge_halo": 0.0, "tilt_shadow": 0.0, **scene})
+    image, truth = synth.render(spec, rng)
+    geo = zones.measure_geometry(image.astype(np.float32) / 255, TYPES["sm_pc"], PARAMS)
+    center = math.hypot(geo["center_x"] - truth["center_x"], geo["center_y"] - truth["center_y"])
+    return center, 100 * abs(geo["cladding_radius_px"] / truth["cladding_radius_px"] - 1)
+
+
+def test_tilt_shadow_does_not_pull_the_center():
+    # the shaded side's weak, smeared step must not drag the fit toward the shadow
+    for i in range(3):
+        center, radius = _dark_fiber_errors(
+            [41, i], tilt_shadow=0.6, tilt_length_um=4.0, um_per_px=0.6
+        )
+        assert center < 0.4 and radius < 0.2
+
+
+def test_smooth_dark_edge_line_is_not_an_epoxy_ring():
+    # a resolved dark line inside the edge, JPEG-compressed: its artifacts are no grain
+    for i in range(3):
+        _, radius = _dark_fiber_errors(
+            [43, i], edge_line=0.6, edge_line_um=1.2, um_per_px=0.27, jpeg_quality=60
+        )
+        assert radius < 0.1
+
+
 def test_no_fiber_is_rejected():
     img = np.random.default_rng(1).normal(0.5, 0.05, (300, 400)).astype(np.float32)
     with pytest.raises(ImageRejected, match="no fiber found"):

@@ -25,7 +25,6 @@ import cv2
 import numpy as np
 from scipy.ndimage import median_filter
 from scipy.optimize import least_squares
-from skimage.measure import EllipseModel
 
 from fiberprep.io import ImageRejected
 
@@ -100,7 +99,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     .. [1] G. Loy and A. Zelinsky, "Fast radial symmetry for detecting points of
        interest", IEEE TPAMI 25(8), 2003 (coarse gradient voting).
     .. [2] R. Halir and J. Flusser, "Numerically stable direct least squares
-       fitting of ellipses", WSCG 1998 (``skimage.measure.EllipseModel``).
+       fitting of ellipses", WSCG 1998 (``cv2.fitEllipseDirect``).
     """
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2:
@@ -208,10 +207,12 @@ def field_of_view(gray, params, geometry=None):
     large part of a side, unlike dark defects, which touch the border over a
     short stretch. For each side, the ferrule level is a high percentile of a
     strip just beyond the deepest possible band, per position along the side,
-    so vignetting does not matter. With ``geometry``, the glass and epoxy are
-    left out of that level (a bright fiber near the border does not make the
-    ferrule next to it look dark) and never belong to the band (nor a dark
-    fiber cut by the border); :func:`zone_label_map` keeps zones 1-3 anyway.
+    so vignetting does not matter. The band is found at half resolution (its
+    edge to a pixel, within ``fov_margin_px``). With ``geometry``, the glass
+    and epoxy are left out of that level (a bright fiber near the border does
+    not make the ferrule next to it look dark) and never belong to the band
+    (nor a dark fiber cut by the border); :func:`zone_label_map` keeps zones
+    1-3 anyway.
 
     Parameters
     ----------
@@ -236,20 +237,25 @@ def field_of_view(gray, params, geometry=None):
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2:
         raise ValueError(f"gray must be 2-D, got shape {gray.shape}")
-    field = np.ones(gray.shape, bool)
-    glass = np.zeros(gray.shape, bool)  # the glass and epoxy: never field stop
+    h, w = gray.shape
+    field = np.ones((h, w), bool)
+    if min(h, w) < 4:
+        return field
+    # the band is found at half resolution (2x2 means; the band's edge to +-1 px)
+    even = gray[: h - h % 2, : w - w % 2]
+    small = cv2.resize(even, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)
+    glass = np.zeros(small.shape, bool)  # the glass and epoxy: never field stop
     if geometry is not None and np.isfinite(geometry.get("center_x", np.nan)):
-        h, w = gray.shape
         e = geometry.get("cladding_ellipticity", 0.0)
         e = float(e) if np.isfinite(e) else 0.0
         r = geometry["cladding_radius_px"] + params["epoxy_max_um"] / geometry["um_per_px"]
         cx, cy, reach = geometry["center_x"], geometry["center_y"], r / math.sqrt(1.0 - e) + 1.0
-        x0, x1 = max(0, math.floor(cx - reach)), min(w, math.ceil(cx + reach) + 1)
-        y0, y1 = max(0, math.floor(cy - reach)), min(h, math.ceil(cy + reach) + 1)
-        if x0 < x1 and y0 < y1:  # the glass's bounding box
+        x0, x1 = max(0, math.floor((cx - reach) / 2)), min(w // 2, math.ceil((cx + reach) / 2) + 1)
+        y0, y1 = max(0, math.floor((cy - reach) / 2)), min(h // 2, math.ceil((cy + reach) / 2) + 1)
+        if x0 < x1 and y0 < y1:  # the glass's bounding box; half-res pixel centers
             d2 = _equal_area_radius2(
-                np.arange(x0, x1) - cx,
-                np.arange(y0, y1) - cy,
+                2 * np.arange(x0, x1) + 0.5 - cx,
+                2 * np.arange(y0, y1) + 0.5 - cy,
                 e,
                 math.radians(geometry.get("cladding_angle_deg", 0.0)),
             )
@@ -257,29 +263,33 @@ def field_of_view(gray, params, geometry=None):
     # each side seen as the top rows of a view (left, top, right, bottom); only a strip
     # of two maximum depths (+ blur support) along it is read
     views = (
-        (gray.T, glass.T, field.T),
-        (gray, glass, field),
-        (gray[:, ::-1].T, glass[:, ::-1].T, field[:, ::-1].T),
-        (gray[::-1], glass[::-1], field[::-1]),
+        (small.T, glass.T, field.T),
+        (small, glass, field),
+        (small[:, ::-1].T, glass[:, ::-1].T, field[:, ::-1].T),
+        (small[::-1], glass[::-1], field[::-1]),
     )
+    margin = params["fov_margin_px"]
     for img, fiber, out in views:
         max_depth = max(1, int(params["fov_max_depth_rel"] * img.shape[0]))
-        if 2 * max_depth + params["fov_margin_px"] >= img.shape[0]:
+        if 2 * max_depth + margin / 2 >= img.shape[0]:
             continue
-        rows = 2 * max_depth + 4
-        strip = cv2.GaussianBlur(np.ascontiguousarray(img[:rows]), (0, 0), 1.0)[: 2 * max_depth]
+        rows = 2 * max_depth + 2
+        strip = cv2.GaussianBlur(np.ascontiguousarray(img[:rows]), (0, 0), 0.5)[: 2 * max_depth]
         lvl = np.where(fiber[: 2 * max_depth], np.float32(np.nan), strip)
-        depth = _stop_depth(strip, lvl, max_depth, params)
-        reach = np.where(depth > 0, depth + params["fov_margin_px"], 0)
+        depth = _stop_depth(strip, lvl, max_depth, max(1, round(margin / 2)), params)
+        # back to full resolution: two columns per half-res one, the odd last repeats
+        reach = np.repeat(np.where(depth > 0, 2 * depth + margin, 0), 2)
+        reach = np.pad(reach, (0, out.shape[1] - len(reach)), mode="edge")
         top = int(reach.max())
         out[:top][np.arange(top)[:, None] < reach] = False
     return field
 
 
-def _stop_depth(img, lvl, max_depth, params):
+def _stop_depth(img, lvl, max_depth, margin, params):
     """Depth (rows) of the field-stop band at the top of ``img``, per column.
 
-    ``img`` (smoothed) and ``lvl`` hold the first ``2 * max_depth`` rows of a side.
+    ``img`` (smoothed) and ``lvl`` hold the first ``2 * max_depth`` rows of a side;
+    ``margin`` (rows) is the blur of the band's edge.
 
     A column's dark run starts at row 0 and ends at the first pixel that is
     glass (NaN in ``lvl``) or brighter than ``fov_dark_ratio`` x the ferrule
@@ -312,7 +322,7 @@ def _stop_depth(img, lvl, max_depth, params):
     # a field stop ends in a step, vignetting fades: the run's middle must also be
     # darker than fov_dark_ratio x the pixel just beyond the blurred run end
     cols = np.arange(n_cols)
-    beyond = img[np.minimum(run + params["fov_margin_px"], n_rows - 1), cols]
+    beyond = img[np.minimum(run + margin, n_rows - 1), cols]
     run[img[run // 2, cols] >= params["fov_dark_ratio"] * beyond] = 0
     cap = median_filter(run, size=k, mode="mirror")
     return np.where(full, cap, np.minimum(run, cap))
@@ -431,7 +441,8 @@ def _coarse_circle(gray, r_range, params):
     gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
     mag = np.hypot(gx, gy)
-    thr = np.quantile(mag, 1.0 - params["edge_fraction"])
+    n_edge = max(1, int(params["edge_fraction"] * mag.size))
+    thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
     ys, xs = np.nonzero(mag > thr)
     if len(xs) < 20:
         raise ImageRejected("no fiber found")
@@ -440,13 +451,21 @@ def _coarse_circle(gray, r_range, params):
     radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
     hs, ws = small.shape
     dx, dy = radii[None, :] * ux[:, None], radii[None, :] * uy[:, None]
-    wgt = np.broadcast_to(np.sqrt(m)[:, None], dx.shape)
+    wgt = np.repeat(np.sqrt(m).astype(np.float64), len(radii))
+    # integer vote coordinates by truncation of positive values: shift by `off` (votes
+    # reach at most one image size beyond it), + 0.5 rounds to the nearest pixel
+    off = 2 * max(hs, ws)
+    fx = xs.astype(np.float32)[:, None] + np.float32(off + 0.5)
+    fy = ys.astype(np.float32)[:, None] + np.float32(off + 0.5)
     acc = []
     for sgn in (-1.0, 1.0):  # -1: center toward darker side (dark disc)
-        vx = np.rint(xs[:, None] + sgn * dx).astype(np.int32)
-        vy = np.rint(ys[:, None] + sgn * dy).astype(np.int32)
-        ok = (vx >= 0) & (vx < ws) & (vy >= 0) & (vy < hs)
-        a = np.bincount((vy * ws + vx)[ok], wgt[ok], minlength=hs * ws).reshape(hs, ws)
+        vx = (fx + sgn * dx).astype(np.int32) - off
+        vy = (fy + sgn * dy).astype(np.int32) - off
+        idx = vy * ws + vx
+        # votes leaving the image (negative coordinates wrap to large unsigned ones)
+        # go to one extra bin, dropped after counting
+        idx[(vx.view(np.uint32) >= ws) | (vy.view(np.uint32) >= hs)] = hs * ws
+        a = np.bincount(idx.ravel(), wgt, minlength=hs * ws + 1)[:-1].reshape(hs, ws)
         acc.append(cv2.GaussianBlur(a.astype(np.float32), (0, 0), 1.5))
     acc = np.maximum(acc[0], acc[1])
     peaks = []
@@ -553,31 +572,34 @@ def _robust_ellipse(pts, rad, tol, iterations):
     Starts from the points whose radius is near the median (so chips and dirt
     off the edge do not seed the fit), then alternates a direct least-squares
     ellipse fit and rejection beyond ``max(tol, 3 robust sigma)``.
-    Returns (EllipseModel, inlier mask) or (None, None).
+    Returns (ellipse ``(cx, cy, a, b, theta)``, inlier mask) or (None, None).
     """
     dev = np.abs(rad - np.median(rad))
     keep = dev <= max(tol, 3.0 * 1.4826 * np.median(dev))
-    model = None
+    shape = None
+    origin = pts.mean(axis=0)  # float32 fit on centered points keeps 1e-4 px precision
+    local = (pts - origin).astype(np.float32)
     for _ in range(iterations):
         if keep.sum() < 12:
             return None, None
-        model = EllipseModel.from_estimate(pts[keep])
-        if not model:
+        (ex, ey), (w, h), angle = cv2.fitEllipseDirect(local[keep])
+        if not (np.isfinite([ex, ey, w, h, angle]).all() and w > 0 and h > 0):
             return None, None
-        res = np.abs(_radial_residuals(model, pts))
+        shape = (ex + origin[0], ey + origin[1], 0.5 * w, 0.5 * h, math.radians(angle))
+        res = np.abs(_radial_residuals(shape, pts))
         keep = res <= max(tol, 3.0 * 1.4826 * np.median(res[keep]))
-    return model, keep
+    return shape, keep
 
 
-def _radial_residuals(model, pts):
-    """Signed distance of points from an ellipse along rays from its center.
+def _radial_residuals(shape, pts):
+    """Signed distance of points from an ellipse ``(cx, cy, a, b, theta)`` along rays
+    from its center.
 
     Equals the orthogonal distance to first order in the ellipticity, and is
-    vectorized (``EllipseModel.residuals`` solves one optimization per point).
+    vectorized.
     """
-    (ex, ey), (a, b), th = model.center, model.axis_lengths, float(model.theta)
-    dx, dy = pts[:, 0] - ex, pts[:, 1] - ey
-    return np.hypot(dx, dy) - _ellipse_radius((ex, ey, a, b, th), np.arctan2(dy, dx))
+    dx, dy = pts[:, 0] - shape[0], pts[:, 1] - shape[1]
+    return np.hypot(dx, dy) - _ellipse_radius(shape, np.arctan2(dy, dx))
 
 
 def _half_width(r, rel, params):
@@ -603,22 +625,21 @@ def _fit_edge(smooth, shape, sign, half, params):
     phi, rad = phi[valid], rad[valid]
     pts = np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)])
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
-    model, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"])
-    if model is None:
+    fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"])
+    if fitted is None:
         return None
-    (ex, ey), (a, b), th = model.center, model.axis_lengths, float(model.theta)
-    a, b = float(a), float(b)
+    ex, ey, a, b, th = (float(v) for v in fitted)
     major, minor, angle = (a, b, th) if a >= b else (b, a, th + math.pi / 2)
     if 1.0 - minor / major > params["max_ellipticity"]:
         return None
     return {
-        "shape": (float(ex), float(ey), a, b, th),
-        "cx": float(ex),
-        "cy": float(ey),
+        "shape": (ex, ey, a, b, th),
+        "cx": ex,
+        "cy": ey,
         "r": math.sqrt(a * b),
         "ellipticity": 1.0 - minor / major,
         "angle_deg": math.degrees(angle) % 180.0,
-        "residual": float(np.sqrt(np.mean(_radial_residuals(model, pts[inl]) ** 2))),
+        "residual": float(np.sqrt(np.mean(_radial_residuals(fitted, pts[inl]) ** 2))),
         "inlier_frac": float(inl.sum() / n_rays),
     }
 
@@ -686,11 +707,13 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     smooth: along the circle, the intensity difference between neighbouring
     rays is the texture, compared with that of the glass further in (floored
     by a share of the ferrule's: JPEG flattens smooth glass). Texture beyond
-    what the radial gradient explains (edge waviness) that starts at least
-    ``min_px`` inside the fitted edge and reaches to within ``epoxy_gap_px`` of
-    it marks the ring; its inner boundary (half crossing of the intensity from
-    the glass to the ring level, or of the texture when the ring is about as
-    bright as the glass) is the glass edge.
+    what the radial gradient explains (edge waviness), of at least
+    ``epoxy_min_texture`` of the local level, that starts at least ``min_px``
+    inside the fitted edge and reaches to within ``epoxy_gap_px`` of it marks
+    the ring (its blurred flanks need half the texture ratio); its inner
+    boundary (half crossing of the intensity from the glass to the ring level,
+    or of the texture when the ring is about as bright as the glass) is the
+    glass edge.
 
     Returns
     -------
@@ -729,7 +752,12 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     if overshoot >= params["halo_min_share"] * step_height:
         return 0.0, 0.0
     excess = texture - base - slope * params["edge_waviness_px"]
-    rough = excess > (params["epoxy_texture_ratio"] - 1.0) * max(base, 1e-4)
+    # epoxy grain modulates the reflectance by several %; a smooth line only shows noise
+    # and JPEG artifacts, which can still be many times the JPEG-flattened glass's
+    grain = texture >= params["epoxy_min_texture"]
+    ratio, floor = params["epoxy_texture_ratio"], max(base, 1e-4)
+    rough = grain & (excess > (ratio - 1.0) * floor)
+    flank = grain & (excess > (0.5 * ratio - 1.0) * floor)  # a thin ring's blurred flanks
     # the rough run that ends near the fitted edge (whose own slope masks texture)
     near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]) & (steps <= 0))[0]
     if not len(near):
@@ -738,7 +766,13 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     top = float(np.median(texture[max(0, k - 2) : k + 1]))
     while k > 0 and rough[k - 1] and not glass[k - 1]:
         k -= 1
-    if glass[k] or last - k < 1:  # a ring, not one textured sample
+    # a ring, not one textured sample: with its flanks, the run spans two samples
+    k0, k1 = k, last
+    while steps[k1 + 1] <= 0 and flank[k1 + 1]:
+        k1 += 1
+    while k0 > 0 and flank[k0 - 1] and not glass[k0 - 1]:
+        k0 -= 1
+    if glass[k] or k1 - k0 < 1:
         return 0.0, 0.0
     # the ring's inner boundary: where the intensity leaves the glass level toward the
     # ring's (JPEG spreads texture past it); where the ring is as bright as the glass,

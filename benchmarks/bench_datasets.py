@@ -6,6 +6,9 @@ ground truth, so only assembly is timed, then runs the assembly rules
 (``dataset_shard``, ``dataset_tables``, ``dataset_zarr``, ``library_index``,
 ``report``) with ``snakemake --cores C --allowed-rules ...``:
 
+With ``--pool P`` only P images are generated and the folder holds N names for them
+(hard links; every name is an image of its own to the workflow).
+
 1. a full assembly (every file written),
 2. an incremental one after the type of one defect changed (one image's files must
    be rewritten, every other image's files left alone).
@@ -18,6 +21,7 @@ from __future__ import annotations
 import os
 import re
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -85,6 +89,29 @@ def fake_upstream(synth_dir: Path, results: Path, cfg: dict) -> pd.DataFrame:
     return types
 
 
+def replicate(pool: Path, out: Path, n: int) -> None:
+    """A generated folder of ``n`` images from a pool of generated ones: image ``i`` is
+    pool image ``i mod P`` under the id ``rep_<i>`` (files hard-linked, truth rows
+    copied with the new ids), so a large assembly needs only P images generated."""
+    truth = pd.read_parquet(pool / "truth" / "images.parquet")
+    defects = pd.read_parquet(pool / "truth" / "defects.parquet")
+    files = {p.stem: p for p in (pool / "images").iterdir()}
+    ids = truth["image_id"].tolist()
+    rows, drows = [], []
+    for i in range(n):
+        src, new = ids[i % len(ids)], f"rep_{i:05d}"
+        for kind, path in (("images", files[src]),
+                           ("truth/zone_masks", pool / "truth" / "zone_masks" / f"{src}.png"),
+                           ("truth/instance_masks", pool / "truth" / "instance_masks" / f"{src}.png")):
+            (out / kind).mkdir(parents=True, exist_ok=True)
+            os.link(path, out / kind / f"{new}{path.suffix}")
+        rows.append(truth[truth["image_id"] == src].assign(image_id=new, file=f"{new}{files[src].suffix}"))
+        d = defects[defects["image_id"] == src].assign(image_id=new)
+        drows.append(d.assign(defect_id=[f"{new}#{k}" for k in d["number"]]))
+    fio.write_parquet(pd.concat(rows, ignore_index=True), out / "truth" / "images.parquet")
+    fio.write_parquet(pd.concat(drows, ignore_index=True), out / "truth" / "defects.parquet")
+
+
 def write_labels(types: pd.DataFrame, inter: Path) -> None:
     """The per-shard label tables (``intermediate/labels/shard_k.parquet``) that the
     labels rule would write, from a defect-type table with a ``shard`` column."""
@@ -121,11 +148,17 @@ def rewritten(results: Path) -> int:
 
 
 def main(argv=None) -> int:
-    args = folder_bench_args(argv, __doc__.split("\n")[0], 1000, "bench", "datasets")
+    args = folder_bench_args(argv, __doc__.split("\n")[0], 1000, "bench", "datasets",
+                             pool=True)
     cfg = load_config()
     out = Path(args.out)
     start = time.perf_counter()
-    fresh_synth_folder(out, args.n, args.seed, args.preset, cfg)
+    if args.pool and args.pool < args.n:
+        shutil.rmtree(out, ignore_errors=True)
+        fresh_synth_folder(out / "pool", args.pool, args.seed, args.preset, cfg)
+        replicate(out / "pool" / "synth", out / "synth", args.n)
+    else:
+        fresh_synth_folder(out, args.n, args.seed, args.preset, cfg)
     results = out / "results"
     types = fake_upstream(out / "synth", results, cfg)
     prep = time.perf_counter() - start
@@ -146,7 +179,8 @@ def main(argv=None) -> int:
     n_incr = rewritten(results)
 
     mpix = sum(cv2.imread(str(f), cv2.IMREAD_UNCHANGED).size for f in sorted((out / "synth" / "images").iterdir())) / 1e6
-    print(f"{args.n} images ({args.preset} preset, {mpix:.0f} Mpixel, {len(types)} defects), "
+    pool = f", {args.pool} distinct" if args.pool and args.pool < args.n else ""
+    print(f"{args.n} images ({args.preset} preset{pool}, {mpix:.0f} Mpixel, {len(types)} defects), "
           f"--cores {args.cores}; set-up (generation + fake upstream) {prep:.0f} s\n")
     load = os.getloadavg()[0]
     print("| run | wall s | wall ms/image | CPU s | CPU ms/image | images rewritten |")

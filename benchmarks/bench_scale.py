@@ -18,12 +18,14 @@ workflow and is processed as one). For each size it measures and prints:
 * job memory: peak RSS of each job (script process + pool workers) in a run on the
   real photos (``--memory-folder``; the generated pool when absent), for the
   ``mem_mb`` of ``profiles/slurm``;
-* gather memory (issue 7 item 5): the first end-to-end folder's feature and defect
-  shard tables resampled to ``--gather-defects`` defects, then cluster_fit,
-  cluster_assign and labels run by Snakemake on them; peak RSS of the largest job.
+* gather memory (issue 7 item 5, issue 8 item 6): feature and defect shard tables of
+  ``--gather-defects`` defects (each size in turn, resampled from the pool's own
+  defects over ``--gather-shards`` shards), then the gather rules (cluster_fit, cluster_assign, labels,
+  defect_types) run by Snakemake on them; peak RSS of each job and the run's time.
 
-    python benchmarks/bench_scale.py                      # make bench-scale
-    python benchmarks/bench_scale.py --sizes 1000 --end-to-end 1000 --add-one 1000
+    python benchmarks/bench_scale.py                      # make bench-scale (hours)
+    python benchmarks/bench_scale.py --sizes 1000 --end-to-end 1000 --add-one 1000 \
+        --gather-defects 200000 --memory-folder ''        # a shorter check
 
 Timings depend on the machine's load; say so when quoting them.
 """
@@ -52,7 +54,7 @@ from bench_workflow import time_stages  # noqa: E402
 from common import ROOT, load_config  # noqa: E402
 
 from fiberprep import io as fio  # noqa: E402
-from fiberprep import pipeline, synth  # noqa: E402
+from fiberprep import pipeline, sharding, synth  # noqa: E402
 
 SIZE = {"width": 480, "height": 360}  # small frames that still hold a 125 µm cladding
 
@@ -169,21 +171,15 @@ def _time_shard_chain(work: Path, folder: Path, workers: tuple, cfg: dict) -> di
     return seconds
 
 
-def job_memory(work: Path, folder: Path, cores: int) -> dict[str, float]:
-    """Peak memory (MB) of each kind of job in a fresh run on ``folder``.
-
-    A job's memory is the RSS summed over its script process and that process's
-    children (the shard pool's workers), sampled every 0.2 s: what SLURM counts
-    against ``--mem``. Keyed by script name (the rule's name for the per-shard rules).
-    """
-    results = work / "memory_results"
-    shutil.rmtree(results, ignore_errors=True)
-    cfg = write_config(work / "memory.yaml", folder, results, threads_per_shard=cores)
-    Path(yaml.safe_load(cfg.read_text())["cluster_review"]).unlink(missing_ok=True)
+def peak_job_memory(cmd: list[str], log_path: Path) -> tuple[dict[str, float], dict]:
+    """Run ``cmd`` (a Snakemake run) and sample, every 0.1 s, the memory of each job:
+    the RSS summed over its script process and that process's children (the shard
+    pool's workers), what SLURM counts against ``--mem``. Returns the peak MB by script
+    name (the rule's name for this workflow's scripts) and the run's wall/CPU figures."""
     peaks: dict[str, float] = {}
-    with open(work / "memory.log", "w", encoding="utf-8") as log:
-        proc = subprocess.Popen(snakemake(cfg, "--cores", str(cores)), cwd=ROOT,
-                                stdout=log, stderr=subprocess.STDOUT)
+    with open(log_path, "w", encoding="utf-8") as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         top = psutil.Process(proc.pid)
         while proc.poll() is None:
             try:
@@ -201,87 +197,95 @@ def job_memory(work: Path, folder: Path, cores: int) -> dict[str, float]:
                     continue
                 name = Path(script).name.split(".", 1)[1].removesuffix(".py")
                 peaks[name] = max(peaks.get(name, 0.0), rss / 2**20)
-            time.sleep(0.2)
+            time.sleep(0.1)
     if proc.returncode != 0:
-        sys.exit(f"memory run failed; see {work / 'memory.log'}")
-    return dict(sorted(peaks.items()))
+        sys.exit(f"run failed; see {log_path}:\n" + log_path.read_text()[-3000:])
+    return dict(sorted(peaks.items())), {"seconds": time.perf_counter() - start}
 
 
-def resample_shards(results: Path, n_defects: int, seed: int = 0) -> int:
-    """Replace each shard's defect and feature tables by rows resampled from all
-    shards, ``n_defects`` in total, on the shard's own accepted images."""
+def job_memory(work: Path, folder: Path, cores: int) -> dict[str, float]:
+    """Peak memory (MB) of each kind of job in a fresh run on ``folder``."""
+    results = work / "memory_results"
+    shutil.rmtree(results, ignore_errors=True)
+    cfg = write_config(work / "memory.yaml", folder, results, threads_per_shard=cores)
+    Path(yaml.safe_load(cfg.read_text())["cluster_review"]).unlink(missing_ok=True)
+    return peak_job_memory(snakemake(cfg, "--cores", str(cores)), work / "memory.log")[0]
+
+
+GATHER_RULES = ["cluster_settings", "cluster_fit", "cluster_review", "cluster_assign",
+                "labels", "defect_types"]
+
+
+def gather_memory(work: Path, pool: list[Path], source: Path, n_defects: int,
+                  n_shards: int) -> dict:
+    """Peak memory of each gather job on ``n_defects`` defects in ``n_shards`` shards.
+
+    A folder of 2 048 image names (hard links to the pool) gets feature and defect
+    shard tables of ``n_defects`` rows resampled from the pool's own per-image tables
+    (``source``: the in-process run's cache); then Snakemake runs only the gather rules
+    on them (``--allowed-rules``), one job at a time, and each job's peak RSS is
+    sampled. Few shards keep the run short and make each per-shard job large.
+    """
+    base = work / f"gather_{n_defects}"
+    shutil.rmtree(base, ignore_errors=True)
+    inputs = work / "gather_inputs"
+    make_folder(inputs, pool, 2048)
+    results = base / "results"
     inter = results / "intermediate"
-    feats = pd.concat([pd.read_parquet(p) for p in sorted((inter / "features").glob("shard_*"))])
-    dets = pd.concat([pd.read_parquet(p) for p in sorted((inter / "defects").glob("shard_*"))])
+    feats = pd.concat([pd.read_parquet(p) for p in sorted(source.glob("images/*/features.parquet"))],
+                      ignore_index=True)
+    dets = pd.concat([pd.read_parquet(p) for p in sorted(source.glob("images/*/defects.parquet"))],
+                     ignore_index=True).set_index("defect_id")
     if feats.empty:
-        sys.exit("no defects found in the end-to-end run; cannot resample")
-    rng = np.random.default_rng(seed)
-    shards = sorted((inter / "features").glob("images_shard_*"))
-    per_shard = -(-n_defects // len(shards))
+        sys.exit("the pool images have no defects; cannot resample")
+    scanned = fio.scan_inputs(inputs, load_config()["extensions"])
+    shards = sharding.assign_shards(scanned, n_shards)
+    rng = np.random.default_rng(0)
+    per_image = -(-n_defects // len(scanned))
     total = 0
-    for path in shards:
-        k = path.stem.removeprefix("images_shard_")
-        images = pd.read_parquet(path)
-        ids = images.loc[images["status"] == "ok", "image_id"].to_numpy()
-        if ids.size == 0:
-            continue
-        pick = rng.integers(0, len(feats), per_shard)
-        image_id = ids[np.arange(per_shard) % ids.size]
-        number = np.arange(per_shard) // ids.size + 1
-        f = feats.iloc[pick].reset_index(drop=True)
-        d = dets.set_index("defect_id").loc[f["defect_id"]].reset_index(drop=True)
+    for shard, rows in shards.groupby("shard"):
+        ids = np.sort(rows["image_id"].to_numpy())
+        n = min(per_image * len(ids), n_defects - total)
+        f = feats.iloc[rng.integers(0, len(feats), n)].reset_index(drop=True)
+        d = dets.loc[f["defect_id"]].reset_index(drop=True)
         for table in (f, d):
-            table["image_id"] = image_id
-            table["number"] = number
-            table["defect_id"] = [f"{i}#{n}" for i, n in zip(image_id, number)]
-        d[dets.columns].to_parquet(inter / "defects" / f"shard_{k}.parquet")
-        f.to_parquet(inter / "features" / f"shard_{k}.parquet")
-        total += per_shard
-    for path in (inter / "features").glob("*shard_*"):  # newer than the defects tables,
-        os.utime(path)  # else Snakemake reruns the features jobs (from the cache)
-    return total
-
-
-def gather_memory(work: Path, source: Path, cfg_src: Path, n_defects: int) -> dict:
-    """Peak RSS of the gather jobs (one at a time) on ``n_defects`` resampled defects."""
-    results = work / "gather" / "results"
-    shutil.rmtree(results.parent, ignore_errors=True)
-    shutil.copytree(source, results, symlinks=True)
-    for name in ("model.pkl", "previous_model.pkl", "clusters.json", "defect_types.parquet"):
-        (results / "clustering" / name).unlink(missing_ok=True)
-    for stage in ("clusters", "labels"):
-        shutil.rmtree(results / "intermediate" / stage, ignore_errors=True)
-    total = resample_shards(results, n_defects)
-    base = yaml.safe_load(cfg_src.read_text())
-    cfg = write_config(work / "gather.yaml", Path(base["input_dir"]), results)
-    shutil.copy(base["cluster_review"], yaml.safe_load(cfg.read_text())["cluster_review"])
-    log = work / "gather.log"
+            table["image_id"] = ids[np.arange(n) // per_image]
+            table["number"] = np.arange(n) % per_image + 1
+            table["defect_id"] = [f"{i}#{k}" for i, k in zip(table["image_id"], table["number"])]
+        fio.write_parquet(d[pipeline.DEFECT_TABLE_COLUMNS], inter / "defects" / f"shard_{shard:03d}.parquet")
+        fio.write_parquet(f, inter / "features" / f"shard_{shard:03d}.parquet")
+        total += n
+    del feats, dets, f, d
+    conf = write_config(base / "gather.yaml", inputs, results, shards=n_shards,
+                        min_images_per_shard=1)
     target = str(results / "clustering" / "defect_types.parquet")
-    result = checked(run_measured(snakemake(cfg, "--cores", "1", target), log), log, "gather")
-    ran = job_counts(log)
-    if set(ran) - {"cluster_fit", "cluster_assign", "cluster_review", "labels", "defect_types"}:
-        sys.exit(f"gather check reran more than the gather ({ran}); see {log}")
-    return {"defects": total, "seconds": result["seconds"], "max_rss_mb": result["max_rss_mb"],
-            "jobs": ran}
+    peaks, run = peak_job_memory(
+        snakemake(conf, "--cores", "1", "--allowed-rules", *GATHER_RULES, "--", target),
+        base / "gather.log")
+    return {"defects": total, "shards": int(shards["shard"].nunique()), "seconds": run["seconds"],
+            "peak_mb": {k: v for k, v in peaks.items() if k in GATHER_RULES}}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[1000, 10000, 100000],
                    help="folder sizes for the dry run")
-    p.add_argument("--end-to-end", type=int, nargs="*", default=[1000],
+    p.add_argument("--end-to-end", type=int, nargs="*", default=[1000, 10000],
                    help="sizes also run end to end (and used for --add-one)")
-    p.add_argument("--add-one", type=int, nargs="*", default=[1000],
+    p.add_argument("--add-one", type=int, nargs="*", default=[1000, 10000],
                    help="sizes (run end to end) to which one image is added")
     p.add_argument("--pool", type=int, default=24, help="distinct generated images")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--shards", type=int, default=None,
                    help="override the config's shards (default: as configured)")
-    p.add_argument("--thread-images", type=int, default=24,
-                   help="images of the one-shard threads check (0: skip)")
-    p.add_argument("--gather-defects", type=int, default=1_000_000,
-                   help="defects of the gather memory check (0: skip)")
+    p.add_argument("--thread-images", type=int, default=128,
+                   help="images of the one-shard threads check (0: skip; default: a shard's "
+                        "worth at min_images_per_shard 128)")
+    p.add_argument("--gather-defects", type=int, nargs="*", default=[200_000, 1_000_000],
+                   help="defect counts of the gather memory check (none: skip)")
+    p.add_argument("--gather-shards", type=int, default=16,
+                   help="shards of the gather memory check")
     p.add_argument("--memory-folder", default=str(ROOT.parent / "shared" / "real_images"),
                    help="folder whose run measures each job's peak memory (the real "
                         "photos when present, else the generated pool; '' skips it)")
@@ -298,7 +302,6 @@ def main(argv=None) -> int:
     inproc = time_stages(fio.scan_inputs(work / "pool" / "images", cfg["extensions"]), cfg,
                          work / "inprocess_cache")
     per_image_s = float(inproc[["zones", "defects", "features"]].sum(axis=1).mean())
-    shutil.rmtree(work / "inprocess_cache", ignore_errors=True)
     report = {"pool_images": len(pool), "per_image_ms": 1e3 * per_image_s,
               "cores": args.cores, "shards": args.shards or cfg["shards"], "sizes": {}}
     if args.shards:
@@ -351,11 +354,11 @@ def main(argv=None) -> int:
     if args.thread_images:
         report["threads"] = threads_speedup(work, pool, args.thread_images, args.cores, cfg)
         print(f"threads: {report['threads']}", flush=True)
-    if args.gather_defects and args.end_to_end:
-        n = min(args.end_to_end)
-        report["gather"] = gather_memory(work, work / f"results_{n}",
-                                         work / f"config_{n}.yaml", args.gather_defects)
+    if args.gather_defects:
+        report["gather"] = [gather_memory(work, pool, work / "inprocess_cache", n,
+                                          args.gather_shards) for n in args.gather_defects]
         print(f"gather: {report['gather']}", flush=True)
+    shutil.rmtree(work / "inprocess_cache", ignore_errors=True)
 
     (work / "scale.json").write_text(json.dumps(report, indent=2))
     print_tables(report)
@@ -393,9 +396,14 @@ def print_tables(report: dict) -> None:
         for name, mb in m["peak_mb"].items():
             print(f"| {name} | {mb:.0f} |")
     if "gather" in report:
-        g = report["gather"]
-        print(f"Gather (cluster_fit, cluster_assign, labels) on {g['defects']:,} defects: "
-              f"{g['seconds']:.0f} s, peak RSS {g['max_rss_mb']:.0f} MB")
+        rules = [r for r in GATHER_RULES if any(r in g["peak_mb"] for g in report["gather"])]
+        print("\nGather jobs on generated defect tables (peak RSS MB per job, one job at a "
+              "time):")
+        print("| defects | shards | run s | " + " | ".join(rules) + " |")
+        print("|---:|---:|---:|" + "---:|" * len(rules))
+        for g in report["gather"]:
+            print(f"| {g['defects']:,} | {g['shards']} | {g['seconds']:.0f} | "
+                  + " | ".join(f"{g['peak_mb'].get(r, float('nan')):.0f}" for r in rules) + " |")
 
 
 if __name__ == "__main__":

@@ -27,10 +27,14 @@ def load_config(path=CONFIG) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def folder_bench_args(argv, description, n, preset, out_name):
-    """Options of the benchmarks that run the workflow on a generated folder."""
+def folder_bench_args(argv, description, n, preset, out_name, pool=False):
+    """Options of the benchmarks that run the workflow on a generated folder (``pool``:
+    also ``--pool``, distinct images generated when fewer than ``--n``)."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--n", type=int, default=n, help="number of generated images")
+    p.add_argument("--n", type=int, default=n, help="number of images")
+    if pool:
+        p.add_argument("--pool", type=int, default=0,
+                       help="generate only this many distinct images (0: all N)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default=preset, choices=sorted(synth.PRESETS))
     p.add_argument("--cores", type=int, default=2)

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import yaml
+import zarr
 from PIL import Image
 from pycocotools import mask as coco_mask
 from pycocotools.coco import COCO
@@ -137,6 +138,9 @@ def test_image_label_row_and_zone_rows(scenes):
     zf = pd.DataFrame({"image_id": "s", "zone": [1, 2, 3, 4, 5]})
     zr = datasets.zone_level_rows(zf, d, None)
     assert zr["n_defects"].sum() == (d["innermost_zone"] > 0).sum()
+    largest = d.assign(size=np.fmax(d["length_um"], d["width_um"])).groupby("innermost_zone")["size"].max()
+    assert np.allclose(zr.set_index("zone")["largest_defect_um"].reindex(largest.index), largest)
+    assert (zr["largest_defect_type"] == "none").sum() == 5 - len(largest)
     assert set(zr["label"]) == {"not_graded"}
 
 
@@ -176,7 +180,6 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
     log = _run_script(tmp_path, "dataset_zarr", **spec)
     assert f"{len(scenes)} written" in log and (pixel / ".dataset.zarr.done").exists()
 
-    import zarr
     store = zarr.open_group(str(pixel / "dataset.zarr"), mode="r")
     (name, group), = list(store.groups())
     assert name == "h240_w320" and group["images"].chunks == (1, 240, 320)
@@ -202,6 +205,25 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
     readme = ROOT / "README.md"
     if readme.exists() and "dataset.zarr" in readme.read_text():
         assert datasets.LOADER_EXAMPLE.strip() in readme.read_text()
+
+    # an added image whose id sorts first, then a removed one: the other images stay
+    # where they are, so only the added one and the one moved into the gap are written
+    ids_before = list(zarr.open_group(str(pixel / "dataset.zarr"))["h240_w320"].attrs["image_ids"])
+    first = scenes[1][0].replace("scene", "a_scene")
+    _write_pixel_level([(first, *scenes[1][1:])], pixel)
+    table = pd.concat([table, table.iloc[[1]].assign(image_id=first)], ignore_index=True)
+    for step, rows in (("added", table), ("removed", table[table["image_id"] != ids_before[0]])):
+        fio.write_parquet(rows.drop(columns="key"), root / "image_level" / "images.parquet")
+        fio.write_parquet(rows[["image_id", "key"]], tmp_path / "files.parquet")
+        (tmp_path / "dataset_zarr.log").unlink()
+        assert ", 1 written" in _run_script(tmp_path, "dataset_zarr", **spec), step
+        group = zarr.open_group(str(pixel / "dataset.zarr"), mode="r")["h240_w320"]
+        assert sorted(group.attrs["image_ids"]) == sorted(rows["image_id"]), step
+        for i, iid in enumerate(group.attrs["image_ids"]):
+            _, image, _ = next(s for s in scenes if s[0] == iid.removeprefix("a_"))
+            np.testing.assert_array_equal(group["images"][i], image)
+            split = rows.set_index("image_id").at[iid, "split"]
+            assert group.attrs["split"][i] == split and group["images"].shape[0] == len(rows)
 
 
 def test_library_patch_and_contact_sheet(scenes):

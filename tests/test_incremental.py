@@ -81,7 +81,7 @@ def test_added_image_reruns_its_shard_only_and_keeps_other_labels(processed):
     before = pd.read_parquet(results / "clustering" / "defect_types.parquet")
     records = sorted((results / "intermediate" / "images").glob("*/*.json"))
     stamps = {p: p.stat().st_mtime_ns for p in records}
-    added = inputs / extra.name
+    added = inputs / f"a_{extra.name}"  # sorts before every other image
     shutil.copy2(extra, added)
     old = min(p.stat().st_mtime for p in inputs.iterdir()) - 3600
     os.utime(added, (old, old))  # an old mtime must not hide the new file
@@ -97,11 +97,13 @@ def test_added_image_reruns_its_shard_only_and_keeps_other_labels(processed):
 
     snakemake(processed["cfg"], "--cores", "2")
     after = pd.read_parquet(results / "clustering" / "defect_types.parquet")
-    new_id = extra.stem
+    new_id = added.stem
     kept = after[after["image_id"] != new_id].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before.reset_index(drop=True))
     assert {p for p in records if p.stat().st_mtime_ns != stamps[p]} == set(), (
         "per-image intermediates of other images must come from the cache"
     )
     assert (results / "intermediate" / "images" / new_id / "zones.json").exists()
+    zarr_log = (results / "logs" / "datasets" / "zarr.log").read_text().splitlines()
+    assert zarr_log[-1].endswith(", 1 written"), "the Zarr store rewrites the new image only"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -32,6 +33,9 @@ def test_manifest_hash_sees_added_and_touched_images_not_order():
     assert sharding.manifest_hash(rows.iloc[::-1]) == h
     assert sharding.manifest_hash(rows.assign(mtime_ns=[1, 3])) != h
     assert sharding.manifest_hash(rows.iloc[:1]) != h
+    manifests = sharding.shard_manifests(rows.iloc[::-1], 1)
+    assert manifests == {"000": rows.to_dict("records")}  # plain rows, sorted by id
+    assert sharding.manifest_hash(manifests["000"]) == h
 
 
 def test_stage_key_covers_upstream_params_and_code():
@@ -126,3 +130,44 @@ def test_concat_tables_keeps_dtypes_next_to_empty_tables():
     assert list(pipeline.concat_tables([pd.DataFrame()]).columns) == ["image_id"]
     empty = pipeline.concat_tables([pd.DataFrame()], pipeline.DEFECT_TABLE_COLUMNS)
     assert {"defect_id", "number", "length_um"} <= set(empty.columns) and not len(empty)
+
+
+@pytest.fixture
+def shard_tables(tmp_path):
+    """Seven label-like shard tables, each sorted by (image_id, number), with an image
+    in one shard only (as the hash sharding makes them); one shard has no rows."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for k in range(7):
+        n = 0 if k == 3 else int(rng.integers(1, 400))
+        ids = [f"img_{i:05d}" for i in rng.choice(np.arange(k, 3000, 7), n)]
+        f = pd.DataFrame({"image_id": ids, "number": rng.integers(1, 40, n), "x": rng.random(n)})
+        f = f.drop_duplicates(["image_id", "number"]).sort_values(["image_id", "number"])
+        paths.append(tmp_path / f"shard_{k:03d}.parquet")
+        (f if n else pd.DataFrame({"image_id": []})).to_parquet(paths[-1], index=False)
+    return paths, pipeline.concat_tables([pd.read_parquet(p) for p in paths])
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 100_000])
+def test_merge_sorted_tables_streams_to_the_sorted_concatenation(shard_tables, tmp_path, batch_rows):
+    paths, whole = shard_tables
+    out = tmp_path / "merged.parquet"
+    n = pipeline.merge_sorted_tables(paths, out, ["image_id", "number"], batch_rows)
+    expected = whole.sort_values(["image_id", "number"], ignore_index=True)
+    assert n == len(expected)
+    pd.testing.assert_frame_equal(pd.read_parquet(out), expected)
+    assert pipeline.merge_sorted_tables(paths[3:4], out, ["image_id"]) == 0
+    assert list(pd.read_parquet(out).columns) == ["image_id"]
+
+
+def test_sample_rows_picks_the_rows_fit_model_would(shard_tables):
+    paths, whole = shard_tables
+    sample, total = pipeline.sample_rows(paths, 50, seed=3)
+    picked = np.sort(np.random.default_rng(3).choice(len(whole), 50, replace=False))
+    assert total == len(whole)
+    pd.testing.assert_frame_equal(sample.reset_index(drop=True),
+                                  whole.iloc[picked].reset_index(drop=True))
+    everything, _ = pipeline.sample_rows(paths, 10**6, seed=3)
+    pd.testing.assert_frame_equal(everything.reset_index(drop=True), whole)
+    empty, total = pipeline.sample_rows(paths[3:4], 50, seed=3, columns=["image_id", "x"])
+    assert total == 0 and not len(empty)

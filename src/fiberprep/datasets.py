@@ -213,6 +213,34 @@ def content_key(*parts) -> str:
     return h.hexdigest()
 
 
+def zarr_slots(old_ids: list[str], ids) -> list[str]:
+    """Image id at each position of a Zarr group after an update, so that an
+    incremental run rewrites only the positions whose image changed.
+
+    Images still present keep their position; new ids (in sorted order) fill the
+    positions of removed images, then are appended; when more were removed than added,
+    the last images move into the remaining gaps. A new group is in id order.
+
+    Examples
+    --------
+    >>> zarr_slots([], ["b", "a"])
+    ['a', 'b']
+    >>> zarr_slots(["a", "c", "d"], ["a", "b", "d", "e"])
+    ['a', 'b', 'd', 'e']
+    >>> zarr_slots(["a", "b", "c", "d"], ["b", "d"])
+    ['d', 'b']
+    """
+    wanted = set(ids)
+    slots = [i if i in wanted else None for i in old_ids]
+    new = iter(sorted(wanted - set(old_ids)))
+    slots = [s if s is not None else next(new, None) for s in slots] + list(new)
+    while None in slots:
+        last = slots.pop()
+        if last is not None:
+            slots[slots.index(None)] = last
+    return slots
+
+
 def split_fraction(image_id: str) -> float:
     """Uniform number in [0, 1) from the sha256 of an image id (platform independent)."""
     return int(hashlib.sha256(image_id.encode()).hexdigest()[:15], 16) / float(16**15)
@@ -540,51 +568,74 @@ def typed_defects(defects: pd.DataFrame, features: pd.DataFrame, types: pd.DataF
 
 
 def zone_level_rows(zone_features: pd.DataFrame, defects: pd.DataFrame, zone_grades: pd.DataFrame | None) -> pd.DataFrame:
-    """Region-level rows of one image: zone features plus its defects by type.
+    """Region-level rows: zone features plus the defects of each zone by type.
+
+    One image's tables, or many images' at once when every table has ``image_id``
+    (rows are then matched on image and zone; a shard job calls it once).
 
     Parameters
     ----------
     zone_features : pandas.DataFrame
-        ``features.zone_features`` rows of the image (``image_id``, ``zone`` ...).
+        ``features.zone_features`` rows (``image_id``, ``zone`` ...).
     defects : pandas.DataFrame
-        The image's typed defects (:func:`typed_defects`); a defect counts in the
-        innermost zone it touches, as IEC 61300-3-35 judges it.
+        The typed defects (:func:`typed_defects`); a defect counts in the innermost
+        zone it touches, as IEC 61300-3-35 judges it.
     zone_grades : pandas.DataFrame or None
-        ``grading.grade_zones`` result (``zone``, ``pass_fail``, ``failures``);
-        None when the image is not graded.
+        ``grading.grade_zones`` rows (``zone``, ``pass_fail``, ``failures``, and
+        ``image_id`` for many images); None when the images are not graded.
 
     Returns
     -------
     pandas.DataFrame
-        ``zone_features`` columns, ``n_defects``, ``n_<type>`` and ``area_um2_<type>``
-        per class, ``worst_severity_score``, ``worst_severity_level`` and ``label``
-        (pass | fail for graded zones, "not_graded" otherwise) with ``failures``.
+        ``zone_features`` columns (same rows and order), ``n_defects``, ``n_<type>``
+        and ``area_um2_<type>`` per class, ``worst_severity_score``,
+        ``worst_severity_level``, ``largest_defect_um`` (largest dimension of the
+        zone's largest defect, NaN without defects), ``largest_defect_type``, and
+        ``label`` (pass | fail for graded zones, "not_graded" otherwise) with
+        ``failures``.
     """
-    out = zone_features.copy()
+    out = zone_features.reset_index(drop=True)
     zcol = "innermost_zone" if "innermost_zone" in defects.columns else "zone"
+    keys = ["image_id"] if "image_id" in out.columns and "image_id" in defects.columns else []
     names = list(DEFECT_CLASSES.values())
+    rows = out[keys + ["zone"]].astype({"zone": "int64"})
     if len(defects):
-        by_type = defects.groupby([zcol, "type"])
+        d = defects[keys + [zcol, "type", "area_um2", "length_um", "width_um", "severity_score", "severity_level"]]
+        d = d.rename(columns={zcol: "zone"}).astype({"zone": "int64"})
+        d = d.assign(largest_um=np.fmax(d["length_um"].astype(float), d["width_um"].astype(float)))
+        by_type = d.groupby(keys + ["zone", "type"])
         counts = by_type.size().unstack(fill_value=0).reindex(columns=names, fill_value=0)
         areas = by_type["area_um2"].sum().unstack(fill_value=0.0).reindex(columns=names, fill_value=0.0)
-        scored = defects.dropna(subset=["severity_score"])
-        worst = scored.loc[scored.groupby(zcol)["severity_score"].idxmax()].set_index(zcol)
+        scored = d.dropna(subset=["severity_score"])
+        worst = scored.loc[scored.groupby(keys + ["zone"])["severity_score"].idxmax(),
+                           keys + ["zone", "severity_score", "severity_level"]]
+        sized = d.dropna(subset=["largest_um"])
+        largest = sized.loc[sized.groupby(keys + ["zone"])["largest_um"].idxmax(),
+                            keys + ["zone", "largest_um", "type"]].rename(columns={"type": "largest_type"})
+        per_zone = (counts.add_prefix("n_").join(areas.add_prefix("area_um2_")).reset_index()
+                    .merge(worst, on=keys + ["zone"], how="left")
+                    .merge(largest, on=keys + ["zone"], how="left"))
+        stats = rows.merge(per_zone, on=keys + ["zone"], how="left")
     else:
-        counts = pd.DataFrame(columns=names, dtype=int)
-        areas = pd.DataFrame(columns=names, dtype=float)
-        worst = pd.DataFrame(columns=["severity_score", "severity_level"])
-    zone = out["zone"]
-    out["n_defects"] = zone.map(counts.sum(axis=1)).fillna(0).astype(int)
+        stats = rows.assign(**{f"n_{t}": 0 for t in names}, **{f"area_um2_{t}": 0.0 for t in names},
+                            severity_score=np.nan, severity_level=None, largest_um=np.nan, largest_type=None)
+    n_cols = [f"n_{t}" for t in names]
+    stats[n_cols] = stats[n_cols].fillna(0).astype(int)
+    out["n_defects"] = stats[n_cols].sum(axis=1).to_numpy()
     for t in names:
-        out[f"n_{t}"] = zone.map(counts[t]).fillna(0).astype(int)
+        out[f"n_{t}"] = stats[f"n_{t}"].to_numpy()
     for t in names:
-        out[f"area_um2_{t}"] = zone.map(areas[t]).fillna(0.0).astype(float)
-    out["worst_severity_score"] = zone.map(worst["severity_score"]).astype(float)
-    out["worst_severity_level"] = zone.map(worst["severity_level"]).fillna("none")
+        out[f"area_um2_{t}"] = stats[f"area_um2_{t}"].fillna(0.0).astype(float).to_numpy()
+    out["worst_severity_score"] = stats["severity_score"].astype(float).to_numpy()
+    out["worst_severity_level"] = pd.Series(stats["severity_level"].fillna("none").to_numpy(), dtype=object)
+    out["largest_defect_um"] = stats["largest_um"].astype(float).to_numpy()
+    out["largest_defect_type"] = pd.Series(stats["largest_type"].fillna("none").to_numpy(), dtype=object)
     if zone_grades is not None and len(zone_grades):
-        g = zone_grades.set_index("zone")
-        out["label"] = out["zone"].map(g["pass_fail"]).fillna("not_graded")
-        out["failures"] = out["zone"].map(g["failures"]).fillna("")
+        gkeys = [k for k in keys if k in zone_grades.columns] + ["zone"]
+        g = rows.merge(zone_grades[gkeys + ["pass_fail", "failures"]].astype({"zone": "int64"}),
+                       on=gkeys, how="left")
+        out["label"] = g["pass_fail"].fillna("not_graded").to_numpy()
+        out["failures"] = g["failures"].fillna("").to_numpy()
     else:
         out["label"] = "not_graded"
         out["failures"] = ""
@@ -638,8 +689,8 @@ _FILES_DOC = """\
 | `pixel_level/instance_masks/<image_id>.png` | uint16 PNG, pixel = defect number in the image; `defect_id = "<image_id>#<number>"` |
 | `pixel_level/classes.json` | zone and defect class ids -> name, colour |
 | `pixel_level/coco_instances.json` | every defect as a COCO instance: RLE mask, bbox, area, category = defect class id; images carry `image_id` and `split` |
-| `pixel_level/dataset.zarr/` | Zarr v3: one group per image size (`h<H>_w<W>`) with arrays `images`, `zone_masks`, `defect_masks`, `instance_masks` (one image per chunk, zstd); group attributes `image_ids`, `split` |
-| `region_level/zone_features.parquet` (+ `.csv`) | one row per (image, zone): zone geometry, intensity, texture, gradient; defect counts and areas by type (a defect counts in the innermost zone it touches); worst severity; `label` = IEC pass/fail of the zone (`not_graded` for the ferrule) |
+| `pixel_level/dataset.zarr/` | Zarr v3: one group per image size (`h<H>_w<W>`) with arrays `images`, `zone_masks`, `defect_masks`, `instance_masks` (one image per chunk, zstd); group attributes `image_ids` (the image at each position: a new store is in id order, later runs fill freed positions and append), `split` |
+| `region_level/zone_features.parquet` (+ `.csv`) | one row per (image, zone): zone geometry, intensity, texture, gradient; defect counts and areas by type (a defect counts in the innermost zone it touches); worst severity; largest defect (size, type); `label` = IEC pass/fail of the zone (`not_graded` for the ferrule) |
 | `image_level/images.parquet` (+ `.csv`) | one row per input file: `image_id`, source path, `status` (ok / rejected), `reason`, size, format, checksum, `split` |
 | `image_level/image_labels.parquet` (+ `.csv`) | one row per accepted image: geometry, `pass_fail` (IEC 61300-3-35), `failures`, `has_<type>`, `n_<type>`, `n_zone_<zone>`, `primary_defect`, `split` |
 | `inputs.sha256` | checksum of every input file (`sha256sum -c` format, paths relative to the input folder) |

@@ -21,9 +21,12 @@ import sys
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
-from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from fiberprep import cache, defects, features, zones
 from fiberprep import io as fio
@@ -404,6 +407,103 @@ def concat_tables(tables: list[pd.DataFrame], columns=("image_id",)) -> pd.DataF
     shaped = [t for t in tables if len(t.columns)]
     return shaped[0] if shaped else pd.DataFrame(columns=list(columns))
 
+
+def sample_rows(paths: list, n: int, seed: int, columns=("image_id",)) -> tuple[pd.DataFrame, int]:
+    """A seeded random sample of ``n`` rows of the concatenation of Parquet tables,
+    read one table at a time (gather steps never hold every table at once).
+
+    The rows are those that ``np.random.default_rng(seed).choice(total, n,
+    replace=False)`` picks from :func:`concat_tables` of all tables, in their order:
+    the draw ``clustering.fit_model`` makes, so fitting on the sample equals fitting on
+    the whole collection. Row counts come from the files' metadata.
+
+    Returns
+    -------
+    sample : pandas.DataFrame
+        The picked rows (all columns); ``columns`` shape it when nothing is picked.
+    total : int
+        Rows in all tables.
+    """
+    counts = [pq.ParquetFile(p).metadata.num_rows for p in paths]
+    total = sum(counts)
+    rng = np.random.default_rng(seed)
+    picked = np.sort(rng.choice(total, min(int(n), total), replace=False))
+    bounds = np.cumsum([0, *counts])
+    parts = []
+    for path, lo, hi in zip(paths, bounds[:-1], bounds[1:]):
+        rows = picked[(picked >= lo) & (picked < hi)] - lo
+        parts.append(pq.read_table(path).take(rows).to_pandas() if len(rows) else pd.DataFrame())
+    if not parts or not any(len(t) for t in parts):
+        parts = [pq.read_table(p).slice(0, 0).to_pandas() for p in paths[:1]]
+    return concat_tables(parts, columns), total
+
+
+def merge_sorted_tables(paths: list, out_path, keys: list[str], batch_rows: int | None = None) -> int:
+    """Merge Parquet tables each sorted by ``keys`` into one sorted table, streaming.
+
+    Every table is read ``batch_rows`` at a time (default: 2**17 rows shared by all
+    tables, at least 1024 each); memory holds about one batch per table, so a gather
+    over many shards stays bounded whatever the total. The first key must
+    take each value in one table only (an image id lives in one shard): rows below the
+    smallest last-read first key of the unfinished tables are final and are written.
+    Tables without rows are skipped (their columns may be untyped); when all are empty
+    the first is copied. Written atomically.
+
+    Returns
+    -------
+    int
+        Rows written.
+    """
+    files = [pq.ParquetFile(p) for p in paths]
+    filled = [f for f in files if f.metadata.num_rows]
+    if not filled:
+        fio.write_parquet(pq.read_table(paths[0]) if paths else pa.table({}), out_path)
+        return 0
+    schema = filled[0].schema_arrow
+    batch_rows = batch_rows or max(1024, 2**17 // len(filled))
+    readers = [f.iter_batches(batch_rows) for f in filled]
+    buffers: list = [None] * len(filled)
+    live = set(range(len(filled)))
+    order = [(k, "ascending") for k in keys]
+    first = keys[0]
+
+    def refill(i):
+        batch = next(readers[i], None)
+        if batch is None:
+            live.discard(i)
+            return
+        table = pa.Table.from_batches([batch]).cast(schema)
+        buffers[i] = table if buffers[i] is None else pa.concat_tables([buffers[i], table])
+
+    def writer(tmp):
+        written = 0
+        with pq.ParquetWriter(tmp, schema) as out:
+            for i in range(len(filled)):
+                refill(i)
+            while True:
+                if live:
+                    bound = min(buffers[i][first][-1].as_py() for i in live)
+                    take = [pc.less(buffers[i][first], bound) for i in range(len(filled))]
+                else:
+                    take = [None] * len(filled)
+                parts = []
+                for i, mask in enumerate(take):
+                    if buffers[i] is None:
+                        continue
+                    parts.append(buffers[i] if mask is None else buffers[i].filter(mask))
+                    buffers[i] = None if mask is None else buffers[i].filter(pc.invert(mask))
+                piece = pa.concat_tables(parts).sort_by(order)
+                if piece.num_rows:
+                    out.write_table(piece)
+                    written += piece.num_rows
+                if not live:
+                    return written
+                for i in [i for i in live if buffers[i][first][-1].as_py() == bound]:
+                    refill(i)
+
+    result = []
+    fio.write_atomic(out_path, lambda tmp: result.append(writer(tmp)))
+    return result[0]
 
 
 def accepted_records(zones_shard: pd.DataFrame, root: str) -> list[dict]:

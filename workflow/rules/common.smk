@@ -60,21 +60,17 @@ if FIBER_TYPE["criteria"] not in config["criteria"]:
 
 # The folder is scanned once; every image id maps to a fixed shard (stable hash).
 SCANNED = fio.scan_inputs(INPUT_DIR, config["extensions"])
-INPUTS = sharding.assign_shards(
+if SCANNED.empty:
+    raise WorkflowError(
+        f"config key input_dir: no image files ({' '.join(config['extensions'])}) "
+        f"found in {INPUT_DIR}"
+    )
+MANIFESTS = sharding.shard_manifests(
     SCANNED,
     sharding.shard_count(
         len(SCANNED), config["shards"], config["min_images_per_shard"]
     ),
 )
-if INPUTS.empty:
-    raise WorkflowError(
-        f"config key input_dir: no image files ({' '.join(config['extensions'])}) "
-        f"found in {INPUT_DIR}"
-    )
-MANIFESTS = {
-    f"{k:03d}": rows.drop(columns="shard")
-    for k, rows in INPUTS.groupby("shard", sort=True)
-}
 SHARDS = sorted(MANIFESTS)
 SHARD_SET = hashlib.blake2b(",".join(SHARDS).encode(), digest_size=8).hexdigest()
 
@@ -96,7 +92,7 @@ ENV = "../../envs/fiberprep.yaml"
 
 def shard_images(wildcards):
     """Manifest rows of one shard (plain dicts, passed to the shard job)."""
-    return MANIFESTS[wildcards.shard].to_dict("records")
+    return MANIFESTS[wildcards.shard]
 
 
 # Hashed once per shard: every per-shard job of every stage asks for it.

@@ -92,7 +92,8 @@ rule dataset_zarr:
         LOGS / "datasets" / "zarr.log",
     conda:
         ENV
-    threads: 1
+    # PNG decoding and chunk compression in threads (as many as a shard job's pool)
+    threads: config["threads_per_shard"]
     resources:
         mem_mb=4000,
         runtime=60,

@@ -1,21 +1,26 @@
-"""Cluster fit (gather): one model over the defect features of all shards."""
+"""Cluster fit (gather): one model over the defect features of all shards.
+
+The fit reads only the rows of its seeded subsample (``clustering.max_fit_samples``),
+one shard table at a time: memory stays bounded at any number of defects.
+"""
 
 import pickle
 from pathlib import Path
-
-import pandas as pd
 
 from fiberprep import clustering
 from fiberprep import io as fio
 from fiberprep import pipeline
 
 pipeline.log_to(snakemake.log[0])
-features = pipeline.concat_tables([pd.read_parquet(p) for p in snakemake.input.features])
+P = snakemake.params.clustering
+features, total = pipeline.sample_rows(
+    snakemake.input.features, P["max_fit_samples"], P["seed"], pipeline.FEATURE_TABLE_COLUMNS
+)
 previous_path = Path(snakemake.params.previous)
 previous = pickle.loads(previous_path.read_bytes()) if previous_path.exists() else None
-model = clustering.fit_model(features, snakemake.params.clustering, previous=previous)
+model = clustering.fit_model(features, P, previous=previous)
 pipeline.log.info(
-    "fitted %d clusters on %d of %d defects", len(model["sizes"]), model["fit_rows"], len(features)
+    "fitted %d clusters on %d of %d defects", len(model["sizes"]), model["fit_rows"], total
 )
 blob = pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL)
 fio.write_bytes(snakemake.output.model, blob)

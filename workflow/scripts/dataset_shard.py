@@ -44,12 +44,11 @@ else:
                                   "severity_level", "zone", "innermost_zone", "area_um2", "length_um",
                                   "width_um", "bbox_x", "bbox_y", "bbox_w", "bbox_h"])
 by_image = dict(tuple(typed.groupby("image_id"))) if len(typed) else {}
-zf_by_image = dict(tuple(zone_feats.groupby("image_id"))) if len(zone_feats) else {}
 graded = P.zones_mode != "none"
 geometry_cols = [c for c in P.geometry_keys if c in accepted.columns]
 label_params = {"png": png_level, "margin": margin, "code": P.code}
 
-labels, zone_rows, coco, yolo, files = [], [], [], {}, []
+labels, zone_grades, coco, yolo, files = [], [], [], {}, []
 n_written = 0
 for img in accepted.to_dict("records"):
     iid = img["image_id"]
@@ -60,8 +59,8 @@ for img in accepted.to_dict("records"):
     grade = grading.grade_image(d, P.criteria) if graded else {"pass_fail": "not_graded", "failures": []}
     labels.append({"image_id": iid, **{c: img[c] for c in geometry_cols},
                    **datasets.image_label_row(d, zone_names, grade), "failures": "; ".join(grade["failures"])})
-    zone_rows.append(datasets.zone_level_rows(
-        zf_by_image.get(iid, zone_feats.iloc[:0]), d, grading.grade_zones(d, P.criteria) if graded else None))
+    if graded:
+        zone_grades.append(grading.grade_zones(d, P.criteria).assign(image_id=iid))
 
     patch_paths = {r.defect_id: out_lib / library.patch_relpath(r.type, r.severity_level, r.defect_id)
                    for r in d.itertuples()}
@@ -110,8 +109,10 @@ for img in accepted.to_dict("records"):
 log.info("datasets: %d images, %d rewritten", len(accepted), n_written)
 lab_table = pd.DataFrame(labels)
 fio.write_parquet(lab_table, snakemake.output.labels)
-fio.write_parquet(pd.concat(zone_rows, ignore_index=True) if zone_rows else pd.DataFrame({"image_id": []}),
-                  snakemake.output.zones)
+zone_rows = zone_feats[zone_feats["image_id"].isin(wanted)].sort_values("image_id", kind="stable") \
+    if len(zone_feats) else zone_feats
+fio.write_parquet(datasets.zone_level_rows(zone_rows, typed, pd.concat(zone_grades) if zone_grades else None)
+                  if len(zone_rows) else pd.DataFrame({"image_id": []}), snakemake.output.zones)
 fio.write_parquet(library.library_index(typed, images) if len(typed) else typed, snakemake.output.library)
 fio.write_json(snakemake.output.annotations, {"coco": coco, "yolo": yolo})
 fio.write_parquet(pd.DataFrame(files, columns=["image_id", "key", "path"]), snakemake.output.files)

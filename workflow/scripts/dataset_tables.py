@@ -40,7 +40,8 @@ def link_or_copy(src: Path, dst: Path) -> None:
 
 
 def rebuild_folder(folder: Path, entries: dict[Path, Path | str]) -> None:
-    """Make ``folder`` hold exactly ``entries`` (relative path -> source file or text)."""
+    """Make ``folder`` hold exactly ``entries`` (relative path -> source file or text),
+    writing only entries that differ (a link to a rewritten image, a changed text)."""
     wanted = {folder / rel for rel in entries}
     if folder.exists():
         for p in folder.rglob("*"):
@@ -49,7 +50,9 @@ def rebuild_folder(folder: Path, entries: dict[Path, Path | str]) -> None:
     for rel, src in entries.items():
         dst = folder / rel
         if isinstance(src, str):
-            fio.write_bytes(dst, src.encode("utf-8"))
+            data = src.encode("utf-8")
+            if not (dst.is_file() and dst.stat().st_size == len(data) and dst.read_bytes() == data):
+                fio.write_bytes(dst, data)
         elif not (dst.exists() and dst.samefile(src)):
             link_or_copy(src, dst)
 

@@ -1,13 +1,17 @@
 """Dataset Zarr: the pixel-level PNGs as one chunked, compressed Zarr v3 store.
 
-One group per image size (``h<H>_w<W>``) holds ``images`` (N,H,W) or (N,H,W,3),
+One group per image size (``h<H>_w<W>``) holds ``images`` (N,H,W), or (N,H,W,3) once
+any of its images is RGB,
 ``zone_masks``, ``defect_masks`` (uint8) and ``instance_masks`` (uint16), one image
-per chunk, images ordered by id; attributes ``image_ids``, ``split`` and ``keys``
-(each image's label key). Only positions whose image or key changed are rewritten,
+per chunk; attributes ``image_ids`` (the image at each position), ``split`` and
+``keys`` (each image's label key). A new group is in id order; later runs keep every
+image at its position and put added images into freed or new positions
+(``datasets.zarr_slots``), so only positions whose image or key changed are rewritten,
 attributes are written after the chunks and the marker file last, so an interrupted
 update is redone, never trusted.
 """
 
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -20,6 +24,7 @@ from fiberprep import __version__, datasets, pipeline, zones
 from fiberprep import io as fio
 
 MASKS = {"zone_masks": np.uint8, "defect_masks": np.uint8, "instance_masks": np.uint16}
+BATCH = 16  # images decoded and written together (memory: 16 images' arrays)
 
 sm = snakemake  # noqa: F821 (set by Snakemake)
 pipeline.log_to(sm.log[0])
@@ -32,12 +37,13 @@ keys = pd.concat([pd.read_parquet(p) for p in sm.input.files]).drop_duplicates("
 images["key"] = images["image_id"].map(keys)
 
 
-def read(iid: str) -> dict[str, np.ndarray]:
-    """The PNGs of one image: display (RGB or gray) and the three masks (ids)."""
+def read(iid: str, rgb: bool) -> dict[str, np.ndarray]:
+    """The PNGs of one image: display (RGB when ``rgb``, else gray) and the three masks."""
     def png(kind):
         return (pixel / kind / f"{iid}.png").read_bytes()
 
-    return {"images": datasets.decode_png(png("images")),
+    image = datasets.decode_png(png("images"))
+    return {"images": cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if rgb and image.ndim == 2 else image,
             "zone_masks": datasets.decode_palette_png(png("zone_masks")),
             "defect_masks": datasets.decode_palette_png(png("defect_masks")),
             "instance_masks": datasets.decode_png(png("instance_masks"))}
@@ -49,6 +55,7 @@ def channels(iid: str) -> int:
         return 3 if f.read(26)[25] in (2, 6) else 1
 
 
+pool = ThreadPoolExecutor(max(1, int(sm.threads)))
 root = zarr.open_group(str(pixel / "dataset.zarr"), mode="a")
 groups = {}
 for (h, w), grp in images.groupby(["height", "width"], sort=True):
@@ -58,31 +65,41 @@ for name in sorted(set(root.group_keys()) - set(groups)):
 
 n_written = 0
 for name, grp in groups.items():
-    ids, n = grp["image_id"].tolist(), len(grp)
     h, w = int(grp["height"].iloc[0]), int(grp["width"].iloc[0])
-    rgb = any(channels(i) == 3 for i in ids)
-    shape = (n, h, w, 3) if rgb else (n, h, w)
     g = root.require_group(name)
     old_ids, old_keys = list(g.attrs.get("image_ids", [])), list(g.attrs.get("keys", []))
-    if "images" in g and g["images"].shape[1:] != shape[1:]:
+    written = dict(zip(old_ids, old_keys))
+    # RGB once any image is: only new or changed images need a look at their PNG
+    was_rgb = "images" in g and g["images"].ndim == 4
+    rgb = was_rgb or any(channels(i) == 3 for i, k in zip(grp["image_id"], grp["key"])
+                         if written.get(i) != k)
+    if "images" in g and rgb != was_rgb:
         del g["images"]
-        old_ids, old_keys = [], []
+        old_ids, old_keys, written = [], [], {}
+    ids = datasets.zarr_slots(old_ids, grp["image_id"])
+    by_id = grp.set_index("image_id")
+    n = len(ids)
+    shape = (n, h, w, 3) if rgb else (n, h, w)
     for arr, dtype, shp in [("images", np.uint8, shape)] + [(m, t, (n, h, w)) for m, t in MASKS.items()]:
         if arr in g:
             g[arr].resize(shp)
         else:
             g.create_array(arr, shape=shp, chunks=(1, *shp[1:]), dtype=dtype, compressors=codec, fill_value=0)
-    for i, (iid, key) in enumerate(zip(ids, grp["key"])):
-        if i < len(old_ids) and old_ids[i] == iid and old_keys[i] == key:
-            continue
-        data = read(iid)
-        if rgb and data["images"].ndim == 2:
-            data["images"] = cv2.cvtColor(data["images"], cv2.COLOR_GRAY2RGB)
-        for arr, value in data.items():
-            g[arr][i] = value
-        n_written += 1
-    g.attrs.update({"image_ids": ids, "split": grp["split"].tolist(), "keys": grp["key"].tolist(),
-                    "height": h, "width": w})
+    todo = [i for i, iid in enumerate(ids)
+            if not (i < len(old_ids) and old_ids[i] == iid and written[iid] == by_id.at[iid, "key"])]
+    # runs of consecutive positions, BATCH at a time: PNG decoding in threads (OpenCV
+    # releases the GIL), one write per array and batch (Zarr compresses its chunks
+    # concurrently)
+    runs = np.split(np.asarray(todo, int), np.flatnonzero(np.diff(todo) != 1) + 1) if todo else []
+    for run in runs:
+        for lo in range(0, len(run), BATCH):
+            batch = run[lo:lo + BATCH]
+            decoded = list(pool.map(lambda i: read(ids[i], rgb), batch))
+            for arr in decoded[0]:
+                g[arr][batch[0]:batch[-1] + 1] = np.stack([d[arr] for d in decoded])
+            n_written += len(batch)
+    g.attrs.update({"image_ids": ids, "split": by_id.loc[ids, "split"].tolist(),
+                    "keys": by_id.loc[ids, "key"].tolist(), "height": h, "width": w})
 root.attrs.update({"fiberprep_version": __version__, "groups": sorted(groups),
                    "classes": datasets.classes_document(zones.ZONE_NAMES)})
 pipeline.log.info("dataset.zarr: %d images in %d groups, %d written", len(images), len(groups), n_written)

@@ -1,12 +1,10 @@
-"""Defect types (gather): concatenate the per-shard label tables, sorted by defect."""
+"""Defect types (gather): the per-shard label tables merged into one, sorted by
+defect (image id, number), streamed a batch per shard at a time."""
 
-import pandas as pd
-
-from fiberprep import io as fio
 from fiberprep import pipeline
 
 pipeline.log_to(snakemake.log[0])
-table = pipeline.concat_tables([pd.read_parquet(p) for p in snakemake.input])
-table = table.sort_values(["image_id", "number"], ignore_index=True)
-pipeline.log.info("%d defects from %d shards", len(table), len(snakemake.input))
-fio.write_parquet(table, snakemake.output[0])
+n = pipeline.merge_sorted_tables(
+    list(snakemake.input), snakemake.output[0], ["image_id", "number"]
+)
+pipeline.log.info("%d defects from %d shards", n, len(snakemake.input))

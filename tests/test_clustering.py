@@ -15,13 +15,13 @@ PARAMS = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").r
 # Typical centroids (named features) of four defect kinds, with a relative spread.
 KINDS = {
     "scratch": dict(aspect_ratio=15, equivalent_diameter_um=12, solidity=0.3, cladding_edge_distance_um=20,
-                    local_snr=-4, skeleton_length_um=100),
+                    local_snr=-4, skeleton_length_um=100, edge_sharpness=0.9, cladding_overhang_um=40),
     "pit_dig": dict(aspect_ratio=1.2, equivalent_diameter_um=6, solidity=0.93, cladding_edge_distance_um=30,
-                    local_snr=-15, skeleton_length_um=2),
+                    local_snr=-15, skeleton_length_um=2, edge_sharpness=0.8, cladding_overhang_um=-30),
     "contamination": dict(aspect_ratio=1.6, equivalent_diameter_um=30, solidity=0.95, cladding_edge_distance_um=30,
-                          local_snr=1, skeleton_length_um=15),
+                          local_snr=1, skeleton_length_um=15, edge_sharpness=0.7, cladding_overhang_um=30),
     "chip": dict(aspect_ratio=1.5, equivalent_diameter_um=7, solidity=0.9, cladding_edge_distance_um=0.02,
-                 local_snr=-4, skeleton_length_um=5),
+                 local_snr=-4, skeleton_length_um=5, edge_sharpness=0.9, cladding_overhang_um=-0.2),
 }
 
 
@@ -38,7 +38,7 @@ def fake_features(n_per_kind: int, seed: int) -> pd.DataFrame:
 
 
 def params(**kw):
-    return {**PARAMS, "k_range": [4, 6], "silhouette_samples": 400, **kw}
+    return {**PARAMS, "k": "auto", "k_range": [4, 6], "silhouette_samples": 400, **kw}
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,42 @@ def test_few_defects(n):
     if n == 0:
         with pytest.raises(ValueError, match="refit"):
             clustering.assign_clusters(model, fake_features(1, seed=6))
+
+
+def test_no_fiber_edge_is_far_from_it(first):
+    """A defect seen where no fiber edge is in view (zones.mode none: edge distance NaN)
+    sits in model space where defects far from the edge do, not at the median distance."""
+    data, model = first
+    chips = data[data["truth"] == "chip"].head(5)
+    closeup = clustering._transform(model, chips.assign(cladding_edge_distance_um=np.nan))
+    far = clustering._transform(model, chips.assign(cladding_edge_distance_um=1e4))
+    assert np.allclose(closeup, far)
+    assert not np.allclose(clustering._transform(model, chips), far)
+
+
+def test_chip_rule_needs_the_defect_inside_the_glass(first):
+    _, model = first
+    chip_id = next(c for c, v in model["names"].items() if v["type"] == "chip")
+    straddling = {**model, "centroids_raw": {0: {**model["centroids_raw"][chip_id], "cladding_overhang_um": 5.0}}}
+    name = clustering.name_clusters(straddling)[0]
+    assert name["type"] != "chip" and "cladding_overhang_um" not in name["rule"]
+    assert "cladding_overhang_um" in model["names"][chip_id]["rule"]
+
+
+@pytest.mark.parametrize("kind", ["log", "near", "tanh"])
+def test_transforms(kind):
+    x = np.array([-10.0, 0.0, 2.0, np.nan])
+    y = clustering._transform_column(x, kind, 2.0)
+    if kind == "near":
+        assert np.allclose(y, [np.exp(-5), 1.0, np.exp(-1), 0.0])
+    else:
+        assert y[1] == 0 and y[0] < 0 < y[2] and np.isnan(y[3])
+    with pytest.raises(ValueError, match="unknown kind"):
+        clustering._transform_column(x, "sqrt", 1.0)
+
+
+def test_robust_scaler():
+    data = fake_features(50, seed=8)
+    model = clustering.fit_model(data, params(scaler="robust", k=4))
+    types = clustering.apply_review(clustering.assign_clusters(model, data), model, None)
+    assert (types == data["truth"].to_numpy()).mean() > 0.9

@@ -57,6 +57,31 @@ def test_bright_disc_on_edge(scene):
     assert edge.local_contrast > 0.25
     assert edge.cladding_edge_distance_um < 1.0
     assert scene.loc[2].cladding_edge_distance_um == pytest.approx((141.4 - 10 - 125) * 0.5, abs=1.0)
+    # reach beyond the edge: the edge disc straddles it by its radius, the far disc lies outside
+    assert edge.cladding_overhang_um == pytest.approx(6 * 0.5, abs=0.6)
+    assert scene.loc[2].cladding_overhang_um == pytest.approx((141.4 + 10 - 125) * 0.5, abs=1.0)
+
+
+def test_rim_contrast_tells_soft_hard_and_haloed_edges():
+    """Same dark disc (mask = half-depth contour) drawn hard, blurred (oil-like soft
+    edge) and with a bright diffraction ring just outside (pit)."""
+    yy, xx = np.mgrid[:120, :120]
+    r = np.hypot(xx - 60.0, yy - 60.0)
+    disc = (r <= 12).astype(np.float32)
+    images = {
+        "hard": 0.6 - 0.3 * disc,
+        "soft": 0.6 - 0.3 * cv2.GaussianBlur(disc, (0, 0), 4.0),
+        "halo": 0.6 - 0.3 * disc + 0.15 * ((r > 12) & (r <= 14)),
+    }
+    rim = {}
+    for name, gray in images.items():
+        inst = (gray < 0.45).astype(np.uint16)
+        row = defect_features(gray.astype(np.float32), inst, np.full((120, 120), 2, np.uint8),
+                              pd.DataFrame({"number": [1]}), GEOMETRY)
+        rim[name] = float(row.rim_contrast.iloc[0])
+    assert abs(rim["hard"]) < 0.05
+    assert rim["soft"] > 0.25
+    assert rim["halo"] < -0.3
 
 
 def test_empty_table():
@@ -97,7 +122,9 @@ def test_real_closeup_features_are_finite_and_linear_defects_elongated():
     inst, table = detect_defects(gray, zones, geometry, cfg["detection"])
     feats = defect_features(gray, inst, zones, table, geometry)
     assert len(feats) == len(table) > 0
-    assert np.isfinite(feats.drop(columns="cladding_edge_distance_um").to_numpy()).all()
+    no_edge = ["cladding_edge_distance_um", "cladding_overhang_um"]  # no fiber edge: NaN
+    assert feats[no_edge].isna().all().all()
+    assert np.isfinite(feats.drop(columns=no_edge).to_numpy()).all()
     linear = feats[table["shape_class"].to_numpy() == "linear"]
     assert len(linear) and (linear["aspect_ratio"] > 3).all()
 

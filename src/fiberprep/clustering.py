@@ -9,7 +9,7 @@ named features, and an engineer's review mapping (cluster -> type, merges) is ap
 on top. A refit is matched to the previous model by centroid (Hungarian assignment) so
 cluster ids, and hence reviewed names, stay put.
 
-The model is a plain dict (picklable): ``feature_names``, ``log_features``, ``scaler``,
+The model is a plain dict (picklable): ``feature_names``, ``transforms``, ``scaler``,
 ``pca``, ``estimator`` (the fitted scikit-learn object), ``centroids`` (model space),
 ``cluster_ids`` (id of each centroid row), ``centroids_raw`` ({cluster:
 {feature: median}} over every numeric feature), ``sizes``, ``silhouette`` ({k: score}),
@@ -33,30 +33,45 @@ from scipy.optimize import linear_sum_assignment
 from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import pairwise_distances_argmin, silhouette_score
-from sklearn.preprocessing import RobustScaler
+from sklearn.preprocessing import RobustScaler, StandardScaler
 
 from .datasets import DEFECT_CLASSES
 
 METHODS = ("kmeans", "agglomerative", "hdbscan")
+TRANSFORMS = ("log", "near", "tanh")
+_SCALERS = {"robust": RobustScaler, "standard": StandardScaler}
+
+
+def _transform_column(x: np.ndarray, kind: str, c: float) -> np.ndarray:
+    """One feature column through a ``transforms`` entry ``[kind, c]``."""
+    if kind == "log":                # decades -> units; signed values keep their sign
+        return np.sign(x) * np.log10(1.0 + np.abs(x) / c)
+    if kind == "near":               # proximity: 1 at 0, 0 far away or absent (NaN)
+        return np.nan_to_num(np.exp(-np.abs(x) / c), nan=0.0)
+    if kind == "tanh":               # signed, saturating beyond about c
+        return np.tanh(x / c)
+    raise ValueError(f"clustering.transforms: unknown kind {kind!r}; allowed: {', '.join(TRANSFORMS)}")
 
 
 def _matrix(model: dict, features: pd.DataFrame) -> np.ndarray:
-    """Raw feature matrix with the model's signed log transform applied (NaN kept):
-    ``sign(x) log10(1 + |x| / c)`` with ``c`` the feature's ``log_features`` scale, so
-    sizes spanning decades and signed contrasts both become comparable."""
+    """Raw feature matrix through the model's per-feature ``transforms`` (NaN kept
+    except where the transform defines it)."""
     missing = [c for c in model["feature_names"] if c not in features]
     if missing:
         raise ValueError(f"features table lacks clustering features {missing}")
     X = features[model["feature_names"]].to_numpy(dtype=float, copy=True)
+    # Models saved before ``transforms`` existed carry ``log_features`` ({name: c}).
+    transforms = model.get("transforms") or {
+        f: ("log", c) for f, c in model.get("log_features", {}).items()}
     for j, name in enumerate(model["feature_names"]):
-        if name in model["log_features"]:
-            x, c = X[:, j], float(model["log_features"][name])
-            X[:, j] = np.sign(x) * np.log10(1.0 + np.abs(x) / c)
+        if name in transforms:
+            kind, c = transforms[name]
+            X[:, j] = _transform_column(X[:, j], kind, float(c))
     return X
 
 
 def _scaled(model: dict, features: pd.DataFrame) -> np.ndarray:
-    """Log transform and robust scaling; missing values become the median (0)."""
+    """Transforms and scaling; missing values become the centre (0)."""
     X = model["scaler"].transform(_matrix(model, features))
     return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
 
@@ -98,7 +113,8 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
         Defect features (``features.defect_features`` rows of all images).
     params : dict
         The config's ``clustering:`` section: ``method`` (kmeans | agglomerative |
-        hdbscan), ``features``, ``log_features`` ({name: scale}), ``pca_components``
+        hdbscan), ``features``, ``transforms`` ({name: [log | near | tanh, scale]}),
+        ``scaler`` (standard | robust), ``pca_components``
         (null, int or variance fraction), ``k`` (int or ``auto``), ``k_range``,
         ``silhouette_samples``, ``max_fit_samples``, ``n_init``, ``linkage``,
         ``min_cluster_size``, ``seed`` and ``naming`` (rules of :func:`name_clusters`).
@@ -121,8 +137,8 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     sample = features.iloc[idx]
     model = {
         "method": method, "feature_names": list(params["features"]),
-        "log_features": dict(params.get("log_features") or {}), "params": dict(params),
-        "scaler": RobustScaler(), "pca": None, "estimator": None, "silhouette": {},
+        "transforms": dict(params.get("transforms") or {}), "params": dict(params),
+        "scaler": _SCALERS[params["scaler"]](), "pca": None, "estimator": None, "silhouette": {},
     }
     if len(sample) == 0:             # no defect anywhere yet: a model without clusters
         model["scaler"] = None
@@ -207,9 +223,10 @@ def name_clusters(model: dict) -> dict[int, dict]:
     Rules, first match wins (thresholds in ``params['naming']``, physical units; the
     centroid is the median of the cluster's fit rows):
 
-    1. chip: at the cladding edge (``cladding_edge_distance_um`` small),
-       notch-shaped (``aspect_ratio`` small, ``solidity`` high) and dark
-       (``local_snr`` negative: broken glass scatters light away);
+    1. chip: at the cladding edge (``cladding_edge_distance_um`` small) and not
+       beyond it (``cladding_overhang_um`` small: a chip is missing glass, dust on the
+       edge straddles it), notch-shaped (``aspect_ratio`` small, ``solidity`` high)
+       and dark (``local_snr`` negative: broken glass scatters light away);
     2. scratch: elongated and long (``aspect_ratio``, ``skeleton_length_um`` large);
     3. contamination, oil-like: diffuse edge (``edge_sharpness`` low: the intensity
        change is spread over several µm, as for oil films and smears);
@@ -231,7 +248,8 @@ def name_clusters(model: dict) -> dict[int, dict]:
         ("chip", [("cladding_edge_distance_um", "<=", p["chip_max_edge_distance_um"]),
                   ("aspect_ratio", "<=", p["chip_max_aspect_ratio"]),
                   ("solidity", ">=", p["chip_min_solidity"]),
-                  ("local_snr", "<=", p["chip_max_snr"])]),
+                  ("local_snr", "<=", p["chip_max_snr"]),
+                  ("cladding_overhang_um", "<=", p["chip_max_overhang_um"])]),
         ("scratch", [("aspect_ratio", ">=", p["scratch_min_aspect_ratio"]),
                      ("skeleton_length_um", ">=", p["scratch_min_length_um"])]),
         ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])]),

@@ -32,9 +32,12 @@ from skimage.morphology import skeletonize
 
 from .zones import ZONE_NAMES
 
-# Width of the local background ring around each defect (µm), at least _RING_MIN_PX px.
+# Width of the local background ring around each defect (µm), at least _RING_MIN_PX px;
+# it starts beyond the defect's rim, a band _RIM_UM (at least 1 px) wide just outside
+# the mask where blur, soft edges and diffraction halos live.
 _RING_UM = 3.0
 _RING_MIN_PX = 2
+_RIM_UM = 1.0
 # Gray levels of the GLCM and of the entropy histogram.
 _LEVELS = 32
 # Uniform LBP with 8 neighbours at radius 1 has P + 2 = 10 codes.
@@ -78,10 +81,12 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("intensity_std", "gray [0,1]", "intensity standard deviation inside the defect"),
     ("intensity_min", "gray [0,1]", "minimum intensity inside the defect"),
     ("intensity_max", "gray [0,1]", "maximum intensity inside the defect"),
-    ("local_background", "gray [0,1]", "median intensity of the local background ring"),
+    ("local_background", "gray [0,1]", "median intensity of the local background ring (beyond the rim)"),
     ("local_background_std", "gray [0,1]", "robust std (1.4826 MAD) of the background ring"),
     ("local_contrast", "gray [0,1]", "defect mean - local background (negative = dark)"),
     ("local_snr", "1", "local_contrast / local_background_std"),
+    ("rim_contrast", "1", "(mean of the 1 µm rim just outside the defect - local background) / "
+     "local_contrast: ~0 hard edge, > 0 soft edge (oil), < 0 opposite-polarity halo (pit)"),
     ("glcm_contrast", "1", "GLCM contrast around the defect (32 levels, d=1, 4 directions)"),
     ("glcm_homogeneity", "1", "GLCM homogeneity around the defect"),
     ("glcm_energy", "1", "GLCM energy around the defect"),
@@ -93,6 +98,8 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("edge_sharpness", "1/µm", "gradient_mean / abs(local_contrast): high = sharp, low = diffuse"),
     ("orientation_coherence", "1", "structure-tensor coherence inside the defect (1 = one direction)"),
     ("cladding_edge_distance_um", "µm", "smallest distance of a defect pixel to the cladding edge"),
+    ("cladding_overhang_um", "µm", "how far the defect reaches beyond the cladding edge "
+     "(largest radius - cladding radius; < 0: all on the glass)"),
 ]
 
 _ZONE_FEATURES: list[tuple[str, str, str]] = [
@@ -117,8 +124,14 @@ ZONE_FEATURE_DESCRIPTIONS: dict[str, str] = {n: d for n, _, d in _ZONE_FEATURES}
 DEFECT_FEATURE_NAMES: list[str] = [n for n, _, _ in _DEFECT_FEATURES]
 
 
-def _ring_px(um_per_px: float) -> int:
-    return max(_RING_MIN_PX, int(round(_RING_UM / um_per_px)))
+def _ring_px(um_per_px: float) -> tuple[int, int]:
+    """(rim width, rim + background ring width) in px."""
+    rim = max(1, int(round(_RIM_UM / um_per_px)))
+    return rim, rim + max(_RING_MIN_PX, int(round(_RING_UM / um_per_px)))
+
+
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def _skeleton_length_px(skel: np.ndarray) -> float:
@@ -187,7 +200,7 @@ def _shape(m8: np.ndarray, area: int, ys: np.ndarray, xs: np.ndarray, um: float)
     }
 
 
-def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
+def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     """Features of defect ``n`` from its crop (arrays cut to bbox + margin at ``origin``)."""
     mask = lab_c == n
     if not mask.any():
@@ -198,9 +211,12 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
     out = _shape(m8, vals.size, ys, xs, um)
     out.update(intensity_mean=float(vals.mean()), intensity_std=float(vals.std()),
                intensity_min=float(vals.min()), intensity_max=float(vals.max()))
-    # Local background: a ring around the defect, excluding other defects and
-    # pixels outside the analysed area.
-    ring = cv2.dilate(m8, ring_kernel).astype(bool) & (lab_c == 0) & (zone_c > 0)
+    # Local background: a ring around the defect beyond its rim, excluding other
+    # defects and pixels outside the analysed area.
+    free = (lab_c == 0) & (zone_c > 0)
+    near = cv2.dilate(m8, kernels[0]).astype(bool)
+    rim = near & free
+    ring = cv2.dilate(m8, kernels[1]).astype(bool) & ~near & free
     if ring.any():
         bg = gray_c[ring]
         bg_med = float(np.median(bg))
@@ -208,8 +224,10 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
     else:
         bg_med, bg_std = np.nan, np.nan
     contrast = float(vals.mean()) - bg_med
+    signed = np.copysign(max(abs(contrast), 1e-3), contrast)
     out.update(local_background=bg_med, local_background_std=bg_std, local_contrast=contrast,
-               local_snr=contrast / max(bg_std, 1e-3))
+               local_snr=contrast / max(bg_std, 1e-3),
+               rim_contrast=(float(gray_c[rim].mean()) - bg_med) / signed if rim.any() else np.nan)
     # Texture on a window of at most _TEXTURE_PX around a defect pixel near the centroid
     # (bounds the cost of long scratches; the window holds defect and surroundings).
     k = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)
@@ -251,6 +269,7 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, ring_kernel, geometry, um):
     cx, cy, rc = (geometry.get(k, np.nan) for k in ("center_x", "center_y", "cladding_radius_px"))
     r = np.hypot(xs + origin[1] - cx, ys + origin[0] - cy)
     out["cladding_edge_distance_um"] = float(np.abs(r - rc).min()) * um
+    out["cladding_overhang_um"] = float(r.max() - rc) * um
     return out
 
 
@@ -285,10 +304,12 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
 
     Notes
     -----
-    The background ring is ``max(2 px, 3 µm)`` wide, excludes other defects and pixels
-    outside the analysed area, and is summarised robustly (median, 1.4826·MAD). GLCM and
-    LBP use 32 gray levels of the [0, 1] range, so texture compares across images, on a
-    window of at most 48 × 48 px centred on the defect.
+    The background ring is ``max(2 px, 3 µm)`` wide and starts beyond a ``max(1 px,
+    1 µm)`` rim (blur, soft edges and halos are measured there, ``rim_contrast``); it
+    excludes other defects and pixels outside the analysed area and is summarised
+    robustly (median, 1.4826·MAD). GLCM and LBP use 32 gray levels of the [0, 1] range,
+    so texture compares across images, on a window of at most 48 × 48 px centred on the
+    defect.
     """
     um = float(geometry["um_per_px"])
     numbers = defects["number"].to_numpy(dtype=np.int64)
@@ -306,16 +327,16 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
             raise ValueError(f"defects {missing} are not in the instance map")
         boxes = np.array([(s[0].start, s[1].start, s[0].stop - s[0].start, s[1].stop - s[1].start)
                           for s in (found[n - 1] for n in numbers)])
-    ring_px = _ring_px(um)
+    rim_px, ring_px = _ring_px(um)
     margin = ring_px + 2
-    ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * ring_px + 1, 2 * ring_px + 1))
+    kernels = (_disc(rim_px), _disc(ring_px))
     H, W = lab.shape
     rows = []
     for n, (by, bx, bh, bw) in zip(numbers, boxes):
         y0, y1 = max(by - margin, 0), min(by + bh + margin, H)
         x0, x1 = max(bx - margin, 0), min(bx + bw + margin, W)
         rows.append(_crop_features(gray[y0:y1, x0:x1], lab[y0:y1, x0:x1],
-                                   zone_map[y0:y1, x0:x1], n, (y0, x0), ring_kernel,
+                                   zone_map[y0:y1, x0:x1], n, (y0, x0), kernels,
                                    geometry, um))
     f = {"number": numbers, **{k: np.array([r[k] for r in rows], dtype=float) for k in cols}}
     return pd.DataFrame(f)[["number", *cols]]

@@ -52,6 +52,21 @@ def test_disc_is_round_and_dark(scene):
     assert disc.local_background == pytest.approx(0.6, abs=0.01)
 
 
+def test_michelson_contrast_ignores_illumination(scene):
+    """The dark disc removes half the light (0.3 of 0.6): Michelson -0.3 / 0.9, for a
+    dimmer lamp too, while the absolute contrast and the SNR scale with the light."""
+    assert scene.loc[2].michelson_contrast == pytest.approx(-1 / 3, abs=0.02)
+    assert scene.loc[3].michelson_contrast == pytest.approx(0.3 / 1.5, abs=0.03)
+    gray = np.full((120, 120), 0.3, np.float32) + np.random.default_rng(1).normal(0, 0.005, (120, 120)).astype(np.float32)
+    inst = np.zeros((120, 120), np.uint16)
+    cv2.circle(inst, (60, 60), 10, 1, -1)
+    gray[inst == 1] -= 0.15
+    dim = defect_features(gray, inst, np.full((120, 120), 2, np.uint8), pd.DataFrame({"number": [1]}),
+                          {**GEOMETRY, "center_x": 500.0}).iloc[0]
+    assert dim.michelson_contrast == pytest.approx(scene.loc[2].michelson_contrast, abs=0.02)
+    assert dim.local_contrast == pytest.approx(scene.loc[2].local_contrast / 2, abs=0.02)
+
+
 def test_bright_disc_on_edge(scene):
     edge = scene.loc[3]
     assert edge.local_contrast > 0.25

@@ -85,6 +85,8 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("local_background_std", "gray [0,1]", "robust std (1.4826 MAD) of the background ring"),
     ("local_contrast", "gray [0,1]", "defect mean - local background (negative = dark)"),
     ("local_snr", "1", "local_contrast / local_background_std"),
+    ("michelson_contrast", "1", "(defect mean - local background) / (defect mean + local background), "
+     "in [-1, 1], independent of the light level: -c / (2 - c) for a defect removing a fraction c"),
     ("rim_contrast", "1", "(mean of the 1 µm rim just outside the defect - local background) / "
      "local_contrast: ~0 hard edge, > 0 soft edge (oil), < 0 opposite-polarity halo (pit)"),
     ("glcm_contrast", "1", "GLCM contrast around the defect (32 levels, d=1, 4 directions)"),
@@ -227,6 +229,7 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     signed = np.copysign(max(abs(contrast), 1e-3), contrast)
     out.update(local_background=bg_med, local_background_std=bg_std, local_contrast=contrast,
                local_snr=contrast / max(bg_std, 1e-3),
+               michelson_contrast=contrast / max(float(vals.mean()) + bg_med, 1e-3),
                rim_contrast=(float(gray_c[rim].mean()) - bg_med) / signed if rim.any() else np.nan)
     # Texture on a window of at most _TEXTURE_PX around a defect pixel near the centroid
     # (bounds the cost of long scratches; the window holds defect and surroundings).

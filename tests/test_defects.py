@@ -79,8 +79,46 @@ def test_broken_scratch_is_one_instance(cfg):
               for k in (-1, 1)]
     gray, truth = _scene(cfg, seed=7, defects=pieces)
     pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
-    ids = [set(np.unique(pred[truth["instance_map"] == d["number"]])) - {0} for d in truth["defects"]]
+    ids = _instances_of(pred, truth)
     assert len(ids) == 2 and len(ids[0]) == 1 and ids[0] == ids[1]
+
+
+def _instances_of(pred, truth):
+    """Set of predicted numbers covering each true defect."""
+    return [set(np.unique(pred[truth["instance_map"] == d["number"]])) - {0} for d in truth["defects"]]
+
+
+def test_crossing_scratches_stay_apart(cfg):
+    # two scratches crossing at 70 degrees on the ferrule: two defects, each one piece
+    cross = [dict(SCRATCH, length_um=70.0, angle_deg=a, dx_um=75.0, dy_um=-40.0) for a in (20.0, 90.0)]
+    gray, truth = _scene(cfg, seed=5, defects=cross)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    for d in truth["defects"]:
+        assert _best_iou(pred, truth["instance_map"] == d["number"])[1] >= 0.3
+    a, b = _instances_of(pred, truth)
+    assert len({_best_iou(pred, truth["instance_map"] == d["number"])[0] for d in truth["defects"]}) == 2
+    assert a and b
+
+
+def test_bent_scratch_is_one_instance(cfg):
+    # a faint, strongly bent scratch across the glass (sagitta 12 % of its length): one defect
+    bent = dict(SCRATCH, length_um=85.0, bend=0.12, contrast=0.3, dx_um=0.0, dy_um=5.0, angle_deg=0.0)
+    gray, truth = _scene(cfg, seed=8, defects=[bent])
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    number, iou = _best_iou(pred, truth["instance_map"] == 1)
+    assert iou >= 0.3
+    assert (pred[truth["instance_map"] == 1] == number).mean() >= 0.8
+
+
+def test_pit_on_scratch_is_its_own_defect(cfg):
+    line = dict(SCRATCH, width_um=1.0, dx_um=75.0, dy_um=-40.0, angle_deg=90.0, length_um=70.0)
+    pit = dict(PIT, size_um=7.0, dx_um=75.0, dy_um=-40.0)
+    gray, truth = _scene(cfg, seed=6, defects=[line, pit])
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    n_line, iou_line = _best_iou(pred, truth["instance_map"] == 1)
+    n_pit, iou_pit = _best_iou(pred, truth["instance_map"] == 2)
+    assert iou_line >= 0.3 and iou_pit >= 0.3 and n_line != n_pit
+    assert table.set_index("number").loc[n_pit, "shape_class"] == "compact"
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])

@@ -21,6 +21,8 @@ import cv2
 import numpy as np
 import pandas as pd
 from scipy import ndimage as ndi
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import skeletonize
 
@@ -68,13 +70,16 @@ def detect_defects(gray, zone_map, geometry, params):
     Notes
     -----
     The image is flattened in the log domain (illumination and most defect
-    contrasts are multiplicative): per physical region (core, cladding,
-    ferrule) by a robust box mean, and in annuli around the cladding and
-    large core edges by robust arc means in polar coordinates, which remove
-    the edge, epoxy ring, halo and tilt shadow but keep defects that break
-    the circle. Residuals are divided by the local noise. DO2MR finds region
-    defects at two scales, LEI finds scratches; masks are cut at half the
-    defect's own peak contrast (its true edge under blur). Work is restricted
+    contrasts are multiplicative): one vignetting surface for the field with
+    a level per physical region (core, cladding, ferrule), a robust box mean
+    per region, and in annuli around the cladding and large core edges
+    robust arc means in polar coordinates, which remove the edge, epoxy
+    ring, halo and tilt shadow but keep defects that break the circle.
+    Residuals are divided by the local noise. DO2MR finds region defects at
+    two scales, LEI finds scratches (one label per scratch: crossing ones
+    stay apart, bent and faded pieces are followed end to end); a blob
+    thicker than the scratch it lies on stays its own defect. Masks are cut
+    at half the defect's own peak contrast (its true edge under blur). Work is restricted
     to the analysed area's bounding box at a resolution no finer than
     ``work_um_per_px``; masks are refined at the input resolution.
 
@@ -103,7 +108,7 @@ def detect_defects(gray, zone_map, geometry, params):
 
     regions, hard_band, rings = _physical_regions(zm.shape, geo, px, params)
     regions[zm == 0] = 0  # outside the analysed area (and the field stop: zones.field_of_view)
-    bg, sigma, dim = _flatten(lg, regions, rings, hard_band, px, params)
+    bg, sigma, dim, floor = _flatten(lg, regions, rings, hard_band, px, params)
     regions[dim] = 0
     z = (lg - bg) / sigma
     z[regions == 0] = 0.0
@@ -112,14 +117,15 @@ def detect_defects(gray, zone_map, geometry, params):
         z[:b], z[-b:], z[:, :b], z[:, -b:] = 0.0, 0.0, 0.0, 0.0
     seed_ok = (regions > 0) & ~hard_band
 
-    zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"])
+    zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"],
+                                    px(params["noise_um"]), params["flatten_clip_sigma"])
     # physical floor: a defect must differ from its background by min_contrast
     rel = cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"])
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
-    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, px, params)
+    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, floor / sigma, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
-    scratch_mask, links = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
-    labels, source = _merge(region_mask, scratch_mask, links, px, params)
+    scratch_labels, widths = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
+    labels, source = _merge(region_mask, scratch_labels, widths, px, params)
     if rings:
         labels, source = _drop_rings(labels, source, rings[0][3], rings[0][4], px, params)
     labels, source = _join_collinear(labels, source, px, params)
@@ -131,7 +137,7 @@ def detect_defects(gray, zone_map, geometry, params):
         bg = cv2.resize(bg, size, interpolation=cv2.INTER_LINEAR)
         sigma = cv2.resize(sigma, size, interpolation=cv2.INTER_LINEAR)
         labels = cv2.resize(labels.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST)
-        zscale = cv2.resize(zscale, size, interpolation=cv2.INTER_NEAREST)
+        zscale = cv2.resize(zscale, size, interpolation=cv2.INTER_LINEAR)
         zf = cv2.GaussianBlur((log_full - bg) / sigma, (0, 0), params["smooth_px"]) / zscale
         labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), params)
     labels[zm_full == 0] = 0
@@ -192,17 +198,39 @@ def _physical_regions(shape, geo, px, params):
     return regions, band, rings
 
 
-def _smooth_normalised(z, regions, seed_ok, smooth_px):
-    """Gaussian-smoothed z divided by its robust σ per region.
+def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
+    """Gaussian-smoothed z divided by its local robust RMS, region by region.
 
-    The floor is the σ that unit white noise keeps after the smoothing
-    (1 / (2 sqrt(pi) s)), so quantised flat images are not over-amplified.
-    Returns the normalised image and the per-pixel divisor.
+    σ of z is pixel noise; smoothing keeps more of correlated texture
+    (ceramic grain) than of white noise, and by an amount that varies over
+    the image (where σ sits on the quantisation floor, the grain is below
+    it), so the smoothed image gets its own local noise unit: the RMS over
+    an ``nk`` box (blocks of the region) of the pixels within ``clip`` times
+    the region's IQR σ (defects left out). The floor is the σ that unit
+    white noise keeps after the smoothing (1 / (2 sqrt(pi) s)), so
+    quantised flat images are not over-amplified. Returns the normalised
+    image and the per-pixel divisor.
     """
     zs = cv2.GaussianBlur(z, (0, 0), smooth_px)
     floor = 1.0 / (2.0 * math.sqrt(math.pi) * smooth_px)
-    lut = np.maximum(np.nan_to_num(_per_region(zs, regions, seed_ok, _iqr_std), nan=floor), floor)
-    scale = lut[regions].astype(np.float32)
+    glob = np.maximum(np.nan_to_num(_per_region(zs, regions, seed_ok, _iqr_std), nan=floor), floor)
+    w = (seed_ok & (np.abs(zs) < clip * glob[regions].astype(np.float32))).astype(np.float32)
+    q = max(1, int(nk // 8))
+    area, back, centres = _block_means(q, zs.shape)
+    kn = (_odd(nk / q),) * 2
+    box = lambda v: cv2.boxFilter(v, -1, kn, borderType=cv2.BORDER_REFLECT)  # noqa: E731
+    sq, den_all, reg = area(zs * zs * w), area(w), centres(regions)  # blocks split by centre region
+    ids = [int(k) for k in np.unique(regions[regions > 0])]
+    local = []
+    for k in ids:
+        mk = (reg == k).astype(np.float32)
+        num, den = box(sq * mk), box(den_all * mk)
+        local.append(np.where(den > 1e-3, np.sqrt(np.maximum(num, 0) / np.maximum(den, 1e-6)), glob[k]))
+    up = back(np.dstack(local)).reshape(zs.shape + (len(ids),))
+    scale = np.ones(zs.shape, np.float32)
+    for j, k in enumerate(ids):
+        np.copyto(scale, up[..., j], where=regions == k)
+    np.maximum(scale, np.float32(floor), out=scale)
     return zs / scale, scale
 
 
@@ -220,6 +248,34 @@ def _per_region(values, regions, ok, stat):
         if sel.sum() > 16:
             out[k] = stat(v[sel])
     return out
+
+
+def _block_means(q, shape):
+    """Block-mean, back-interpolation and block-centre sampling functions
+    for blocks of q x q pixels.
+
+    The image is padded (reflected) to whole blocks, so block centres fall
+    exactly where ``cv2.resize`` puts the coarse pixels when interpolating
+    back; a box blur sampled at the block centres gives the means (cheaper
+    than ``INTER_AREA`` at a non-integer factor).
+    """
+    h, w = shape
+    ph, pw = -h % q, -w % q
+
+    def pad(v):
+        return cv2.copyMakeBorder(v, 0, ph, 0, pw, cv2.BORDER_REFLECT) if ph or pw else v
+
+    def down(v):
+        return np.ascontiguousarray(cv2.blur(pad(v), (q, q))[q // 2::q, q // 2::q]) if q > 1 else v
+
+    def up(v):
+        big = cv2.resize(v, (w + pw, h + ph), interpolation=cv2.INTER_LINEAR) if q > 1 else v
+        return big[:h, :w]
+
+    def centres(v):
+        return np.ascontiguousarray(pad(v)[q // 2::q, q // 2::q])
+
+    return down, up, centres
 
 
 def _norm_box(values, weights, ksize):
@@ -240,15 +296,13 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
     so smooth structure the box leaves (a wide smear, a soft core edge) is
     not taken for noise. Returns ``(mean, σ, ok, global σ)``.
     """
-    h, w = values.shape
     q = max(1, int(min(ksize, nk) // 8))
-    small = (max(1, round(w / q)), max(1, round(h / q)))
+    area, back, _ = _block_means(q, values.shape)
     kb, kn = (_odd(ksize / q),) * 2, (_odd(nk / q),) * 2
     sel = weights > 0
     hp = values - cv2.blur(values, (3, 3), borderType=cv2.BORDER_REFLECT)
     s_hp = max(_robust_std(hp[sel]), 1e-5)
     w_hp = weights * (np.abs(hp) < clip * s_hp)
-    area = lambda v: cv2.resize(v, small, interpolation=cv2.INTER_AREA)  # noqa: E731
     ws, wh = area(weights), area(w_hp)
     vs = area(values * weights) / np.maximum(ws, 1e-6)
     hs = area(hp * hp * w_hp) / np.maximum(wh, 1e-6)
@@ -260,18 +314,20 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
     var, vden = _norm_box(hs, wh, kn)
     sd = np.sqrt(np.maximum(var, 0) * 9 / 8)
     ok = ((den > 1e-3) & (vden > 1e-3)).astype(np.float32)
-    up = cv2.resize(np.dstack([est, sd, ok]), (w, h), interpolation=cv2.INTER_LINEAR)
+    up = back(np.dstack([est, sd, ok]))
     return up[..., 0], up[..., 1], up[..., 2] > 0.999, s_hp * math.sqrt(9 / 8)
 
 
 def _flatten(lg, regions, rings, band, px, params):
     """Background and local noise of the log image, region by region.
 
-    Inside each physical region (its bounding box only) a robust polynomial
-    surface (vignetting) plus a robust box mean of what it leaves
-    (``background_um``) gives the illumination, so the bright cladding and
-    darker ferrule are normalised separately and image borders are not
-    biased by the box. In each annulus of ``rings`` the background is a
+    One robust polynomial surface over the whole field (vignetting, a
+    property of the optics) with one level per physical region
+    (reflectance), plus, inside each region (its bounding box only), a
+    robust box mean of what they leave (``background_um``) gives the
+    illumination, so the bright cladding and darker ferrule are normalised
+    separately, image borders are not biased by the box and a small region
+    (the core) cannot absorb a smear covering much of it. In each annulus of ``rings`` the background is a
     robust mean along arcs (``arc_um``) at fixed radius, which keeps every
     radial structure of the edge (profile, epoxy ring, halo, tilt shadow) in
     the background and leaves defects in the residual. ``band`` is extended
@@ -288,20 +344,27 @@ def _flatten(lg, regions, rings, band, px, params):
     sigma = np.ones_like(lg)
     dim = np.zeros(lg.shape, bool)
     off = np.float32(params["log_offset"])
+    # vignetting belongs to the optics: one smooth surface over the whole field, each
+    # region its own reflectance (a small glass region cannot absorb a smear on it)
+    fit = (regions > 0) & ~in_ring
+    if fit.sum() < 64:
+        fit = regions > 0
+    level = np.exp(_robust_surface(lg, fit, params["surface_degree"], clip, regions)[1])
+    # vignetting is a smooth product: fit it on linear intensity over reflectance
+    vig, const = _robust_surface(lg, fit, params["surface_degree"], clip, np.zeros(regions.shape, np.int8),
+                                 transform=lambda v, y, x: (np.exp(v) - off) / level[regions[y, x]])
+    vig = np.maximum(vig + np.float32(const[0]), np.float32(1e-3))
     for k in np.unique(regions[regions > 0]):
         bx, by, bw, bh = cv2.boundingRect((regions == k).astype(np.uint8))
         win = np.s_[by:by + bh, bx:bx + bw]  # the region's box only
         m = regions[win] == k
-        sub = lg[win]
-        w = (m & ~in_ring[win]).astype(np.float32)
+        w = (m & fit[win]).astype(np.float32)
         if w.sum() < 64:
             w = m.astype(np.float32)
-        # vignetting is a smooth product: fit it on linear intensity, use its log
-        lin = _robust_surface(np.exp(sub) - off, w > 0, params["surface_degree"], clip)
-        trend = np.log(np.maximum(lin, 0.0) + off)
+        trend = np.log(vig[win] * np.float32(level[k]) + off)
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
-        dim[win] |= m & (lin < params["dim_ratio"] * _median(lin[w > 0]))
-        est, sd, ok, s = _robust_box(sub - trend, w, k_bg, k_n, clip)
+        dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(vig[win][w > 0]))
+        est, sd, ok, s = _robust_box(lg[win] - trend, w, k_bg, k_n, clip)
         bg[win][m] = (trend + np.where(ok, est, 0.0))[m]
         sigma[win][m] = np.where(ok, sd, s)[m]
     for ring in rings:
@@ -309,41 +372,62 @@ def _flatten(lg, regions, rings, band, px, params):
     # noise floor: 8-bit quantisation seen through the log
     floor = params["sigma_floor"] / (np.exp(bg) + 1e-3)
     np.maximum(sigma, floor, out=sigma)
-    return bg, sigma, dim
+    return bg, sigma, dim, floor
 
 
-def _robust_surface(values, sel, degree, clip, max_n=6000, step=8):
-    """Robust least-squares polynomial surface of ``values`` over ``sel``.
+def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=6000, step=8):
+    """Robust least-squares polynomial surface of ``values`` over ``sel``, plus
+    one offset per group id of ``groups``.
 
-    Fitted on an even subsample, outliers beyond ``clip`` σ dropped twice,
-    evaluated on a grid ``step`` px apart and interpolated.
+    Fitted on an even subsample (its values passed through
+    ``transform(values, rows, columns)`` when given), outliers beyond
+    ``clip`` σ dropped twice.
+    Returns the surface without offsets (evaluated on a grid ``step`` px
+    apart and interpolated) and the offsets indexed by group id.
     """
     h, w = values.shape
-    yy, xx = np.nonzero(sel)
+    st = max(1, int(math.sqrt(np.count_nonzero(sel) / (4 * max_n))))  # subsample before listing
+    yy, xx = np.nonzero(sel[::st, ::st])
+    yy, xx = yy * st, xx * st
     if yy.size > max_n:
         yy, xx = yy[:: yy.size // max_n], xx[:: xx.size // max_n]
+    ids = np.unique(groups[yy, xx])
+    level = np.zeros(int(groups.max()) + 1)
     scale = max(h, w) / 2.0
-    terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i)]
+    terms = [(i, j) for i in range(degree + 1) for j in range(degree + 1 - i) if i + j > 0]
 
     def design(x, y):
         x, y = (x - w / 2) / scale, (y - h / 2) / scale
-        return np.stack([x ** i * y ** j for i, j in terms], -1)
+        xp, yp = [np.ones_like(x)], [np.ones_like(y)]
+        for _ in range(degree):
+            xp.append(xp[-1] * x)
+            yp.append(yp[-1] * y)
+        return np.stack([xp[i] * yp[j] for i, j in terms], -1)
 
-    if yy.size < 4 * len(terms):
-        return np.full(values.shape, np.median(values[sel]) if sel.any() else 0.0, np.float32)
-    A, v = design(xx.astype(np.float64), yy.astype(np.float64)), values[yy, xx].astype(np.float64)
+    g = groups[yy, xx]
+    v = values[yy, xx].astype(np.float64)
+    if transform is not None:
+        v = transform(v, yy, xx)
+    if yy.size < 4 * (len(terms) + ids.size):
+        for k in ids:
+            level[k] = np.median(v[g == k])
+        return np.zeros(values.shape, np.float32), level
+    A = np.hstack([design(xx.astype(np.float64), yy.astype(np.float64)),
+                   (g[:, None] == ids[None, :]).astype(np.float64)])
     keep = np.ones(v.size, bool)
+    n = A.shape[1]
     for _ in range(3):
         Ak = A[keep]  # normal equations: tiny system, no LAPACK thread start-up
-        coef = np.linalg.solve(Ak.T @ Ak + 1e-9 * np.eye(len(terms)), Ak.T @ v[keep])
+        coef = np.linalg.solve(Ak.T @ Ak + 1e-9 * np.eye(n), Ak.T @ v[keep])
         res = v - A @ coef
         keep = np.abs(res) < clip * max(_robust_std(res), 1e-6)
+    level[ids] = coef[len(terms):]
     # grid node i sits at pixel (i + 0.5) * step - 0.5, where cv2.resize puts it
     # (one node beyond each border so that interpolation never clamps)
     gy, gx = (np.mgrid[-1:-(-h // step) + 1, -1:-(-w // step) + 1] + 0.5) * step - 0.5
-    grid = (design(gx, gy) @ coef).astype(np.float32)
+    grid = (design(gx, gy) @ coef[:len(terms)]).astype(np.float32)
     full = cv2.resize(grid, (grid.shape[1] * step, grid.shape[0] * step), interpolation=cv2.INTER_LINEAR)
-    return full[step:step + h, step:step + w]
+    return full[step:step + h, step:step + w], level
 
 
 def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
@@ -448,7 +532,7 @@ def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(z, zs, regions, seed_ok, rel, px, params):
+def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
@@ -457,7 +541,10 @@ def _region_candidates(z, zs, regions, seed_ok, rel, px, params):
     residual) passes ``min_contrast`` (``coarse_min_contrast`` at the coarse
     scale) seed a hysteresis on |z|, and each
     component is cut at half its own peak |z| (the true edge of a blurred
-    defect), never below ``grow_sigma``.
+    defect), never below ``grow_sigma``. ``quant`` is the quantisation
+    floor in units of σ (1 where σ is at the floor): block means keep a
+    JPEG block's coherent one-level error (half the floor), so the coarse
+    scale's noise is never taken below ``quant / 2``.
     """
     seed, grow = params["seed_sigma"], params["grow_sigma"]
     absz = np.abs(zs)
@@ -473,10 +560,11 @@ def _region_candidates(z, zs, regions, seed_ok, rel, px, params):
         dc = cv2.resize(z, small, interpolation=cv2.INTER_AREA)
         rc = cv2.resize(regions, small, interpolation=cv2.INTER_NEAREST)
         okc = cv2.resize(seed_ok.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
+        qc = 0.5 * cv2.resize(quant, small, interpolation=cv2.INTER_AREA)
         zc = np.zeros_like(dc)
         for k in np.unique(rc[rc > 0]):
             m = rc == k
-            zc[m] = dc[m] / max(_robust_std(dc[m & okc]), 1e-5)
+            zc[m] = dc[m] / np.maximum(qc[m], max(_robust_std(dc[m & okc]), 1e-5))
         cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
         cc &= np.abs(cv2.resize(rel, small, interpolation=cv2.INTER_AREA)) >= coarse_floor
         # the coarse scale is for wide smears: drop components smaller than that
@@ -552,11 +640,12 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     image so that lines lie along rows and columns, box-averaging along them
     (O(1) per pixel) and rotating the response back; one rotation serves two
     orientations 90° apart. The max |response| over orientations, in units
-    of its robust spread, is thresholded with hysteresis, thinned, and
-    collinear segments are joined. Returns the scratch mask (centre lines
-    where the image supports them plus the pixels around them above half
-    the line's local peak |z|) and the full joined centre lines, which keep
-    the pieces of one faded scratch together as one instance.
+    of its robust spread, is thresholded with hysteresis and split where
+    the line direction turns (``_oriented_components``: crossing scratches
+    stay apart); collinear segments are joined into one scratch each.
+    Returns a label image, one label per scratch: its centre line where
+    the image supports it plus the pixels around it above half the line's
+    local peak |z|, and each label's mean width (pixels per centre-line pixel).
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
@@ -565,35 +654,89 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     okl = (cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
            if small != (w, h) else seed_ok)
     lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
-    strength = _lei_strength(zl, okl, lpx, params)
+    strength, ori = _lei_strength(zl, okl, lpx, params)
     hyst = apply_hysteresis_threshold(np.where(okl, strength, 0), params["lei_low"], params["lei_high"])
     scale = small[0] / w
     centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
-    lines = _keep_lines(hyst, centre_l, lpx, params)
+    lines = _keep_lines(hyst, ori, centre_l, lpx, params)
     if not lines.any():
-        return np.zeros((h, w), bool), np.zeros((h, w), bool)
+        return np.zeros((h, w), np.uint16), np.zeros(1)
     if small != (w, h):
-        lines = cv2.resize(lines.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
+        lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_NEAREST)
     absz = np.abs(zs)
     # centre line where the image supports it (the line filter overshoots the ends)
-    links = skeletonize(lines)
-    centre = links & (absz >= params["lei_centre_sigma"]) & visible
+    centre = skeletonize(lines > 0) & (absz >= params["lei_centre_sigma"]) & visible
     kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * px(params["scratch_reach_um"]) + 1),) * 2)
     near = cv2.dilate(centre.astype(np.uint8), kern) > 0
     # width: pixels above half the scratch's local peak (contrast fades along it)
     local_peak = cv2.dilate(np.where(centre, absz, 0).astype(np.float32), kern)
     level = np.maximum(params["mask_level"] * local_peak, params["grow_sigma"])
-    return centre | _reconstruct(centre, near & (absz >= level)), links
+    mask = centre | _reconstruct(centre, near & (absz >= level))
+    # each pixel takes the label of a centre line within reach (the larger where two cross)
+    centre_lab = np.where(centre, lines, 0).astype(np.uint16)
+    labels = np.where(mask, cv2.dilate(centre_lab, kern), 0).astype(np.uint16)
+    n = int(lines.max()) + 1
+    length = np.maximum(np.bincount(centre_lab.ravel(), minlength=n), 1)
+    width = np.bincount(labels.ravel(), minlength=n) / length
+    return labels, width
+
+
+def _oriented_components(mask, ori, n_or):
+    """Connected components of ``mask`` whose neighbouring pixels' line
+    orientations (``ori``, index of ``n_or``, smoothed over the mask's
+    neighbours) differ by at most one step. Pixels whose neighbours'
+    directions disagree (doubled-angle coherence below 0.8: two lines
+    crossing at more than ~35 degrees) link nothing.
+
+    Returns ``(labels int32, n)``; a line crossing another keeps its own label.
+    """
+    ys, xs = np.nonzero(mask)
+    n = ys.size
+    if n == 0:
+        return np.zeros(mask.shape, np.int32), 0
+    h, w = mask.shape
+    idx = np.full(mask.shape, -1, np.int64)
+    idx[ys, xs] = np.arange(n)
+    # the orientation of a faint line jitters: average it (doubled angles) over its neighbours
+    t = ori.astype(np.float32) * np.float32(2 * math.pi / n_or)
+    m = mask.astype(np.float32)
+    vc = cv2.GaussianBlur(np.cos(t) * m, (0, 0), 1.0)
+    vs = cv2.GaussianBlur(np.sin(t) * m, (0, 0), 1.0)
+    o = np.round(np.arctan2(vs[ys, xs], vc[ys, xs]) * (n_or / (2 * math.pi))).astype(np.int64) % n_or
+    # where two lines cross, the directions around a pixel disagree: it links nothing
+    coherent = np.hypot(vc[ys, xs], vs[ys, xs]) >= 0.8 * cv2.GaussianBlur(m, (0, 0), 1.0)[ys, xs]
+    rows, cols = [], []
+    for dy, dx in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        y2, x2 = ys + dy, xs + dx
+        inside = np.flatnonzero((y2 < h) & (x2 >= 0) & (x2 < w))
+        b = idx[y2[inside], x2[inside]]
+        a, b = inside[b >= 0], b[b >= 0]
+        d = np.abs(o[a] - o[b])
+        keep = (np.minimum(d, n_or - d) <= 1) & coherent[a] & coherent[b]
+        rows.append(a[keep])
+        cols.append(b[keep])
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    graph = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(n, n))
+    nc, comp = connected_components(graph, directed=False)
+    labels = np.zeros(mask.shape, np.int32)
+    labels[ys, xs] = comp + 1
+    return labels, nc
 
 
 def _lei_strength(z, valid, lpx, params):
-    """Max over orientations of the sidelobe-free line contrast (``_side_contrast``) / σ."""
+    """Max over orientations of the sidelobe-free line contrast (``_side_contrast``) / σ.
+
+    Returns ``(strength, orientation index)``; index i is the line direction
+    180 i / n degrees (clockwise on screen from the x axis), n the
+    (even) number of orientations.
+    """
     L = _odd(lpx(params["lei_length_um"]))
     off = max(2, int(round(lpx(params["lei_offset_um"]))))
     n_or = int(params["lei_orientations"])
     n_or += n_or % 2
     h, w = z.shape
     best = np.zeros_like(z)
+    arg = np.zeros(z.shape, np.uint8)
     cx, cy = (w - 1) / 2, (h - 1) / 2
     s = 1.0
     for i in range(n_or // 2):
@@ -607,19 +750,25 @@ def _lei_strength(z, valid, lpx, params):
             M[0, 2] += (side[0] - w) / 2
             M[1, 2] += (side[1] - h) / 2
             rot = cv2.warpAffine(z, M, side, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        both = None
+        resp = []
         for axis in (0, 1):
             line = cv2.blur(rot, (L, 1) if axis == 0 else (1, L), borderType=cv2.BORDER_REFLECT)
-            resp, diff = _side_contrast(line, off, axis)
-            both = resp if both is None else cv2.max(both, resp)
+            r, diff = _side_contrast(line, off, axis)
+            resp.append(r)
             if i == 0 and axis == 0:
                 # noise unit: spread of one orientation's centre-minus-side difference
                 inner = valid[off:-off]  # diff covers the rows with both side lines
                 s = max(_robust_std(diff[inner]) if inner.any() else 1.0, params["lei_sigma_floor"])
-        if i:  # one inverse rotation serves both axes
+        # one inverse rotation serves both axes (channels: response along rows, columns)
+        both = np.dstack(resp)
+        if i:
             both = cv2.warpAffine(both, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        cv2.max(best, both, dst=best)
-    return best / s
+        # rows of the rotated image run at ang on screen, columns at ang + 90
+        for axis, k in ((0, i), (1, i + n_or // 2)):
+            resp_k = np.ascontiguousarray(both[..., axis])
+            np.copyto(arg, np.uint8(k), where=resp_k > best)
+            cv2.max(best, resp_k, dst=best)
+    return best / s, arg
 
 
 def _empty_table():
@@ -698,50 +847,49 @@ def _side_contrast(line, off, axis):
     return out, cv2.subtract(c, a)
 
 
-def _keep_lines(mask, centre, px, params):
-    """Keep elongated components; join collinear segments across small gaps.
+def _keep_lines(mask, ori, centre, px, params):
+    """Keep elongated segments, join collinear ones across small gaps.
 
-    Lines tracing a ring around the fiber ``centre`` are dropped
-    (``_concentric``).
+    Segments are the components of ``mask`` of one line direction
+    (``_oriented_components``). Lines tracing a ring around the fiber
+    ``centre`` are dropped (``_concentric``). Returns a uint16 label image,
+    one label per joined line (its segments and the links drawn between them).
     """
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros(mask.shape, bool)
+    n_or = int(params["lei_orientations"]) + int(params["lei_orientations"]) % 2
+    lab, n = _oriented_components(mask, ori, n_or)
+    out = np.zeros(mask.shape, np.uint16)
+    if n == 0:
+        return out
     min_len = px(params["scratch_min_length_um"])
     segs = []
-    out = np.zeros(mask.shape, bool)
-    for i in range(1, n):
-        x, y, bw, bh, area = stats[i]
-        if max(bw, bh) < 0.5 * min_len:
+    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+        if sl is None or max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) < 0.5 * min_len:
             continue
-        sub = lab[y:y + bh, x:x + bw] == i
-        yy, xx = np.nonzero(sub)
-        pts = np.column_stack([xx + x, yy + y]).astype(np.float64)
-        c = pts.mean(0)
-        cov = np.cov((pts - c).T) if len(pts) > 2 else np.eye(2)
-        evals, evecs = np.linalg.eigh(cov)
-        d = evecs[:, 1]
-        proj = (pts - c) @ d
-        length = proj.max() - proj.min()
-        width = area / max(length, 1.0)
-        if length < 0.5 * min_len or length < params["scratch_min_aspect"] * width:
-            continue
-        segs.append((i, c + proj.min() * d, c + proj.max() * d, d, length))
-    joined = [g for g in _join_segments(segs, px(params["join_gap_um"]), params["join_angle_deg"])
-              if sum(segs[j][4] for j in g) >= min_len]
-    members = [np.isin(lab, [segs[j][0] for j in g]) for g in joined]
-    ring = _concentric(joined, members, segs, centre, px, params) if centre is not None else set()
-    for k, (group, member) in enumerate(zip(joined, members)):
-        if k in ring:
-            continue
-        out |= member
-        for a, b in zip(group[:-1], group[1:]):
-            _draw_link(out, segs[a], segs[b])
+        yy, xx = np.nonzero(lab[sl] == i)
+        pc = _piece(np.column_stack([xx + sl[1].start, yy + sl[0].start]), px(params["lei_length_um"]))
+        if pc["length"] >= 0.5 * min_len and pc["length"] >= params["scratch_min_aspect"] * pc["width"]:
+            segs.append({**pc, "id": i})
+    roots, pairs = _link_pieces(segs, lambda a, b: _continues(
+        a, b, px(params["join_gap_um"]), params["join_angle_deg"], 2.0))
+    joined = [[j for j in range(len(segs)) if roots[j] == r] for r in np.unique(roots)] if segs else []
+    joined = [g for g in joined if sum(segs[j]["length"] for j in g) >= min_len]
+    lut = np.zeros(n + 1, np.uint16)
+    for k, group in enumerate(joined, start=1):
+        lut[[segs[j]["id"] for j in group]] = k
+    out = lut[lab]
+    ring = _concentric(joined, out, segs, centre, px, params) if centre is not None else set()
+    for a, b in pairs:
+        k = int(out[segs[a]["last"]])
+        if k and k not in ring:
+            _draw_link(out, segs[a], segs[b], k)
+    for k in ring:
+        out[out == k] = 0
     return out
 
 
-def _concentric(groups, members, segs, centre, px, params):
-    """Indices of line groups that together trace a ring around ``centre``.
+def _concentric(groups, labels, segs, centre, px, params):
+    """Labels (1-based group numbers) of line groups that together trace a
+    ring around ``centre``.
 
     A group is ring-like when its pixels keep their distance to the centre
     within ``ring_arc_tol_um``; ring-like groups at the same radius whose
@@ -750,11 +898,13 @@ def _concentric(groups, members, segs, centre, px, params):
     """
     tol = px(params["ring_arc_tol_um"])
     arcs = []
-    for k, member in enumerate(members):
-        yy, xx = np.nonzero(member)
-        r = np.hypot(xx - centre[0], yy - centre[1])
+    for k, sl in enumerate(ndi.find_objects(labels), start=1):
+        if sl is None:
+            continue
+        yy, xx = np.nonzero(labels[sl] == k)
+        r = np.hypot(xx + sl[1].start - centre[0], yy + sl[0].start - centre[1])
         if np.percentile(r, 95) - np.percentile(r, 5) <= tol:
-            arcs.append((k, float(np.median(r)), sum(segs[j][4] for j in groups[k])))
+            arcs.append((k, float(np.median(r)), sum(segs[j]["length"] for j in groups[k - 1])))
     drop = set()
     for k, r0, _ in arcs:
         if sum(length for _, r1, length in arcs if abs(r1 - r0) <= tol) >= px(params["ring_arc_min_um"]):
@@ -762,85 +912,128 @@ def _concentric(groups, members, segs, centre, px, params):
     return drop
 
 
-def _join_segments(segs, gap, max_angle):
-    """Group segments whose directions agree and whose ends are within ``gap``."""
-    n = len(segs)
-    parent = list(range(n))
+def _piece(pts, reach):
+    """Shape of a pixel set (N x 2, x y) seen as a line piece.
 
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
+    Returns a dict: ``c`` centre, ``d`` principal direction, ``length``
+    along it, ``width`` (pixels / length), ``major``/``minor`` axes of the
+    equivalent ellipse, ``ends``: for each end (low, high projection) its
+    point and outward direction fitted on the pixels within ``reach`` of
+    it (follows a bent scratch), and ``last``: one pixel (row, col).
+    """
+    pts = np.asarray(pts, np.float64)
+    c = pts.mean(0)
+    cov = np.cov((pts - c).T) + np.eye(2) / 12 if len(pts) > 2 else np.eye(2) / 12
+    evals, evecs = np.linalg.eigh(cov)
+    d = evecs[:, 1]
+    proj = (pts - c) @ d
+    ends = []
+    for sign, lim in ((-1.0, proj.min()), (1.0, proj.max())):
+        near = pts[np.abs(proj - lim) <= reach]
+        t = d
+        if len(near) >= 3:
+            nc = near - near.mean(0)
+            ev, vec = np.linalg.eigh(nc.T @ nc)
+            if ev[1] > 4 * max(ev[0], 1e-9):  # clearly elongated: its own direction
+                t = vec[:, 1] if vec[:, 1] @ d >= 0 else -vec[:, 1]
+        ends.append((pts[np.abs(proj - lim) <= 1.0].mean(0), sign * t))
+    length = float(proj.max() - proj.min())
+    return {"c": c, "d": d, "length": length, "width": len(pts) / max(length, 1.0),
+            "major": 4 * math.sqrt(max(evals[1], 0)), "minor": 4 * math.sqrt(max(evals[0], 0)),
+            "ends": ends, "last": (int(pts[-1, 1]), int(pts[-1, 0]))}
 
+
+def _continues(a, b, gap, max_angle, tol):
+    """Whether line pieces ``a`` and ``b`` (``_piece``) are one line.
+
+    Either an end of each lies within ``gap`` of the other, facing it
+    (outward directions opposite within ``max_angle``, and the link between
+    the ends continuing both within ``max_angle`` when longer than ``tol``):
+    a bent scratch is followed end to end; or both are straight, parallel
+    within ``max_angle`` with nearest ends within ``gap``, and each centre
+    lies on the other's axis within ``tol`` or 20 % of the distance (the
+    two sides of a groove, overlapping pieces).
+    """
     cos_max = math.cos(math.radians(max_angle))
-    for a in range(n):
-        for b in range(a + 1, n):
-            da, db = segs[a][3], segs[b][3]
-            if abs(float(da @ db)) < cos_max:
+    for p, tp in a["ends"]:
+        for q, tq in b["ends"]:
+            v = q - p
+            dist = math.hypot(*v)
+            if dist > gap or -float(tp @ tq) < cos_max:
                 continue
-            ends_a, ends_b = segs[a][1:3], segs[b][1:3]
-            dist = min(np.hypot(*(p - q)) for p in ends_a for q in ends_b)
-            if dist > gap:
-                continue
-            # the link must continue the line, not step sideways
-            ca, cb = (ends_a[0] + ends_a[1]) / 2, (ends_b[0] + ends_b[1]) / 2
-            v = cb - ca
-            perp = abs(v[0] * da[1] - v[1] * da[0])
-            if perp > max(2.0, 0.2 * np.hypot(*v)):
-                continue
-            parent[find(a)] = find(b)
-    groups = {}
-    for a in range(n):
-        groups.setdefault(find(a), []).append(a)
-    return [sorted(g, key=lambda j: float(segs[j][1] @ segs[g[0]][3])) for g in groups.values()]
+            if dist <= tol or (tp @ v >= cos_max * dist and -(tq @ v) >= cos_max * dist):
+                return True
+    if abs(float(a["d"] @ b["d"])) < cos_max:
+        return False
+    if min(math.hypot(*(p - q)) for p, _ in a["ends"] for q, _ in b["ends"]) > gap:
+        return False
+    v = b["c"] - a["c"]
+    lim = max(tol, 0.2 * math.hypot(*v))
+    return (abs(v[0] * a["d"][1] - v[1] * a["d"][0]) <= lim
+            and abs(v[0] * b["d"][1] - v[1] * b["d"][0]) <= lim)
 
 
-def _draw_link(out, sa, sb):
-    ends = [(p, q) for p in sa[1:3] for q in sb[1:3]]
-    p, q = min(ends, key=lambda e: np.hypot(*(e[0] - e[1])))
-    img = np.zeros(out.shape, np.uint8)
-    cv2.line(img, tuple(int(round(v)) for v in p), tuple(int(round(v)) for v in q), 1, 1)
-    out |= img > 0
+def _link_pieces(pieces, joinable):
+    """Union-find over pieces: returns (root index per piece, joined pairs)."""
+    parent = list(range(len(pieces)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    pairs = []
+    for i in range(len(pieces)):
+        for j in range(i + 1, len(pieces)):
+            if joinable(pieces[i], pieces[j]):
+                pairs.append((i, j))
+                parent[find(i)] = find(j)
+    return np.array([find(i) for i in range(len(pieces))], np.int64), pairs
 
 
-def _merge(region_mask, scratch_mask, links, px, params):
+def _draw_link(out, sa, sb, value):
+    """Draw the shortest link between the ends of two pieces into ``out``."""
+    p, q = min(((p, q) for p, _ in sa["ends"] for q, _ in sb["ends"]),
+               key=lambda e: math.hypot(*(e[0] - e[1])))
+    cv2.line(out, tuple(int(round(v)) for v in p), tuple(int(round(v)) for v in q), int(value), 1)
+
+
+def _merge(region_mask, s_lab, s_width, px, params):
     """One label per physical defect.
 
-    Scratch pieces join when closer than ``merge_gap_um`` or lying on one
-    joined scratch line (``links``); region candidates closer than the gap
-    join. A region candidate lying mostly on a scratch and no wider than
-    ``scratch_max_width_um`` is part of it (source "both"); otherwise it is
-    its own defect (a pit on a scratch) and keeps its pixels. Components
-    under ``min_area_um2`` are dropped, and so are scratch-only instances that
-    are not elongated (length/width < ``linear_aspect``): blob flanks.
+    ``s_lab`` holds one label per scratch and ``s_width`` its width
+    (``_scratch_candidates``); region
+    candidates closer than ``merge_gap_um`` join. A region candidate lying
+    mostly on a scratch is part of it (source "both") unless it is thicker
+    (``_thickness``) than three times the scratch's width or than
+    ``scratch_max_width_um``: then it is its own defect (a pit or a particle
+    on the scratch) and keeps its pixels.
+    Components under ``min_area_um2`` are dropped, and so are scratch-only
+    instances that are not elongated (major/minor axis < ``linear_aspect``:
+    blob flanks, crescents).
 
     Returns labels 1..n (int32) and, per label, a bit set of the sources
     (1 region, 2 scratch).
     """
     min_area = params["min_area_um2"] * px(1.0) ** 2
     gap = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(px(params["merge_gap_um"])),) * 2)
-
-    def groups(mask, extra=None):
-        joined = cv2.dilate(mask.astype(np.uint8), gap)
-        if extra is not None:
-            joined |= extra.astype(np.uint8)
-        n, lab = cv2.connectedComponents(joined, connectivity=8)
-        lab = np.where(mask, lab, 0)
-        area = np.bincount(lab.ravel(), minlength=n)
-        area[0] = 0
-        return np.where(area[lab] >= min_area, lab, 0), n
-
-    s_lab, n_s = groups(scratch_mask, links)
-    r_lab, n_r = groups(region_mask)
-    # which scratch group each region candidate lies on, and how much of it
-    both = (r_lab > 0) & (s_lab > 0)
-    on = np.zeros((n_r, n_s), np.int64)
-    np.add.at(on, (r_lab[both], s_lab[both]), 1)
-    r_area = np.maximum(np.bincount(r_lab.ravel(), minlength=n_r), 1)
-    # ... unless it is wider than any scratch (a pit or dust particle on its path)
-    wide = _axes(r_lab, n_r)[1] >= px(params["scratch_max_width_um"])
-    host = np.where((on.max(1) >= 0.5 * r_area) & ~wide, on.argmax(1), 0)
+    n_s = int(s_lab.max()) + 1
+    s_area = np.bincount(s_lab.ravel(), minlength=n_s)
+    s_lab = np.where(s_area[s_lab] >= min_area, s_lab, 0).astype(np.int32)
+    scratch_mask = s_lab > 0
+    n_r, r_lab = cv2.connectedComponents(cv2.dilate(region_mask.astype(np.uint8), gap), connectivity=8)
+    r_lab = np.where(region_mask, r_lab, 0)
+    r_area = np.bincount(r_lab.ravel(), minlength=n_r)
+    r_lab = np.where(r_area[r_lab] >= min_area, r_lab, 0)
+    # which scratch each region candidate lies on, and how much of it
+    both = (r_lab > 0) & scratch_mask
+    on = np.bincount(r_lab[both] * n_s + s_lab[both], minlength=n_r * n_s).reshape(n_r, n_s)
+    r_area = np.maximum(r_area, 1)
+    # ... unless it is wider than the scratch (a pit or dust particle on its path)
+    best = on.argmax(1)
+    wide = _thickness(r_lab, n_r) >= np.minimum(px(params["scratch_max_width_um"]), 3 * s_width[best])
+    host = np.where((on.max(1) >= 0.5 * r_area) & ~wide, best, 0)
     host[0] = 0
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
@@ -850,9 +1043,8 @@ def _merge(region_mask, scratch_mask, links, px, params):
     lut = np.zeros(n_s + n_r, np.int32)
     lut[present] = np.arange(1, present.size + 1)
     lab = lut[lab]
-    src = np.zeros(present.size + 1, np.int8)
-    np.bitwise_or.at(src, lab[region_mask & (lab > 0)], _REGION)
-    np.bitwise_or.at(src, lab[scratch_mask & (lab > 0)], _SCRATCH)
+    has = lambda m: np.bincount(lab[m & (lab > 0)], minlength=present.size + 1) > 0  # noqa: E731
+    src = (has(region_mask) * _REGION | has(scratch_mask) * _SCRATCH).astype(np.int8)
     # a line response that is not line-shaped and that no region candidate backs
     # is the flank of a blob, not a scratch
     major, minor = _axes(lab, present.size + 1)
@@ -866,75 +1058,60 @@ def _merge(region_mask, scratch_mask, links, px, params):
 
 
 def _join_collinear(labels, source, px, params):
-    """Join instances that are pieces of one straight scratch.
+    """Join instances that are pieces of one scratch.
 
     A faint or bead-like scratch breaks into pieces (line segments and small
-    blobs along its path). Two narrow instances (minor axis below
-    ``scratch_max_width_um``), at least one elongated (length/width >=
-    ``linear_aspect``), are one scratch when their nearest ends are within
-    ``join_gap_um``, their directions agree within ``join_angle_deg`` (when
-    both are elongated) and each one's centre lies on the other's line
-    (elongated ones only) within half the scratch width limit or 20 % of
-    the distance between centres (a gently bent scratch). Returns the
-    renumbered labels and per-label sources.
+    blobs along its path). Narrow instances (thickness below
+    ``scratch_max_width_um``) join when two elongated ones (length/thickness
+    >= ``linear_aspect``) continue each other (``_continues`` with
+    ``join_gap_um``, ``join_angle_deg``), or when a blob no wider than twice
+    a line lies ahead of one of its ends, within the gap and the join angle
+    (a bead). Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
     if n <= 2:
         return labels, source
     max_w, gap = px(params["scratch_max_width_um"]), px(params["join_gap_um"])
-    cos_max = math.cos(math.radians(params["join_angle_deg"]))
-    pieces = {}
+    max_angle = params["join_angle_deg"]
+    tan_max = math.tan(math.radians(max_angle))
+    pieces = []
+    thick = _thickness(labels, n)
     for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
+        if sl is None or thick[i] >= max_w:
             continue
         yy, xx = np.nonzero(labels[sl] == i)
-        pts = np.column_stack([xx + sl[1].start, yy + sl[0].start]).astype(np.float64)
-        c = pts.mean(0)
-        cov = np.cov((pts - c).T) + np.eye(2) / 12 if len(pts) > 2 else np.eye(2) / 12
-        evals, evecs = np.linalg.eigh(cov)
-        major, minor = 4 * math.sqrt(max(evals[1], 0)), 4 * math.sqrt(max(evals[0], 0))
-        if minor >= max_w:
-            continue
-        d = evecs[:, 1]
-        proj = (pts - c) @ d
-        pieces[i] = (c, d, (c + proj.min() * d, c + proj.max() * d),
-                     major >= params["linear_aspect"] * max(minor, 1.0))
-    parent = np.arange(n)
+        pc = _piece(np.column_stack([xx + sl[1].start, yy + sl[0].start]), px(params["lei_length_um"]))
+        pc.update(id=i, thick=thick[i], elong=pc["major"] >= params["linear_aspect"] * thick[i])
+        pieces.append(pc)
 
-    def find(a):
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
+    def joinable(a, b):
+        if a["elong"] and b["elong"]:
+            return _continues(a, b, gap, max_angle, 0.5 * max_w)
+        if not (a["elong"] or b["elong"]):
+            return False
+        line, blob = (a, b) if a["elong"] else (b, a)
+        if blob["thick"] > 2 * line["thick"]:
+            return False
+        for p, t in line["ends"]:
+            v = blob["c"] - p
+            along = float(t @ v)
+            if (math.hypot(*v) <= gap + 0.5 * blob["major"] and along >= -0.5 * max_w
+                    and abs(v[0] * t[1] - v[1] * t[0]) <= max(0.5 * max_w, tan_max * along)):
+                return True
+        return False
 
-    def on_line(p, q):
-        """Centre of q within tolerance of p's line."""
-        v = q[0] - p[0]
-        perp = abs(v[0] * p[1][1] - v[1] * p[1][0])
-        return perp <= max(0.5 * max_w, 0.2 * math.hypot(*v))
-
-    keys = sorted(pieces)
-    for ia, a in enumerate(keys):
-        for b in keys[ia + 1:]:
-            pa, pb = pieces[a], pieces[b]
-            if not (pa[3] or pb[3]):
-                continue
-            if pa[3] and pb[3] and abs(float(pa[1] @ pb[1])) < cos_max:
-                continue
-            if min(math.hypot(*(p - q)) for p in pa[2] for q in pb[2]) > gap:
-                continue
-            if (pa[3] and not on_line(pa, pb)) or (pb[3] and not on_line(pb, pa)):
-                continue
-            parent[find(a)] = find(b)
-    roots = np.array([find(i) for i in range(n)])
-    if (roots == np.arange(n)).all():
+    roots, pairs = _link_pieces(pieces, joinable)
+    if not pairs:
         return labels, source
+    root_id = np.arange(n)
+    for pc, r in zip(pieces, roots):
+        root_id[pc["id"]] = pieces[r]["id"]
     src = np.zeros(n, np.int8)
-    np.bitwise_or.at(src, roots, source)
-    keep = np.flatnonzero(roots == np.arange(n))
+    np.bitwise_or.at(src, root_id, source)
+    keep = np.flatnonzero(root_id == np.arange(n))
     lut = np.zeros(n, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
-    return lut[roots][labels], src[keep]
+    return lut[root_id][labels], src[keep]
 
 
 def _drop_rings(labels, source, rmap, centre, px, params):
@@ -977,6 +1154,20 @@ def _drop_rings(labels, source, rmap, centre, px, params):
     lut = np.zeros(n, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
     return lut[labels], source[keep]
+
+
+def _thickness(lab, n):
+    """Thickness (px) of each label 0..n-1: twice its largest inscribed radius.
+
+    Unlike the ellipse's minor axis it does not grow when a line bends.
+    """
+    inner = lab > 0
+    inner[1:] &= lab[1:] == lab[:-1]
+    inner[:-1] &= lab[:-1] == lab[1:]
+    inner[:, 1:] &= lab[:, 1:] == lab[:, :-1]
+    inner[:, :-1] &= lab[:, :-1] == lab[:, 1:]
+    dist = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, 3)
+    return 2 * _label_max(dist, lab, n) + 1
 
 
 def _axes(lab, n):

@@ -153,27 +153,32 @@ def _run_script(tmp_path, name, **spec):
 
 
 def _write_pixel_level(scenes, pixel: Path) -> pd.DataFrame:
+    """What dataset_shard leaves for dataset_zarr: the display PNG (its colour type)
+    and the encoded chunks, one row per chunk file (``image_id``, ``key``, ``path``)."""
     rows = []
     for iid, image, truth in scenes:
         numbers, types = _typed(truth)
         fio.write_png(pixel / "images" / f"{iid}.png", image)
-        fio.write_bytes(pixel / "zone_masks" / f"{iid}.png", datasets.encode_palette_png(truth["zone_map"], datasets.ZONE_COLOURS))
-        fio.write_bytes(pixel / "defect_masks" / f"{iid}.png", datasets.encode_palette_png(
-            datasets.defect_class_mask(truth["instance_map"], numbers, types), datasets.DEFECT_COLOURS))
-        fio.write_png(pixel / "instance_masks" / f"{iid}.png", truth["instance_map"])
-        rows.append({"image_id": iid, "status": "ok", "height": image.shape[0], "width": image.shape[1],
-                     "key": datasets.content_key(image, truth["instance_map"])})
+        arrays = {"images": image, "zone_masks": truth["zone_map"], "instance_masks": truth["instance_map"],
+                  "defect_masks": datasets.defect_class_mask(truth["instance_map"], numbers, types)}
+        key = datasets.content_key(image, truth["instance_map"])
+        for name, dtype in datasets.ZARR_ARRAYS.items():
+            path = pixel.parent / "chunks" / iid / datasets.ZARR_CHUNK_DIR / f"{name}.zst"
+            fio.write_bytes(path, datasets.zarr_chunk(arrays[name].astype(dtype), CONFIG["datasets"]["zarr_zstd_level"]))
+            rows.append({"image_id": iid, "status": "ok", "height": image.shape[0], "width": image.shape[1],
+                         "key": key, "path": str(path)})
     return pd.DataFrame(rows)
 
 
 def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
     root = tmp_path / "datasets"
     pixel = root / "pixel_level"
-    table = _write_pixel_level(scenes, pixel)
+    files = _write_pixel_level(scenes, pixel)
+    table = files.drop_duplicates("image_id", ignore_index=True).drop(columns="path")
     table["split"] = datasets.assign_splits(table["image_id"], ["pass"] * len(table), {"train": 0.6, "val": 0.2, "test": 0.2})
     fio.write_parquet(table.drop(columns="key"), root / "image_level" / "images.parquet")
     fio.write_parquet(table[["image_id", "split"]], root / "image_level" / "image_labels.parquet")
-    fio.write_parquet(table[["image_id", "key"]], tmp_path / "files.parquet")
+    fio.write_parquet(files[["image_id", "key", "path"]], tmp_path / "files.parquet")
     spec = {"input": {"images": str(root / "image_level" / "images.parquet"), "files": [str(tmp_path / "files.parquet")]},
             "output": {"marker": str(pixel / ".dataset.zarr.done")},
             "params": {"pixel_dir": str(pixel), "datasets": CONFIG["datasets"]}}
@@ -190,9 +195,14 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
         np.testing.assert_array_equal(group["zone_masks"][i], truth["zone_map"])
     assert list(group.attrs["split"]) == table.sort_values("image_id")["split"].tolist()
 
+    # the store's chunks are the shard's bytes, hard-linked
+    chunk = Path(files["path"].iloc[0])
+    assert chunk.stat().st_nlink == 2 and chunk.read_bytes() == datasets.zarr_chunk(
+        scenes[0][1], CONFIG["datasets"]["zarr_zstd_level"])
+
     # an incremental update rewrites only the image whose key changed
-    table.loc[0, "key"] = "changed"
-    fio.write_parquet(table[["image_id", "key"]], tmp_path / "files.parquet")
+    files.loc[files["image_id"] == table.loc[0, "image_id"], "key"] = "changed"
+    fio.write_parquet(files[["image_id", "key", "path"]], tmp_path / "files.parquet")
     (tmp_path / "dataset_zarr.log").unlink()
     assert ", 1 written" in _run_script(tmp_path, "dataset_zarr", **spec)
 
@@ -210,11 +220,12 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
     # where they are, so only the added one and the one moved into the gap are written
     ids_before = list(zarr.open_group(str(pixel / "dataset.zarr"))["h240_w320"].attrs["image_ids"])
     first = scenes[1][0].replace("scene", "a_scene")
-    _write_pixel_level([(first, *scenes[1][1:])], pixel)
+    files = pd.concat([files, _write_pixel_level([(first, *scenes[1][1:])], pixel)], ignore_index=True)
     table = pd.concat([table, table.iloc[[1]].assign(image_id=first)], ignore_index=True)
     for step, rows in (("added", table), ("removed", table[table["image_id"] != ids_before[0]])):
         fio.write_parquet(rows.drop(columns="key"), root / "image_level" / "images.parquet")
-        fio.write_parquet(rows[["image_id", "key"]], tmp_path / "files.parquet")
+        fio.write_parquet(files[files["image_id"].isin(rows["image_id"])][["image_id", "key", "path"]],
+                          tmp_path / "files.parquet")
         (tmp_path / "dataset_zarr.log").unlink()
         assert ", 1 written" in _run_script(tmp_path, "dataset_zarr", **spec), step
         group = zarr.open_group(str(pixel / "dataset.zarr"), mode="r")["h240_w320"]
@@ -224,6 +235,28 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
             np.testing.assert_array_equal(group["images"][i], image)
             split = rows.set_index("image_id").at[iid, "split"]
             assert group.attrs["split"][i] == split and group["images"].shape[0] == len(rows)
+
+    # an RGB image turns the group's images RGB: gray ones are expanded there, every
+    # position is rewritten, and the shard's chunk files stay as they were
+    rgb = np.dstack([scenes[2][1], scenes[3][1], scenes[4][1]])
+    files = pd.concat([files, _write_pixel_level([("rgb_scene", rgb, scenes[2][2])], pixel)], ignore_index=True)
+    rows = pd.concat([rows, rows.iloc[[0]].assign(image_id="rgb_scene")], ignore_index=True)
+    before = {p: Path(p).read_bytes() for p in files["path"]}
+    fio.write_parquet(rows.drop(columns="key"), root / "image_level" / "images.parquet")
+    fio.write_parquet(files[files["image_id"].isin(rows["image_id"])][["image_id", "key", "path"]],
+                      tmp_path / "files.parquet")
+    for expected in (len(rows), 1):
+        (tmp_path / "dataset_zarr.log").unlink()
+        assert f", {expected} written" in _run_script(tmp_path, "dataset_zarr", **spec)
+        group = zarr.open_group(str(pixel / "dataset.zarr"), mode="r")["h240_w320"]
+        assert group["images"].shape == (len(rows), 240, 320, 3)
+        for i, iid in enumerate(group.attrs["image_ids"]):
+            image = rgb if iid == "rgb_scene" else next(s for s in scenes if s[0] == iid.removeprefix("a_"))[1]
+            np.testing.assert_array_equal(group["images"][i], image if image.ndim == 3 else np.dstack([image] * 3))
+        assert all(Path(p).read_bytes() == b for p, b in before.items())
+        files.loc[files["image_id"] == group.attrs["image_ids"][0], "key"] = "changed again"
+        fio.write_parquet(files[files["image_id"].isin(rows["image_id"])][["image_id", "key", "path"]],
+                          tmp_path / "files.parquet")
 
 
 def test_library_patch_and_contact_sheet(scenes):

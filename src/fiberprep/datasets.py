@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from numcodecs import Zstd
 from pycocotools import mask as coco_mask
 
 #: Defect class id -> type name (0 = no defect). Cluster type names map onto these.
@@ -211,6 +212,29 @@ def content_key(*parts) -> str:
             h.update(json.dumps(part, sort_keys=True, default=str).encode())
         h.update(b"\x00")
     return h.hexdigest()
+
+
+#: Arrays of ``dataset.zarr`` (one image per chunk) and their dtypes; ``images`` is
+#: (H, W) or, in a group holding any RGB image, (H, W, 3).
+ZARR_ARRAYS: dict[str, type] = {"images": np.uint8, "zone_masks": np.uint8, "defect_masks": np.uint8,
+                                "instance_masks": np.uint16}
+#: Folder (in an image's intermediate folder) of its encoded Zarr chunks, ``<array>.zst``.
+ZARR_CHUNK_DIR = "zarr_chunks"
+
+
+def zarr_chunk(array: np.ndarray, level: int) -> bytes:
+    """One image's chunk exactly as a Zarr v3 array with the ``bytes`` (little endian)
+    and ``zstd`` codecs (``zarr.codecs.ZstdCodec(level)``, no checksum) stores it, so a
+    shard job that holds the array encodes it once and the store takes the bytes as
+    they are, without decoding a PNG or compressing again."""
+    return Zstd(level=int(level), checksum=False).encode(
+        np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")))
+
+
+def zarr_chunk_array(data: bytes, dtype, shape) -> np.ndarray:
+    """Inverse of :func:`zarr_chunk` (``shape`` of the image, without the chunk's
+    leading 1)."""
+    return np.frombuffer(Zstd().decode(data), dtype=np.dtype(dtype).newbyteorder("<")).reshape(shape)
 
 
 def zarr_slots(old_ids: list[str], ids) -> list[str]:

@@ -121,13 +121,15 @@ def grade_zones(defects: pd.DataFrame, criteria: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def grade_image(defects: pd.DataFrame, criteria: dict) -> dict:
+def grade_image(defects: pd.DataFrame, criteria: dict, zones: pd.DataFrame | None = None) -> dict:
     """IEC 61300-3-35 pass/fail of one image from its typed defects.
 
     Parameters
     ----------
     defects, criteria
         As in :func:`grade_zones`.
+    zones : DataFrame, optional
+        :func:`grade_zones` of the same image, when the caller already has it.
 
     Returns
     -------
@@ -136,7 +138,7 @@ def grade_image(defects: pd.DataFrame, criteria: dict) -> dict:
         criterion, innermost zone first), ``zones`` ({letter: pass | fail}) and
         ``criteria`` (the entry's edition text).
     """
-    zones = grade_zones(defects, criteria)
+    zones = grade_zones(defects, criteria) if zones is None else zones
     failures = [t for text in zones["failures"] if text for t in text.split("; ")]
     return {"pass_fail": "fail" if failures else "pass", "failures": failures,
             "zones": dict(zip(zones["zone_letter"], zones["pass_fail"])),

@@ -552,6 +552,19 @@ def write_bytes(path, data: bytes) -> None:
     write_atomic(path, lambda tmp: Path(tmp).write_bytes(data))
 
 
+def link_or_copy(src, dst) -> None:
+    """Make ``dst`` a hard link to ``src`` (a copy across file systems), replacing it
+    atomically (see :func:`write_atomic`)."""
+
+    def writer(tmp):
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+
+    write_atomic(dst, writer)
+
+
 def write_png(path, image: np.ndarray, compression: int = 3) -> None:
     """Write a uint8 or uint16 array as PNG, atomically; same array -> same bytes.
 

@@ -276,6 +276,13 @@ def worst_images(labels: pd.DataFrame, n: int) -> list[str]:
     return order["image_id"].head(n).tolist()
 
 
+def index_columns(feature_names) -> list[str]:
+    """The columns of ``defect_library/index.parquet`` that :func:`report_selection`
+    and :func:`render_report` read, so a report loads only these of every defect."""
+    return list(dict.fromkeys(["defect_id", "cluster", "type", "zone", "innermost_zone", "patch",
+                               *feature_names, *_PROFILE]))
+
+
 def report_selection(index: pd.DataFrame, labels: pd.DataFrame, params: dict,
                      feature_names) -> tuple[list[str], list[str]]:
     """Defect ids whose patches and image ids whose overlays the report embeds."""

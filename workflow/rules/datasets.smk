@@ -82,7 +82,8 @@ rule dataset_tables:
 
 
 rule dataset_zarr:
-    """Gather: the pixel-level dataset as one Zarr v3 store (changed images only)."""
+    """Gather: the pixel-level dataset as one Zarr v3 store (changed images only; the
+    shard jobs encoded the chunks)."""
     input:
         images=R / "datasets" / "image_level" / "images.parquet",
         files=shard_files(INTER / "datasets" / "files_shard_{shard}.parquet"),
@@ -92,10 +93,9 @@ rule dataset_zarr:
         LOGS / "datasets" / "zarr.log",
     conda:
         ENV
-    # PNG decoding and chunk compression in threads (as many as a shard job's pool)
-    threads: config["threads_per_shard"]
+    threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=1000,
         runtime=60,
     params:
         pixel_dir=parent_of(0, "marker"),

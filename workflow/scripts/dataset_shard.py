@@ -1,9 +1,10 @@
 """Dataset shard job: per-image dataset files of one shard, and its table fragments.
 
 For each accepted image it writes the pixel-level PNGs (image, zone mask, defect
-mask with palettes, uint16 instance mask), the QC overlay and the defect patches,
-but only when the image's label key (input checksum, masks, defect types and
-severities, parameters, fiberprep version) differs from the one recorded in
+mask with palettes, uint16 instance mask), the QC overlay, the defect patches and
+(with ``datasets.zarr``) the four arrays as encoded ``dataset.zarr`` chunks, but only
+when the image's label key (input checksum, masks, defect types and severities,
+parameters, fiberprep version) differs from the one recorded in
 ``intermediate/images/<id>/datasets.json`` or a file is missing: an incremental run
 rewrites only what changed. The record also keeps the image's COCO/YOLO annotations,
 so an unchanged image is not even read; the table fragments (labels, zone level,
@@ -43,27 +44,35 @@ else:
     typed = pd.DataFrame(columns=["image_id", "defect_id", "number", "type", "cluster", "severity_score",
                                   "severity_level", "zone", "innermost_zone", "area_um2", "length_um",
                                   "width_um", "bbox_x", "bbox_y", "bbox_w", "bbox_h"])
-by_image = dict(tuple(typed.groupby("image_id"))) if len(typed) else {}
+# the per-image loop sees only the columns it uses (pandas row access costs per column)
+BOX = ["bbox_x", "bbox_y", "bbox_w", "bbox_h"]
+slim = typed[[c for c in ["image_id", "defect_id", "number", "type", "severity_score", "severity_level", "zone",
+                          "innermost_zone", "length_um", "width_um", *BOX] if c in typed.columns]]
+by_image = dict(tuple(slim.groupby("image_id"))) if len(slim) else {}
 graded = P.zones_mode != "none"
 geometry_cols = [c for c in P.geometry_keys if c in accepted.columns]
-label_params = {"png": png_level, "margin": margin, "code": P.code}
+zarr_level = int(P.datasets["zarr_zstd_level"]) if P.datasets["zarr"] else None
+label_params = {"png": png_level, "margin": margin, "zarr": zarr_level, "code": P.code}
 
 labels, zone_grades, coco, yolo, files = [], [], [], {}, []
 n_written = 0
 for img in accepted.to_dict("records"):
     iid = img["image_id"]
     folder = cache.image_dir(root, iid)
-    d = by_image.get(iid, typed.iloc[:0])
+    d = by_image.get(iid, slim.iloc[:0])
     numbers, tnames = d["number"].to_numpy(int), d["type"].tolist()
 
-    grade = grading.grade_image(d, P.criteria) if graded else {"pass_fail": "not_graded", "failures": []}
+    if graded:
+        zone_grade = grading.grade_zones(d, P.criteria)
+        grade = grading.grade_image(d, P.criteria, zone_grade)
+        zone_grades.append(zone_grade.assign(image_id=iid))
+    else:
+        grade = {"pass_fail": "not_graded", "failures": []}
     labels.append({"image_id": iid, **{c: img[c] for c in geometry_cols},
                    **datasets.image_label_row(d, zone_names, grade), "failures": "; ".join(grade["failures"])})
-    if graded:
-        zone_grades.append(grading.grade_zones(d, P.criteria).assign(image_id=iid))
 
-    patch_paths = {r.defect_id: out_lib / library.patch_relpath(r.type, r.severity_level, r.defect_id)
-                   for r in d.itertuples()}
+    patch_paths = {i: out_lib / library.patch_relpath(t, s, i)
+                   for i, t, s in zip(d["defect_id"], d["type"], d["severity_level"])}
     targets = {
         "image": out_ds / "pixel_level" / "images" / f"{iid}.png",
         "zone_mask": out_ds / "pixel_level" / "zone_masks" / f"{iid}.png",
@@ -71,7 +80,8 @@ for img in accepted.to_dict("records"):
         "instance_mask": out_ds / "pixel_level" / "instance_masks" / f"{iid}.png",
         "overlay": out_qc / "overlays" / f"{iid}.png",
     }
-    all_paths = list(targets.values()) + list(patch_paths.values())
+    chunks = {a: folder / datasets.ZARR_CHUNK_DIR / f"{a}.zst" for a in datasets.ZARR_ARRAYS} if zarr_level else {}
+    all_paths = list(targets.values()) + list(patch_paths.values()) + list(chunks.values())
     # the defects stage key chains the input checksum, the zones key and both stages'
     # parameters and code: it identifies the zone and instance maps without hashing them
     upstream = cache.read_record(folder / "defects.json") or {}
@@ -80,7 +90,7 @@ for img in accepted.to_dict("records"):
     record = cache.read_record(folder / "datasets.json") or {}
     if record.get("key") != key or not all(p.exists() for p in all_paths):
         zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
-        inst = cache.read_array(folder / "defects.zarr", "instance_map")
+        inst = cache.read_array(folder / "defects.zarr", "instance_map").astype(np.uint16, copy=False)
         lut = datasets.class_lut(numbers, tnames, int(inst.max(initial=0)))
         cats = lut[numbers] if len(numbers) else []
         record = {"key": key, "files": [str(p) for p in all_paths],
@@ -91,13 +101,17 @@ for img in accepted.to_dict("records"):
             fio.write_bytes(targets["image"], Path(img["source_path"]).read_bytes())
         else:
             fio.write_bytes(targets["image"], datasets.encode_png(display, png_level))
+        class_mask = lut[inst]
         fio.write_bytes(targets["zone_mask"], datasets.encode_palette_png(zone_map, datasets.ZONE_COLOURS, png_level))
-        fio.write_bytes(targets["defect_mask"], datasets.encode_palette_png(lut[inst], datasets.DEFECT_COLOURS, png_level))
-        fio.write_bytes(targets["instance_mask"], datasets.encode_png(inst.astype(np.uint16), png_level, flat=True))
+        fio.write_bytes(targets["defect_mask"], datasets.encode_palette_png(class_mask, datasets.DEFECT_COLOURS, png_level))
+        fio.write_bytes(targets["instance_mask"], datasets.encode_png(inst, png_level, flat=True))
         fio.write_bytes(targets["overlay"], report.overlay_png(display, zone_map, inst, lut, png_level))
-        for r in d.itertuples():
-            patch = library.extract_patch(display, (r.bbox_x, r.bbox_y, r.bbox_w, r.bbox_h), margin)
-            fio.write_bytes(patch_paths[r.defect_id], datasets.encode_png(patch, png_level))
+        for path, box in zip(patch_paths.values(), d[BOX].to_numpy()):
+            fio.write_bytes(path, datasets.encode_png(library.extract_patch(display, box, margin), png_level))
+        # the arrays as dataset.zarr chunks: dataset_zarr links these files into the store
+        arrays = {"images": display, "zone_masks": zone_map, "defect_masks": class_mask, "instance_masks": inst}
+        for a, path in chunks.items():
+            fio.write_bytes(path, datasets.zarr_chunk(np.asarray(arrays[a], datasets.ZARR_ARRAYS[a]), zarr_level))
         cache.write_record(folder / "datasets.json", record)
         n_written += 1
     # COCO and YOLO annotations are kept in the record: unchanged images need no arrays

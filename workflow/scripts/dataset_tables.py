@@ -4,7 +4,6 @@ files of images that are no longer in the dataset."""
 
 import hashlib
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -22,21 +21,9 @@ def write_table(frame: pd.DataFrame, parquet_path, csv: bool = True) -> None:
     """Parquet with units in the field metadata, and its CSV twin."""
     table = datasets.to_arrow(frame, datasets.column_units(frame.columns, FEATURE_UNITS))
     fio.write_parquet(table, parquet_path)
-    if csv:
-        path = Path(parquet_path).with_suffix(".csv")
-        fio.write_bytes(path, frame.to_csv(index=False, lineterminator="\n").encode("utf-8"))
-
-
-def link_or_copy(src: Path, dst: Path) -> None:
-    """Hard link ``dst`` to ``src`` (a copy across file systems), replacing ``dst``."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    tmp.unlink(missing_ok=True)
-    try:
-        os.link(src, tmp)
-    except OSError:
-        shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    if csv:  # streamed to the file, never held as one string
+        fio.write_atomic(Path(parquet_path).with_suffix(".csv"),
+                         lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8"))
 
 
 def rebuild_folder(folder: Path, entries: dict[Path, Path | str]) -> None:
@@ -54,7 +41,7 @@ def rebuild_folder(folder: Path, entries: dict[Path, Path | str]) -> None:
             if not (dst.is_file() and dst.stat().st_size == len(data) and dst.read_bytes() == data):
                 fio.write_bytes(dst, data)
         elif not (dst.exists() and dst.samefile(src)):
-            link_or_copy(src, dst)
+            fio.link_or_copy(src, dst)
 
 
 def prune(folders: list[Path], keep: set[str]) -> int:

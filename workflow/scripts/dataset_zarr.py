@@ -1,4 +1,4 @@
-"""Dataset Zarr: the pixel-level PNGs as one chunked, compressed Zarr v3 store.
+"""Dataset Zarr: the pixel-level arrays as one chunked, compressed Zarr v3 store.
 
 One group per image size (``h<H>_w<W>``) holds ``images`` (N,H,W), or (N,H,W,3) once
 any of its images is RGB,
@@ -6,12 +6,14 @@ any of its images is RGB,
 per chunk; attributes ``image_ids`` (the image at each position), ``split`` and
 ``keys`` (each image's label key). A new group is in id order; later runs keep every
 image at its position and put added images into freed or new positions
-(``datasets.zarr_slots``), so only positions whose image or key changed are rewritten,
-attributes are written after the chunks and the marker file last, so an interrupted
-update is redone, never trusted.
+(``datasets.zarr_slots``), so only positions whose image or key changed are rewritten.
+The shard jobs left each image's chunks encoded (``datasets.zarr_chunk``, listed in
+their file tables): a rewritten position gets them as hard links (a copy across file
+systems) at its chunk key, nothing is decoded or compressed here, except a gray image
+in a group that holds RGB ones. Attributes are written after the chunks and the
+marker file last, so an interrupted update is redone, never trusted.
 """
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -23,9 +25,6 @@ from zarr.codecs import ZstdCodec
 from fiberprep import __version__, datasets, pipeline, zones
 from fiberprep import io as fio
 
-MASKS = {"zone_masks": np.uint8, "defect_masks": np.uint8, "instance_masks": np.uint16}
-BATCH = 16  # images decoded and written together (memory: 16 images' arrays)
-
 sm = snakemake  # noqa: F821 (set by Snakemake)
 pipeline.log_to(sm.log[0])
 pixel = Path(sm.params.pixel_dir)
@@ -33,20 +32,11 @@ codec = ZstdCodec(level=int(sm.params.datasets["zarr_zstd_level"]))
 
 images = pd.read_parquet(sm.input.images)
 images = images[images["status"] == "ok"].sort_values("image_id")
-keys = pd.concat([pd.read_parquet(p) for p in sm.input.files]).drop_duplicates("image_id").set_index("image_id")["key"]
+files = pd.concat([pd.read_parquet(p) for p in sm.input.files])
+keys = files.drop_duplicates("image_id").set_index("image_id")["key"]
 images["key"] = images["image_id"].map(keys)
-
-
-def read(iid: str, rgb: bool) -> dict[str, np.ndarray]:
-    """The PNGs of one image: display (RGB when ``rgb``, else gray) and the three masks."""
-    def png(kind):
-        return (pixel / kind / f"{iid}.png").read_bytes()
-
-    image = datasets.decode_png(png("images"))
-    return {"images": cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if rgb and image.ndim == 2 else image,
-            "zone_masks": datasets.decode_palette_png(png("zone_masks")),
-            "defect_masks": datasets.decode_palette_png(png("defect_masks")),
-            "instance_masks": datasets.decode_png(png("instance_masks"))}
+chunk_of = {(i, p.stem): p for i, p in zip(files["image_id"], files["path"].map(Path))
+            if p.parent.name == datasets.ZARR_CHUNK_DIR}
 
 
 def channels(iid: str) -> int:
@@ -55,7 +45,12 @@ def channels(iid: str) -> int:
         return 3 if f.read(26)[25] in (2, 6) else 1
 
 
-pool = ThreadPoolExecutor(max(1, int(sm.threads)))
+def chunk_file(arr: zarr.Array, i: int) -> Path:
+    """The file of position ``i`` of ``arr`` (one image per chunk) in the store."""
+    key = arr.metadata.chunk_key_encoding.encode_chunk_key((i,) + (0,) * (arr.ndim - 1))
+    return pixel / "dataset.zarr" / arr.path / key
+
+
 root = zarr.open_group(str(pixel / "dataset.zarr"), mode="a")
 groups = {}
 for (h, w), grp in images.groupby(["height", "width"], sort=True):
@@ -79,25 +74,26 @@ for name, grp in groups.items():
     ids = datasets.zarr_slots(old_ids, grp["image_id"])
     by_id = grp.set_index("image_id")
     n = len(ids)
-    shape = (n, h, w, 3) if rgb else (n, h, w)
-    for arr, dtype, shp in [("images", np.uint8, shape)] + [(m, t, (n, h, w)) for m, t in MASKS.items()]:
+    for arr, dtype in datasets.ZARR_ARRAYS.items():
+        shp = (n, h, w, 3) if rgb and arr == "images" else (n, h, w)
         if arr in g:
             g[arr].resize(shp)
         else:
             g.create_array(arr, shape=shp, chunks=(1, *shp[1:]), dtype=dtype, compressors=codec, fill_value=0)
-    todo = [i for i, iid in enumerate(ids)
-            if not (i < len(old_ids) and old_ids[i] == iid and written[iid] == by_id.at[iid, "key"])]
-    # runs of consecutive positions, BATCH at a time: PNG decoding in threads (OpenCV
-    # releases the GIL), one write per array and batch (Zarr compresses its chunks
-    # concurrently)
-    runs = np.split(np.asarray(todo, int), np.flatnonzero(np.diff(todo) != 1) + 1) if todo else []
-    for run in runs:
-        for lo in range(0, len(run), BATCH):
-            batch = run[lo:lo + BATCH]
-            decoded = list(pool.map(lambda i: read(ids[i], rgb), batch))
-            for arr in decoded[0]:
-                g[arr][batch[0]:batch[-1] + 1] = np.stack([d[arr] for d in decoded])
-            n_written += len(batch)
+    arrays = {arr: g[arr] for arr in datasets.ZARR_ARRAYS}
+    for i, iid in enumerate(ids):
+        if i < len(old_ids) and old_ids[i] == iid and written[iid] == by_id.at[iid, "key"]:
+            continue
+        for arr, a in arrays.items():
+            src = chunk_of[(iid, arr)]
+            if a.ndim == 4 and channels(iid) == 1:  # a gray image in an RGB group
+                gray = datasets.zarr_chunk_array(src.read_bytes(), np.uint8, (h, w))
+                # Zarr writes files in place: drop a hard link first, never write through it
+                chunk_file(a, i).unlink(missing_ok=True)
+                a[i] = cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+            else:
+                fio.link_or_copy(src, chunk_file(a, i))
+        n_written += 1
     g.attrs.update({"image_ids": ids, "split": by_id.loc[ids, "split"].tolist(),
                     "keys": by_id.loc[ids, "key"].tolist(), "height": h, "width": w})
 root.attrs.update({"fiberprep_version": __version__, "groups": sorted(groups),

@@ -4,6 +4,7 @@ library and the QC overlays of the worst images."""
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 
 from fiberprep import __version__, datasets, pipeline, report, zones
 from fiberprep import io as fio
@@ -17,7 +18,8 @@ lib_dir, qc_dir = Path(P.library_dir), Path(P.qc_dir)
 
 images = pd.read_parquet(sm.input.images)
 labels = pd.read_parquet(sm.input.labels)
-index = pd.read_parquet(sm.input.index)
+stored = set(pq.read_schema(sm.input.index).names)
+index = pd.read_parquet(sm.input.index, columns=[c for c in report.index_columns(DEFECT_FEATURE_NAMES) if c in stored])
 defect_ids, image_ids = report.report_selection(index, labels, P.report, DEFECT_FEATURE_NAMES)
 patch_of = dict(zip(index.get("defect_id", []), index.get("patch", [])))
 patches = {d: datasets.decode_png((lib_dir / patch_of[d]).read_bytes()) for d in defect_ids}

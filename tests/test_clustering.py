@@ -1,6 +1,7 @@
 """Clustering: fit, naming rules, stable assignment, refit matching, review mapping."""
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -168,3 +169,17 @@ def test_robust_scaler():
     model = clustering.fit_model(data, params(scaler="robust", k=4))
     types = clustering.apply_review(clustering.assign_clusters(model, data), model, None)
     assert (types == data["truth"].to_numpy()).mean() > 0.9
+
+
+@pytest.mark.parametrize("scaler", ["standard", "robust"])
+def test_collection_without_fiber_edge_names_no_chip(scaler):
+    """Close-ups (zones.mode none) carry no edge features at all: the fit runs without
+    numerical warnings, the absent features weigh nothing and no cluster is a chip."""
+    data = fake_features(40, seed=9).assign(cladding_edge_distance_um=np.nan, cladding_overhang_um=np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = clustering.fit_model(data, params(k=4, scaler=scaler))
+    assert np.isfinite(model["centroids"]).all()
+    assert "chip" not in {v["type"] for v in model["names"].values()}
+    types = clustering.apply_review(clustering.assign_clusters(model, data), model, None)
+    assert set(types[data["truth"] == "scratch"]) == {"scratch"}

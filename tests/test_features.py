@@ -150,3 +150,22 @@ def test_unknown_defect_number_is_named():
     with pytest.raises(ValueError, match=r"\[2\]"):
         defect_features(np.zeros((20, 20), np.float32), inst, np.ones((20, 20), np.uint8),
                         pd.DataFrame({"number": [1, 2]}), GEOMETRY)
+
+
+def test_defects_at_the_image_border_and_a_bent_line():
+    """Crops, texture and gradient boxes clipped by the image border; a bent line is
+    less straight than a straight one of the same length."""
+    rng = np.random.default_rng(2)
+    gray = (0.6 + rng.normal(0, 0.01, (200, 200))).astype(np.float32)
+    inst = np.zeros((200, 200), np.uint16)
+    inst[:4, :5] = 1                                                  # corner blob
+    inst[199, 20:180] = 2                                             # line on the bottom row
+    cv2.polylines(inst, [np.array([[20, 60], [80, 100], [140, 60]], np.int32)], False, 3, 2)
+    cv2.line(inst, (20, 150), (160, 150), 4, 2)
+    gray[inst > 0] -= 0.3
+    t = defect_features(gray, inst, np.full((200, 200), 2, np.uint8),
+                        pd.DataFrame({"number": [1, 2, 3, 4]}), GEOMETRY).set_index("number")
+    assert np.isfinite(t.drop(columns=["rim_contrast"]).to_numpy()).all()
+    assert t.loc[2, "straightness"] > 0.95 and t.loc[2, "aspect_ratio"] > 50
+    assert t.loc[3, "straightness"] < 0.9 < t.loc[4, "straightness"]
+    assert t.loc[1, "local_contrast"] == pytest.approx(-0.3, abs=0.02)

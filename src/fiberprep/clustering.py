@@ -27,6 +27,8 @@ References
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 from scipy.optimize import linear_sum_assignment
@@ -146,7 +148,11 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
                      cluster_ids=np.zeros(0, np.int64), centroids_raw={}, sizes={},
                      fit_rows=0, names={})
         return model
-    model["scaler"].fit(_matrix(model, sample))
+    # A feature no defect has (no fiber edge anywhere in a collection of close-ups,
+    # zones.mode none) gets NaN statistics, so it scales to 0 for every defect: ignored.
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+        model["scaler"].fit(_matrix(model, sample))
     X = _scaled(model, sample)
     if params.get("pca_components"):
         model["pca"] = PCA(n_components=params["pca_components"], random_state=int(params["seed"]))

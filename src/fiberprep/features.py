@@ -154,23 +154,37 @@ def _entropy(values: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
+def _median(x: np.ndarray) -> float:
+    """Median of a 1-D array (partial sort: cheaper than np.median on small arrays)."""
+    n = x.size
+    part = np.partition(x, [(n - 1) // 2, n // 2])
+    return 0.5 * float(part[(n - 1) // 2] + part[n // 2])
+
+
+# Gray-level grids of the GLCM statistics (symmetric matrix: the marginals coincide).
+_GI = np.arange(_LEVELS, dtype=float)
+_GD2 = (_GI[:, None] - _GI[None, :]) ** 2
+
+
 def _glcm_props(q: np.ndarray) -> dict[str, float]:
     """Haralick contrast, homogeneity, energy and correlation of the GLCM summed over
     four directions (0, 45, 90, 135 deg) at distance 1, symmetric and normalised."""
     P = graycomatrix(q, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=_LEVELS,
                      symmetric=True).sum(axis=(2, 3)).astype(float)
     P /= max(P.sum(), 1.0)
-    i, j = np.ogrid[:_LEVELS, :_LEVELS]
-    mu = (P * i).sum()
-    var = (P * (i - mu) ** 2).sum()
+    marginal = P.sum(axis=1)
+    mu = float(marginal @ _GI)
+    dev = _GI - mu
+    var = float(marginal @ dev**2)
     return {
-        "glcm_contrast": float((P * (i - j) ** 2).sum()),
-        "glcm_homogeneity": float((P / (1.0 + (i - j) ** 2)).sum()),
-        "glcm_energy": float(np.sqrt((P**2).sum())),
-        "glcm_correlation": float((P * (i - mu) * (j - mu)).sum() / var) if var > _EPS else 1.0,
+        "glcm_contrast": float((P * _GD2).sum()),
+        "glcm_homogeneity": float((P / (1.0 + _GD2)).sum()),
+        "glcm_energy": float(np.sqrt((P * P).sum())),
+        "glcm_correlation": float(dev @ P @ dev) / var if var > _EPS else 1.0,
     }
 
 
+_HU_NAMES = [f"hu_{i}" for i in range(1, 8)]
 _CORNERS = np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]], np.float32)
 
 
@@ -181,8 +195,9 @@ def _shape(m8: np.ndarray, area: int, ys: np.ndarray, xs: np.ndarray, um: float)
     floored at 1 px; the convex hull is that of the pixel squares, so solidity <= 1.
     """
     m = cv2.moments(m8, binaryImage=True)
-    cov = np.array([[m["mu20"], m["mu11"]], [m["mu11"], m["mu02"]]]) / area
-    l2, l1 = np.maximum(np.linalg.eigvalsh(cov), 0.0)
+    a, b, c = m["mu20"] / area, m["mu11"] / area, m["mu02"] / area
+    root = np.hypot((a - c) / 2, b)  # eigenvalues of the 2 x 2 inertia tensor
+    l1, l2 = (a + c) / 2 + root, max((a + c) / 2 - root, 0.0)
     major, minor = max(4 * np.sqrt(l1), 1.0), max(4 * np.sqrt(l2), 1.0)
     hu = cv2.HuMoments(m).ravel()
     contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
@@ -198,7 +213,7 @@ def _shape(m8: np.ndarray, area: int, ys: np.ndarray, xs: np.ndarray, um: float)
         "solidity": min(1.0, area / max(hull, 1.0)),
         "extent": area / bbox_area,
         "circularity": min(1.0, 4 * np.pi * area / max(perimeter, _EPS) ** 2),
-        **{f"hu_{i + 1}": float(-np.sign(h) * np.log10(abs(h) + 1e-30)) for i, h in enumerate(hu)},
+        **dict(zip(_HU_NAMES, (-np.sign(hu) * np.log10(np.abs(hu) + 1e-30)).tolist())),
     }
 
 
@@ -211,7 +226,8 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     vals = gray_c[mask]
     ys, xs = np.nonzero(mask)
     out = _shape(m8, vals.size, ys, xs, um)
-    out.update(intensity_mean=float(vals.mean()), intensity_std=float(vals.std()),
+    mean = float(vals.mean())
+    out.update(intensity_mean=mean, intensity_std=float(vals.std()),
                intensity_min=float(vals.min()), intensity_max=float(vals.max()))
     # Local background: a ring around the defect beyond its rim, excluding other
     # defects and pixels outside the analysed area.
@@ -221,15 +237,15 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     ring = cv2.dilate(m8, kernels[1]).astype(bool) & ~near & free
     if ring.any():
         bg = gray_c[ring]
-        bg_med = float(np.median(bg))
-        bg_std = float(1.4826 * np.median(np.abs(bg - bg_med)))
+        bg_med = _median(bg)
+        bg_std = 1.4826 * _median(np.abs(bg - bg_med))
     else:
         bg_med, bg_std = np.nan, np.nan
-    contrast = float(vals.mean()) - bg_med
+    contrast = mean - bg_med
     signed = np.copysign(max(abs(contrast), 1e-3), contrast)
     out.update(local_background=bg_med, local_background_std=bg_std, local_contrast=contrast,
                local_snr=contrast / max(bg_std, 1e-3),
-               michelson_contrast=contrast / max(float(vals.mean()) + bg_med, 1e-3),
+               michelson_contrast=contrast / max(mean + bg_med, 1e-3),
                rim_contrast=(float(gray_c[rim].mean()) - bg_med) / signed if rim.any() else np.nan)
     # Texture on a window of at most _TEXTURE_PX around a defect pixel near the centroid
     # (bounds the cost of long scratches; the window holds defect and surroundings).
@@ -239,17 +255,26 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     wx = slice(max(xs[k] - h2, 0), xs[k] + h2)
     q = np.clip((gray_c[wy, wx] * _LEVELS).astype(np.uint8), 0, _LEVELS - 1)
     out.update(_glcm_props(q))
-    lbp = local_binary_pattern(q, _LBP_P, _LBP_R, method="uniform").astype(np.intp)
-    codes = lbp[mask[wy, wx]]
+    # LBP codes of the defect pixels in the window: only their 3 x 3 neighbourhoods count,
+    # so the codes are computed on the defect's box (+2 px) inside the window.
+    mw = mask[wy, wx]
+    rows, cols = np.flatnonzero(mw.any(axis=1)), np.flatnonzero(mw.any(axis=0))
+    by = slice(max(rows[0] - 2, 0), rows[-1] + 3)
+    bx = slice(max(cols[0] - 2, 0), cols[-1] + 3)
+    lbp = local_binary_pattern(q[by, bx], _LBP_P, _LBP_R, method="uniform").astype(np.intp)
+    codes = lbp[mw[by, bx]]
     hist = np.bincount(codes, minlength=_LBP_BINS)[:_LBP_BINS] / max(codes.size, 1)
     out.update({f"lbp_{i}": float(hist[i]) for i in range(_LBP_BINS)})
     out["entropy"] = _entropy(vals)
-    # Gradient on the boundary band (one pixel in and out) and structure tensor.
-    gx = cv2.Sobel(gray_c, cv2.CV_32F, 1, 0, ksize=3) / 8.0
-    gy = cv2.Sobel(gray_c, cv2.CV_32F, 0, 1, ksize=3) / 8.0
+    # Gradient on the boundary band (one pixel in and out) and structure tensor, on the
+    # defect's box + 2 px (the 3 x 3 Sobel of the band's pixels stays inside it).
+    y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+    box = np.s_[max(y0 - 2, 0):y1 + 3, max(x0 - 2, 0):x1 + 3]
+    gx = cv2.Sobel(gray_c[box], cv2.CV_32F, 1, 0, ksize=3) / 8.0
+    gy = cv2.Sobel(gray_c[box], cv2.CV_32F, 0, 1, ksize=3) / 8.0
     k3 = np.ones((3, 3), np.uint8)
-    dil = cv2.dilate(m8, k3).astype(bool)
-    band = dil & ~cv2.erode(m8, k3).astype(bool)
+    dil = cv2.dilate(m8[box], k3).astype(bool)
+    band = dil & ~cv2.erode(m8[box], k3).astype(bool)
     gbx, gby = gx[band], gy[band]
     gmean = float(np.hypot(gbx, gby).mean()) / um
     out["gradient_mean"] = gmean
@@ -258,13 +283,16 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     jxx, jyy, jxy = float(gdx @ gdx), float(gdy @ gdy), float(gdx @ gdy)
     out["orientation_coherence"] = float(np.hypot(jxx - jyy, 2 * jxy) / (jxx + jyy + _EPS))
     # Skeleton length and straightness (span along the skeleton's main axis / length).
-    skel = skeletonize(mask)
+    tight = np.zeros((y1 - y0 + 3, x1 - x0 + 3), bool)
+    tight[1:-1, 1:-1] = mask[y0:y1 + 1, x0:x1 + 1]
+    skel = skeletonize(tight)
     length = _skeleton_length_px(skel)
     sy, sx = np.nonzero(skel)
     span = 0.0
     if sy.size > 1:
-        _, v = np.linalg.eigh(np.cov(np.stack([sx, sy]).astype(float)))
-        proj = sx * v[0, -1] + sy * v[1, -1]
+        dx, dy = sx - sx.mean(), sy - sy.mean()
+        theta = 0.5 * np.arctan2(2 * (dx @ dy), dx @ dx - dy @ dy)  # main axis direction
+        proj = dx * np.cos(theta) + dy * np.sin(theta)
         span = float(proj.max() - proj.min())
     out["skeleton_length_um"] = length * um
     out["straightness"] = min(1.0, (span + 1.0) / (length + 1.0))
@@ -318,11 +346,12 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
     numbers = defects["number"].to_numpy(dtype=np.int64)
     cols = DEFECT_FEATURE_NAMES
     if numbers.size == 0:
-        return pd.DataFrame({c: pd.Series(dtype=float) for c in ["number", *cols]})
+        return pd.DataFrame(np.empty((0, len(cols) + 1)), columns=["number", *cols])
     gray = np.asarray(gray, dtype=np.float32)
     lab = np.asarray(instance_map).astype(np.int32, copy=False)
     if {"bbox_x", "bbox_y", "bbox_w", "bbox_h"} <= set(defects.columns):
-        boxes = defects[["bbox_y", "bbox_x", "bbox_h", "bbox_w"]].to_numpy(np.int64)
+        boxes = np.column_stack([defects[c].to_numpy(np.int64)
+                                 for c in ("bbox_y", "bbox_x", "bbox_h", "bbox_w")])
     else:
         found = ndi.find_objects(lab)
         missing = [int(n) for n in numbers if not (0 < n <= len(found) and found[n - 1])]
@@ -341,8 +370,9 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
         rows.append(_crop_features(gray[y0:y1, x0:x1], lab[y0:y1, x0:x1],
                                    zone_map[y0:y1, x0:x1], n, (y0, x0), kernels,
                                    geometry, um))
-    f = {"number": numbers, **{k: np.array([r[k] for r in rows], dtype=float) for k in cols}}
-    return pd.DataFrame(f)[["number", *cols]]
+    out = pd.DataFrame(np.array([[r[k] for k in cols] for r in rows], dtype=float), columns=cols)
+    out.insert(0, "number", numbers)
+    return out
 
 
 def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,

@@ -29,13 +29,18 @@ def disc_image(
     stretch_y=1.0,
     noise=0.01,
     seed=0,
+    bevel_px=0.0,
+    blur=0.8,
 ):
-    """Antialiased disc (optionally stretched along y) with blur and noise."""
+    """Antialiased disc (optionally stretched along y) with blur and noise; a dark
+    bevel line ``bevel_px`` wide (60 % darker than the disc) just inside its edge."""
     h, w = shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     d = np.hypot(xx - center[0], (yy - center[1]) / stretch_y) - radius
+    if bevel_px:
+        inside = inside * (1 - 0.6 * np.clip(d + bevel_px + 0.5, 0, 1))
     img = outside + (inside - outside) * np.clip(0.5 - d, 0, 1)
-    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 0.8)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), blur)
     rng = np.random.default_rng(seed)
     return np.clip(img + rng.normal(0, noise, img.shape), 0, 1).astype(np.float32)
 
@@ -117,6 +122,16 @@ def test_smooth_dark_edge_line_is_not_an_epoxy_ring():
             [43, i], edge_line=0.6, edge_line_um=1.2, um_per_px=0.27, jpeg_quality=60
         )
         assert radius < 0.1
+
+
+@pytest.mark.parametrize("bevel_px", [1.5, 2.0, 3.0])
+def test_dark_bevel_line_does_not_push_the_edge_outward(bevel_px):
+    # the bevel line's gradient lobe pushes the gradient peak 0.1-0.3 px outward; the
+    # glass ends at the line's outer flank
+    img = disc_image(inside=0.35, outside=0.7, noise=0.005, bevel_px=bevel_px, blur=0.7)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.08
+    assert math.hypot(geo["center_x"] - 330.3, geo["center_y"] - 250.7) < 0.05
 
 
 def test_no_fiber_is_rejected():

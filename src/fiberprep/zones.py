@@ -9,7 +9,11 @@ points on chips and dirt are rejected by iterative trimming around a direct
 least-squares ellipse fit (a circle is the special case; 720x576 video captures
 have non-square pixels and show the fiber as an ellipse). On dark fibers a
 textured epoxy ring just outside the glass is recognised, and the glass edge
-inside it is fitted instead of the ring's stronger outer edge. The core is
+inside it is fitted instead of the ring's stronger outer edge; without a ring
+(and without a diffraction fringe, where the edge is not a blurred step), a
+dark bevel line just inside the glass edge is modelled with the edge: the
+gradient of the median edge-aligned profile is fitted with two opposite
+Gaussian lobes of the blur width, and the glass ends at the outer lobe. The core is
 measured the same way inside the cladding when the radial intensity profile
 shows it. Zone maps follow the fitted cladding ellipse.
 
@@ -648,7 +652,8 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     """Sub-pixel cladding ellipse from the coarse circle ``(cx, cy, r)``.
 
     Wide ray searches until the center settles, a narrow refining search, then
-    the glass edge inside an epoxy ring when there is one (dark fibers).
+    on dark fibers whose edge shows no diffraction fringe, the glass edge inside
+    an epoxy ring when there is one, else outside a bevel line (lobe fit).
     """
     cx, cy, r = coarse
     sign = 1.0 if polarity == "dark" else -1.0
@@ -669,32 +674,43 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
         _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params), params)
         or clad
     )
+    if polarity != "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
+        return clad
     upp_guess = um_per_px or clad_r_um / clad["r"]
-    shift, glass_sign = 0.0, 0.0
-    if polarity == "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
-        shift, glass_sign = _epoxy_shift(
-            smooth,
-            clad,
-            sign,
-            params["epoxy_max_um"] / upp_guess,
-            params["epoxy_min_um"] / upp_guess,
-            params,
-        )
-    if shift:
-        _, _, a, b, th = clad["shape"]
-        ring = _ring_edges(smooth, clad, sign, shift, params)
-        if ring is not None and shift < 4.0 * ring[2]:  # lobes overlap: the model's edge
-            a, b = a + ring[1], b + ring[1]
-            return {**clad, "shape": (clad["cx"], clad["cy"], a, b, th), "r": math.sqrt(a * b)}
-        inner = (clad["cx"], clad["cy"], a - shift, b - shift, th)
-        # a window that stays clear of the ring's outer edge
-        half = int(np.clip(math.ceil(0.6 * shift), 3, params["search_min_px"]))
-        refit = glass_sign and _fit_edge(smooth, inner, glass_sign, half, params)
-        if not refit:
-            clad = {**clad, "shape": inner, "r": math.sqrt((a - shift) * (b - shift))}
-        elif _confidence(refit, params) >= params["min_confidence"]:
-            clad = refit
-    return clad
+    ring = _epoxy_shift(
+        smooth,
+        clad,
+        sign,
+        params["epoxy_max_um"] / upp_guess,
+        params["epoxy_min_um"] / upp_guess,
+        params,
+    )
+    if ring is None:  # a diffraction fringe: the strongest edge is the glass edge
+        return clad
+    shift, glass_sign = ring
+    if not shift:
+        # the glass ends at the outer flank of a dark bevel line just inside its edge
+        lobes = _edge_lobes(smooth, clad, sign, params["bevel_max_um"] / upp_guess, params)
+        return _grown(clad, lobes[0]) if lobes else clad
+    # a resolved ring's lobes fix the blur width themselves; a narrow one's do not
+    lobes = _edge_lobes(smooth, clad, sign, shift, params, free_width=True) or _edge_lobes(
+        smooth, clad, sign, shift, params
+    )
+    if lobes is not None and lobes[0] - lobes[1] < 4.0 * lobes[2]:  # lobes overlap
+        return _grown(clad, lobes[1])
+    inner = _grown(clad, -shift)
+    # a window that stays clear of the ring's outer edge
+    half = int(np.clip(math.ceil(0.6 * shift), 3, params["search_min_px"]))
+    refit = glass_sign and _fit_edge(smooth, inner["shape"], glass_sign, half, params)
+    if not refit:
+        return inner
+    return refit if _confidence(refit, params) >= params["min_confidence"] else clad
+
+
+def _grown(fit, d):
+    """``fit`` with both semi-axes of its ellipse grown by ``d`` px."""
+    cx, cy, a, b, th = fit["shape"]
+    return {**fit, "shape": (cx, cy, a + d, b + d, th), "r": math.sqrt((a + d) * (b + d))}
 
 
 def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
@@ -702,10 +718,11 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
 
     A dark fiber often sits in a rough epoxy ring whose outer edge (to the
     ferrule) is stronger than the glass edge. When the strongest edge carries
-    a bright diffraction fringe on its outer side (coaxial scopes), it is the
-    glass edge and no ring is looked for. Epoxy is textured, glass is
-    smooth: along the circle, the intensity difference between neighbouring
-    rays is the texture, compared with that of the glass further in (floored
+    a bright diffraction fringe within ``halo_reach_um`` on its outer side
+    (coaxial scopes), it is the glass edge and no ring is looked for. Epoxy is
+    textured, glass is smooth: along the circle, the intensity difference
+    between neighbouring rays is the texture, compared with that of the glass
+    further in (floored
     by a share of the ferrule's: JPEG flattens smooth glass). Texture beyond
     what the radial gradient explains (edge waviness), of at least
     ``epoxy_min_texture`` of the local level, that starts at least ``min_px``
@@ -717,11 +734,11 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
 
     Returns
     -------
-    shift : float
-        How far inside the fitted edge the glass edge lies (px); 0 when no ring.
-    sign : float
-        Polarity of the glass-to-epoxy step (+1 brighter outside, -1 darker),
-        0 when that step is too weak to locate the edge on rays.
+    tuple of float or None
+        None when the edge carries a fringe, else ``(shift, sign)``: how far inside
+        the fitted edge the glass edge lies (px; 0 when no ring), and the polarity
+        of the glass-to-epoxy step (+1 brighter outside, -1 darker; 0 when that
+        step is too weak to locate the edge on rays).
     """
     steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
     # profiles aligned on each ray's own edge point, so that a wavy edge does not
@@ -746,11 +763,12 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     # as the glass edge itself: no ring to look for
     ferrule_level = float(np.median(level[ferrule]))
     inside = level[(steps <= 0) & (steps > -4.0)]
-    after = level[(steps > 0) & (steps <= max(3.0, 2.0 * min_px / params["epoxy_min_um"]))]
+    reach = params["halo_reach_um"] * min_px / params["epoxy_min_um"]  # px
+    after = level[(steps > 0) & (steps <= max(3.0, reach))]
     step_height = abs(ferrule_level - float(np.min(sign * inside) * sign))
     overshoot = float(np.max(sign * after) - sign * ferrule_level)
     if overshoot >= params["halo_min_share"] * step_height:
-        return 0.0, 0.0
+        return None
     excess = texture - base - slope * params["edge_waviness_px"]
     # epoxy grain modulates the reflectance by several %; a smooth line only shows noise
     # and JPEG artifacts, which can still be many times the JPEG-flattened glass's
@@ -811,35 +829,111 @@ def _aligned_profiles(smooth, fit, sign, steps, params):
     return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def _ring_edges(smooth, fit, sign, shift, params):
-    """Both edges of a thin ring, (outer, inner) offsets (px) from the fitted edge.
+def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
+    """The strong edge and the far edge of a thin dark band along it, by a lobe fit.
 
-    The opposite-signed gradient lobes of a ring only a few blur widths wide push
-    each other's peaks apart, so neither the fitted edge nor a gradient peak on
-    the inner step is where the step is. The median edge-aligned profile's
-    gradient is fitted with two Gaussians of one width (the optics' blur) and
-    opposite signs, at the fitted edge and ``shift`` inside it. Returns None
-    when the fit does not converge inside its bounds, and the blur sigma.
+    A dark band along the strongest edge (a bevel line just inside the glass,
+    or a thin epoxy ring just outside it) puts a gradient lobe of the opposite
+    sign next to the edge's own; when the band is only a few blur widths wide,
+    the lobes push each other's peaks apart, so neither the fitted edge (the
+    gradient peak) nor a peak on the band's far step is where its step is.
+    The gradient of the median edge-aligned profile is fitted with two
+    Gaussians of opposite signs and one width, the optics' blur. Unless
+    ``free_width``, that width is measured on the outer flank of the edge's
+    own lobe, away from the band: when the band is narrower than about two
+    blur widths, a free width trades with the band's depth and the edge
+    position, and such fits do not settle.
+
+    Parameters
+    ----------
+    reach : float
+        Expected distance (px) of the band's far edge inside the fitted edge; it
+        is searched up to 3 px farther.
+
+    Returns
+    -------
+    tuple of float or None
+        ``(outer, inner, sigma)``: offsets (px) of the strong edge and of the band's
+        far edge from the fitted edge, and the blur sigma (px); None when a fit
+        does not converge inside its bounds, the lobes are not resolved or the
+        profile shows no band darker than the plateau beyond it.
     """
-    steps = np.arange(-shift - 6.0, 5.0, 0.25)
+    steps = np.arange(-reach - 6.0, 5.0, 0.25)
     level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
     grad = sign * np.gradient(level, steps)
+    k = int(np.argmax(grad))
+    if grad[k] <= 0:
+        return None
+
+    def gauss(x, p):
+        """Gaussian p = (amplitude, center, sigma) at x, and its Jacobian columns."""
+        u = (x - p[1]) / p[2]
+        e = np.exp(-0.5 * u * u)
+        return p[0] * e, np.column_stack([e, p[0] * e * u / p[2], p[0] * e * u * u / p[2]])
+
+    if free_width:
+        sigma = 1.0
+    else:  # the outer flank: from the peak outward while above 5 % of the peak
+        below = np.nonzero(grad[k:] < 0.05 * grad[k])[0]
+        flank = np.arange(k, k + (int(below[0]) if len(below) else len(grad) - k))
+        if len(flank) < 4:
+            return None
+        xf, gf = steps[flank], grad[flank]
+        outer = least_squares(
+            lambda p: gauss(xf, p)[0] - gf,
+            [grad[k], steps[k], 1.0],
+            jac=lambda p: gauss(xf, p)[1],
+            bounds=([0.0, steps[k] - 2.0, 0.3], [np.inf, steps[k] + 2.0, 4.0]),
+        )
+        sigma = float(outer.x[2])
+        if not outer.success or not 0.3 + 1e-3 < sigma < 4.0 - 1e-3:
+            return None
 
     def model(p):
-        x0, x1, a0, a1, sigma = p
-        g0 = np.exp(-0.5 * ((steps - x0) / sigma) ** 2)
-        g1 = np.exp(-0.5 * ((steps - x1) / sigma) ** 2)
-        return (a0 * g0 - a1 * g1) / (math.sqrt(2 * math.pi) * sigma) - grad
+        """p = (x0, x1, a0, a1[, sigma]): the edge's lobe minus the band's far lobe."""
+        sg = p[4] if free_width else sigma
+        (g0, j0), (g1, j1) = gauss(steps, (p[2], p[0], sg)), gauss(steps, (p[3], p[1], sg))
+        jac = [j0[:, 1], -j1[:, 1], j0[:, 0], -j1[:, 0], j0[:, 2] - j1[:, 2]]
+        return g0 - g1 - grad, np.column_stack(jac[: len(p)])
 
-    k0, k1 = np.argmin(np.abs(steps)), np.argmin(np.abs(steps + shift))
-    lo = np.array([-2.0, -shift - 3.0, 0.0, 0.0, 0.3])
+    k1 = int(np.argmin(np.abs(steps + reach)))
+    lo = np.array([-2.0, -reach - 3.0, 0.0, 0.0, 0.3])
     hi = np.array([2.0, -0.2, np.inf, np.inf, 4.0])
-    start = np.clip([0.0, -shift, 2.5 * grad[k0], 2.5 * max(-grad[k1], 1e-4), 1.0], lo + 1e-6, hi - 1e-6)
-    res = least_squares(model, start, bounds=(lo, hi), x_scale="jac", max_nfev=50)
-    x0, x1, _, _, sigma = res.x
-    if not res.success or np.isclose(res.x, lo, atol=1e-3).any() or np.isclose(res.x, hi, atol=1e-3).any():
+    start = [0.0, -reach, grad[k], max(-grad[k1], 1e-4), sigma]
+    n = 5 if free_width else 4
+    lo, hi = lo[:n], hi[:n]
+    res = least_squares(
+        lambda p: model(p)[0],
+        np.clip(start[:n], lo + 1e-6, hi - 1e-6),
+        jac=lambda p: model(p)[1],
+        bounds=(lo, hi),
+        x_scale="jac",
+        max_nfev=100,
+    )
+    if (
+        not res.success
+        or np.isclose(res.x, lo, atol=1e-3).any()
+        or np.isclose(res.x, hi, atol=1e-3).any()
+    ):
         return None
-    return float(x0), float(x1), float(sigma)
+    x0, x1 = res.x[:2]
+    sigma = float(res.x[4]) if free_width else sigma
+    # lobes much closer than the blur are one edge's reshaped gradient (a derivative of
+    # a Gaussian: real edges are not Gaussian steps), not a band
+    if x0 - x1 < 0.5 * sigma:
+        return None
+    # and the band dips below the plateau on its far side by a visible share of the step
+    # (signed levels: the near side of the strong edge is the lower one)
+    signed = sign * level
+    far = signed[steps < x1 - 2.0 * sigma]
+    band = signed[(steps >= x1 - sigma) & (steps <= x0)]
+    if not len(far) or not len(band):
+        return None
+    plateau = float(np.median(far))
+    step = float(np.median(signed[steps > 3.0])) - plateau
+    if plateau - float(band.min()) < params["halo_min_share"] * step:
+        return None
+    return float(x0), float(x1), sigma
 
 
 def _confidence(fit, params):

@@ -189,3 +189,40 @@ def test_real_closeup_scratches_found(cfg):
     gray = load_image(path, 40_000_000, 64)[0]
     pred, table = detect_defects(gray, np.full(gray.shape, 5, np.uint8), {}, cfg["detection"])
     assert (table["shape_class"] == "linear").any()
+
+
+def test_faded_scratch_with_long_gap_is_one_instance(cfg):
+    # two collinear 30 µm pieces of one scratch 40 µm apart (its contrast faded between
+    # them): one defect; with join_line_gap_um at join_gap_um they stay two
+    pieces = [dict(SCRATCH, angle_deg=0.0, length_um=30.0, dx_um=k * 35.0, dy_um=75.0) for k in (-1, 1)]
+    gray, truth = _scene(cfg, seed=11, defects=pieces)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    a, b = _instances_of(pred, truth)
+    assert len(a) == 1 and a == b
+    short = {**cfg["detection"], "join_line_gap_um": cfg["detection"]["join_gap_um"]}
+    a, b = _instances_of(detect_defects(gray, truth["zone_map"], truth, short)[0], truth)
+    assert a and b and not a & b
+
+
+@pytest.mark.parametrize("angle", [0.0, 15.0, 45.0, 75.0, 120.0, 160.0])
+def test_thin_scratch_found_at_any_orientation(cfg, angle):
+    line = dict(SCRATCH, angle_deg=angle, width_um=1.0, contrast=0.4, dx_um=70.0, dy_um=-45.0, length_um=50.0)
+    gray, truth = _scene(cfg, seed=4, defects=[line])
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    number, iou = _best_iou(pred, truth["instance_map"] == 1)
+    assert iou >= 0.25
+    row = table.set_index("number").loc[number]
+    assert row["shape_class"] == "linear"
+    assert abs((row["orientation_deg"] - angle + 90) % 180 - 90) <= 8
+
+
+def test_sparse_label_helpers_match_numpy_and_scipy():
+    from scipy import ndimage as ndi
+
+    from fiberprep.defects import _label_boxes, _nonzero
+    rng = np.random.default_rng(3)
+    lab, _ = ndi.label(rng.random((57, 83)) > 0.8)
+    ys, xs = _nonzero(lab)
+    ry, rx = np.nonzero(lab)
+    assert np.array_equal(ys, ry) and np.array_equal(xs, rx)
+    assert _label_boxes(lab, int(lab.max()) + 1)[1:] == ndi.find_objects(lab)

@@ -20,10 +20,8 @@ import math
 import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
-from scipy.sparse import coo_matrix
+from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
-from skimage.filters import apply_hysteresis_threshold
 from skimage.morphology import skeletonize
 
 COLUMNS = [
@@ -127,11 +125,14 @@ def detect_defects(gray, zone_map, geometry, params):
     scratch_labels, widths = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
     labels, source = _merge(region_mask, scratch_labels, widths, px, params)
     if rings:
-        labels, source = _drop_rings(labels, source, rings[0][3], rings[0][4], px, params)
+        labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
-    mean_absz = ndi.mean(np.abs(zs), labels, np.arange(1, labels.max() + 1))
+    ys, xs = _nonzero(labels)
+    k = labels[ys, xs]
+    mean_absz = (np.bincount(k, np.abs(zs[ys, xs]), minlength=labels.max() + 1)
+                 / np.maximum(np.bincount(k, minlength=labels.max() + 1), 1))[1:]
     if factor != 1.0:
         size = (zm_full.shape[1], zm_full.shape[0])
         bg = cv2.resize(bg, size, interpolation=cv2.INTER_LINEAR)
@@ -142,13 +143,11 @@ def detect_defects(gray, zone_map, geometry, params):
         labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), params)
     labels[zm_full == 0] = 0
     instance_map[crop] = labels
-    background = np.exp(bg) - np.float32(params["log_offset"])
-    table = _measure(instance_map, gray, zone_map, geometry, upp, crop, background, source,
-                     mean_absz, params)
+    table = _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params)
     # Renumber 1..n in case refinement or cropping emptied an instance.
     lut = np.zeros(int(instance_map.max()) + 1, np.uint16)
     lut[table["number"].to_numpy()] = np.arange(1, len(table) + 1, dtype=np.uint16)
-    instance_map = lut[instance_map]
+    instance_map = _relabel(instance_map, lut)
     table["number"] = np.arange(1, len(table) + 1)
     return instance_map, table.reset_index(drop=True)
 
@@ -187,7 +186,13 @@ def _physical_regions(shape, geo, px, params):
               (geo["cx"], geo["cy"]))]
     if geo["r_core"] is not None:
         rk, kx, ky = geo["r_core"], geo["core_cx"], geo["core_cy"]
-        rk_map = np.sqrt((xx - np.float32(kx)) ** 2 + (yy - np.float32(ky)) ** 2, dtype=np.float32)
+        # distance to the core centre, computed in the core's neighbourhood only (inf beyond)
+        reach = rk + half + px(params["ring_inner_um"]) + 2
+        ys = slice(max(0, int(ky - reach)), max(0, int(ky + reach) + 2))
+        xs = slice(max(0, int(kx - reach)), max(0, int(kx + reach) + 2))
+        rk_map = np.full(shape, np.inf, np.float32)
+        rk_map[ys, xs] = np.sqrt((xx[:, xs] - np.float32(kx)) ** 2 + (yy[ys] - np.float32(ky)) ** 2,
+                                 dtype=np.float32)
         regions[rk_map < rk] = 1
         band |= np.abs(rk_map - rk) < half
         if rk >= px(params["core_ring_min_um"]):
@@ -214,39 +219,38 @@ def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
     zs = cv2.GaussianBlur(z, (0, 0), smooth_px)
     floor = 1.0 / (2.0 * math.sqrt(math.pi) * smooth_px)
     glob = np.maximum(np.nan_to_num(_per_region(zs, regions, seed_ok, _iqr_std), nan=floor), floor)
-    w = (seed_ok & (np.abs(zs) < clip * glob[regions].astype(np.float32))).astype(np.float32)
+    w = (seed_ok & (np.abs(zs) < clip * _lookup(regions, glob))).astype(np.float32)
     q = max(1, int(nk // 8))
     area, back, centres = _block_means(q, zs.shape)
     kn = (_odd(nk / q),) * 2
     box = lambda v: cv2.boxFilter(v, -1, kn, borderType=cv2.BORDER_REFLECT)  # noqa: E731
     sq, den_all, reg = area(zs * zs * w), area(w), centres(regions)  # blocks split by centre region
-    ids = [int(k) for k in np.unique(regions[regions > 0])]
-    local = []
-    for k in ids:
+    scale = np.ones(zs.shape, np.float32)
+    for k in _region_ids(regions):
         mk = (reg == k).astype(np.float32)
         num, den = box(sq * mk), box(den_all * mk)
-        local.append(np.where(den > 1e-3, np.sqrt(np.maximum(num, 0) / np.maximum(den, 1e-6)), glob[k]))
-    up = back(np.dstack(local)).reshape(zs.shape + (len(ids),))
-    scale = np.ones(zs.shape, np.float32)
-    for j, k in enumerate(ids):
-        np.copyto(scale, up[..., j], where=regions == k)
+        local = np.where(den > 1e-3, np.sqrt(np.maximum(num, 0) / np.maximum(den, 1e-6)), np.float32(glob[k]))
+        np.copyto(scale, back(local.astype(np.float32)), where=regions == k)
     np.maximum(scale, np.float32(floor), out=scale)
     return zs / scale, scale
 
 
-def _per_region(values, regions, ok, stat):
+def _per_region(values, regions, ok, stat, max_n=20000):
     """``stat`` of ``values`` over the ``ok`` pixels of each region id (NaN: too few).
 
-    Computed on an even pixel subsample (~250k pixels): statistics, not masks.
-    Returns an array indexed by region id.
+    Computed on an even pixel subsample of each region's bounding box
+    (~``max_n`` pixels of the region): statistics, not masks. Returns an
+    array indexed by region id.
     """
-    st = max(1, int(math.sqrt(values.size / 250_000)))
-    v, r, o = values[::st, ::st], regions[::st, ::st], ok[::st, ::st]
     out = np.full(int(regions.max()) + 1, np.nan)
-    for k in np.unique(r[r > 0]):
-        sel = (r == k) & o
-        if sel.sum() > 16:
-            out[k] = stat(v[sel])
+    for k in _region_ids(regions):
+        m = regions == k
+        bx, by, bw, bh = cv2.boundingRect(m.view(np.uint8))
+        st = max(1, int(math.sqrt(np.count_nonzero(m) / max_n)))
+        win = np.s_[by:by + bh:st, bx:bx + bw:st]
+        sel = m[win] & ok[win]
+        if np.count_nonzero(sel) > 16:
+            out[k] = stat(values[win][sel])
     return out
 
 
@@ -256,8 +260,7 @@ def _block_means(q, shape):
 
     The image is padded (reflected) to whole blocks, so block centres fall
     exactly where ``cv2.resize`` puts the coarse pixels when interpolating
-    back; a box blur sampled at the block centres gives the means (cheaper
-    than ``INTER_AREA`` at a non-integer factor).
+    back, and ``INTER_AREA`` takes its fast integer-factor path.
     """
     h, w = shape
     ph, pw = -h % q, -w % q
@@ -266,7 +269,7 @@ def _block_means(q, shape):
         return cv2.copyMakeBorder(v, 0, ph, 0, pw, cv2.BORDER_REFLECT) if ph or pw else v
 
     def down(v):
-        return np.ascontiguousarray(cv2.blur(pad(v), (q, q))[q // 2::q, q // 2::q]) if q > 1 else v
+        return cv2.resize(pad(v), ((w + pw) // q, (h + ph) // q), interpolation=cv2.INTER_AREA) if q > 1 else v
 
     def up(v):
         big = cv2.resize(v, (w + pw, h + ph), interpolation=cv2.INTER_LINEAR) if q > 1 else v
@@ -299,9 +302,8 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
     q = max(1, int(min(ksize, nk) // 8))
     area, back, _ = _block_means(q, values.shape)
     kb, kn = (_odd(ksize / q),) * 2, (_odd(nk / q),) * 2
-    sel = weights > 0
     hp = values - cv2.blur(values, (3, 3), borderType=cv2.BORDER_REFLECT)
-    s_hp = max(_robust_std(hp[sel]), 1e-5)
+    s_hp = max(_robust_std(_sample(hp, weights > 0)), 1e-5)
     w_hp = weights * (np.abs(hp) < clip * s_hp)
     ws, wh = area(weights), area(w_hp)
     vs = area(values * weights) / np.maximum(ws, 1e-6)
@@ -313,9 +315,10 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
         est, den = _norm_box(vs, ws * (np.abs(vs - est) < clip * spread), kb)
     var, vden = _norm_box(hs, wh, kn)
     sd = np.sqrt(np.maximum(var, 0) * 9 / 8)
-    ok = ((den > 1e-3) & (vden > 1e-3)).astype(np.float32)
-    up = back(np.dstack([est, sd, ok]))
-    return up[..., 0], up[..., 1], up[..., 2] > 0.999, s_hp * math.sqrt(9 / 8)
+    ok = (den > 1e-3) & (vden > 1e-3)
+    # ok (enough support) is nearly everywhere: interpolated only when it is not
+    ok = True if ok.all() else back(ok.astype(np.float32)) > 0.999
+    return back(est), back(sd), ok, s_hp * math.sqrt(9 / 8)
 
 
 def _flatten(lg, regions, rings, band, px, params):
@@ -349,13 +352,13 @@ def _flatten(lg, regions, rings, band, px, params):
     fit = (regions > 0) & ~in_ring
     if fit.sum() < 64:
         fit = regions > 0
-    level = np.exp(_robust_surface(lg, fit, params["surface_degree"], clip, regions)[1])
+    level = np.exp(_robust_surface(lg, fit, params["surface_degree"], clip, regions, offsets_only=True)[1])
     # vignetting is a smooth product: fit it on linear intensity over reflectance
     vig, const = _robust_surface(lg, fit, params["surface_degree"], clip, np.zeros(regions.shape, np.int8),
                                  transform=lambda v, y, x: (np.exp(v) - off) / level[regions[y, x]])
     vig = np.maximum(vig + np.float32(const[0]), np.float32(1e-3))
-    for k in np.unique(regions[regions > 0]):
-        bx, by, bw, bh = cv2.boundingRect((regions == k).astype(np.uint8))
+    for k in _region_ids(regions):
+        bx, by, bw, bh = cv2.boundingRect((regions == k).view(np.uint8))
         win = np.s_[by:by + bh, bx:bx + bw]  # the region's box only
         m = regions[win] == k
         w = (m & fit[win]).astype(np.float32)
@@ -363,10 +366,12 @@ def _flatten(lg, regions, rings, band, px, params):
             w = m.astype(np.float32)
         trend = np.log(vig[win] * np.float32(level[k]) + off)
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
-        dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(vig[win][w > 0]))
+        dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
         est, sd, ok, s = _robust_box(lg[win] - trend, w, k_bg, k_n, clip)
-        bg[win][m] = (trend + np.where(ok, est, 0.0))[m]
-        sigma[win][m] = np.where(ok, sd, s)[m]
+        if ok is not True:
+            est, sd = np.where(ok, est, np.float32(0)), np.where(ok, sd, np.float32(s))
+        np.copyto(bg[win], trend + est, where=m)
+        np.copyto(sigma[win], sd, where=m)
     for ring in rings:
         _ring_model(lg, regions > 0, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
@@ -375,7 +380,8 @@ def _flatten(lg, regions, rings, band, px, params):
     return bg, sigma, dim, floor
 
 
-def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=6000, step=8):
+def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=6000, step=8,
+                    offsets_only=False):
     """Robust least-squares polynomial surface of ``values`` over ``sel``, plus
     one offset per group id of ``groups``.
 
@@ -383,11 +389,12 @@ def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=600
     ``transform(values, rows, columns)`` when given), outliers beyond
     ``clip`` σ dropped twice.
     Returns the surface without offsets (evaluated on a grid ``step`` px
-    apart and interpolated) and the offsets indexed by group id.
+    apart and interpolated; None with ``offsets_only``) and the offsets
+    indexed by group id.
     """
     h, w = values.shape
     st = max(1, int(math.sqrt(np.count_nonzero(sel) / (4 * max_n))))  # subsample before listing
-    yy, xx = np.nonzero(sel[::st, ::st])
+    yy, xx = _nonzero(sel[::st, ::st])
     yy, xx = yy * st, xx * st
     if yy.size > max_n:
         yy, xx = yy[:: yy.size // max_n], xx[:: xx.size // max_n]
@@ -422,6 +429,8 @@ def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=600
         res = v - A @ coef
         keep = np.abs(res) < clip * max(_robust_std(res), 1e-6)
     level[ids] = coef[len(terms):]
+    if offsets_only:
+        return None, level
     # grid node i sits at pixel (i + 0.5) * step - 0.5, where cv2.resize puts it
     # (one node beyond each border so that interpolation never clamps)
     gy, gx = (np.mgrid[-1:-(-h // step) + 1, -1:-(-w // step) + 1] + 0.5) * step - 0.5
@@ -445,10 +454,12 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     noise) are interpolated bilinearly between bin centres.
     """
     r_lo, edge, r_hi, rmap, (cx, cy) = ring
-    sel = valid & (rmap >= r_lo) & (rmap < r_hi)
-    yy, xx = np.nonzero(sel)
+    bx, by, bw, bh = cv2.boundingRect((rmap < r_hi).view(np.uint8))  # the annulus' box
+    rbox = rmap[by:by + bh, bx:bx + bw]
+    yy, xx = _nonzero(valid[by:by + bh, bx:bx + bw] & (rbox >= r_lo) & (rbox < r_hi))
     if yy.size < 64:
         return
+    yy, xx = yy + by, xx + bx
     v = lg[yy, xx].astype(np.float64)
     r = rmap[yy, xx]
     n_sec = max(12, int(round(math.pi * (r_lo + r_hi) / px(params["arc_um"]))))
@@ -470,62 +481,98 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     key = sec * n_r + rb
     s0 = np.floor(t - 0.5).astype(np.int64) % n_sec
     frac = (t - 0.5) - np.floor(t - 0.5)
+    s1 = (s0 + 1) % n_sec
+    # bilinear weights of the four bin centres around each pixel, as a sparse matrix
+    idx = np.stack([s0 * n_r + r0, s0 * n_r + r1, s1 * n_r + r0, s1 * n_r + r1], 1).ravel()
+    wts = np.stack([(1 - frac) * (1 - fr), (1 - frac) * fr, frac * (1 - fr), frac * fr], 1).ravel()
+    interp = csr_matrix((wts, idx, np.arange(0, idx.size + 1, 4)), shape=(v.size, n_sec * n_r))
     # noise per sector and radius band (4 bins: more samples); clipping uses it,
     # so a rough epoxy ring is texture, not a crowd of outliers
     key2 = sec * (n_r // 4 + 1) + rb // 4
     size, size2 = n_sec * n_r, n_sec * (n_r // 4 + 1)
-    keep = np.ones(v.size, bool)
+    keep = np.ones(v.size)  # weight 1 kept, 0 clipped
     sd = None
     for it in range(4):
-        cnt = np.bincount(key[keep], minlength=size).reshape(n_sec, n_r)
-        tot = np.bincount(key[keep], v[keep], minlength=size).reshape(n_sec, n_r)
+        cnt = np.bincount(key, keep, minlength=size).reshape(n_sec, n_r)
+        tot = np.bincount(key, v * keep, minlength=size).reshape(n_sec, n_r)
         fill = tot.sum(0) / np.maximum(cnt.sum(0), 1)  # empty bins: mean over all angles
-        prof = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill)
-        s1 = (s0 + 1) % n_sec
-        model = ((1 - frac) * ((1 - fr) * prof[s0, r0] + fr * prof[s0, r1])
-                 + frac * ((1 - fr) * prof[s1, r0] + fr * prof[s1, r1]))
-        res = v - model
+        prof = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill).ravel()
+        res = v - interp @ prof
         s = max(_robust_std(res), 1e-5)
-        cnt2 = np.bincount(key2[keep], minlength=size2)
-        var2 = np.bincount(key2[keep], res[keep] ** 2, minlength=size2) / np.maximum(cnt2, 1)
+        cnt2 = np.bincount(key2, keep, minlength=size2)
+        var2 = np.bincount(key2, res * res * keep, minlength=size2) / np.maximum(cnt2, 1)
         sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
         # first clip against the annulus-wide σ (a chip inflates its bin's σ), then locally
-        keep = np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)
+        keep = (np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)).astype(np.float64)
+    model = v - res
     bg[yy, xx] = model
     sigma[yy, xx] = sd
     # the edge's own footprint (misfit, rough epoxy): noise well above the annulus'
     band[yy, xx] |= (sd > params["ring_texture_ratio"] * _median(sd)) & (np.abs(d) <= fine_px)
 
 
-def _robust_std(x, max_n=40000):
+def _robust_std(x, max_n=10000):
     """σ from the RMS of the central 95 % of deviations from the median.
 
     Unlike the MAD it stays positive on quantised, nearly flat data; for a
     normal sample it equals σ (0.871 corrects the truncation). Large inputs
     are evenly subsampled.
     """
-    x = np.asarray(x, np.float32).ravel()
+    x = np.asarray(x).ravel()
     if x.size == 0:
         return 0.0
-    if x.size > max_n:
-        x = x[:: x.size // max_n]
+    x = x[:: max(1, x.size // max_n)].astype(np.float32)  # subsample before converting
     d = np.abs(x - _median(x))
     cut = np.partition(d, int(0.95 * (d.size - 1)))[int(0.95 * (d.size - 1))]
     core = d[d <= cut]
     return float(np.sqrt(np.mean(core * core)) / 0.871)
 
 
-def _iqr_std(x, max_n=40000):
+def _iqr_std(x, max_n=10000):
     """σ from the interquartile range (robust to defects covering up to a quarter)."""
-    x = np.asarray(x, np.float32).ravel()
-    q1, q3 = np.percentile(x[:: max(1, x.size // max_n)], [25, 75])
+    x = np.asarray(x).ravel()
+    q1, q3 = np.percentile(x[:: max(1, x.size // max_n)].astype(np.float32), [25, 75])
     return float(q3 - q1) / 1.349
 
 
-def _median(x, max_n=40000):
+def _median(x, max_n=10000):
     """Median (of an even subsample when large)."""
     x = np.asarray(x).ravel()
     return float(np.median(x[:: max(1, x.size // max_n)])) if x.size else 0.0
+
+
+def _lookup(regions, values):
+    """``values[regions]`` as float32 (``cv2.LUT``: much faster than indexing)."""
+    lut = np.zeros(256, np.float32)
+    lut[:len(values)] = values
+    return cv2.LUT(np.ascontiguousarray(regions).view(np.uint8), lut)
+
+
+def _relabel(labels, lut):
+    """``lut[labels]`` computed on the labelled pixels only (``lut[0]`` is 0)."""
+    out = np.zeros(labels.shape, lut.dtype)
+    ys, xs = _nonzero(labels)
+    out[ys, xs] = lut[labels[ys, xs]]
+    return out
+
+
+def _region_ids(regions):
+    """Physical region ids (1 core, 2 cladding, 3 outside the glass) present in ``regions``."""
+    return [k for k in (1, 2, 3) if (regions == k).any()]
+
+
+def _sample(values, sel, max_n=20000):
+    """An even subsample (about ``max_n``) of ``values[sel]``, strided before selecting."""
+    st = max(1, int(math.sqrt(np.count_nonzero(sel) / max_n)))
+    return values[::st, ::st][sel[::st, ::st]]
+
+
+def _nonzero(mask):
+    """Row and column indices (int32) of the non-zero pixels: a flat scan of a
+    boolean mask, several times faster than ``np.nonzero`` on 2-D arrays."""
+    idx = np.flatnonzero(mask if mask.dtype == bool else mask != 0).astype(np.int32)
+    ys = idx // np.int32(mask.shape[1])
+    return ys, idx - ys * np.int32(mask.shape[1])
 
 
 def _odd(n):
@@ -551,31 +598,39 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
     strong = np.abs(rel) >= math.log1p(params["min_contrast"])
     coarse_floor = math.log1p(params["coarse_min_contrast"])
     cand = _do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params) & (absz > seed) & strong
-    mask = _half_max(_reconstruct(cand, absz > grow), absz, params)
+    mask = _grow_cut(cand, absz, params)
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))
     h, w = zs.shape
     if f > 1 and min(h, w) // f >= 8:
-        small = (w // f, h // f)
-        dc = cv2.resize(z, small, interpolation=cv2.INTER_AREA)
-        rc = cv2.resize(regions, small, interpolation=cv2.INTER_NEAREST)
-        okc = cv2.resize(seed_ok.astype(np.float32), small, interpolation=cv2.INTER_AREA) > 0.999
-        qc = 0.5 * cv2.resize(quant, small, interpolation=cv2.INTER_AREA)
+        # whole f x f blocks (the < f last rows and columns are left to the fine scale):
+        # INTER_AREA's integer-factor path
+        small, hc, wc = (w // f, h // f), h // f * f, w // f * f
+        down = lambda v: cv2.resize(v[:hc, :wc], small, interpolation=cv2.INTER_AREA)  # noqa: E731
+        dc, qc = down(z), 0.5 * down(quant)
+        rc = np.ascontiguousarray(regions[f // 2:hc:f, f // 2:wc:f])
+        # seeds only in blocks whose neighbours are analysed too: next to the frame border,
+        # the field stop or a dim corner, block means follow the fall-off the surface misses
+        inside = cv2.erode((down((regions > 0).astype(np.float32)) > 0.999).view(np.uint8),
+                           np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+        okc = (down(seed_ok.astype(np.float32)) > 0.999) & (inside > 0)
         zc = np.zeros_like(dc)
-        for k in np.unique(rc[rc > 0]):
+        for k in _region_ids(rc):
             m = rc == k
             zc[m] = dc[m] / np.maximum(qc[m], max(_robust_std(dc[m & okc]), 1e-5))
         cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
-        cc &= np.abs(cv2.resize(rel, small, interpolation=cv2.INTER_AREA)) >= coarse_floor
+        cc &= np.abs(down(rel)) >= coarse_floor
         # the coarse scale is for wide smears: drop components smaller than that
         n, lab, stats, _ = cv2.connectedComponentsWithStats(
             _reconstruct(cc, np.abs(zc) > grow).astype(np.uint8), connectivity=8)
         small_c = stats[:, cv2.CC_STAT_AREA] * (f / px(1.0)) ** 2 < params["coarse_min_area_um2"]
         small_c[0] = True
         cc &= ~small_c[lab]
-        zc_up = np.abs(cv2.resize(zc, (w, h), interpolation=cv2.INTER_LINEAR))
-        cc_up = cv2.resize(cc.astype(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST) > 0
-        mask |= _half_max(_reconstruct(cc_up & seed_ok, zc_up > grow), zc_up, params)
+        zc_up = np.zeros((h, w), np.float32)
+        zc_up[:hc, :wc] = np.abs(cv2.resize(zc, (wc, hc), interpolation=cv2.INTER_LINEAR))
+        cc_up = np.zeros((h, w), bool)
+        cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
+        mask |= _grow_cut(cc_up & seed_ok, zc_up, params)
     return mask & (regions > 0)
 
 
@@ -586,33 +641,46 @@ def _do2mr(zs, regions, seed_ok, win, params):
     thr = _per_region(res, regions, seed_ok, lambda v: _median(v) + params["do2mr_gamma"]
                       * max(_robust_std(v), params["do2mr_sigma_floor"]))
     thr = np.nan_to_num(thr, nan=np.inf).astype(np.float32)
-    return seed_ok & (regions > 0) & (res > thr[regions])
+    return seed_ok & (regions > 0) & (res > _lookup(regions, thr))
 
 
-def _reconstruct(seeds, grow):
+def _reconstruct(seeds, grow, connectivity=8):
     """Connected components of ``grow`` that contain a seed pixel."""
     grow = grow | seeds
-    n, lab = cv2.connectedComponents(grow.astype(np.uint8), connectivity=8)
+    n, lab = cv2.connectedComponents(grow.view(np.uint8), connectivity=connectivity)
+    ys, xs = _nonzero(grow)
+    k = lab[ys, xs]
     keep = np.zeros(n, bool)
-    keep[np.unique(lab[seeds])] = True
-    keep[0] = False
-    return keep[lab]
+    keep[k[seeds[ys, xs]]] = True
+    sel = keep[k]
+    out = np.zeros(grow.shape, bool)
+    out[ys[sel], xs[sel]] = True
+    return out
 
 
-def _half_max(mask, absz, params):
-    """Cut each component of ``mask`` at ``mask_level`` x its peak |z|."""
-    n, lab = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return mask
-    level = np.maximum(params["mask_level"] * _label_max(absz, lab, n), params["grow_sigma"])
-    return mask & (absz >= level[lab])
+def _grow_cut(seeds, absz, params):
+    """Components of ``absz > grow_sigma`` (plus ``seeds``) that hold a seed,
+    each cut at ``mask_level`` x its peak |z| (the true edge of a blurred
+    defect), never below ``grow_sigma``."""
+    grow = seeds | (absz > params["grow_sigma"])
+    n, lab = cv2.connectedComponents(grow.view(np.uint8), connectivity=8)
+    ys, xs = _nonzero(grow)
+    k, v = lab[ys, xs], absz[ys, xs]
+    seeded = np.zeros(n, bool)
+    seeded[k[seeds[ys, xs]]] = True
+    peak = np.zeros(n, np.float32)
+    np.maximum.at(peak, k, v)
+    sel = seeded[k] & (v >= np.maximum(params["mask_level"] * peak, params["grow_sigma"])[k])
+    out = np.zeros(grow.shape, bool)
+    out[ys[sel], xs[sel]] = True
+    return out
 
 
 def _label_max(values, labels, n):
     """Per-label maximum of ``values`` (labels 0..n-1), over labelled pixels only."""
-    sel = labels > 0
+    ys, xs = _nonzero(labels)
     out = np.zeros(n, np.float32)
-    np.maximum.at(out, labels[sel], values[sel])
+    np.maximum.at(out, labels[ys, xs], values[ys, xs])
     return out
 
 
@@ -636,10 +704,8 @@ def _refine(labels, absz, reach, params):
 def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     """LEI scratches: oriented line averages against parallel side lines.
 
-    Runs at ``lei_um_per_px``. Each orientation is computed by rotating the
-    image so that lines lie along rows and columns, box-averaging along them
-    (O(1) per pixel) and rotating the response back; one rotation serves two
-    orientations 90° apart. The max |response| over orientations, in units
+    Runs at ``lei_um_per_px`` (``_lei_strength``: digital lines, no image
+    rotation). The max |response| over orientations, in units
     of its robust spread, is thresholded with hysteresis and split where
     the line direction turns (``_oriented_components``: crossing scratches
     stay apart); collinear segments are joined into one scratch each.
@@ -654,8 +720,12 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     okl = (cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
            if small != (w, h) else seed_ok)
     lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
-    strength, ori = _lei_strength(zl, okl, lpx, params)
-    hyst = apply_hysteresis_threshold(np.where(okl, strength, 0), params["lei_low"], params["lei_high"])
+    strength, resp = _lei_strength(zl, okl, lpx, params)
+    strength[~okl] = 0.0
+    hyst = _reconstruct(strength > params["lei_high"], strength > params["lei_low"], connectivity=4)
+    ys, xs = _nonzero(hyst)
+    ori = np.zeros(hyst.shape, np.uint8)
+    ori[ys, xs] = resp[:, ys, xs].argmax(0)
     scale = small[0] / w
     centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
     lines = _keep_lines(hyst, ori, centre_l, lpx, params)
@@ -663,10 +733,15 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
         return np.zeros((h, w), np.uint16), np.zeros(1)
     if small != (w, h):
         lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_NEAREST)
-    absz = np.abs(zs)
+    kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * px(params["scratch_reach_um"]) + 1),) * 2)
+    # work in the lines' bounding box, widened by the reach
+    x0, y0, bw, bh = cv2.boundingRect((lines > 0).astype(np.uint8))
+    r = kern.shape[0] // 2
+    box = np.s_[max(0, y0 - r):y0 + bh + r, max(0, x0 - r):x0 + bw + r]
+    labels = np.zeros((h, w), np.uint16)
+    lines, absz, visible = lines[box], np.abs(zs[box]), visible[box]
     # centre line where the image supports it (the line filter overshoots the ends)
     centre = skeletonize(lines > 0) & (absz >= params["lei_centre_sigma"]) & visible
-    kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * px(params["scratch_reach_um"]) + 1),) * 2)
     near = cv2.dilate(centre.astype(np.uint8), kern) > 0
     # width: pixels above half the scratch's local peak (contrast fades along it)
     local_peak = cv2.dilate(np.where(centre, absz, 0).astype(np.float32), kern)
@@ -674,10 +749,10 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     mask = centre | _reconstruct(centre, near & (absz >= level))
     # each pixel takes the label of a centre line within reach (the larger where two cross)
     centre_lab = np.where(centre, lines, 0).astype(np.uint16)
-    labels = np.where(mask, cv2.dilate(centre_lab, kern), 0).astype(np.uint16)
+    labels[box] = np.where(mask, cv2.dilate(centre_lab, kern), 0)
     n = int(lines.max()) + 1
     length = np.maximum(np.bincount(centre_lab.ravel(), minlength=n), 1)
-    width = np.bincount(labels.ravel(), minlength=n) / length
+    width = np.bincount(labels[box].ravel(), minlength=n) / length
     return labels, width
 
 
@@ -690,7 +765,7 @@ def _oriented_components(mask, ori, n_or):
 
     Returns ``(labels int32, n)``; a line crossing another keeps its own label.
     """
-    ys, xs = np.nonzero(mask)
+    ys, xs = _nonzero(mask)
     n = ys.size
     if n == 0:
         return np.zeros(mask.shape, np.int32), 0
@@ -698,10 +773,11 @@ def _oriented_components(mask, ori, n_or):
     idx = np.full(mask.shape, -1, np.int64)
     idx[ys, xs] = np.arange(n)
     # the orientation of a faint line jitters: average it (doubled angles) over its neighbours
-    t = ori.astype(np.float32) * np.float32(2 * math.pi / n_or)
+    t = np.float32(2 * math.pi / n_or) * np.arange(n_or, dtype=np.float32)
     m = mask.astype(np.float32)
-    vc = cv2.GaussianBlur(np.cos(t) * m, (0, 0), 1.0)
-    vs = cv2.GaussianBlur(np.sin(t) * m, (0, 0), 1.0)
+    vc, vs = np.zeros_like(m), np.zeros_like(m)
+    vc[ys, xs], vs[ys, xs] = np.cos(t)[ori[ys, xs]], np.sin(t)[ori[ys, xs]]
+    vc, vs = cv2.GaussianBlur(vc, (0, 0), 1.0), cv2.GaussianBlur(vs, (0, 0), 1.0)
     o = np.round(np.arctan2(vs[ys, xs], vc[ys, xs]) * (n_or / (2 * math.pi))).astype(np.int64) % n_or
     # where two lines cross, the directions around a pixel disagree: it links nothing
     coherent = np.hypot(vc[ys, xs], vs[ys, xs]) >= 0.8 * cv2.GaussianBlur(m, (0, 0), 1.0)[ys, xs]
@@ -721,54 +797,6 @@ def _oriented_components(mask, ori, n_or):
     labels = np.zeros(mask.shape, np.int32)
     labels[ys, xs] = comp + 1
     return labels, nc
-
-
-def _lei_strength(z, valid, lpx, params):
-    """Max over orientations of the sidelobe-free line contrast (``_side_contrast``) / σ.
-
-    Returns ``(strength, orientation index)``; index i is the line direction
-    180 i / n degrees (clockwise on screen from the x axis), n the
-    (even) number of orientations.
-    """
-    L = _odd(lpx(params["lei_length_um"]))
-    off = max(2, int(round(lpx(params["lei_offset_um"]))))
-    n_or = int(params["lei_orientations"])
-    n_or += n_or % 2
-    h, w = z.shape
-    best = np.zeros_like(z)
-    arg = np.zeros(z.shape, np.uint8)
-    cx, cy = (w - 1) / 2, (h - 1) / 2
-    s = 1.0
-    for i in range(n_or // 2):
-        ang = 180.0 * i / n_or
-        if i == 0:
-            rot = z
-        else:
-            ca, sa = abs(math.cos(math.radians(ang))), abs(math.sin(math.radians(ang)))
-            side = (int(math.ceil(h * sa + w * ca)), int(math.ceil(h * ca + w * sa)))
-            M = cv2.getRotationMatrix2D((cx, cy), ang, 1.0)
-            M[0, 2] += (side[0] - w) / 2
-            M[1, 2] += (side[1] - h) / 2
-            rot = cv2.warpAffine(z, M, side, flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        resp = []
-        for axis in (0, 1):
-            line = cv2.blur(rot, (L, 1) if axis == 0 else (1, L), borderType=cv2.BORDER_REFLECT)
-            r, diff = _side_contrast(line, off, axis)
-            resp.append(r)
-            if i == 0 and axis == 0:
-                # noise unit: spread of one orientation's centre-minus-side difference
-                inner = valid[off:-off]  # diff covers the rows with both side lines
-                s = max(_robust_std(diff[inner]) if inner.any() else 1.0, params["lei_sigma_floor"])
-        # one inverse rotation serves both axes (channels: response along rows, columns)
-        both = np.dstack(resp)
-        if i:
-            both = cv2.warpAffine(both, M, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
-        # rows of the rotated image run at ang on screen, columns at ang + 90
-        for axis, k in ((0, i), (1, i + n_or // 2)):
-            resp_k = np.ascontiguousarray(both[..., axis])
-            np.copyto(arg, np.uint8(k), where=resp_k > best)
-            cv2.max(best, resp_k, dst=best)
-    return best / s, arg
 
 
 def _empty_table():
@@ -826,25 +854,75 @@ def _work_geometry(geometry, x0, y0, factor):
     return geo
 
 
-def _side_contrast(line, off, axis):
-    """Line contrast against both side lines ``off`` away, sidelobe-free.
+def _lei_strength(z, valid, lpx, params):
+    """Max over orientations of the sidelobe-free line contrast / σ.
 
-    Returns ``(strength, d)``: ``strength`` is c - max(a, b) where the centre
-    line is brighter than both sides, min(a, b) - c where it is darker than
-    both, else 0 (so a side line lying on a scratch gives no echo); ``d`` is
-    c - a, whose spread sets the noise unit. The ``off`` outermost lines are 0.
+    Each orientation sums ``lei_length_um`` worth of samples along a
+    digital line (unit steps along the dominant axis, the other coordinate
+    rounded: every orientation sums the same number of pixels, so all
+    share one noise unit) as a sum of shifted slices of the padded image,
+    and compares it with the same line shifted ``lei_offset_um`` to either
+    side (``_side_contrast``). The noise unit is the robust spread of the
+    centre-minus-side difference at orientation 0. Returns
+    ``(strength, responses)``: the maximum over orientations in noise units
+    and the n x H x W responses; orientation i is the line direction
+    180 i / n degrees (clockwise on screen from the x axis), n the (even)
+    number of orientations.
     """
-    out = np.zeros_like(line)
-    if line.shape[axis] <= 2 * off:  # too short for both side lines: no response
-        return out, out
-    if axis == 0:
-        a, b, c, dst = line[: -2 * off], line[2 * off:], line[off:-off], out[off:-off]
-    else:
-        a, b, c, dst = line[:, : -2 * off], line[:, 2 * off:], line[:, off:-off], out[:, off:-off]
-    brighter = cv2.subtract(c, cv2.max(a, b))
-    darker = cv2.subtract(cv2.min(a, b), c)
-    dst[...] = cv2.max(cv2.max(brighter, darker), 0.0)
-    return out, cv2.subtract(c, a)
+    L = _odd(lpx(params["lei_length_um"]))
+    off = max(2, int(round(lpx(params["lei_offset_um"]))))
+    n_or = int(params["lei_orientations"])
+    n_or += n_or % 2
+    h, w = z.shape
+    half = L // 2
+    m = off + 1  # margin of the line image: room for the side shifts
+    pad = half + m
+    zp = cv2.copyMakeBorder(z, pad, pad, pad, pad, cv2.BORDER_REFLECT)
+    hh, ww = h + 2 * m, w + 2 * m
+    line = np.empty((hh, ww), np.float32)
+    resp = np.empty((n_or, h, w), np.float32)
+    best = np.zeros_like(z)
+    s = 1.0
+    for i in range(n_or):
+        t = math.pi * i / n_or
+        c, sn = math.cos(t), math.sin(t)
+        k = np.arange(-half, half + 1)
+        if abs(c) >= abs(sn):  # x-dominant: dx = k, dy = round(k tan t)
+            steps = zip(np.rint(k * sn / c).astype(int), k)
+        else:
+            steps = zip(k, np.rint(k * c / sn).astype(int))
+        views = [zp[half + dy:half + dy + hh, half + dx:half + dx + ww] for dy, dx in steps]
+        cv2.add(views[0], views[1], dst=line)
+        for v in views[2:]:  # cv2 adds strided views several times faster than numpy
+            cv2.add(line, v, dst=line)
+        ny, nx = int(round(off * c)), int(round(-off * sn))  # normal (-sin, cos) in (x, y)
+        _side_contrast(line, m, ny, nx, resp[i])
+        if i == 0:
+            # noise unit: spread of the centre-minus-side difference
+            diff = line[m:m + h, m:m + w] - line[m + ny:m + ny + h, m + nx:m + nx + w]
+            s = max(_robust_std(diff[valid]) if valid.any() else 1.0, L * params["lei_sigma_floor"])
+        cv2.max(best, resp[i], dst=best)
+    best *= np.float32(1.0 / s)
+    return best, resp
+
+
+def _side_contrast(line, m, ny, nx, out):
+    """Line contrast against both side lines (``line`` shifted by ±(ny, nx)),
+    sidelobe-free, written to ``out``.
+
+    ``line`` has a margin ``m`` around the image (the shape of ``out``).
+    The contrast is c - max(a, b) where the centre line is brighter than
+    both sides, min(a, b) - c where it is darker than both, else 0 (so a
+    side line lying on a scratch gives no echo).
+    """
+    h, w = out.shape
+    c = line[m:m + h, m:m + w]
+    a = line[m + ny:m + ny + h, m + nx:m + nx + w]
+    b = line[m - ny:m - ny + h, m - nx:m - nx + w]
+    lo = cv2.subtract(cv2.min(a, b), c)
+    cv2.subtract(c, cv2.max(a, b), dst=out)
+    cv2.max(out, lo, dst=out)
+    cv2.max(out, 0.0, dst=out)
 
 
 def _keep_lines(mask, ori, centre, px, params):
@@ -862,11 +940,11 @@ def _keep_lines(mask, ori, centre, px, params):
         return out
     min_len = px(params["scratch_min_length_um"])
     segs = []
-    for i, sl in enumerate(ndi.find_objects(lab), start=1):
+    pts = _label_points(lab, n + 1)[0]
+    for i, sl in enumerate(_label_boxes(lab, n + 1)):
         if sl is None or max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) < 0.5 * min_len:
             continue
-        yy, xx = np.nonzero(lab[sl] == i)
-        pc = _piece(np.column_stack([xx + sl[1].start, yy + sl[0].start]), px(params["lei_length_um"]))
+        pc = _piece(pts[i], px(params["lei_length_um"]))
         if pc["length"] >= 0.5 * min_len and pc["length"] >= params["scratch_min_aspect"] * pc["width"]:
             segs.append({**pc, "id": i})
     roots, pairs = _link_pieces(segs, lambda a, b: _continues(
@@ -876,7 +954,7 @@ def _keep_lines(mask, ori, centre, px, params):
     lut = np.zeros(n + 1, np.uint16)
     for k, group in enumerate(joined, start=1):
         lut[[segs[j]["id"] for j in group]] = k
-    out = lut[lab]
+    out = _relabel(lab, lut)
     ring = _concentric(joined, out, segs, centre, px, params) if centre is not None else set()
     for a, b in pairs:
         k = int(out[segs[a]["last"]])
@@ -898,11 +976,10 @@ def _concentric(groups, labels, segs, centre, px, params):
     """
     tol = px(params["ring_arc_tol_um"])
     arcs = []
-    for k, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None:
+    for k, pts in enumerate(_label_points(labels, len(groups) + 1)[0]):
+        if pts is None:
             continue
-        yy, xx = np.nonzero(labels[sl] == k)
-        r = np.hypot(xx + sl[1].start - centre[0], yy + sl[0].start - centre[1])
+        r = np.hypot(pts[:, 0] - centre[0], pts[:, 1] - centre[1])
         if np.percentile(r, 95) - np.percentile(r, 5) <= tol:
             arcs.append((k, float(np.median(r)), sum(segs[j]["length"] for j in groups[k - 1])))
     drop = set()
@@ -943,10 +1020,10 @@ def _piece(pts, reach):
             "ends": ends, "last": (int(pts[-1, 1]), int(pts[-1, 0]))}
 
 
-def _continues(a, b, gap, max_angle, tol):
+def _continues(a, b, gap, max_angle, tol, end_gap=None):
     """Whether line pieces ``a`` and ``b`` (``_piece``) are one line.
 
-    Either an end of each lies within ``gap`` of the other, facing it
+    Either an end of each lies within ``end_gap`` (default ``gap``) of the other, facing it
     (outward directions opposite within ``max_angle``, and the link between
     the ends continuing both within ``max_angle`` when longer than ``tol``):
     a bent scratch is followed end to end; or both are straight, parallel
@@ -955,11 +1032,12 @@ def _continues(a, b, gap, max_angle, tol):
     two sides of a groove, overlapping pieces).
     """
     cos_max = math.cos(math.radians(max_angle))
+    end_gap = gap if end_gap is None else end_gap
     for p, tp in a["ends"]:
         for q, tq in b["ends"]:
             v = q - p
             dist = math.hypot(*v)
-            if dist > gap or -float(tp @ tq) < cos_max:
+            if dist > end_gap or -float(tp @ tq) < cos_max:
                 continue
             if dist <= tol or (tp @ v >= cos_max * dist and -(tq @ v) >= cos_max * dist):
                 return True
@@ -1019,42 +1097,48 @@ def _merge(region_mask, s_lab, s_width, px, params):
     min_area = params["min_area_um2"] * px(1.0) ** 2
     gap = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(px(params["merge_gap_um"])),) * 2)
     n_s = int(s_lab.max()) + 1
-    s_area = np.bincount(s_lab.ravel(), minlength=n_s)
-    s_lab = np.where(s_area[s_lab] >= min_area, s_lab, 0).astype(np.int32)
-    scratch_mask = s_lab > 0
-    n_r, r_lab = cv2.connectedComponents(cv2.dilate(region_mask.astype(np.uint8), gap), connectivity=8)
-    r_lab = np.where(region_mask, r_lab, 0)
-    r_area = np.bincount(r_lab.ravel(), minlength=n_r)
-    r_lab = np.where(r_area[r_lab] >= min_area, r_lab, 0)
+    n_r, r_full = cv2.connectedComponents(cv2.dilate(region_mask.astype(np.uint8), gap), connectivity=8)
+    # candidate pixels only (a few % of the image)
+    ys, xs = _nonzero(region_mask | (s_lab > 0))
+    reg = region_mask[ys, xs]
+    s = s_lab[ys, xs].astype(np.int64)
+    s = np.where(np.bincount(s, minlength=n_s)[s] >= min_area, s, 0)
+    r = np.where(reg, r_full[ys, xs], 0).astype(np.int64)
+    r_area = np.bincount(r, minlength=n_r)
+    r = np.where(r_area[r] >= min_area, r, 0)
     # which scratch each region candidate lies on, and how much of it
-    both = (r_lab > 0) & scratch_mask
-    on = np.bincount(r_lab[both] * n_s + s_lab[both], minlength=n_r * n_s).reshape(n_r, n_s)
+    both = (r > 0) & (s > 0)
+    on = np.bincount(r[both] * n_s + s[both], minlength=n_r * n_s).reshape(n_r, n_s)
     r_area = np.maximum(r_area, 1)
     # ... unless it is wider than the scratch (a pit or dust particle on its path)
     best = on.argmax(1)
-    wide = _thickness(r_lab, n_r) >= np.minimum(px(params["scratch_max_width_um"]), 3 * s_width[best])
+    r_img = np.zeros(region_mask.shape, np.int32)
+    r_img[ys, xs] = r
+    wide = _thickness(r_img, n_r, ys, xs) >= np.minimum(px(params["scratch_max_width_um"]), 3 * s_width[best])
     host = np.where((on.max(1) >= 0.5 * r_area) & ~wide, best, 0)
     host[0] = 0
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
-    lab = np.where(r_lab > 0, r_id[r_lab], 0)
-    lab = np.where((lab == 0) | (host[r_lab] > 0), np.maximum(lab, s_lab), lab)
+    lab = np.where(r > 0, r_id[r], 0)
+    lab = np.where((lab == 0) | (host[r] > 0), np.maximum(lab, s), lab)
     present = np.unique(lab[lab > 0])
-    lut = np.zeros(n_s + n_r, np.int32)
+    lut = np.zeros(n_s + n_r, np.int64)
     lut[present] = np.arange(1, present.size + 1)
     lab = lut[lab]
     has = lambda m: np.bincount(lab[m & (lab > 0)], minlength=present.size + 1) > 0  # noqa: E731
-    src = (has(region_mask) * _REGION | has(scratch_mask) * _SCRATCH).astype(np.int8)
+    src = (has(reg) * _REGION | has(s > 0) * _SCRATCH).astype(np.int8)
     # a line response that is not line-shaped and that no region candidate backs
     # is the flank of a blob, not a scratch
-    major, minor = _axes(lab, present.size + 1)
+    major, minor = _axes(lab, ys, xs, present.size + 1)
     drop = (src == _SCRATCH) & (major < params["linear_aspect"] * np.maximum(minor, 1.0))
     if drop.any():
         keep = np.flatnonzero(~drop)[1:]
-        lut = np.zeros(present.size + 1, np.int32)
+        lut = np.zeros(present.size + 1, np.int64)
         lut[keep] = np.arange(1, keep.size + 1)
         lab, src = lut[lab], np.concatenate([[0], src[keep]]).astype(np.int8)
-    return lab, src
+    out = np.zeros(region_mask.shape, np.int32)
+    out[ys, xs] = lab
+    return out, src
 
 
 def _join_collinear(labels, source, px, params):
@@ -1064,9 +1148,11 @@ def _join_collinear(labels, source, px, params):
     blobs along its path). Narrow instances (thickness below
     ``scratch_max_width_um``) join when two elongated ones (length/thickness
     >= ``linear_aspect``) continue each other (``_continues`` with
-    ``join_gap_um``, ``join_angle_deg``), or when a blob no wider than twice
-    a line lies ahead of one of its ends, within the gap and the join angle
-    (a bead). Returns the renumbered labels and per-label sources.
+    ``join_gap_um``, ``join_angle_deg``; ends facing each other may lie
+    ``join_line_gap_um`` apart: a scratch whose contrast fades leaves long
+    gaps), or when a blob no wider than twice a line lies ahead of one of
+    its ends, within ``join_gap_um`` and the join angle (a bead). Returns the
+    renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
     if n <= 2:
@@ -1075,18 +1161,18 @@ def _join_collinear(labels, source, px, params):
     max_angle = params["join_angle_deg"]
     tan_max = math.tan(math.radians(max_angle))
     pieces = []
-    thick = _thickness(labels, n)
-    for i, sl in enumerate(ndi.find_objects(labels), start=1):
-        if sl is None or thick[i] >= max_w:
+    pts, ys, xs, k = _label_points(labels, n)
+    thick = _thickness(labels, n, ys, xs)
+    for i in range(1, n):
+        if pts[i] is None or thick[i] >= max_w:
             continue
-        yy, xx = np.nonzero(labels[sl] == i)
-        pc = _piece(np.column_stack([xx + sl[1].start, yy + sl[0].start]), px(params["lei_length_um"]))
+        pc = _piece(pts[i], px(params["lei_length_um"]))
         pc.update(id=i, thick=thick[i], elong=pc["major"] >= params["linear_aspect"] * thick[i])
         pieces.append(pc)
 
     def joinable(a, b):
         if a["elong"] and b["elong"]:
-            return _continues(a, b, gap, max_angle, 0.5 * max_w)
+            return _continues(a, b, gap, max_angle, 0.5 * max_w, px(params["join_line_gap_um"]))
         if not (a["elong"] or b["elong"]):
             return False
         line, blob = (a, b) if a["elong"] else (b, a)
@@ -1111,38 +1197,45 @@ def _join_collinear(labels, source, px, params):
     keep = np.flatnonzero(root_id == np.arange(n))
     lut = np.zeros(n, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
-    return lut[root_id][labels], src[keep]
+    return _relabel(labels, lut[root_id]), src[keep]
 
 
-def _drop_rings(labels, source, rmap, centre, px, params):
+def _drop_rings(labels, source, ring, px, params):
     """Remove instances that together trace a ring concentric with the fiber.
 
-    Instances whose pixels keep their distance to the centre within
+    ``ring`` is the cladding edge annulus (``_physical_regions``). Instances
+    whose pixels keep their distance to the centre within
     ``ring_arc_tol_um`` and whose major axes at one radius add up to
     ``ring_arc_min_um`` are the fiber's own concentric structure, and so is
-    an instance spanning 60 degrees or more around ``centre`` within 10 % of
-    its radius. Returns
-    the renumbered labels and per-label sources.
+    a line only the line filter found (no region candidate) of at least
+    ``scratch_min_length_um`` along the edge annulus (radius within twice
+    the tolerance, the annulus widened by as much inward: a bevel or
+    roll-off line the polar model leaves), and an
+    instance spanning 60 degrees or more around the centre
+    within 10 % of its radius. Returns the renumbered labels and per-label
+    sources.
     """
     n = int(labels.max()) + 1
-    cx, cy = centre
-    sel = labels > 0
-    k, r = labels[sel], rmap[sel].astype(np.float64)
+    r_lo, _, r_hi, rmap, (cx, cy) = ring
+    ys, xs = _nonzero(labels)
+    k, r = labels[ys, xs], rmap[ys, xs].astype(np.float64)
     lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
     np.minimum.at(lo, k, r)
     np.maximum.at(hi, k, r)
     cnt = np.maximum(np.bincount(k, minlength=n), 1)
     r_mean = np.bincount(k, r, minlength=n) / cnt
-    major = _axes(labels, n)[0]
+    major = _axes(k, ys, xs, n)[0]
     tol = px(params["ring_arc_tol_um"])
     arc = (hi - lo <= tol) & (np.arange(n) > 0)
-    drop = np.zeros(n, bool)
-    for i in np.flatnonzero(arc):
+    # a faint line (no region candidate backs it) along the edge annulus, or the
+    # bevel just inside it: a looser tolerance
+    drop = ((source == _SCRATCH) & (hi - lo <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
+            & (r_mean >= r_lo - 2 * tol) & (r_mean <= r_hi + tol))
+    for i in np.flatnonzero(arc & ~drop):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
         drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
     # a thick ring: spans >= 60 degrees around the centre at a nearly constant radius
     # (a straight scratch that keeps within 10 % of its radius spans < 52 degrees)
-    ys, xs = np.nonzero(sel)
     for i in np.flatnonzero((hi - lo <= 0.1 * r_mean) & ~drop & (np.arange(n) > 0)):
         on = k == i
         t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))
@@ -1153,27 +1246,27 @@ def _drop_rings(labels, source, rmap, centre, px, params):
     keep = np.flatnonzero(~drop)
     lut = np.zeros(n, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
-    return lut[labels], source[keep]
+    return _relabel(labels, lut), source[keep]
 
 
-def _thickness(lab, n):
+def _thickness(lab, n, ys, xs):
     """Thickness (px) of each label 0..n-1: twice its largest inscribed radius.
 
-    Unlike the ellipse's minor axis it does not grow when a line bends.
+    ``ys, xs`` list the labelled pixels. Unlike the ellipse's minor axis it
+    does not grow when a line bends.
     """
-    inner = lab > 0
-    inner[1:] &= lab[1:] == lab[:-1]
-    inner[:-1] &= lab[:-1] == lab[1:]
-    inner[:, 1:] &= lab[:, 1:] == lab[:, :-1]
-    inner[:, :-1] &= lab[:, :-1] == lab[:, 1:]
+    f = lab.astype(np.float32)  # exact for labels < 2**24; cv2 morphology has no int32
+    cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
+    inner = (cv2.dilate(f, cross) == f) & (cv2.erode(f, cross) == f) & (f > 0)
     dist = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, 3)
-    return 2 * _label_max(dist, lab, n) + 1
+    out = np.zeros(n, np.float32)
+    np.maximum.at(out, lab[ys, xs], dist[ys, xs])
+    return 2 * out + 1
 
 
-def _axes(lab, n):
-    """Major and minor axis lengths (px, equivalent ellipse) of each label 0..n-1."""
-    ys, xs = np.nonzero(lab)
-    k = lab[ys, xs]
+def _axes(k, ys, xs, n):
+    """Major and minor axis lengths (px, equivalent ellipse) of each label 0..n-1
+    (``k`` the label of each pixel ``ys, xs``)."""
     cnt = np.maximum(np.bincount(k, minlength=n), 1).astype(np.float64)
     mean = lambda v: np.bincount(k, v, minlength=n) / cnt  # noqa: E731
     x, y = xs.astype(np.float64), ys.astype(np.float64)
@@ -1185,17 +1278,39 @@ def _axes(lab, n):
     return 4 * np.sqrt(np.maximum((a + c) / 2 + root, 0)), 4 * np.sqrt(np.maximum((a + c) / 2 - root, 0))
 
 
+def _label_boxes(labels, n):
+    """Bounding box (a pair of slices, like ``ndimage.find_objects``) of each
+    label 0..n-1, None for an empty one; from the labelled pixels only."""
+    ys, xs = _nonzero(labels)
+    k = labels[ys, xs]
+    ext = np.full((4, n), -(1 << 40), np.int64)  # -min y, max y, -min x, max x
+    for row, v in enumerate((-ys, ys, -xs, xs)):
+        np.maximum.at(ext[row], k, v)
+    return [(slice(-e[0], e[1] + 1), slice(-e[2], e[3] + 1)) if e[1] >= 0 else None for e in ext.T]
+
+
+def _label_points(labels, n):
+    """Pixels of each label 1..n-1 as (x, y) arrays (None for an empty label)."""
+    ys, xs = _nonzero(labels)
+    k = labels[ys, xs]
+    order = np.argsort(k, kind="stable")
+    bounds = np.searchsorted(k[order], np.arange(n + 1))
+    pts = np.column_stack([xs[order], ys[order]])
+    return [pts[bounds[i]:bounds[i + 1]] if bounds[i + 1] > bounds[i] else None for i in range(n)], ys, xs, k
+
+
 def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params):
-    """Per-instance table at input resolution."""
+    """Per-instance table at input resolution (``bg``: log background of the crop)."""
     has_center = _finite(geometry, "center_x") and _finite(geometry, "center_y")
     cx = geometry["center_x"] if has_center else np.nan
     cy = geometry["center_y"] if has_center else np.nan
-    diff = gray[crop] - bg
+    off = np.float32(params["log_offset"])
+    gray = gray[crop]
     y0, x0 = crop[0].start, crop[1].start
     lab = instance_map[crop]
     zm = zone_map[crop]
     rows = []
-    for n, sl in enumerate(ndi.find_objects(lab), start=1):
+    for n, sl in enumerate(_label_boxes(lab, int(lab.max()) + 1)[1:], start=1):
         if sl is None:
             continue
         sub = lab[sl] == n
@@ -1241,12 +1356,12 @@ def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean
             "angle_deg": float(math.degrees(math.atan2(ycen - cy, xcen - cx)) % 360.0),
             "length_um": float(length_px * upp), "width_um": float(width_px * upp),
             "orientation_deg": float(orient),
-            "contrast": float(diff[sl][sub].mean()),
+            "contrast": float((gray[sl][sub] - (np.exp(bg[sl][sub]) - off)).mean()),
             "shape_class": shape, "source": src,
         })
     if not rows:
         return _empty_table()
-    return pd.DataFrame(rows, columns=COLUMNS).astype({c: _dtype(c) for c in COLUMNS})
+    return pd.DataFrame({c: np.array([r[c] for r in rows], dtype=_dtype(c)) for c in COLUMNS})
 
 
 def _feret_max(mask):

@@ -71,6 +71,30 @@ def test_finds_scratch_and_pit_with_zone_and_size(cfg):
     assert scratch["orientation_deg"] == pytest.approx(30.0, abs=8.0)
 
 
+def test_relief_scratch_mask_and_width(cfg):
+    # a shaded groove: dark and bright flanks whose contrast cancels on the axis; its mask
+    # must span both flanks and its width (which decides the IEC grade) must not be halved
+    gray, truth = _scene(cfg, seed=3, defects=[dict(SCRATCH, relief=True, width_um=3.6, contrast=0.4)])
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    number, iou = _best_iou(pred, truth["instance_map"] == 1)
+    assert iou >= 0.7
+    row = table.set_index("number").loc[number]
+    assert row["shape_class"] == "linear"
+    assert row["width_um"] == pytest.approx(3.6, rel=0.25)
+
+
+def test_gaps_fill_one_pixel_gaps_only():
+    from fiberprep.defects import _gaps
+    two_lines = np.zeros((7, 9), bool)
+    two_lines[2, 1:8] = two_lines[4, 1:8] = True
+    assert _gaps(two_lines)[3, 1:8].all()  # the axis between two flanks
+    diagonal = np.eye(7, dtype=bool)
+    assert not (_gaps(diagonal) & ~diagonal).any()  # no corners added to a thin line
+    wide_gap = np.zeros((7, 9), bool)
+    wide_gap[1, :] = wide_gap[4, :] = True
+    assert not (_gaps(wide_gap) & ~wide_gap).any()
+
+
 def test_broken_scratch_is_one_instance(cfg):
     # two collinear 30 µm pieces of one scratch with a 12 µm gap: one defect
     step = 42.0 / 2

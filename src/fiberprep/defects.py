@@ -140,7 +140,8 @@ def detect_defects(gray, zone_map, geometry, params):
         labels = cv2.resize(labels.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST)
         zscale = cv2.resize(zscale, size, interpolation=cv2.INTER_LINEAR)
         zf = cv2.GaussianBlur((log_full - bg) / sigma, (0, 0), params["smooth_px"]) / zscale
-        labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), params)
+        labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), (source & _SCRATCH) > 0,
+                         int(math.ceil(px(params["scratch_reach_um"]) * factor)), params)
     labels[zm_full == 0] = 0
     instance_map[crop] = labels
     table = _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params)
@@ -676,6 +677,19 @@ def _grow_cut(seeds, absz, params):
     return out
 
 
+def _gaps(mask):
+    """Pixels of a one-pixel gap in ``mask``: both neighbours along a row, a
+    column or a diagonal are set (unlike a closing, it does not fill the
+    corners of a thin diagonal line)."""
+    m = mask.view(np.uint8)
+    out = np.zeros(mask.shape, bool)
+    for k in (np.array([[1, 0, 1]], np.uint8), np.array([[1], [0], [1]], np.uint8),
+              np.eye(3, dtype=np.uint8) * np.array([1, 0, 1], np.uint8),
+              np.fliplr(np.eye(3, dtype=np.uint8)) * np.array([1, 0, 1], np.uint8)):
+        out |= cv2.erode(m, k, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    return out
+
+
 def _label_max(values, labels, n):
     """Per-label maximum of ``values`` (labels 0..n-1), over labelled pixels only."""
     ys, xs = _nonzero(labels)
@@ -684,16 +698,24 @@ def _label_max(values, labels, n):
     return out
 
 
-def _refine(labels, absz, reach, params):
+def _refine(labels, absz, reach, line, line_reach, params):
     """Re-cut upsampled instances at the input resolution (half-peak rule).
 
-    Each instance may grow by ``reach`` pixels; an instance the fine image
-    does not support (faint, found at a coarse scale) keeps its upsampled mask.
+    Each instance may grow by ``reach`` pixels. Region instances are cut at
+    half their peak; lines (``line``, per label) at half the peak of the lines
+    within ``line_reach`` pixels (contrast fades along a scratch: its faint
+    parts keep their width). An instance the fine image does not support (faint,
+    found at a coarse scale) keeps its upsampled mask.
     """
     grown = cv2.dilate(labels, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
     n = int(labels.max()) + 1
-    level = np.maximum(params["mask_level"] * _label_max(absz, labels, n), params["grow_sigma"])
-    fine = np.where(absz >= level[grown], grown, 0).astype(np.uint16)
+    peak = params["mask_level"] * _label_max(absz, labels, n)
+    level = peak[grown]
+    if line[1:].any():
+        k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * line_reach + 1,) * 2)
+        local = cv2.dilate(np.where(line[labels], absz, 0).astype(np.float32), k)
+        np.copyto(level, np.float32(params["mask_level"]) * local, where=line[grown])
+    fine = np.where(absz >= np.maximum(level, params["grow_sigma"]), grown, 0).astype(np.uint16)
     before = np.bincount(labels.ravel(), minlength=n)
     after = np.bincount(fine.ravel(), minlength=n)
     weak = after < 0.5 * before
@@ -749,10 +771,14 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     mask = centre | _reconstruct(centre, near & (absz >= level))
     # each pixel takes the label of a centre line within reach (the larger where two cross)
     centre_lab = np.where(centre, lines, 0).astype(np.uint16)
-    labels[box] = np.where(mask, cv2.dilate(centre_lab, kern), 0)
+    reach_lab = cv2.dilate(centre_lab, kern)
     n = int(lines.max()) + 1
     length = np.maximum(np.bincount(centre_lab.ravel(), minlength=n), 1)
-    width = np.bincount(labels[box].ravel(), minlength=n) / length
+    width = np.bincount(np.where(mask, reach_lab, 0).ravel(), minlength=n) / length
+    # a shaded groove (relief) has a dark and a bright side whose contrast cancels on the
+    # axis: one pixel gaps between the two flanks belong to the scratch
+    mask |= near & _gaps(mask)
+    labels[box] = np.where(mask, reach_lab, 0)
     return labels, width
 
 
@@ -1086,7 +1112,9 @@ def _merge(region_mask, s_lab, s_width, px, params):
     mostly on a scratch is part of it (source "both") unless it is thicker
     (``_thickness``) than three times the scratch's width or than
     ``scratch_max_width_um``: then it is its own defect (a pit or a particle
-    on the scratch) and keeps its pixels.
+    on the scratch) and keeps its pixels; a scratch lying mostly on such a
+    blob and never ``scratch_min_length_um`` away from it is the blob's
+    flank and is dropped.
     Components under ``min_area_um2`` are dropped, and so are scratch-only
     instances that are not elongated (major/minor axis < ``linear_aspect``:
     blob flanks, crescents).
@@ -1117,6 +1145,24 @@ def _merge(region_mask, s_lab, s_width, px, params):
     wide = _thickness(r_img, n_r, ys, xs) >= np.minimum(px(params["scratch_max_width_um"]), 3 * s_width[best])
     host = np.where((on.max(1) >= 0.5 * r_area) & ~wide, best, 0)
     host[0] = 0
+    # a line response lying mostly on such a wider blob and never leaving it by a scratch's
+    # length is the blob's flank (a crescent), not a scratch crossing it
+    wide[0] = False
+    flank = on[wide].sum(0) >= 0.5 * np.maximum(np.bincount(s, minlength=n_s), 1)
+    flank[0] = False
+    if flank.any():
+        # distance to the blobs, in the box of those scratches widened by the length
+        reach = px(params["scratch_min_length_um"])
+        sel = flank[s]
+        d = int(math.ceil(reach)) + 1
+        by0, bx0 = max(int(ys[sel].min()) - d, 0), max(int(xs[sel].min()) - d, 0)
+        blob = np.full((int(ys[sel].max()) + d + 1 - by0, int(xs[sel].max()) + d + 1 - bx0), 255, np.uint8)
+        inb = wide[r] & (ys >= by0) & (ys < by0 + blob.shape[0]) & (xs >= bx0) & (xs < bx0 + blob.shape[1])
+        blob[ys[inb] - by0, xs[inb] - bx0] = 0
+        away = np.zeros(n_s, np.float32)
+        np.maximum.at(away, s[sel], cv2.distanceTransform(blob, cv2.DIST_L2, 3)[ys[sel] - by0, xs[sel] - bx0])
+        flank &= away < reach
+        s = np.where(flank[s], 0, s)
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
     lab = np.where(r > 0, r_id[r], 0)
@@ -1219,24 +1265,24 @@ def _drop_rings(labels, source, ring, px, params):
     r_lo, _, r_hi, rmap, (cx, cy) = ring
     ys, xs = _nonzero(labels)
     k, r = labels[ys, xs], rmap[ys, xs].astype(np.float64)
-    lo, hi = np.full(n, np.inf), np.full(n, -np.inf)
-    np.minimum.at(lo, k, r)
-    np.maximum.at(hi, k, r)
     cnt = np.maximum(np.bincount(k, minlength=n), 1)
     r_mean = np.bincount(k, r, minlength=n) / cnt
+    # radial extent: the range of a uniform spread with the same variance (a few
+    # pixels the mask gains at a gap or a corner do not make an arc a line)
+    spread = np.sqrt(12 * np.maximum(np.bincount(k, r * r, minlength=n) / cnt - r_mean ** 2, 0))
     major = _axes(k, ys, xs, n)[0]
     tol = px(params["ring_arc_tol_um"])
-    arc = (hi - lo <= tol) & (np.arange(n) > 0)
+    arc = (spread <= tol) & (np.arange(n) > 0)
     # a faint line (no region candidate backs it) along the edge annulus, or the
     # bevel just inside it: a looser tolerance
-    drop = ((source == _SCRATCH) & (hi - lo <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
+    drop = ((source == _SCRATCH) & (spread <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
             & (r_mean >= r_lo - 2 * tol) & (r_mean <= r_hi + tol))
     for i in np.flatnonzero(arc & ~drop):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
         drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
     # a thick ring: spans >= 60 degrees around the centre at a nearly constant radius
     # (a straight scratch that keeps within 10 % of its radius spans < 52 degrees)
-    for i in np.flatnonzero((hi - lo <= 0.1 * r_mean) & ~drop & (np.arange(n) > 0)):
+    for i in np.flatnonzero((spread <= 0.1 * r_mean) & ~drop & (np.arange(n) > 0)):
         on = k == i
         t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))
         gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
@@ -1333,8 +1379,12 @@ def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean
         elong = major / max(minor, 1.0)
         if elong >= params["linear_aspect"]:
             step = 1.0 / max(abs(math.cos(math.radians(orient))), abs(math.sin(math.radians(orient))))
-            length_px = max(float(skeletonize(sub).sum()) * step, 1.0)
-            width_px = area / length_px
+            # the medial axis of the outline: gaps and holes (the two flanks of a
+            # shaded groove, a ragged edge) would double or branch the skeleton
+            full = _fill_holes(cv2.morphologyEx(np.pad(sub, 2).view(np.uint8), cv2.MORPH_CLOSE,
+                                                np.ones((3, 3), np.uint8)))[2:-2, 2:-2]
+            length_px = max(float(skeletonize(full).sum()) * step, 1.0)
+            width_px = np.count_nonzero(full) / length_px
             shape = "linear"
         else:
             length_px = _feret_max(sub)
@@ -1364,10 +1414,18 @@ def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean
     return pd.DataFrame({c: np.array([r[c] for r in rows], dtype=_dtype(c)) for c in COLUMNS})
 
 
+def _fill_holes(mask):
+    """``mask`` (uint8, background touching its border) with its holes filled."""
+    outside = mask.copy()
+    cv2.floodFill(outside, None, (0, 0), 1)
+    return (mask > 0) | (outside == 0)
+
+
 def _feret_max(mask):
-    """Largest dimension (max Feret diameter, pixel corners included) of a mask."""
+    """Largest dimension of a mask: the max Feret diameter of its pixel centres
+    plus one pixel (the extreme centres lie half a pixel inside the outline;
+    pixel corners would add up to 1.4 px: a fifth of a 3 µm pit at 0.5 µm/px)."""
     contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.convexHull(np.vstack(contours)).reshape(-1, 2).astype(np.float64)
-    corners = (hull[:, None, :] + np.array([[0, 0], [0, 1], [1, 0], [1, 1]])[None]).reshape(-1, 2)
-    d = corners[:, None, :] - corners[None, :, :]
-    return float(np.sqrt((d ** 2).sum(-1).max()))
+    d = hull[:, None, :] - hull[None, :, :]
+    return float(np.sqrt((d ** 2).sum(-1).max())) + 1.0

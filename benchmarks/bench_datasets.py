@@ -35,7 +35,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import ROOT, folder_bench_args, fresh_synth_folder, load_config  # noqa: E402
 
-from fiberprep import cache, grading, sharding  # noqa: E402
+from fiberprep import cache, grading, pipeline, sharding  # noqa: E402
 from fiberprep import io as fio  # noqa: E402
 
 RULES = ["dataset_shard", "dataset_tables", "dataset_zarr", "library_index", "report"]
@@ -80,8 +80,8 @@ def fake_upstream(synth_dir: Path, results: Path, cfg: dict) -> pd.DataFrame:
             folder = cache.image_dir(inter, r.image_id)
             zone_map = cv2.imread(str(synth_dir / "truth" / "zone_masks" / f"{r.image_id}.png"), cv2.IMREAD_UNCHANGED)
             inst = cv2.imread(str(synth_dir / "truth" / "instance_masks" / f"{r.image_id}.png"), cv2.IMREAD_UNCHANGED)
-            cache.write_array(folder / "zones.zarr", "zone_map", zone_map)
-            cache.write_array(folder / "defects.zarr", "instance_map", inst)
+            cache.write_array(folder / pipeline.ARRAY_FILES["zone_map"], zone_map)
+            cache.write_array(folder / pipeline.ARRAY_FILES["instance_map"], inst)
             cache.write_record(folder / "defects.json", {"image_id": r.image_id, "status": "ok", "key": r.checksum})
             counts = np.bincount(zone_map.ravel(), minlength=6)
             zone_rows += [{"image_id": r.image_id, "zone": z, "area_px": int(counts[z])} for z in range(1, 6) if counts[z]]

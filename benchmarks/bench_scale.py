@@ -6,10 +6,18 @@ workflow and is processed as one). For each size it measures and prints:
 
 * dry run: wall time and peak memory (max RSS) of ``snakemake -n``, and jobs planned;
 * end to end (``--end-to-end`` sizes): wall time of ``snakemake --cores C`` on a fresh
-  results folder, and the overhead ratio = end-to-end / (sum of in-process per-image
-  times / C); per-image times are those of the pool images, measured in this process
-  (zones + defects + features, one core, as ``bench_workflow.py``), times N / pool, and,
-  second ratio, the per-image times the run itself recorded (same load as the run);
+  results folder, and the overhead ratio = end-to-end / ideal. The ideal is the
+  product work of the run done in one Python process, divided by C: for every image,
+  decode once, zones, defects, features and its dataset files (PNGs, masks, overlay,
+  patches, Zarr chunks, COCO; ``bench_workflow.reference_images``, measured on the
+  pool images, times N / pool), plus the gather work on N images' defects (cluster
+  fit, assign, types, severity; ``bench_workflow.reference_labels``). Everything else
+  the workflow does is overhead: job start-up and imports, the per-image cache, shard
+  tables, Snakemake itself, and the gathered tables, library and report (small, and
+  done once). Three readings: wall (end-to-end / ideal, a quiet machine), in-run
+  (the per-image seconds the run itself recorded in its cache records, same load as
+  the run, + the gather reference) and CPU (CPU seconds of the whole process tree /
+  CPU seconds of the reference: the least sensitive to other load);
 * add one image (``--add-one`` sizes, after their end-to-end run): jobs planned by
   rule, and wall time of the run that processes it, against the full run;
 * threads (issue 7 item 4): one shard of ``--thread-images`` images through zones ->
@@ -20,7 +28,7 @@ workflow and is processed as one). For each size it measures and prints:
   ``mem_mb`` of ``profiles/slurm``;
 * gather memory (issue 7 item 5, issue 8 item 6): feature and defect shard tables of
   ``--gather-defects`` defects (each size in turn, resampled from the pool's own
-  defects over ``--gather-shards`` shards), then the gather rules (cluster_fit, cluster_assign, labels,
+  defects over ``--gather-shards`` shards), then the gather rules (cluster_fit, labels,
   defect_types) run by Snakemake on them; peak RSS of each job and the run's time.
 
     python benchmarks/bench_scale.py                      # make bench-scale (hours)
@@ -33,10 +41,12 @@ Timings depend on the machine's load; say so when quoting them.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import multiprocessing
 import os
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -50,7 +60,7 @@ import psutil  # a Snakemake dependency
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_workflow import time_stages  # noqa: E402
+from bench_workflow import STEPS, reference_images, reference_labels  # noqa: E402
 from common import ROOT, load_config  # noqa: E402
 
 from fiberprep import io as fio  # noqa: E402
@@ -94,13 +104,22 @@ def checked(result: dict, log: Path, what: str) -> dict:
 
 
 def recorded_seconds(results: Path) -> float:
-    """Sum of the per-image stage times the run itself recorded (``seconds`` in each
-    image's zones/defects/features record): in-process times under the run's own load."""
+    """Sum of the per-image seconds the run itself recorded (``seconds`` in each
+    image's zones, defects, features and datasets record): the in-process work under
+    the run's own load."""
     total = 0.0
     for record in (results / "intermediate" / "images").glob("*/*.json"):
-        if record.stem in ("zones", "defects", "features"):
+        if record.stem in ("zones", "defects", "features", "datasets"):
             total += json.loads(record.read_text()).get("seconds", 0.0)
     return total
+
+
+def reference_gather(features: pd.DataFrame, pool: int, n: int, cfg: dict) -> dict:
+    """Wall and CPU seconds of the reference's gather work on the defects of ``n``
+    images: the pool's feature rows repeated to n / pool times their number."""
+    rows = round(len(features) * n / pool)
+    table = pd.concat([features] * -(-n // pool), ignore_index=True).iloc[:rows]
+    return reference_labels(table, cfg)[1]
 
 
 def make_folder(folder: Path, pool: list[Path], n: int) -> None:
@@ -137,36 +156,39 @@ def end_to_end(cfg: Path, cores: int, log: Path) -> dict:
 
 
 def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict) -> dict:
-    """Seconds for one shard's zones -> defects -> features (``pipeline.run_shard``, as
-    the shard jobs call it) over ``n`` images, with ``cores`` workers and with 1.
-
-    Runs in a fresh process, the pool case first: ``run_shard`` forks its workers, and
-    a parent that has already used Zarr (whose event-loop thread may hold a lock at the
-    fork) can leave them deadlocked.
-    """
+    """Seconds for one shard's zones -> defects -> features (``pipeline.run_shard`` of
+    ``pipeline.analyse_image``, as the ``analyse`` jobs call it) over ``n`` images,
+    with ``cores`` workers and with 1, in a fresh process: wall seconds, CPU seconds
+    (the same with and without the pool when it adds no work; under other load the
+    wall ratio falls short of what the CPU figures allow) and the wall speedup."""
     folder = work / "threads_inputs"
     make_folder(folder, pool, n)
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=spawn) as fresh:
         seconds = fresh.submit(_time_shard_chain, work, folder, (cores, 1), cfg).result()
-    return {"images": n, "seconds_1": seconds[1], f"seconds_{cores}": seconds[cores],
-            "speedup": seconds[1] / seconds[cores]}
+    return {"images": n, "seconds_1": seconds[1][0], f"seconds_{cores}": seconds[cores][0],
+            "cpu_seconds_1": seconds[1][1], f"cpu_seconds_{cores}": seconds[cores][1],
+            "speedup": seconds[1][0] / seconds[cores][0]}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the pool's workers)."""
+    own, kids = (resource.getrusage(w) for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _time_shard_chain(work: Path, folder: Path, workers: tuple, cfg: dict) -> dict:
     images = fio.scan_inputs(folder, cfg["extensions"]).to_dict("records")
     params = pipeline.stage_params(cfg)
+    for module in pipeline.STAGE_MODULES:  # imported before either timing (job start-up)
+        importlib.import_module(module)
     seconds = {}
     for threads in workers:
         root = str(work / f"threads_{threads}")
         shutil.rmtree(root, ignore_errors=True)
-        start = time.perf_counter()
-        records = pipeline.run_shard(pipeline.zones_image, images, params["zones"], root,
-                                     threads)
-        ok = [r for r in records if r["status"] == "ok"]
-        pipeline.run_shard(pipeline.defects_image, ok, params["defects"], root, threads)
-        pipeline.run_shard(pipeline.features_image, ok, params["features"], root, threads)
-        seconds[threads] = time.perf_counter() - start
+        start, cpu = time.perf_counter(), _cpu_seconds()
+        pipeline.run_shard(pipeline.analyse_image, images, params, root, threads)
+        seconds[threads] = (time.perf_counter() - start, _cpu_seconds() - cpu)
         shutil.rmtree(root, ignore_errors=True)
     return seconds
 
@@ -212,17 +234,16 @@ def job_memory(work: Path, folder: Path, cores: int) -> dict[str, float]:
     return peak_job_memory(snakemake(cfg, "--cores", str(cores)), work / "memory.log")[0]
 
 
-GATHER_RULES = ["cluster_settings", "cluster_fit", "cluster_review", "cluster_assign",
-                "labels", "defect_types"]
+GATHER_RULES = ["cluster_settings", "cluster_fit", "cluster_review", "labels", "defect_types"]
 
 
-def gather_memory(work: Path, pool: list[Path], source: Path, n_defects: int,
+def gather_memory(work: Path, pool: list[Path], feats: pd.DataFrame, n_defects: int,
                   n_shards: int) -> dict:
     """Peak memory of each gather job on ``n_defects`` defects in ``n_shards`` shards.
 
     A folder of 2 048 image names (hard links to the pool) gets feature and defect
-    shard tables of ``n_defects`` rows resampled from the pool's own per-image tables
-    (``source``: the in-process run's cache); then Snakemake runs only the gather rules
+    shard tables of ``n_defects`` rows resampled from the pool's own defects
+    (``feats``: the reference's feature table); then Snakemake runs only the gather rules
     on them (``--allowed-rules``), one job at a time, and each job's peak RSS is
     sampled. Few shards keep the run short and make each per-shard job large.
     """
@@ -232,10 +253,6 @@ def gather_memory(work: Path, pool: list[Path], source: Path, n_defects: int,
     make_folder(inputs, pool, 2048)
     results = base / "results"
     inter = results / "intermediate"
-    feats = pd.concat([pd.read_parquet(p) for p in sorted(source.glob("images/*/features.parquet"))],
-                      ignore_index=True)
-    dets = pd.concat([pd.read_parquet(p) for p in sorted(source.glob("images/*/defects.parquet"))],
-                     ignore_index=True).set_index("defect_id")
     if feats.empty:
         sys.exit("the pool images have no defects; cannot resample")
     scanned = fio.scan_inputs(inputs, load_config()["extensions"])
@@ -247,15 +264,13 @@ def gather_memory(work: Path, pool: list[Path], source: Path, n_defects: int,
         ids = np.sort(rows["image_id"].to_numpy())
         n = min(per_image * len(ids), n_defects - total)
         f = feats.iloc[rng.integers(0, len(feats), n)].reset_index(drop=True)
-        d = dets.loc[f["defect_id"]].reset_index(drop=True)
-        for table in (f, d):
-            table["image_id"] = ids[np.arange(n) // per_image]
-            table["number"] = np.arange(n) % per_image + 1
-            table["defect_id"] = [f"{i}#{k}" for i, k in zip(table["image_id"], table["number"])]
-        fio.write_parquet(d[pipeline.DEFECT_TABLE_COLUMNS], inter / "defects" / f"shard_{shard:03d}.parquet")
+        f["image_id"] = ids[np.arange(n) // per_image]
+        f["number"] = np.arange(n) % per_image + 1
+        f["defect_id"] = [f"{i}#{k}" for i, k in zip(f["image_id"], f["number"])]
+        fio.write_parquet(f[pipeline.DEFECT_TABLE_COLUMNS], inter / "defects" / f"shard_{shard:03d}.parquet")
         fio.write_parquet(f, inter / "features" / f"shard_{shard:03d}.parquet")
         total += n
-    del feats, dets, f, d
+    del f
     conf = write_config(base / "gather.yaml", inputs, results, shards=n_shards,
                         min_images_per_shard=1)
     target = str(results / "clustering" / "defect_types.parquet")
@@ -299,14 +314,18 @@ def main(argv=None) -> int:
                             cfg["criteria"], **SIZE)
     pool = sorted((work / "pool" / "images").iterdir())
 
-    inproc = time_stages(fio.scan_inputs(work / "pool" / "images", cfg["extensions"]), cfg,
-                         work / "inprocess_cache")
-    per_image_s = float(inproc[["zones", "defects", "features"]].sum(axis=1).mean())
+    steps, features, _ = reference_images(
+        fio.scan_inputs(work / "pool" / "images", cfg["extensions"]), cfg, work / "reference")
+    per_image_s = float(steps[list(STEPS)].sum(axis=1).mean())
+    per_image_cpu = float(steps[[f"cpu_{s}" for s in STEPS]].sum(axis=1).mean())
     report = {"pool_images": len(pool), "per_image_ms": 1e3 * per_image_s,
+              "per_image_cpu_ms": 1e3 * per_image_cpu,
+              "per_image_steps_ms": {s: 1e3 * float(steps[s].mean()) for s in STEPS},
               "cores": args.cores, "shards": args.shards or cfg["shards"], "sizes": {}}
     if args.shards:
         SHARDS["shards"] = args.shards
-    print(f"in-process per-image time: {1e3 * per_image_s:.0f} ms", flush=True)
+    print(f"in-process per-image time: {1e3 * per_image_s:.0f} ms (CPU {1e3 * per_image_cpu:.0f} ms): "
+          + ", ".join(f"{s} {v:.0f}" for s, v in report["per_image_steps_ms"].items()), flush=True)
 
     for n in sorted(set(args.sizes) | set(args.end_to_end)):
         row = report["sizes"][n] = {}
@@ -325,15 +344,22 @@ def main(argv=None) -> int:
         if n not in args.end_to_end:
             continue
         run = end_to_end(conf, args.cores, work / f"run_{n}.log")
-        ideal = n * per_image_s / args.cores
-        in_run = recorded_seconds(results) / args.cores
-        row["end_to_end"] = {"seconds": run["seconds"], "ideal_seconds": ideal,
+        gather = reference_gather(features, len(pool), n, cfg)
+        ideal = (n * per_image_s + gather["wall"]) / args.cores
+        in_run = (recorded_seconds(results) + gather["wall"]) / args.cores
+        cpu_ref = n * per_image_cpu + gather["cpu"]
+        row["end_to_end"] = {"seconds": run["seconds"], "cpu_seconds": run["cpu_seconds"],
+                             "ideal_seconds": ideal, "gather_seconds": gather["wall"],
                              "overhead_ratio": run["seconds"] / ideal,
                              "ideal_seconds_in_run": in_run,
-                             "overhead_ratio_in_run": run["seconds"] / in_run}
+                             "overhead_ratio_in_run": run["seconds"] / in_run,
+                             "reference_cpu_seconds": cpu_ref,
+                             "cpu_ratio": run["cpu_seconds"] / cpu_ref}
         print(f"{n} images: end to end {run['seconds']:.0f} s, ideal {ideal:.0f} s "
               f"(ratio {run['seconds'] / ideal:.2f}); per-image times recorded in the run "
-              f"/ cores {in_run:.0f} s (ratio {run['seconds'] / in_run:.2f})", flush=True)
+              f"/ cores {in_run:.0f} s (ratio {run['seconds'] / in_run:.2f}); CPU "
+              f"{run['cpu_seconds']:.0f} s against {cpu_ref:.0f} s (ratio "
+              f"{run['cpu_seconds'] / cpu_ref:.2f})", flush=True)
         if n in args.add_one:
             os.link(pool[0], inputs / f"added_{n}{pool[0].suffix}")
             plan = dry_run(conf, work / f"add_dry_{n}.log")
@@ -355,10 +381,10 @@ def main(argv=None) -> int:
         report["threads"] = threads_speedup(work, pool, args.thread_images, args.cores, cfg)
         print(f"threads: {report['threads']}", flush=True)
     if args.gather_defects:
-        report["gather"] = [gather_memory(work, pool, work / "inprocess_cache", n,
-                                          args.gather_shards) for n in args.gather_defects]
+        report["gather"] = [gather_memory(work, pool, features, n, args.gather_shards)
+                            for n in args.gather_defects]
         print(f"gather: {report['gather']}", flush=True)
-    shutil.rmtree(work / "inprocess_cache", ignore_errors=True)
+    shutil.rmtree(work / "reference", ignore_errors=True)
 
     (work / "scale.json").write_text(json.dumps(report, indent=2))
     print_tables(report)
@@ -368,19 +394,21 @@ def main(argv=None) -> int:
 def print_tables(report: dict) -> None:
     """The figures as Markdown tables (README performance section)."""
     c = report["cores"]
-    print(f"\nIn-process per-image time (zones + defects + features, 1 core, "
-          f"{report['pool_images']} distinct 480x360 images): "
-          f"{report['per_image_ms']:.0f} ms; shards: {report['shards']}\n")
+    steps = ", ".join(f"{k} {v:.0f}" for k, v in report["per_image_steps_ms"].items())
+    print(f"\nIn-process per-image product work (1 core, {report['pool_images']} distinct "
+          f"480x360 images): {report['per_image_ms']:.0f} ms ({steps}); shards: "
+          f"{report['shards']}\n")
     print(f"| images | dry run wall (s) | dry run CPU (s) | dry run peak MB | jobs "
-          f"| end to end --cores {c} (s) | overhead ratio | ratio (in-run times) "
-          "| add one image (s) | % of full run | jobs planned to add one |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          f"| end to end --cores {c} (s) | ideal (s) | overhead ratio | ratio (in-run times) "
+          "| CPU ratio | add one image (s) | % of full run | jobs planned to add one |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for n, row in sorted(report["sizes"].items()):
         dry, e2e, add = row["dry_run"], row.get("end_to_end"), row.get("add_one")
         cells = [f"{n:,}", f"{dry['seconds']:.1f}", f"{dry['cpu_seconds']:.1f}",
                  f"{dry['max_rss_mb']:.0f}", str(dry["jobs"])]
-        cells += ([f"{e2e['seconds']:.0f}", f"{e2e['overhead_ratio']:.2f}",
-                   f"{e2e['overhead_ratio_in_run']:.2f}"] if e2e else ["", "", ""])
+        cells += ([f"{e2e['seconds']:.0f}", f"{e2e['ideal_seconds']:.0f}",
+                   f"{e2e['overhead_ratio']:.2f}", f"{e2e['overhead_ratio_in_run']:.2f}",
+                   f"{e2e['cpu_ratio']:.2f}"] if e2e else ["", "", "", "", ""])
         cells += ([f"{add['seconds']:.1f}", f"{100 * add['fraction_of_full']:.1f}",
                    ", ".join(f"{k} {v}" for k, v in add["jobs"].items())] if add else ["", "", ""])
         print("| " + " | ".join(cells) + " |")
@@ -388,7 +416,8 @@ def print_tables(report: dict) -> None:
         t = report["threads"]
         print(f"\nOne shard of {t['images']} images, zones -> defects -> features: "
               f"{t['seconds_1']:.1f} s with 1 thread, {t[f'seconds_{c}']:.1f} s with {c}: "
-              f"{t['speedup']:.2f}x")
+              f"{t['speedup']:.2f}x (CPU {t['cpu_seconds_1']:.1f} s and "
+              f"{t[f'cpu_seconds_{c}']:.1f} s)")
     if "job_memory" in report:
         m = report["job_memory"]
         print(f"\nPeak memory per job (script + pool workers, {c} workers) on {m['folder']}:")

@@ -16,8 +16,7 @@ import pytest
 from workflow_runs import CONFIG, generate, planned_jobs, snakemake, write_config
 
 N_IMAGES = 5
-PER_IMAGE = {"zones", "defects", "features"}
-CLUSTER = {"cluster_fit", "cluster_assign", "labels"}
+PER_IMAGE = {"analyse"}  # zones -> defects -> features of each image of a shard
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +43,14 @@ def override(processed, name, **sections):
                         **sections)
 
 
-def test_detection_change_reruns_detection_and_after_not_zones(processed):
+def test_detection_change_reruns_analysis_and_after(processed):
+    # inside the analyse jobs the zones stage comes from the per-image cache
+    # (test_pipeline.test_detection_change_recomputes_defects_not_zones)
     gamma = CONFIG["detection"]["do2mr_gamma"] + 0.5
     jobs = planned_jobs(override(processed, "det.yaml", detection={"do2mr_gamma": gamma}))
     n = processed["n_shards"]
-    assert "zones" not in jobs
-    assert jobs["defects"] == n and jobs["features"] == n
-    assert jobs["cluster_fit"] == 1 and jobs["cluster_assign"] == n and jobs["labels"] == n
+    assert jobs["analyse"] == n
+    assert jobs["cluster_fit"] == 1 and jobs["labels"] == n
     assert "cluster_review" not in jobs, "the review file belongs to the user"
 
 
@@ -59,7 +59,6 @@ def test_clustering_change_reruns_only_clustering_and_after(processed):
     jobs = planned_jobs(override(processed, "clu.yaml", clustering={"seed": seed}))
     assert not PER_IMAGE & set(jobs)
     assert jobs["cluster_fit"] == 1
-    assert jobs["cluster_assign"] == processed["n_shards"]
     assert jobs["labels"] == processed["n_shards"]
     assert "cluster_review" not in jobs
 
@@ -73,7 +72,7 @@ def test_review_edit_reruns_only_labels_and_after(processed):
     finally:  # the same content again: Snakemake compares checksums, not only mtimes
         review.write_text(text, encoding="utf-8")
     assert jobs.get("labels") == processed["n_shards"]
-    assert not (PER_IMAGE | {"cluster_fit", "cluster_assign"}) & set(jobs)
+    assert not (PER_IMAGE | {"cluster_fit"}) & set(jobs)
 
 
 def test_added_image_reruns_its_shard_only_and_keeps_other_labels(processed):
@@ -92,7 +91,7 @@ def test_added_image_reruns_its_shard_only_and_keeps_other_labels(processed):
     jobs = planned_jobs(processed["cfg"])
     assert {r: jobs.get(r) for r in PER_IMAGE} == {r: 1 for r in PER_IMAGE}
     assert "cluster_fit" not in jobs, "adding an image must not refit the model"
-    assert jobs["cluster_assign"] == 1 and jobs["labels"] == 1
+    assert jobs["labels"] == 1
     assert jobs.get("dataset_shard") == 1, "only the new image's shard is reassembled"
 
     snakemake(processed["cfg"], "--cores", "2")

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 import fiberprep
-from fiberprep import cache, pipeline, sharding, zones
+from fiberprep import cache, defects, features, pipeline, sharding, zones
 from fiberprep import io as fio
 from workflow_runs import CONFIG, generate
 
@@ -59,13 +59,12 @@ def manifest(tmp_path_factory):
 
 
 def run_chain(manifest, root, threads=1):
-    zoned = pipeline.run_shard(pipeline.zones_image, manifest, PARAMS["zones"], root, threads)
-    table = pipeline.zones_table(zoned)
-    accepted = pipeline.accepted_records(table, root)
-    found = pipeline.run_shard(pipeline.defects_image, accepted, PARAMS["defects"], root, threads)
-    feats = pipeline.run_shard(pipeline.features_image, accepted, PARAMS["features"], root,
-                               threads)
-    return table, found, feats
+    """The analyse job's chain: zones table, (defects record, table) and (features
+    record, defect table, zone table) of each image the zones stage accepted."""
+    results = pipeline.run_shard(pipeline.analyse_image, manifest, PARAMS, root, threads)
+    table = pipeline.zones_table([r[0] for r in results])
+    analysed = [r for r in results if r[1] is not None]
+    return table, [r[1:3] for r in analysed], [r[3:] for r in analysed]
 
 
 def test_chain_rejects_bad_files_and_measures_good_ones(manifest, tmp_path):
@@ -73,7 +72,7 @@ def test_chain_rejects_bad_files_and_measures_good_ones(manifest, tmp_path):
     status = table.set_index("image_id")["status"]
     assert status["broken"] == "rejected"
     assert table.set_index("image_id").loc["broken", "reason"]
-    assert not (tmp_path / "images" / "broken" / "zones.zarr").exists()
+    assert not (tmp_path / "images" / "broken" / pipeline.ARRAY_FILES["zone_map"]).exists()
     for record, defects_table, zone_table in feats:
         assert record["status"] == "ok"
         assert (defects_table["defect_id"]
@@ -89,12 +88,30 @@ def test_second_run_comes_from_the_cache(manifest, tmp_path, monkeypatch):
         raise AssertionError("recomputed a cached image")
 
     monkeypatch.setattr(zones, "measure_geometry", fail)
-    monkeypatch.setattr(pipeline.defects, "detect_defects", fail)
-    monkeypatch.setattr(pipeline.features, "defect_features", fail)
+    monkeypatch.setattr(defects, "detect_defects", fail)
+    monkeypatch.setattr(features, "defect_features", fail)
+    monkeypatch.setattr(fio, "load_image", fail)  # a cached image is not even decoded
     second = run_chain(manifest, str(tmp_path))
     pd.testing.assert_frame_equal(first[0], second[0])
     for (_, a), (_, b) in zip(first[1], second[1]):
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_detection_change_recomputes_defects_not_zones(manifest, tmp_path, monkeypatch):
+    run_chain(manifest, str(tmp_path))
+    changed = {**PARAMS, "defects": {**PARAMS["defects"], "defects": {
+        **PARAMS["defects"]["defects"], "do2mr_gamma": PARAMS["defects"]["defects"]["do2mr_gamma"] + 0.5}}}
+    zones_records = sorted((tmp_path / "images").glob("*/zones.json"))
+    stamps = [p.stat().st_mtime_ns for p in zones_records]
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed the zones of a cached image")
+
+    monkeypatch.setattr(zones, "measure_geometry", fail)
+    results = pipeline.run_shard(pipeline.analyse_image, manifest, changed, str(tmp_path), 1)
+    ok = [r for r in results if r[1] is not None]
+    assert ok and all(r[1]["status"] == "ok" and r[3]["status"] == "ok" for r in ok)
+    assert [p.stat().st_mtime_ns for p in zones_records] == stamps
 
 
 def test_internal_error_is_a_rejection_with_traceback_and_retried(manifest, tmp_path,
@@ -102,7 +119,7 @@ def test_internal_error_is_a_rejection_with_traceback_and_retried(manifest, tmp_
     def boom(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(pipeline.defects, "detect_defects", boom)
+    monkeypatch.setattr(defects, "detect_defects", boom)
     with caplog.at_level(logging.ERROR, logger="fiberprep"):
         table, found, feats = run_chain(manifest, str(tmp_path))
     assert found and all(r["reason"] == "internal error: RuntimeError: boom" for r, _ in found)

@@ -1,9 +1,11 @@
 """Per-image, per-stage cache used by the shard jobs.
 
-Each stage of an image leaves its arrays (Zarr), its table (Parquet) and, written
-last, a small JSON record carrying the stage's cache key. A shard job skips an image
-whose record carries the key it would compute now, so rerunning a shard (because one
-image was added to it) recomputes that image only. The key chains the input checksum,
+Each stage of an image leaves its arrays (``.npy.zst``: a NumPy ``.npy`` file
+compressed with Zstandard; 2-3 ms to write or read at 1920x1080), its table (a
+pickled DataFrame, ``.pkl``) and, written last, a small JSON record carrying the
+stage's cache key. A
+shard job skips an image whose record carries the key it would compute now, so
+rerunning a shard (because one image was added to it) recomputes that image only. The key chains the input checksum,
 every upstream stage's key, this stage's parameters and the fiberprep version, so a
 parameter or code-version change invalidates exactly what it affects. Because the
 record is written after the data files, an interrupted write is never trusted.
@@ -13,12 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import io
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import zarr
+from numcodecs import Zstd
 
 from fiberprep import __version__
 from fiberprep import io as fio
@@ -39,10 +43,11 @@ def stage_key(stage: str, upstream: str, params: dict) -> str:
     Returns
     -------
     str
-        A 32-hex-digit blake2b digest of the above and ``fiberprep.__version__``.
+        A 32-hex-digit blake2b digest of the above, ``fiberprep.__version__`` and the
+        pandas version (the per-image tables are pickled DataFrames).
     """
     payload = json.dumps(
-        [__version__, stage, upstream, params],
+        [__version__, pd.__version__, stage, upstream, params],
         sort_keys=True,
         separators=(",", ":"),
         default=str,
@@ -68,29 +73,35 @@ def write_record(path: str | Path, record: dict) -> None:
     fio.write_json(path, record)
 
 
-def write_array(path: str | Path, name: str, array: np.ndarray) -> None:
-    """Write one 2-D array as a Zarr store (one chunk; replaced whole, atomically)."""
-
-    def writer(tmp):
-        root = zarr.open_group(str(tmp), mode="w")
-        root.create_array(name, data=np.ascontiguousarray(array), chunks=array.shape)
-
-    fio.write_atomic(path, writer)
+def write_array(path: str | Path, array: np.ndarray) -> None:
+    """Write one array as a Zstandard-compressed ``.npy`` file, atomically (label maps
+    compress about 50-fold at level 1)."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    fio.write_bytes(path, Zstd(level=1).encode(buffer.getbuffer()))
 
 
-def read_array(path: str | Path, name: str) -> np.ndarray:
+def read_array(path: str | Path) -> np.ndarray:
     """Read one array written by :func:`write_array`."""
-    return zarr.open_group(str(path), mode="r")[name][...]
+    data = Zstd().decode(Path(path).read_bytes())
+    return np.lib.format.read_array(io.BytesIO(data), allow_pickle=False)
 
 
 def write_table(path: str | Path, table: pd.DataFrame) -> None:
-    """Write one per-image table as Parquet, atomically."""
-    fio.write_parquet(table, path)
+    """Write one per-image table, pickled, atomically.
+
+    A per-image table has a few rows and ~70 columns: pickle writes and reads it in
+    ~0.2 ms, Parquet in 3-5 ms (per-column conversion), which was ~10 % of the
+    per-image work. It also reads back exactly (dtypes included), so fresh and cached
+    images give the same shard tables. Only this cache reads these files (unpickling
+    runs code from the file: a results folder is trusted like the code).
+    """
+    fio.write_bytes(path, pickle.dumps(table, protocol=pickle.HIGHEST_PROTOCOL))
 
 
 def read_table(path: str | Path) -> pd.DataFrame:
     """Read one per-image table written by :func:`write_table`."""
-    return pd.read_parquet(path)
+    return pickle.loads(Path(path).read_bytes())
 
 
 def code_version(*modules: str) -> str:

@@ -1,23 +1,31 @@
-"""Per-image chains run by the shard jobs: load -> zones -> defects -> features.
+"""Per-image chain run by the ``analyse`` shard jobs: load -> zones -> defects -> features.
 
-A shard job calls :func:`run_shard` with one of the stage functions below and the
-shard's images. Each stage function handles one image end to end: it checks the
-per-image cache (:mod:`fiberprep.cache`), computes what is missing with the pure
-stage functions, writes the per-image intermediates and returns the image's record
-(and table rows). A bad image never stops the shard: ``io.ImageRejected`` from any
-stage becomes ``status = rejected`` with its reason, and any other exception becomes
-``rejected`` with reason ``internal error: ...`` and its traceback in the job's log.
-Images are processed by a pool of ``threads`` processes (OpenCV/NumPy work does not
-share a GIL across processes, so a 16-core job keeps 16 cores busy).
+A shard job calls :func:`run_shard` with :func:`analyse_image` and the shard's images.
+:func:`analyse_image` takes one image through the three stages: each stage checks the
+per-image cache (:mod:`fiberprep.cache`), computes what is missing with the pure stage
+functions (:func:`measure_zones`, :func:`find_defects`, :func:`measure_features`),
+writes the per-image intermediates and returns the image's record (and table rows).
+The image is decoded once, and the arrays a stage computes are handed to the next one
+in memory; cached arrays are read only when a later stage has to recompute. A bad
+image never stops the shard: ``io.ImageRejected`` from any stage becomes ``status =
+rejected`` with its reason, and any other exception becomes ``rejected`` with reason
+``internal error: ...`` and its traceback in the job's log. Images are processed by a
+pool of ``threads`` forked processes (OpenCV/NumPy work does not share a GIL across
+processes, so a 16-core job keeps 16 cores busy).
+
+Every job of the workflow imports this module (most only for its table helpers), so
+the analysis modules (SciPy, scikit-image) are imported only where they are used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import multiprocessing
 import os
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor
@@ -28,7 +36,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from fiberprep import cache, defects, features, zones
+from fiberprep import cache
 from fiberprep import io as fio
 
 log = logging.getLogger("fiberprep")
@@ -48,10 +56,27 @@ IMAGE_COLUMNS = [
     "format",
 ]
 
+#: Files of the per-image arrays in an image's cache folder (``cache.write_array``).
+ARRAY_FILES = {"zone_map": "zone_map.npy.zst", "instance_map": "instance_map.npy.zst"}
 
-#: Columns of the defects shard tables, and of the features ones (+ defect features).
-DEFECT_TABLE_COLUMNS = ["image_id", "defect_id", *defects.COLUMNS]
-FEATURE_TABLE_COLUMNS = [*DEFECT_TABLE_COLUMNS, *features.DEFECT_FEATURE_NAMES]
+#: Modules of the per-image stages, imported by :func:`run_shard` before its workers fork.
+STAGE_MODULES = ("fiberprep.zones", "fiberprep.defects", "fiberprep.features")
+
+
+def __getattr__(name: str) -> list[str]:
+    """``DEFECT_TABLE_COLUMNS`` (columns of the defects shard tables) and
+    ``FEATURE_TABLE_COLUMNS`` (those + defect features), computed on first use: they
+    come from :mod:`fiberprep.defects` and :mod:`fiberprep.features`, which most jobs
+    importing this module never need."""
+    if name == "DEFECT_TABLE_COLUMNS":
+        from fiberprep import defects
+
+        return ["image_id", "defect_id", *defects.COLUMNS]
+    if name == "FEATURE_TABLE_COLUMNS":
+        from fiberprep import features
+
+        return [*__getattr__("DEFECT_TABLE_COLUMNS"), *features.DEFECT_FEATURE_NAMES]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def stage_params(config: dict) -> dict[str, dict]:
@@ -62,7 +87,7 @@ def stage_params(config: dict) -> dict[str, dict]:
     -------
     dict
         ``{"zones": ..., "defects": ..., "features": ...}``, the ``params`` argument of
-        :func:`zones_image`, :func:`defects_image` and :func:`features_image`.
+        :func:`analyse_image`.
     """
     fiber_type = config["fiber_types"][config["fiber"]["type"]]
     return {
@@ -114,7 +139,88 @@ def _rejection(image_id: str, stage: str, err: BaseException, key: str) -> tuple
     return f"internal error: {type(err).__name__}: {err}", None
 
 
-def zones_image(image: dict, params: dict, root: str) -> dict:
+def measure_zones(gray: np.ndarray, params: dict) -> tuple[dict, np.ndarray]:
+    """Geometry and IEC zone map of one decoded image (pure; the zones stage).
+
+    ``params`` as the ``zones`` entry of :func:`stage_params`. Raises
+    ``io.ImageRejected`` when no fiber (or no confident fit) is found.
+    """
+    from fiberprep import zones
+
+    geometry = zones.measure_geometry(gray, params["fiber_type"], params["zones"], params["um_per_px"])
+    zone_map = zones.zone_label_map(
+        gray.shape,
+        geometry,
+        params["fiber_type"]["zones_um"],
+        geometry["um_per_px"],
+        ferrule=params["zones"]["analyse_ferrule"],
+        field=zones.field_of_view(gray, params["zones"], geometry),
+    )
+    return geometry, zone_map
+
+
+def find_defects(
+    gray: np.ndarray, zone_map: np.ndarray, geometry: dict, params: dict, image_id: str
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Instance map and defect table (``image_id``, ``defect_id`` first) of one image
+    (pure; the defects stage). ``params`` as the ``defects`` entry of :func:`stage_params`."""
+    from fiberprep import defects
+
+    instance_map, table = defects.detect_defects(gray, zone_map, geometry, params["defects"])
+    return instance_map, _with_ids(table, image_id)
+
+
+def measure_features(
+    gray: np.ndarray,
+    zone_map: np.ndarray,
+    instance_map: np.ndarray,
+    defect_rows: pd.DataFrame,
+    geometry: dict,
+    params: dict,
+    image_id: str,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-defect table (``defect_rows`` joined with every defect feature) and per-zone
+    table (``image_id`` first) of one image (pure; the features stage). ``params`` as
+    the ``features`` entry of :func:`stage_params`."""
+    from fiberprep import features
+
+    measured = features.defect_features(gray, instance_map, zone_map, defect_rows, geometry)
+    defect_table = defect_rows.merge(
+        measured.drop(columns=[c for c in measured if c in defect_rows and c != "number"]),
+        on="number",
+        how="left",
+    )
+    zone_table = features.zone_features(gray, zone_map, geometry, params["zones_um"])
+    zone_table.insert(0, "image_id", image_id)
+    return defect_table, zone_table
+
+
+class _Arrays:
+    """The arrays of one image for the stages that compute: the decoded gray image and
+    the zone and instance maps, each decoded or read from the cache once, when a stage
+    first asks for it (a fully cached image reads none)."""
+
+    def __init__(self, source_path: str, io_params: dict, folder):
+        self.source_path, self.io, self.folder = source_path, io_params, folder
+        self.values: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self.values:
+            if name == "gray":
+                self.values[name] = fio.load_image(
+                    self.source_path, self.io["max_pixels"], self.io["min_side_px"]
+                )[0]
+            else:
+                self.values[name] = cache.read_array(self.folder / ARRAY_FILES[name])
+        return self.values[name]
+
+    def store(self, name: str, array: np.ndarray) -> None:
+        """Keep a computed map and write it to the image's cache folder."""
+        cache.write_array(self.folder / ARRAY_FILES[name], array)
+        self.values[name] = array
+
+
+def zones_image(image: dict, params: dict, root: str, arrays: _Arrays | None = None) -> dict:
     """Zones stage of one image: load, measure geometry, label the IEC zones.
 
     Parameters
@@ -126,15 +232,18 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
         ``um_per_px`` (configured scale or ``None``) and ``zones`` (zone finder).
     root : str
         ``<results_dir>/intermediate``.
+    arrays : _Arrays, optional
+        The image's arrays, shared with the later stages (:func:`analyse_image`).
 
     Returns
     -------
     dict
         The image's zones record: manifest fields, ``checksum``, ``status``, ``reason``,
         ``key``, image info (``width, height, format, ...``) and ``geometry``. Writes
-        ``zones.zarr`` (when ok) and ``zones.json``.
+        ``zone_map.npy.zst`` (when ok) and ``zones.json``.
     """
     folder = cache.image_dir(root, image["image_id"])
+    arrays = arrays or _Arrays(image["source_path"], params["io"], folder)
     record = {k: image[k] for k in ("image_id", "rel_path", "source_path", "size_bytes")}
     try:
         record["checksum"] = fio.file_checksum(image["source_path"])
@@ -150,18 +259,9 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
         gray, _, info = fio.load_image(
             image["source_path"], params["io"]["max_pixels"], params["io"]["min_side_px"]
         )
-        geometry = zones.measure_geometry(
-            gray, params["fiber_type"], params["zones"], params["um_per_px"]
-        )
-        zone_map = zones.zone_label_map(
-            gray.shape,
-            geometry,
-            params["fiber_type"]["zones_um"],
-            geometry["um_per_px"],
-            ferrule=params["zones"]["analyse_ferrule"],
-            field=zones.field_of_view(gray, params["zones"], geometry),
-        )
-        cache.write_array(folder / "zones.zarr", "zone_map", zone_map)
+        arrays.values["gray"] = gray
+        geometry, zone_map = measure_zones(gray, params)
+        arrays.store("zone_map", zone_map)
         record.update(info, status="ok", reason="", key=key, geometry=geometry)
     except Exception as err:  # noqa: BLE001 (one image never stops the shard)
         reason, key = _rejection(image["image_id"], "zones", err, key)
@@ -171,15 +271,9 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
     return record
 
 
-def _load_gray(zones_record: dict, params: dict):
-    """Decode the image again for a later stage (decoding is cheaper than caching it)."""
-    gray, _, _ = fio.load_image(
-        zones_record["source_path"], params["io"]["max_pixels"], params["io"]["min_side_px"]
-    )
-    return gray
-
-
-def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd.DataFrame]:
+def defects_image(
+    zones_record: dict, params: dict, root: str, arrays: _Arrays | None = None
+) -> tuple[dict, pd.DataFrame]:
     """Defects stage of one accepted image: DO2MR/LEI detection into instances.
 
     Parameters
@@ -190,6 +284,8 @@ def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd
         ``io`` (for decoding) and ``defects`` (detector parameters).
     root : str
         ``<results_dir>/intermediate``.
+    arrays : _Arrays, optional
+        The image's arrays, shared with the other stages (:func:`analyse_image`).
 
     Returns
     -------
@@ -197,27 +293,23 @@ def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd
         ``image_id, status, reason, key, n_defects``; written as ``defects.json``.
     table : pandas.DataFrame
         ``detect_defects`` rows with ``image_id`` and ``defect_id`` first; written as
-        ``defects.parquet`` next to ``defects.zarr`` (the instance map).
+        ``defects.pkl`` next to ``instance_map.npy.zst``.
     """
     image_id = zones_record["image_id"]
     folder = cache.image_dir(root, image_id)
+    arrays = arrays or _Arrays(zones_record["source_path"], params["io"], folder)
     key = cache.stage_key("defects", zones_record["key"], params)
     cached = cache.read_record(folder / "defects.json")
     if cached is not None and cached.get("key") == key:
-        return cached, cache.read_table(folder / "defects.parquet")
+        return cached, cache.read_table(folder / "defects.pkl")
     start = time.perf_counter()
     record = {"image_id": image_id}
-    table = pd.DataFrame()
     try:
-        gray = _load_gray(zones_record, params)
-        zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
-        instance_map, table = defects.detect_defects(
-            gray, zone_map, zones_record["geometry"], params["defects"]
+        instance_map, table = find_defects(
+            arrays["gray"], arrays["zone_map"], zones_record["geometry"], params, image_id
         )
-        table = _with_ids(table, image_id)
-        cache.write_array(folder / "defects.zarr", "instance_map", instance_map)
-        cache.write_table(folder / "defects.parquet", table)
-        table = cache.read_table(folder / "defects.parquet")  # as a cached run sees it
+        arrays.store("instance_map", instance_map)
+        cache.write_table(folder / "defects.pkl", table)
         record.update(status="ok", reason="", key=key, n_defects=len(table))
     except Exception as err:  # noqa: BLE001
         reason, key = _rejection(image_id, "defects", err, key)
@@ -229,7 +321,8 @@ def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd
 
 
 def features_image(
-    zones_record: dict, params: dict, root: str
+    zones_record: dict, params: dict, root: str, arrays: _Arrays | None = None,
+    upstream: dict | None = None,
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Features stage of one accepted image: per-defect and per-zone features.
 
@@ -242,6 +335,10 @@ def features_image(
         ``features`` (feature parameters).
     root : str
         ``<results_dir>/intermediate``.
+    arrays : _Arrays, optional
+        The image's arrays, shared with the other stages (:func:`analyse_image`).
+    upstream : dict, optional
+        The image's defects record (read from ``defects.json`` when not given).
 
     Returns
     -------
@@ -249,17 +346,18 @@ def features_image(
         ``image_id, status, reason, key, n_defects``; written as ``features.json``.
         ``rejected`` when the defects stage rejected the image.
     defect_table : pandas.DataFrame
-        One row per defect: the ``defects.parquet`` columns (``image_id, defect_id,
+        One row per defect: the ``defects.pkl`` columns (``image_id, defect_id,
         number`` first, then the detector's measurements) followed by every
-        ``features.defect_features`` column; written as ``features.parquet``. This is
+        ``features.defect_features`` column; written as ``features.pkl``. This is
         the table clustering, the library and the datasets read.
     zone_table : pandas.DataFrame
         ``features.zone_features`` rows with ``image_id`` first; written as
-        ``zone_features.parquet``.
+        ``zone_features.pkl``.
     """
     image_id = zones_record["image_id"]
     folder = cache.image_dir(root, image_id)
-    upstream = cache.read_record(folder / "defects.json") or {}
+    arrays = arrays or _Arrays(zones_record["source_path"], params["io"], folder)
+    upstream = upstream or cache.read_record(folder / "defects.json") or {}
     if upstream.get("status") != "ok":
         reason = upstream.get("reason", "internal error: defects stage left no record")
         return {"image_id": image_id, "status": "rejected", "reason": reason,
@@ -267,28 +365,18 @@ def features_image(
     key = cache.stage_key("features", upstream["key"], params)
     cached = cache.read_record(folder / "features.json")
     if cached is not None and cached.get("key") == key:
-        return (cached, cache.read_table(folder / "features.parquet"),
-                cache.read_table(folder / "zone_features.parquet"))
+        return (cached, cache.read_table(folder / "features.pkl"),
+                cache.read_table(folder / "zone_features.pkl"))
     start = time.perf_counter()
     record = {"image_id": image_id}
     try:
-        gray = _load_gray(zones_record, params)
-        zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
-        instance_map = cache.read_array(folder / "defects.zarr", "instance_map")
-        defect_rows = cache.read_table(folder / "defects.parquet")
-        geometry = zones_record["geometry"]
-        measured = features.defect_features(gray, instance_map, zone_map, defect_rows, geometry)
-        defect_table = defect_rows.merge(
-            measured.drop(columns=[c for c in measured if c in defect_rows and c != "number"]),
-            on="number",
-            how="left",
+        defect_table, zone_table = measure_features(
+            arrays["gray"], arrays["zone_map"], arrays["instance_map"],
+            cache.read_table(folder / "defects.pkl"), zones_record["geometry"], params,
+            image_id,
         )
-        zone_table = features.zone_features(gray, zone_map, geometry, params["zones_um"])
-        zone_table.insert(0, "image_id", image_id)
-        cache.write_table(folder / "features.parquet", defect_table)
-        cache.write_table(folder / "zone_features.parquet", zone_table)
-        defect_table = cache.read_table(folder / "features.parquet")
-        zone_table = cache.read_table(folder / "zone_features.parquet")
+        cache.write_table(folder / "features.pkl", defect_table)
+        cache.write_table(folder / "zone_features.pkl", zone_table)
         record.update(status="ok", reason="", key=key, n_defects=len(defect_table))
     except Exception as err:  # noqa: BLE001
         reason, key = _rejection(image_id, "features", err, key)
@@ -297,6 +385,101 @@ def features_image(
     record["seconds"] = round(time.perf_counter() - start, 4)
     cache.write_record(folder / "features.json", record)
     return record, defect_table, zone_table
+
+
+def analyse_image(image: dict, params: dict, root: str) -> tuple:
+    """Zones -> defects -> features of one image, each stage from its cache when its
+    key matches (the unit of caching stays the image and stage).
+
+    Parameters
+    ----------
+    image : dict
+        Manifest row (as :func:`zones_image`).
+    params : dict
+        :func:`stage_params` (all three stages).
+    root : str
+        ``<results_dir>/intermediate``.
+
+    Returns
+    -------
+    tuple
+        ``(zones_record, defects_record, defects_table, features_record,
+        features_table, zone_features_table)``; the later stages' records are ``None``
+        and their tables empty when the zones stage rejected the image.
+    """
+    folder = cache.image_dir(root, image["image_id"])
+    arrays = _Arrays(image["source_path"], params["zones"]["io"], folder)
+    zones_record = zones_image(image, params["zones"], root, arrays)
+    if zones_record["status"] != "ok":
+        return zones_record, None, pd.DataFrame(), None, pd.DataFrame(), pd.DataFrame()
+    defects_record, defects_table = defects_image(zones_record, params["defects"], root, arrays)
+    features_record, features_table, zone_table = features_image(
+        zones_record, params["features"], root, arrays, defects_record
+    )
+    return (zones_record, defects_record, defects_table, features_record, features_table,
+            zone_table)
+
+
+def dataset_image(
+    display: np.ndarray,
+    zone_map: np.ndarray,
+    instance_map: np.ndarray,
+    defects: pd.DataFrame,
+    params: dict,
+    source_png: bytes | None = None,
+) -> dict:
+    """The per-image dataset files of one accepted image, encoded (pure).
+
+    Parameters
+    ----------
+    display : numpy.ndarray
+        The 8-bit display image (``io.load_image``).
+    zone_map, instance_map : numpy.ndarray
+        The image's zone map and instance map.
+    defects : pandas.DataFrame
+        The image's typed defects: ``number``, ``type`` and ``bbox_x, bbox_y, bbox_w,
+        bbox_h`` (one patch per row, in row order).
+    params : dict
+        ``png`` (zlib level), ``margin`` (patch margin, px), ``zarr`` (Zstandard level
+        of the ``dataset.zarr`` chunks, ``None``: no chunks) and ``yolo`` (bool).
+    source_png : bytes, optional
+        The input file when it already is the display PNG (written as it is).
+
+    Returns
+    -------
+    dict
+        PNG bytes ``image``, ``zone_mask``, ``defect_mask`` (palettes),
+        ``instance_mask`` (uint16), ``overlay`` (QC); ``patches`` (PNG bytes per row
+        of ``defects``), ``chunks`` (``{array: bytes}``, ``datasets.zarr_chunk``),
+        ``coco`` (``datasets.coco_annotations``) and ``yolo`` (segment lines).
+    """
+    from fiberprep import datasets, library, report
+
+    inst = instance_map.astype(np.uint16, copy=False)
+    numbers, types = defects["number"].to_numpy(int), defects["type"].tolist()
+    lut = datasets.class_lut(numbers, types, int(inst.max(initial=0)))
+    cats = lut[numbers] if len(numbers) else []
+    class_mask = lut[inst]
+    level = params["png"]
+    arrays = {"images": display, "zone_masks": zone_map, "defect_masks": class_mask,
+              "instance_masks": inst}
+    return {
+        "image": source_png if source_png is not None else datasets.encode_png(display, level),
+        "zone_mask": datasets.encode_palette_png(zone_map, datasets.ZONE_COLOURS, level),
+        "defect_mask": datasets.encode_palette_png(class_mask, datasets.DEFECT_COLOURS, level),
+        "instance_mask": datasets.encode_png(inst, level, flat=True),
+        "overlay": report.overlay_png(display, zone_map, inst, lut, level),
+        "patches": [
+            datasets.encode_png(library.extract_patch(display, box, params["margin"]), level)
+            for box in defects[["bbox_x", "bbox_y", "bbox_w", "bbox_h"]].to_numpy()
+        ],
+        "chunks": {
+            a: datasets.zarr_chunk(np.asarray(arrays[a], dtype), params["zarr"])
+            for a, dtype in datasets.ZARR_ARRAYS.items()
+        } if params["zarr"] is not None else {},
+        "coco": datasets.coco_annotations(inst, numbers, cats),
+        "yolo": datasets.yolo_segments(inst, numbers, cats) if params["yolo"] else [],
+    }
 
 
 def _with_ids(table: pd.DataFrame, image_id: str) -> pd.DataFrame:
@@ -311,8 +494,8 @@ def _with_ids(table: pd.DataFrame, image_id: str) -> pd.DataFrame:
 
 
 def _init_worker() -> None:
-    """Pool worker set-up: log lines to stderr (the job's log) like the parent, and one
-    OpenCV thread per process (the pool is the parallelism)."""
+    """Pool worker set-up: log lines to stderr (the job's log, fd 2, inherited) like the
+    parent, and one OpenCV thread per process (the pool is the parallelism)."""
     import cv2
 
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format=LOG_FORMAT)
@@ -320,16 +503,16 @@ def _init_worker() -> None:
 
 
 def run_shard(stage_func, items: list, params: dict, root: str, threads: int) -> list:
-    """Run one stage function over a shard's images, in a pool of ``threads`` processes.
+    """Run a per-image function over a shard's images, in a pool of ``threads`` processes.
 
     Parameters
     ----------
     stage_func : callable
-        :func:`zones_image`, :func:`defects_image` or :func:`features_image`.
+        ``f(item, params, root)``, e.g. :func:`analyse_image`.
     items : list
-        Manifest rows (zones) or zones records (later stages), sorted by image id.
+        Manifest rows (or records), sorted by image id.
     params : dict
-        The stage's parameters (passed to every call).
+        Passed to every call.
     root : str
         ``<results_dir>/intermediate``.
     threads : int
@@ -338,27 +521,44 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     Returns
     -------
     list
-        The stage function's results, in the order of ``items``.
+        The function's results, in the order of ``items``.
     """
     workers = max(1, min(int(threads), len(items)))
     if workers == 1:
         return [stage_func(item, params, root) for item in items]
-    # forkserver, not fork: a forked copy of a process whose threads (Zarr's event loop,
-    # thread pools) hold locks can deadlock. The server imports fiberprep once and forks
-    # the workers from that clean state; they inherit the log via stderr (fd 2).
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["fiberprep.pipeline"])
-    with _main_not_rerun(), ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_worker
-    ) as pool:
-        return list(pool.map(stage_func, items, [params] * len(items),
-                             [root] * len(items)))
+    # The workers fork from this process after it has imported the stage modules, so a
+    # job imports the scientific stack once. Forking is safe while this process runs no
+    # thread of its own: a shard job's per-image cache is plain files (no Zarr event
+    # loop), OpenCV's thread pool is stopped here (a forked copy of a pool that has run
+    # hangs), and the executor forks every worker before its manager thread starts. A
+    # process that has started Python threads (e.g. Zarr's event loop) gets its workers
+    # from a forkserver instead.
+    import cv2
+
+    for module in STAGE_MODULES:
+        importlib.import_module(module)
+    if threading.active_count() == 1:
+        context = multiprocessing.get_context("fork")
+    else:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(list(STAGE_MODULES))
+    log.info("%d images, %d %s workers", len(items), workers, context.get_start_method())
+    cv_threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with _main_not_rerun(), ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_init_worker
+        ) as pool:
+            return list(pool.map(stage_func, items, [params] * len(items),
+                                 [root] * len(items)))
+    finally:
+        cv2.setNumThreads(cv_threads)
 
 
 @contextlib.contextmanager
 def _main_not_rerun():
-    """Hide ``__main__.__file__`` while a pool starts: new workers would otherwise run
-    the calling script (a Snakemake script) again as ``__mp_main__``."""
+    """Hide ``__main__.__file__`` while a pool starts: forkserver workers would
+    otherwise run the calling script (a Snakemake script) again as ``__mp_main__``."""
     main = sys.modules["__main__"]
     path = main.__dict__.pop("__file__", None)
     try:
@@ -504,12 +704,6 @@ def merge_sorted_tables(paths: list, out_path, keys: list[str], batch_rows: int 
     result = []
     fio.write_atomic(out_path, lambda tmp: result.append(writer(tmp)))
     return result[0]
-
-
-def accepted_records(zones_shard: pd.DataFrame, root: str) -> list[dict]:
-    """Zones records (geometry and cache key) of a shard's accepted images, by id."""
-    ids = zones_shard.loc[zones_shard["status"] == "ok", "image_id"].sort_values()
-    return [cache.read_record(cache.image_dir(root, i) / "zones.json") for i in ids]
 
 
 def status_summary(records: list[dict]) -> str:

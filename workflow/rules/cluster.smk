@@ -45,28 +45,6 @@ rule cluster_fit:
         "../scripts/cluster_fit.py"
 
 
-rule cluster_assign:
-    """Per shard: nearest-centroid cluster of every defect, with the saved model."""
-    input:
-        model=R / "clustering" / "model.pkl",
-        features=INTER / "features" / "shard_{shard}.parquet",
-    output:
-        INTER / "clusters" / "shard_{shard}.parquet",
-    log:
-        LOGS / "clustering" / "assign_shard_{shard}.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=shard_runtime,
-    params:
-        manifest=shard_manifest,
-        code=CLUSTER_CODE,
-    script:
-        "../scripts/cluster_assign.py"
-
-
 rule cluster_review:
     """First run only: the automatic cluster names as an editable review file."""
     input:
@@ -86,9 +64,10 @@ rule cluster_review:
 
 
 rule labels:
-    """Per shard: defect type (cluster + review) and severity of every defect."""
+    """Per shard: cluster (nearest centroid of the saved model), defect type (cluster +
+    review) and severity of every defect."""
     input:
-        clusters=INTER / "clusters" / "shard_{shard}.parquet",
+        features=INTER / "features" / "shard_{shard}.parquet",
         defects=INTER / "defects" / "shard_{shard}.parquet",
         model=R / "clustering" / "model.pkl",
         review=config["cluster_review"],

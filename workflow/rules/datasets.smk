@@ -1,6 +1,3 @@
-from fiberprep import zones
-
-
 rule dataset_shard:
     """Per shard: pixel-level PNGs, overlays and patches of the images whose labels
     changed (content hash), and the shard's table fragments."""
@@ -26,7 +23,7 @@ rule dataset_shard:
         runtime=shard_runtime,
     params:
         manifest=shard_manifest,
-        code=cache.code_version("datasets", "library", "report", "grading"),
+        code=cache.code_version("datasets", "library", "report", "grading", "pipeline"),
         root=parent_of(1),
         datasets_dir=str(R / "datasets"),
         library_dir=str(R / "defect_library"),
@@ -37,8 +34,6 @@ rule dataset_shard:
         io=config["io"],
         criteria=config["criteria"][FIBER_TYPE["criteria"]],
         zones_mode=config["zones"]["mode"],
-        zone_names=zones.ZONE_NAMES,
-        geometry_keys=list(zones.GEOMETRY_KEYS),
     script:
         "../scripts/dataset_shard.py"
 

@@ -11,20 +11,18 @@ so an unchanged image is not even read; the table fragments (labels, zone level,
 library index, annotations, file list) are rebuilt from tables every time.
 """
 
-import logging
+import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from fiberprep import cache, datasets, grading, library, report
+from fiberprep import cache, datasets, grading, library, pipeline, zones
 from fiberprep import io as fio
 
-# Kept light on imports (no zones/pipeline/scikit-image): one such job runs per shard.
-logging.basicConfig(filename=snakemake.log[0], level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-log = logging.getLogger("fiberprep")
+pipeline.log_to(snakemake.log[0])
+log = pipeline.log
 P = snakemake.params
-zone_names = {int(k): v for k, v in P.zone_names.items()}
+zone_names = zones.ZONE_NAMES
 root = Path(P.root)
 out_ds, out_lib, out_qc = Path(P.datasets_dir), Path(P.library_dir), Path(P.qc_dir)
 png_level = int(P.datasets["png_compression"])
@@ -50,9 +48,10 @@ slim = typed[[c for c in ["image_id", "defect_id", "number", "type", "severity_s
                           "innermost_zone", "length_um", "width_um", *BOX] if c in typed.columns]]
 by_image = dict(tuple(slim.groupby("image_id"))) if len(slim) else {}
 graded = P.zones_mode != "none"
-geometry_cols = [c for c in P.geometry_keys if c in accepted.columns]
+geometry_cols = [c for c in zones.GEOMETRY_KEYS if c in accepted.columns]
 zarr_level = int(P.datasets["zarr_zstd_level"]) if P.datasets["zarr"] else None
 label_params = {"png": png_level, "margin": margin, "zarr": zarr_level, "code": P.code}
+render = {"png": png_level, "margin": margin, "zarr": zarr_level, "yolo": bool(P.export["yolo_seg"])}
 
 labels, zone_grades, coco, yolo, files = [], [], [], {}, []
 n_written = 0
@@ -60,7 +59,6 @@ for img in accepted.to_dict("records"):
     iid = img["image_id"]
     folder = cache.image_dir(root, iid)
     d = by_image.get(iid, slim.iloc[:0])
-    numbers, tnames = d["number"].to_numpy(int), d["type"].tolist()
 
     if graded:
         zone_grade = grading.grade_zones(d, P.criteria)
@@ -89,29 +87,21 @@ for img in accepted.to_dict("records"):
                                label_params, bool(P.export["yolo_seg"]))
     record = cache.read_record(folder / "datasets.json") or {}
     if record.get("key") != key or not all(p.exists() for p in all_paths):
-        zone_map = cache.read_array(folder / "zones.zarr", "zone_map")
-        inst = cache.read_array(folder / "defects.zarr", "instance_map").astype(np.uint16, copy=False)
-        lut = datasets.class_lut(numbers, tnames, int(inst.max(initial=0)))
-        cats = lut[numbers] if len(numbers) else []
-        record = {"key": key, "files": [str(p) for p in all_paths],
-                  "coco": datasets.coco_annotations(inst, numbers, cats),
-                  "yolo": datasets.yolo_segments(inst, numbers, cats) if P.export["yolo_seg"] else []}
+        start = time.perf_counter()
         _, display, info = fio.load_image(img["source_path"], P.io["max_pixels"], P.io["min_side_px"])
-        if datasets.is_display_png(info, display):  # already the 8-bit PNG we would write
-            fio.write_bytes(targets["image"], Path(img["source_path"]).read_bytes())
-        else:
-            fio.write_bytes(targets["image"], datasets.encode_png(display, png_level))
-        class_mask = lut[inst]
-        fio.write_bytes(targets["zone_mask"], datasets.encode_palette_png(zone_map, datasets.ZONE_COLOURS, png_level))
-        fio.write_bytes(targets["defect_mask"], datasets.encode_palette_png(class_mask, datasets.DEFECT_COLOURS, png_level))
-        fio.write_bytes(targets["instance_mask"], datasets.encode_png(inst, png_level, flat=True))
-        fio.write_bytes(targets["overlay"], report.overlay_png(display, zone_map, inst, lut, png_level))
-        for path, box in zip(patch_paths.values(), d[BOX].to_numpy()):
-            fio.write_bytes(path, datasets.encode_png(library.extract_patch(display, box, margin), png_level))
+        # an input that already is the 8-bit PNG we would write is copied as it is
+        source = Path(img["source_path"]).read_bytes() if datasets.is_display_png(info, display) else None
+        maps = [cache.read_array(folder / pipeline.ARRAY_FILES[m]) for m in ("zone_map", "instance_map")]
+        out = pipeline.dataset_image(display, *maps, d, render, source)
+        for name, path in targets.items():
+            fio.write_bytes(path, out[name])
+        for path, data in zip(patch_paths.values(), out["patches"]):
+            fio.write_bytes(path, data)
         # the arrays as dataset.zarr chunks: dataset_zarr links these files into the store
-        arrays = {"images": display, "zone_masks": zone_map, "defect_masks": class_mask, "instance_masks": inst}
         for a, path in chunks.items():
-            fio.write_bytes(path, datasets.zarr_chunk(np.asarray(arrays[a], datasets.ZARR_ARRAYS[a]), zarr_level))
+            fio.write_bytes(path, out["chunks"][a])
+        record = {"key": key, "files": [str(p) for p in all_paths], "coco": out["coco"], "yolo": out["yolo"],
+                  "seconds": round(time.perf_counter() - start, 4)}
         cache.write_record(folder / "datasets.json", record)
         n_written += 1
     # COCO and YOLO annotations are kept in the record: unchanged images need no arrays

@@ -1,4 +1,5 @@
-"""Labels of one shard: defect type from cluster + review mapping, and severity."""
+"""Labels of one shard: nearest-centroid cluster of each defect (saved model), defect
+type from cluster + review mapping, and severity."""
 
 import pickle
 from pathlib import Path
@@ -13,10 +14,13 @@ from fiberprep import pipeline
 pipeline.log_to(snakemake.log[0])
 model = pickle.loads(Path(snakemake.input.model).read_bytes())
 review = yaml.safe_load(Path(snakemake.input.review).read_text(encoding="utf-8"))
-clusters = pd.read_parquet(snakemake.input.clusters)
+features = pd.read_parquet(snakemake.input.features)
 # A shard without defects stores untyped (float) key columns; the merge needs strings.
+table = features.reindex(columns=["defect_id", "image_id", "number"]).astype(
+    {"defect_id": str, "image_id": str, "number": "int64"}
+)
+table["cluster"] = clustering.assign_clusters(model, features).astype("int64")
 defects = pd.read_parquet(snakemake.input.defects).astype({"defect_id": str})
-table = clusters.reindex(columns=["defect_id", "image_id", "number", "cluster"])
 table["type"] = clustering.apply_review(table["cluster"], model, review)
 sized = defects.drop(columns=["image_id", "number"], errors="ignore").merge(
     table[["defect_id", "type"]], on="defect_id", how="right"

@@ -742,12 +742,10 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     okl = (cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
            if small != (w, h) else seed_ok)
     lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
-    strength, resp = _lei_strength(zl, okl, lpx, params)
+    strength, ori = _lei_strength(zl, okl, lpx, params)
     strength[~okl] = 0.0
     hyst = _reconstruct(strength > params["lei_high"], strength > params["lei_low"], connectivity=4)
-    ys, xs = _nonzero(hyst)
-    ori = np.zeros(hyst.shape, np.uint8)
-    ori[ys, xs] = resp[:, ys, xs].argmax(0)
+    ori[~hyst] = 0
     scale = small[0] / w
     centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
     lines = _keep_lines(hyst, ori, centre_l, lpx, params)
@@ -890,10 +888,11 @@ def _lei_strength(z, valid, lpx, params):
     and compares it with the same line shifted ``lei_offset_um`` to either
     side (``_side_contrast``). The noise unit is the robust spread of the
     centre-minus-side difference at orientation 0. Returns
-    ``(strength, responses)``: the maximum over orientations in noise units
-    and the n x H x W responses; orientation i is the line direction
-    180 i / n degrees (clockwise on screen from the x axis), n the (even)
-    number of orientations.
+    ``(strength, orientation)``: the maximum over orientations in noise
+    units and the index i of the first orientation reaching it (uint8, 0
+    where no response); orientation i is the line direction 180 i / n
+    degrees (clockwise on screen from the x axis), n the (even) number of
+    orientations.
     """
     L = _odd(lpx(params["lei_length_um"]))
     off = max(2, int(round(lpx(params["lei_offset_um"]))))
@@ -906,8 +905,10 @@ def _lei_strength(z, valid, lpx, params):
     zp = cv2.copyMakeBorder(z, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     hh, ww = h + 2 * m, w + 2 * m
     line = np.empty((hh, ww), np.float32)
-    resp = np.empty((n_or, h, w), np.float32)
+    resp, low, high = (np.empty((h, w), np.float32) for _ in range(3))
     best = np.zeros_like(z)
+    ori = np.zeros((h, w), np.uint8)
+    better = np.empty((h, w), bool)
     s = 1.0
     for i in range(n_or):
         t = math.pi * i / n_or
@@ -922,19 +923,21 @@ def _lei_strength(z, valid, lpx, params):
         for v in views[2:]:  # cv2 adds strided views several times faster than numpy
             cv2.add(line, v, dst=line)
         ny, nx = int(round(off * c)), int(round(-off * sn))  # normal (-sin, cos) in (x, y)
-        _side_contrast(line, m, ny, nx, resp[i])
+        _side_contrast(line, m, ny, nx, resp, low, high)
         if i == 0:
             # noise unit: spread of the centre-minus-side difference
             diff = line[m:m + h, m:m + w] - line[m + ny:m + ny + h, m + nx:m + nx + w]
             s = max(_robust_std(diff[valid]) if valid.any() else 1.0, L * params["lei_sigma_floor"])
-        cv2.max(best, resp[i], dst=best)
+        np.greater(resp, best, out=better)
+        np.copyto(ori, np.uint8(i), where=better)
+        cv2.max(best, resp, dst=best)
     best *= np.float32(1.0 / s)
-    return best, resp
+    return best, ori
 
 
-def _side_contrast(line, m, ny, nx, out):
+def _side_contrast(line, m, ny, nx, out, low, high):
     """Line contrast against both side lines (``line`` shifted by ±(ny, nx)),
-    sidelobe-free, written to ``out``.
+    sidelobe-free, written to ``out`` (``low``, ``high``: work buffers of its shape).
 
     ``line`` has a margin ``m`` around the image (the shape of ``out``).
     The contrast is c - max(a, b) where the centre line is brighter than
@@ -945,9 +948,9 @@ def _side_contrast(line, m, ny, nx, out):
     c = line[m:m + h, m:m + w]
     a = line[m + ny:m + ny + h, m + nx:m + nx + w]
     b = line[m - ny:m - ny + h, m - nx:m - nx + w]
-    lo = cv2.subtract(cv2.min(a, b), c)
-    cv2.subtract(c, cv2.max(a, b), dst=out)
-    cv2.max(out, lo, dst=out)
+    cv2.subtract(cv2.min(a, b, dst=low), c, dst=low)
+    cv2.subtract(c, cv2.max(a, b, dst=high), dst=out)
+    cv2.max(out, low, dst=out)
     cv2.max(out, 0.0, dst=out)
 
 

@@ -11,7 +11,9 @@ configfile: "config/config.yaml"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/analyse.smk"
+include: "workflow/rules/zones.smk"
+include: "workflow/rules/defects.smk"
+include: "workflow/rules/features.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/datasets.smk"
 include: "workflow/rules/library.smk"

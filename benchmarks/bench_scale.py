@@ -157,7 +157,7 @@ def end_to_end(cfg: Path, cores: int, log: Path) -> dict:
 
 def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict) -> dict:
     """Seconds for one shard's zones -> defects -> features (``pipeline.run_shard`` of
-    ``pipeline.analyse_image``, as the ``analyse`` jobs call it) over ``n`` images,
+    ``pipeline.analyse_image``: the pool the three stage jobs use) over ``n`` images,
     with ``cores`` workers and with 1, in a fresh process: wall seconds, CPU seconds
     (the same with and without the pool when it adds no work; under other load the
     wall ratio falls short of what the CPU figures allow) and the wall speedup."""

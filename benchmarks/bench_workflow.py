@@ -49,7 +49,7 @@ def reference_images(inputs: pd.DataFrame, cfg: dict, out: Path) -> tuple[pd.Dat
     What one Python process needs to produce the workflow's outputs of these images,
     without a workflow: decode each image once; zones, defects and features
     (``pipeline.measure_zones``, ``find_defects``, ``measure_features``, the pure
-    functions the ``analyse`` jobs call); then, with each defect's type and severity
+    functions the stage jobs call); then, with each defect's type and severity
     (:func:`reference_labels`), the image's IEC grade and its dataset files
     (``pipeline.dataset_image``: PNGs, masks, overlay, patches, Zarr chunks, COCO),
     written under ``out``. No per-image cache is read or written (that is workflow
@@ -61,7 +61,7 @@ def reference_images(inputs: pd.DataFrame, cfg: dict, out: Path) -> tuple[pd.Dat
         One row per image: wall seconds of ``decode``, ``zones``, ``defects``,
         ``features``, ``datasets`` and their ``cpu_`` twins (process time).
     features : pandas.DataFrame
-        The feature table of all defects (as the ``analyse`` jobs write it).
+        The feature table of all defects (as the ``features`` jobs write it).
     labels : dict
         Wall and CPU seconds of :func:`reference_labels` on ``features``.
     """

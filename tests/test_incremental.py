@@ -16,7 +16,7 @@ import pytest
 from workflow_runs import CONFIG, generate, planned_jobs, snakemake, write_config
 
 N_IMAGES = 5
-PER_IMAGE = {"analyse"}  # zones -> defects -> features of each image of a shard
+PER_IMAGE = {"zones", "defects", "features"}
 
 
 @pytest.fixture(scope="module")
@@ -43,13 +43,12 @@ def override(processed, name, **sections):
                         **sections)
 
 
-def test_detection_change_reruns_analysis_and_after(processed):
-    # inside the analyse jobs the zones stage comes from the per-image cache
-    # (test_pipeline.test_detection_change_recomputes_defects_not_zones)
+def test_detection_change_reruns_detection_and_after_not_zones(processed):
     gamma = CONFIG["detection"]["do2mr_gamma"] + 0.5
     jobs = planned_jobs(override(processed, "det.yaml", detection={"do2mr_gamma": gamma}))
     n = processed["n_shards"]
-    assert jobs["analyse"] == n
+    assert "zones" not in jobs
+    assert jobs["defects"] == n and jobs["features"] == n
     assert jobs["cluster_fit"] == 1 and jobs["labels"] == n
     assert "cluster_review" not in jobs, "the review file belongs to the user"
 

@@ -59,7 +59,7 @@ def manifest(tmp_path_factory):
 
 
 def run_chain(manifest, root, threads=1):
-    """The analyse job's chain: zones table, (defects record, table) and (features
+    """The shard chain in one process: zones table, (defects record, table) and (features
     record, defect table, zone table) of each image the zones stage accepted."""
     results = pipeline.run_shard(pipeline.analyse_image, manifest, PARAMS, root, threads)
     table = pipeline.zones_table([r[0] for r in results])

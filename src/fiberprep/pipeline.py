@@ -1,16 +1,17 @@
-"""Per-image chain run by the ``analyse`` shard jobs: load -> zones -> defects -> features.
+"""Per-image stages run by the shard jobs: load -> zones -> defects -> features.
 
-A shard job calls :func:`run_shard` with :func:`analyse_image` and the shard's images.
-:func:`analyse_image` takes one image through the three stages: each stage checks the
-per-image cache (:mod:`fiberprep.cache`), computes what is missing with the pure stage
-functions (:func:`measure_zones`, :func:`find_defects`, :func:`measure_features`),
-writes the per-image intermediates and returns the image's record (and table rows).
-The image is decoded once, and the arrays a stage computes are handed to the next one
-in memory; cached arrays are read only when a later stage has to recompute. A bad
-image never stops the shard: ``io.ImageRejected`` from any stage becomes ``status =
-rejected`` with its reason, and any other exception becomes ``rejected`` with reason
-``internal error: ...`` and its traceback in the job's log. Images are processed by a
-pool of ``threads`` forked processes (OpenCV/NumPy work does not share a GIL across
+The ``zones``, ``defects`` and ``features`` jobs of a shard each call :func:`run_shard`
+with their stage function (:func:`zones_image`, :func:`defects_image`,
+:func:`features_image`) and the shard's images. A stage function handles one image: it
+checks the per-image cache (:mod:`fiberprep.cache`), computes what is missing with the
+pure stage functions (:func:`measure_zones`, :func:`find_defects`,
+:func:`measure_features`), writes the per-image intermediates and returns the image's
+record (and table rows). :func:`analyse_image` chains the three in one process (image
+decoded once, arrays handed on in memory): the in-process reference of the benchmarks.
+A bad image never stops the shard: ``io.ImageRejected`` from any stage becomes
+``status = rejected`` with its reason, and any other exception becomes ``rejected`` with
+reason ``internal error: ...`` and its traceback in the job's log. Images are processed
+by a pool of ``threads`` forked processes (OpenCV/NumPy work does not share a GIL across
 processes, so a 16-core job keeps 16 cores busy).
 
 Every job of the workflow imports this module (most only for its table helpers), so
@@ -388,8 +389,9 @@ def features_image(
 
 
 def analyse_image(image: dict, params: dict, root: str) -> tuple:
-    """Zones -> defects -> features of one image, each stage from its cache when its
-    key matches (the unit of caching stays the image and stage).
+    """Zones -> defects -> features of one image in one process (decoded once), each
+    stage from its cache when its key matches: the in-process reference of the
+    benchmarks (the workflow runs the three stages as separate shard jobs).
 
     Parameters
     ----------
@@ -508,7 +510,8 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     Parameters
     ----------
     stage_func : callable
-        ``f(item, params, root)``, e.g. :func:`analyse_image`.
+        ``f(item, params, root)``: :func:`zones_image`, :func:`defects_image`,
+        :func:`features_image` (or :func:`analyse_image`).
     items : list
         Manifest rows (or records), sorted by image id.
     params : dict
@@ -704,6 +707,12 @@ def merge_sorted_tables(paths: list, out_path, keys: list[str], batch_rows: int 
     result = []
     fio.write_atomic(out_path, lambda tmp: result.append(writer(tmp)))
     return result[0]
+
+
+def accepted_records(zones_shard: pd.DataFrame, root: str) -> list[dict]:
+    """Zones records (geometry and cache key) of a shard's accepted images, by id."""
+    ids = zones_shard.loc[zones_shard["status"] == "ok", "image_id"].sort_values()
+    return [cache.read_record(cache.image_dir(root, i) / "zones.json") for i in ids]
 
 
 def status_summary(records: list[dict]) -> str:

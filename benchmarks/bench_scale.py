@@ -156,8 +156,8 @@ def end_to_end(cfg: Path, cores: int, log: Path) -> dict:
 
 
 def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict) -> dict:
-    """Seconds for one shard's zones -> defects -> features (``pipeline.run_shard`` of
-    ``pipeline.analyse_image``: the pool the three stage jobs use) over ``n`` images,
+    """Seconds for one shard's zones -> defects -> features (``pipeline.run_chain``: the
+    three stage jobs' pools, in order) over ``n`` images,
     with ``cores`` workers and with 1, in a fresh process: wall seconds, CPU seconds
     (the same with and without the pool when it adds no work; under other load the
     wall ratio falls short of what the CPU figures allow) and the wall speedup."""
@@ -187,7 +187,7 @@ def _time_shard_chain(work: Path, folder: Path, workers: tuple, cfg: dict) -> di
         root = str(work / f"threads_{threads}")
         shutil.rmtree(root, ignore_errors=True)
         start, cpu = time.perf_counter(), _cpu_seconds()
-        pipeline.run_shard(pipeline.analyse_image, images, params, root, threads)
+        pipeline.run_chain(images, params, root, threads)
         seconds[threads] = (time.perf_counter() - start, _cpu_seconds() - cpu)
         shutil.rmtree(root, ignore_errors=True)
     return seconds

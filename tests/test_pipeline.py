@@ -61,10 +61,8 @@ def manifest(tmp_path_factory):
 def run_chain(manifest, root, threads=1):
     """The shard chain in one process: zones table, (defects record, table) and (features
     record, defect table, zone table) of each image the zones stage accepted."""
-    results = pipeline.run_shard(pipeline.analyse_image, manifest, PARAMS, root, threads)
-    table = pipeline.zones_table([r[0] for r in results])
-    analysed = [r for r in results if r[1] is not None]
-    return table, [r[1:3] for r in analysed], [r[3:] for r in analysed]
+    zones_records, found, measured = pipeline.run_chain(manifest, PARAMS, root, threads)
+    return pipeline.zones_table(zones_records), found, measured
 
 
 def test_chain_rejects_bad_files_and_measures_good_ones(manifest, tmp_path):
@@ -108,9 +106,9 @@ def test_detection_change_recomputes_defects_not_zones(manifest, tmp_path, monke
         raise AssertionError("recomputed the zones of a cached image")
 
     monkeypatch.setattr(zones, "measure_geometry", fail)
-    results = pipeline.run_shard(pipeline.analyse_image, manifest, changed, str(tmp_path), 1)
-    ok = [r for r in results if r[1] is not None]
-    assert ok and all(r[1]["status"] == "ok" and r[3]["status"] == "ok" for r in ok)
+    _, found, measured = pipeline.run_chain(manifest, changed, str(tmp_path))
+    assert found and all(r["status"] == "ok" for r, _ in found)
+    assert all(r["status"] == "ok" for r, _, _ in measured)
     assert [p.stat().st_mtime_ns for p in zones_records] == stamps
 
 

@@ -6,8 +6,8 @@ with their stage function (:func:`zones_image`, :func:`defects_image`,
 checks the per-image cache (:mod:`fiberprep.cache`), computes what is missing with the
 pure stage functions (:func:`measure_zones`, :func:`find_defects`,
 :func:`measure_features`), writes the per-image intermediates and returns the image's
-record (and table rows). :func:`analyse_image` chains the three in one process (image
-decoded once, arrays handed on in memory): the in-process reference of the benchmarks.
+record (and table rows). :func:`run_chain` runs the three jobs' work of one shard in one
+process (tests, benchmarks).
 A bad image never stops the shard: ``io.ImageRejected`` from any stage becomes
 ``status = rejected`` with its reason, and any other exception becomes ``rejected`` with
 reason ``internal error: ...`` and its traceback in the job's log. Images are processed
@@ -87,8 +87,9 @@ def stage_params(config: dict) -> dict[str, dict]:
     Returns
     -------
     dict
-        ``{"zones": ..., "defects": ..., "features": ...}``, the ``params`` argument of
-        :func:`analyse_image`.
+        ``{"zones": ..., "defects": ..., "features": ...}``: the ``params`` argument of
+        :func:`zones_image`, :func:`defects_image` and :func:`features_image` (and the
+        whole dict that of :func:`run_chain`).
     """
     fiber_type = config["fiber_types"][config["fiber"]["type"]]
     return {
@@ -196,32 +197,12 @@ def measure_features(
     return defect_table, zone_table
 
 
-class _Arrays:
-    """The arrays of one image for the stages that compute: the decoded gray image and
-    the zone and instance maps, each decoded or read from the cache once, when a stage
-    first asks for it (a fully cached image reads none)."""
-
-    def __init__(self, source_path: str, io_params: dict, folder):
-        self.source_path, self.io, self.folder = source_path, io_params, folder
-        self.values: dict[str, np.ndarray] = {}
-
-    def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self.values:
-            if name == "gray":
-                self.values[name] = fio.load_image(
-                    self.source_path, self.io["max_pixels"], self.io["min_side_px"]
-                )[0]
-            else:
-                self.values[name] = cache.read_array(self.folder / ARRAY_FILES[name])
-        return self.values[name]
-
-    def store(self, name: str, array: np.ndarray) -> None:
-        """Keep a computed map and write it to the image's cache folder."""
-        cache.write_array(self.folder / ARRAY_FILES[name], array)
-        self.values[name] = array
+def _load_gray(source_path: str, params: dict) -> np.ndarray:
+    """Decode the image again for a later stage (decoding is cheaper than caching it)."""
+    return fio.load_image(source_path, params["io"]["max_pixels"], params["io"]["min_side_px"])[0]
 
 
-def zones_image(image: dict, params: dict, root: str, arrays: _Arrays | None = None) -> dict:
+def zones_image(image: dict, params: dict, root: str) -> dict:
     """Zones stage of one image: load, measure geometry, label the IEC zones.
 
     Parameters
@@ -233,8 +214,6 @@ def zones_image(image: dict, params: dict, root: str, arrays: _Arrays | None = N
         ``um_per_px`` (configured scale or ``None``) and ``zones`` (zone finder).
     root : str
         ``<results_dir>/intermediate``.
-    arrays : _Arrays, optional
-        The image's arrays, shared with the later stages (:func:`analyse_image`).
 
     Returns
     -------
@@ -244,7 +223,6 @@ def zones_image(image: dict, params: dict, root: str, arrays: _Arrays | None = N
         ``zone_map.npy.zst`` (when ok) and ``zones.json``.
     """
     folder = cache.image_dir(root, image["image_id"])
-    arrays = arrays or _Arrays(image["source_path"], params["io"], folder)
     record = {k: image[k] for k in ("image_id", "rel_path", "source_path", "size_bytes")}
     try:
         record["checksum"] = fio.file_checksum(image["source_path"])
@@ -260,9 +238,8 @@ def zones_image(image: dict, params: dict, root: str, arrays: _Arrays | None = N
         gray, _, info = fio.load_image(
             image["source_path"], params["io"]["max_pixels"], params["io"]["min_side_px"]
         )
-        arrays.values["gray"] = gray
         geometry, zone_map = measure_zones(gray, params)
-        arrays.store("zone_map", zone_map)
+        cache.write_array(folder / ARRAY_FILES["zone_map"], zone_map)
         record.update(info, status="ok", reason="", key=key, geometry=geometry)
     except Exception as err:  # noqa: BLE001 (one image never stops the shard)
         reason, key = _rejection(image["image_id"], "zones", err, key)
@@ -272,9 +249,7 @@ def zones_image(image: dict, params: dict, root: str, arrays: _Arrays | None = N
     return record
 
 
-def defects_image(
-    zones_record: dict, params: dict, root: str, arrays: _Arrays | None = None
-) -> tuple[dict, pd.DataFrame]:
+def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd.DataFrame]:
     """Defects stage of one accepted image: DO2MR/LEI detection into instances.
 
     Parameters
@@ -285,8 +260,6 @@ def defects_image(
         ``io`` (for decoding) and ``defects`` (detector parameters).
     root : str
         ``<results_dir>/intermediate``.
-    arrays : _Arrays, optional
-        The image's arrays, shared with the other stages (:func:`analyse_image`).
 
     Returns
     -------
@@ -298,7 +271,6 @@ def defects_image(
     """
     image_id = zones_record["image_id"]
     folder = cache.image_dir(root, image_id)
-    arrays = arrays or _Arrays(zones_record["source_path"], params["io"], folder)
     key = cache.stage_key("defects", zones_record["key"], params)
     cached = cache.read_record(folder / "defects.json")
     if cached is not None and cached.get("key") == key:
@@ -307,9 +279,13 @@ def defects_image(
     record = {"image_id": image_id}
     try:
         instance_map, table = find_defects(
-            arrays["gray"], arrays["zone_map"], zones_record["geometry"], params, image_id
+            _load_gray(zones_record["source_path"], params),
+            cache.read_array(folder / ARRAY_FILES["zone_map"]),
+            zones_record["geometry"],
+            params,
+            image_id,
         )
-        arrays.store("instance_map", instance_map)
+        cache.write_array(folder / ARRAY_FILES["instance_map"], instance_map)
         cache.write_table(folder / "defects.pkl", table)
         record.update(status="ok", reason="", key=key, n_defects=len(table))
     except Exception as err:  # noqa: BLE001
@@ -322,8 +298,7 @@ def defects_image(
 
 
 def features_image(
-    zones_record: dict, params: dict, root: str, arrays: _Arrays | None = None,
-    upstream: dict | None = None,
+    zones_record: dict, params: dict, root: str
 ) -> tuple[dict, pd.DataFrame, pd.DataFrame]:
     """Features stage of one accepted image: per-defect and per-zone features.
 
@@ -336,10 +311,6 @@ def features_image(
         ``features`` (feature parameters).
     root : str
         ``<results_dir>/intermediate``.
-    arrays : _Arrays, optional
-        The image's arrays, shared with the other stages (:func:`analyse_image`).
-    upstream : dict, optional
-        The image's defects record (read from ``defects.json`` when not given).
 
     Returns
     -------
@@ -357,8 +328,7 @@ def features_image(
     """
     image_id = zones_record["image_id"]
     folder = cache.image_dir(root, image_id)
-    arrays = arrays or _Arrays(zones_record["source_path"], params["io"], folder)
-    upstream = upstream or cache.read_record(folder / "defects.json") or {}
+    upstream = cache.read_record(folder / "defects.json") or {}
     if upstream.get("status") != "ok":
         reason = upstream.get("reason", "internal error: defects stage left no record")
         return {"image_id": image_id, "status": "rejected", "reason": reason,
@@ -372,8 +342,12 @@ def features_image(
     record = {"image_id": image_id}
     try:
         defect_table, zone_table = measure_features(
-            arrays["gray"], arrays["zone_map"], arrays["instance_map"],
-            cache.read_table(folder / "defects.pkl"), zones_record["geometry"], params,
+            _load_gray(zones_record["source_path"], params),
+            cache.read_array(folder / ARRAY_FILES["zone_map"]),
+            cache.read_array(folder / ARRAY_FILES["instance_map"]),
+            cache.read_table(folder / "defects.pkl"),
+            zones_record["geometry"],
+            params,
             image_id,
         )
         cache.write_table(folder / "features.pkl", defect_table)
@@ -388,38 +362,21 @@ def features_image(
     return record, defect_table, zone_table
 
 
-def analyse_image(image: dict, params: dict, root: str) -> tuple:
-    """Zones -> defects -> features of one image in one process (decoded once), each
-    stage from its cache when its key matches: the in-process reference of the
-    benchmarks (the workflow runs the three stages as separate shard jobs).
-
-    Parameters
-    ----------
-    image : dict
-        Manifest row (as :func:`zones_image`).
-    params : dict
-        :func:`stage_params` (all three stages).
-    root : str
-        ``<results_dir>/intermediate``.
+def run_chain(images: list, params: dict, root: str, threads: int = 1) -> tuple[list, list, list]:
+    """One shard's zones, defects and features jobs in this process, in order, as the
+    workflow runs them (each stage over all images, then the next): tests, benchmarks.
 
     Returns
     -------
     tuple
-        ``(zones_record, defects_record, defects_table, features_record,
-        features_table, zone_features_table)``; the later stages' records are ``None``
-        and their tables empty when the zones stage rejected the image.
+        The zones records of ``images``, then the :func:`defects_image` and
+        :func:`features_image` results of the images the zones stage accepted.
     """
-    folder = cache.image_dir(root, image["image_id"])
-    arrays = _Arrays(image["source_path"], params["zones"]["io"], folder)
-    zones_record = zones_image(image, params["zones"], root, arrays)
-    if zones_record["status"] != "ok":
-        return zones_record, None, pd.DataFrame(), None, pd.DataFrame(), pd.DataFrame()
-    defects_record, defects_table = defects_image(zones_record, params["defects"], root, arrays)
-    features_record, features_table, zone_table = features_image(
-        zones_record, params["features"], root, arrays, defects_record
-    )
-    return (zones_record, defects_record, defects_table, features_record, features_table,
-            zone_table)
+    zones_records = run_shard(zones_image, images, params["zones"], root, threads)
+    accepted = [r for r in zones_records if r["status"] == "ok"]
+    found = run_shard(defects_image, accepted, params["defects"], root, threads)
+    measured = run_shard(features_image, accepted, params["features"], root, threads)
+    return zones_records, found, measured
 
 
 def dataset_image(
@@ -510,8 +467,8 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     Parameters
     ----------
     stage_func : callable
-        ``f(item, params, root)``: :func:`zones_image`, :func:`defects_image`,
-        :func:`features_image` (or :func:`analyse_image`).
+        ``f(item, params, root)``: :func:`zones_image`, :func:`defects_image` or
+        :func:`features_image`.
     items : list
         Manifest rows (or records), sorted by image id.
     params : dict

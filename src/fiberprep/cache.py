@@ -3,10 +3,9 @@
 Each stage of an image leaves its arrays (``.npy.zst``: a NumPy ``.npy`` file
 compressed with Zstandard; 2-3 ms to write or read at 1920x1080), its table (a
 pickled DataFrame, ``.pkl``) and, written last, a small JSON record carrying the
-stage's cache key. A
-shard job skips an image whose record carries the key it would compute now, so
-rerunning a shard (because one image was added to it) recomputes that image only. The key chains the input checksum,
-every upstream stage's key, this stage's parameters and the fiberprep version, so a
+stage's cache key. A shard job skips an image whose record carries the key it would
+compute now, so rerunning a shard (because one image was added to it) recomputes that
+image only. The key chains the input checksum, every upstream stage's key, this stage's parameters and the fiberprep version, so a
 parameter or code-version change invalidates exactly what it affects. Because the
 record is written after the data files, an interrupted write is never trusted.
 """

@@ -68,7 +68,6 @@ rule labels:
     review) and severity of every defect."""
     input:
         features=INTER / "features" / "shard_{shard}.parquet",
-        defects=INTER / "defects" / "shard_{shard}.parquet",
         model=R / "clustering" / "model.pkl",
         review=config["cluster_review"],
     output:

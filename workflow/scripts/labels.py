@@ -20,12 +20,11 @@ table = features.reindex(columns=["defect_id", "image_id", "number"]).astype(
     {"defect_id": str, "image_id": str, "number": "int64"}
 )
 table["cluster"] = clustering.assign_clusters(model, features).astype("int64")
-defects = pd.read_parquet(snakemake.input.defects).astype({"defect_id": str})
 table["type"] = clustering.apply_review(table["cluster"], model, review)
-sized = defects.drop(columns=["image_id", "number"], errors="ignore").merge(
-    table[["defect_id", "type"]], on="defect_id", how="right"
+# the feature table holds every detector column (sizes, zones) the severity needs
+table = table.join(
+    grading.severity(features.assign(type=table["type"]), snakemake.params.severity)
 )
-table = table.join(grading.severity(sized, snakemake.params.severity))
 table = table.sort_values(["image_id", "number"], ignore_index=True)
 pipeline.log.info("%d defects: %s", len(table), table["type"].value_counts().to_dict())
 fio.write_parquet(table, snakemake.output[0])

@@ -212,6 +212,20 @@ def test_unusable_folders_are_refused_before_any_job(tmp_path, results_in_inputs
     assert not results.exists()
 
 
+@pytest.mark.parametrize(("cores", "cap", "threads"), [(2, 2, 1), (12, 2, 2), (12, 8, 4)])
+def test_shard_jobs_share_the_cores_among_the_shards(run, tmp_path, cores, cap, threads):
+    # the 5 files fall in 3 shards: --cores 12 leaves 4 cores to each shard job (unless
+    # threads_per_shard caps it); --cores 2 runs shard jobs side by side, one core each
+    cfg = write_config(tmp_path / "config.yaml", run["inputs"], tmp_path / "results",
+                       shards=4, threads_per_shard=cap)
+    done = snakemake(cfg, "--dry-run", "--cores", str(cores))
+    jobs = [b for b in done.stdout.split("\n[") if re.search(r"rule (zones|defects|features):", b)]
+    assert len(jobs) == 3 * 3
+    for body in jobs:
+        found = re.search(r"threads: (\d+)", body)
+        assert (int(found.group(1)) if found else 1) == threads
+
+
 def test_conda_env_pins_match_pyproject():
     import tomllib
 

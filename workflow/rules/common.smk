@@ -118,6 +118,18 @@ def parent_of(level, key=0, of="output"):
     return param
 
 
+def shard_threads(wildcards):
+    """Workers of one shard job: on a local run the cores each shard gets when all
+    shards run at once (at least 1, at most threads_per_shard), so a few shards still
+    fill a big machine and many shards run side by side (each job's start-up then
+    overlaps another job's work); on a cluster threads_per_shard."""
+    cap = config["threads_per_shard"]
+    cores = workflow.resource_settings.cores
+    if not workflow.local_exec or workflow.remote_exec or cores in (None, sys.maxsize):
+        return cap
+    return max(1, min(cap, cores // len(SHARDS)))
+
+
 def shard_runtime(wildcards, threads):
     """Minutes for one shard job: 10 plus 5 s per image per worker."""
     return 10 + math.ceil(len(MANIFESTS[wildcards.shard]) * 5 / 60 / threads)

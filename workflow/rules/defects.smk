@@ -8,7 +8,7 @@ rule defects:
         LOGS / "defects" / "shard_{shard}.log",
     conda:
         ENV
-    threads: config["threads_per_shard"]
+    threads: shard_threads
     resources:
         mem_mb=shard_mem_mb,
         runtime=shard_runtime,

@@ -11,7 +11,7 @@ rule features:
         LOGS / "features" / "shard_{shard}.log",
     conda:
         ENV
-    threads: config["threads_per_shard"]
+    threads: shard_threads
     resources:
         mem_mb=shard_mem_mb,
         runtime=shard_runtime,

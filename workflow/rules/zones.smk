@@ -6,7 +6,7 @@ rule zones:
         LOGS / "zones" / "shard_{shard}.log",
     conda:
         ENV
-    threads: config["threads_per_shard"]
+    threads: shard_threads
     resources:
         mem_mb=shard_mem_mb,
         runtime=shard_runtime,

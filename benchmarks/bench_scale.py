@@ -295,8 +295,7 @@ def main(argv=None) -> int:
     p.add_argument("--shards", type=int, default=None,
                    help="override the config's shards (default: as configured)")
     p.add_argument("--thread-images", type=int, default=128,
-                   help="images of the one-shard threads check (0: skip; default: a shard's "
-                        "worth at min_images_per_shard 128)")
+                   help="images of the one-shard threads check (0: skip)")
     p.add_argument("--gather-defects", type=int, nargs="*", default=[200_000, 1_000_000],
                    help="defect counts of the gather memory check (none: skip)")
     p.add_argument("--gather-shards", type=int, default=16,

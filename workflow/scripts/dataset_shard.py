@@ -83,8 +83,8 @@ for img in accepted.to_dict("records"):
     # the defects stage key chains the input checksum, the zones key and both stages'
     # parameters and code: it identifies the zone and instance maps without hashing them
     upstream = cache.read_record(folder / "defects.json") or {}
-    key = datasets.content_key(upstream.get("key"), d[["number", "type", "severity_level"]].astype(str),
-                               label_params, bool(P.export["yolo_seg"]))
+    labelled = [[int(n), str(t), str(s)] for n, t, s in zip(d["number"], d["type"], d["severity_level"])]
+    key = datasets.content_key(upstream.get("key"), labelled, label_params, bool(P.export["yolo_seg"]))
     record = cache.read_record(folder / "datasets.json") or {}
     if record.get("key") != key or not all(p.exists() for p in all_paths):
         start = time.perf_counter()

@@ -9,8 +9,11 @@ named features, and an engineer's review mapping (cluster -> type, merges) is ap
 on top. A refit is matched to the previous model by centroid (Hungarian assignment) so
 cluster ids, and hence reviewed names, stay put.
 
-The model is a plain dict (picklable): ``feature_names``, ``transforms``, ``scaler``,
-``pca``, ``estimator`` (the fitted scikit-learn object), ``centroids`` (model space),
+The model is a plain dict of NumPy arrays and Python values, so the per-shard
+``labels`` jobs assign defects without importing scikit-learn (about 1 s of start-up
+per job): ``feature_names``, ``transforms``, ``scaler`` ({``center``, ``scale``} of the
+fitted scikit-learn scaler), ``pca`` (``None`` or {``mean``, ``components``}),
+``centroids`` (model space),
 ``cluster_ids`` (id of each centroid row), ``centroids_raw`` ({cluster:
 {feature: median}} over every numeric feature), ``sizes``, ``silhouette`` ({k: score}),
 ``names`` ({cluster: {type, rule}}) and ``params``.
@@ -31,17 +34,12 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
-from sklearn.decomposition import PCA
-from sklearn.metrics import pairwise_distances_argmin, silhouette_score
-from sklearn.preprocessing import RobustScaler, StandardScaler
 
 from .datasets import DEFECT_CLASSES
 
+# scikit-learn and SciPy are imported by the functions that fit or match models.
 METHODS = ("kmeans", "agglomerative", "hdbscan")
 TRANSFORMS = ("log", "near", "tanh")
-_SCALERS = {"robust": RobustScaler, "standard": StandardScaler}
 
 
 def _transform_column(x: np.ndarray, kind: str, c: float) -> np.ndarray:
@@ -74,17 +72,30 @@ def _matrix(model: dict, features: pd.DataFrame) -> np.ndarray:
 
 def _scaled(model: dict, features: pd.DataFrame) -> np.ndarray:
     """Transforms and scaling; missing values become the centre (0)."""
-    X = model["scaler"].transform(_matrix(model, features))
+    scaler = model["scaler"]
+    if not isinstance(scaler, dict):  # models saved with the scikit-learn scaler object
+        scaler = {"center": getattr(scaler, "center_", getattr(scaler, "mean_", None)),
+                  "scale": scaler.scale_}
+    X = _matrix(model, features) - scaler["center"]
+    X /= scaler["scale"]
     return np.nan_to_num(X, nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _transform(model: dict, features: pd.DataFrame) -> np.ndarray:
     """Features -> model space: :func:`_scaled`, then the optional PCA."""
     X = _scaled(model, features)
-    return model["pca"].transform(X) if model["pca"] is not None else X
+    pca = model["pca"]
+    return X if pca is None else (X - pca["mean"]) @ pca["components"].T
+
+
+def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Row index of the nearest centroid (Euclidean) of each row of ``X``."""
+    return np.argmin((centroids**2).sum(axis=1) - 2.0 * X @ centroids.T, axis=1)
 
 
 def _estimator(method: str, k: int | None, params: dict):
+    from sklearn.cluster import HDBSCAN, AgglomerativeClustering, KMeans
+
     if method == "kmeans":
         return KMeans(n_clusters=k, n_init=int(params["n_init"]), random_state=int(params["seed"]))
     if method == "agglomerative":
@@ -94,6 +105,8 @@ def _estimator(method: str, k: int | None, params: dict):
 
 def _choose_k(X: np.ndarray, method: str, params: dict, rng) -> tuple[int, dict[int, float]]:
     """k with the best silhouette over ``k_range`` on a subsample."""
+    from sklearn.metrics import silhouette_score
+
     n = min(len(X), int(params["silhouette_samples"]))
     Xs = X[rng.choice(len(X), n, replace=False)] if n < len(X) else X
     lo, hi = params["k_range"]
@@ -130,6 +143,9 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
         The model (see module docstring). Cluster ids are 0..k-1 ordered by size,
         largest first (without ``previous``).
     """
+    from sklearn.decomposition import PCA
+    from sklearn.preprocessing import RobustScaler, StandardScaler
+
     method = params["method"]
     if method not in METHODS:
         raise ValueError(f"clustering.method={method!r}; allowed: {', '.join(METHODS)}")
@@ -140,23 +156,26 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     model = {
         "method": method, "feature_names": list(params["features"]),
         "transforms": dict(params.get("transforms") or {}), "params": dict(params),
-        "scaler": _SCALERS[params["scaler"]](), "pca": None, "estimator": None, "silhouette": {},
+        "scaler": None, "pca": None, "silhouette": {},
     }
     if len(sample) == 0:             # no defect anywhere yet: a model without clusters
-        model["scaler"] = None
         model.update(centroids=np.zeros((0, len(model["feature_names"]))),
                      cluster_ids=np.zeros(0, np.int64), centroids_raw={}, sizes={},
                      fit_rows=0, names={})
         return model
     # A feature no defect has (no fiber edge anywhere in a collection of close-ups,
     # zones.mode none) gets NaN statistics, so it scales to 0 for every defect: ignored.
+    scaler = {"robust": RobustScaler, "standard": StandardScaler}[params["scaler"]]()
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
-        model["scaler"].fit(_matrix(model, sample))
+        scaler.fit(_matrix(model, sample))
+    center = scaler.center_ if params["scaler"] == "robust" else scaler.mean_
+    model["scaler"] = {"center": center, "scale": scaler.scale_}
     X = _scaled(model, sample)
     if params.get("pca_components"):
-        model["pca"] = PCA(n_components=params["pca_components"], random_state=int(params["seed"]))
-        X = model["pca"].fit_transform(X)
+        pca = PCA(n_components=params["pca_components"], random_state=int(params["seed"])).fit(X)
+        model["pca"] = {"mean": pca.mean_, "components": pca.components_}
+        X = _transform(model, sample)
     k, scores = None, {}
     if method != "hdbscan":
         k = params["k"]
@@ -166,14 +185,13 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     if len(X) < 2 or (method == "hdbscan" and len(X) <= int(params["min_cluster_size"])):
         labels = np.zeros(len(X), int)   # too few defects to split: one cluster
     else:
-        model["estimator"] = _estimator(method, k, params)
-        labels = model["estimator"].fit_predict(X)
+        labels = _estimator(method, k, params).fit_predict(X)
     ids = [c for c in np.unique(labels) if c >= 0]
     if not ids:                      # HDBSCAN found only noise: one cluster
         labels, ids = np.zeros(len(X), int), [0]
     centroids = np.stack([X[labels == c].mean(axis=0) for c in ids])
     # Every fit row (HDBSCAN noise included) goes to its nearest centroid, as new rows do.
-    labels = pairwise_distances_argmin(X, centroids)
+    labels = _nearest(X, centroids)
     order = np.argsort(-np.bincount(labels, minlength=len(ids)), kind="stable")
     centroids = centroids[order]
     labels = np.argsort(order)[labels]
@@ -208,7 +226,7 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     if len(model["centroids"]) == 0:
         raise ValueError("the clustering model has no clusters (it was fitted without "
                          "defects): refit it (clustering.refit: true)")
-    near = pairwise_distances_argmin(_transform(model, features), model["centroids"])
+    near = _nearest(_transform(model, features), model["centroids"])
     return model["cluster_ids"][near].astype(np.int64)
 
 
@@ -294,6 +312,8 @@ def match_clusters(old_model: dict, new_model: dict) -> dict[int, int]:
     dict
         {new cluster id: id to use}.
     """
+    from scipy.optimize import linear_sum_assignment
+
     old_ids = sorted(old_model["centroids_raw"])
     new_ids = sorted(new_model["centroids_raw"])
     if not old_ids or not new_ids:

@@ -99,6 +99,25 @@ def test_rim_contrast_tells_soft_hard_and_haloed_edges():
     assert rim["halo"] < -0.3
 
 
+def test_contrast_variation_tells_fading_line_from_uniform_particle(scene):
+    """A uniform disc's spread is only the noise (0.01 of a 0.3 contrast); a scratch
+    fading from full depth to nothing along its length spreads by a third of its mean
+    depth; a relief groove (dark and bright sides) has a mean near 0 and a large spread."""
+    assert scene.loc[2].contrast_variation == pytest.approx(0.01 / 0.3, abs=0.01)
+    gray = np.full((100, 200), 0.6, np.float32)
+    inst = np.zeros((100, 200), np.uint16)
+    inst[48:52, 20:180] = 1                    # fading scratch
+    inst[70:76, 20:180] = 2                    # relief groove: dark upper, bright lower half
+    gray[48:52, 20:180] -= np.linspace(0.3, 0.0, 160, dtype=np.float32)
+    gray[70:73, 20:180] -= 0.2
+    gray[73:76, 20:180] += 0.18
+    out = defect_features(gray, inst, np.full((100, 200), 2, np.uint8),
+                          pd.DataFrame({"number": [1, 2]}), GEOMETRY).set_index("number")
+    # uniform ramp 0..0.3: std 0.3 / sqrt(12), mean 0.15
+    assert out.loc[1, "contrast_variation"] == pytest.approx(0.3 / np.sqrt(12) / 0.15, rel=0.05)
+    assert out.loc[2, "contrast_variation"] > 10 * scene.loc[2].contrast_variation
+
+
 def test_empty_table():
     out = defect_features(np.zeros((10, 10), np.float32), np.zeros((10, 10), np.uint16),
                           np.ones((10, 10), np.uint8), pd.DataFrame({"number": []}), GEOMETRY)

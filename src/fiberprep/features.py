@@ -81,6 +81,8 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("intensity_std", "gray [0,1]", "intensity standard deviation inside the defect"),
     ("intensity_min", "gray [0,1]", "minimum intensity inside the defect"),
     ("intensity_max", "gray [0,1]", "maximum intensity inside the defect"),
+    ("contrast_variation", "1", "intensity_std / abs(local_contrast): low = uniform (particles, "
+     "pits), high = contrast varying along the defect (fading or relief scratches)"),
     ("local_background", "gray [0,1]", "median intensity of the local background ring (beyond the rim)"),
     ("local_background_std", "gray [0,1]", "robust std (1.4826 MAD) of the background ring"),
     ("local_contrast", "gray [0,1]", "defect mean - local background (negative = dark)"),
@@ -246,7 +248,8 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     out.update(local_background=bg_med, local_background_std=bg_std, local_contrast=contrast,
                local_snr=contrast / max(bg_std, 1e-3),
                michelson_contrast=contrast / max(mean + bg_med, 1e-3),
-               rim_contrast=(float(gray_c[rim].mean()) - bg_med) / signed if rim.any() else np.nan)
+               rim_contrast=(float(gray_c[rim].mean()) - bg_med) / signed if rim.any() else np.nan,
+               contrast_variation=out["intensity_std"] / abs(signed))
     # Texture on a window of at most _TEXTURE_PX around a defect pixel near the centroid
     # (bounds the cost of long scratches; the window holds defect and surroundings).
     k = np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2)

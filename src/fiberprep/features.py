@@ -26,11 +26,11 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pandas as pd
-from scipy import ndimage as ndi
-from skimage.feature import graycomatrix, local_binary_pattern
-from skimage.morphology import skeletonize
 
 from .zones import ZONE_NAMES
+
+# scikit-image and SciPy are imported where features are computed: the table jobs that
+# only need the feature names and units start without them.
 
 # Width of the local background ring around each defect (µm), at least _RING_MIN_PX px;
 # it starts beyond the defect's rim, a band _RIM_UM (at least 1 px) wide just outside
@@ -171,6 +171,8 @@ _GD2 = (_GI[:, None] - _GI[None, :]) ** 2
 def _glcm_props(q: np.ndarray) -> dict[str, float]:
     """Haralick contrast, homogeneity, energy and correlation of the GLCM summed over
     four directions (0, 45, 90, 135 deg) at distance 1, symmetric and normalised."""
+    from skimage.feature import graycomatrix
+
     P = graycomatrix(q, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=_LEVELS,
                      symmetric=True).sum(axis=(2, 3)).astype(float)
     P /= max(P.sum(), 1.0)
@@ -264,6 +266,9 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     rows, cols = np.flatnonzero(mw.any(axis=1)), np.flatnonzero(mw.any(axis=0))
     by = slice(max(rows[0] - 2, 0), rows[-1] + 3)
     bx = slice(max(cols[0] - 2, 0), cols[-1] + 3)
+    from skimage.feature import local_binary_pattern
+    from skimage.morphology import skeletonize
+
     lbp = local_binary_pattern(q[by, bx], _LBP_P, _LBP_R, method="uniform").astype(np.intp)
     codes = lbp[mw[by, bx]]
     hist = np.bincount(codes, minlength=_LBP_BINS)[:_LBP_BINS] / max(codes.size, 1)
@@ -356,7 +361,9 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
         boxes = np.column_stack([defects[c].to_numpy(np.int64)
                                  for c in ("bbox_y", "bbox_x", "bbox_h", "bbox_w")])
     else:
-        found = ndi.find_objects(lab)
+        from scipy.ndimage import find_objects
+
+        found = find_objects(lab)
         missing = [int(n) for n in numbers if not (0 < n <= len(found) and found[n - 1])]
         if missing:
             raise ValueError(f"defects {missing} are not in the instance map")

@@ -136,6 +136,8 @@ def test_folder_of_only_bad_files_still_finishes(tmp_path):
     images = pd.read_parquet(results / "datasets" / "image_level" / "images.parquet")
     assert set(images["status"]) == {"rejected"} and images["reason"].str.len().min() > 0
     assert len(pd.read_parquet(results / "clustering" / "defect_types.parquet")) == 0
+    index = pd.read_parquet(results / "defect_library" / "index.parquet")
+    assert len(index) == 0 and {"defect_id", "type", "split", "bbox_x", "patch"} <= set(index.columns)
 
 
 REAL = ROOT.parent / "shared" / "real_images"

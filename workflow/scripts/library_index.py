@@ -14,11 +14,10 @@ pipeline.log_to(sm.log[0])
 P = sm.params
 lib_dir = Path(P.library_dir)
 
-index = pipeline.concat_tables([t for t in map(pd.read_parquet, sm.input.library) if len(t)])
+index = pipeline.concat_tables([t for t in map(pd.read_parquet, sm.input.library) if len(t)], library.INDEX_COLUMNS)
 images = pd.read_parquet(sm.input.images, columns=["image_id", "split"])
-if len(index) and "defect_id" in index.columns:
-    index = index.sort_values(["image_id", "number"], ignore_index=True)
-    index.insert(2, "split", index["image_id"].map(dict(zip(images["image_id"], images["split"]))))
+index = index.sort_values(["image_id", "number"], ignore_index=True)
+index.insert(2, "split", index["image_id"].map(dict(zip(images["image_id"], images["split"]))))
 table = datasets.to_arrow(index, datasets.column_units(index.columns, FEATURE_UNITS))
 fio.write_parquet(table, sm.output.index)
 del table

@@ -228,6 +228,14 @@ def test_shard_jobs_share_the_cores_among_the_shards(run, tmp_path, cores, cap, 
         assert (int(found.group(1)) if found else 1) == threads
 
 
+def test_review_file_defaults_to_one_per_results_folder(run, tmp_path):
+    default = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())["cluster_review"]
+    results = tmp_path / "results"
+    cfg = write_config(tmp_path / "config.yaml", run["inputs"], results, cluster_review=default)
+    done = snakemake(cfg, "--dry-run", "--cores", "2")
+    assert f"output: {results / 'cluster_review.yaml'}" in done.stdout
+
+
 def test_conda_env_pins_match_pyproject():
     import tomllib
 

@@ -50,7 +50,7 @@ rule cluster_review:
     input:
         ancient(R / "clustering" / "model.pkl"),
     output:
-        config["cluster_review"],
+        REVIEW,
     log:
         LOGS / "clustering" / "cluster_review.log",
     conda:
@@ -69,7 +69,7 @@ rule labels:
     input:
         features=INTER / "features" / "shard_{shard}.parquet",
         model=R / "clustering" / "model.pkl",
-        review=config["cluster_review"],
+        review=REVIEW,
     output:
         INTER / "labels" / "shard_{shard}.parquet",
     log:

@@ -36,6 +36,7 @@ except WorkflowError as err:
 
 INPUT_DIR = Path(config["input_dir"]).absolute()
 R = Path(config["results_dir"])
+REVIEW = config["cluster_review"].replace("{results_dir}", str(R))
 INTER = R / "intermediate"
 LOGS = R / "logs"
 

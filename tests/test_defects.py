@@ -250,3 +250,42 @@ def test_sparse_label_helpers_match_numpy_and_scipy():
     ry, rx = np.nonzero(lab)
     assert np.array_equal(ys, ry) and np.array_equal(xs, rx)
     assert _label_boxes(lab, int(lab.max()) + 1)[1:] == ndi.find_objects(lab)
+
+
+def test_dark_pit_ahead_of_bright_scratch_is_its_own_defect(cfg):
+    # a small pit 11 µm beyond a scratch's end, where a bead of the scratch would be, but
+    # dark ahead of a bright scratch: another defect
+    line = dict(SCRATCH, width_um=2.5, polarity="bright", contrast=0.4, dx_um=75.0, dy_um=-40.0,
+                angle_deg=90.0, length_um=70.0)
+    pit = dict(PIT, size_um=4.0, dx_um=75.0, dy_um=6.0)
+    gray, truth = _scene(cfg, seed=6, defects=[line, pit])
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    n_line, iou_line = _best_iou(pred, truth["instance_map"] == 1)
+    n_pit, iou_pit = _best_iou(pred, truth["instance_map"] == 2)
+    assert iou_line >= 0.3 and iou_pit >= 0.3 and n_line != n_pit
+
+
+def test_dark_and_bright_parallel_scratches_stay_apart(cfg):
+    # overlapping parallel scratches 6 µm apart, one dark and one bright: two defects, not
+    # the two flanks of one groove
+    pair = [dict(SCRATCH, angle_deg=90.0, length_um=50.0, contrast=0.6, dx_um=70.0 + dx, dy_um=-40.0 + dy,
+                 polarity=p) for dx, dy, p in ((0.0, 0.0, "dark"), (6.0, 30.0, "bright"))]
+    gray, truth = _scene(cfg, seed=4, defects=pair)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    best = [_best_iou(pred, truth["instance_map"] == d["number"]) for d in truth["defects"]]
+    assert all(iou >= 0.3 for _, iou in best) and best[0][0] != best[1][0]
+
+
+def test_polarity_components_keep_rims_with_their_defect():
+    from fiberprep.defects import _nonzero, _polarity_components
+    zs = np.zeros((20, 40), np.float32)
+    zs[5:12, 3:10] = -10.0   # a dark pit ...
+    zs[5:12, 10:12] = 3.0    # ... with a weak bright rim: one defect
+    zs[5:12, 22:29] = -8.0   # a dark pit ...
+    zs[5:12, 29:33] = 9.0    # ... touching a bright particle as strong: two defects
+    mask = zs != 0
+    ys, xs = _nonzero(mask)
+    comp, _, piece, _ = _polarity_components(mask, zs, np.ones((3, 3), np.uint8), ys, xs, 0.5)
+    at = lambda y, x: int(piece[(ys == y) & (xs == x)][0])  # noqa: E731
+    assert at(8, 5) == at(8, 11) and at(8, 25) != at(8, 31)
+    assert len(set(comp[comp > 0])) == 2

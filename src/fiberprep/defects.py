@@ -32,6 +32,9 @@ COLUMNS = [
 ]
 
 _REGION, _SCRATCH = 1, 2
+# Two defects are of opposite polarity (``_polarity``) when the product of theirs is
+# below this: one at least half dark, the other at least half bright.
+_OPPOSITE = -0.25
 
 
 def detect_defects(gray, zone_map, geometry, params):
@@ -76,7 +79,8 @@ def detect_defects(gray, zone_map, geometry, params):
     Residuals are divided by the local noise. DO2MR finds region defects at
     two scales, LEI finds scratches (one label per scratch: crossing ones
     stay apart, bent and faded pieces are followed end to end); a blob
-    thicker than the scratch it lies on stays its own defect. Masks are cut
+    thicker than the scratch it lies on, or of the opposite polarity (a dark
+    pit on a bright scratch), stays its own defect. Masks are cut
     at half the defect's own peak contrast (its true edge under blur). Work is restricted
     to the analysed area's bounding box at a resolution no finer than
     ``work_um_per_px``; masks are refined at the input resolution.
@@ -123,10 +127,10 @@ def detect_defects(gray, zone_map, geometry, params):
     region_mask = _region_candidates(z, zs, regions, seed_ok, rel, floor / sigma, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
     scratch_labels, widths = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
-    labels, source = _merge(region_mask, scratch_labels, widths, px, params)
+    labels, source = _merge(region_mask, scratch_labels, widths, zs, px, params)
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
-    labels, source = _join_collinear(labels, source, px, params)
+    labels, source = _join_collinear(labels, source, zs, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
     ys, xs = _nonzero(labels)
@@ -908,7 +912,7 @@ def _lei_strength(z, valid, lpx, params):
     resp, low, high = (np.empty((h, w), np.float32) for _ in range(3))
     best = np.zeros_like(z)
     ori = np.zeros((h, w), np.uint8)
-    better = np.empty((h, w), bool)
+    better = np.empty((h, w), np.uint8)
     s = 1.0
     for i in range(n_or):
         t = math.pi * i / n_or
@@ -928,8 +932,10 @@ def _lei_strength(z, valid, lpx, params):
             # noise unit: spread of the centre-minus-side difference
             diff = line[m:m + h, m:m + w] - line[m + ny:m + ny + h, m + nx:m + nx + w]
             s = max(_robust_std(diff[valid]) if valid.any() else 1.0, L * params["lei_sigma_floor"])
-        np.greater(resp, best, out=better)
-        np.copyto(ori, np.uint8(i), where=better)
+        # ori = i where resp beats best: i exceeds every index stored so far, so
+        # max(ori, min(255 * better, i)) sets exactly those pixels (uint8 cv2 ops: fast)
+        cv2.compare(resp, best, cv2.CMP_GT, dst=better)
+        cv2.max(ori, cv2.min(better, float(i), dst=better), dst=ori)
         cv2.max(best, resp, dst=best)
     best *= np.float32(1.0 / s)
     return best, ori
@@ -1054,7 +1060,9 @@ def _continues(a, b, gap, max_angle, tol, end_gap=None):
 
     Either an end of each lies within ``end_gap`` (default ``gap``) of the other, facing it
     (outward directions opposite within ``max_angle``, and the link between
-    the ends continuing both within ``max_angle`` when longer than ``tol``):
+    the ends continuing both within ``max_angle`` when longer than ``tol``),
+    or both ends lie on one circular arc (each turns towards the link by the
+    same angle, within ``max_angle / 2``, turning ``2 max_angle`` at most):
     a bent scratch is followed end to end; or both are straight, parallel
     within ``max_angle`` with nearest ends within ``gap``, and each centre
     lies on the other's axis within ``tol`` or 20 % of the distance (the
@@ -1062,13 +1070,21 @@ def _continues(a, b, gap, max_angle, tol, end_gap=None):
     """
     cos_max = math.cos(math.radians(max_angle))
     end_gap = gap if end_gap is None else end_gap
+    half = math.radians(max_angle) / 2
     for p, tp in a["ends"]:
         for q, tq in b["ends"]:
             v = q - p
             dist = math.hypot(*v)
-            if dist > end_gap or -float(tp @ tq) < cos_max:
+            if dist > end_gap:
                 continue
-            if dist <= tol or (tp @ v >= cos_max * dist and -(tq @ v) >= cos_max * dist):
+            if -float(tp @ tq) >= cos_max and (
+                    dist <= tol or (tp @ v >= cos_max * dist and -(tq @ v) >= cos_max * dist)):
+                return True
+            # a circular arc: the tangent turns by the same angle from p to the chord
+            # and from the chord to q
+            turn_p = math.atan2(tp[0] * v[1] - tp[1] * v[0], float(tp @ v))
+            turn_q = math.atan2(-v[0] * tq[1] + v[1] * tq[0], -float(v @ tq))
+            if dist > tol and abs(turn_p - turn_q) <= half and abs(turn_p) + abs(turn_q) <= 4 * half:
                 return True
     if abs(float(a["d"] @ b["d"])) < cos_max:
         return False
@@ -1106,18 +1122,21 @@ def _draw_link(out, sa, sb, value):
     cv2.line(out, tuple(int(round(v)) for v in p), tuple(int(round(v)) for v in q), int(value), 1)
 
 
-def _merge(region_mask, s_lab, s_width, px, params):
+def _merge(region_mask, s_lab, s_width, zs, px, params):
     """One label per physical defect.
 
     ``s_lab`` holds one label per scratch and ``s_width`` its width
     (``_scratch_candidates``); region
     candidates closer than ``merge_gap_um`` join. A region candidate lying
-    mostly on a scratch is part of it (source "both") unless it is thicker
+    mostly on a scratch, or along it (within ``merge_gap_um``) and fainter
+    (the shading beside a groove), is part of it (source "both") unless it is thicker
     (``_thickness``) than three times the scratch's width or than
     ``scratch_max_width_um``: then it is its own defect (a pit or a particle
     on the scratch) and keeps its pixels; a scratch lying mostly on such a
     blob and never ``scratch_min_length_um`` away from it is the blob's
-    flank and is dropped.
+    flank and is dropped. The part of a candidate on a scratch whose
+    polarity (sign of ``zs``, ``_polarity_components``) is opposite to the
+    scratch's is another defect too (a dark pit on a bright scratch).
     Components under ``min_area_um2`` are dropped, and so are scratch-only
     instances that are not elongated (major/minor axis < ``linear_aspect``:
     blob flanks, crescents).
@@ -1128,26 +1147,45 @@ def _merge(region_mask, s_lab, s_width, px, params):
     min_area = params["min_area_um2"] * px(1.0) ** 2
     gap = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(px(params["merge_gap_um"])),) * 2)
     n_s = int(s_lab.max()) + 1
-    n_r, r_full = cv2.connectedComponents(cv2.dilate(region_mask.astype(np.uint8), gap), connectivity=8)
-    # candidate pixels only (a few % of the image)
+    # candidate pixels only (a few % of the image); images of them in their box widened by
+    # the gap (where dilations, labels and distances are those of the whole image)
     ys, xs = _nonzero(region_mask | (s_lab > 0))
+    if ys.size == 0:
+        return np.zeros(region_mask.shape, np.int32), np.zeros(1, np.int8)
+    m = gap.shape[0]
+    y0, x0 = max(int(ys.min()) - m, 0), max(int(xs.min()) - m, 0)
+    box = np.s_[y0:int(ys.max()) + m + 1, x0:int(xs.max()) + m + 1]
+    by, bx = ys - y0, xs - x0
     reg = region_mask[ys, xs]
+    r_full, n_r, piece, n_p = _polarity_components(region_mask[box], zs[box], gap, by, bx, params["mask_level"])
     s = s_lab[ys, xs].astype(np.int64)
     s = np.where(np.bincount(s, minlength=n_s)[s] >= min_area, s, 0)
-    r = np.where(reg, r_full[ys, xs], 0).astype(np.int64)
+    r = np.where(reg, r_full, 0).astype(np.int64)
     r_area = np.bincount(r, minlength=n_r)
     r = np.where(r_area[r] >= min_area, r, 0)
     # which scratch each region candidate lies on, and how much of it
     both = (r > 0) & (s > 0)
     on = np.bincount(r[both] * n_s + s[both], minlength=n_r * n_s).reshape(n_r, n_s)
+    # ... or along it, within merge_gap_um, and fainter (shading residue beside the groove)
+    s_img = np.zeros(region_mask[box].shape, np.uint16)
+    s_img[by, bx] = s
+    sd = cv2.dilate(s_img, gap)[by, bx].astype(np.int64)
+    near = (r > 0) & (sd > 0)
+    along = np.bincount(r[near] * n_s + sd[near], minlength=n_r * n_s).reshape(n_r, n_s)
     r_area = np.maximum(r_area, 1)
+    v = zs[ys, xs]
+    mean_abs = lambda k, n: (np.bincount(k, np.abs(v), minlength=n)  # noqa: E731
+                             / np.maximum(np.bincount(k, minlength=n), 1))
+    on_it = on.max(1) >= 0.5 * r_area
+    best = np.where(on_it, on.argmax(1), along.argmax(1))
+    lies = on_it | ((along.max(1) >= 0.5 * r_area) & (mean_abs(r, n_r) <= mean_abs(s, n_s)[best]))
     # ... unless it is wider than the scratch (a pit or dust particle on its path)
-    best = on.argmax(1)
-    r_img = np.zeros(region_mask.shape, np.int32)
-    r_img[ys, xs] = r
-    wide = _thickness(r_img, n_r, ys, xs) >= np.minimum(px(params["scratch_max_width_um"]), 3 * s_width[best])
-    host = np.where((on.max(1) >= 0.5 * r_area) & ~wide, best, 0)
+    r_img = np.zeros(region_mask[box].shape, np.int32)
+    r_img[by, bx] = r
+    wide = _thickness(r_img, n_r, by, bx) >= np.minimum(px(params["scratch_max_width_um"]), 3 * s_width[best])
+    host = np.where(lies & ~wide, best, 0)
     host[0] = 0
+    s_pol = _polarity(s, v, n_s)
     # a line response lying mostly on such a wider blob and never leaving it by a scratch's
     # length is the blob's flank (a crescent), not a scratch crossing it
     wide[0] = False
@@ -1166,6 +1204,17 @@ def _merge(region_mask, s_lab, s_width, px, params):
         np.maximum.at(away, s[sel], cv2.distanceTransform(blob, cv2.DIST_L2, 3)[ys[sel] - by0, xs[sel] - bx0])
         flank &= away < reach
         s = np.where(flank[s], 0, s)
+    # the part of a hosted candidate of the polarity opposite to its scratch's: its own defect
+    p = np.where(r > 0, piece, 0)
+    parent = np.zeros(n_p, np.int64)
+    parent[p] = r
+    split = ((host[parent] > 0) & (_polarity(p, v, n_p) * s_pol[host[parent]] < _OPPOSITE)
+             & (np.bincount(p, minlength=n_p) >= min_area))
+    split[0] = False
+    if split.any():
+        r = np.where(split[p], n_r + p, r)
+        host = np.concatenate([host, np.zeros(n_p, host.dtype)])
+        n_r += n_p
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
     lab = np.where(r > 0, r_id[r], 0)
@@ -1190,7 +1239,41 @@ def _merge(region_mask, s_lab, s_width, px, params):
     return out, src
 
 
-def _join_collinear(labels, source, px, params):
+def _polarity_components(mask, zs, gap, ys, xs, level):
+    """Components of ``mask`` dilated by ``gap``, and the same split by the sign
+    of ``zs`` (pieces), both sampled at the pixels ``ys, xs``.
+
+    A piece whose peak |z| is below ``level`` times that of the opposite-signed
+    piece it touches (the bright rim of a pit, the halo beside a dark scratch)
+    belongs to that piece. Returns ``(component, n_components, piece,
+    n_pieces)``: labels of each sampled pixel (0 off ``mask``) and label counts.
+    """
+    dark = mask & (zs < 0)
+    n_a, r_all = cv2.connectedComponents(cv2.dilate(mask.view(np.uint8), gap), connectivity=8)
+    n_d, r_dark = cv2.connectedComponents(cv2.dilate(dark.view(np.uint8), gap), connectivity=8)
+    n_b, r_bright = cv2.connectedComponents(cv2.dilate((mask & ~dark).view(np.uint8), gap), connectivity=8)
+    on = mask[ys, xs]
+    comp = np.where(on, r_all[ys, xs], 0)
+    lab = np.where(dark[ys, xs], r_dark[ys, xs], r_bright[ys, xs] + n_d)[on]
+    n = n_d + n_b
+    parent = np.zeros(n, np.int64)
+    parent[lab] = comp[on]
+    peak = np.zeros(n, np.float32)
+    np.maximum.at(peak, lab, np.abs(zs[ys, xs][on]))
+    top_peak = np.zeros(n_a, np.float32)
+    np.maximum.at(top_peak, parent, peak)
+    ids = np.arange(n)
+    is_top = (peak == top_peak[parent]) & (peak > 0)
+    top = np.zeros(n_a, np.int64)
+    top[parent[is_top]] = ids[is_top]
+    t = top[parent]
+    weak = (peak < level * top_peak[parent]) & ((ids >= n_d) != (t >= n_d))
+    piece = np.zeros(ys.size, np.int64)
+    piece[on] = np.where(weak, t, ids)[lab]
+    return comp, n_a, piece, n
+
+
+def _join_collinear(labels, source, zs, px, params):
     """Join instances that are pieces of one scratch.
 
     A faint or bead-like scratch breaks into pieces (line segments and small
@@ -1200,8 +1283,11 @@ def _join_collinear(labels, source, px, params):
     ``join_gap_um``, ``join_angle_deg``; ends facing each other may lie
     ``join_line_gap_um`` apart: a scratch whose contrast fades leaves long
     gaps), or when a blob no wider than twice a line lies ahead of one of
-    its ends, within ``join_gap_um`` and the join angle (a bead). Returns the
-    renumbered labels and per-label sources.
+    its ends, within ``join_gap_um`` and the join angle (a bead). A blob and
+    a line of opposite polarity (``_polarity`` of ``zs``) are different
+    defects, and so are a dark and a bright line unless each centre lies
+    within half ``scratch_max_width_um`` of the other's axis (the two sides
+    of a shaded groove). Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
     if n <= 2:
@@ -1212,20 +1298,26 @@ def _join_collinear(labels, source, px, params):
     pieces = []
     pts, ys, xs, k = _label_points(labels, n)
     thick = _thickness(labels, n, ys, xs)
+    pol = _polarity(k, zs[ys, xs], n)
     for i in range(1, n):
         if pts[i] is None or thick[i] >= max_w:
             continue
         pc = _piece(pts[i], px(params["lei_length_um"]))
-        pc.update(id=i, thick=thick[i], elong=pc["major"] >= params["linear_aspect"] * thick[i])
+        pc.update(id=i, thick=thick[i], elong=pc["major"] >= params["linear_aspect"] * thick[i], pol=pol[i])
         pieces.append(pc)
 
     def joinable(a, b):
         if a["elong"] and b["elong"]:
+            if a["pol"] * b["pol"] < _OPPOSITE:  # a dark and a bright line: only a groove's two sides
+                v = b["c"] - a["c"]
+                off = max(abs(v[0] * a["d"][1] - v[1] * a["d"][0]), abs(v[0] * b["d"][1] - v[1] * b["d"][0]))
+                if off > 0.5 * max_w:
+                    return False
             return _continues(a, b, gap, max_angle, 0.5 * max_w, px(params["join_line_gap_um"]))
         if not (a["elong"] or b["elong"]):
             return False
         line, blob = (a, b) if a["elong"] else (b, a)
-        if blob["thick"] > 2 * line["thick"]:
+        if blob["thick"] > 2 * line["thick"] or a["pol"] * b["pol"] < _OPPOSITE:
             return False
         for p, t in line["ends"]:
             v = blob["c"] - p
@@ -1298,18 +1390,28 @@ def _drop_rings(labels, source, ring, px, params):
     return _relabel(labels, lut), source[keep]
 
 
+def _polarity(k, v, n):
+    """Polarity of each label 0..n-1 (``k`` the label of each value ``v``):
+    sum(v) / sum(|v|), -1 dark ... 1 bright (0 for a relief: a shaded groove)."""
+    return np.bincount(k, v, minlength=n) / np.maximum(np.bincount(k, np.abs(v), minlength=n), 1e-6)
+
+
 def _thickness(lab, n, ys, xs):
     """Thickness (px) of each label 0..n-1: twice its largest inscribed radius.
 
     ``ys, xs`` list the labelled pixels. Unlike the ellipse's minor axis it
-    does not grow when a line bends.
+    does not grow when a line bends. Computed in their box widened by one
+    pixel (a ring of background: the same result as on the whole image).
     """
-    f = lab.astype(np.float32)  # exact for labels < 2**24; cv2 morphology has no int32
+    out = np.zeros(n, np.float32)
+    if ys.size == 0:
+        return 2 * out + 1
+    y0, x0 = max(int(ys.min()) - 1, 0), max(int(xs.min()) - 1, 0)
+    f = lab[y0:int(ys.max()) + 2, x0:int(xs.max()) + 2].astype(np.float32)  # exact for labels < 2**24
     cross = cv2.getStructuringElement(cv2.MORPH_CROSS, (3, 3))
     inner = (cv2.dilate(f, cross) == f) & (cv2.erode(f, cross) == f) & (f > 0)
     dist = cv2.distanceTransform(inner.astype(np.uint8), cv2.DIST_L2, 3)
-    out = np.zeros(n, np.float32)
-    np.maximum.at(out, lab[ys, xs], dist[ys, xs])
+    np.maximum.at(out, lab[ys, xs], dist[ys - y0, xs - x0])
     return 2 * out + 1
 
 

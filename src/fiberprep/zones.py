@@ -13,7 +13,10 @@ inside it is fitted instead of the ring's stronger outer edge; without a ring
 (and without a diffraction fringe, where the edge is not a blurred step), a
 dark bevel line just inside the glass edge is modelled with the edge: the
 gradient of the median edge-aligned profile is fitted with two opposite
-Gaussian lobes of the blur width, and the glass ends at the outer lobe. The core is
+Gaussian lobes of the blur width, and the glass ends at the outer lobe. Under
+a fringe that follows the whole edge, the line's lobe is fitted to the odd part
+of that gradient about the glass edge instead (the step and the fringe pair are
+even about it, whatever their shapes). The core is
 measured the same way inside the cladding when the radial intensity profile
 shows it. Zone maps follow the fitted cladding ellipse.
 
@@ -653,7 +656,8 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
 
     Wide ray searches until the center settles, a narrow refining search, then
     on dark fibers whose edge shows no diffraction fringe, the glass edge inside
-    an epoxy ring when there is one, else outside a bevel line (lobe fit).
+    an epoxy ring when there is one, else outside a bevel line (lobe fit); under
+    a fringe all around the edge, outside a bevel line (odd-part fit).
     """
     cx, cy, r = coarse
     sign = 1.0 if polarity == "dark" else -1.0
@@ -685,8 +689,18 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
         params["epoxy_min_um"] / upp_guess,
         params,
     )
-    if ring is None:  # a diffraction fringe: the strongest edge is the glass edge
-        return clad
+    if ring is None:  # a fringe: the glass edge, unless a bevel line pushed it out
+        if not _fringe_all_around(
+            smooth,
+            clad,
+            sign,
+            params["epoxy_max_um"] / upp_guess,
+            params["halo_reach_um"] / upp_guess,
+            params,
+        ):
+            return clad
+        x0 = _fringe_line(smooth, clad, sign, params["bevel_max_um"] / upp_guess, params)
+        return clad if x0 is None else _grown(clad, x0)
     shift, glass_sign = ring
     if not shift:
         # the glass ends at the outer flank of a dark bevel line just inside its edge
@@ -761,14 +775,10 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     )
     # a bright diffraction fringe just outside (coaxial scopes) marks the strongest edge
     # as the glass edge itself: no ring to look for
-    ferrule_level = float(np.median(level[ferrule]))
-    inside = level[(steps <= 0) & (steps > -4.0)]
     reach = params["halo_reach_um"] * min_px / params["epoxy_min_um"]  # px
-    after = level[(steps > 0) & (steps <= max(3.0, reach))]
-    step_height = abs(ferrule_level - float(np.min(sign * inside) * sign))
-    overshoot = float(np.max(sign * after) - sign * ferrule_level)
-    if overshoot >= params["halo_min_share"] * step_height:
+    if _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]:
         return None
+    ferrule_level = float(np.median(level[ferrule]))
     excess = texture - base - slope * params["edge_waviness_px"]
     # epoxy grain modulates the reflectance by several %; a smooth line only shows noise
     # and JPEG artifacts, which can still be many times the JPEG-flattened glass's
@@ -815,6 +825,29 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     noise = 1.4826 * float(np.median(np.abs(np.diff(prof[:, glass], axis=1))))
     strong = abs(step) > params["core_min_snr"] * noise / math.sqrt(n_rays)
     return -edge, float(np.sign(step)) if strong else 0.0
+
+
+def _fringe_shares(levels, steps, sign, ferrule, reach):
+    """Height of a bright fringe within ``reach`` px (at least 3) outside the edge, as a
+    share of the edge step, on each row of ``levels`` (edge-aligned profiles at
+    ``steps``; ``ferrule``: the steps on the ferrule plateau)."""
+    far = np.median(levels[:, ferrule], axis=1)
+    inside = sign * levels[:, (steps <= 0) & (steps > -4.0)]
+    after = sign * levels[:, (steps > 0) & (steps <= max(3.0, reach))]
+    step = np.abs(far - sign * inside.min(axis=1))
+    return (after.max(axis=1) - sign * far) / np.maximum(step, 1e-6)
+
+
+def _fringe_all_around(smooth, fit, sign, band_px, reach, params, n_sectors=8):
+    """Whether the edge's fringe shows in three quarters of ``n_sectors`` sectors of
+    the circumference (:func:`_epoxy_shift`'s profiles and test): a diffraction
+    fringe follows the whole edge, a bright rim on one side (oblique light, a
+    tilted probe) does not."""
+    steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
+    prof = _aligned_profiles(smooth, fit, sign, steps, params)
+    levels = np.stack([np.median(p, axis=0) for p in np.array_split(prof, n_sectors)])
+    shares = _fringe_shares(levels, steps, sign, steps > 0.5 * band_px + 3.0, reach)
+    return float(np.percentile(shares, 25)) >= params["halo_min_share"]
 
 
 def _aligned_profiles(smooth, fit, sign, steps, params):
@@ -934,6 +967,78 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
     if plateau - float(band.min()) < params["halo_min_share"] * step:
         return None
     return float(x0), float(x1), sigma
+
+
+def _fringe_line(smooth, fit, sign, reach, params):
+    """Offset (px) of the glass edge from the fitted edge when that edge carries a
+    diffraction fringe and a dark bevel line lies just inside it.
+
+    The blurred step and a fringe pair straddling the edge (dark inside, bright
+    outside) both add gradient profiles that are even about the edge, whatever
+    their shapes; the line's far flank adds a lobe of the opposite sign on the
+    inner side only, which pushes the gradient peak (the fitted edge) outward.
+    So the odd part of the gradient of the median edge-aligned profile about
+    the true edge x0 is the odd part of that lobe alone: x0 and the lobe's
+    position (searched up to ``reach`` + 3 px inside), height and width are
+    fitted to it, and the fringe's shape never enters the model.
+
+    Returns None when the fit ends at a bound or the lobe is not resolved (its
+    distance from the edge under its width: a line that narrow trades with the
+    edge position).
+    """
+    steps = np.arange(-reach - 8.0, 8.0, 0.25)
+    level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    grad = sign * np.gradient(level, steps)
+    k = int(np.argmax(grad))
+    if grad[k] <= 0:
+        return None
+    t = np.arange(0.25, reach + 5.0, 0.25)  # distances from x0 of the compared samples
+    curv = np.gradient(grad, steps)
+
+    def odd_residual(p):
+        """Residual of the odd part (in units of the peak gradient) and its Jacobian."""
+        x0, x1, a1, s1 = p
+        odd = np.interp(x0 + t, steps, grad) - np.interp(x0 - t, steps, grad)
+        d_odd = np.interp(x0 + t, steps, curv) - np.interp(x0 - t, steps, curv)
+        u_in, u_out = (x0 - t - x1) / s1, (x0 + t - x1) / s1
+        e_in, e_out = np.exp(-0.5 * u_in**2), np.exp(-0.5 * u_out**2)
+        lobe = e_in - e_out
+        d_pos = (e_in * u_in - e_out * u_out) / s1  # d lobe / d x1 = -d lobe / d x0
+        d_s1 = (e_in * u_in**2 - e_out * u_out**2) / s1
+        jac = np.column_stack([d_odd + a1 * d_pos, -a1 * d_pos, -lobe, -a1 * d_s1])
+        return (odd - a1 * lobe) / grad[k], jac / grad[k]
+
+    x_peak = float(steps[k])
+    # the lobe pushes the peak outward, by less than the blur width
+    lo = np.array([x_peak - 1.0, x_peak - reach - 3.0, 0.0, 0.3])
+    hi = np.array([x_peak + 0.25, x_peak - 0.2, np.inf, 4.0])
+    # the fit has local minima: the line's lobe starts at the strongest negative
+    # gradient inside the peak (its far flank, when resolved), else at ``reach``
+    window = np.nonzero((steps >= lo[1]) & (steps <= hi[1]))[0]
+    if not len(window):  # the peak at the profile's inner end: no edge
+        return None
+    k1 = window[np.argmin(grad[window])]
+    x1_start = float(steps[k1]) if grad[k1] < 0 else x_peak - reach
+    start = np.clip([x_peak, x1_start, 0.1 * grad[k], 1.0], lo + 1e-6, hi - 1e-6)
+    res = least_squares(
+        lambda p: odd_residual(p)[0],
+        start,
+        jac=lambda p: odd_residual(p)[1],
+        bounds=(lo, hi),
+        x_scale="jac",
+        xtol=1e-4,  # x0 to 1e-4 px and better
+        ftol=1e-6,
+        max_nfev=100,
+    )
+    x0, x1, _, s1 = res.x
+    if (
+        not res.success
+        or np.isclose(res.x, lo, atol=1e-3).any()
+        or np.isclose(res.x, hi, atol=1e-3).any()
+        or x0 - x1 < s1
+    ):
+        return None
+    return float(x0)
 
 
 def _confidence(fit, params):

@@ -67,8 +67,6 @@ def reference_images(inputs: pd.DataFrame, cfg: dict, out: Path) -> tuple[pd.Dat
     """
     params = pipeline.stage_params(cfg)
     io = cfg["io"]
-    fiber = cfg["fiber_types"][cfg["fiber"]["type"]]
-    criteria = cfg["criteria"][fiber["criteria"]]
     level = int(cfg["datasets"]["png_compression"])
     render = {"png": level, "margin": int(cfg["library"]["margin_px"]),
               "zarr": int(cfg["datasets"]["zarr_zstd_level"]) if cfg["datasets"]["zarr"] else None,
@@ -91,14 +89,15 @@ def reference_images(inputs: pd.DataFrame, cfg: dict, out: Path) -> tuple[pd.Dat
                                                      params["features"], iid)
         except fio.ImageRejected:
             continue
-        analysed.append((iid, display, zone_map, inst, feats))
+        analysed.append((iid, display, zone_map, inst, feats, geometry["fiber_type"]))
         clocks.append(clock)
     features = pipeline.concat_tables([a[4] for a in analysed], pipeline.FEATURE_TABLE_COLUMNS)
     typed, labels = reference_labels(features, cfg)
     by_image = dict(tuple(typed.groupby("image_id"))) if len(typed) else {}
-    for (iid, display, zone_map, inst, feats), clock in zip(analysed, clocks):
+    for (iid, display, zone_map, inst, feats, fiber_type), clock in zip(analysed, clocks):
         with clock("datasets"):
             d = by_image.get(iid, typed.iloc[:0])
+            criteria = cfg["criteria"][cfg["fiber_types"][fiber_type]["criteria"]]
             grading.grade_image(d, criteria, grading.grade_zones(d, criteria))
             files = pipeline.dataset_image(display, zone_map, inst, d, render)
             for name in ("image", "zone_mask", "defect_mask", "instance_mask", "overlay"):

@@ -4,8 +4,11 @@ Prints center and cladding radius errors, core offset error (visible cores),
 zone-mask IoU of cladding and contact (median, 5th percentile, minimum, share
 >= 0.98) of the zone map the pipeline writes (field of view applied) against the
 true map (same rule, true field stop), the acceptance rate against the issue's
-targets, a breakdown by scene type, and the median time of
-``measure_geometry`` + ``zone_label_map`` per 1280x960 image on one core.
+targets, the share of images given the right fiber type (zones), a breakdown by
+scene type, and the median time of ``measure_geometry`` + ``zone_label_map`` per
+1280x960 image on one core. Images get the fiber types of the config, as in the
+workflow (``fiber.type: auto``: the type is measured); ``--true-type`` gives each
+its true type (geometry alone).
 
     python benchmarks/bench_zones.py --n 200 --seed 3
 """
@@ -24,7 +27,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_config, synth_cases  # noqa: E402
 
-from fiberprep import zones  # noqa: E402
+from fiberprep import pipeline, zones  # noqa: E402
 from fiberprep.io import ImageRejected  # noqa: E402
 
 
@@ -47,11 +50,25 @@ def pipeline_zone_map(gray, geo, fiber_type, params):
     )
 
 
-def evaluate(n, seed, cfg):
+def fiber_types(cfg, truth, true_type):
+    """Catalog entries measure_geometry gets: the image's true type, or the workflow's
+    candidates (``fiber.type``, ``auto``: ``auto_types``)."""
+    if true_type:
+        return {truth["fiber_type"]: cfg["fiber_types"][truth["fiber_type"]]}
+    return {n: cfg["fiber_types"][n] for n in pipeline.fiber_type_names(cfg["fiber"])}
+
+
+def same_zones(cfg, a, b):
+    """Whether two catalog types give the same zones (sm_pc and sm_apc do)."""
+    ta, tb = cfg["fiber_types"][a], cfg["fiber_types"][b]
+    return all(ta[k] == tb[k] for k in ("cladding_um", "core_um", "zones_um"))
+
+
+def evaluate(n, seed, cfg, true_type=False):
     """One row per generated image: truth knobs and measurement errors."""
     rows = []
     for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"]):
-        ft = cfg["fiber_types"][truth["fiber_type"]]
+        types = fiber_types(cfg, truth, true_type)
         row = {
             "image_id": image_id,
             "fiber_type": truth["fiber_type"],
@@ -61,11 +78,11 @@ def evaluate(n, seed, cfg):
             "ellipticity_true": truth["cladding_ellipticity"],
         }
         try:
-            geo = zones.measure_geometry(gray, ft, cfg["zones"], None)
+            geo = zones.measure_geometry(gray, types, cfg["zones"], None)
         except ImageRejected as exc:
             rows.append({**row, "accepted": False, "reason": exc.reason})
             continue
-        pred = pipeline_zone_map(gray, geo, ft, cfg["zones"])
+        pred = pipeline_zone_map(gray, geo, types[geo["fiber_type"]], cfg["zones"])
         upp = truth["um_per_px"]
         true_off = np.array(
             [truth["core_center_x"] - truth["center_x"], truth["core_center_y"] - truth["center_y"]]
@@ -94,12 +111,13 @@ def evaluate(n, seed, cfg):
                 "iou_contact": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["contact"]),
                 "confidence": geo["confidence"],
                 "polarity_ok": geo["polarity"] == truth["polarity"],
+                "type_ok": same_zones(cfg, geo["fiber_type"], truth["fiber_type"]),
             }
         )
     return pd.DataFrame(rows)
 
 
-def time_per_image(n, seed, cfg):
+def time_per_image(n, seed, cfg, true_type=False):
     """Median ms of measure_geometry + zone_label_map on 1280x960 images, one thread.
 
     Returns (wall ms, CPU ms): on a shared machine the wall time includes waiting
@@ -108,11 +126,11 @@ def time_per_image(n, seed, cfg):
     cv2.setNumThreads(1)
     times, cpu = [], []
     for _, gray, truth in synth_cases(n, seed, cfg["fiber_types"], width=1280, height=960):
-        ft = cfg["fiber_types"][truth["fiber_type"]]
+        types = fiber_types(cfg, truth, true_type)
         start, start_cpu = time.perf_counter(), time.process_time()
         try:
-            geo = zones.measure_geometry(gray, ft, cfg["zones"], None)
-            pipeline_zone_map(gray, geo, ft, cfg["zones"])
+            geo = zones.measure_geometry(gray, types, cfg["zones"], None)
+            pipeline_zone_map(gray, geo, types[geo["fiber_type"]], cfg["zones"])
         except ImageRejected:
             pass
         times.append(1000 * (time.perf_counter() - start))
@@ -166,6 +184,8 @@ def summary(df, ms):
         ]
     rows += [
         ("polarity correct (%)", 100 * ok.polarity_ok.mean(), "", ""),
+        ("fiber type (zones) correct (%)", 100 * ok.type_ok.mean(), "", ""),
+        ("... where the core shows (%)", 100 * ok[ok.core_visible_true].type_ok.mean(), "", ""),
         ("ms / image 1280x960, 1 core (median wall)", ms[0], "<= 20", ms[0] <= 20),
         ("ms / image 1280x960, 1 core (median CPU)", ms[1], "<= 20", ms[1] <= 20),
     ]
@@ -178,10 +198,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=3)
     p.add_argument("--n-time", type=int, default=20, help="1280x960 images timed")
     p.add_argument("--dump", help="write the per-image table to this parquet file")
+    p.add_argument("--true-type", action="store_true",
+                   help="give each image its true fiber type (default: as configured, "
+                        "fiber.type auto chooses among auto_types)")
     args = p.parse_args(argv)
     cfg = load_config()
-    df = evaluate(args.n, args.seed, cfg)
-    ms = time_per_image(args.n_time, args.seed + 1000, cfg)
+    df = evaluate(args.n, args.seed, cfg, args.true_type)
+    ms = time_per_image(args.n_time, args.seed + 1000, cfg, args.true_type)
     if args.dump:
         df.to_parquet(args.dump, index=False)
     pd.set_option("display.width", 160)

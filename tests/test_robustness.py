@@ -37,7 +37,7 @@ from fiberprep.io import ImageRejected
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
-FIBER = CONFIG["fiber_types"][CONFIG["fiber"]["type"]]
+FIBER = CONFIG["fiber_types"]["sm_pc"]
 
 
 @st.composite

@@ -92,6 +92,32 @@ def test_generated_images_within_one_pixel():
         assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=0.01)
 
 
+AUTO = {n: TYPES[n] for n in CONFIG["fiber"]["auto_types"]}
+
+
+@pytest.mark.parametrize("name", CONFIG["fiber"]["auto_types"])
+def test_auto_fiber_type_from_the_visible_core(name):
+    # the core-to-cladding ratio names the type, and the type's cladding sets the scale
+    for i in range(2):
+        rng = np.random.default_rng([29, i])
+        spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], p_clean=1.0, fiber_type_names=[name],
+                                 p_core_visible_sm=1.0, p_core_visible_mm=1.0)
+        image, truth = synth.render(spec, rng)
+        geo = zones.measure_geometry(image.astype(np.float32) / 255, AUTO, PARAMS)
+        assert geo["fiber_type"] == name and geo["core_visible"]
+        assert geo["um_per_px"] == pytest.approx(truth["um_per_px"], rel=0.01)
+
+
+def test_auto_fiber_type_without_a_visible_core_is_the_first_candidate():
+    rng = np.random.default_rng(31)
+    spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], p_clean=1.0, fiber_type_names=["mm_50"],
+                             p_core_visible_mm=0.0)
+    image, _ = synth.render(spec, rng)
+    geo = zones.measure_geometry(image.astype(np.float32) / 255, AUTO, PARAMS)
+    assert geo["fiber_type"] == next(iter(AUTO)) and not geo["core_visible"]
+    assert zones.measure_geometry(image.astype(np.float32) / 255, TYPES["mm_50"], PARAMS)["fiber_type"] is None
+
+
 def _dark_fiber_errors(seed, **scene):
     """Center error (px) and radius error (%) on a clean generated dark SM fiber."""
     rng = np.random.default_rng(seed)

@@ -80,6 +80,12 @@ def __getattr__(name: str) -> list[str]:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def fiber_type_names(fiber: dict) -> list[str]:
+    """Fiber types an image may be, from the config's ``fiber`` section: the set type,
+    or with ``type: auto`` the candidates ``auto_types`` (the first is the fallback)."""
+    return list(fiber["auto_types"]) if fiber["type"] == "auto" else [fiber["type"]]
+
+
 def stage_params(config: dict) -> dict[str, dict]:
     """Parameters of each per-image stage, from the whole config: everything the
     stage's cache key must cover (its config sections and its code version).
@@ -91,12 +97,12 @@ def stage_params(config: dict) -> dict[str, dict]:
         :func:`zones_image`, :func:`defects_image` and :func:`features_image` (and the
         whole dict that of :func:`run_chain`).
     """
-    fiber_type = config["fiber_types"][config["fiber"]["type"]]
+    types = {n: config["fiber_types"][n] for n in fiber_type_names(config["fiber"])}
     return {
         "zones": {
             "code": cache.code_version("pipeline", "cache", "io", "zones"),
             "io": config["io"],
-            "fiber_type": fiber_type,
+            "fiber_types": types,
             "um_per_px": config["calibration"]["um_per_px"],
             "zones": config["zones"],
         },
@@ -108,7 +114,7 @@ def stage_params(config: dict) -> dict[str, dict]:
         "features": {
             "code": cache.code_version("features"),
             "io": config["io"],
-            "zones_um": fiber_type["zones_um"],
+            "zones_um": {n: t["zones_um"] for n, t in types.items()},
             "features": config.get("features", {}),
         },
     }
@@ -149,11 +155,11 @@ def measure_zones(gray: np.ndarray, params: dict) -> tuple[dict, np.ndarray]:
     """
     from fiberprep import zones
 
-    geometry = zones.measure_geometry(gray, params["fiber_type"], params["zones"], params["um_per_px"])
+    geometry = zones.measure_geometry(gray, params["fiber_types"], params["zones"], params["um_per_px"])
     zone_map = zones.zone_label_map(
         gray.shape,
         geometry,
-        params["fiber_type"]["zones_um"],
+        params["fiber_types"][geometry["fiber_type"]]["zones_um"],
         geometry["um_per_px"],
         ferrule=params["zones"]["analyse_ferrule"],
         field=zones.field_of_view(gray, params["zones"], geometry),
@@ -192,7 +198,7 @@ def measure_features(
         on="number",
         how="left",
     )
-    zone_table = features.zone_features(gray, zone_map, geometry, params["zones_um"])
+    zone_table = features.zone_features(gray, zone_map, geometry, params["zones_um"][geometry["fiber_type"]])
     zone_table.insert(0, "image_id", image_id)
     return defect_table, zone_table
 
@@ -210,7 +216,8 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
     image : dict
         Manifest row: ``image_id, rel_path, source_path, size_bytes, mtime_ns``.
     params : dict
-        ``io`` (``max_pixels``, ``min_side_px``), ``fiber_type`` (catalog entry),
+        ``io`` (``max_pixels``, ``min_side_px``), ``fiber_types`` (catalog entries
+        of the types an image may be, :func:`fiber_type_names`),
         ``um_per_px`` (configured scale or ``None``) and ``zones`` (zone finder).
     root : str
         ``<results_dir>/intermediate``.
@@ -307,7 +314,7 @@ def features_image(
     zones_record : dict
         The image's zones record (status ok).
     params : dict
-        ``io`` (for decoding), ``zones_um`` (the fiber type's zone diameters) and
+        ``io`` (for decoding), ``zones_um`` (zone diameters by fiber type) and
         ``features`` (feature parameters).
     root : str
         ``<results_dir>/intermediate``.

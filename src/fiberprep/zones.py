@@ -30,10 +30,11 @@ import math
 
 import cv2
 import numpy as np
-from scipy.ndimage import median_filter
-from scipy.optimize import least_squares
 
 from fiberprep.io import ImageRejected
+
+# SciPy is imported by the few fits that use it: the table jobs that need only the zone
+# names start without it.
 
 ZONE_IDS: dict[str, int] = {
     "outside": 0,
@@ -64,6 +65,7 @@ GEOMETRY_KEYS = (
     "fit_residual_px",
     "confidence",
     "polarity",
+    "fiber_type",
 )
 
 
@@ -75,12 +77,16 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     gray : ndarray, float32, shape (H, W)
         End-face image in [0, 1].
     fiber_type : dict
-        Entry of the config's fiber catalog; uses ``cladding_um`` and ``core_um``.
+        Entry of the config's fiber catalog (uses ``cladding_um`` and ``core_um``),
+        or candidates ``{name: entry}``: the fiber is the candidate whose nominal
+        core, at the scale its own cladding gives, is nearest the core measured in
+        its search range (so the core-to-cladding ratio picks SM 9/125, MM 50/125,
+        100/140 or 105/125 without a setting); the first when no core shows.
     params : dict
         The config's ``zones`` section.
     um_per_px : float or None
         Scope calibration. None derives it from the measured cladding diameter
-        and ``fiber_type["cladding_um"]``.
+        and the (chosen) type's ``cladding_um``.
 
     Returns
     -------
@@ -90,7 +96,8 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         ``cladding_ellipticity`` (1 - minor/major) and the major axis angle
         ``cladding_angle_deg`` (from +x toward +y, [0, 180)). ``polarity`` is
         ``"dark"`` when the fiber is darker than the ferrule, ``"bright"``
-        otherwise. ``core_visible`` is
+        otherwise. ``fiber_type`` is the chosen candidate's name (``None`` for a
+        plain catalog entry). ``core_visible`` is
         False when no core edge was measured; the core circle is then the
         nominal core centered on the cladding. With ``params["mode"] == "none"``
         no fiber is searched: circle keys are NaN, ``polarity`` is ``"none"``,
@@ -111,18 +118,18 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     gray = np.asarray(gray, dtype=np.float32)
     if gray.ndim != 2:
         raise ValueError(f"gray must be 2-D, got shape {gray.shape}")
+    types = {None: fiber_type} if "cladding_um" in fiber_type else dict(fiber_type)
+    first = next(iter(types))
     mode = params.get("mode", "fiber")
     if mode == "none":
-        return _no_fiber_geometry(um_per_px, params["frame_um_per_px"])
+        return {**_no_fiber_geometry(um_per_px, params["frame_um_per_px"]), "fiber_type": first}
     if mode != "fiber":
         raise ValueError(f"zones.mode must be 'fiber' or 'none', got {mode!r}")
 
-    clad_r_um = 0.5 * float(fiber_type["cladding_um"])
-    if um_per_px:
-        r_lo = r_hi = clad_r_um / um_per_px
-    else:
-        upp_lo, upp_hi = params["um_per_px_range"]
-        r_lo, r_hi = clad_r_um / upp_hi, clad_r_um / upp_lo
+    clad_r_um = 0.5 * float(types[first]["cladding_um"])
+    clad_r_ums = [0.5 * float(t["cladding_um"]) for t in types.values()]
+    upp_lo, upp_hi = (um_per_px, um_per_px) if um_per_px else params["um_per_px_range"]
+    r_lo, r_hi = min(clad_r_ums) / upp_hi, max(clad_r_ums) / upp_lo
     r_tol = params["radius_tolerance"]
     r_range = (r_lo * (1 - r_tol), min(r_hi * (1 + r_tol), 0.5 * max(gray.shape)))
     if r_range[1] < r_range[0]:
@@ -143,10 +150,8 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     if confidence < params["min_confidence"]:
         raise ImageRejected(f"low fit confidence {confidence:.2f}")
 
-    upp, upp_source = (
-        (upp_given, "calibration") if upp_given else (clad_r_um / clad["r"], "cladding")
-    )
-    core = _measure_core(smooth, clad, 0.5 * float(fiber_type["core_um"]) / upp, params)
+    name, core, upp = _match_fiber_type(smooth, clad, types, upp_given, params)
+    upp_source = "calibration" if upp_given else "cladding"
     core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"])
     return {
         "center_x": clad["cx"] + x0,
@@ -165,7 +170,36 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         "fit_residual_px": clad["residual"],
         "confidence": confidence,
         "polarity": polarity,
+        "fiber_type": name,
     }
+
+
+def _match_fiber_type(smooth, clad, types, upp_given, params):
+    """Name, core circle and µm/px of the candidate fiber type that fits best.
+
+    Each distinct candidate (core and cladding size) searches its core around its
+    nominal radius at the scale its cladding gives; a measured core is scored by
+    |log(measured / nominal)|, and the best scoring visible core wins. Without a
+    visible core the first candidate is kept with its nominal core.
+    """
+    first = next(iter(types))
+    found, seen, fits = [], set(), {}
+    for name, t in types.items():
+        size = (float(t["core_um"]), float(t["cladding_um"]))
+        if size in seen:
+            continue
+        seen.add(size)
+        upp = upp_given or 0.5 * size[1] / clad["r"]
+        nominal_r = 0.5 * size[0] / upp
+        core = _measure_core(smooth, clad, nominal_r, params, fits)
+        if name == first:
+            fallback = (name, core, upp)
+        if core["visible"]:
+            found.append((abs(math.log(core["r"] / nominal_r)), name, core, upp))
+    if not found:
+        return fallback
+    _, name, core, upp = min(found, key=lambda f: f[0])
+    return name, core, upp
 
 
 def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True, field=None):
@@ -311,6 +345,8 @@ def _stop_depth(img, lvl, max_depth, margin, params):
     dark over the whole strip (where another side's band crosses) take that
     depth.
     """
+    from scipy.ndimage import median_filter
+
     n_rows, n_cols = img.shape
     k = 2 * int(params["fov_min_extent_rel"] * n_cols) + 1
     strip = np.sort(lvl[max_depth : 2 * max_depth], axis=0)  # NaN sorts last
@@ -891,6 +927,8 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
         does not converge inside its bounds, the lobes are not resolved or the
         profile shows no band darker than the plateau beyond it.
     """
+    from scipy.optimize import least_squares
+
     steps = np.arange(-reach - 6.0, 5.0, 0.25)
     level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
     grad = sign * np.gradient(level, steps)
@@ -986,6 +1024,8 @@ def _fringe_line(smooth, fit, sign, reach, params):
     distance from the edge under its width: a line that narrow trades with the
     edge position).
     """
+    from scipy.optimize import least_squares
+
     steps = np.arange(-reach - 8.0, 8.0, 0.25)
     level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
     grad = sign * np.gradient(level, steps)
@@ -1048,13 +1088,14 @@ def _confidence(fit, params):
     return float(np.clip(fit["inlier_frac"] * sharp, 0.0, 1.0))
 
 
-def _measure_core(smooth, clad, nominal_r, params):
+def _measure_core(smooth, clad, nominal_r, params, fits=None):
     """Core circle from the radial profile, or the nominal core if not visible.
 
     The median profile over all angles shows the core as the strongest step
     within ``core_search_rel`` of the nominal core radius; when that step
     stands out from the angular scatter, edge points along rays are fitted
-    like the cladding edge.
+    like the cladding edge. ``fits`` (a dict) keeps the edge fits by starting
+    radius (px) and sign, so searches for several nominal cores fit a step once.
     """
     cx, cy, r_clad = clad["cx"], clad["cy"], clad["r"]
     nominal = {"cx": cx, "cy": cy, "r": float(nominal_r), "visible": False}
@@ -1077,13 +1118,17 @@ def _measure_core(smooth, clad, nominal_r, params):
         return nominal
     _, _, a, b, th = clad["shape"]
     guess = (cx, cy, a * rel[k + 1], b * rel[k + 1], th)
-    fit = _fit_edge(
-        smooth,
-        guess,
-        float(np.sign(med[k])),
-        _half_width(rel[k + 1] * r_clad, params["refine_rel"], params),
-        params,
-    )
+    fits = {} if fits is None else fits
+    key = (round(rel[k + 1] * r_clad), float(np.sign(med[k])))
+    if key not in fits:
+        fits[key] = _fit_edge(
+            smooth,
+            guess,
+            key[1],
+            _half_width(rel[k + 1] * r_clad, params["refine_rel"], params),
+            params,
+        )
+    fit = fits[key]
     if fit is None or fit["inlier_frac"] < params["core_min_inliers"]:
         return nominal
     return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True}

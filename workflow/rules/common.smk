@@ -47,17 +47,22 @@ if R.absolute().resolve().is_relative_to(INPUT_DIR.resolve()):
         f"config key results_dir: {R} lies inside input_dir {INPUT_DIR}; "
         "inputs are never written, choose an output folder outside it"
     )
-if config["fiber"]["type"] not in config["fiber_types"]:
-    raise WorkflowError(
-        f"config key fiber.type: unknown type {config['fiber']['type']!r}, "
-        f"expected one of {sorted(config['fiber_types'])}"
-    )
-FIBER_TYPE = config["fiber_types"][config["fiber"]["type"]]
-if FIBER_TYPE["criteria"] not in config["criteria"]:
-    raise WorkflowError(
-        f"config key fiber_types.{config['fiber']['type']}.criteria: unknown criteria "
-        f"{FIBER_TYPE['criteria']!r}, expected one of {sorted(config['criteria'])}"
-    )
+# The fiber types an image may be (one, or the candidates of fiber.type: auto).
+FIBER_TYPES = pipeline.fiber_type_names(config["fiber"])
+TYPE_KEY = "fiber.auto_types" if config["fiber"]["type"] == "auto" else "fiber.type"
+for name in FIBER_TYPES:
+    if name not in config["fiber_types"]:
+        raise WorkflowError(
+            f"config key {TYPE_KEY}: unknown type {name!r}, "
+            f"expected one of {sorted(config['fiber_types'])}"
+        )
+    if config["fiber_types"][name]["criteria"] not in config["criteria"]:
+        raise WorkflowError(
+            f"config key fiber_types.{name}.criteria: unknown criteria "
+            f"{config['fiber_types'][name]['criteria']!r}, "
+            f"expected one of {sorted(config['criteria'])}"
+        )
+CRITERIA = {n: config["criteria"][config["fiber_types"][n]["criteria"]] for n in FIBER_TYPES}
 
 # The folder is scanned once; every image id maps to a fixed shard (stable hash).
 SCANNED = fio.scan_inputs(INPUT_DIR, config["extensions"])

@@ -32,7 +32,7 @@ rule dataset_shard:
         library=config["library"],
         export=config["export"],
         io=config["io"],
-        criteria=config["criteria"][FIBER_TYPE["criteria"]],
+        criteria=CRITERIA,
         zones_mode=config["zones"]["mode"],
     script:
         "../scripts/dataset_shard.py"

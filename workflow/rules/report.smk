@@ -21,7 +21,9 @@ rule report:
         run_info={
             "input_dir": str(INPUT_DIR),
             "fiber_type": config["fiber"]["type"],
-            "criteria": FIBER_TYPE["criteria"],
+            "criteria": ", ".join(
+                sorted({config["fiber_types"][n]["criteria"] for n in FIBER_TYPES})
+            ),
         },
         code=cache.code_version("report", "library"),
     script:

@@ -61,8 +61,9 @@ for img in accepted.to_dict("records"):
     d = by_image.get(iid, slim.iloc[:0])
 
     if graded:
-        zone_grade = grading.grade_zones(d, P.criteria)
-        grade = grading.grade_image(d, P.criteria, zone_grade)
+        criteria = P.criteria[img["fiber_type"]]  # the criteria of the image's fiber type
+        zone_grade = grading.grade_zones(d, criteria)
+        grade = grading.grade_image(d, criteria, zone_grade)
         zone_grades.append(zone_grade.assign(image_id=iid))
     else:
         grade = {"pass_fail": "not_graded", "failures": []}

@@ -272,7 +272,8 @@ def test_library_patch_and_contact_sheet(scenes):
         patches.append(p)
     sheet = library.contact_sheet(patches, [str(n) for n in d["number"]], tile_px=48, columns=4)
     assert sheet.ndim == 3 and sheet.shape[1] == 4 * 52 or len(patches) < 4
-    assert library.patch_relpath("scratch", "high", "a#3") == "patches/scratch/high/a#3.png"
+    assert library.patch_relpath("scratch", "a#3") == "patches/scratch/a#3.png"
+    assert library.patch_relpath("scratch", "a#3", "high") == "patches/scratch/high/a#3.png"
 
 
 @pytest.mark.slow

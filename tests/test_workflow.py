@@ -105,6 +105,12 @@ def test_defect_ids_agree_across_masks_labels_library_and_coco(run):
                           cv2.IMREAD_UNCHANGED)
         in_mask = {f"{image_id}#{n}" for n in np.unique(mask) if n}
         assert in_mask == set(types.loc[types["image_id"] == image_id, "defect_id"])
+    # patches at the contract's patches/<type>/<defect_id>.png, linked under their severity
+    library = R / "defect_library"
+    for row in index.itertuples():
+        assert row.patch == f"patches/{row.type}/{row.defect_id}.png"
+        patch = library / row.patch
+        assert patch.samefile(library / "patches" / row.type / row.severity_level / f"{row.defect_id}.png")
 
 
 def test_labels_table_columns(run):

@@ -721,7 +721,7 @@ _FILES_DOC = """\
 | `image_level/image_labels.parquet` (+ `.csv`) | one row per accepted image: geometry, `pass_fail` (IEC 61300-3-35), `failures`, `has_<type>`, `n_<type>`, `n_zone_<zone>`, `primary_defect`, `split` |
 | `inputs.sha256` | checksum of every input file (`sha256sum -c` format, paths relative to the input folder) |
 | `../defect_library/index.parquet` (+ `.csv`) | one row per defect with every feature, cluster, type, severity and its patch path |
-| `../defect_library/patches/<type>/<severity>/<defect_id>.png` | padded crops (the issue's `<type>/<severity>/` layout; CONTRACT names `<type>/`) |
+| `../defect_library/patches/<type>/<defect_id>.png` | padded crops (also linked as `<type>/<severity>/<defect_id>.png`) |
 | `../defect_library/contact_sheets/<type>.png` | montage of a type's patches, most severe first |
 | `../qc/overlays/<image_id>.png`, `../qc/report.html` | QC overlays (zone boundaries, defect outlines by type) and the run report |
 

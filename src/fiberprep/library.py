@@ -2,7 +2,9 @@
 
 A patch is the display image cropped to a defect's bounding box grown by a margin
 (clipped at the frame), so a person or a classifier sees the defect with its
-surroundings. Patches are filed ``patches/<type>/<severity>/<defect_id>.png``.
+surroundings. Patches are filed ``patches/<type>/<defect_id>.png`` (the output
+contract), each also linked as ``patches/<type>/<severity>/<defect_id>.png`` for
+browsing by severity.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ INDEX_COLUMNS: list[str] = [
 ]
 
 
-def patch_relpath(type_name: str, severity_level: str, defect_id: str) -> str:
-    """Path of a patch inside ``defect_library/``: ``patches/<type>/<severity>/<id>.png``."""
-    return f"patches/{type_name}/{severity_level}/{defect_id}.png"
+def patch_relpath(type_name: str, defect_id: str, severity_level: str | None = None) -> str:
+    """Path of a patch inside ``defect_library/``: ``patches/<type>/<id>.png``, or with
+    ``severity_level`` its link ``patches/<type>/<severity>/<id>.png``."""
+    folder = f"patches/{type_name}" if severity_level is None else f"patches/{type_name}/{severity_level}"
+    return f"{folder}/{defect_id}.png"
 
 
 def patch_window(bbox, margin_px: int, shape) -> tuple[slice, slice]:
@@ -56,7 +60,7 @@ def library_index(defects: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
     (path relative to ``defect_library/``).
     """
     out = defects.merge(images[["image_id", "source_path"]], on="image_id", how="left")
-    out["patch"] = [patch_relpath(t, s, d) for t, s, d in zip(out["type"], out["severity_level"], out["defect_id"])]
+    out["patch"] = [patch_relpath(t, d) for t, d in zip(out["type"], out["defect_id"])]
     lead = [c for c in INDEX_COLUMNS if c in out.columns]
     rest = [c for c in out.columns if c not in lead]
     return out[lead + rest].sort_values(["image_id", "number"], kind="stable").reset_index(drop=True)

@@ -60,8 +60,10 @@ IMAGE_COLUMNS = [
 #: Files of the per-image arrays in an image's cache folder (``cache.write_array``).
 ARRAY_FILES = {"zone_map": "zone_map.npy.zst", "instance_map": "instance_map.npy.zst"}
 
-#: Modules of the per-image stages, imported by :func:`run_shard` before its workers fork.
-STAGE_MODULES = ("fiberprep.zones", "fiberprep.defects", "fiberprep.features")
+#: Modules of the per-image stages and the libraries they import where they use them,
+#: imported by :func:`run_shard` before its workers fork (so no worker imports them again).
+STAGE_MODULES = ("fiberprep.zones", "fiberprep.defects", "fiberprep.features", "scipy.ndimage",
+                 "scipy.optimize", "skimage.feature.texture")
 
 
 def __getattr__(name: str) -> list[str]:

@@ -70,8 +70,10 @@ for img in accepted.to_dict("records"):
     labels.append({"image_id": iid, **{c: img[c] for c in geometry_cols},
                    **datasets.image_label_row(d, zone_names, grade), "failures": "; ".join(grade["failures"])})
 
-    patch_paths = {i: out_lib / library.patch_relpath(t, s, i)
-                   for i, t, s in zip(d["defect_id"], d["type"], d["severity_level"])}
+    patch_paths = {i: out_lib / library.patch_relpath(t, i) for i, t in zip(d["defect_id"], d["type"])}
+    # each patch also under its severity (a hard link), for browsing
+    patch_links = [out_lib / library.patch_relpath(t, i, s)
+                   for i, t, s in zip(d["defect_id"], d["type"], d["severity_level"])]
     targets = {
         "image": out_ds / "pixel_level" / "images" / f"{iid}.png",
         "zone_mask": out_ds / "pixel_level" / "zone_masks" / f"{iid}.png",
@@ -80,7 +82,7 @@ for img in accepted.to_dict("records"):
         "overlay": out_qc / "overlays" / f"{iid}.png",
     }
     chunks = {a: folder / datasets.ZARR_CHUNK_DIR / f"{a}.zst" for a in datasets.ZARR_ARRAYS} if zarr_level else {}
-    all_paths = list(targets.values()) + list(patch_paths.values()) + list(chunks.values())
+    all_paths = list(targets.values()) + list(patch_paths.values()) + patch_links + list(chunks.values())
     # the defects stage key chains the input checksum, the zones key and both stages'
     # parameters and code: it identifies the zone and instance maps without hashing them
     upstream = cache.read_record(folder / "defects.json") or {}
@@ -96,8 +98,9 @@ for img in accepted.to_dict("records"):
         out = pipeline.dataset_image(display, *maps, d, render, source)
         for name, path in targets.items():
             fio.write_bytes(path, out[name])
-        for path, data in zip(patch_paths.values(), out["patches"]):
+        for path, link, data in zip(patch_paths.values(), patch_links, out["patches"]):
             fio.write_bytes(path, data)
+            fio.link_or_copy(path, link)
         # the arrays as dataset.zarr chunks: dataset_zarr links these files into the store
         for a, path in chunks.items():
             fio.write_bytes(path, out["chunks"][a])

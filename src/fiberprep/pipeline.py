@@ -492,9 +492,16 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     list
         The function's results, in the order of ``items``.
     """
+    import cv2
+
     workers = max(1, min(int(threads), len(items)))
-    if workers == 1:
-        return [stage_func(item, params, root) for item in items]
+    if workers == 1:  # in this process; OpenCV's own threads stay within the job's cores
+        cv_threads = cv2.getNumThreads()
+        cv2.setNumThreads(max(1, int(threads)))
+        try:
+            return [stage_func(item, params, root) for item in items]
+        finally:
+            cv2.setNumThreads(cv_threads)
     # The workers fork from this process after it has imported the stage modules, so a
     # job imports the scientific stack once. Forking is safe while this process runs no
     # thread of its own: a shard job's per-image cache is plain files (no Zarr event
@@ -502,8 +509,6 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     # hangs), and the executor forks every worker before its manager thread starts. A
     # process that has started Python threads (e.g. Zarr's event loop) gets its workers
     # from a forkserver instead.
-    import cv2
-
     for module in STAGE_MODULES:
         importlib.import_module(module)
     if threading.active_count() == 1:

@@ -1114,7 +1114,16 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
     med = np.median(grad, axis=0)
     spread = 1.4826 * np.median(np.abs(grad - med), axis=0) / math.sqrt(n_rays)
     k = int(np.argmax(np.abs(med)))
+    # the strongest step must lie in the searched range, not in its margins: a gradient
+    # that keeps growing past the range's end is the glass edge's roll-off, not a core
+    if not lo <= rel[k + 1] * r_clad <= hi:
+        return nominal
     if abs(med[k]) < params["core_min_snr"] * max(float(spread[k]), 1e-6):
+        return nominal
+    # and it must be a step of some contrast, not a faint shading the scatter of a clean
+    # image lets through: its gradient relative to the glass level there
+    level = float(np.median(prof[:, k + 1]))
+    if abs(med[k]) < params["core_min_rel_gradient"] * max(abs(level), 1e-6):
         return nominal
     _, _, a, b, th = clad["shape"]
     guess = (cx, cy, a * rel[k + 1], b * rel[k + 1], th)

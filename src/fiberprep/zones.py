@@ -898,6 +898,14 @@ def _aligned_profiles(smooth, fit, sign, steps, params):
     return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _edge_gradient(smooth, fit, sign, steps, params):
+    """Median edge-aligned profile at ``steps`` (px from the fitted edge, outward), its
+    signed gradient and the index of the gradient's peak."""
+    level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    grad = sign * np.gradient(level, steps)
+    return level, grad, int(np.argmax(grad))
+
+
 def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
     """The strong edge and the far edge of a thin dark band along it, by a lobe fit.
 
@@ -930,9 +938,7 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
     from scipy.optimize import least_squares
 
     steps = np.arange(-reach - 6.0, 5.0, 0.25)
-    level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
-    grad = sign * np.gradient(level, steps)
-    k = int(np.argmax(grad))
+    level, grad, k = _edge_gradient(smooth, fit, sign, steps, params)
     if grad[k] <= 0:
         return None
 
@@ -1027,9 +1033,7 @@ def _fringe_line(smooth, fit, sign, reach, params):
     from scipy.optimize import least_squares
 
     steps = np.arange(-reach - 8.0, 8.0, 0.25)
-    level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
-    grad = sign * np.gradient(level, steps)
-    k = int(np.argmax(grad))
+    _, grad, k = _edge_gradient(smooth, fit, sign, steps, params)
     if grad[k] <= 0:
         return None
     t = np.arange(0.25, reach + 5.0, 0.25)  # distances from x0 of the compared samples

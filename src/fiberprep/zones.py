@@ -47,6 +47,8 @@ ZONE_IDS: dict[str, int] = {
 ZONE_NAMES: dict[int, str] = {v: k for k, v in ZONE_IDS.items()}
 # IEC zones in the order they nest outward from the fiber center.
 GRADED_ZONES = ("core", "cladding", "adhesive", "contact")
+# Reason of an image without a fiber edge, with the setting a close-up needs.
+NO_FIBER = "no fiber found (a close-up with no fiber edge in view needs zones.mode: none)"
 
 GEOMETRY_KEYS = (
     "center_x",
@@ -488,7 +490,7 @@ def _coarse_circle(gray, r_range, params):
     thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
     ys, xs = np.nonzero(mag > thr)
     if len(xs) < 20:
-        raise ImageRejected("no fiber found")
+        raise ImageRejected(NO_FIBER)
     m = mag[ys, xs]
     ux, uy = gx[ys, xs] / m, gy[ys, xs] / m
     radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
@@ -519,7 +521,7 @@ def _coarse_circle(gray, r_range, params):
 
     first = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params)
     if first is None:
-        raise ImageRejected("no fiber found")
+        raise ImageRejected(NO_FIBER)
     if peaks[1][0] >= params["two_fiber_ratio"] * peaks[0][0]:
         second = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params)
         if second is not None:
@@ -709,7 +711,7 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
         if moved < 0.5:
             break
     if clad is None:
-        raise ImageRejected("no fiber found")
+        raise ImageRejected(NO_FIBER)
     clad = (
         _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params), params)
         or clad

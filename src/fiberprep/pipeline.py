@@ -492,16 +492,10 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     list
         The function's results, in the order of ``items``.
     """
-    import cv2
-
     workers = max(1, min(int(threads), len(items)))
     if workers == 1:  # in this process; OpenCV's own threads stay within the job's cores
-        cv_threads = cv2.getNumThreads()
-        cv2.setNumThreads(max(1, int(threads)))
-        try:
+        with _opencv_threads(max(1, int(threads))):
             return [stage_func(item, params, root) for item in items]
-        finally:
-            cv2.setNumThreads(cv_threads)
     # The workers fork from this process after it has imported the stage modules, so a
     # job imports the scientific stack once. Forking is safe while this process runs no
     # thread of its own: a shard job's per-image cache is plain files (no Zarr event
@@ -517,16 +511,23 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(list(STAGE_MODULES))
     log.info("%d images, %d %s workers", len(items), workers, context.get_start_method())
-    cv_threads = cv2.getNumThreads()
-    cv2.setNumThreads(1)
+    with _opencv_threads(1), _main_not_rerun(), ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_worker
+    ) as pool:
+        return list(pool.map(stage_func, items, [params] * len(items), [root] * len(items)))
+
+
+@contextlib.contextmanager
+def _opencv_threads(n: int):
+    """OpenCV's thread count set to ``n`` for the duration, then restored."""
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
     try:
-        with _main_not_rerun(), ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_init_worker
-        ) as pool:
-            return list(pool.map(stage_func, items, [params] * len(items),
-                                 [root] * len(items)))
+        yield
     finally:
-        cv2.setNumThreads(cv_threads)
+        cv2.setNumThreads(before)
 
 
 @contextlib.contextmanager

@@ -150,6 +150,16 @@ def test_smooth_dark_edge_line_is_not_an_epoxy_ring():
         assert radius < 0.1
 
 
+def test_wide_epoxy_ring_under_vignetting_is_not_taken_for_the_glass_edge():
+    # vignetting's fall-off outside the ring's outer edge looks like a faint fringe; the
+    # ring's valley in the edge profile still marks the glass edge as its inner boundary
+    for i in range(6):
+        _, radius = _dark_fiber_errors(
+            [47, i], epoxy=0.6, epoxy_width_um=3.5, vignette=0.6, vignette_dx=0.0, vignette_dy=0.0
+        )
+        assert radius < 0.1
+
+
 @pytest.mark.parametrize("bevel_px", [1.5, 2.0, 3.0])
 def test_dark_bevel_line_does_not_push_the_edge_outward(bevel_px):
     # the bevel line's gradient lobe pushes the gradient peak 0.1-0.3 px outward; the

@@ -796,7 +796,6 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     # profiles aligned on each ray's own edge point, so that a wavy edge does not
     # pass for texture
     prof = _aligned_profiles(smooth, fit, sign, steps, params)
-    n_rays = prof.shape[0]
     level = np.median(prof, axis=0)
     # texture and slope relative to the local level: grain is a reflectance variation,
     # so a dark rough ring shows as much relative texture as a bright one
@@ -811,9 +810,13 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
         float(np.median(texture[glass])),
         params["epoxy_ferrule_share"] * float(np.median(texture[ferrule])),
     )
+    px_per_um = min_px / params["epoxy_min_um"]
+    edge = _dark_ring(level, steps, sign, band_px, params["bevel_max_um"] * px_per_um, params)
+    if edge is not None:
+        return _glass_step(edge, level, prof, steps, glass, min_px, params)
     # a bright diffraction fringe just outside (coaxial scopes) marks the strongest edge
     # as the glass edge itself: no ring to look for
-    reach = params["halo_reach_um"] * min_px / params["epoxy_min_um"]  # px
+    reach = params["halo_reach_um"] * px_per_um
     if _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]:
         return None
     ferrule_level = float(np.median(level[ferrule]))
@@ -856,12 +859,58 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
         j -= 1
     c0, c1 = curve[j], curve[j + 1]
     edge = steps[j] + 0.5 * float(np.clip((half - c0) / (c1 - c0) if c1 != c0 else 0.5, 0, 1))
+    return _glass_step(edge, level, prof, steps, glass, min_px, params)
+
+
+def _dark_ring(level, steps, sign, band_px, wide_px, params):
+    """Glass edge (step, px, < 0) inside a wide dark ring at the fitted edge, or None.
+
+    Epoxy darker than both the glass and the ferrule is a valley in the edge profile
+    ``level`` whatever its texture (smooth, or flattened by JPEG), and then no
+    diffraction fringe outside the fitted edge can make that edge the glass's: the
+    fringe belongs to the ring's outer edge. A valley at least ``epoxy_level_share``
+    of the ring-to-ferrule step deep, wider at half depth than a bevel line
+    (``wide_px``), that rises back to a flat glass level (a plateau of 2 px, 3 px
+    past the crossing, varying by under a quarter of the depth) within ``band_px``
+    of the edge is a ring; its inward half-depth crossing is the glass edge. (A
+    multimode cladding, darker than core and ferrule, is wider than the band, and
+    the core's blurred edge is no plateau.)
+    """
+    v = sign * level  # the ring is low
+    inner = np.nonzero((steps >= -band_px) & (steps <= 0))[0]
+    j = int(inner[np.argmin(v[inner])])
+    outward_max = float(v[j:].max())
+    inward = inner[inner < j]
+    if not len(inward):
+        return None
+    depth = float(v[inward].max()) - float(v[j])
+    if depth < params["epoxy_level_share"] * (outward_max - float(v[j])):
+        return None
+    half = float(v[j]) + 0.5 * depth
+    k0, k1 = j, j
+    while k0 > inner[0] and v[k0 - 1] < half:
+        k0 -= 1
+    while k1 + 1 < len(v) and v[k1 + 1] < half:
+        k1 += 1
+    plateau = v[inward[steps[inward] <= steps[k0] - 3.0]]
+    if len(plateau) < 4 or np.ptp(plateau) > 0.25 * depth:
+        return None
+    if steps[k1] - steps[k0] + 0.5 < wide_px:
+        return None
+    a, b = float(v[k0 - 1]), float(v[k0])
+    return float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))
+
+
+def _glass_step(edge, level, prof, steps, glass, min_px, params):
+    """:func:`_epoxy_shift`'s answer for a glass edge at ``edge`` px from the fitted
+    one: the shift, and the sign of the glass-to-ring step where it stands out of
+    the glass's ray-to-ray noise (0 where it does not)."""
     if edge > -min_px:
         return 0.0, 0.0
     i = int(np.argmin(np.abs(steps - edge)))
     step = float(np.gradient(level, 0.5)[i])
     noise = 1.4826 * float(np.median(np.abs(np.diff(prof[:, glass], axis=1))))
-    strong = abs(step) > params["core_min_snr"] * noise / math.sqrt(n_rays)
+    strong = abs(step) > params["core_min_snr"] * noise / math.sqrt(prof.shape[0])
     return -edge, float(np.sign(step)) if strong else 0.0
 
 

@@ -15,6 +15,8 @@ import cv2
 import jsonschema
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -82,6 +84,16 @@ def test_every_input_has_one_row_and_bad_ones_a_reason(run):
     types = pd.read_parquet(run["results"] / "clustering" / "defect_types.parquet")
     assert bad_id not in set(types["image_id"])
     assert not (run["results"] / "datasets/pixel_level/images" / f"{bad_id}.png").exists()
+    # sizes are integers, null (not NaN) where the file could not be decoded
+    table = pq.read_table(run["results"] / "datasets/image_level/images.parquet")
+    assert table.schema.field("width").type == pa.int64() and table["width"].null_count == 1
+
+
+def test_classes_name_and_colour_every_id(run):
+    classes = json.loads((run["results"] / "datasets/pixel_level/classes.json").read_text())
+    for kind in ("zones", "defects"):
+        assert all(re.fullmatch("#[0-9a-f]{6}", c["colour"]) and c["name"]
+                   for c in classes[kind].values())
 
 
 def test_masks_have_the_input_size(run):

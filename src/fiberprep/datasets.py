@@ -70,12 +70,14 @@ def classes_document(zone_names: dict[int, str]) -> dict:
     Returns
     -------
     dict
-        ``{"zones": {id: {"name", "color"}}, "defects": {id: {"name", "color"}}}``
-        with string keys (JSON) and ``#rrggbb`` colours.
+        ``{"zones": {id: {"name", "colour"}}, "defects": {id: {"name", "colour"}}}``
+        with string keys (JSON) and ``#rrggbb`` colours; ``color`` repeats ``colour``
+        for readers that spell it the American way.
     """
 
     def entry(name, rgb):
-        return {"name": name, "color": "#%02x%02x%02x" % rgb}
+        hex_rgb = "#%02x%02x%02x" % rgb
+        return {"name": name, "colour": hex_rgb, "color": hex_rgb}
 
     defects = {"0": entry("none", DEFECT_COLOURS[0])}
     defects.update({str(c): entry(n, DEFECT_COLOURS[c]) for c, n in DEFECT_CLASSES.items()})
@@ -762,7 +764,7 @@ def readme_text(labels: pd.DataFrame, coco: dict, classes: dict, config: dict, v
         lines += ["Extra exports: " + ", ".join(f"`{e}/`" for e in exports) + ".", ""]
     lines += ["## Class ids", "", "| mask | id | name | colour |", "|---|---|---|---|"]
     for kind in ("zones", "defects"):
-        lines += [f"| {kind} | {k} | {v['name']} | `{v['color']}` |" for k, v in classes[kind].items()]
+        lines += [f"| {kind} | {k} | {v['name']} | `{v['colour']}` |" for k, v in classes[kind].items()]
     splits = [s for s in SPLITS if s in set(labels.get("split", []))]
     lines += ["", "## Counts per split", "", "| | " + " | ".join(splits) + " | total |",
               "|---|" + "---|" * (len(splits) + 1)]

@@ -76,6 +76,8 @@ labels.insert(1, "split", split)
 split_of = dict(zip(labels["image_id"], labels["split"]))
 images["split"] = images["image_id"].map(split_of)
 images = images[[c for c in IMAGE_COLUMNS if c in images.columns]].reset_index(drop=True)
+# pixel sizes stay integers; rows rejected before decoding have none (null, not NaN)
+images = images.astype({c: "Int64" for c in ("width", "height") if c in images.columns})
 if len(zone_level):
     zone_level.insert(1, "split", zone_level["image_id"].map(split_of))
 

@@ -1168,11 +1168,16 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
     grad = (prof[:, 2:] - prof[:, :-2]) * 0.5
     med = np.median(grad, axis=0)
     spread = 1.4826 * np.median(np.abs(grad - med), axis=0) / math.sqrt(n_rays)
-    k = int(np.argmax(np.abs(med)))
-    # the strongest step must lie in the searched range, not in its margins: a gradient
-    # that keeps growing past the range's end is the glass edge's roll-off, not a core
-    if not lo <= rel[k + 1] * r_clad <= hi:
+    # the core is the strongest peak of the gradient in the searched range: a gradient
+    # that keeps growing past the range's ends (the glass edge's roll-off, a larger
+    # core's step, illumination falling off from the center) is no core of this size
+    strength = np.abs(med)
+    peak = np.zeros(len(med), bool)
+    peak[1:-1] = (strength[1:-1] >= strength[:-2]) & (strength[1:-1] >= strength[2:])
+    idx = np.nonzero(peak & (rel[1:-1] * r_clad >= lo) & (rel[1:-1] * r_clad <= hi))[0]
+    if not len(idx):
         return nominal
+    k = int(idx[np.argmax(strength[idx])])
     if abs(med[k]) < params["core_min_snr"] * max(float(spread[k]), 1e-6):
         return nominal
     # and it must be a step of some contrast, not a faint shading the scatter of a clean

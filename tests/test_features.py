@@ -75,6 +75,25 @@ def test_bright_disc_on_edge(scene):
     # reach beyond the edge: the edge disc straddles it by its radius, the far disc lies outside
     assert edge.cladding_overhang_um == pytest.approx(6 * 0.5, abs=0.6)
     assert scene.loc[2].cladding_overhang_um == pytest.approx((141.4 + 10 - 125) * 0.5, abs=1.0)
+    # the edge disc lies half across the edge, the far one wholly beyond it
+    assert edge.edge_straddle == pytest.approx(1.0, abs=0.1)
+    assert scene.loc[2].edge_straddle == 0.0
+
+
+def test_edge_distance_follows_an_elliptical_cladding():
+    """Non-square pixels draw the cladding as an ellipse (zones: equal-area radius,
+    ellipticity 1 - minor/major): a disc on the edge at the end of the major axis is on
+    the edge, not (a - R) px beyond it."""
+    e, R = 0.1, 100.0
+    a = R / np.sqrt(1 - e)                                  # major semi-axis, along x
+    geometry = {**GEOMETRY, "cladding_radius_px": R, "cladding_ellipticity": e, "cladding_angle_deg": 0.0}
+    inst = np.zeros((400, 400), np.uint16)
+    cv2.circle(inst, (int(round(200 + a)), 200), 5, 1, -1)
+    gray = np.where(inst > 0, 0.3, 0.6).astype(np.float32)
+    row = defect_features(gray, inst, np.full(inst.shape, 2, np.uint8), pd.DataFrame({"number": [1]}),
+                          geometry).iloc[0]
+    assert row.cladding_edge_distance_um < 0.5
+    assert row.edge_straddle == pytest.approx(1.0, abs=0.15)
 
 
 def test_rim_contrast_tells_soft_hard_and_haloed_edges():
@@ -88,15 +107,37 @@ def test_rim_contrast_tells_soft_hard_and_haloed_edges():
         "soft": 0.6 - 0.3 * cv2.GaussianBlur(disc, (0, 0), 4.0),
         "halo": 0.6 - 0.3 * disc + 0.15 * ((r > 12) & (r <= 14)),
     }
-    rim = {}
+    rim, halo = {}, {}
     for name, gray in images.items():
         inst = (gray < 0.45).astype(np.uint16)
         row = defect_features(gray.astype(np.float32), inst, np.full((120, 120), 2, np.uint8),
                               pd.DataFrame({"number": [1]}), GEOMETRY)
         rim[name] = float(row.rim_contrast.iloc[0])
+        halo[name] = float(row.halo_contrast.iloc[0])
     assert abs(rim["hard"]) < 0.05
     assert rim["soft"] > 0.25
     assert rim["halo"] < -0.3
+    # the halo ring is 0.15 brighter than the background around a 0.3-deep disc; a
+    # blurred edge only fades towards the background (no opposite-polarity ring)
+    assert halo["halo"] == pytest.approx(0.5, abs=0.05)
+    assert halo["hard"] == halo["soft"] == 0.0
+
+
+def test_outline_roughness_ignores_elongation_not_ragged_outlines():
+    """A smooth disc and a 3:1 ellipse have near-constant radius in their moment
+    ellipse's frame; a ragged blob (five-lobed outline) does not."""
+    yy, xx = np.mgrid[:200, :300].astype(np.float32)
+    inst = np.zeros((200, 300), np.uint16)
+    inst[np.hypot(xx - 50, yy - 50) <= 15] = 1
+    inst[((xx - 150) / 30) ** 2 + ((yy - 50) / 10) ** 2 <= 1] = 2
+    phi = np.arctan2(yy - 140, xx - 150)
+    inst[np.hypot(xx - 150, yy - 140) <= 18 * (1 + 0.3 * np.cos(5 * phi))] = 3
+    gray = np.where(inst > 0, 0.3, 0.6).astype(np.float32)
+    t = defect_features(gray, inst, np.full(inst.shape, 2, np.uint8),
+                        pd.DataFrame({"number": [1, 2, 3]}), GEOMETRY).set_index("number")
+    assert t.loc[1, "outline_roughness"] < 0.04 and t.loc[2, "outline_roughness"] < 0.04
+    assert t.loc[2, "aspect_ratio"] == pytest.approx(3.0, rel=0.1)
+    assert t.loc[3, "outline_roughness"] > 0.15
 
 
 def test_contrast_variation_tells_fading_line_from_uniform_particle(scene):
@@ -156,7 +197,7 @@ def test_real_closeup_features_are_finite_and_linear_defects_elongated():
     inst, table = detect_defects(gray, zones, geometry, cfg["detection"])
     feats = defect_features(gray, inst, zones, table, geometry)
     assert len(feats) == len(table) > 0
-    no_edge = ["cladding_edge_distance_um", "cladding_overhang_um"]  # no fiber edge: NaN
+    no_edge = ["cladding_edge_distance_um", "cladding_overhang_um", "edge_straddle"]  # no fiber edge: NaN
     assert feats[no_edge].isna().all().all()
     assert np.isfinite(feats.drop(columns=no_edge).to_numpy()).all()
     linear = feats[table["shape_class"].to_numpy() == "linear"]
@@ -187,4 +228,7 @@ def test_defects_at_the_image_border_and_a_bent_line():
     assert np.isfinite(t.drop(columns=["rim_contrast"]).to_numpy()).all()
     assert t.loc[2, "straightness"] > 0.95 and t.loc[2, "aspect_ratio"] > 50
     assert t.loc[3, "straightness"] < 0.9 < t.loc[4, "straightness"]
+    # the chevron rises 40 px over its 120 px span; the straight line not at all
+    assert t.loc[3, "skeleton_bend"] == pytest.approx(40 / 120, abs=0.05)
+    assert t.loc[4, "skeleton_bend"] < 0.03
     assert t.loc[1, "local_contrast"] == pytest.approx(-0.3, abs=0.02)

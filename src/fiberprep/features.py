@@ -38,6 +38,8 @@ from .zones import ZONE_NAMES
 _RING_UM = 3.0
 _RING_MIN_PX = 2
 _RIM_UM = 1.0
+# Outer reach (µm, at least 2 px) of the 1 px rings in which a halo is looked for.
+_HALO_UM = 2.0
 # Gray levels of the GLCM and of the entropy histogram.
 _LEVELS = 32
 # Uniform LBP with 8 neighbours at radius 1 has P + 2 = 10 codes.
@@ -74,9 +76,13 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("solidity", "1", "area / convex hull area (low = irregular)"),
     ("extent", "1", "area / bounding-box area"),
     ("circularity", "1", "4π area / perimeter² (1 = disc)"),
+    ("outline_roughness", "1", "spread (CV) of the outline's radius in the frame of the same-moment "
+     "ellipse: ~0 smooth oval (pit), high ragged (dust, dig) or curled"),
     *[(f"hu_{i}", "1", f"Hu moment invariant {i}, as -sign·log10|h|") for i in range(1, 8)],
     ("skeleton_length_um", "µm", "length of the morphological skeleton"),
     ("straightness", "1", "span of the skeleton along its main axis / its length"),
+    ("skeleton_bend", "1", "width of the skeleton across its main axis / its span along it "
+     "(0 straight, high bent or wiggly)"),
     ("intensity_mean", "gray [0,1]", "mean intensity inside the defect"),
     ("intensity_std", "gray [0,1]", "intensity standard deviation inside the defect"),
     ("intensity_min", "gray [0,1]", "minimum intensity inside the defect"),
@@ -91,6 +97,10 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
      "in [-1, 1], independent of the light level: -c / (2 - c) for a defect removing a fraction c"),
     ("rim_contrast", "1", "(mean of the 1 µm rim just outside the defect - local background) / "
      "local_contrast: ~0 hard edge, > 0 soft edge (oil), < 0 opposite-polarity halo (pit)"),
+    ("halo_contrast", "1", "strongest opposite-polarity excursion of the mean of 1 px rings up to "
+     "2 µm outside the defect, beyond 2 standard errors of that mean, / abs(local_contrast): > 0 a "
+     "diffraction halo (bright ring around a dark pit; the cladding edge's bright band counts "
+     "too), 0 none"),
     ("glcm_contrast", "1", "GLCM contrast around the defect (32 levels, d=1, 4 directions)"),
     ("glcm_homogeneity", "1", "GLCM homogeneity around the defect"),
     ("glcm_energy", "1", "GLCM energy around the defect"),
@@ -101,9 +111,13 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("gradient_mean", "gray/µm", "mean gradient magnitude on the defect boundary"),
     ("edge_sharpness", "1/µm", "gradient_mean / abs(local_contrast): high = sharp, low = diffuse"),
     ("orientation_coherence", "1", "structure-tensor coherence inside the defect (1 = one direction)"),
-    ("cladding_edge_distance_um", "µm", "smallest distance of a defect pixel to the cladding edge"),
+    ("cladding_edge_distance_um", "µm", "smallest distance of a defect pixel to the cladding edge "
+     "(in the fitted cladding ellipse's equal-area metric)"),
     ("cladding_overhang_um", "µm", "how far the defect reaches beyond the cladding edge "
      "(largest radius - cladding radius; < 0: all on the glass)"),
+    ("edge_straddle", "1", "2 min(f, 1 - f), f the share of the defect's area beyond the cladding "
+     "edge: 0 wholly on the glass or wholly beyond (chips, most defects), 1 half across (debris "
+     "caught on the edge)"),
 ]
 
 _ZONE_FEATURES: list[tuple[str, str, str]] = [
@@ -207,6 +221,12 @@ def _shape(m8: np.ndarray, area: int, ys: np.ndarray, xs: np.ndarray, um: float)
     contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
     perimeter = sum(cv2.arcLength(c, True) for c in contours)
     pts = np.concatenate([c.reshape(-1, 2) for c in contours]).astype(np.float32)
+    # Outline radius in the frame of the same-moment ellipse (constant on an ellipse).
+    theta = 0.5 * np.arctan2(2 * b, a - c)
+    dx, dy = pts[:, 0] - m["m10"] / area, pts[:, 1] - m["m01"] / area
+    u = (dx * np.cos(theta) + dy * np.sin(theta)) / major
+    v = (dy * np.cos(theta) - dx * np.sin(theta)) / minor
+    rho = np.hypot(u, v)
     hull = cv2.contourArea(cv2.convexHull((pts[:, None, :] + _CORNERS).reshape(-1, 2)))
     bbox_area = (np.ptp(ys) + 1) * (np.ptp(xs) + 1)
     return {
@@ -217,12 +237,14 @@ def _shape(m8: np.ndarray, area: int, ys: np.ndarray, xs: np.ndarray, um: float)
         "solidity": min(1.0, area / max(hull, 1.0)),
         "extent": area / bbox_area,
         "circularity": min(1.0, 4 * np.pi * area / max(perimeter, _EPS) ** 2),
+        "outline_roughness": float(rho.std() / max(rho.mean(), _EPS)),
         **dict(zip(_HU_NAMES, (-np.sign(hu) * np.log10(np.abs(hu) + 1e-30)).tolist())),
     }
 
 
-def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
-    """Features of defect ``n`` from its crop (arrays cut to bbox + margin at ``origin``)."""
+def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, geometry, um):
+    """Features of defect ``n`` from its crop (arrays cut to bbox + margin at ``origin``);
+    ``kernels``: rim and rim + ring discs, ``halo_px``: reach of the halo rings."""
     mask = lab_c == n
     if not mask.any():
         raise ValueError(f"defect {n} has no pixels in the instance map inside its bbox")
@@ -247,10 +269,27 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
         bg_med, bg_std = np.nan, np.nan
     contrast = mean - bg_med
     signed = np.copysign(max(abs(contrast), 1e-3), contrast)
+    # Mean of each 1 px ring outside the defect (distance to its nearest pixel), up to
+    # _HALO_UM: a halo is a ring brighter than the background around a dark defect (or
+    # darker around a bright one); a plain blurred edge only fades towards it. Only the
+    # excursion beyond two standard errors of the ring's mean counts (small specks' rings
+    # hold few pixels).
+    dist = cv2.distanceTransform(1 - m8, cv2.DIST_L2, cv2.DIST_MASK_5)
+    ring_k = np.ceil(dist[free]).astype(np.intp)
+    keep = ring_k <= halo_px
+    counts = np.bincount(ring_k[keep], minlength=halo_px + 1)[1:]
+    sums = np.bincount(ring_k[keep], weights=gray_c[free][keep], minlength=halo_px + 1)[1:]
+    seen = counts >= 3
+    if seen.any() and np.isfinite(bg_med):
+        excess = (bg_med - sums[seen] / counts[seen]) / signed
+        halo = max(float((excess - 2 * bg_std / np.sqrt(counts[seen]) / abs(signed)).max()), 0.0)
+    else:
+        halo = np.nan
     out.update(local_background=bg_med, local_background_std=bg_std, local_contrast=contrast,
                local_snr=contrast / max(bg_std, 1e-3),
                michelson_contrast=contrast / max(mean + bg_med, 1e-3),
                rim_contrast=(float(gray_c[rim].mean()) - bg_med) / signed if rim.any() else np.nan,
+               halo_contrast=halo,
                contrast_variation=out["intensity_std"] / abs(signed))
     # Texture on a window of at most _TEXTURE_PX around a defect pixel near the centroid
     # (bounds the cost of long scratches; the window holds defect and surroundings).
@@ -296,20 +335,37 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, geometry, um):
     skel = skeletonize(tight)
     length = _skeleton_length_px(skel)
     sy, sx = np.nonzero(skel)
-    span = 0.0
+    span, across = 0.0, 0.0
     if sy.size > 1:
         dx, dy = sx - sx.mean(), sy - sy.mean()
         theta = 0.5 * np.arctan2(2 * (dx @ dy), dx @ dx - dy @ dy)  # main axis direction
         proj = dx * np.cos(theta) + dy * np.sin(theta)
-        span = float(proj.max() - proj.min())
+        perp = dy * np.cos(theta) - dx * np.sin(theta)
+        span, across = float(np.ptp(proj)), float(np.ptp(perp))
     out["skeleton_length_um"] = length * um
     out["straightness"] = min(1.0, (span + 1.0) / (length + 1.0))
-    # Distance to the cladding edge (chips sit on it).
-    cx, cy, rc = (geometry.get(k, np.nan) for k in ("center_x", "center_y", "cladding_radius_px"))
-    r = np.hypot(xs + origin[1] - cx, ys + origin[0] - cy)
+    out["skeleton_bend"] = across / (span + 1.0)
+    # Distance to the cladding edge (chips sit on it), in the cladding ellipse's metric.
+    r = _cladding_radius(xs + origin[1], ys + origin[0], geometry)
+    rc = geometry.get("cladding_radius_px", np.nan)
     out["cladding_edge_distance_um"] = float(np.abs(r - rc).min()) * um
     out["cladding_overhang_um"] = float(r.max() - rc) * um
+    beyond = float(np.count_nonzero(r > rc)) / r.size if np.isfinite(rc) else np.nan
+    out["edge_straddle"] = 2.0 * min(beyond, 1.0 - beyond)
     return out
+
+
+def _cladding_radius(x: np.ndarray, y: np.ndarray, geometry: dict) -> np.ndarray:
+    """Distance (px) of points from the fiber center in the cladding ellipse's
+    equal-area metric: ``cladding_radius_px`` on the fitted edge (as zones.py)."""
+    dx = x - geometry.get("center_x", np.nan)
+    dy = y - geometry.get("center_y", np.nan)
+    e = geometry.get("cladding_ellipticity", 0.0)
+    k = 1.0 - (float(e) if e is not None and np.isfinite(e) else 0.0)
+    t = np.deg2rad(geometry.get("cladding_angle_deg", 0.0) or 0.0)
+    u = dx * np.cos(t) + dy * np.sin(t)
+    v = dy * np.cos(t) - dx * np.sin(t)
+    return np.sqrt(k * u * u + v * v / k)
 
 
 def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.ndarray,
@@ -371,6 +427,7 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
                           for s in (found[n - 1] for n in numbers)])
     rim_px, ring_px = _ring_px(um)
     margin = ring_px + 2
+    halo_px = min(max(2, int(round(_HALO_UM / um))), ring_px)
     kernels = (_disc(rim_px), _disc(ring_px))
     H, W = lab.shape
     rows = []
@@ -378,7 +435,7 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
         y0, y1 = max(by - margin, 0), min(by + bh + margin, H)
         x0, x1 = max(bx - margin, 0), min(bx + bw + margin, W)
         rows.append(_crop_features(gray[y0:y1, x0:x1], lab[y0:y1, x0:x1],
-                                   zone_map[y0:y1, x0:x1], n, (y0, x0), kernels,
+                                   zone_map[y0:y1, x0:x1], n, (y0, x0), kernels, halo_px,
                                    geometry, um))
     out = pd.DataFrame(np.array([[r[k] for k in cols] for r in rows], dtype=float), columns=cols)
     out.insert(0, "number", numbers)

@@ -10,8 +10,9 @@ workflow and is processed as one). For each size it measures and prints:
   product work of the run done in one Python process, divided by C: for every image,
   decode once, zones, defects, features and its dataset files (PNGs, masks, overlay,
   patches, Zarr chunks, COCO; ``bench_workflow.reference_images``, measured on the
-  pool images, times N / pool), plus the gather work on N images' defects (cluster
-  fit, assign, types, severity; ``bench_workflow.reference_labels``). Everything else
+  pool images just before and just after the run, the mean times N / pool), plus the
+  gather work on N images' defects (cluster fit, assign, types, severity;
+  ``bench_workflow.reference_labels``). Everything else
   the workflow does is overhead: job start-up and imports, the per-image cache, shard
   tables, Snakemake itself, and the gathered tables, library and report (small, and
   done once). Three readings: wall (end-to-end / ideal, a quiet machine), in-run
@@ -114,6 +115,15 @@ def recorded_seconds(results: Path) -> float:
     return total
 
 
+def reference_per_image(work: Path, cfg: dict) -> tuple[pd.DataFrame, pd.DataFrame, float, float]:
+    """The reference on the pool images (``bench_workflow.reference_images``): per-image
+    seconds by step, the feature table, and the mean wall and CPU seconds per image."""
+    steps, features, _ = reference_images(
+        fio.scan_inputs(work / "pool" / "images", cfg["extensions"]), cfg, work / "reference")
+    return (steps, features, float(steps[list(STEPS)].sum(axis=1).mean()),
+            float(steps[[f"cpu_{s}" for s in STEPS]].sum(axis=1).mean()))
+
+
 def reference_gather(features: pd.DataFrame, pool: int, n: int, cfg: dict) -> dict:
     """Wall and CPU seconds of the reference's gather work on the defects of ``n``
     images: the pool's feature rows repeated to n / pool times their number."""
@@ -180,8 +190,9 @@ def _cpu_seconds() -> float:
 def _time_shard_chain(work: Path, folder: Path, workers: tuple, cfg: dict) -> dict:
     images = fio.scan_inputs(folder, cfg["extensions"]).to_dict("records")
     params = pipeline.stage_params(cfg)
-    for module in pipeline.STAGE_MODULES:  # imported before either timing (job start-up)
-        importlib.import_module(module)
+    for modules in pipeline.STAGE_MODULES.values():  # imported before either timing (job start-up)
+        for module in modules:
+            importlib.import_module(module)
     seconds = {}
     for threads in workers:
         root = str(work / f"threads_{threads}")
@@ -313,10 +324,7 @@ def main(argv=None) -> int:
                             cfg["criteria"], **SIZE)
     pool = sorted((work / "pool" / "images").iterdir())
 
-    steps, features, _ = reference_images(
-        fio.scan_inputs(work / "pool" / "images", cfg["extensions"]), cfg, work / "reference")
-    per_image_s = float(steps[list(STEPS)].sum(axis=1).mean())
-    per_image_cpu = float(steps[[f"cpu_{s}" for s in STEPS]].sum(axis=1).mean())
+    steps, features, per_image_s, per_image_cpu = reference_per_image(work, cfg)
     report = {"pool_images": len(pool), "per_image_ms": 1e3 * per_image_s,
               "per_image_cpu_ms": 1e3 * per_image_cpu,
               "per_image_steps_ms": {s: 1e3 * float(steps[s].mean()) for s in STEPS},
@@ -343,11 +351,20 @@ def main(argv=None) -> int:
         if n not in args.end_to_end:
             continue
         run = end_to_end(conf, args.cores, work / f"run_{n}.log")
+        # the reference again, right after the run: the mean of the readings before and
+        # after follows a load that changed during the run (one reading alone can be
+        # 20 % off on a shared machine; both are printed)
+        *_, after_s, after_cpu = reference_per_image(work, cfg)
         gather = reference_gather(features, len(pool), n, cfg)
-        ideal = (n * per_image_s + gather["wall"]) / args.cores
+        ideal = (n * (per_image_s + after_s) / 2 + gather["wall"]) / args.cores
         in_run = (recorded_seconds(results) + gather["wall"]) / args.cores
-        cpu_ref = n * per_image_cpu + gather["cpu"]
+        cpu_ref = n * (per_image_cpu + after_cpu) / 2 + gather["cpu"]
+        print(f"reference per image after the run: {1e3 * after_s:.0f} ms (CPU "
+              f"{1e3 * after_cpu:.0f} ms); before: {1e3 * per_image_s:.0f} ms (CPU "
+              f"{1e3 * per_image_cpu:.0f} ms)", flush=True)
         row["end_to_end"] = {"seconds": run["seconds"], "cpu_seconds": run["cpu_seconds"],
+                             "reference_ms_after": 1e3 * after_s,
+                             "reference_cpu_ms_after": 1e3 * after_cpu,
                              "ideal_seconds": ideal, "gather_seconds": gather["wall"],
                              "overhead_ratio": run["seconds"] / ideal,
                              "ideal_seconds_in_run": in_run,

@@ -1,24 +1,37 @@
+localrules:
+    cluster_settings,
+
+
 rule cluster_settings:
     """What the cluster model depends on besides the defects: clustering parameters,
     per-image stage parameters (hash) and code. A file, so that a change reaches
     cluster_fit, whose defect inputs are ancient (Snakemake never checks the params of
-    a job downstream of rerunning jobs through ancient inputs only)."""
+    a job downstream of rerunning jobs through ancient inputs only). Written by the
+    shell (a Python job would spend ~0.6 s CPU starting up to write 300 bytes), first
+    (priority: beside the shards' zones jobs, not alone before cluster_fit) and on the
+    submitting host (no cluster job for it)."""
     output:
         R / "clustering" / "settings.json",
     log:
         LOGS / "clustering" / "cluster_settings.log",
+    priority: 50
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
+        mem_mb=100,
+        runtime=1,
     params:
-        clustering=config["clustering"],
-        upstream=UPSTREAM_PARAMS,
-        code=CLUSTER_CODE,
-    script:
-        "../scripts/cluster_settings.py"
+        settings=json.dumps(
+            {
+                "clustering": config["clustering"],
+                "per_image_stage_params": UPSTREAM_PARAMS,
+                "code": CLUSTER_CODE,
+            },
+            sort_keys=True,
+        ),
+    shell:
+        "printf '%s\\n' {params.settings:q} > {output:q} 2> {log:q}"
 
 
 rule cluster_fit:

@@ -1,8 +1,9 @@
 """Defect detection benchmark on generated end faces (issue 4).
 
 Prints instance recall by type and by size, precision (match at mask IoU >= 0.2),
-false detections per clean image and along the cladding edge, pixel F1 and the
-median detection time per 1280x960 image on one core.
+false detections per clean image and along the cladding edge, pixel F1, the
+width_um error of matched scratches and the median detection time per 1280x960
+image on one core.
 
     python benchmarks/bench_defects.py --n 200 --seed 1
 """
@@ -65,14 +66,16 @@ def evaluate(n, seed, cfg, zones_mode, dump=None):
         if zm is None:
             pred = np.zeros(gray.shape, np.uint16)
         else:
-            pred, _ = detect_defects(gray, zm, geo, params)
+            pred, table = detect_defects(gray, zm, geo, params)
         m = match_instances(truth["instance_map"], pred, 0.2)
+        width = dict(zip(table["number"], table["width_um"])) if zm is not None else {}
         types = {d["number"]: d for d in truth["defects"]}
         for r in m.itertuples():
             if r.true:
                 d = types[r.true]
                 rows.append({"image_id": image_id, "type": d["type"], "area_px": d["area_px"],
-                             "found": r.pred > 0, "iou": r.iou})
+                             "found": r.pred > 0, "iou": r.iou, "width_um": d["width_um"],
+                             "width_pred_um": width.get(r.pred, np.nan)})
         false_numbers = [int(p) for p in m.loc[m.true == 0, "pred"]]
         a, b, c = pixel_counts(truth["instance_map"], pred)
         tp, fp, fn = tp + a, fp + b, fn + c
@@ -141,6 +144,10 @@ def main(argv=None):
           f"{int((clean.edge_false > 0).sum())} of {len(clean)}")
     print(f"pixel F1                  {f1(tp, fp, fn):.3f}")
     print(f"mean IoU of matches       {t.loc[t.found, 'iou'].mean():.3f}")
+    s = t[t.found & (t.type == "scratch")]
+    err = (s.width_pred_um - s.width_um).abs()
+    print(f"scratch width_um abs error (matched, n={len(s)})  median {err.median():.2f}  p90 "
+          f"{err.quantile(0.9):.2f}  bias {(s.width_pred_um - s.width_um).median():+.2f}")
     if args.timing_n:
         wall, cpu = timing(args.timing_n, args.seed, cfg)
         print(f"median ms / 1280x960 image (1 thread)  wall {wall:.0f}  cpu {cpu:.0f}")

@@ -289,3 +289,24 @@ def test_polarity_components_keep_rims_with_their_defect():
     at = lambda y, x: int(piece[(ys == y) & (xs == x)][0])  # noqa: E731
     assert at(8, 5) == at(8, 11) and at(8, 25) != at(8, 31)
     assert len(set(comp[comp > 0])) == 2
+
+
+OIL = {"type": "oil", "angle_deg": 20.0, "size_um": 40.0, "irregularity": 0.1, "aspect": 1.4,
+       "softness_um": 4.0, "polarity": "dark", "contrast": 0.15, "dx_um": 0.0, "dy_um": 0.0}
+
+
+@pytest.mark.parametrize("seed,polarity,contrast", [(0, "dark", 0.15), (1, "dark", 0.15),
+                                                    (0, "bright", 0.25), (1, "bright", 0.25)])
+def test_oil_films_on_core_and_cladding_found(cfg, seed, polarity, contrast):
+    # two soft, faint films of 40 µm: one over the whole core zone (25 µm) of a single-mode
+    # fiber, one on the cladding; together they cover a fifth of the glass, which must not
+    # make them the glass' own level or noise
+    films = [dict(OIL, polarity=polarity, contrast=contrast),
+             dict(OIL, polarity=polarity, contrast=contrast, dx_um=-20.0, dy_um=38.0, angle_deg=100.0)]
+    gray, truth = _scene(cfg, seed=seed, defects=films)
+    assert [d["zone"] for d in truth["defects"]] == [1, 2]
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    for d in truth["defects"]:
+        number, iou = _best_iou(pred, truth["instance_map"] == d["number"])
+        assert iou >= 0.5, (d["zone"], iou)
+        assert np.sign(table.set_index("number").loc[number, "contrast"]) == (1 if polarity == "bright" else -1)

@@ -126,7 +126,18 @@ def detect_defects(gray, zone_map, geometry, params):
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
     region_mask = _region_candidates(z, zs, regions, seed_ok, rel, floor / sigma, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
-    scratch_labels, widths = _scratch_candidates(zs, seed_ok, visible, centre, px, params)
+    # a blob wider than any scratch (and the line filter's side lines around it) is
+    # no place for a scratch: its outline's line response would join the scratches
+    # crossing or passing it into one bent, blob-hugging line
+    blob = np.zeros(region_mask.shape, bool)
+    bx, by, bw, bh = cv2.boundingRect(region_mask.view(np.uint8))
+    reach = _disk(2 * px(params["lei_offset_um"]))
+    r = reach.shape[0]
+    win = np.s_[max(by - r, 0):by + bh + r, max(bx - r, 0):bx + bw + r]  # candidates' box
+    wide = cv2.morphologyEx(region_mask[win].view(np.uint8), cv2.MORPH_OPEN,
+                            _disk(px(params["scratch_max_width_um"])))
+    blob[win] = cv2.dilate(wide, reach) > 0
+    scratch_labels, widths = _scratch_candidates(zs, seed_ok & ~blob, visible, centre, px, params)
     labels, source = _merge(region_mask, scratch_labels, widths, zs, px, params)
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
@@ -533,6 +544,12 @@ def _robust_std(x, max_n=10000):
     return float(np.sqrt(np.mean(core * core)) / 0.871)
 
 
+def _mad_std(x):
+    """σ from the median absolute deviation (normal-consistent)."""
+    x = np.asarray(x).ravel()
+    return 1.4826 * float(np.median(np.abs(x - np.median(x)))) if x.size else 0.0
+
+
 def _iqr_std(x, max_n=10000):
     """σ from the interquartile range (robust to defects covering up to a quarter)."""
     x = np.asarray(x).ravel()
@@ -580,6 +597,11 @@ def _nonzero(mask):
     return ys, idx - ys * np.int32(mask.shape[1])
 
 
+def _disk(diameter):
+    """Elliptic structuring element of an odd diameter (px) near ``diameter``."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(diameter),) * 2)
+
+
 def _odd(n):
     return max(3, int(round(n)) | 1)
 
@@ -596,7 +618,11 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
     defect), never below ``grow_sigma``. ``quant`` is the quantisation
     floor in units of σ (1 where σ is at the floor): block means keep a
     JPEG block's coherent one-level error (half the floor), so the coarse
-    scale's noise is never taken below ``quant / 2``.
+    scale's noise is never taken below ``quant / 2``. The coarse scale's
+    noise unit and DO2MR threshold use the MAD (a film covering much of a
+    small region, such as a core, does not inflate it); it seeds only in
+    blocks of one physical region and keeps components of at least
+    ``coarse_min_area_um2`` that are not line-shaped.
     """
     seed, grow = params["seed_sigma"], params["grow_sigma"]
     absz = np.abs(zs)
@@ -618,17 +644,32 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
         # the field stop or a dim corner, block means follow the fall-off the surface misses
         inside = cv2.erode((down((regions > 0).astype(np.float32)) > 0.999).view(np.uint8),
                            np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
-        okc = (down(seed_ok.astype(np.float32)) > 0.999) & (inside > 0)
+        # ... and of one physical region (next to the core or cladding edge the box
+        # background cannot follow the edge's steep radial profile)
+        one, rc8 = np.ones((3, 3), np.uint8), rc.view(np.uint8)
+        okc = ((down(seed_ok.astype(np.float32)) > 0.999) & (inside > 0)
+               & (cv2.erode(rc8, one) == cv2.dilate(rc8, one)))
+        # noise unit per region: the MAD of the block means (a few smears covering a good
+        # part of a small region inflate the RMS, not the MAD), and at least that of their
+        # 3x3 high-pass (block noise) where the region is textured at the block scale
+        hp = dc - cv2.blur(dc, (3, 3), borderType=cv2.BORDER_REFLECT)
         zc = np.zeros_like(dc)
         for k in _region_ids(rc):
             m = rc == k
-            zc[m] = dc[m] / np.maximum(qc[m], max(_robust_std(dc[m & okc]), 1e-5))
-        cc = _do2mr(zc, rc, okc, 3, params) & (np.abs(zc) > seed)
+            mk = m & okc if (m & okc).any() else m
+            s_c = max(_mad_std(dc[mk]), _mad_std(hp[mk]) * math.sqrt(9 / 8), 1e-5)
+            zc[m] = dc[m] / np.maximum(qc[m], s_c)
+        # (a few wide smears fill a good part of a small region's blocks: the MAD's spread)
+        cc = _do2mr(zc, rc, okc, 3, params, _mad_std) & (np.abs(zc) > seed)
         cc &= np.abs(down(rel)) >= coarse_floor
-        # the coarse scale is for wide smears: drop components smaller than that
+        # the coarse scale is for wide smears: drop components smaller than that, and
+        # line-shaped ones (a scratch's own block means: the line filter's job)
         n, lab, stats, _ = cv2.connectedComponentsWithStats(
-            _reconstruct(cc, np.abs(zc) > grow).astype(np.uint8), connectivity=8)
+            _reconstruct(cc, np.abs(zc) > grow).view(np.uint8), connectivity=8)
         small_c = stats[:, cv2.CC_STAT_AREA] * (f / px(1.0)) ** 2 < params["coarse_min_area_um2"]
+        ys, xs = _nonzero(lab)
+        major, minor = _axes(lab[ys, xs], ys, xs, n)
+        small_c |= major >= params["linear_aspect"] * np.maximum(minor, 1.0)
         small_c[0] = True
         cc &= ~small_c[lab]
         zc_up = np.zeros((h, w), np.float32)
@@ -639,12 +680,14 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
     return mask & (regions > 0)
 
 
-def _do2mr(zs, regions, seed_ok, win, params):
-    """DO2MR: (max - min) ranking residual, median filtered, thresholded per region."""
+def _do2mr(zs, regions, seed_ok, win, params, spread=None):
+    """DO2MR: (max - min) ranking residual, median filtered, thresholded per region
+    at median + γ·``spread`` (default ``_robust_std``) of the residual."""
     kern = np.ones((win, win), np.uint8)
     res = cv2.medianBlur(cv2.dilate(zs, kern) - cv2.erode(zs, kern), 3)
+    spread = spread or _robust_std
     thr = _per_region(res, regions, seed_ok, lambda v: _median(v) + params["do2mr_gamma"]
-                      * max(_robust_std(v), params["do2mr_sigma_floor"]))
+                      * max(spread(v), params["do2mr_sigma_floor"]))
     thr = np.nan_to_num(thr, nan=np.inf).astype(np.float32)
     return seed_ok & (regions > 0) & (res > _lookup(regions, thr))
 
@@ -1282,7 +1325,8 @@ def _join_collinear(labels, source, zs, px, params):
     >= ``linear_aspect``) continue each other (``_continues`` with
     ``join_gap_um``, ``join_angle_deg``; ends facing each other may lie
     ``join_line_gap_um`` apart: a scratch whose contrast fades leaves long
-    gaps), or when a blob no wider than twice a line lies ahead of one of
+    gaps), or when a blob no wider than twice a line (or than half
+    ``scratch_max_width_um``: the beads of a thin scratch) lies ahead of one of
     its ends, within ``join_gap_um`` and the join angle (a bead). A blob and
     a line of opposite polarity (``_polarity`` of ``zs``) are different
     defects, and so are a dark and a bright line unless each centre lies
@@ -1317,7 +1361,7 @@ def _join_collinear(labels, source, zs, px, params):
         if not (a["elong"] or b["elong"]):
             return False
         line, blob = (a, b) if a["elong"] else (b, a)
-        if blob["thick"] > 2 * line["thick"] or a["pol"] * b["pol"] < _OPPOSITE:
+        if blob["thick"] > max(2 * line["thick"], 0.5 * max_w) or a["pol"] * b["pol"] < _OPPOSITE:
             return False
         for p, t in line["ends"]:
             v = blob["c"] - p
@@ -1353,8 +1397,9 @@ def _drop_rings(labels, source, ring, px, params):
     the tolerance, the annulus widened by as much inward: a bevel or
     roll-off line the polar model leaves), and an
     instance spanning 60 degrees or more around the centre
-    within 10 % of its radius. Returns the renumbered labels and per-label
-    sources.
+    within 10 % of its radius (90 within 15 %), and one around the centre (three quarters of
+    the directions) that does not cover it (an annulus: a step in the glass).
+    Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
     r_lo, _, r_hi, rmap, (cx, cy) = ring
@@ -1375,13 +1420,22 @@ def _drop_rings(labels, source, ring, px, params):
     for i in np.flatnonzero(arc & ~drop):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
         drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
-    # a thick ring: spans >= 60 degrees around the centre at a nearly constant radius
-    # (a straight scratch that keeps within 10 % of its radius spans < 52 degrees)
-    for i in np.flatnonzero((spread <= 0.1 * r_mean) & ~drop & (np.arange(n) > 0)):
+    # a thick ring: spans >= 60 degrees around the centre within 10 % of its radius, or
+    # >= 90 degrees within 15 % (a crescent along a core's rim) (a straight scratch that
+    # keeps within 10 / 15 % of its radius spans < 52 / 64 degrees)
+    for i in np.flatnonzero((spread <= 0.15 * r_mean) & ~drop & (np.arange(n) > 0)):
         on = k == i
         t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))
         gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
-        drop[i] = 2 * np.pi - gaps.max() >= np.pi / 3
+        drop[i] = 2 * np.pi - gaps.max() >= (np.pi / 3 if spread[i] <= 0.1 * r_mean[i] else np.pi / 2)
+    # an annulus around the centre (a step in the glass: a core edge the zones did not
+    # report): it covers three quarters of the directions but not the centre itself
+    n_dir = 72
+    d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
+    seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
+    iy, ix = int(round(cy)), int(round(cx))
+    hub = labels[iy, ix] if 0 <= iy < labels.shape[0] and 0 <= ix < labels.shape[1] else 0
+    drop |= (seen.sum(1) >= 0.75 * n_dir) & (np.arange(n) != hub) & (np.arange(n) > 0)
     if not drop.any():
         return labels, source
     keep = np.flatnonzero(~drop)

@@ -69,13 +69,15 @@ def evaluate(n, seed, cfg, zones_mode, dump=None):
             pred, table = detect_defects(gray, zm, geo, params)
         m = match_instances(truth["instance_map"], pred, 0.2)
         width = dict(zip(table["number"], table["width_um"])) if zm is not None else {}
+        size = dict(zip(table["number"], np.fmax(table["length_um"], table["width_um"]))) if zm is not None else {}
         types = {d["number"]: d for d in truth["defects"]}
         for r in m.itertuples():
             if r.true:
                 d = types[r.true]
                 rows.append({"image_id": image_id, "type": d["type"], "area_px": d["area_px"],
                              "found": r.pred > 0, "iou": r.iou, "width_um": d["width_um"],
-                             "width_pred_um": width.get(r.pred, np.nan)})
+                             "width_pred_um": width.get(r.pred, np.nan), "size_um": d["size_um"],
+                             "size_pred_um": size.get(r.pred, np.nan)})
         false_numbers = [int(p) for p in m.loc[m.true == 0, "pred"]]
         a, b, c = pixel_counts(truth["instance_map"], pred)
         tp, fp, fn = tp + a, fp + b, fn + c
@@ -148,6 +150,10 @@ def main(argv=None):
     err = (s.width_pred_um - s.width_um).abs()
     print(f"scratch width_um abs error (matched, n={len(s)})  median {err.median():.2f}  p90 "
           f"{err.quantile(0.9):.2f}  bias {(s.width_pred_um - s.width_um).median():+.2f}")
+    b = t[t.found & (t.type != "scratch")]
+    rel = (b.size_pred_um / b.size_um - 1).groupby(b.type)
+    print("size (largest dimension) relative error of matched non-scratches, median / p90 abs:  "
+          + "  ".join(f"{k} {v.median():+.1%} / {v.abs().quantile(0.9):.0%}" for k, v in rel))
     if args.timing_n:
         wall, cpu = timing(args.timing_n, args.seed, cfg)
         print(f"median ms / 1280x960 image (1 thread)  wall {wall:.0f}  cpu {cpu:.0f}")

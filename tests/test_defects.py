@@ -291,6 +291,19 @@ def test_polarity_components_keep_rims_with_their_defect():
     assert len(set(comp[comp > 0])) == 2
 
 
+@pytest.mark.parametrize("radius", [40, 55, 70])
+def test_background_box_keeps_films_out_of_the_mean(radius):
+    # a film covering 9-27 % of a region is left out of the box background (the clipping
+    # spread is the MAD: an RMS grows with the film and kept ~40-70 % of it in the mean)
+    from fiberprep.defects import _robust_box
+    rng = np.random.default_rng(radius)
+    yy, xx = np.mgrid[0:240, 0:240]
+    film = np.hypot(xx - 120, yy - 120) < radius
+    values = (rng.normal(0, 0.01, film.shape) + 0.1 * film).astype(np.float32)
+    est = _robust_box(values, np.ones(film.shape, np.float32), 140, 80, 3.0)[0]
+    assert abs(est[120, 120]) < 0.01 and abs(np.median(est[~film])) < 0.005
+
+
 OIL = {"type": "oil", "angle_deg": 20.0, "size_um": 40.0, "irregularity": 0.1, "aspect": 1.4,
        "softness_um": 4.0, "polarity": "dark", "contrast": 0.15, "dx_um": 0.0, "dy_um": 0.0}
 

@@ -309,7 +309,10 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
 
     Both are smooth, so they are computed on block means (blocks of ~nk/8 px)
     and interpolated back. Blocks deviating more than ``clip`` times the
-    blocks' robust spread from the current estimate are dropped, twice. σ is
+    blocks' spread from the current estimate are dropped, twice: the MAD (a
+    film covering a good part of the region inflates an RMS, which then keeps
+    the film in the mean), the RMS of the central 95 % next to the region's
+    edge (zero ``weights``), whose soft profile the box must follow. σ is
     the RMS of the 3x3 high-pass (var(x - mean9) = 8/9 var(x)) over an ``nk``
     box, pixels beyond ``clip`` of its robust σ left out: pixel noise only,
     so smooth structure the box leaves (a wide smear, a soft core edge) is
@@ -326,8 +329,13 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
     hs = area(hp * hp * w_hp) / np.maximum(wh, 1e-6)
     inside = ws > 1e-3
     est = np.full_like(vs, _median(vs[inside]))
+    # within two blocks of the region's edge the box cannot follow a soft edge's profile:
+    # clipped at the blocks' RMS spread there (the MAD would leave the profile out)
+    edge = cv2.dilate((ws < 0.999).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     for _ in range(n_iter):
-        spread = max(_robust_std((vs - est)[inside]), 1e-5)
+        dev = (vs - est)[inside]
+        mad = max(_mad_std(dev), 1e-5)
+        spread = np.where(edge, np.float32(max(_robust_std(dev), mad)), np.float32(mad))
         est, den = _norm_box(vs, ws * (np.abs(vs - est) < clip * spread), kb)
     var, vden = _norm_box(hs, wh, kn)
     sd = np.sqrt(np.maximum(var, 0) * 9 / 8)

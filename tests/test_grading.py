@@ -45,6 +45,8 @@ def test_scratch_size_is_its_width():
     wide = table(("scratch", 10.0, 4.0, 2))
     assert grade_image(long_thin, SM_PC)["pass_fail"] == "pass"
     assert grade_image(wide, SM_PC)["failures"] == ["zone B: 1 scratch > 3 µm, none allowed"]
+    two = grade_image(table(*[("scratch", 10.0, 4.0, 2)] * 2), SM_PC)
+    assert two["failures"] == ["zone B: 2 scratches > 3 µm, none allowed"]
     # APC variant: no scratch limit in B, 4 thin scratches allowed in A
     assert grade_image(wide, SM_APC)["pass_fail"] == "pass"
     assert grade_image(table(*[("scratch", 20.0, 1.0, 1)] * 4), SM_APC)["pass_fail"] == "pass"

@@ -79,7 +79,7 @@ def _check(sizes: np.ndarray, rules: list[dict], noun: str, letter: str) -> list
         inside = ((sizes >= lo) if lo_incl else (sizes > lo)) & (sizes <= hi)
         n, allowed = int(inside.sum()), rule.get("max_count")
         if allowed is not None and n > allowed:
-            what = noun if n == 1 else noun + "s"
+            what = noun if n == 1 else noun + ("es" if noun.endswith("ch") else "s")
             limit = ", none allowed" if allowed == 0 else f" > {allowed} allowed"
             failures.append(f"zone {letter}: {n} {what} {band}{limit}")
     return failures

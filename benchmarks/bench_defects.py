@@ -146,6 +146,10 @@ def main(argv=None):
           f"{int((clean.edge_false > 0).sum())} of {len(clean)}")
     print(f"pixel F1                  {f1(tp, fp, fn):.3f}")
     print(f"mean IoU of matches       {t.loc[t.found, 'iou'].mean():.3f}")
+    sc = t.type == "scratch"
+    hit = t.found & (t.iou >= 0.5)  # a pair at IoU > 0.5 is the only one either can have
+    print(f"scratches: mean IoU of matches {t.loc[t.found & sc, 'iou'].mean():.3f}  "
+          f"recall at IoU >= 0.5  overall {hit.mean():.3f}  scratches {hit[sc].mean():.3f}")
     s = t[t.found & (t.type == "scratch")]
     err = (s.width_pred_um - s.width_um).abs()
     print(f"scratch width_um abs error (matched, n={len(s)})  median {err.median():.2f}  p90 "

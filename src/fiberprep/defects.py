@@ -808,7 +808,7 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
         return np.zeros((h, w), np.uint16), np.zeros(1)
     if small != (w, h):
         lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_NEAREST)
-    kern = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(2 * px(params["scratch_reach_um"]) + 1),) * 2)
+    kern = _disk(2 * px(params["scratch_reach_um"]) + 1)
     # work in the lines' bounding box, widened by the reach
     x0, y0, bw, bh = cv2.boundingRect((lines > 0).astype(np.uint8))
     r = kern.shape[0] // 2
@@ -1196,7 +1196,7 @@ def _merge(region_mask, s_lab, s_width, zs, px, params):
     (1 region, 2 scratch).
     """
     min_area = params["min_area_um2"] * px(1.0) ** 2
-    gap = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (_odd(px(params["merge_gap_um"])),) * 2)
+    gap = _disk(px(params["merge_gap_um"]))
     n_s = int(s_lab.max()) + 1
     # candidate pixels only (a few % of the image); images of them in their box widened by
     # the gap (where dilations, labels and distances are those of the whole image)

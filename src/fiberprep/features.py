@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .zones import ZONE_NAMES
+from .zones import ZONE_NAMES, equal_area_radius2
 
 # scikit-image and SciPy are imported where features are computed: the table jobs that
 # only need the feature names and units start without them.
@@ -357,15 +357,12 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, geometry,
 
 def _cladding_radius(x: np.ndarray, y: np.ndarray, geometry: dict) -> np.ndarray:
     """Distance (px) of points from the fiber center in the cladding ellipse's
-    equal-area metric: ``cladding_radius_px`` on the fitted edge (as zones.py)."""
-    dx = x - geometry.get("center_x", np.nan)
-    dy = y - geometry.get("center_y", np.nan)
+    equal-area metric: ``cladding_radius_px`` on the fitted edge (as the zone map)."""
     e = geometry.get("cladding_ellipticity", 0.0)
-    k = 1.0 - (float(e) if e is not None and np.isfinite(e) else 0.0)
+    e = float(e) if e is not None and np.isfinite(e) else 0.0
     t = np.deg2rad(geometry.get("cladding_angle_deg", 0.0) or 0.0)
-    u = dx * np.cos(t) + dy * np.sin(t)
-    v = dy * np.cos(t) - dx * np.sin(t)
-    return np.sqrt(k * u * u + v * v / k)
+    return np.sqrt(equal_area_radius2(x - geometry.get("center_x", np.nan),
+                                      y - geometry.get("center_y", np.nan), e, t))
 
 
 def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.ndarray,

@@ -296,9 +296,9 @@ def field_of_view(gray, params, geometry=None):
         x0, x1 = max(0, math.floor((cx - reach) / 2)), min(w // 2, math.ceil((cx + reach) / 2) + 1)
         y0, y1 = max(0, math.floor((cy - reach) / 2)), min(h // 2, math.ceil((cy + reach) / 2) + 1)
         if x0 < x1 and y0 < y1:  # the glass's bounding box; half-res pixel centers
-            d2 = _equal_area_radius2(
-                2 * np.arange(x0, x1) + 0.5 - cx,
-                2 * np.arange(y0, y1) + 0.5 - cy,
+            d2 = equal_area_radius2(
+                np.float32(2 * np.arange(x0, x1) + 0.5 - cx)[None, :],
+                np.float32(2 * np.arange(y0, y1) + 0.5 - cy)[:, None],
                 e,
                 math.radians(geometry.get("cladding_angle_deg", 0.0)),
             )
@@ -389,9 +389,9 @@ def _zone_bands(shape, geometry, zones_um, um_per_px, ferrule):
     y0, y1 = max(0, math.floor(cy - reach)), min(h, math.ceil(cy + reach) + 1)
     if x0 >= x1 or y0 >= y1:
         return labels
-    d2 = _equal_area_radius2(
-        np.arange(x0, x1) - cx,
-        np.arange(y0, y1) - cy,
+    d2 = equal_area_radius2(
+        np.float32(np.arange(x0, x1) - cx)[None, :],
+        np.float32(np.arange(y0, y1) - cy)[:, None],
         e,
         math.radians(geometry.get("cladding_angle_deg", 0.0)),
     )
@@ -430,22 +430,21 @@ def zone_visibility(shape, geometry, zones_um, um_per_px, field=None):
     return out
 
 
-def _equal_area_radius2(dx, dy, e, theta):
+def equal_area_radius2(dx, dy, e, theta):
     """Squared elliptical distance from the fiber center, in equal-area radius units.
 
-    ``dx`` (columns) and ``dy`` (rows) are 1-D offsets from the center. The
+    ``dx`` (columns) and ``dy`` (rows) are offsets from the center, as arrays that
+    broadcast (the result has their dtype: float32 grids stay float32). The
     cladding ellipse (ellipticity e = 1 - minor/major, major axis at angle
-    theta) maps to the circle of radius ``cladding_radius_px``, so zone
+    theta, radians) maps to the circle of radius ``cladding_radius_px``, so zone
     diameters in µm scale the measured fiber shape (non-square pixels).
     """
-    dx = np.asarray(dx, np.float32)[None, :]
-    dy = np.asarray(dy, np.float32)[:, None]
     if e == 0.0:
         return dx * dx + dy * dy
     c, s, k = math.cos(theta), math.sin(theta), 1.0 - e
-    a = np.float32(c * c * k + s * s / k)
-    b = np.float32(2 * c * s * (k - 1 / k))
-    d = np.float32(s * s * k + c * c / k)
+    a = c * c * k + s * s / k
+    b = 2 * c * s * (k - 1 / k)
+    d = s * s * k + c * c / k
     return a * (dx * dx) + b * (dx * dy) + d * (dy * dy)
 
 
@@ -719,23 +718,15 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     if polarity != "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
         return clad
     upp_guess = um_per_px or clad_r_um / clad["r"]
-    ring = _epoxy_shift(
-        smooth,
-        clad,
-        sign,
-        params["epoxy_max_um"] / upp_guess,
-        params["epoxy_min_um"] / upp_guess,
-        params,
-    )
+    band = params["epoxy_max_um"] / upp_guess
+    # profiles aligned on each ray's own edge point, so that a wavy edge does not
+    # pass for texture
+    steps = np.arange(-2.0 * band, band + 3.0, 0.5)
+    prof = _aligned_profiles(smooth, clad, sign, steps, params)
+    ring = _epoxy_shift(prof, steps, sign, band, params["epoxy_min_um"] / upp_guess, params)
     if ring is None:  # a fringe: the glass edge, unless a bevel line pushed it out
-        if not _fringe_all_around(
-            smooth,
-            clad,
-            sign,
-            params["epoxy_max_um"] / upp_guess,
-            params["halo_reach_um"] / upp_guess,
-            params,
-        ):
+        reach = params["halo_reach_um"] / upp_guess
+        if not _fringe_all_around(prof, steps, sign, band, reach, params):
             return clad
         x0 = _fringe_line(smooth, clad, sign, params["bevel_max_um"] / upp_guess, params)
         return clad if x0 is None else _grown(clad, x0)
@@ -765,7 +756,7 @@ def _grown(fit, d):
     return {**fit, "shape": (cx, cy, a + d, b + d, th), "r": math.sqrt((a + d) * (b + d))}
 
 
-def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
+def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     """Width of a rough epoxy ring just inside the fitted edge, if there is one.
 
     A dark fiber often sits in a rough epoxy ring whose outer edge (to the
@@ -782,7 +773,8 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
     the ring (its blurred flanks need half the texture ratio); its inner
     boundary (half crossing of the intensity from the glass to the ring level,
     or of the texture when the ring is about as bright as the glass) is the
-    glass edge.
+    glass edge. ``prof`` holds the edge-aligned ray profiles (:func:`_aligned_profiles`)
+    at ``steps`` = -2 ``band_px`` .. ``band_px`` + 3 px in 0.5 px steps.
 
     Returns
     -------
@@ -792,10 +784,6 @@ def _epoxy_shift(smooth, fit, sign, band_px, min_px, params):
         of the glass-to-epoxy step (+1 brighter outside, -1 darker; 0 when that
         step is too weak to locate the edge on rays).
     """
-    steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
-    # profiles aligned on each ray's own edge point, so that a wavy edge does not
-    # pass for texture
-    prof = _aligned_profiles(smooth, fit, sign, steps, params)
     level = np.median(prof, axis=0)
     # texture and slope relative to the local level: grain is a reflectance variation,
     # so a dark rough ring shows as much relative texture as a bright one
@@ -925,13 +913,11 @@ def _fringe_shares(levels, steps, sign, ferrule, reach):
     return (after.max(axis=1) - sign * far) / np.maximum(step, 1e-6)
 
 
-def _fringe_all_around(smooth, fit, sign, band_px, reach, params, n_sectors=8):
+def _fringe_all_around(prof, steps, sign, band_px, reach, params, n_sectors=8):
     """Whether the edge's fringe shows in three quarters of ``n_sectors`` sectors of
     the circumference (:func:`_epoxy_shift`'s profiles and test): a diffraction
     fringe follows the whole edge, a bright rim on one side (oblique light, a
     tilted probe) does not."""
-    steps = np.arange(-2.0 * band_px, band_px + 3.0, 0.5)
-    prof = _aligned_profiles(smooth, fit, sign, steps, params)
     levels = np.stack([np.median(p, axis=0) for p in np.array_split(prof, n_sectors)])
     shares = _fringe_shares(levels, steps, sign, steps > 0.5 * band_px + 3.0, reach)
     return float(np.percentile(shares, 25)) >= params["halo_min_share"]

@@ -9,7 +9,8 @@ rule cluster_settings:
     a job downstream of rerunning jobs through ancient inputs only). Written by the
     shell (a Python job would spend ~0.6 s CPU starting up to write 300 bytes), first
     (priority: beside the shards' zones jobs, not alone before cluster_fit) and on the
-    submitting host (no cluster job for it)."""
+    submitting host (no cluster job for it); written to a temporary name and renamed,
+    as every writer is."""
     output:
         R / "clustering" / "settings.json",
     log:
@@ -31,7 +32,7 @@ rule cluster_settings:
             sort_keys=True,
         ),
     shell:
-        "printf '%s\\n' {params.settings:q} > {output:q} 2> {log:q}"
+        "(printf '%s\\n' {params.settings:q} > {output:q}.tmp && mv {output:q}.tmp {output:q}) 2> {log:q}"
 
 
 rule cluster_fit:

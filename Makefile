@@ -1,7 +1,7 @@
 # fiberprep: two commands on a fresh machine.
 #   make run    set up .venv, run the workflow on the bundled demo images
 #   make test   set up .venv, run the tests
-# Other targets: bench, bench-zones, bench-defects, bench-cluster, bench-scale,
+# Other targets: bench, bench-zones, bench-defects, bench-cluster, bench-labels, bench-scale,
 # test-slurm, lint, demo.
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.fiberprep-installed
 CORES ?= all
 RESULTS ?= results
 
-.PHONY: run test test-slurm bench bench-zones bench-defects bench-cluster bench-scale lint demo setup
+.PHONY: run test test-slurm bench bench-zones bench-defects bench-cluster bench-labels bench-scale lint demo setup
 
 setup: $(STAMP)
 
@@ -46,6 +46,10 @@ bench-defects: $(STAMP)
 
 bench-cluster: $(STAMP)
 	$(BIN)/python benchmarks/bench_cluster.py
+
+# The published datasets of a workflow run scored against the generator's exact truth.
+bench-labels: $(STAMP)
+	$(BIN)/python benchmarks/bench_labels.py
 
 # Workflow scale: dry-run time/memory at 1k-100k images, overhead, incremental runs (long).
 bench-scale: $(STAMP)

@@ -48,7 +48,10 @@ ZONE_NAMES: dict[int, str] = {v: k for k, v in ZONE_IDS.items()}
 # IEC zones in the order they nest outward from the fiber center.
 GRADED_ZONES = ("core", "cladding", "adhesive", "contact")
 # Reason of an image without a fiber edge, with the setting a close-up needs.
-NO_FIBER = "no fiber found (a close-up with no fiber edge in view needs zones.mode: none)"
+NO_FIBER = (
+    "no fiber found (a close-up with no fiber edge in view needs zones.mode: none; "
+    "a cladding larger or smaller than zones.um_per_px_range allows is not searched)"
+)
 
 GEOMETRY_KEYS = (
     "center_x",

@@ -17,16 +17,16 @@ PARAMS = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").r
 KINDS = {
     "scratch": dict(aspect_ratio=15, equivalent_diameter_um=12, solidity=0.3, cladding_edge_distance_um=20,
                     local_snr=-4, skeleton_length_um=100, edge_sharpness=0.9, cladding_overhang_um=40,
-                    hu_1=-0.7, michelson_contrast=-0.1, contrast_variation=1.2),
+                    hu_1=-0.7, michelson_contrast=-0.1, contrast_variation=1.2, width_um=1.5),
     "pit_dig": dict(aspect_ratio=1.2, equivalent_diameter_um=6, solidity=0.93, cladding_edge_distance_um=30,
                     local_snr=-15, skeleton_length_um=2, edge_sharpness=0.8, cladding_overhang_um=-30,
-                    hu_1=0.79, michelson_contrast=-0.4, contrast_variation=0.12),
+                    hu_1=0.79, michelson_contrast=-0.4, contrast_variation=0.12, width_um=5),
     "contamination": dict(aspect_ratio=1.6, equivalent_diameter_um=30, solidity=0.95, cladding_edge_distance_um=30,
                           local_snr=1, skeleton_length_um=15, edge_sharpness=0.7, cladding_overhang_um=30,
-                          hu_1=0.72, michelson_contrast=0.05, contrast_variation=0.2),
+                          hu_1=0.72, michelson_contrast=0.05, contrast_variation=0.2, width_um=24),
     "chip": dict(aspect_ratio=1.5, equivalent_diameter_um=7, solidity=0.9, cladding_edge_distance_um=0.02,
                  local_snr=-4, skeleton_length_um=5, edge_sharpness=0.9, cladding_overhang_um=-0.2,
-                 hu_1=0.76, michelson_contrast=-0.4, contrast_variation=0.15),
+                 hu_1=0.76, michelson_contrast=-0.4, contrast_variation=0.15, width_um=5),
 }
 
 
@@ -150,6 +150,14 @@ def test_chip_rule_needs_the_defect_inside_the_glass(first):
     name = clustering.name_clusters(straddling)[0]
     assert name["type"] != "chip" and "cladding_overhang_um" not in name["rule"]
     assert "cladding_overhang_um" in model["names"][chip_id]["rule"]
+
+
+def test_irregular_dark_cluster_is_contamination_not_pit(first):
+    _, model = first
+    pit_id = next(c for c, v in model["names"].items() if v["type"] == "pit_dig")
+    ragged = {**model, "centroids_raw": {0: {**model["centroids_raw"][pit_id], "solidity": 0.5}}}
+    name = clustering.name_clusters(ragged)[0]
+    assert name["type"] == "contamination" and "solidity=0.5 <=" in name["rule"]
 
 
 @pytest.mark.parametrize("kind", ["log", "near", "tanh"])

@@ -255,7 +255,9 @@ def name_clusters(model: dict) -> dict[int, dict]:
     3. contamination, oil-like: diffuse edge (``edge_sharpness`` low: the intensity
        change is spread over several µm, as for oil films and smears);
     4. pit_dig: small, compact and clearly dark (``equivalent_diameter_um`` small,
-       ``aspect_ratio`` small, ``local_snr`` strongly negative). The zone is not
+       ``aspect_ratio`` small, ``solidity`` above the irregularity limit of rule 5: a
+       hole in the glass has a closed, convex outline; ``local_snr`` strongly
+       negative). The zone is not
        required to be glass: the ceramic ferrule has pits too (and the synthetic
        benchmark draws them on both), and the features table carries no zone;
     5. contamination, dust-like: sharp-edged but bright or faint (``local_snr``
@@ -279,6 +281,7 @@ def name_clusters(model: dict) -> dict[int, dict]:
         ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])]),
         ("pit_dig", [("equivalent_diameter_um", "<=", p["pit_max_diameter_um"]),
                      ("aspect_ratio", "<=", p["pit_max_aspect_ratio"]),
+                     ("solidity", ">=", p["contamination_max_solidity"]),
                      ("local_snr", "<=", p["pit_max_snr"])]),
         ("contamination", [("local_snr", ">=", p["pit_max_snr"])]),
         ("contamination", [("solidity", "<=", p["contamination_max_solidity"])]),

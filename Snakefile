@@ -16,7 +16,6 @@ include: "workflow/rules/defects.smk"
 include: "workflow/rules/features.smk"
 include: "workflow/rules/cluster.smk"
 include: "workflow/rules/datasets.smk"
-include: "workflow/rules/library.smk"
 include: "workflow/rules/report.smk"
 
 

@@ -3,8 +3,8 @@
 Generates N end faces, writes the per-image intermediates the upstream stages would
 leave (zone and instance maps, defect tables, defect types) from the generator's
 ground truth, so only assembly is timed, then runs the assembly rules
-(``dataset_shard``, ``dataset_tables``, ``dataset_zarr``, ``library_index``,
-``report``) with ``snakemake --cores C --allowed-rules ...``:
+(``dataset_shard``, ``dataset_tables``, ``dataset_zarr``,
+``report`` with the library index) with ``snakemake --cores C --allowed-rules ...``:
 
 With ``--pool P`` only P images are generated and the folder holds N names for them
 (hard links; every name is an image of its own to the workflow).
@@ -38,7 +38,7 @@ from common import ROOT, folder_bench_args, fresh_synth_folder, load_config  # n
 from fiberprep import cache, grading, pipeline, sharding  # noqa: E402
 from fiberprep import io as fio  # noqa: E402
 
-RULES = ["dataset_shard", "dataset_tables", "dataset_zarr", "library_index", "report"]
+RULES = ["dataset_shard", "dataset_tables", "dataset_zarr", "report"]
 
 
 def fake_upstream(synth_dir: Path, results: Path, cfg: dict) -> pd.DataFrame:

@@ -323,3 +323,38 @@ def test_oil_films_on_core_and_cladding_found(cfg, seed, polarity, contrast):
         number, iou = _best_iou(pred, truth["instance_map"] == d["number"])
         assert iou >= 0.5, (d["zone"], iou)
         assert np.sign(table.set_index("number").loc[number, "contrast"]) == (1 if polarity == "bright" else -1)
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_shaded_groove_found_whole(cfg, seed):
+    # a shaded groove (dark and bright flanks, ~zero mean contrast) on the ferrule: the
+    # line filter on |z| finds it end to end (a signed line mean cancels: IoU ~0.11)
+    line = dict(SCRATCH, relief=True, contrast=0.5, width_um=1.5, length_um=80.0, angle_deg=20.0,
+                dx_um=-20.0, dy_um=70.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[line], grain=0.02)
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    n, iou = _best_iou(pred, truth["instance_map"] == 1)
+    assert iou >= 0.25 and table.loc[table.number == n, "shape_class"].item() == "linear"
+
+
+def test_ridges_keep_parallel_lines_apart():
+    from fiberprep.defects import _ridges
+    # two vertical line responses 4 px apart whose flanks overlap above the low threshold
+    # (one band for a hysteresis): two one-pixel ridges
+    x = np.arange(40, dtype=np.float32)
+    profile = 10 * np.exp(-((x - 18) ** 2) / 3) + 8 * np.exp(-((x - 22) ** 2) / 3)
+    strength = np.tile(profile, (30, 1)).astype(np.float32)
+    ori = np.full(strength.shape, 6, np.uint8)  # 90 degrees of 12: vertical lines
+    ridge = _ridges(strength, ori, 12, 3.0)
+    assert np.array_equal(np.flatnonzero(ridge[15]), [18, 22]) and ridge[:, 18].all()
+
+
+def test_arc_around_the_centre_is_concentric_a_chord_is_not():
+    from fiberprep.defects import _concentric
+    labels = np.zeros((200, 200), np.uint16)
+    t = np.radians(np.linspace(-110, -70, 200))
+    labels[np.rint(100 + 60 * np.sin(t)).astype(int), np.rint(100 + 60 * np.cos(t)).astype(int)] = 1
+    labels[170, 90:111] = 2  # a straight piece at the same distance, as short as its sagitta allows
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 1000.0}  # only the fit test can drop
+    segs = [{"length": 41.0}, {"length": 20.0}]
+    assert _concentric([[0], [1]], labels, segs, (100.0, 100.0), lambda um: um, params) == {1}

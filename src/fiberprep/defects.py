@@ -158,6 +158,7 @@ def detect_defects(gray, zone_map, geometry, params):
         labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), (source & _SCRATCH) > 0,
                          int(math.ceil(px(params["scratch_reach_um"]) * factor)), params)
     labels[zm_full == 0] = 0
+    labels = _drop_short_lines(labels, source, params["scratch_min_length_um"] / upp)
     instance_map[crop] = labels
     table = _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params)
     # Renumber 1..n in case refinement or cropping emptied an instance.
@@ -781,9 +782,11 @@ def _refine(labels, absz, reach, line, line_reach, params):
 def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     """LEI scratches: oriented line averages against parallel side lines.
 
-    Runs at ``lei_um_per_px`` (``_lei_strength``: digital lines, no image
-    rotation). The max |response| over orientations, in units
-    of its robust spread, is thresholded with hysteresis and split where
+    Runs on |zs| (a shaded groove's dark and bright flanks would cancel in
+    a signed average) at ``lei_um_per_px`` (``_lei_strength``: digital
+    lines, no image rotation). The max response over orientations, in units
+    of its robust spread, is thinned to its ridges (``_ridges``: parallel
+    lines stay apart), thresholded with hysteresis and split where
     the line direction turns (``_oriented_components``: crossing scratches
     stay apart); collinear segments are joined into one scratch each.
     Returns a label image, one label per scratch: its centre line where
@@ -793,17 +796,21 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
     small = (max(8, round(w / f)), max(8, round(h / f))) if f > 1.05 else (w, h)
-    zl = cv2.resize(zs, small, interpolation=cv2.INTER_AREA) if small != (w, h) else zs
+    za = np.abs(zs)
+    zl, zsl = ((cv2.resize(za, small, interpolation=cv2.INTER_AREA),
+                cv2.resize(zs, small, interpolation=cv2.INTER_AREA)) if small != (w, h) else (za, zs))
     okl = (cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
            if small != (w, h) else seed_ok)
     lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
     strength, ori = _lei_strength(zl, okl, lpx, params)
     strength[~okl] = 0.0
-    hyst = _reconstruct(strength > params["lei_high"], strength > params["lei_low"], connectivity=4)
+    n_or = int(params["lei_orientations"]) + int(params["lei_orientations"]) % 2
+    ridge = _ridges(strength, ori, n_or, params["lei_low"])
+    hyst = _reconstruct(ridge & (strength > params["lei_high"]), ridge)
     ori[~hyst] = 0
     scale = small[0] / w
     centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
-    lines = _keep_lines(hyst, ori, centre_l, lpx, params)
+    lines = _keep_lines(hyst, ori, zsl, centre_l, lpx, params)
     if not lines.any():
         return np.zeros((h, w), np.uint16), np.zeros(1)
     if small != (w, h):
@@ -814,7 +821,7 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     r = kern.shape[0] // 2
     box = np.s_[max(0, y0 - r):y0 + bh + r, max(0, x0 - r):x0 + bw + r]
     labels = np.zeros((h, w), np.uint16)
-    lines, absz, visible = lines[box], np.abs(zs[box]), visible[box]
+    lines, absz, visible = lines[box], za[box], visible[box]
     # centre line where the image supports it (the line filter overshoots the ends)
     centre = skeletonize(lines > 0) & (absz >= params["lei_centre_sigma"]) & visible
     near = cv2.dilate(centre.astype(np.uint8), kern) > 0
@@ -833,6 +840,22 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     mask |= near & _gaps(mask)
     labels[box] = np.where(mask, reach_lab, 0)
     return labels, width
+
+
+def _ridges(strength, ori, n_or, low):
+    """Pixels of ``strength`` above ``low`` and not below either neighbour
+    across their line direction (``ori``: index of ``n_or``, as
+    ``_lei_strength``): one-pixel ridges, so that the responses of parallel
+    lines a few pixels apart, and the spread of a strong line's response,
+    do not fuse into one band."""
+    ys, xs = _nonzero(strength > low)
+    out = np.zeros(strength.shape, bool)
+    t = np.pi * np.arange(n_or) / n_or
+    o = ori[ys, xs]  # the normal (-sin, cos) of each direction, rounded to a neighbour
+    ny, nx = np.rint(np.cos(t)).astype(np.int32)[o], np.rint(-np.sin(t)).astype(np.int32)[o]
+    sp = np.pad(strength, 1)
+    out[ys, xs] = strength[ys, xs] >= np.maximum(sp[ys + 1 + ny, xs + 1 + nx], sp[ys + 1 - ny, xs + 1 - nx])
+    return out
 
 
 def _oriented_components(mask, ori, n_or):
@@ -936,7 +959,10 @@ def _work_geometry(geometry, x0, y0, factor):
 def _lei_strength(z, valid, lpx, params):
     """Max over orientations of the sidelobe-free line contrast / σ.
 
-    Each orientation sums ``lei_length_um`` worth of samples along a
+    ``z`` is a rectified image (|z| of the flattened one: a dark, a bright
+    and a shaded groove, whose dark and bright flanks cancel in a signed
+    average, are all ridges of it). Each orientation sums
+    ``lei_length_um`` worth of samples along a
     digital line (unit steps along the dominant axis, the other coordinate
     rounded: every orientation sums the same number of pixels, so all
     share one noise unit) as a sum of shifted slices of the padded image,
@@ -960,15 +986,15 @@ def _lei_strength(z, valid, lpx, params):
     zp = cv2.copyMakeBorder(z, pad, pad, pad, pad, cv2.BORDER_REFLECT)
     hh, ww = h + 2 * m, w + 2 * m
     line = np.empty((hh, ww), np.float32)
-    resp, low, high = (np.empty((h, w), np.float32) for _ in range(3))
+    resp, high = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
     best = np.zeros_like(z)
     ori = np.zeros((h, w), np.uint8)
     better = np.empty((h, w), np.uint8)
     s = 1.0
+    k = np.arange(-half, half + 1)
     for i in range(n_or):
         t = math.pi * i / n_or
         c, sn = math.cos(t), math.sin(t)
-        k = np.arange(-half, half + 1)
         if abs(c) >= abs(sn):  # x-dominant: dx = k, dy = round(k tan t)
             steps = zip(np.rint(k * sn / c).astype(int), k)
         else:
@@ -978,7 +1004,7 @@ def _lei_strength(z, valid, lpx, params):
         for v in views[2:]:  # cv2 adds strided views several times faster than numpy
             cv2.add(line, v, dst=line)
         ny, nx = int(round(off * c)), int(round(-off * sn))  # normal (-sin, cos) in (x, y)
-        _side_contrast(line, m, ny, nx, resp, low, high)
+        _side_contrast(line, m, ny, nx, resp, high)
         if i == 0:
             # noise unit: spread of the centre-minus-side difference
             diff = line[m:m + h, m:m + w] - line[m + ny:m + ny + h, m + nx:m + nx + w]
@@ -992,31 +1018,30 @@ def _lei_strength(z, valid, lpx, params):
     return best, ori
 
 
-def _side_contrast(line, m, ny, nx, out, low, high):
+def _side_contrast(line, m, ny, nx, out, high):
     """Line contrast against both side lines (``line`` shifted by ±(ny, nx)),
-    sidelobe-free, written to ``out`` (``low``, ``high``: work buffers of its shape).
+    sidelobe-free, written to ``out`` (``high``: a work buffer of its shape).
 
     ``line`` has a margin ``m`` around the image (the shape of ``out``).
-    The contrast is c - max(a, b) where the centre line is brighter than
-    both sides, min(a, b) - c where it is darker than both, else 0 (so a
-    side line lying on a scratch gives no echo).
+    The contrast is c - max(a, b) where the centre line is above both sides,
+    else 0 (so a side line lying on a scratch gives no echo, and a line along
+    a blob's edge, one side on the blob, gives none).
     """
     h, w = out.shape
     c = line[m:m + h, m:m + w]
     a = line[m + ny:m + ny + h, m + nx:m + nx + w]
     b = line[m - ny:m - ny + h, m - nx:m - nx + w]
-    cv2.subtract(cv2.min(a, b, dst=low), c, dst=low)
     cv2.subtract(c, cv2.max(a, b, dst=high), dst=out)
-    cv2.max(out, low, dst=out)
     cv2.max(out, 0.0, dst=out)
 
 
-def _keep_lines(mask, ori, centre, px, params):
+def _keep_lines(mask, ori, signed, centre, px, params):
     """Keep elongated segments, join collinear ones across small gaps.
 
     Segments are the components of ``mask`` of one line direction
-    (``_oriented_components``). Lines tracing a ring around the fiber
-    ``centre`` are dropped (``_concentric``). Returns a uint16 label image,
+    (``_oriented_components``); a dark and a bright one (sign of ``signed``)
+    join only as a groove's two flanks (``_groove_sides``). Lines tracing a
+    ring around the fiber ``centre`` are dropped (``_concentric``). Returns a uint16 label image,
     one label per joined line (its segments and the links drawn between them).
     """
     n_or = int(params["lei_orientations"]) + int(params["lei_orientations"]) % 2
@@ -1025,15 +1050,17 @@ def _keep_lines(mask, ori, centre, px, params):
     if n == 0:
         return out
     min_len = px(params["scratch_min_length_um"])
+    max_w = px(params["scratch_max_width_um"])
     segs = []
-    pts = _label_points(lab, n + 1)[0]
+    pts, ys, xs, k = _label_points(lab, n + 1)
+    pol = _polarity(k, signed[ys, xs], n + 1)
     for i, sl in enumerate(_label_boxes(lab, n + 1)):
         if sl is None or max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) < 0.5 * min_len:
             continue
         pc = _piece(pts[i], px(params["lei_length_um"]))
         if pc["length"] >= 0.5 * min_len and pc["length"] >= params["scratch_min_aspect"] * pc["width"]:
-            segs.append({**pc, "id": i})
-    roots, pairs = _link_pieces(segs, lambda a, b: _continues(
+            segs.append({**pc, "id": i, "pol": pol[i]})
+    roots, pairs = _link_pieces(segs, lambda a, b: _groove_sides(a, b, max_w) and _continues(
         a, b, px(params["join_gap_um"]), params["join_angle_deg"], 2.0))
     joined = [[j for j in range(len(segs)) if roots[j] == r] for r in np.unique(roots)] if segs else []
     joined = [g for g in joined if sum(segs[j]["length"] for j in g) >= min_len]
@@ -1058,17 +1085,22 @@ def _concentric(groups, labels, segs, centre, px, params):
     A group is ring-like when its pixels keep their distance to the centre
     within ``ring_arc_tol_um``; ring-like groups at the same radius whose
     lengths add up to ``ring_arc_min_um`` are the fiber's own concentric
-    structure (index-profile or core ring), not scratches.
+    structure (index-profile or core ring, an edge bevel), not scratches, and
+    so is a ring-like group that a circle around the centre fits with less
+    than half the residual variance of a straight line (it bends around the
+    centre).
     """
     tol = px(params["ring_arc_tol_um"])
     arcs = []
+    drop = set()
     for k, pts in enumerate(_label_points(labels, len(groups) + 1)[0]):
         if pts is None:
             continue
         r = np.hypot(pts[:, 0] - centre[0], pts[:, 1] - centre[1])
         if np.percentile(r, 95) - np.percentile(r, 5) <= tol:
             arcs.append((k, float(np.median(r)), sum(segs[j]["length"] for j in groups[k - 1])))
-    drop = set()
+            if r.var() < 0.5 * np.linalg.eigvalsh(np.cov(pts.T.astype(np.float64)))[0]:
+                drop.add(k)
     for k, r0, _ in arcs:
         if sum(length for _, r1, length in arcs if abs(r1 - r0) <= tol) >= px(params["ring_arc_min_um"]):
             drop.add(k)
@@ -1145,6 +1177,17 @@ def _continues(a, b, gap, max_angle, tol, end_gap=None):
     lim = max(tol, 0.2 * math.hypot(*v))
     return (abs(v[0] * a["d"][1] - v[1] * a["d"][0]) <= lim
             and abs(v[0] * b["d"][1] - v[1] * b["d"][0]) <= lim)
+
+
+def _groove_sides(a, b, max_w):
+    """False for a dark and a bright line piece (``pol``, ``_polarity``) whose
+    centres lie more than ``max_w / 2`` off each other's axis: two scratches,
+    not the two flanks of one shaded groove; True otherwise."""
+    if a["pol"] * b["pol"] >= _OPPOSITE:
+        return True
+    v = b["c"] - a["c"]
+    off = max(abs(v[0] * a["d"][1] - v[1] * a["d"][0]), abs(v[0] * b["d"][1] - v[1] * b["d"][0]))
+    return off <= 0.5 * max_w
 
 
 def _link_pieces(pieces, joinable):
@@ -1335,7 +1378,9 @@ def _join_collinear(labels, source, zs, px, params):
     ``join_line_gap_um`` apart: a scratch whose contrast fades leaves long
     gaps), or when a blob no wider than twice a line (or than half
     ``scratch_max_width_um``: the beads of a thin scratch) lies ahead of one of
-    its ends, within ``join_gap_um`` and the join angle (a bead). A blob and
+    its ends, within ``join_gap_um``, on the line's extended path (off it by
+    at most both half thicknesses plus half the join angle over the distance)
+    and, when elongated, along it (a bead). A blob and
     a line of opposite polarity (``_polarity`` of ``zs``) are different
     defects, and so are a dark and a bright line unless each centre lies
     within half ``scratch_max_width_um`` of the other's axis (the two sides
@@ -1346,7 +1391,8 @@ def _join_collinear(labels, source, zs, px, params):
         return labels, source
     max_w, gap = px(params["scratch_max_width_um"]), px(params["join_gap_um"])
     max_angle = params["join_angle_deg"]
-    tan_max = math.tan(math.radians(max_angle))
+    tan_half = math.tan(math.radians(max_angle / 2))
+    cos_max = math.cos(math.radians(max_angle))
     pieces = []
     pts, ys, xs, k = _label_points(labels, n)
     thick = _thickness(labels, n, ys, xs)
@@ -1360,22 +1406,25 @@ def _join_collinear(labels, source, zs, px, params):
 
     def joinable(a, b):
         if a["elong"] and b["elong"]:
-            if a["pol"] * b["pol"] < _OPPOSITE:  # a dark and a bright line: only a groove's two sides
-                v = b["c"] - a["c"]
-                off = max(abs(v[0] * a["d"][1] - v[1] * a["d"][0]), abs(v[0] * b["d"][1] - v[1] * b["d"][0]))
-                if off > 0.5 * max_w:
-                    return False
+            if not _groove_sides(a, b, max_w):
+                return False
             return _continues(a, b, gap, max_angle, 0.5 * max_w, px(params["join_line_gap_um"]))
         if not (a["elong"] or b["elong"]):
             return False
         line, blob = (a, b) if a["elong"] else (b, a)
         if blob["thick"] > max(2 * line["thick"], 0.5 * max_w) or a["pol"] * b["pol"] < _OPPOSITE:
             return False
+        # a bead lies on the line's path (its centre within both half thicknesses of
+        # the extended axis, plus what half the join angle turns over the distance),
+        # and an elongated one along it
+        if blob["major"] >= 2 * blob["thick"] and abs(float(blob["d"] @ line["d"])) < cos_max:
+            return False
         for p, t in line["ends"]:
             v = blob["c"] - p
             along = float(t @ v)
+            lateral = 0.5 * (blob["thick"] + line["thick"]) + tan_half * max(along, 0.0)
             if (math.hypot(*v) <= gap + 0.5 * blob["major"] and along >= -0.5 * max_w
-                    and abs(v[0] * t[1] - v[1] * t[0]) <= max(0.5 * max_w, tan_max * along)):
+                    and abs(v[0] * t[1] - v[1] * t[0]) <= lateral):
                 return True
         return False
 
@@ -1450,6 +1499,24 @@ def _drop_rings(labels, source, ring, px, params):
     lut = np.zeros(n, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
     return _relabel(labels, lut), source[keep]
+
+
+def _drop_short_lines(labels, source, min_len):
+    """``labels`` without the instances only the line filter found (no region
+    candidate backs them) whose major axis or pixel count (a continuous line of
+    that length has as many) is below ``min_len`` px once cut at their final
+    resolution: crumbs of texture or of an edge, not scratches."""
+    ys, xs = _nonzero(labels)
+    k = labels[ys, xs]
+    n = max(len(source), int(labels.max()) + 1)
+    src = np.zeros(n, np.int8)
+    src[:len(source)] = source
+    short = (_axes(k, ys, xs, n)[0] < min_len) | (np.bincount(k, minlength=n) < min_len)
+    drop = (src == _SCRATCH) & short
+    drop[0] = False
+    if drop.any():
+        labels = np.where(drop[labels], 0, labels).astype(labels.dtype)
+    return labels
 
 
 def _polarity(k, v, n):

@@ -21,6 +21,7 @@ the analysis modules (SciPy, scikit-image) are imported only where they are used
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import logging
 import multiprocessing
@@ -129,13 +130,17 @@ def stage_params(config: dict) -> dict[str, dict]:
 def log_to(path: str | os.PathLike) -> None:
     """Send this process's stderr (Python and C level) and logging to a log file.
 
-    Shard scripts call it first, so library warnings, tracebacks and the output of
-    pool workers all land in the job's ``log:`` file.
+    Every job script calls it first, after its imports, so library warnings, tracebacks
+    and the output of pool workers all land in the job's ``log:`` file. It also freezes
+    the objects those imports created (``gc.freeze``): the garbage collector then never
+    scans them again, which spares each job ~0.1-0.15 s CPU of collections when the
+    interpreter shuts down with pandas and SciPy loaded.
     """
     stream = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 (lives with the process)
     os.dup2(stream.fileno(), 2)
     sys.stderr = stream
     logging.basicConfig(stream=stream, level=logging.INFO, format=LOG_FORMAT, force=True)
+    gc.freeze()
 
 
 def _rejection(image_id: str, stage: str, err: BaseException, key: str) -> tuple[str, str | None]:
@@ -499,6 +504,11 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     list
         The function's results, in the order of ``items``.
     """
+    modules = STAGE_MODULES.get(stage_func.__name__.removesuffix("_image"), ())
+    if not all(m in sys.modules for m in modules):
+        for module in modules:
+            importlib.import_module(module)
+        gc.freeze()  # the new modules' objects, as in log_to (forked workers share them)
     workers = max(1, min(int(threads), len(items)))
     if workers == 1:  # in this process; OpenCV's own threads stay within the job's cores
         with _opencv_threads(max(1, int(threads))):
@@ -510,9 +520,6 @@ def run_shard(stage_func, items: list, params: dict, root: str, threads: int) ->
     # hangs), and the executor forks every worker before its manager thread starts. A
     # process that has started Python threads (e.g. Zarr's event loop) gets its workers
     # from a forkserver instead.
-    modules = STAGE_MODULES.get(stage_func.__name__.removesuffix("_image"), ())
-    for module in modules:
-        importlib.import_module(module)
     if threading.active_count() == 1:
         context = multiprocessing.get_context("fork")
     else:

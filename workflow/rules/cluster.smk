@@ -1,5 +1,6 @@
 localrules:
     cluster_settings,
+    cluster_review,
 
 
 rule cluster_settings:
@@ -44,6 +45,7 @@ rule cluster_fit:
     output:
         model=R / "clustering" / "model.pkl",
         summary=R / "clustering" / "clusters.json",
+        review=R / "clustering" / "review_template.yaml",
     log:
         LOGS / "clustering" / "cluster_fit.log",
     conda:
@@ -60,9 +62,12 @@ rule cluster_fit:
 
 
 rule cluster_review:
-    """First run only: the automatic cluster names as an editable review file."""
+    """First run only: cluster_fit's review template (the automatic cluster names) as
+    the editable review file. Its input is ancient, so a refit never overwrites it. A
+    copy by the shell on the submitting host: no Python start-up (~0.6 s CPU) between
+    cluster_fit and the labels; written to a temporary name and renamed."""
     input:
-        ancient(R / "clustering" / "model.pkl"),
+        ancient(R / "clustering" / "review_template.yaml"),
     output:
         REVIEW,
     log:
@@ -71,10 +76,10 @@ rule cluster_review:
         ENV
     threads: 1
     resources:
-        mem_mb=500,
-        runtime=5,
-    script:
-        "../scripts/cluster_review.py"
+        mem_mb=100,
+        runtime=1,
+    shell:
+        "(cp {input:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) 2> {log:q}"
 
 
 rule labels:

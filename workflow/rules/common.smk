@@ -62,7 +62,9 @@ for name in FIBER_TYPES:
             f"{config['fiber_types'][name]['criteria']!r}, "
             f"expected one of {sorted(config['criteria'])}"
         )
-CRITERIA = {n: config["criteria"][config["fiber_types"][n]["criteria"]] for n in FIBER_TYPES}
+CRITERIA = {
+    n: config["criteria"][config["fiber_types"][n]["criteria"]] for n in FIBER_TYPES
+}
 
 # The folder is scanned once; every image id maps to a fixed shard (stable hash).
 SCANNED = fio.scan_inputs(INPUT_DIR, config["extensions"])

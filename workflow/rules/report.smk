@@ -1,11 +1,23 @@
+from fiberprep import datasets
+
+
 rule report:
-    """The self-contained QC report (summary, geometry, clusters, worst images)."""
+    """Gather: the defect library index (every feature) with one contact sheet per
+    type, then the self-contained QC report (summary, geometry, clusters, worst
+    images) from it. One job: the report reads the index the same process built (no
+    second start-up, no second read of every defect's row)."""
     input:
+        library=shard_files(INTER / "datasets" / "library_shard_{shard}.parquet"),
         images=R / "datasets" / "image_level" / "images.parquet",
         labels=R / "datasets" / "image_level" / "image_labels.parquet",
-        index=R / "defect_library" / "index.parquet",
     output:
-        R / "qc" / "report.html",
+        index=R / "defect_library" / "index.parquet",
+        csv=R / "defect_library" / "index.csv",
+        sheets=[
+            R / "defect_library" / "contact_sheets" / f"{name}.png"
+            for name in datasets.DEFECT_CLASSES.values()
+        ],
+        report=R / "qc" / "report.html",
     log:
         LOGS / "report" / "report.log",
     conda:
@@ -15,9 +27,10 @@ rule report:
         mem_mb=4000,
         runtime=30,
     params:
+        library_dir=parent_of(0, "index"),
+        library=config["library"],
         report=config["report"],
-        library_dir=parent_of(0, "index", of="input"),
-        qc_dir=parent_of(0),
+        qc_dir=parent_of(0, "report"),
         run_info={
             "input_dir": str(INPUT_DIR),
             "fiber_type": config["fiber"]["type"],

@@ -1,15 +1,27 @@
 """Cluster fit (gather): one model over the defect features of all shards.
 
 The fit reads only the rows of its seeded subsample (``clustering.max_fit_samples``),
-one shard table at a time: memory stays bounded at any number of defects.
+one shard table at a time: memory stays bounded at any number of defects. Also writes
+the review template (the automatic cluster names as the editable YAML) that rule
+``cluster_review`` copies to the review file on the first run.
 """
 
 import pickle
 from pathlib import Path
 
+import yaml
+
 from fiberprep import clustering
 from fiberprep import io as fio
 from fiberprep import pipeline
+
+REVIEW_HEADER = """\
+# fiberprep cluster review: defect type of each cluster of clustering/model.pkl.
+# Written once from the automatic names; edit it and rerun: only the labels and what
+# follows are redone. Per cluster id: set `type` to one of scratch, pit_dig,
+# contamination, chip, other, or replace the entry by `{merge_into: <cluster id>}`.
+# `rule` and `size` are for reading only (the naming rule and the fit sample size).
+"""
 
 pipeline.log_to(snakemake.log[0])
 P = snakemake.params.clustering
@@ -43,3 +55,6 @@ fio.write_json(
         },
     },
 )
+# the review file's first version (rule cluster_review copies it once)
+body = yaml.safe_dump(clustering.review_template(model), sort_keys=True, width=100)
+fio.write_bytes(snakemake.output.review, (REVIEW_HEADER + body).encode("utf-8"))

@@ -804,7 +804,7 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
     strength, ori = _lei_strength(zl, okl, lpx, params)
     strength[~okl] = 0.0
-    n_or = int(params["lei_orientations"]) + int(params["lei_orientations"]) % 2
+    n_or = _n_orientations(params)
     ridge = _ridges(strength, ori, n_or, params["lei_low"])
     hyst = _reconstruct(ridge & (strength > params["lei_high"]), ridge)
     ori[~hyst] = 0
@@ -840,6 +840,13 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     mask |= near & _gaps(mask)
     labels[box] = np.where(mask, reach_lab, 0)
     return labels, width
+
+
+def _n_orientations(params):
+    """The LEI orientation count: ``lei_orientations`` rounded up to even, so that
+    the horizontal and vertical directions are both among them."""
+    n = int(params["lei_orientations"])
+    return n + n % 2
 
 
 def _ridges(strength, ori, n_or, low):
@@ -977,8 +984,7 @@ def _lei_strength(z, valid, lpx, params):
     """
     L = _odd(lpx(params["lei_length_um"]))
     off = max(2, int(round(lpx(params["lei_offset_um"]))))
-    n_or = int(params["lei_orientations"])
-    n_or += n_or % 2
+    n_or = _n_orientations(params)
     h, w = z.shape
     half = L // 2
     m = off + 1  # margin of the line image: room for the side shifts
@@ -1044,7 +1050,7 @@ def _keep_lines(mask, ori, signed, centre, px, params):
     ring around the fiber ``centre`` are dropped (``_concentric``). Returns a uint16 label image,
     one label per joined line (its segments and the links drawn between them).
     """
-    n_or = int(params["lei_orientations"]) + int(params["lei_orientations"]) % 2
+    n_or = _n_orientations(params)
     lab, n = _oriented_components(mask, ori, n_or)
     out = np.zeros(mask.shape, np.uint16)
     if n == 0:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
@@ -42,21 +43,27 @@ def _typed(truth):
     return d["number"].to_numpy(int), d["class_name"].tolist()
 
 
-def test_palette_pngs_hold_class_ids(scenes):
+def test_mask_pngs_hold_class_ids(scenes):
     for _, _, truth in scenes:
         numbers, types = _typed(truth)
         mask = datasets.defect_class_mask(truth["instance_map"], numbers, types)
-        for ids, colours in ((mask, datasets.DEFECT_COLOURS), (truth["zone_map"], datasets.ZONE_COLOURS)):
-            data = datasets.encode_palette_png(ids, colours)
-            png = Image.open(io.BytesIO(data))
-            assert png.mode == "P"
-            np.testing.assert_array_equal(np.asarray(png), ids)
-            np.testing.assert_array_equal(datasets.decode_palette_png(data), ids)
-            pal = np.asarray(png.getpalette()[:18]).reshape(6, 3)
-            assert [tuple(p) for p in pal] == [colours[k] for k in range(6)]
+        for ids in (mask, truth["zone_map"]):
+            data = datasets.encode_png(ids, flat=True)
+            assert Image.open(io.BytesIO(data)).mode == "L"  # gray: every reader returns the ids
+            np.testing.assert_array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), ids)
         # every instance pixel carries its defect's class id
         for n, t in zip(numbers, types):
             assert set(np.unique(mask[truth["instance_map"] == n])) <= {datasets.class_id(t)}
+
+
+def test_palette_png_keeps_indices_and_colours(scenes):
+    indices = scenes[0][2]["zone_map"].astype(np.uint8)
+    data = datasets.encode_palette_png(indices, datasets.ZONE_COLOURS)
+    png = Image.open(io.BytesIO(data))
+    assert png.mode == "P"
+    np.testing.assert_array_equal(np.asarray(png), indices)
+    pal = np.asarray(png.getpalette()[:18]).reshape(6, 3)
+    assert [tuple(p) for p in pal] == [datasets.ZONE_COLOURS[k] for k in range(6)]
 
 
 def test_coco_loads_and_matches_instance_masks(scenes, tmp_path):

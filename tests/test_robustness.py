@@ -252,7 +252,7 @@ def test_bad_inputs_end_to_end_on_read_only_folder(tmp_path):
                                     CONFIG["io"]["min_side_px"])
         mask = masks / f"{image_id}.png"
         assert mask.is_file(), image_id
-        assert np.asarray(Image.open(mask)).shape == gray.shape  # palette PNG of ids
+        assert np.asarray(Image.open(mask)).shape == gray.shape  # gray PNG of ids
 
 
 # ----------------------------------------------------------------------------- slow

@@ -148,7 +148,7 @@ def is_display_png(info: dict, display: np.ndarray) -> bool:
 
 def decode_png(data: bytes) -> np.ndarray:
     """Array of PNG bytes written by :func:`encode_png`: gray or RGB uint8, or uint16
-    (palette PNGs come back as RGB; read their ids with Pillow)."""
+    (palette PNGs come back as RGB)."""
     arr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     if arr is None:
         raise ValueError("not a PNG OpenCV can decode")
@@ -159,42 +159,19 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
 
-def encode_palette_png(mask: np.ndarray, colours: dict[int, tuple[int, int, int]], compression: int = 1,
-                       flat: bool = True) -> bytes:
-    """PNG bytes of a uint8 id mask in palette mode (colour type 3).
+def encode_palette_png(indices: np.ndarray, colours: dict[int, tuple[int, int, int]], compression: int = 1) -> bytes:
+    """PNG bytes of a uint8 index image in palette mode (colour type 3), for overlays.
 
-    The pixel values stay the ids (``numpy.asarray(PIL.Image.open(f))`` gives them
-    back) while viewers show the colours. OpenCV writes the 8-bit gray PNG, whose
-    pixel data is byte-for-byte that of an 8-bit palette PNG; the header's colour
-    type is switched to palette and a PLTE chunk inserted (PNG spec, ISO/IEC 15948).
-    ``flat`` as in :func:`encode_png` (masks: True).
+    OpenCV writes the 8-bit gray PNG, whose pixel data is byte-for-byte that of an
+    8-bit palette PNG; the header's colour type is switched to palette and a PLTE
+    chunk inserted (PNG spec, ISO/IEC 15948). One byte per pixel instead of three.
     """
-    gray = encode_png(np.ascontiguousarray(mask, dtype=np.uint8), compression, flat=flat)
+    gray = encode_png(np.ascontiguousarray(indices, dtype=np.uint8), compression)
     ihdr_end = 8 + 8 + 13 + 4  # signature, IHDR length+type, IHDR data, CRC
     ihdr = bytearray(gray[16 : 16 + 13])
     ihdr[9] = 3  # colour type: palette
     return (gray[:8] + _png_chunk(b"IHDR", bytes(ihdr)) + _png_chunk(b"PLTE", bytes(palette(colours)))
             + gray[ihdr_end:])
-
-
-def decode_palette_png(data: bytes) -> np.ndarray:
-    """Ids (uint8) of an 8-bit palette PNG such as :func:`encode_palette_png` writes.
-
-    The inverse header switch: colour type back to gray, PLTE/tRNS dropped, then
-    OpenCV decodes the indices (it would otherwise expand them to colours).
-    """
-    out, pos = [data[:8]], 8
-    while pos < len(data):
-        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            if body[8] != 8 or body[9] != 3:
-                raise ValueError("not an 8-bit palette PNG")
-            out.append(_png_chunk(b"IHDR", body[:9] + b"\x00" + body[10:]))
-        elif kind not in (b"PLTE", b"tRNS"):
-            out.append(data[pos : pos + 12 + length])
-        pos += 12 + length
-    return decode_png(b"".join(out))
 
 
 def content_key(*parts) -> str:
@@ -712,8 +689,8 @@ _FILES_DOC = """\
 | file | what it holds |
 |---|---|
 | `pixel_level/images/<image_id>.png` | the input as 8-bit gray or RGB, same size as the masks |
-| `pixel_level/zone_masks/<image_id>.png` | uint8 palette PNG, pixel = zone id (table below) |
-| `pixel_level/defect_masks/<image_id>.png` | uint8 palette PNG, pixel = defect class id (0 none) |
+| `pixel_level/zone_masks/<image_id>.png` | uint8 gray PNG, pixel = zone id (table below) |
+| `pixel_level/defect_masks/<image_id>.png` | uint8 gray PNG, pixel = defect class id (0 none) |
 | `pixel_level/instance_masks/<image_id>.png` | uint16 PNG, pixel = defect number in the image; `defect_id = "<image_id>#<number>"` |
 | `pixel_level/classes.json` | zone and defect class ids -> name, colour |
 | `pixel_level/coco_instances.json` | every defect as a COCO instance: RLE mask, bbox, area, category = defect class id; images carry `image_id` and `split` |

@@ -428,7 +428,7 @@ def dataset_image(
     Returns
     -------
     dict
-        PNG bytes ``image``, ``zone_mask``, ``defect_mask`` (palettes),
+        PNG bytes ``image``, ``zone_mask``, ``defect_mask`` (8-bit gray ids),
         ``instance_mask`` (uint16), ``overlay`` (QC); ``patches`` (PNG bytes per row
         of ``defects``), ``chunks`` (``{array: bytes}``, ``datasets.zarr_chunk``),
         ``coco`` (``datasets.coco_annotations``) and ``yolo`` (segment lines).
@@ -445,8 +445,8 @@ def dataset_image(
               "instance_masks": inst}
     return {
         "image": source_png if source_png is not None else datasets.encode_png(display, level),
-        "zone_mask": datasets.encode_palette_png(zone_map, datasets.ZONE_COLOURS, level),
-        "defect_mask": datasets.encode_palette_png(class_mask, datasets.DEFECT_COLOURS, level),
+        "zone_mask": datasets.encode_png(zone_map.astype(np.uint8, copy=False), level, flat=True),
+        "defect_mask": datasets.encode_png(class_mask.astype(np.uint8, copy=False), level, flat=True),
         "instance_mask": datasets.encode_png(inst, level, flat=True),
         "overlay": report.overlay_png(display, zone_map, inst, lut, level),
         "patches": [

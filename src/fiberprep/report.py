@@ -95,7 +95,7 @@ def overlay_png(display: np.ndarray, zone_map: np.ndarray, instance_map: np.ndar
         return datasets.encode_png(overlay(display, zone_map, instance_map, class_lut), compression)
     labels = overlay_labels(zone_map, instance_map, class_lut)
     indices = np.where(labels > 0, labels, display >> 1)
-    return datasets.encode_palette_png(indices, OVERLAY_PALETTE, compression, flat=False)
+    return datasets.encode_palette_png(indices, OVERLAY_PALETTE, compression)
 
 
 def data_uri(image: np.ndarray, fmt: str = ".png", quality: int = 85) -> str:

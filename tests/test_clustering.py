@@ -160,18 +160,6 @@ def test_irregular_dark_cluster_is_contamination_not_pit(first):
     assert name["type"] == "contamination" and "solidity=0.5 <=" in name["rule"]
 
 
-def test_faint_compact_cluster_is_contamination_not_pit(first):
-    """A compact blob that dims the light by a few per cent (a film, a stain) is not a
-    pit, however low the image noise makes its SNR."""
-    _, model = first
-    pit_id = next(c for c, v in model["names"].items() if v["type"] == "pit_dig")
-    faint = {**model, "centroids_raw": {0: {**model["centroids_raw"][pit_id], "local_snr": -8.0,
-                                             "michelson_contrast": -0.05}}}
-    name = clustering.name_clusters(faint)[0]
-    assert name["type"] == "contamination" and "michelson_contrast=-0.05 >=" in name["rule"]
-    assert "michelson_contrast" in model["names"][pit_id]["rule"]
-
-
 @pytest.mark.parametrize("kind", ["log", "near", "tanh"])
 def test_transforms(kind):
     x = np.array([-10.0, 0.0, 2.0, np.nan])

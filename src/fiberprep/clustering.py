@@ -257,13 +257,11 @@ def name_clusters(model: dict) -> dict[int, dict]:
     4. pit_dig: small, compact and clearly dark (``equivalent_diameter_um`` small,
        ``aspect_ratio`` small, ``solidity`` above the irregularity limit of rule 5: a
        hole in the glass has a closed, convex outline; ``local_snr`` strongly
-       negative and ``michelson_contrast`` clearly negative: a pit's walls scatter
-       much of the light away, whatever the noise). The zone is not
+       negative). The zone is not
        required to be glass: the ceramic ferrule has pits too (and the synthetic
        benchmark draws them on both), and the features table carries no zone;
-    5. contamination, dust-like: sharp-edged but bright or faint (``local_snr`` or
-       ``michelson_contrast`` above the pit level) or irregular (``solidity`` low),
-       any zone;
+    5. contamination, dust-like: sharp-edged but bright or faint (``local_snr``
+       above the pit level) or irregular (``solidity`` low), any zone;
     6. other.
 
     Returns
@@ -284,10 +282,8 @@ def name_clusters(model: dict) -> dict[int, dict]:
         ("pit_dig", [("equivalent_diameter_um", "<=", p["pit_max_diameter_um"]),
                      ("aspect_ratio", "<=", p["pit_max_aspect_ratio"]),
                      ("solidity", ">=", p["contamination_max_solidity"]),
-                     ("local_snr", "<=", p["pit_max_snr"]),
-                     ("michelson_contrast", "<=", p["pit_max_michelson"])]),
+                     ("local_snr", "<=", p["pit_max_snr"])]),
         ("contamination", [("local_snr", ">=", p["pit_max_snr"])]),
-        ("contamination", [("michelson_contrast", ">=", p["pit_max_michelson"])]),
         ("contamination", [("solidity", "<=", p["contamination_max_solidity"])]),
     ]
     oil_rule = 2  # index of the diffuse-edge rule in checks

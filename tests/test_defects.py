@@ -358,3 +358,42 @@ def test_arc_around_the_centre_is_concentric_a_chord_is_not():
     params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 1000.0}  # only the fit test can drop
     segs = [{"length": 41.0}, {"length": 20.0}]
     assert _concentric([[0], [1]], labels, segs, (100.0, 100.0), lambda um: um, params) == {1}
+
+
+@pytest.mark.parametrize("polarity, contrast", [("dark", 0.8), ("dark", 0.45), ("bright", 0.6)])
+def test_outline_sits_half_way_to_the_core(cfg, polarity, contrast):
+    # a blurred defect's mask ends where the intensity is half way between the local
+    # background and its core (the drawn outline): not inside a dark one (half its log
+    # contrast) nor at half a noise- and texture-inflated peak
+    dig = dict(PIT, type="dig", size_um=12.0, irregularity=0.2, aspect=1.4, polarity=polarity,
+               contrast=contrast)
+    gray, truth = _scene(cfg, seed=4, defects=[dig], blur_px=0.6)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    true_mask = truth["instance_map"] == 1
+    number, iou = _best_iou(pred, true_mask)
+    assert iou >= 0.85
+    assert (pred == number).sum() / true_mask.sum() == pytest.approx(1.0, abs=0.1)
+
+
+def test_pit_wider_than_its_scratch_is_split_off(cfg):
+    # a 6 µm pit on a 2 µm scratch (under three scratch widths): a local widening of the
+    # line, its own defect
+    line = dict(SCRATCH, width_um=2.0, dx_um=-60.0, dy_um=20.0, angle_deg=70.0, length_um=80.0)
+    pit = dict(PIT, size_um=6.0, dx_um=-60.0, dy_um=20.0)
+    gray, truth = _scene(cfg, seed=8, defects=[line, pit])
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    n_line, iou_line = _best_iou(pred, truth["instance_map"] == 1)
+    n_pit, iou_pit = _best_iou(pred, truth["instance_map"] == 2)
+    assert n_line != n_pit and iou_pit >= 0.5 and iou_line >= 0.3
+    assert table.set_index("number").loc[n_pit, "shape_class"] == "compact"
+
+
+def test_oil_film_on_a_visible_core(cfg):
+    # a soft film covering a third of a visible multimode core: the core's own DO2MR
+    # statistics hold the film's rim, the pooled ones do not
+    oil = dict(PIT, type="oil", size_um=30.0, irregularity=0.1, aspect=1.3, softness_um=4.0,
+               contrast=0.2, dx_um=6.0, dy_um=-5.0)
+    gray, truth = _scene(cfg, seed=5, defects=[oil], core_visible=True, core_um=62.5,
+                         core_level=0.4, core_edge_um=1.5, core_ring=0.0)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.7

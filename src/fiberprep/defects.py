@@ -35,6 +35,8 @@ _REGION, _SCRATCH = 1, 2
 # Two defects are of opposite polarity (``_polarity``) when the product of theirs is
 # below this: one at least half dark, the other at least half bright.
 _OPPOSITE = -0.25
+# A blob split off a scratch (a pit on its path) is at most this long for its width.
+_ROUND = 2.0
 
 
 def detect_defects(gray, zone_map, geometry, params):
@@ -79,9 +81,11 @@ def detect_defects(gray, zone_map, geometry, params):
     Residuals are divided by the local noise. DO2MR finds region defects at
     two scales, LEI finds scratches (one label per scratch: crossing ones
     stay apart, bent and faded pieces are followed end to end); a blob
-    thicker than the scratch it lies on, or of the opposite polarity (a dark
-    pit on a bright scratch), stays its own defect. Masks are cut
-    at half the defect's own peak contrast (its true edge under blur). Work is restricted
+    thicker than the scratch it lies on, or wider than it at a point of its
+    path (a pit on it), or of the opposite polarity (a dark pit on a bright
+    scratch), stays its own defect. Region masks are cut where the
+    intensity is half way between the local background and the defect's
+    core (a blurred step's true edge), lines at half their local peak. Work is restricted
     to the analysed area's bounding box at a resolution no finer than
     ``work_um_per_px``; masks are refined at the input resolution.
 
@@ -122,9 +126,12 @@ def detect_defects(gray, zone_map, geometry, params):
     zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"],
                                     px(params["noise_um"]), params["flatten_clip_sigma"])
     # physical floor: a defect must differ from its background by min_contrast
-    rel = cv2.GaussianBlur(lg - bg, (0, 0), params["smooth_px"])
+    resid = lg - bg
+    rel = cv2.GaussianBlur(resid, (0, 0), params["smooth_px"])
+    # the linear residual (image / background - 1), smoothed as z: masks are cut on it
+    lin = cv2.GaussianBlur(cv2.exp(resid) - np.float32(1), (0, 0), params["smooth_px"])
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
-    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, floor / sigma, px, params)
+    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, lin, floor / sigma, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
     # a blob wider than any scratch (and the line filter's side lines around it) is
     # no place for a scratch: its outline's line response would join the scratches
@@ -155,7 +162,8 @@ def detect_defects(gray, zone_map, geometry, params):
         labels = cv2.resize(labels.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST)
         zscale = cv2.resize(zscale, size, interpolation=cv2.INTER_LINEAR)
         zf = cv2.GaussianBlur((log_full - bg) / sigma, (0, 0), params["smooth_px"]) / zscale
-        labels = _refine(labels, np.abs(zf), int(math.ceil(factor)), (source & _SCRATCH) > 0,
+        lin_f = cv2.GaussianBlur(cv2.exp(log_full - bg) - np.float32(1), (0, 0), params["smooth_px"])
+        labels = _refine(labels, zf, lin_f, int(math.ceil(factor)), (source & _SCRATCH) > 0,
                          int(math.ceil(px(params["scratch_reach_um"]) * factor)), params)
     labels[zm_full == 0] = 0
     labels = _drop_short_lines(labels, source, params["scratch_min_length_um"] / upp)
@@ -615,7 +623,7 @@ def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
+def _region_candidates(z, zs, regions, seed_ok, rel, lin, quant, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
@@ -623,13 +631,15 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
     that also reach ``seed_sigma`` and whose relative contrast ``rel`` (log
     residual) passes ``min_contrast`` (``coarse_min_contrast`` at the coarse
     scale) seed a hysteresis on |z|, and each
-    component is cut at half its own peak |z| (the true edge of a blurred
-    defect), never below ``grow_sigma``. ``quant`` is the quantisation
+    component is cut half way to its core in the linear residual ``lin``
+    (``_edge_cut``: the true edge of a blurred defect), never below
+    ``grow_sigma``. ``quant`` is the quantisation
     floor in units of σ (1 where σ is at the floor): block means keep a
     JPEG block's coherent one-level error (half the floor), so the coarse
     scale's noise is never taken below ``quant / 2``. The coarse scale's
-    noise unit and DO2MR threshold use the MAD (a film covering much of a
-    small region, such as a core, does not inflate it); it seeds only in
+    noise unit and DO2MR threshold use the MAD, and the threshold is at most
+    that of all regions pooled (a film covering much of a small region, such
+    as a core, inflates neither); it seeds only in
     blocks of one physical region and keeps components of at least
     ``coarse_min_area_um2`` that are not line-shaped.
     """
@@ -638,7 +648,7 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
     strong = np.abs(rel) >= math.log1p(params["min_contrast"])
     coarse_floor = math.log1p(params["coarse_min_contrast"])
     cand = _do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params) & (absz > seed) & strong
-    mask = _grow_cut(cand, absz, params)
+    mask = _grow_cut(cand, zs, lin, params, max(1, int(round(3 * params["smooth_px"]))))
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))
     h, w = zs.shape
@@ -669,7 +679,7 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
             s_c = max(_mad_std(dc[mk]), _mad_std(hp[mk]) * math.sqrt(9 / 8), 1e-5)
             zc[m] = dc[m] / np.maximum(qc[m], s_c)
         # (a few wide smears fill a good part of a small region's blocks: the MAD's spread)
-        cc = _do2mr(zc, rc, okc, 3, params, _mad_std) & (np.abs(zc) > seed)
+        cc = _do2mr(zc, rc, okc, 3, params, _mad_std, pooled=True) & (np.abs(zc) > seed)
         cc &= np.abs(down(rel)) >= coarse_floor
         # the coarse scale is for wide smears: drop components smaller than that, and
         # line-shaped ones (a scratch's own block means: the line filter's job)
@@ -682,21 +692,29 @@ def _region_candidates(z, zs, regions, seed_ok, rel, quant, px, params):
         small_c[0] = True
         cc &= ~small_c[lab]
         zc_up = np.zeros((h, w), np.float32)
-        zc_up[:hc, :wc] = np.abs(cv2.resize(zc, (wc, hc), interpolation=cv2.INTER_LINEAR))
+        zc_up[:hc, :wc] = cv2.resize(zc, (wc, hc), interpolation=cv2.INTER_LINEAR)
         cc_up = np.zeros((h, w), bool)
         cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
-        mask |= _grow_cut(cc_up & seed_ok, zc_up, params)
+        mask |= _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
     return mask & (regions > 0)
 
 
-def _do2mr(zs, regions, seed_ok, win, params, spread=None):
+def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False):
     """DO2MR: (max - min) ranking residual, median filtered, thresholded per region
-    at median + γ·``spread`` (default ``_robust_std``) of the residual."""
+    at median + γ·``spread`` (default ``_robust_std``) of the residual; with
+    ``pooled`` at most at the threshold of all regions together (``zs`` is in
+    noise units everywhere: a film covering much of a small region, such as a
+    core, inflates that region's own statistics)."""
     kern = np.ones((win, win), np.uint8)
     res = cv2.medianBlur(cv2.dilate(zs, kern) - cv2.erode(zs, kern), 3)
     spread = spread or _robust_std
-    thr = _per_region(res, regions, seed_ok, lambda v: _median(v) + params["do2mr_gamma"]
-                      * max(spread(v), params["do2mr_sigma_floor"]))
+
+    def stat(v):
+        return _median(v) + params["do2mr_gamma"] * max(spread(v), params["do2mr_sigma_floor"])
+
+    thr = _per_region(res, regions, seed_ok, stat)
+    if pooled and (seed_ok & (regions > 0)).any():
+        thr = np.fmin(thr, stat(_sample(res, seed_ok & (regions > 0))))
     thr = np.nan_to_num(thr, nan=np.inf).astype(np.float32)
     return seed_ok & (regions > 0) & (res > _lookup(regions, thr))
 
@@ -715,21 +733,101 @@ def _reconstruct(seeds, grow, connectivity=8):
     return out
 
 
-def _grow_cut(seeds, absz, params):
-    """Components of ``absz > grow_sigma`` (plus ``seeds``) that hold a seed,
-    each cut at ``mask_level`` x its peak |z| (the true edge of a blurred
-    defect), never below ``grow_sigma``."""
+def _grow_cut(seeds, z, lin, params, inner_px):
+    """Components of ``|z| > grow_sigma`` (plus ``seeds``) that hold a seed, each
+    cut half way between its core and the background (``_edge_cut``; ``z``
+    signed noise units, ``lin`` the linear residual), never below ``grow_sigma``."""
+    absz = np.abs(z)
     grow = seeds | (absz > params["grow_sigma"])
     n, lab = cv2.connectedComponents(grow.view(np.uint8), connectivity=8)
     ys, xs = _nonzero(grow)
-    k, v = lab[ys, xs], absz[ys, xs]
+    k = lab[ys, xs]
     seeded = np.zeros(n, bool)
     seeded[k[seeds[ys, xs]]] = True
-    peak = np.zeros(n, np.float32)
-    np.maximum.at(peak, k, v)
-    sel = seeded[k] & (v >= np.maximum(params["mask_level"] * peak, params["grow_sigma"])[k])
+    on = seeded[k]
+    ys, xs, k = ys[on], xs[on], k[on]
+    zv, lv = z[ys, xs], lin[ys, xs]
+    core, peak = _edge_cut(k, ys, xs, zv, lv, n, inner_px, params)
+    sel = _inside(k, zv, lv, core, peak, params)
+    # only what joins the defect's strong part (above half its peak |z|): the half-way cut
+    # moves its edge, it does not add the faint crumbs around it
     out = np.zeros(grow.shape, bool)
-    out[ys[sel], xs[sel]] = True
+    if sel.any():
+        y0, x0 = int(ys[sel].min()), int(xs[sel].min())
+        box = np.s_[y0:int(ys[sel].max()) + 1, x0:int(xs[sel].max()) + 1]
+        strong = sel & (np.abs(zv) >= params["mask_level"] * peak[k])
+        img, seeds_img = np.zeros(out[box].shape, bool), np.zeros(out[box].shape, bool)
+        img[ys[sel] - y0, xs[sel] - x0] = True
+        seeds_img[ys[strong] - y0, xs[strong] - x0] = True
+        out[box] = _reconstruct(seeds_img, img)
+    return out
+
+
+def _edge_cut(k, ys, xs, z, lin, n, inner_px, params):
+    """Core contrast and peak |z| of each label 0..n-1, which place its true edge.
+
+    Blur acts on linear intensity, so the edge of a blurred step lies where
+    the intensity is ``mask_level`` (half) of the way from the local
+    background to the defect's core (``_inside``), not at half its log
+    contrast (inside a dark defect, outside a bright one). The core is the
+    median linear residual over the label's interior (pixels above half its
+    peak |z| and ``inner_px`` inside that outline, where blur does not
+    reach), robust to the noise and texture a maximum follows, or the value
+    at the peak when the interior has under 5 pixels (a small blob's
+    blurred profile is a peak). ``k, ys, xs``: label and position of each
+    pixel; ``z`` signed noise units and ``lin`` the linear residual (image /
+    background - 1, smoothed as z) at them. Returns ``(core, peak)``.
+    """
+    core, peak = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    if k.size == 0:
+        return core, peak
+    absz = np.abs(z)
+    np.maximum.at(peak, k, absz)
+    first = absz >= params["mask_level"] * peak[k]
+    y0, x0 = int(ys.min()), int(xs.min())
+    img = np.zeros((int(ys.max()) - y0 + 1, int(xs.max()) - x0 + 1), np.uint8)
+    img[ys[first] - y0, xs[first] - x0] = 1
+    er = cv2.erode(img, _disk(2 * inner_px + 1), borderType=cv2.BORDER_CONSTANT, borderValue=0)
+    inner = first & (er[ys - y0, xs - x0] > 0)
+    core = _label_median(k[inner], lin[inner], n)
+    small = np.bincount(k[inner], minlength=n) < 5
+    core[small] = lin[_label_argmax(k, absz, peak)[small]]
+    return core, peak
+
+
+def _inside(k, z, lin, core, peak, params):
+    """Pixels (label ``k``, values ``z``, ``lin``) inside their defect's edge
+    (``_edge_cut``): of the core's sign and at least ``mask_level`` of its
+    linear contrast; of the opposite sign (a pit's bright rim) at least
+    ``mask_level`` x the peak |z|; never below ``grow_sigma``."""
+    frac = params["mask_level"]
+    c = core[k]
+    same = np.where(c >= 0, lin >= frac * c, lin <= frac * c)
+    opp = (np.sign(lin) != np.sign(c)) & (np.abs(z) >= frac * peak[k])
+    return (same | opp) & (np.abs(z) >= params["grow_sigma"])
+
+
+def _label_median(k, v, n):
+    """Median of ``v`` per label 0..n-1 (``k`` the label of each value; 0 when empty)."""
+    out = np.zeros(n, np.float32)
+    if k.size == 0:
+        return out
+    order = np.lexsort((v, k))
+    bounds = np.searchsorted(k[order], np.arange(n + 1))
+    cnt = np.diff(bounds)
+    has = cnt > 0
+    lo = order[bounds[:-1][has] + (cnt[has] - 1) // 2]
+    hi = order[bounds[:-1][has] + cnt[has] // 2]
+    out[has] = 0.5 * (v[lo] + v[hi])
+    return out
+
+
+def _label_argmax(k, v, peak):
+    """Index (into ``k``/``v``) of a largest ``v`` of each label (``peak``: the
+    per-label maxima; 0 for a label without values)."""
+    out = np.zeros(peak.size, np.int64)
+    at = np.flatnonzero(v == peak[k])
+    out[k[at]] = at
     return out
 
 
@@ -746,32 +844,33 @@ def _gaps(mask):
     return out
 
 
-def _label_max(values, labels, n):
-    """Per-label maximum of ``values`` (labels 0..n-1), over labelled pixels only."""
-    ys, xs = _nonzero(labels)
-    out = np.zeros(n, np.float32)
-    np.maximum.at(out, labels[ys, xs], values[ys, xs])
-    return out
+def _refine(labels, z, lin, reach, line, line_reach, params):
+    """Re-cut upsampled instances at the input resolution (half-way rule).
 
-
-def _refine(labels, absz, reach, line, line_reach, params):
-    """Re-cut upsampled instances at the input resolution (half-peak rule).
-
-    Each instance may grow by ``reach`` pixels. Region instances are cut at
-    half their peak; lines (``line``, per label) at half the peak of the lines
-    within ``line_reach`` pixels (contrast fades along a scratch: its faint
-    parts keep their width). An instance the fine image does not support (faint,
-    found at a coarse scale) keeps its upsampled mask.
+    ``z`` is the signed normalised image, ``lin`` the linear residual.
+    Each instance may grow by ``reach`` pixels. Region instances are cut
+    half way to their core (``_edge_cut``); lines (``line``, per label) at
+    half the peak |z| of the lines within ``line_reach`` pixels (contrast
+    fades along a scratch: its faint parts keep their width). An instance
+    the fine image does not support (faint, found at a coarse scale) keeps
+    its upsampled mask.
     """
     grown = cv2.dilate(labels, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
     n = int(labels.max()) + 1
-    peak = params["mask_level"] * _label_max(absz, labels, n)
-    level = peak[grown]
+    ys, xs = _nonzero(labels)
+    core, peak = _edge_cut(labels[ys, xs], ys, xs, z[ys, xs], lin[ys, xs], n,
+                           max(1, int(round(3 * params["smooth_px"]))), params)
+    ys, xs = _nonzero(grown)
+    g, zv = grown[ys, xs], z[ys, xs]
+    keep = _inside(g, zv, lin[ys, xs], core, peak, params)
     if line[1:].any():
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * line_reach + 1,) * 2)
-        local = cv2.dilate(np.where(line[labels], absz, 0).astype(np.float32), k)
-        np.copyto(level, np.float32(params["mask_level"]) * local, where=line[grown])
-    fine = np.where(absz >= np.maximum(level, params["grow_sigma"]), grown, 0).astype(np.uint16)
+        local = cv2.dilate(np.where(line[labels], np.abs(z), 0).astype(np.float32), k)[ys, xs]
+        on_line = line[g]
+        level = np.maximum(params["mask_level"] * local, params["grow_sigma"])
+        keep[on_line] = (np.abs(zv) >= level)[on_line]
+    fine = np.zeros(labels.shape, np.uint16)
+    fine[ys[keep], xs[keep]] = g[keep]
     before = np.bincount(labels.ravel(), minlength=n)
     after = np.bincount(fine.ravel(), minlength=n)
     weak = after < 0.5 * before
@@ -1315,6 +1414,7 @@ def _merge(region_mask, s_lab, s_width, zs, px, params):
         r = np.where(split[p], n_r + p, r)
         host = np.concatenate([host, np.zeros(n_p, host.dtype)])
         n_r += n_p
+    r, host, n_r = _split_blobs(r, host, n_r, by, bx, s_width, min_area, _ROUND)
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
     lab = np.where(r > 0, r_id[r], 0)
@@ -1337,6 +1437,60 @@ def _merge(region_mask, s_lab, s_width, zs, px, params):
     out = np.zeros(region_mask.shape, np.int32)
     out[ys, xs] = lab
     return out, src
+
+
+def _split_blobs(r, host, n_r, ys, xs, s_width, min_area, aspect):
+    """Split the blobs wider than their scratch off the hosted region candidates.
+
+    A pit or a particle on a scratch's path is a local widening of the
+    candidate: the part of a component hosted by a scratch (``host``) that
+    an opening by a disk of twice the line's width (the larger of the
+    scratch's, ``s_width``, and the component's own, the median of its
+    medial axis' local width: a ragged groove; and at least 3 px more: the
+    width varies along a line) keeps, when of at least ``min_area`` pixels
+    and round (major/minor below ``aspect``: not a wider stretch of the
+    line), is its own defect. ``r`` labels the candidate pixels ``ys, xs``
+    by component. Returns ``(r, host, n_r)`` with the new components appended.
+    """
+
+    def blobs(img, y, x, w):
+        """Index arrays (into y, x) of the round parts an opening for width ``w`` keeps."""
+        disk = _disk(max(2 * w, w + 3))
+        m = disk.shape[0]
+        opened = cv2.morphologyEx(cv2.copyMakeBorder(img, m, m, m, m, cv2.BORDER_CONSTANT, value=0),
+                                  cv2.MORPH_OPEN, disk)[m:-m, m:-m]
+        n, lab = cv2.connectedComponents(opened, connectivity=8)
+        k = lab[y, x]
+        major, minor = _axes(k, y, x, n)
+        ok = (np.bincount(k, minlength=n) >= min_area) & (major < aspect * np.maximum(minor, 1.0))
+        ok[0] = False
+        return [np.flatnonzero(k == j) for j in np.flatnonzero(ok)]
+
+    new = []
+    for i in np.flatnonzero(host > 0):
+        on = np.flatnonzero(r == i)
+        if on.size < min_area:
+            continue
+        y, x = ys[on] - int(ys[on].min()), xs[on] - int(xs[on].min())
+        img = np.zeros((int(y.max()) + 1, int(x.max()) + 1), np.uint8)
+        img[y, x] = 1
+        w = float(s_width[host[i]])
+        found = blobs(img, y, x, w)
+        if found:
+            # the component's own width may be the larger (a ragged groove): a line of
+            # width w has distance (w + 1) / 2 to its outside on its medial axis
+            padded = np.pad(img, 1)
+            dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)
+            own = 2 * float(np.median(dist[skeletonize(padded > 0)])) - 1
+            if own > w:
+                found = blobs(img, y, x, own)
+        new += [on[j] for j in found]
+    if not new:
+        return r, host, n_r
+    r = r.copy()
+    for j, idx in enumerate(new):
+        r[idx] = n_r + j
+    return r, np.concatenate([host, np.zeros(len(new), host.dtype)]), n_r + len(new)
 
 
 def _polarity_components(mask, zs, gap, ys, xs, level):

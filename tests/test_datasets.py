@@ -322,15 +322,17 @@ def test_workflow_outputs_load_in_their_libraries(tmp_path, capsys):
     exec(compile(datasets.LOADER_EXAMPLE.replace('"results/datasets"', f'"{ds}"'), "loader", "exec"), {})
     assert len(capsys.readouterr().out.splitlines()) == (labels["split"] == "train").sum()
 
-    # a changed defect type rewrites that image's files only
-    types_path = next(p for p in sorted((results / "intermediate" / "labels").glob("shard_*.parquet"))
-                      if len(pd.read_parquet(p)))  # the labels dataset_shard reads
-    types = pd.read_parquet(types_path)
-    types.loc[0, "type"] = "chip" if types.loc[0, "type"] != "chip" else "scratch"
-    fio.write_parquet(types, types_path)
+    # a reviewed cluster type rewrites the files of the images with that cluster only
+    types = pd.read_parquet(results / "clustering" / "defect_types.parquet")
+    cluster = types["cluster"].value_counts().index[-1]  # the smallest cluster
+    old = types.loc[types["cluster"] == cluster, "type"].iloc[0]
+    review_path = results.parent / f"{results.name}_review.yaml"
+    review = yaml.safe_load(review_path.read_text(encoding="utf-8"))
+    review[int(cluster)] = {"type": "chip" if old != "chip" else "scratch"}
+    review_path.write_text(yaml.safe_dump(review), encoding="utf-8")
     for log in (results / "logs" / "datasets").glob("shard_*.log"):
         log.unlink()  # only shards that run again write a log, so count this run alone
     snakemake(cfg, "--cores", "2")
     last = [re.findall(r"datasets: \d+ images, (\d+) rewritten", p.read_text())[-1]
             for p in (results / "logs" / "datasets").glob("shard_*.log")]
-    assert sum(map(int, last)) == 1
+    assert sum(map(int, last)) == types.loc[types["cluster"] == cluster, "image_id"].nunique()

@@ -49,7 +49,7 @@ def test_detection_change_reruns_detection_and_after_not_zones(processed):
     n = processed["n_shards"]
     assert "zones" not in jobs
     assert jobs["defects"] == n and jobs["features"] == n
-    assert jobs["cluster_fit"] == 1 and jobs["labels"] == n
+    assert jobs["cluster_fit"] == 1 and jobs["dataset_shard"] == n
     assert "cluster_review" not in jobs, "the review file belongs to the user"
 
 
@@ -58,7 +58,7 @@ def test_clustering_change_reruns_only_clustering_and_after(processed):
     jobs = planned_jobs(override(processed, "clu.yaml", clustering={"seed": seed}))
     assert not PER_IMAGE & set(jobs)
     assert jobs["cluster_fit"] == 1
-    assert jobs["labels"] == processed["n_shards"]
+    assert jobs["dataset_shard"] == processed["n_shards"]
     assert "cluster_review" not in jobs
 
 
@@ -70,7 +70,7 @@ def test_review_edit_reruns_only_labels_and_after(processed):
         jobs = planned_jobs(processed["cfg"])
     finally:  # the same content again: Snakemake compares checksums, not only mtimes
         review.write_text(text, encoding="utf-8")
-    assert jobs.get("labels") == processed["n_shards"]
+    assert jobs.get("dataset_shard") == processed["n_shards"]
     assert not (PER_IMAGE | {"cluster_fit"}) & set(jobs)
 
 
@@ -90,8 +90,7 @@ def test_added_image_reruns_its_shard_only_and_keeps_other_labels(processed):
     jobs = planned_jobs(processed["cfg"])
     assert {r: jobs.get(r) for r in PER_IMAGE} == {r: 1 for r in PER_IMAGE}
     assert "cluster_fit" not in jobs, "adding an image must not refit the model"
-    assert jobs["labels"] == 1
-    assert jobs.get("dataset_shard") == 1, "only the new image's shard is reassembled"
+    assert jobs.get("dataset_shard") == 1, "only the new image's shard is labelled and reassembled"
 
     snakemake(processed["cfg"], "--cores", "2")
     after = pd.read_parquet(results / "clustering" / "defect_types.parquet")

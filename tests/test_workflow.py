@@ -102,6 +102,8 @@ def test_masks_have_the_input_size(run):
             mask = cv2.imread(str(run["results"] / pattern.format(row.image_id)),
                               cv2.IMREAD_UNCHANGED)
             assert mask.shape[:2] == (row.height, row.width), pattern
+            if "masks" in pattern:  # single channel: OpenCV returns the ids, not colours
+                assert mask.ndim == 2, pattern
 
 
 def test_defect_ids_agree_across_masks_labels_library_and_coco(run):
@@ -131,6 +133,27 @@ def test_labels_table_columns(run):
                                    "severity_score", "severity_level"]
     summary = json.loads((run["results"] / "clustering" / "clusters.json").read_text())
     assert set(types["cluster"].astype(str)) <= set(summary["clusters"])
+
+
+def test_label_defects_gives_the_run_s_types_and_follows_the_review(run):
+    """The labels the dataset_shard jobs wrote are pipeline.label_defects of the saved
+    model, the review file and the feature tables; a review entry retypes its cluster."""
+    from fiberprep import pipeline
+
+    results = run["results"]
+    model = pd.read_pickle(results / "clustering" / "model.pkl")
+    review = yaml.safe_load((results.parent / "results_review.yaml").read_text(encoding="utf-8"))
+    feats = pipeline.concat_tables([pd.read_parquet(p) for p in sorted(
+        (results / "intermediate" / "features").glob("shard_*.parquet"))])
+    types = pd.read_parquet(results / "clustering" / "defect_types.parquet")
+    labelled = pipeline.label_defects(feats, model, review, CONFIG["severity"])
+    pd.testing.assert_frame_equal(labelled, types)
+    cluster = int(types["cluster"].iloc[0])
+    retyped = pipeline.label_defects(feats, model, {**review, cluster: {"type": "chip"}},
+                                     CONFIG["severity"])
+    hit = retyped["cluster"] == cluster
+    assert (retyped.loc[hit, "type"] == "chip").all()
+    pd.testing.assert_frame_equal(retyped[~hit], labelled[~hit])
 
 
 def test_finished_run_has_nothing_left_to_do(run):

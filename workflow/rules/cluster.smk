@@ -65,7 +65,7 @@ rule cluster_review:
     """First run only: cluster_fit's review template (the automatic cluster names) as
     the editable review file. Its input is ancient, so a refit never overwrites it. A
     copy by the shell on the submitting host: no Python start-up (~0.6 s CPU) between
-    cluster_fit and the labels; written to a temporary name and renamed."""
+    cluster_fit and the dataset_shard jobs; written to a temporary name and renamed."""
     input:
         ancient(R / "clustering" / "review_template.yaml"),
     output:
@@ -80,31 +80,6 @@ rule cluster_review:
         runtime=1,
     shell:
         "(cp {input:q} {output:q}.tmp && mv {output:q}.tmp {output:q}) 2> {log:q}"
-
-
-rule labels:
-    """Per shard: cluster (nearest centroid of the saved model), defect type (cluster +
-    review) and severity of every defect."""
-    input:
-        features=INTER / "features" / "shard_{shard}.parquet",
-        model=R / "clustering" / "model.pkl",
-        review=REVIEW,
-    output:
-        INTER / "labels" / "shard_{shard}.parquet",
-    log:
-        LOGS / "clustering" / "labels_shard_{shard}.log",
-    conda:
-        ENV
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=shard_runtime,
-    params:
-        severity=config["severity"],
-        manifest=shard_manifest,
-        code=LABELS_CODE,
-    script:
-        "../scripts/labels.py"
 
 
 rule defect_types:

@@ -94,7 +94,6 @@ UPSTREAM_PARAMS = hashlib.blake2b(
     json.dumps(STAGE_PARAMS, sort_keys=True, default=str).encode(), digest_size=8
 ).hexdigest()
 CLUSTER_CODE = cache.code_version("clustering")
-LABELS_CODE = cache.code_version("clustering", "grading")
 ENV = "../../envs/fiberprep.yaml"
 
 

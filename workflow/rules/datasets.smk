@@ -1,13 +1,17 @@
 rule dataset_shard:
-    """Per shard: pixel-level PNGs, overlays and patches of the images whose labels
-    changed (content hash), and the shard's table fragments."""
+    """Per shard: the labels of its defects (nearest-centroid cluster of the saved
+    model, type from the review file, severity), then pixel-level PNGs, overlays and
+    patches of the images whose labels changed (content hash), and the shard's table
+    fragments."""
     input:
         images=INTER / "features" / "images_shard_{shard}.parquet",
         defects=INTER / "defects" / "shard_{shard}.parquet",
         features=INTER / "features" / "shard_{shard}.parquet",
         zone_features=INTER / "features" / "zones_shard_{shard}.parquet",
-        types=INTER / "labels" / "shard_{shard}.parquet",
+        model=R / "clustering" / "model.pkl",
+        review=REVIEW,
     output:
+        types=INTER / "labels" / "shard_{shard}.parquet",
         labels=INTER / "datasets" / "labels_shard_{shard}.parquet",
         zones=INTER / "datasets" / "zones_shard_{shard}.parquet",
         library=INTER / "datasets" / "library_shard_{shard}.parquet",
@@ -23,7 +27,10 @@ rule dataset_shard:
         runtime=shard_runtime,
     params:
         manifest=shard_manifest,
-        code=cache.code_version("datasets", "library", "report", "grading", "pipeline"),
+        code=cache.code_version(
+            "datasets", "library", "report", "grading", "pipeline", "clustering"
+        ),
+        severity=config["severity"],
         root=parent_of(1),
         datasets_dir=str(R / "datasets"),
         library_dir=str(R / "defect_library"),

@@ -9,12 +9,18 @@ parameters, fiberprep version) differs from the one recorded in
 rewrites only what changed. The record also keeps the image's COCO/YOLO annotations,
 so an unchanged image is not even read; the table fragments (labels, zone level,
 library index, annotations, file list) are rebuilt from tables every time.
+
+First it labels the shard's defects (``pipeline.label_defects``: nearest-centroid
+cluster of the saved model, type from the review file, severity) and writes them as
+the shard's part of ``clustering/defect_types.parquet``.
 """
 
+import pickle
 import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from fiberprep import cache, datasets, grading, library, pipeline, zones
 from fiberprep import io as fio
@@ -34,7 +40,11 @@ wanted = set(accepted["image_id"])
 detected = pd.read_parquet(snakemake.input.defects)
 feats = pd.read_parquet(snakemake.input.features)
 zone_feats = pd.read_parquet(snakemake.input.zone_features)
-types = pd.read_parquet(snakemake.input.types, filters=[("image_id", "in", sorted(wanted))]) if wanted else None
+model = pickle.loads(Path(snakemake.input.model).read_bytes())
+review = yaml.safe_load(Path(snakemake.input.review).read_text(encoding="utf-8"))
+types = pipeline.label_defects(feats, model, review, P.severity)
+log.info("%d defects: %s", len(types), types["type"].value_counts().to_dict())
+fio.write_parquet(types, snakemake.output.types)
 if len(detected) and wanted:
     detected = detected[detected["image_id"].isin(wanted)]
     typed = datasets.typed_defects(detected, feats, types)
@@ -45,7 +55,7 @@ else:
 # the per-image loop sees only the columns it uses (pandas row access costs per column)
 BOX = ["bbox_x", "bbox_y", "bbox_w", "bbox_h"]
 slim = typed[[c for c in ["image_id", "defect_id", "number", "type", "severity_score", "severity_level", "zone",
-                          "innermost_zone", "length_um", "width_um", *BOX] if c in typed.columns]]
+                          "innermost_zone", "length_um", "width_um", "feret_um", "profile_width_um", *BOX] if c in typed.columns]]
 by_image = dict(tuple(slim.groupby("image_id"))) if len(slim) else {}
 graded = P.zones_mode != "none"
 geometry_cols = [c for c in zones.GEOMETRY_KEYS if c in accepted.columns]

@@ -11,7 +11,10 @@ and scores them against the generator's truth, as a grader with ground truth wou
   by true type, precision;
 - defect classes: the class the ``defect_masks`` give a matched instance (majority of its
   pixels) against the true class, with the confusion table, and pixel-level class F1;
-- image pass/fail (``image_labels.parquet``) against the generator's IEC verdict.
+- image pass/fail (``image_labels.parquet``) against the generator's IEC verdict, with
+  each disagreeing image's failures on both sides and its causes (``bench_cluster.causes``
+  on the typed defects of the run's intermediate tables, plus a fiber type other than the
+  true one).
 
     python benchmarks/bench_labels.py --n 60 --seed 0
 """
@@ -26,6 +29,7 @@ import pandas as pd
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_cluster import causes  # noqa: E402
 from bench_workflow import run_workflow  # noqa: E402
 from common import f1, folder_bench_args, fresh_synth_folder, load_config, match_instances  # noqa: E402
 
@@ -86,6 +90,32 @@ def score_image(truth_dir, pixel_dir, image_id, true_defects):
         if cid
     }
     return ious, matches.assign(image_id=image_id), pixels
+
+
+def typed_defects(results: Path) -> pd.DataFrame:
+    """The run's typed defects (detection, features, types), as its datasets grade them."""
+    def read(kind, prefix="shard"):
+        return pd.concat([pd.read_parquet(f) for f in sorted(
+            (results / "intermediate" / kind).glob(f"{prefix}_*.parquet"))], ignore_index=True)
+    return datasets.typed_defects(read("defects"), read("features"), read("labels"))
+
+
+def disagreements(labels, truth, true_defects, matches, typed, cfg):
+    """One text line per image whose pass/fail differs from the truth, with causes."""
+    lines = []
+    true_pass = truth.loc[labels.index, "iec_pass"].astype(bool)
+    for image_id in labels.index[(labels.pass_fail == "pass") != true_pass]:
+        t = true_defects[true_defects.image_id == image_id]
+        t = t.assign(subtype=t["type"], type=t["class_name"])
+        m = matches[(matches.image_id == image_id) & (matches.true > 0) & (matches.pred > 0)]
+        true_type, pred_type = truth.loc[image_id, "fiber_type"], labels.loc[image_id, "fiber_type"]
+        criteria = cfg["criteria"][cfg["fiber_types"][true_type]["criteria"]]
+        why = causes(t, dict(zip(m.pred, m.true)), typed[typed.image_id == image_id], criteria)
+        if pred_type != true_type:
+            why = f"fiber type {true_type} -> {pred_type}; {why}"
+        lines.append(f"  {image_id}  truth: {truth.loc[image_id, 'iec_failures'] or 'pass'} | "
+                     f"predicted: {labels.loc[image_id, 'failures'] or 'pass'}\n      causes: {why}")
+    return lines
 
 
 def main(argv=None) -> int:
@@ -151,6 +181,9 @@ def main(argv=None) -> int:
           .round(3).to_string())
     print("\nTrue class (rows) vs class in defect_masks (columns), matched instances:")
     print(pd.crosstab(matched.true_class, matched.pred_class).to_string())
+    print("\nImages whose pass/fail differs from the truth:")
+    print("\n".join(disagreements(labels, truth, true_defects, m,
+                                 typed_defects(out / "results"), cfg)) or "  none")
     return 0
 
 

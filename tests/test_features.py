@@ -159,6 +159,67 @@ def test_contrast_variation_tells_fading_line_from_uniform_particle(scene):
     assert out.loc[2, "contrast_variation"] > 10 * scene.loc[2].contrast_variation
 
 
+@pytest.mark.parametrize("blur_px", [0.7, 1.5])
+def test_feret_is_the_outline_size_whatever_the_mask(blur_px):
+    """A blurred 12 µm (24 px) disc: the half-contrast Feret diameter is its diameter
+    for a tight mask, a mask grown by 2 px and a mask with a stray pixel 5 px away
+    (both of which inflate the mask's own largest dimension)."""
+    n, c = 120, 60.0
+    yy, xx = (np.mgrid[0:n * 8, 0:n * 8] + 0.5) / 8 - 0.5  # pixel-centre coordinates, 8x supersampled
+    disc = cv2.resize(((xx - c) ** 2 + (yy - c) ** 2 <= 12.0 ** 2).astype(np.float32), (n, n),
+                      interpolation=cv2.INTER_AREA)
+    gray = 0.7 - 0.3 * cv2.GaussianBlur(disc, (0, 0), blur_px)
+    gray += np.random.default_rng(2).normal(0, 0.01, gray.shape).astype(np.float32)
+    tight = (disc >= 0.5).astype(np.uint16)
+    grown = cv2.dilate(tight, np.ones((5, 5), np.uint8))
+    stray = tight.copy()
+    stray[60, 60 + 12 + 5] = 1
+    zones = np.full((n, n), 2, np.uint8)
+    for mask in (tight, grown, stray):
+        f = defect_features(gray, mask, zones, pd.DataFrame({"number": [1]}), GEOMETRY).iloc[0]
+        assert f.feret_um == pytest.approx(12.0, abs=0.25)  # half a pixel
+
+
+def _line_image(width_px, relief, blur_px=1.0, n=160):
+    """A 6° tilted line of ``width_px`` across an n x n image (8x supersampled), dark, or
+    for ``relief`` a shaded groove (dark left flank, bright right flank); its masks."""
+    yy, xx = (np.mgrid[0:n * 8, 0:n * 8] + 0.5) / 8 - 0.5
+    t = np.deg2rad(6.0)
+    across = (xx - n / 2) * np.cos(t) - (yy - n / 2) * np.sin(t)  # signed distance to the axis
+    along = np.abs((xx - n / 2) * np.sin(t) + (yy - n / 2) * np.cos(t)) < 0.35 * n
+    def cover(sel):
+        return cv2.resize(sel.astype(np.float32), (n, n), interpolation=cv2.INTER_AREA)
+    inside = along & (np.abs(across) <= width_px / 2)
+    shade = -cover(inside & (across < 0)) + cover(inside & (across >= 0)) if relief else -cover(inside)
+    gray = 0.6 + 0.25 * cv2.GaussianBlur(shade, (0, 0), blur_px)
+    gray += np.random.default_rng(3).normal(0, 0.01, gray.shape).astype(np.float32)
+    full = (cover(inside) >= 0.5).astype(np.uint16)
+    dark_flank = (cover(inside & (across < 0)) >= 0.5).astype(np.uint16)
+    return gray.astype(np.float32), full, dark_flank
+
+
+@pytest.mark.parametrize("width_px", [6.0, 9.0])
+@pytest.mark.parametrize("relief", [False, True])
+def test_profile_width_is_the_line_width_whatever_the_mask(width_px, relief):
+    """The cross profile's FWHM gives a line's width (0.5 µm/px) from a full mask and
+    from a mask of half its width: eroded, or for a shaded groove its dark flank only."""
+    gray, full, dark_flank = _line_image(width_px, relief)
+    half = dark_flank if relief else cv2.erode(full, np.ones((1, 1 + int(width_px) // 2), np.uint8))
+    zones = np.full(gray.shape, 2, np.uint8)
+    for mask in (full, half):
+        f = defect_features(gray, mask, zones, pd.DataFrame({"number": [1]}),
+                            {**GEOMETRY, "center_x": 1000.0}).iloc[0]
+        assert f.profile_width_um == pytest.approx(width_px * 0.5, abs=0.35)
+
+
+def test_profile_width_of_a_thin_line_is_broadened_by_blur_only():
+    """A 3 px line blurred by σ = 1 px: FWHM of the blurred profile (~3.4 px)."""
+    gray, full, _ = _line_image(3.0, False)
+    f = defect_features(gray, full, np.full(gray.shape, 2, np.uint8), pd.DataFrame({"number": [1]}),
+                        {**GEOMETRY, "center_x": 1000.0}).iloc[0]
+    assert 1.5 <= f.profile_width_um <= 1.5 + 0.5 * 0.6
+
+
 def test_empty_table():
     out = defect_features(np.zeros((10, 10), np.float32), np.zeros((10, 10), np.uint16),
                           np.ones((10, 10), np.uint8), pd.DataFrame({"number": []}), GEOMETRY)

@@ -5,7 +5,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from fiberprep.grading import grade_image, grade_zones, severity
+import numpy as np
+
+from fiberprep.grading import defect_size_um, grade_image, grade_zones, severity
 
 CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
 SM_PC = CONFIG["criteria"]["iec_61300_3_35_ed2_sm_pc"]
@@ -58,6 +60,22 @@ def test_defect_size_is_largest_dimension_and_zone_is_innermost():
     grade = grade_image(table(("chip", 12.0, 4.0, 2)), SM_PC)
     assert grade["failures"] == ["zone B: 1 defect > 5 µm, none allowed"]
     assert grade_image(table(("chip", 12.0, 4.0, 3)), SM_PC)["pass_fail"] == "pass"
+
+
+def test_feature_sizes_when_measured():
+    """feret_um (features) is the size of pits, chips, debris and profile_width_um that
+    of a scratch; a defect without them (NaN) keeps its mask's sizes."""
+    d = table(("pit_dig", 5.6, 3.0, 1), ("scratch", 40.0, 2.0, 2), ("contamination", 6.0, 2.0, 2))
+    d["feret_um"] = [4.8, 39.0, np.nan]
+    assert list(defect_size_um(d)) == [4.8, 2.0, 6.0]
+    # a scratch's size: its cross profile's width where measured (here wider than 3 µm)
+    d["profile_width_um"] = [3.0, 3.4, 2.0]
+    assert list(defect_size_um(d)) == [4.8, 3.4, 6.0]
+    assert grade_image(d.iloc[1:2], SM_PC)["failures"] == ["zone B: 1 scratch > 3 µm, none allowed"]
+    # multimode zone A: at most 4 defects <= 5 µm, none larger; the stray-pixel-inflated
+    # mask (5.6 µm) would fail the pit
+    assert grade_image(d.iloc[:1], MM)["pass_fail"] == "pass"
+    assert grade_image(d.iloc[:1].drop(columns="feret_um"), MM)["pass_fail"] == "fail"
 
 
 def test_contact_zone_and_ferrule():

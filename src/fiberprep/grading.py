@@ -20,7 +20,8 @@ interval) or exceeds ``over_um`` (strictly) and fails when the count is above
 
 Following the standard's worked examples, a defect touching several zones is judged
 in the innermost one (``innermost_zone`` column, else ``zone``); a defect's size is
-its largest dimension (``length_um``), a scratch's size its width (``width_um``);
+its largest dimension (``feret_um``, else ``length_um``), a scratch's size its width
+(``profile_width_um``, else ``width_um``) (:func:`defect_size_um`);
 "defects" are every type except scratches (pits, digs, chips, contamination, other).
 
 References
@@ -49,10 +50,23 @@ def _judged_zone(defects: pd.DataFrame) -> np.ndarray:
 
 
 def defect_size_um(defects: pd.DataFrame) -> np.ndarray:
-    """IEC size of each defect: width for scratches, largest dimension otherwise."""
-    is_scratch = (defects["type"] == SCRATCH).to_numpy()
-    largest = np.fmax(defects["length_um"].to_numpy(float), defects["width_um"].to_numpy(float))
-    return np.where(is_scratch, defects["width_um"].to_numpy(float), largest)
+    """IEC size of each defect: width for scratches, largest dimension otherwise.
+
+    Where :mod:`fiberprep.features` measured them, the width is the cross profile's
+    full width at half maximum (``profile_width_um``) and the largest dimension the
+    half-contrast outline's Feret diameter (``feret_um``); else ``width_um`` and the
+    larger of ``length_um`` and ``width_um`` (the detector's mask, or a truth table's
+    outline).
+    """
+    def measured(column, fallback):
+        if column not in defects:
+            return fallback
+        value = defects[column].to_numpy(float)
+        return np.where(np.isfinite(value), value, fallback)
+
+    width = defects["width_um"].to_numpy(float)
+    largest = measured("feret_um", np.fmax(defects["length_um"].to_numpy(float), width))
+    return np.where((defects["type"] == SCRATCH).to_numpy(), measured("profile_width_um", width), largest)
 
 
 def _fmt(x: float) -> str:
@@ -91,8 +105,9 @@ def grade_zones(defects: pd.DataFrame, criteria: dict) -> pd.DataFrame:
     Parameters
     ----------
     defects : DataFrame
-        The image's defects with ``type``, ``length_um``, ``width_um`` and
-        ``innermost_zone`` (or ``zone``).
+        The image's defects with ``type``, ``length_um``, ``width_um`` (and
+        ``feret_um``, ``profile_width_um`` when measured) and ``innermost_zone`` (or
+        ``zone``).
     criteria : dict
         One entry of the config's ``criteria:`` section (see module docstring).
 
@@ -158,7 +173,8 @@ def severity(defects: pd.DataFrame, params: dict) -> pd.DataFrame:
     Parameters
     ----------
     defects : DataFrame
-        ``type``, ``length_um``, ``width_um``, ``innermost_zone`` (or ``zone``).
+        ``type``, ``length_um``, ``width_um`` (and ``feret_um``, ``profile_width_um``
+        when measured), ``innermost_zone`` (or ``zone``).
     params : dict
         The config's ``severity:`` section: ``reference_um``, ``type_weights``
         ({type: w}, unknown types weigh ``type_weights['other']``), ``zone_weights``

@@ -108,6 +108,20 @@ def test_auto_fiber_type_from_the_visible_core(name):
         assert geo["um_per_px"] == pytest.approx(truth["um_per_px"], rel=0.01)
 
 
+def test_offset_core_is_found_beyond_the_first_search_window():
+    # a 50 µm core 1.5 µm off the cladding center at 0.25 µm/px lies 6 px beyond the
+    # cladding-centred guess on one side: the refits follow it
+    rng = np.random.default_rng(37)
+    spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], p_clean=1.0, fiber_type_names=["mm_50"],
+                             p_core_visible_mm=1.0, p_frame=0.0)
+    spec.update({"um_per_px": 0.25, "core_dx_um": 1.5, "core_dy_um": 0.0, "center_x": 400.0, "center_y": 300.0})
+    image, truth = synth.render(spec, rng)
+    geo = zones.measure_geometry(image.astype(np.float32) / 255, AUTO, PARAMS)
+    assert geo["fiber_type"] == "mm_50" and geo["core_visible"]
+    assert geo["core_offset_um"] == pytest.approx(truth["core_offset_um"], abs=0.3)
+    assert geo["core_radius_px"] == pytest.approx(truth["core_radius_px"], rel=0.05)
+
+
 def test_auto_fiber_type_without_a_visible_core_is_the_first_candidate():
     rng = np.random.default_rng(31)
     spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], p_clean=1.0, fiber_type_names=["mm_50"],

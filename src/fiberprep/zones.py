@@ -1179,13 +1179,21 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
     fits = {} if fits is None else fits
     key = (round(rel[k + 1] * r_clad), float(np.sign(med[k])))
     if key not in fits:
-        fits[key] = _fit_edge(
-            smooth,
-            guess,
-            key[1],
-            _half_width(rel[k + 1] * r_clad, params["refine_rel"], params),
-            params,
-        )
+        half = _half_width(rel[k + 1] * r_clad, params["refine_rel"], params)
+        fit = _fit_edge(smooth, guess, key[1], half, params)
+        # the guess is centred on the cladding: a core offset from it, or whose profile
+        # peak the angular median smeared, lies partly outside the window, so refit
+        # around each fit until its center settles
+        for _ in range(params["search_passes"]):
+            again = fit and _fit_edge(smooth, fit["shape"], key[1], half, params)
+            if not again:
+                break
+            settled = (math.hypot(again["cx"] - fit["cx"], again["cy"] - fit["cy"]) < 0.5
+                       and abs(again["r"] - fit["r"]) < 0.5)
+            fit = again
+            if settled:
+                break
+        fits[key] = fit
     fit = fits[key]
     if fit is None or fit["inlier_frac"] < params["core_min_inliers"]:
         return nominal

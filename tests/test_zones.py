@@ -122,6 +122,24 @@ def test_offset_core_is_found_beyond_the_first_search_window():
     assert geo["core_radius_px"] == pytest.approx(truth["core_radius_px"], rel=0.05)
 
 
+@pytest.mark.parametrize("rel", [0.3, 0.45, 0.55])
+def test_pit_at_the_center_is_no_core(rel):
+    # a dark pit just under the single-mode core's searched sizes, on a fiber whose core
+    # does not show: its edge fit may pull into the search range but its size does not
+    rng = np.random.default_rng(41)
+    spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], p_clean=1.0, fiber_type_names=["mm_50"],
+                             p_core_visible_mm=0.0, p_frame=0.0)
+    spec["um_per_px"] = 0.36
+    image, truth = synth.render(spec, rng)
+    nominal_r = 0.5 * TYPES["sm_pc"]["core_um"] / truth["um_per_px"]
+    pit = np.zeros(image.shape, np.float32)
+    cv2.circle(pit, (round(truth["center_x"] * 16), round(truth["center_y"] * 16)), int(rel * nominal_r * 16),
+               1.0, -1, cv2.LINE_AA, 4)
+    img = image.astype(np.float32) / 255 * (1 - 0.6 * cv2.GaussianBlur(pit, (0, 0), 1.0))
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert not geo["core_visible"]
+
+
 def test_auto_fiber_type_without_a_visible_core_is_the_first_candidate():
     rng = np.random.default_rng(31)
     spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], p_clean=1.0, fiber_type_names=["mm_50"],

@@ -1195,6 +1195,7 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
                 break
         fits[key] = fit
     fit = fits[key]
-    if fit is None or fit["inlier_frac"] < params["core_min_inliers"]:
+    # a fit that left the searched sizes found something else (a pit near the center)
+    if fit is None or fit["inlier_frac"] < params["core_min_inliers"] or not lo <= fit["r"] <= hi:
         return nominal
     return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True}

@@ -397,3 +397,18 @@ def test_oil_film_on_a_visible_core(cfg):
                          core_level=0.4, core_edge_um=1.5, core_ring=0.0)
     pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
     assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.7
+
+
+def test_film_over_most_of_a_core_keeps_the_glass_noise_unit():
+    # a film covering 60 % of a core widens the core's own IQR: the core, the cladding's
+    # glass, takes the cladding's noise unit when smaller, so the film stays well above it
+    from fiberprep.defects import _smooth_normalised
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[0:200, 0:200]
+    core = np.hypot(xx - 100, yy - 100) < 40
+    film = core & (xx < 110)
+    regions = np.where(core, 1, 2).astype(np.int8)
+    z = (rng.normal(0, 1, core.shape) - 8.0 * film).astype(np.float32)
+    zs, scale = _smooth_normalised(z, regions, np.ones(core.shape, bool), 0.7, 40, 3.0)
+    clad = np.median(scale[~core])
+    assert np.median(scale[film]) < 1.5 * clad and np.median(zs[film]) < -6

@@ -238,12 +238,16 @@ def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
     an ``nk`` box (blocks of the region) of the pixels within ``clip`` times
     the region's IQR σ (defects left out). The floor is the σ that unit
     white noise keeps after the smoothing (1 / (2 sqrt(pi) s)), so
-    quantised flat images are not over-amplified. Returns the normalised
+    quantised flat images are not over-amplified. The core, the cladding's
+    glass, takes the cladding's IQR σ when smaller (a film over much of a
+    core widens the core's own). Returns the normalised
     image and the per-pixel divisor.
     """
     zs = cv2.GaussianBlur(z, (0, 0), smooth_px)
     floor = 1.0 / (2.0 * math.sqrt(math.pi) * smooth_px)
     glob = np.maximum(np.nan_to_num(_per_region(zs, regions, seed_ok, _iqr_std), nan=floor), floor)
+    if glob.size > 2:  # the core is the cladding's glass: no rougher (a film on it widens its IQR)
+        glob[1] = min(glob[1], glob[2])
     w = (seed_ok & (np.abs(zs) < clip * _lookup(regions, glob))).astype(np.float32)
     q = max(1, int(nk // 8))
     area, back, centres = _block_means(q, zs.shape)

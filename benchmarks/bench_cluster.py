@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pandas as pd
 from sklearn.metrics import adjusted_rand_score
@@ -181,6 +182,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     cfg = load_config()
     params = cfg["clustering"]
+    cv2.setNumThreads(1)  # one core, as in the workflow's pool workers (CPU time, not wall)
     feats, images, ms = collect(args.n, args.seed, cfg, args.detections, args.cache)
     model = clustering.fit_model(feats, params)
     feats["cluster"] = clustering.assign_clusters(model, feats)

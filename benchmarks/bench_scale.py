@@ -139,8 +139,12 @@ def reference_gather(features: pd.DataFrame, pool: int, n: int, cfg: dict) -> di
 
 
 def make_folder(folder: Path, pool: list[Path], n: int) -> None:
-    """``n`` names for the pool images (hard links), ``img_000000`` ... in ``folder``."""
+    """Exactly ``n`` names for the pool images (hard links), ``img_000000`` ... in
+    ``folder`` (files a previous run added are removed)."""
     folder.mkdir(parents=True, exist_ok=True)
+    wanted = {f"img_{i:06d}{pool[i % len(pool)].suffix}" for i in range(n)}
+    for extra in [p for p in folder.iterdir() if p.name not in wanted]:
+        extra.unlink()
     have = {p.name for p in folder.iterdir()}
     for i in range(n):
         src = pool[i % len(pool)]

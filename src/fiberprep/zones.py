@@ -691,6 +691,23 @@ def _fit_edge(smooth, shape, sign, half, params):
     }
 
 
+def _settled_fit(smooth, shape, sign, half, params):
+    """``_fit_edge`` repeated around its previous fit (from ``shape``) until the center
+    and the equal-area radius move less than 0.5 px, at most ``search_passes`` times:
+    a guess off the edge leaves part of it outside the search window. The last fit,
+    or None when the first one fails."""
+    fit = None
+    for _ in range(params["search_passes"]):
+        again = _fit_edge(smooth, shape, sign, half, params)
+        if again is None:
+            break
+        x, y, a, b = shape[:4]
+        fit, shape = again, again["shape"]
+        if math.hypot(fit["cx"] - x, fit["cy"] - y) < 0.5 and abs(fit["r"] - math.sqrt(a * b)) < 0.5:
+            break
+    return fit
+
+
 def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     """Sub-pixel cladding ellipse from the coarse circle ``(cx, cy, r)``.
 
@@ -703,15 +720,8 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     sign = 1.0 if polarity == "dark" else -1.0
     # the coarse center of an ellipse (non-square pixels) can be off by a few % of
     # the radius: search widely around successive fits until the center settles
-    shape, clad = (cx, cy, r, r, 0.0), None
-    for _ in range(params["search_passes"]):
-        fit = _fit_edge(smooth, shape, sign, _half_width(r, params["search_rel"], params), params)
-        if fit is None:
-            break
-        moved = math.hypot(fit["cx"] - shape[0], fit["cy"] - shape[1])
-        shape, clad = fit["shape"], fit
-        if moved < 0.5:
-            break
+    half = _half_width(r, params["search_rel"], params)
+    clad = _settled_fit(smooth, (cx, cy, r, r, 0.0), sign, half, params)
     if clad is None:
         raise ImageRejected(NO_FIBER)
     clad = (
@@ -1180,20 +1190,11 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
     key = (round(rel[k + 1] * r_clad), float(np.sign(med[k])))
     if key not in fits:
         half = _half_width(rel[k + 1] * r_clad, params["refine_rel"], params)
-        fit = _fit_edge(smooth, guess, key[1], half, params)
         # the guess is centred on the cladding: a core offset from it, or whose profile
         # peak the angular median smeared, lies partly outside the window, so refit
-        # around each fit until its center settles
-        for _ in range(params["search_passes"]):
-            again = fit and _fit_edge(smooth, fit["shape"], key[1], half, params)
-            if not again:
-                break
-            settled = (math.hypot(again["cx"] - fit["cx"], again["cy"] - fit["cy"]) < 0.5
-                       and abs(again["r"] - fit["r"]) < 0.5)
-            fit = again
-            if settled:
-                break
-        fits[key] = fit
+        # around each fit until it settles
+        first = _fit_edge(smooth, guess, key[1], half, params)
+        fits[key] = first and (_settled_fit(smooth, first["shape"], key[1], half, params) or first)
     fit = fits[key]
     # a fit that left the searched sizes found something else (a pit near the center)
     if fit is None or fit["inlier_frac"] < params["core_min_inliers"] or not lo <= fit["r"] <= hi:

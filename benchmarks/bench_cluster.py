@@ -10,7 +10,8 @@ automatic naming with the confusion tables (by class and by the generator's fine
 type); image-level IEC pass/fail agreement with the truth verdict
 (``grading.grade_image`` on the true defects), with each disagreeing image's failures
 on both sides and its causes (true defects missed, typed or measured differently,
-detections without a true partner, see :func:`causes`); feature extraction CPU ms per
+detections without a true partner, see :func:`causes`); the defects the member rules of
+``clustering.assign_clusters`` moved away from their nearest cluster, by true type; feature extraction CPU ms per
 defect; and the clustering time of 200 000 generated feature rows (bootstrapped from
 the measured ones with multiplicative jitter).
 
@@ -187,6 +188,8 @@ def main(argv=None):
     model = clustering.fit_model(feats, params)
     feats["cluster"] = clustering.assign_clusters(model, feats)
     feats["type"] = clustering.apply_review(feats["cluster"], model, None)
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, feats), model["centroids"])]
+    feats["nearest_type"] = clustering.apply_review(nearest, model, None)
     images["pred_pass"], images["pred_failures"] = grade_images(images, feats)
     m = feats[feats["true_class"].notna()]
     sil = ", ".join(f"{k}: {v:.2f}" for k, v in model["silhouette"].items())
@@ -201,6 +204,12 @@ def main(argv=None):
     print(pd.crosstab(m["true_subtype"], m["type"]).to_string())
     print("\ntrue class per cluster")
     print(pd.crosstab(m["cluster"], m["true_class"]).to_string())
+    moved = m[m["type"] != m["nearest_type"]]
+    print(f"\nmoved by the member rules (clustering.assign_clusters): {len(moved)} matched defects; "
+          "rows: type of the nearest cluster -> type, columns: generator type")
+    if len(moved):
+        print(pd.crosstab((moved["nearest_type"] + " -> " + moved["type"]).rename("moved"),
+                          moved["true_subtype"]).to_string())
     acc = float((m["type"] == m["true_class"]).mean())
     agree = float((images["pred_pass"] == images["truth_pass"]).mean())
     print(f"\nARI named types vs true class     {adjusted_rand_score(m['true_class'], m['type']):.3f}  "

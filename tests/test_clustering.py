@@ -191,3 +191,32 @@ def test_collection_without_fiber_edge_names_no_chip(scaler):
     assert "chip" not in {v["type"] for v in model["names"].values()}
     types = clustering.apply_review(clustering.assign_clusters(model, data), model, None)
     assert set(types[data["truth"] == "scratch"]) == {"scratch"}
+
+
+def test_chip_clusters_take_only_defects_breaking_the_edge(first):
+    """A chip-like defect reaching beyond the cladding edge (dust caught on it) is
+    assigned to a contamination cluster, one a few µm inside the glass to a non-chip
+    cluster; the same defects on the edge, inside the glass, stay chips."""
+    data, model = first
+    naming = model["params"]["naming"]
+
+    def types(rows):
+        return set(clustering.apply_review(clustering.assign_clusters(model, rows), model, None))
+
+    chips = data[data["truth"] == "chip"].head(10)
+    assert types(chips) == {"chip"}
+    assert types(chips.assign(cladding_overhang_um=naming["chip_max_overhang_um"] + 3.0)) == {"contamination"}
+    gap = naming["chip_max_gap_um"] + 1.0
+    assert "chip" not in types(chips.assign(cladding_edge_distance_um=gap, cladding_overhang_um=-gap))
+
+
+def test_elongated_member_of_a_pit_cluster_is_contamination(first):
+    """A pit or dig is compact: a defect nearest to a pit_dig cluster but more elongated
+    than naming.pit_max_member_aspect_ratio goes to a contamination cluster."""
+    data, model = first
+    pits = data[data["truth"] == "pit_dig"].head(10)
+    elongated = pits.assign(aspect_ratio=model["params"]["naming"]["pit_max_member_aspect_ratio"] + 0.3)
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, elongated), model["centroids"])]
+    assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
+    assert set(clustering.apply_review(clustering.assign_clusters(model, elongated), model, None)) == {"contamination"}
+    assert set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None)) == {"pit_dig"}

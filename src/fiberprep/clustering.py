@@ -3,14 +3,15 @@
 All defects of all images are clustered together in a scaled (and optionally
 PCA-reduced) feature space. The fit runs on a bounded, seeded random subsample so its
 cost does not grow with the collection; every defect is then assigned to the nearest
-centroid, which is also how defects of images added later are labelled without moving
-old ones. Clusters are named by readable rules over their centroid in the original,
-named features, and an engineer's review mapping (cluster -> type, merges) is applied
-on top. A refit is matched to the previous model by centroid (Hungarian assignment) so
-cluster ids, and hence reviewed names, stay put.
+centroid (unless the defect's own features rule out that cluster's type), which is
+also how defects of images added later are labelled without moving old ones. Clusters
+are named by readable rules over their centroid in the original, named features, and an
+engineer's review mapping (cluster -> type, merges) is applied on top. A refit is
+matched to the previous model by centroid (Hungarian assignment) so cluster ids, and
+hence reviewed names, stay put.
 
 The model is a plain dict of NumPy arrays and Python values, so the per-shard
-``labels`` jobs assign defects without importing scikit-learn (about 1 s of start-up
+``dataset_shard`` jobs assign defects without importing scikit-learn (about 1 s of start-up
 per job): ``feature_names``, ``transforms``, ``scaler`` ({``center``, ``scale``} of the
 fitted scikit-learn scaler), ``pca`` (``None`` or {``mean``, ``components``}),
 ``centroids`` (model space),
@@ -190,7 +191,8 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     if not ids:                      # HDBSCAN found only noise: one cluster
         labels, ids = np.zeros(len(X), int), [0]
     centroids = np.stack([X[labels == c].mean(axis=0) for c in ids])
-    # Every fit row (HDBSCAN noise included) goes to its nearest centroid, as new rows do.
+    # Every fit row (HDBSCAN noise included) goes to its nearest centroid: the sample the
+    # clusters are summarised and named on (assign_clusters adds the member rules).
     labels = _nearest(X, centroids)
     order = np.argsort(-np.bincount(labels, minlength=len(ids)), kind="stable")
     centroids = centroids[order]
@@ -215,8 +217,47 @@ def _summarise(model: dict, sample: pd.DataFrame, labels: np.ndarray) -> None:
     model["fit_rows"] = int(len(sample))
 
 
+def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
+                  near: np.ndarray) -> list[tuple[np.ndarray, str]]:
+    """Defects whose nearest cluster's automatic type their own features rule out:
+    [(rows, type of the clusters they go to instead, or "" for any other type)]."""
+    naming = model["params"]["naming"]
+
+    def col(name):
+        return features[name].to_numpy(float) if name in features else np.full(len(features), np.nan)
+
+    with np.errstate(invalid="ignore"):
+        chip, pit = types[near] == "chip", types[near] == "pit_dig"
+        debris = chip & (col("cladding_overhang_um") > float(naming["chip_max_overhang_um"]))
+        # models saved before chip_max_gap_um existed: the centroid limit
+        gap = naming.get("chip_max_gap_um", naming["chip_max_edge_distance_um"])
+        apart = chip & ~debris & ~(col("cladding_edge_distance_um") <= float(gap))
+        moves = [(debris, "contamination"), (apart, "")]
+        if "pit_max_member_aspect_ratio" in naming:
+            elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
+            moves.append((elongated, "contamination"))
+    return moves
+
+
 def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
-    """Cluster id of each defect: its nearest model centroid.
+    """Cluster id of each defect: its nearest model centroid, unless its own features
+    rule out the automatic type of that cluster (the physical conditions of
+    :func:`name_clusters` that hold for every member, not only for the median).
+
+    - A chip is glass broken out of the cladding edge: a defect nearest to a chip
+      cluster that lies farther than ``naming.chip_max_gap_um`` from the edge (a pit or
+      particle near it; the cluster's median may lie up to ``chip_max_edge_distance_um``
+      away) goes to its nearest non-chip cluster, and one reaching more than
+      ``chip_max_overhang_um`` beyond the edge (debris caught on it) to its nearest
+      contamination cluster.
+    - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than
+      ``naming.pit_max_member_aspect_ratio`` is a particle (or lint) and goes to its
+      nearest contamination cluster.
+
+    (Nearest cluster of another type when the model has no contamination cluster.)
+    Without these rules, edge debris and pits near the edge join the chip clusters (the
+    edge features dominate their distances; a few large ones outweigh the small chips'
+    pixels in the published class masks), and dark elongated particles the pit clusters.
 
     Assignment depends only on the saved model and the row itself, so adding images
     never moves defects already assigned.
@@ -226,7 +267,19 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     if len(model["centroids"]) == 0:
         raise ValueError("the clustering model has no clusters (it was fitted without "
                          "defects): refit it (clustering.refit: true)")
-    near = _nearest(_transform(model, features), model["centroids"])
+    X, C = _transform(model, features), model["centroids"]
+    dist = (C**2).sum(axis=1) - 2.0 * X @ C.T   # squared distance up to a per-row constant
+    near = np.argmin(dist, axis=1)
+    types = np.array([model["names"].get(int(c), {}).get("type") for c in model["cluster_ids"]])
+    for rows, dest in _member_moves(model, features, types, near):
+        if not rows.any():
+            continue
+        allowed = types == dest
+        if not allowed.any():        # no cluster of that type: any other type
+            allowed = ~np.isin(types, np.unique(types[near[rows]]))
+        if allowed.any():
+            cand = np.flatnonzero(allowed)
+            near[rows] = cand[np.argmin(dist[np.ix_(rows, cand)], axis=1)]
     return model["cluster_ids"][near].astype(np.int64)
 
 

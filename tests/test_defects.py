@@ -412,3 +412,39 @@ def test_film_over_most_of_a_core_keeps_the_glass_noise_unit():
     zs, scale = _smooth_normalised(z, regions, np.ones(core.shape, bool), 0.7, 40, 3.0)
     clad = np.median(scale[~core])
     assert np.median(scale[film]) < 1.5 * clad and np.median(zs[film]) < -6
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_particle_sitting_on_the_cladding_edge_found(cfg, seed):
+    # a 3 µm dark particle inside the no-seed band of a smooth edge (2.5 µm beyond it):
+    # strong, round and standing out from the band's texture, it may seed there
+    pit = dict(PIT, size_um=3.0, dx_um=0.8 * 65.0, dy_um=0.6 * 65.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[pit])
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.5
+    assert len(table) == 1
+
+
+@pytest.mark.parametrize("seed,shift", [(0, (0.0, -150.0)), (1, (-200.0, -100.0)), (2, (0.0, -150.0))])
+def test_vignetted_frame_border_across_the_edge_annulus_is_clean(cfg, seed, shift):
+    # a fiber low in the frame under strong off-centre vignetting, with little noise: the
+    # bottom border cuts the edge annulus (arcs truncated by the border) and the ferrule's
+    # box windows; neither may leave a residual there
+    rng = np.random.default_rng(seed)
+    spec = synth.random_spec(rng, {"sm_pc": cfg["fiber_types"]["sm_pc"]}, p_clean=1.0,
+                             width=640, height=500)
+    spec.update(noise=0.002, grain=0.002, vignette=0.66, vignette_dx=shift[0], vignette_dy=shift[1],
+                tilt_shadow=0.0, jpeg_quality=0, frame_px=[0, 0, 0, 0], ellipticity=0.0,
+                um_per_px=0.35, center_x=320.0, center_y=300.0, core_center_x=320.0,
+                core_center_y=300.0, cladding_radius_px=62.5 / 0.35, core_radius_px=4.5 / 0.35,
+                polarity="dark", ferrule_level=0.52, cladding_level=0.18, core_level=0.3,
+                edge_halo=0.08, edge_line=0.35)
+    image, truth = synth.render(spec, rng)
+    _, table = detect_defects(image.astype(np.float32) / 255.0, truth["zone_map"], truth, cfg["detection"])
+    assert len(table) == 0, table[["centroid_x", "centroid_y", "radius_um", "contrast"]]
+
+
+def test_nearest_filled_bin_along_each_row():
+    from fiberprep.defects import _nearest_filled
+    has = np.array([[0, 1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], bool)
+    assert _nearest_filled(has).tolist() == [[1, 1, 1, 4, 4, 4], [-1] * 6, [5] * 6]

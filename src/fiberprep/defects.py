@@ -35,8 +35,14 @@ _REGION, _SCRATCH = 1, 2
 # Two defects are of opposite polarity (``_polarity``) when the product of theirs is
 # below this: one at least half dark, the other at least half bright.
 _OPPOSITE = -0.25
-# A blob split off a scratch (a pit on its path) is at most this long for its width.
+# A blob split off a scratch (a pit on its path), or a particle on an edge band, is at
+# most this long for its width.
 _ROUND = 2.0
+# A bead of a scratch (a blob ahead of its end) is at most this many times as thick as the
+# line: the scratch's own width, blurred; a wider blob there is a pit or a particle (it
+# was 2x or half scratch_max_width_um: generated sets n=100, seeds 7 / 11, recall +0 / +1
+# pit, precision unchanged).
+_BEAD = 1.5
 
 
 def detect_defects(gray, zone_map, geometry, params):
@@ -75,12 +81,14 @@ def detect_defects(gray, zone_map, geometry, params):
     The image is flattened in the log domain (illumination and most defect
     contrasts are multiplicative): one vignetting surface for the field with
     a level per physical region (core, cladding, ferrule), a robust box mean
-    per region, and in annuli around the cladding and large core edges
-    robust arc means in polar coordinates, which remove the edge, epoxy
-    ring, halo and tilt shadow but keep defects that break the circle.
-    Residuals are divided by the local noise. DO2MR finds region defects at
-    two scales, LEI finds scratches (one label per scratch: crossing ones
-    stay apart, bent and faded pieces are followed end to end); a blob
+    per region, and in annuli around the cladding and large core edges robust arc
+    means in polar coordinates of what the vignetting surface leaves, which
+    remove the edge, epoxy ring, halo and tilt shadow but keep defects that
+    break the circle. Residuals are divided by the local noise. DO2MR finds
+    region defects at two scales (on the bands along the edges only strong,
+    round particles that stand out from the band's texture), LEI finds
+    scratches (one label per scratch: crossing ones stay apart, bent and
+    faded pieces are followed end to end); a blob
     thicker than the scratch it lies on, or wider than it at a point of its
     path (a pit on it), or of the opposite polarity (a dark pit on a bright
     scratch), stays its own defect. Region masks are cut where the
@@ -112,9 +120,11 @@ def detect_defects(gray, zone_map, geometry, params):
     px = lambda um: um / wupp  # noqa: E731  (µm -> work pixels)
     geo = _work_geometry(geometry, x0, y0, factor)
 
-    regions, hard_band, rings = _physical_regions(zm.shape, geo, px, params)
+    regions, edge_band, rings = _physical_regions(zm.shape, geo, px, params)
     regions[zm == 0] = 0  # outside the analysed area (and the field stop: zones.field_of_view)
-    bg, sigma, dim, floor = _flatten(lg, regions, rings, hard_band, px, params)
+    textured = np.zeros(zm.shape, bool)
+    bg, sigma, dim, floor = _flatten(lg, regions, rings, textured, px, params)
+    hard_band = edge_band | textured
     regions[dim] = 0
     z = (lg - bg) / sigma
     z[regions == 0] = 0.0
@@ -131,7 +141,9 @@ def detect_defects(gray, zone_map, geometry, params):
     # the linear residual (image / background - 1), smoothed as z: masks are cut on it
     lin = cv2.GaussianBlur(cv2.exp(resid) - np.float32(1), (0, 0), params["smooth_px"])
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
-    region_mask = _region_candidates(z, zs, regions, seed_ok, rel, lin, floor / sigma, px, params)
+    # on the edges only a strong, compact defect may seed (a particle sitting on the edge)
+    band_ok = (regions > 0) & edge_band & ~textured
+    region_mask = _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, floor / sigma, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
     # a blob wider than any scratch (and the line filter's side lines around it) is
     # no place for a scratch: its outline's line response would join the scratches
@@ -194,15 +206,18 @@ def _physical_regions(shape, geo, px, params):
         return regions, band, []
     h, w = shape
     yy, xx = np.ogrid[0:h, 0:w]
-    dx, dy = xx - np.float32(geo["cx"]), yy - np.float32(geo["cy"])
+    # float32 throughout (int ogrid minus a float32 would promote every full-size step to float64)
+    dx = (np.arange(w, dtype=np.float32) - np.float32(geo["cx"]))[None, :]
+    dy = (np.arange(h, dtype=np.float32) - np.float32(geo["cy"]))[:, None]
     e, t = geo["ellipticity"], math.radians(geo["angle_deg"])
     if e > 0:
         a = 2.0 / (2.0 - e)  # semi-axes relative to the mean radius
-        u = dx * math.cos(t) + dy * math.sin(t)
-        v = -dx * math.sin(t) + dy * math.cos(t)
-        r = np.sqrt((u / a) ** 2 + (v / (a * (1 - e))) ** 2, dtype=np.float32)
+        c, sn = np.float32(math.cos(t) / a), np.float32(math.sin(t) / a)
+        u = dx * c + dy * sn
+        v = (dy * c - dx * sn) / np.float32(1 - e)
+        r = np.sqrt(u * u + v * v)
     else:
-        r = np.sqrt(dx * dx + dy * dy, dtype=np.float32)
+        r = np.sqrt(dx * dx + dy * dy)
     half = px(params["edge_band_um"])
     rc = geo["r_clad"]
     regions[r < rc] = 2
@@ -370,8 +385,8 @@ def _flatten(lg, regions, rings, band, px, params):
     (the core) cannot absorb a smear covering much of it. In each annulus of ``rings`` the background is a
     robust mean along arcs (``arc_um``) at fixed radius, which keeps every
     radial structure of the edge (profile, epoxy ring, halo, tilt shadow) in
-    the background and leaves defects in the residual. ``band`` is extended
-    in place (see ``_ring_model``). Returns ``(bg, sigma, dim)``; ``dim``
+    the background and leaves defects in the residual. ``band`` (bool) gets
+    the annuli's textured bins (see ``_ring_model``). Returns ``(bg, sigma, dim, floor)``; ``dim``
     marks pixels whose illumination surface is below ``dim_ratio`` times the
     region's median (a vignetted corner): not analysed.
     """
@@ -410,7 +425,7 @@ def _flatten(lg, regions, rings, band, px, params):
         np.copyto(bg[win], trend + est, where=m)
         np.copyto(sigma[win], sd, where=m)
     for ring in rings:
-        _ring_model(lg, regions > 0, ring, bg, sigma, band, px, params)
+        _ring_model(lg, vig, regions > 0, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
     floor = params["sigma_floor"] / (np.exp(bg) + 1e-3)
     np.maximum(sigma, floor, out=sigma)
@@ -476,12 +491,17 @@ def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=600
     return full[step:step + h, step:step + w], level
 
 
-def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
+def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     """Robust arc-mean background, noise and textured band in an annulus (in place).
 
     ``ring`` is (r_lo, edge radius, r_hi, radius map, centre), at least 12
-    sectors. Bins near the edge whose noise exceeds ``ring_texture_ratio``
-    times the annulus median (the edge misfit, a rough epoxy ring) join
+    sectors. In an annulus the frame border cuts, the arcs model what the
+    field's vignetting surface ``vig`` leaves (the edge's radial structure):
+    a bin the border truncates does not shift its mean along the
+    illumination gradient, and a bin without pixels continues its sector's
+    nearest one.
+    Bins near the edge whose noise exceeds ``ring_texture_ratio`` times the
+    annulus median (the edge misfit, a rough epoxy ring) are set in
     ``band``, where no detection may seed.
 
     Pixels are binned by (angular sector of ``arc_um``, radius: steps of
@@ -497,7 +517,6 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     if yy.size < 64:
         return
     yy, xx = yy + by, xx + bx
-    v = lg[yy, xx].astype(np.float64)
     r = rmap[yy, xx]
     n_sec = max(12, int(round(math.pi * (r_lo + r_hi) / px(params["arc_um"]))))
     t = (np.arctan2(yy - cy, xx - cx) / (2 * math.pi) * n_sec) % n_sec
@@ -516,6 +535,13 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     fr = np.clip(t_r - 0.5 - r0, 0.0, 1.0)
     sec = t.astype(np.int64) % n_sec
     key = sec * n_r + rb
+    filled = np.bincount(key, minlength=n_sec * n_r).reshape(n_sec, n_r) > 0
+    # an annulus the frame border (or the analysed area) cuts: its arcs model what the
+    # field's smooth vignetting leaves (a truncated bin's mean lies off its centre along
+    # the illumination gradient); a whole one keeps the image (a film on a core's rim
+    # bends the vignetting fit, which must not bend the arcs)
+    shade = np.log(vig[yy, xx]).astype(np.float64) if not filled.all() else np.zeros(yy.size)
+    v = lg[yy, xx].astype(np.float64) - shade
     s0 = np.floor(t - 0.5).astype(np.int64) % n_sec
     frac = (t - 0.5) - np.floor(t - 0.5)
     s1 = (s0 + 1) % n_sec
@@ -529,11 +555,19 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
     size, size2 = n_sec * n_r, n_sec * (n_r // 4 + 1)
     keep = np.ones(v.size)  # weight 1 kept, 0 clipped
     sd = None
+    # bins without pixels (beyond the frame or the analysed area) continue their sector's
+    # nearest bin along the radius, as offset from the all-angle profile (the edge profile
+    # is the same at every angle, the shading is the sector's): the all-angle mean alone
+    # pulls a strongly vignetted sector's outer pixels towards the field's mean level
+    near = _nearest_filled(filled)
+    rows = np.arange(n_sec)[:, None]
     for it in range(4):
         cnt = np.bincount(key, keep, minlength=size).reshape(n_sec, n_r)
         tot = np.bincount(key, v * keep, minlength=size).reshape(n_sec, n_r)
-        fill = tot.sum(0) / np.maximum(cnt.sum(0), 1)  # empty bins: mean over all angles
-        prof = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill).ravel()
+        fill = tot.sum(0) / np.maximum(cnt.sum(0), 1)  # all-angle mean profile
+        mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill)  # clipped-out bins: all-angle
+        prof = np.where(near >= 0, mean[rows, np.maximum(near, 0)] - fill[np.maximum(near, 0)] + fill,
+                        fill).ravel()
         res = v - interp @ prof
         s = max(_robust_std(res), 1e-5)
         cnt2 = np.bincount(key2, keep, minlength=size2)
@@ -541,11 +575,21 @@ def _ring_model(lg, valid, ring, bg, sigma, band, px, params):
         sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
         # first clip against the annulus-wide σ (a chip inflates its bin's σ), then locally
         keep = (np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)).astype(np.float64)
-    model = v - res
-    bg[yy, xx] = model
+    bg[yy, xx] = v - res + shade
     sigma[yy, xx] = sd
     # the edge's own footprint (misfit, rough epoxy): noise well above the annulus'
     band[yy, xx] |= (sd > params["ring_texture_ratio"] * _median(sd)) & (np.abs(d) <= fine_px)
+
+
+def _nearest_filled(has):
+    """Index along axis 1 of the nearest True of ``has`` in each row (its own where
+    True; the lower on a tie), -1 in a row without any."""
+    n = has.shape[1]
+    j = np.arange(n)
+    before = np.maximum.accumulate(np.where(has, j, -1), axis=1)
+    after = np.minimum.accumulate(np.where(has, j, 2 * n)[:, ::-1], axis=1)[:, ::-1]
+    use_after = (before < 0) | ((after < n) & (after - j < j - before))
+    return np.where(use_after & (after < n), after, before)
 
 
 def _robust_std(x, max_n=10000):
@@ -627,7 +671,7 @@ def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(z, zs, regions, seed_ok, rel, lin, quant, px, params):
+def _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, quant, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
@@ -651,8 +695,21 @@ def _region_candidates(z, zs, regions, seed_ok, rel, lin, quant, px, params):
     absz = np.abs(zs)
     strong = np.abs(rel) >= math.log1p(params["min_contrast"])
     coarse_floor = math.log1p(params["coarse_min_contrast"])
-    cand = _do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params) & (absz > seed) & strong
-    mask = _grow_cut(cand, zs, lin, params, max(1, int(round(3 * params["smooth_px"]))))
+    cand = (_do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params, out=seed_ok | band_ok)
+            & (absz > seed) & strong)
+    # on the edge bands: band_seed_factor times the seed level and contrast, round, and
+    # standing out from the band's texture (_band_outliers)
+    blur = max(1, int(round(3 * params["smooth_px"])))
+    on_band = cand & band_ok
+    if on_band.any():
+        f_band = params["band_seed_factor"]
+        ys, xs = _nonzero(on_band)
+        on_band[ys, xs] = (absz[ys, xs] > f_band * seed) & (
+            np.abs(rel[ys, xs]) >= math.log1p(f_band * params["min_contrast"]))
+        cand &= ~band_ok
+        if on_band.any():
+            cand |= _band_outliers(on_band, absz, band_ok, blur, px, params)
+    mask = _grow_cut(cand, zs, lin, params, blur)
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))
     h, w = zs.shape
@@ -695,20 +752,60 @@ def _region_candidates(z, zs, regions, seed_ok, rel, lin, quant, px, params):
         small_c |= major >= params["linear_aspect"] * np.maximum(minor, 1.0)
         small_c[0] = True
         cc &= ~small_c[lab]
-        zc_up = np.zeros((h, w), np.float32)
-        zc_up[:hc, :wc] = cv2.resize(zc, (wc, hc), interpolation=cv2.INTER_LINEAR)
-        cc_up = np.zeros((h, w), bool)
-        cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
-        mask |= _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
+        if cc.any():
+            zc_up = np.zeros((h, w), np.float32)
+            zc_up[:hc, :wc] = cv2.resize(zc, (wc, hc), interpolation=cv2.INTER_LINEAR)
+            cc_up = np.zeros((h, w), bool)
+            cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
+            mask |= _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
     return mask & (regions > 0)
 
 
-def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False):
+def _band_outliers(cand, absz, band, blur_px, px, params):
+    """Components of ``cand`` (seeds on an edge band) that are particles on the
+    edge: round (the body above half their peak |z| is less than ``_ROUND``
+    times as long as wide: the epoxy ring's and a misfit's residues are arcs)
+    and standing out from the band's own texture: peak |z| at least
+    ``band_texture_factor`` times the largest |z| of the band within
+    ``arc_um`` around them (beyond twice ``blur_px`` of the body). A particle
+    on a smooth edge does; a grain of a rough epoxy ring, among its like,
+    does not."""
+    reach, excl = int(math.ceil(px(params["arc_um"]))), 2 * blur_px
+    k = params["band_texture_factor"]
+    # in the candidates' box widened by the reach (where the whole image's answer is)
+    bx, by, bw, bh = cv2.boundingRect(cand.view(np.uint8))
+    box = np.s_[max(by - reach, 0):by + bh + reach, max(bx - reach, 0):bx + bw + reach]
+    out = np.zeros(cand.shape, bool)
+    cand, absz, band = cand[box], absz[box], band[box]
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(cand).view(np.uint8),
+                                                        connectivity=8)
+    h, w = cand.shape
+    keep = np.zeros(n, bool)
+    for i in range(1, n):
+        x, y, cw, ch = stats[i, :4]
+        win = np.s_[max(y - reach, 0):min(y + ch + reach, h), max(x - reach, 0):min(x + cw + reach, w)]
+        own = (lab[win] == i).astype(np.uint8)
+        peak = absz[win][own > 0].max()
+        # its body: what joins it above half its peak (an arc of the epoxy ring is long)
+        body = _reconstruct(own > 0, absz[win] >= 0.5 * peak)
+        ys, xs = _nonzero(body)
+        major, minor = _axes(np.zeros(ys.size, np.int64), ys, xs, 1)
+        if major[0] >= _ROUND * max(minor[0], 1.0):
+            continue
+        d = cv2.distanceTransform(1 - body.view(np.uint8), cv2.DIST_L2, 3)
+        around = band[win] & (d > excl) & (d <= reach)
+        keep[i] = peak >= k * (absz[win][around].max() if around.any() else 0.0)
+    out[box] = keep[lab]
+    return out
+
+
+def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False, out=None):
     """DO2MR: (max - min) ranking residual, median filtered, thresholded per region
     at median + γ·``spread`` (default ``_robust_std``) of the residual; with
     ``pooled`` at most at the threshold of all regions together (``zs`` is in
     noise units everywhere: a film covering much of a small region, such as a
-    core, inflates that region's own statistics)."""
+    core, inflates that region's own statistics). The statistics are those of
+    the ``seed_ok`` pixels; the result is kept on ``out`` (default ``seed_ok``)."""
     kern = np.ones((win, win), np.uint8)
     res = cv2.medianBlur(cv2.dilate(zs, kern) - cv2.erode(zs, kern), 3)
     spread = spread or _robust_std
@@ -720,7 +817,7 @@ def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False):
     if pooled and (seed_ok & (regions > 0)).any():
         thr = np.fmin(thr, stat(_sample(res, seed_ok & (regions > 0))))
     thr = np.nan_to_num(thr, nan=np.inf).astype(np.float32)
-    return seed_ok & (regions > 0) & (res > _lookup(regions, thr))
+    return (seed_ok if out is None else out) & (regions > 0) & (res > _lookup(regions, thr))
 
 
 def _reconstruct(seeds, grow, connectivity=8):
@@ -741,21 +838,37 @@ def _grow_cut(seeds, z, lin, params, inner_px):
     """Components of ``|z| > grow_sigma`` (plus ``seeds``) that hold a seed, each
     cut half way between its core and the background (``_edge_cut``; ``z``
     signed noise units, ``lin`` the linear residual), never below ``grow_sigma``."""
-    absz = np.abs(z)
-    grow = seeds | (absz > params["grow_sigma"])
-    n, lab = cv2.connectedComponents(grow.view(np.uint8), connectivity=8)
-    ys, xs = _nonzero(grow)
-    k = lab[ys, xs]
-    seeded = np.zeros(n, bool)
-    seeded[k[seeds[ys, xs]]] = True
-    on = seeded[k]
-    ys, xs, k = ys[on], xs[on], k[on]
+    out = np.zeros(seeds.shape, bool)
+    sy, sx = _nonzero(seeds)
+    if sy.size == 0:
+        return out
+    # in the seeds' box widened by a margin; the whole image when a seeded component
+    # reaches an inner side of the box (it may continue beyond)
+    h, w = seeds.shape
+    m = 32
+    y0, y1 = max(int(sy.min()) - m, 0), min(int(sy.max()) + m + 1, h)
+    x0, x1 = max(int(sx.min()) - m, 0), min(int(sx.max()) + m + 1, w)
+    while True:
+        box = np.s_[y0:y1, x0:x1]
+        grow = seeds[box] | (np.abs(z[box]) > params["grow_sigma"])
+        n, lab = cv2.connectedComponents(grow.view(np.uint8), connectivity=8)
+        ys, xs = _nonzero(grow)
+        k = lab[ys, xs]
+        seeded = np.zeros(n, bool)
+        seeded[k[seeds[box][ys, xs]]] = True
+        on = seeded[k]
+        ys, xs, k = ys[on], xs[on], k[on]
+        bh, bw = y1 - y0, x1 - x0
+        if (bh, bw) == (h, w) or not (((ys == 0) & (y0 > 0)).any() or ((ys == bh - 1) & (y1 < h)).any()
+                                      or ((xs == 0) & (x0 > 0)).any() or ((xs == bw - 1) & (x1 < w)).any()):
+            break
+        y0, y1, x0, x1 = 0, h, 0, w
+    ys, xs = ys + y0, xs + x0
     zv, lv = z[ys, xs], lin[ys, xs]
     core, peak = _edge_cut(k, ys, xs, zv, lv, n, inner_px, params)
     sel = _inside(k, zv, lv, core, peak, params)
     # only what joins the defect's strong part (above half its peak |z|): the half-way cut
     # moves its edge, it does not add the faint crumbs around it
-    out = np.zeros(grow.shape, bool)
     if sel.any():
         y0, x0 = int(ys[sel].min()), int(xs[sel].min())
         box = np.s_[y0:int(ys[sel].max()) + 1, x0:int(xs[sel].max()) + 1]
@@ -898,20 +1011,22 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
-    small = (max(8, round(w / f)), max(8, round(h / f))) if f > 1.05 else (w, h)
     za = np.abs(zs)
-    zl, zsl = ((cv2.resize(za, small, interpolation=cv2.INTER_AREA),
-                cv2.resize(zs, small, interpolation=cv2.INTER_AREA)) if small != (w, h) else (za, zs))
-    okl = (cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
-           if small != (w, h) else seed_ok)
-    lpx = lambda um: px(um) * small[0] / w  # noqa: E731  (µm -> LEI pixels)
+    if f > 1.05:
+        small = (max(8, round(w / f)), max(8, round(h / f)))
+        # both in one two-channel call (the same weights, computed once)
+        zl, zsl = cv2.split(cv2.resize(cv2.merge([za, zs]), small, interpolation=cv2.INTER_AREA))
+        okl = cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
+    else:
+        small, zl, zsl, okl = (w, h), za, zs, seed_ok
+    scale = small[0] / w
+    lpx = lambda um: px(um) * scale  # noqa: E731  (µm -> LEI pixels)
     strength, ori = _lei_strength(zl, okl, lpx, params)
     strength[~okl] = 0.0
     n_or = _n_orientations(params)
     ridge = _ridges(strength, ori, n_or, params["lei_low"])
     hyst = _reconstruct(ridge & (strength > params["lei_high"]), ridge)
     ori[~hyst] = 0
-    scale = small[0] / w
     centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
     lines = _keep_lines(hyst, ori, zsl, centre_l, lpx, params)
     if not lines.any():
@@ -977,10 +1092,15 @@ def _oriented_components(mask, ori, n_or):
 
     Returns ``(labels int32, n)``; a line crossing another keeps its own label.
     """
+    out = np.zeros(mask.shape, np.int32)
+    if not mask.any():
+        return out, 0
+    # in the mask's box widened by the smoothing's reach (zeros beyond: the same sums)
+    bx, by, bw, bh = cv2.boundingRect(mask.view(np.uint8))
+    box = np.s_[max(by - 5, 0):by + bh + 5, max(bx - 5, 0):bx + bw + 5]
+    mask, ori = mask[box], ori[box]
     ys, xs = _nonzero(mask)
     n = ys.size
-    if n == 0:
-        return np.zeros(mask.shape, np.int32), 0
     h, w = mask.shape
     idx = np.full(mask.shape, -1, np.int64)
     idx[ys, xs] = np.arange(n)
@@ -1006,9 +1126,8 @@ def _oriented_components(mask, ori, n_or):
     rows, cols = np.concatenate(rows), np.concatenate(cols)
     graph = coo_matrix((np.ones(rows.size, np.int8), (rows, cols)), shape=(n, n))
     nc, comp = connected_components(graph, directed=False)
-    labels = np.zeros(mask.shape, np.int32)
-    labels[ys, xs] = comp + 1
-    return labels, nc
+    out[box][ys, xs] = comp + 1
+    return out, nc
 
 
 def _empty_table():
@@ -1540,8 +1659,7 @@ def _join_collinear(labels, source, zs, px, params):
     >= ``linear_aspect``) continue each other (``_continues`` with
     ``join_gap_um``, ``join_angle_deg``; ends facing each other may lie
     ``join_line_gap_um`` apart: a scratch whose contrast fades leaves long
-    gaps), or when a blob no wider than twice a line (or than half
-    ``scratch_max_width_um``: the beads of a thin scratch) lies ahead of one of
+    gaps), or when a blob at most ``_BEAD`` times as thick as a line lies ahead of one of
     its ends, within ``join_gap_um``, on the line's extended path (off it by
     at most both half thicknesses plus half the join angle over the distance)
     and, when elongated, along it (a bead). A blob and
@@ -1576,7 +1694,7 @@ def _join_collinear(labels, source, zs, px, params):
         if not (a["elong"] or b["elong"]):
             return False
         line, blob = (a, b) if a["elong"] else (b, a)
-        if blob["thick"] > max(2 * line["thick"], 0.5 * max_w) or a["pol"] * b["pol"] < _OPPOSITE:
+        if blob["thick"] > _BEAD * line["thick"] or a["pol"] * b["pol"] < _OPPOSITE:
             return False
         # a bead lies on the line's path (its centre within both half thicknesses of
         # the extended axis, plus what half the join angle turns over the distance),

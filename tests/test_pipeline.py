@@ -98,6 +98,51 @@ def test_second_run_comes_from_the_cache(manifest, tmp_path, monkeypatch):
         pd.testing.assert_frame_equal(a, b)
 
 
+def test_later_stages_read_the_display_the_zones_stage_kept(manifest, tmp_path, monkeypatch):
+    """Only the zones stage decodes an 8-bit input: the later stages take the gray image
+    from its display copy (exactly ``io.to_gray`` of it), and give what decoding gives."""
+    decoded = run_chain(manifest, str(tmp_path / "decoded"))
+    root = str(tmp_path / "kept")
+    records = [r for r in pipeline.run_shard(pipeline.zones_image, manifest, PARAMS["zones"], root, 1)
+               if r["status"] == "ok"]
+    for r in records:
+        gray, display, _ = fio.load_image(r["source_path"], 10**9, 16)
+        kept, info, from_copy = pipeline.load_display(r, root, CONFIG["io"])
+        assert from_copy and info is r and np.array_equal(kept, display)
+        assert np.array_equal(pipeline._load_gray(r, root, PARAMS["defects"]), gray)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("a later stage decoded the input")
+
+    monkeypatch.setattr(fio, "load_image", fail)
+    found = pipeline.run_shard(pipeline.defects_image, records, PARAMS["defects"], root, 1)
+    measured = pipeline.run_shard(pipeline.features_image, records, PARAMS["features"], root, 1)
+    for (_, a), (_, b) in zip(decoded[1], found):
+        pd.testing.assert_frame_equal(a, b)
+    for (_, a, _), (_, b, _) in zip(decoded[2], measured):
+        pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_missing_display_copy_or_a_16_bit_input_is_decoded_again(manifest, tmp_path):
+    src = next(m for m in manifest if m["image_id"] != "broken")
+    gray8 = fio.load_image(src["source_path"], 10**9, 16)[1]
+    deep = tmp_path / "deep.png"  # 16-bit: the gray image is not the display's
+    noise = np.random.default_rng(0).integers(0, 256, gray8.shape, dtype=np.uint16)
+    fio.write_png(deep, gray8.astype(np.uint16) * 256 + noise)
+    rows = fio.scan_inputs(tmp_path, CONFIG["extensions"]).to_dict("records") + [src]
+    root = str(tmp_path / "inter")
+    for r in pipeline.run_shard(pipeline.zones_image, rows, PARAMS["zones"], root, 1):
+        assert r["status"] == "ok"
+        gray, display, _ = fio.load_image(r["source_path"], 10**9, 16)
+        if r["bit_depth"] == 8:
+            (cache.image_dir(root, r["image_id"]) / pipeline.DISPLAY_CHUNK).unlink()
+        else:
+            assert not np.array_equal(fio.to_gray(display), gray)
+        assert np.array_equal(pipeline._load_gray(r, root, PARAMS["defects"]), gray)
+        kept, _, from_copy = pipeline.load_display(r, root, CONFIG["io"])
+        assert np.array_equal(kept, display) and from_copy == (r["bit_depth"] == 16)
+
+
 def test_detection_change_recomputes_defects_not_zones(manifest, tmp_path, monkeypatch):
     run_chain(manifest, str(tmp_path))
     changed = {**PARAMS, "defects": {**PARAMS["defects"], "defects": {

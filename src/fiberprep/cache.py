@@ -68,15 +68,21 @@ def read_record(path: str | Path) -> dict | None:
 
 
 def write_record(path: str | Path, record: dict) -> None:
-    """Write a stage record atomically (after the files it vouches for)."""
-    fio.write_json(path, record)
+    """Write a stage record atomically (after the files it vouches for), as compact JSON."""
+    fio.write_json(path, record, compact=True)
 
 
 def write_array(path: str | Path, array: np.ndarray) -> None:
     """Write one array as a Zstandard-compressed ``.npy`` file, atomically (label maps
-    compress about 50-fold at level 1)."""
+    compress about 50-fold at level 1). The ``.npy`` bytes are those of
+    ``np.save``, built from the header and the array's buffer: ``np.lib.format.write_array``
+    copies through a buffered iterator, 0.25 ms for a 480x360 map, 3 ms at 1152x864x3."""
+    array = np.ascontiguousarray(array)
+    if array.dtype.hasobject:
+        raise ValueError("cannot cache an object array")
     buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, np.ascontiguousarray(array), allow_pickle=False)
+    np.lib.format.write_array_header_1_0(buffer, np.lib.format.header_data_from_array_1_0(array))
+    buffer.write(array.data)
     fio.write_bytes(path, Zstd(level=1).encode(buffer.getbuffer()))
 
 

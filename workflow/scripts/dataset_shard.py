@@ -101,11 +101,14 @@ for img in accepted.to_dict("records"):
     record = cache.read_record(folder / "datasets.json") or {}
     if record.get("key") != key or not all(p.exists() for p in all_paths):
         start = time.perf_counter()
-        _, display, info = fio.load_image(img["source_path"], P.io["max_pixels"], P.io["min_side_px"])
+        # the display image the zones stage kept (its bytes are the images chunk)
+        zones_record = cache.read_record(folder / "zones.json") or {"image_id": iid, "source_path": img["source_path"]}
+        display, info, kept = pipeline.load_display(zones_record, root, P.io)
         # an input that already is the 8-bit PNG we would write is copied as it is
         source = Path(img["source_path"]).read_bytes() if datasets.is_display_png(info, display) else None
         maps = [cache.read_array(folder / pipeline.ARRAY_FILES[m]) for m in ("zone_map", "instance_map")]
-        out = pipeline.dataset_image(display, *maps, d, render, source)
+        encoded = ("images",) if kept and zarr_level == pipeline.DISPLAY_LEVEL else ()
+        out = pipeline.dataset_image(display, *maps, d, render, source, encoded)
         for name, path in targets.items():
             fio.write_bytes(path, out[name])
         for path, link, data in zip(patch_paths.values(), patch_links, out["patches"]):
@@ -113,7 +116,8 @@ for img in accepted.to_dict("records"):
             fio.link_or_copy(path, link)
         # the arrays as dataset.zarr chunks: dataset_zarr links these files into the store
         for a, path in chunks.items():
-            fio.write_bytes(path, out["chunks"][a])
+            if a not in encoded:
+                fio.write_bytes(path, out["chunks"][a])
         record = {"key": key, "files": [str(p) for p in all_paths], "coco": out["coco"], "yolo": out["yolo"],
                   "seconds": round(time.perf_counter() - start, 4)}
         cache.write_record(folder / "datasets.json", record)
@@ -132,5 +136,5 @@ zone_rows = zone_feats[zone_feats["image_id"].isin(wanted)].sort_values("image_i
 fio.write_parquet(datasets.zone_level_rows(zone_rows, typed, pd.concat(zone_grades) if zone_grades else None)
                   if len(zone_rows) else pd.DataFrame({"image_id": []}), snakemake.output.zones)
 fio.write_parquet(library.library_index(typed, images) if len(typed) else typed, snakemake.output.library)
-fio.write_json(snakemake.output.annotations, {"coco": coco, "yolo": yolo})
+fio.write_json(snakemake.output.annotations, {"coco": coco, "yolo": yolo}, compact=True)
 fio.write_parquet(pd.DataFrame(files, columns=["image_id", "key", "path"]), snakemake.output.files)

@@ -293,3 +293,78 @@ def test_defects_at_the_image_border_and_a_bent_line():
     assert t.loc[3, "skeleton_bend"] == pytest.approx(40 / 120, abs=0.05)
     assert t.loc[4, "skeleton_bend"] < 0.03
     assert t.loc[1, "local_contrast"] == pytest.approx(-0.3, abs=0.02)
+
+
+def _texture_images():
+    """Random, flat-patched and ramped 32-level images (ties between neighbours are
+    where interpolation round-off decides an LBP bit)."""
+    rng = np.random.default_rng(3)
+    for t in range(60):
+        h, w = rng.integers(1, 40, 2)
+        q = rng.integers(0, rng.integers(1, 33), (h, w))
+        if t % 3 == 0:
+            q = np.cumsum(rng.random((h, w)) * 0.3, axis=1) + 3 * rng.random()
+        yield np.minimum(q, 31).astype(np.uint8)
+
+
+def test_texture_is_skimages_glcm_and_uniform_lbp():
+    """The batched GLCM statistics and LBP histograms equal scikit-image's on each window."""
+    from skimage.feature import graycomatrix, graycoprops, local_binary_pattern
+
+    from fiberprep.features import _TEXTURE_NAMES, _texture
+
+    rng = np.random.default_rng(5)
+    windows, refs = [], []
+    for q in _texture_images():
+        lbp = local_binary_pattern(q, 8, 1.0, method="uniform").astype(np.intp)
+        pick = rng.random(q.shape) < 0.5
+        pick.flat[0] = True
+        ys, xs = np.nonzero(pick)
+        windows.append((q, ys, xs))
+        P = graycomatrix(q, [1], [0, np.pi / 4, np.pi / 2, 3 * np.pi / 4], levels=32,
+                         symmetric=True).sum(axis=(2, 3), keepdims=True)
+        props = [graycoprops(P, p)[0, 0] if P.any() else 0.0 for p in ("contrast", "homogeneity", "energy")]
+        corr = graycoprops(P, "correlation")[0, 0] if np.unique(q).size > 1 and P.any() else 1.0
+        refs.append([*props, corr, *(np.bincount(lbp[ys, xs], minlength=10) / ys.size)])
+    got = _texture(windows)
+    assert got.shape == (len(windows), len(_TEXTURE_NAMES))
+    np.testing.assert_allclose(got, np.array(refs), rtol=1e-9, atol=1e-12)
+
+
+def test_solidity_uses_the_hull_of_the_pixel_squares():
+    from fiberprep.features import _shape
+
+    rng = np.random.default_rng(4)
+    corners = np.array([[-.5, -.5], [-.5, .5], [.5, -.5], [.5, .5]], np.float32)
+    for _ in range(30):
+        m = np.zeros((40, 40), np.uint8)
+        for _ in range(rng.integers(1, 4)):
+            centre, axes = rng.integers(8, 32, 2).tolist(), rng.integers(0, 8, 2).tolist()
+            cv2.ellipse(m, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1, -1)
+        ys, xs = np.nonzero(m)
+        pts = np.column_stack([xs, ys]).astype(np.float32)
+        hull = cv2.contourArea(cv2.convexHull((pts[:, None] + corners).reshape(-1, 2)))
+        solidity = _shape(m, ys.size, ys, xs, 1.0)["solidity"]
+        assert solidity == pytest.approx(min(1.0, ys.size / hull), rel=1e-12)
+
+
+def test_features_do_not_depend_on_the_other_defects_in_the_batch():
+    """Texture and edge features are computed for all defects at once, in batches of
+    _TEXTURE_BATCH: each defect's row equals the one computed for it alone."""
+    from fiberprep.features import _TEXTURE_BATCH
+
+    rng = np.random.default_rng(6)
+    gray = (0.6 + rng.normal(0, 0.02, (420, 420))).astype(np.float32)
+    inst = np.zeros((420, 420), np.uint16)
+    centres = [(x, y) for y in range(8, 412, 16) for x in range(8, 412, 16)]
+    assert len(centres) > _TEXTURE_BATCH
+    for k, c in enumerate(centres, 1):
+        cv2.circle(inst, c, int(rng.integers(1, 6)), k, -1)
+    gray[inst > 0] -= 0.2
+    zones = np.full(gray.shape, 2, np.uint8)
+    table = pd.DataFrame({"number": np.arange(1, len(centres) + 1)})
+    everyone = defect_features(gray, inst, zones, table, GEOMETRY).set_index("number")
+    for k in (1, _TEXTURE_BATCH + 3, len(centres)):
+        alone = defect_features(gray, inst, zones, table[table["number"] == k], GEOMETRY)
+        np.testing.assert_allclose(alone.set_index("number").loc[k].to_numpy(),
+                                   everyone.loc[k].to_numpy(), rtol=1e-12, equal_nan=True)

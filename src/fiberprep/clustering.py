@@ -89,9 +89,15 @@ def _transform(model: dict, features: pd.DataFrame) -> np.ndarray:
     return X if pca is None else (X - pca["mean"]) @ pca["components"].T
 
 
+def _distances(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """Squared Euclidean distance of each row of ``X`` to each centroid, up to a
+    per-row constant (enough to rank the centroids)."""
+    return (centroids**2).sum(axis=1) - 2.0 * X @ centroids.T
+
+
 def _nearest(X: np.ndarray, centroids: np.ndarray) -> np.ndarray:
     """Row index of the nearest centroid (Euclidean) of each row of ``X``."""
-    return np.argmin((centroids**2).sum(axis=1) - 2.0 * X @ centroids.T, axis=1)
+    return np.argmin(_distances(X, centroids), axis=1)
 
 
 def _estimator(method: str, k: int | None, params: dict):
@@ -267,8 +273,7 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     if len(model["centroids"]) == 0:
         raise ValueError("the clustering model has no clusters (it was fitted without "
                          "defects): refit it (clustering.refit: true)")
-    X, C = _transform(model, features), model["centroids"]
-    dist = (C**2).sum(axis=1) - 2.0 * X @ C.T   # squared distance up to a per-row constant
+    dist = _distances(_transform(model, features), model["centroids"])
     near = np.argmin(dist, axis=1)
     types = np.array([model["names"].get(int(c), {}).get("type") for c in model["cluster_ids"]])
     for rows, dest in _member_moves(model, features, types, near):

@@ -149,10 +149,8 @@ def detect_defects(gray, zone_map, geometry, params):
     # no place for a scratch: its outline's line response would join the scratches
     # crossing or passing it into one bent, blob-hugging line
     blob = np.zeros(region_mask.shape, bool)
-    bx, by, bw, bh = cv2.boundingRect(region_mask.view(np.uint8))
     reach = _disk(2 * px(params["lei_offset_um"]))
-    r = reach.shape[0]
-    win = np.s_[max(by - r, 0):by + bh + r, max(bx - r, 0):bx + bw + r]  # candidates' box
+    win = _mask_box(region_mask, reach.shape[0])  # candidates' box
     wide = cv2.morphologyEx(region_mask[win].view(np.uint8), cv2.MORPH_OPEN,
                             _disk(px(params["scratch_max_width_um"])))
     blob[win] = cv2.dilate(wide, reach) > 0
@@ -592,6 +590,13 @@ def _nearest_filled(has):
     return np.where(use_after & (after < n), after, before)
 
 
+def _mask_box(mask, margin):
+    """Slices of the bounding box of ``mask`` (bool) widened by ``margin`` px on each
+    side, clipped to the image."""
+    x, y, w, h = cv2.boundingRect(mask.view(np.uint8))
+    return np.s_[max(y - margin, 0):y + h + margin, max(x - margin, 0):x + w + margin]
+
+
 def _robust_std(x, max_n=10000):
     """σ from the RMS of the central 95 % of deviations from the median.
 
@@ -773,8 +778,7 @@ def _band_outliers(cand, absz, band, blur_px, px, params):
     reach, excl = int(math.ceil(px(params["arc_um"]))), 2 * blur_px
     k = params["band_texture_factor"]
     # in the candidates' box widened by the reach (where the whole image's answer is)
-    bx, by, bw, bh = cv2.boundingRect(cand.view(np.uint8))
-    box = np.s_[max(by - reach, 0):by + bh + reach, max(bx - reach, 0):bx + bw + reach]
+    box = _mask_box(cand, reach)
     out = np.zeros(cand.shape, bool)
     cand, absz, band = cand[box], absz[box], band[box]
     n, lab, stats, _ = cv2.connectedComponentsWithStats(np.ascontiguousarray(cand).view(np.uint8),
@@ -1035,9 +1039,7 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
         lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_NEAREST)
     kern = _disk(2 * px(params["scratch_reach_um"]) + 1)
     # work in the lines' bounding box, widened by the reach
-    x0, y0, bw, bh = cv2.boundingRect((lines > 0).astype(np.uint8))
-    r = kern.shape[0] // 2
-    box = np.s_[max(0, y0 - r):y0 + bh + r, max(0, x0 - r):x0 + bw + r]
+    box = _mask_box(lines > 0, kern.shape[0] // 2)
     labels = np.zeros((h, w), np.uint16)
     lines, absz, visible = lines[box], za[box], visible[box]
     # centre line where the image supports it (the line filter overshoots the ends)
@@ -1096,8 +1098,7 @@ def _oriented_components(mask, ori, n_or):
     if not mask.any():
         return out, 0
     # in the mask's box widened by the smoothing's reach (zeros beyond: the same sums)
-    bx, by, bw, bh = cv2.boundingRect(mask.view(np.uint8))
-    box = np.s_[max(by - 5, 0):by + bh + 5, max(bx - 5, 0):bx + bw + 5]
+    box = _mask_box(mask, 5)
     mask, ori = mask[box], ori[box]
     ys, xs = _nonzero(mask)
     n = ys.size

@@ -269,8 +269,13 @@ def load_display(zones_record: dict, root: str, io_params: dict) -> tuple[np.nda
     display = cached_display(zones_record, root) if "bit_depth" in zones_record else None
     if display is not None:
         return display, zones_record, True
-    _, display, info = fio.load_image(zones_record["source_path"], io_params["max_pixels"], io_params["min_side_px"])
+    _, display, info = _decode_again(zones_record, io_params)
     return display, info, False
+
+
+def _decode_again(zones_record: dict, io_params: dict) -> tuple[np.ndarray, np.ndarray, dict]:
+    """``io.load_image`` of the image's input, for a later stage without the kept copy."""
+    return fio.load_image(zones_record["source_path"], io_params["max_pixels"], io_params["min_side_px"])
 
 
 def _load_gray(zones_record: dict, root: str, params: dict) -> np.ndarray:
@@ -283,8 +288,7 @@ def _load_gray(zones_record: dict, root: str, params: dict) -> np.ndarray:
         display = cached_display(zones_record, root)
         if display is not None:
             return fio.to_gray(display)
-    io_params = params["io"]
-    return fio.load_image(zones_record["source_path"], io_params["max_pixels"], io_params["min_side_px"])[0]
+    return _decode_again(zones_record, params["io"])[0]
 
 
 def zones_image(image: dict, params: dict, root: str) -> dict:

@@ -76,6 +76,7 @@ STAGE_MODULES = {
     "zones": ("fiberprep.zones", "scipy.ndimage", "scipy.optimize"),
     "defects": ("fiberprep.defects",),
     "features": ("fiberprep.features", "scipy.ndimage", "skimage.feature.texture"),
+    "dataset_files": ("fiberprep.grading", "fiberprep.library", "fiberprep.report"),
 }
 
 
@@ -558,6 +559,101 @@ def dataset_image(
         "coco": datasets.coco_annotations(inst, numbers, cats),
         "yolo": datasets.yolo_segments(inst, numbers, cats) if params["yolo"] else [],
     }
+
+
+def dataset_files_image(item: tuple[dict, pd.DataFrame], params: dict, root: str) -> dict:
+    """Dataset stage of one accepted image: its IEC grade and label row, and its
+    pixel-level files, overlay, patches and ``dataset.zarr`` chunks written again only
+    when its label key (the defects stage key, the defects' numbers, types and
+    severities, the rendering parameters and code) differs from the one in
+    ``datasets.json`` or a file is missing: an incremental run rewrites only what changed.
+
+    Parameters
+    ----------
+    item : tuple
+        The image's row of the shard's images table (``image_id``, ``source_path``,
+        ``fiber_type``, geometry) and its typed defects (``datasets.typed_defects``).
+    params : dict
+        ``graded`` (bool), ``criteria`` ({fiber type: criteria entry}),
+        ``geometry_columns``, ``label`` (what the label key covers besides the
+        defects: ``png``, ``margin``, ``zarr``, ``code``), ``render``
+        (:func:`dataset_image`'s params), ``io`` and the output folders ``datasets_dir``,
+        ``library_dir`` and ``qc_dir``.
+    root : str
+        ``<results_dir>/intermediate``.
+
+    Returns
+    -------
+    dict
+        ``label`` (the image-level row), ``zone_grade`` (``grading.grade_zones`` with
+        ``image_id``, or ``None`` when not graded), ``coco`` and ``yolo`` (annotations,
+        kept in the record so an unchanged image is not read), ``files`` (every path)
+        and ``key``, ``written`` (bool).
+    """
+    from pathlib import Path
+
+    from fiberprep import grading, library, zones
+
+    img, d = item
+    iid = img["image_id"]
+    folder = cache.image_dir(root, iid)
+    zone_grade = None
+    if params["graded"]:
+        criteria = params["criteria"][img["fiber_type"]]  # the criteria of the image's fiber type
+        zone_grade = grading.grade_zones(d, criteria)
+        grade = grading.grade_image(d, criteria, zone_grade)
+        zone_grade = zone_grade.assign(image_id=iid)
+    else:
+        grade = {"pass_fail": "not_graded", "failures": []}
+    label = {"image_id": iid, **{c: img[c] for c in params["geometry_columns"]},
+             **datasets.image_label_row(d, zones.ZONE_NAMES, grade), "failures": "; ".join(grade["failures"])}
+
+    out_ds, out_lib = Path(params["datasets_dir"]), Path(params["library_dir"])
+    patch_paths = [out_lib / library.patch_relpath(t, i) for i, t in zip(d["defect_id"], d["type"])]
+    # each patch also under its severity (a hard link), for browsing
+    patch_links = [out_lib / library.patch_relpath(t, i, s)
+                   for i, t, s in zip(d["defect_id"], d["type"], d["severity_level"])]
+    targets = {
+        "image": out_ds / "pixel_level" / "images" / f"{iid}.png",
+        "zone_mask": out_ds / "pixel_level" / "zone_masks" / f"{iid}.png",
+        "defect_mask": out_ds / "pixel_level" / "defect_masks" / f"{iid}.png",
+        "instance_mask": out_ds / "pixel_level" / "instance_masks" / f"{iid}.png",
+        "overlay": Path(params["qc_dir"]) / "overlays" / f"{iid}.png",
+    }
+    chunks = ({a: folder / datasets.ZARR_CHUNK_DIR / f"{a}.zst" for a in datasets.ZARR_ARRAYS}
+              if params["render"]["zarr"] is not None else {})
+    files = [*targets.values(), *patch_paths, *patch_links, *chunks.values()]
+    # the defects stage key chains the input checksum, the zones key and both stages'
+    # parameters and code: it identifies the zone and instance maps without hashing them
+    upstream = cache.read_record(folder / "defects.json") or {}
+    labelled = [[int(n), str(t), str(s)] for n, t, s in zip(d["number"], d["type"], d["severity_level"])]
+    key = datasets.content_key(upstream.get("key"), labelled, params["label"], params["render"]["yolo"])
+    record = cache.read_record(folder / "datasets.json") or {}
+    written = record.get("key") != key or not all(p.exists() for p in files)
+    if written:
+        start = time.perf_counter()
+        # the display image the zones stage kept (its bytes are the images chunk)
+        zones_record = cache.read_record(folder / "zones.json") or {"image_id": iid, "source_path": img["source_path"]}
+        display, info, kept = load_display(zones_record, root, params["io"])
+        # an input that already is the 8-bit PNG we would write is copied as it is
+        source = Path(img["source_path"]).read_bytes() if datasets.is_display_png(info, display) else None
+        maps = [cache.read_array(folder / ARRAY_FILES[m]) for m in ("zone_map", "instance_map")]
+        encoded = ("images",) if kept and params["render"]["zarr"] == DISPLAY_LEVEL else ()
+        out = dataset_image(display, *maps, d, params["render"], source, encoded)
+        for name, path in targets.items():
+            fio.write_bytes(path, out[name])
+        for path, link, data in zip(patch_paths, patch_links, out["patches"]):
+            fio.write_bytes(path, data)
+            fio.link_or_copy(path, link)
+        # the arrays as dataset.zarr chunks: dataset_zarr links these files into the store
+        for a, path in chunks.items():
+            if a not in encoded:
+                fio.write_bytes(path, out["chunks"][a])
+        record = {"key": key, "files": [str(p) for p in files], "coco": out["coco"], "yolo": out["yolo"],
+                  "seconds": round(time.perf_counter() - start, 4)}
+        cache.write_record(folder / "datasets.json", record)
+    return {"label": label, "zone_grade": zone_grade, "coco": record["coco"], "yolo": record["yolo"],
+            "files": [str(p) for p in files], "key": key, "written": written}
 
 
 def _with_ids(table: pd.DataFrame, image_id: str) -> pd.DataFrame:

@@ -1,8 +1,8 @@
 rule dataset_shard:
     """Per shard: the labels of its defects (nearest-centroid cluster of the saved
-    model, type from the review file, severity), then pixel-level PNGs, overlays and
-    patches of the images whose labels changed (content hash), and the shard's table
-    fragments."""
+    model, type from the review file, severity), then (in a pool of its threads) the
+    pixel-level PNGs, overlays and patches of the images whose labels changed (content
+    hash), and the shard's table fragments."""
     input:
         images=INTER / "features" / "images_shard_{shard}.parquet",
         defects=INTER / "defects" / "shard_{shard}.parquet",
@@ -21,9 +21,9 @@ rule dataset_shard:
         LOGS / "datasets" / "shard_{shard}.log",
     conda:
         ENV
-    threads: 1
+    threads: shard_threads
     resources:
-        mem_mb=1000,
+        mem_mb=shard_mem_mb,
         runtime=shard_runtime,
     params:
         manifest=shard_manifest,

@@ -112,6 +112,7 @@ def evaluate(n, seed, cfg, true_type=False):
                 "confidence": geo["confidence"],
                 "polarity_ok": geo["polarity"] == truth["polarity"],
                 "type_ok": same_zones(cfg, geo["fiber_type"], truth["fiber_type"]),
+                "type_source": geo["fiber_type_source"],
             }
         )
     return pd.DataFrame(rows)
@@ -142,6 +143,7 @@ def summary(df, ms):
     """The issue's figures against their targets."""
     ok = df[df.accepted]
     vis = ok[ok.core_visible_true & ok.core_visible]
+    measured = ok[ok.type_source == "core"]
     q = lambda s, p: float(np.percentile(s, p)) if len(s) else float("nan")  # noqa: E731
     rows = [
         ("images", len(df), "", ""),
@@ -186,6 +188,9 @@ def summary(df, ms):
         ("polarity correct (%)", 100 * ok.polarity_ok.mean(), "", ""),
         ("fiber type (zones) correct (%)", 100 * ok.type_ok.mean(), "", ""),
         ("... where the core shows (%)", 100 * ok[ok.core_visible_true].type_ok.mean(), "", ""),
+        ("... where measured (source core) (%)", 100 * measured.type_ok.mean(), "", ""),
+        *((f"type source {s} (%)", 100 * (ok.type_source == s).mean(), "", "")
+          for s in ("config", "core", "ambiguous", "default")),
         ("ms / image 1280x960, 1 core (median wall)", ms[0], "<= 20", ms[0] <= 20),
         ("ms / image 1280x960, 1 core (median CPU)", ms[1], "<= 20", ms[1] <= 20),
     ]

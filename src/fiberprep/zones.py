@@ -47,10 +47,11 @@ ZONE_IDS: dict[str, int] = {
 ZONE_NAMES: dict[int, str] = {v: k for k, v in ZONE_IDS.items()}
 # IEC zones in the order they nest outward from the fiber center.
 GRADED_ZONES = ("core", "cladding", "adhesive", "contact")
-# Reason of an image without a fiber edge, with the setting a close-up needs.
+# Reason of an image without a fiber edge: what was seen, then what it may be.
 NO_FIBER = (
-    "no fiber found (a close-up with no fiber edge in view needs zones.mode: none; "
-    "a cladding larger or smaller than zones.um_per_px_range allows is not searched)"
+    "no fiber found: {seen} (a close-up with no fiber edge in view needs zones.mode: none; "
+    "an edge under oil or dirt needs cleaning; a cladding larger or smaller than "
+    "zones.um_per_px_range allows is not searched)"
 )
 
 GEOMETRY_KEYS = (
@@ -71,6 +72,7 @@ GEOMETRY_KEYS = (
     "confidence",
     "polarity",
     "fiber_type",
+    "fiber_type_source",
 )
 
 
@@ -84,9 +86,10 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     fiber_type : dict
         Entry of the config's fiber catalog (uses ``cladding_um`` and ``core_um``),
         or candidates ``{name: entry}``: the fiber is the candidate whose nominal
-        core, at the scale its own cladding gives, is nearest the core measured in
-        its search range (so the core-to-cladding ratio picks SM 9/125, MM 50/125,
-        100/140 or 105/125 without a setting); the first when no core shows.
+        core, at the scale its own cladding gives, is nearest the measured core
+        (so the core-to-cladding ratio picks SM 9/125, MM 50/125, 100/140 or
+        105/125 without a setting; :func:`_match_fiber_type`); the first when no
+        core of a candidate's size shows.
     params : dict
         The config's ``zones`` section.
     um_per_px : float or None
@@ -102,7 +105,10 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         ``cladding_angle_deg`` (from +x toward +y, [0, 180)). ``polarity`` is
         ``"dark"`` when the fiber is darker than the ferrule, ``"bright"``
         otherwise. ``fiber_type`` is the chosen candidate's name (``None`` for a
-        plain catalog entry). ``core_visible`` is
+        plain catalog entry); ``fiber_type_source`` says how it was chosen:
+        ``"config"`` (one type given), ``"core"`` (the core's size fits it alone),
+        ``"ambiguous"`` (another candidate fits it nearly as well; the nearer is chosen) or
+        ``"default"`` (no core of a candidate's size: the first, a guess). ``core_visible`` is
         False when no core edge was measured; the core circle is then the
         nominal core centered on the cladding. With ``params["mode"] == "none"``
         no fiber is searched: circle keys are NaN, ``polarity`` is ``"none"``,
@@ -127,7 +133,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     first = next(iter(types))
     mode = params.get("mode", "fiber")
     if mode == "none":
-        return {**_no_fiber_geometry(um_per_px, params["frame_um_per_px"]), "fiber_type": first}
+        source = "config" if len(types) == 1 else "default"
+        geo = _no_fiber_geometry(um_per_px, params["frame_um_per_px"])
+        return {**geo, "fiber_type": first, "fiber_type_source": source}
     if mode != "fiber":
         raise ValueError(f"zones.mode must be 'fiber' or 'none', got {mode!r}")
 
@@ -153,9 +161,14 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     clad = _fit_cladding(smooth, (cx - x0, cy - y0, r), polarity, clad_r_um, upp_given, params)
     confidence = _confidence(clad, params)
     if confidence < params["min_confidence"]:
-        raise ImageRejected(f"low fit confidence {confidence:.2f}")
+        raise ImageRejected(
+            f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
+            f"{100 * clad['inlier_frac']:.0f} % of its circumference with an RMS residual of "
+            f"{clad['residual']:.1f} px (an edge hidden by oil or dirt, chipped or out of the "
+            f"frame; zones.min_confidence is {params['min_confidence']})"
+        )
 
-    name, core, upp = _match_fiber_type(smooth, clad, types, upp_given, params)
+    name, core, upp, type_source = _match_fiber_type(smooth, clad, types, upp_given, params)
     upp_source = "calibration" if upp_given else "cladding"
     core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"])
     return {
@@ -176,35 +189,63 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         "confidence": confidence,
         "polarity": polarity,
         "fiber_type": name,
+        "fiber_type_source": type_source,
     }
 
 
 def _match_fiber_type(smooth, clad, types, upp_given, params):
-    """Name, core circle and µm/px of the candidate fiber type that fits best.
+    """Name, core circle, µm/px and type source of the candidate fiber type that fits.
 
-    Each distinct candidate (core and cladding size) searches its core around its
-    nominal radius at the scale its cladding gives; a measured core is scored by
-    |log(measured / nominal)|, and the best scoring visible core wins. Without a
-    visible core the first candidate is kept with its nominal core.
+    Each distinct candidate (core and cladding size) searches a core around its
+    nominal radius at the scale its cladding gives. A step found there is a core
+    only when its center lies within ``type_core_offset_um`` of the cladding's
+    (fibers are made with their core concentric to a few µm; an oil blot off
+    the center is not) and, with several candidates, when its radius is within
+    ``type_core_tolerance`` of a candidate's nominal core at that candidate's
+    scale, plus ``type_core_edge_um`` (the edge of a small core is located to
+    about that): a pit, a blot or a ring in the glass that fits no type is no
+    core. Of the matching steps, the core is the innermost one at least
+    ``type_step_share`` as strong as the strongest: a faint shading inside the
+    core (uneven light) is weaker, rings of the cladding lie outside the core.
+    The type is the candidate nearest that core (in units of its tolerance);
+    ``"ambiguous"`` when another candidate fits it too and is less than twice as
+    far. Without a core the first candidate is kept with its nominal core
+    (``"default"``); a single candidate is ``"config"``.
     """
-    first = next(iter(types))
-    found, seen, fits = [], set(), {}
+    distinct = {}
     for name, t in types.items():
-        size = (float(t["core_um"]), float(t["cladding_um"]))
-        if size in seen:
-            continue
-        seen.add(size)
-        upp = upp_given or 0.5 * size[1] / clad["r"]
-        nominal_r = 0.5 * size[0] / upp
-        core = _measure_core(smooth, clad, nominal_r, params, fits)
-        if name == first:
-            fallback = (name, core, upp)
-        if core["visible"]:
-            found.append((abs(math.log(core["r"] / nominal_r)), name, core, upp))
-    if not found:
-        return fallback
-    _, name, core, upp = min(found, key=lambda f: f[0])
-    return name, core, upp
+        distinct.setdefault((float(t["core_um"]), float(t["cladding_um"])), name)
+    fits, expected, cores = {}, {}, []
+    for (core_um, clad_um), name in distinct.items():
+        upp = upp_given or 0.5 * clad_um / clad["r"]
+        expected[name] = (0.5 * core_um / upp, upp)
+        core = _measure_core(smooth, clad, expected[name][0], params, fits)
+        offset_um = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"]) * upp
+        if core["visible"] and offset_um > params["type_core_offset_um"]:
+            core = {"cx": clad["cx"], "cy": clad["cy"], "r": expected[name][0], "visible": False}
+        if len(distinct) == 1:
+            return name, core, upp, "config"
+        if core["visible"] and all(abs(c["r"] - core["r"]) > 0.5 for c in cores):
+            cores.append(core)
+
+    def matches(core):
+        """(deviation in units of the tolerance, name) of the candidates it fits, best first."""
+        tol, edge_um = params["type_core_tolerance"], params["type_core_edge_um"]
+        dev = {n: abs(core["r"] - r) / (tol * r + edge_um / u) for n, (r, u) in expected.items()}
+        return sorted((d, n) for n, d in dev.items() if d <= 1.0)
+
+    cores = [c for c in cores if matches(c)]
+    if not cores:
+        name = next(iter(distinct.values()))
+        r, upp = expected[name]
+        return name, {"cx": clad["cx"], "cy": clad["cy"], "r": r, "visible": False}, upp, "default"
+    strongest = max(c["strength"] for c in cores)
+    core = min((c for c in cores if c["strength"] >= params["type_step_share"] * strongest),
+               key=lambda c: c["r"])
+    near = matches(core)
+    name = near[0][1]
+    close = len(near) > 1 and near[1][0] < 2.0 * near[0][0]
+    return name, core, expected[name][1], "ambiguous" if close else "core"
 
 
 def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True, field=None):
@@ -492,7 +533,7 @@ def _coarse_circle(gray, r_range, params):
     thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
     ys, xs = np.nonzero(mag > thr)
     if len(xs) < 20:
-        raise ImageRejected(NO_FIBER)
+        raise ImageRejected(NO_FIBER.format(seen="no edges"))
     m = mag[ys, xs]
     ux, uy = gx[ys, xs] / m, gy[ys, xs] / m
     radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
@@ -521,11 +562,15 @@ def _coarse_circle(gray, r_range, params):
         peaks.append((float(acc[iy, ix]), float(ix), float(iy)))
         cv2.circle(acc, (int(ix), int(iy)), int(max(2, radii[0])), 0.0, -1)
 
-    first = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params)
+    first, coverage = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params)
     if first is None:
-        raise ImageRejected(NO_FIBER)
+        seen = (
+            f"edges concentric with the strongest center of symmetry cover at most "
+            f"{100 * coverage:.0f} % of a circle ({100 * params['min_coverage']:.0f} % needed)"
+        )
+        raise ImageRejected(NO_FIBER.format(seen=seen))
     if peaks[1][0] >= params["two_fiber_ratio"] * peaks[0][0]:
-        second = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params)
+        second, _ = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params)
         if second is not None:
             dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
             if (
@@ -541,8 +586,9 @@ def _coarse_circle(gray, r_range, params):
 def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):
     """Radius and polarity of the cladding edge around a coarse center.
 
-    Returns ``(radius, polarity, strength)`` in small-image pixels, or None when
-    no concentric edge covers ``min_coverage`` of the circumference.
+    Returns ``(edge, coverage)``: ``edge`` is ``(radius, polarity, strength)`` in
+    small-image pixels, or None when no concentric edge covers ``min_coverage`` of
+    the circumference; ``coverage`` is the largest coverage of any radius.
     """
     n_sect = 64
     dx, dy = xs - cx, ys - cy
@@ -558,7 +604,7 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):
     ok &= (rbin >= 0) & (rbin < n_bins)
     centers = radii[0] * np.exp((np.arange(n_bins) + 0.5) * step)
     min_cos = math.cos(math.radians(params["coarse_align_deg"]))
-    best = []
+    best, seen = [], 0.0
     for polarity, sel in (("dark", cos_a > min_cos), ("bright", cos_a < -min_cos)):
         sel &= ok
         grid = np.zeros((n_bins + 2, n_sect), np.float32)
@@ -566,15 +612,16 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):
         grid = np.maximum(np.maximum(grid[:-2], grid[1:-1]), grid[2:])  # +-1 bin
         coverage = (grid > 0).mean(axis=1)
         strength = grid.mean(axis=1)
+        seen = max(seen, float(coverage.max()))
         for i in np.nonzero(coverage >= params["min_coverage"])[0]:
             best.append((float(centers[i]), polarity, float(strength[i])))
     if not best:
-        return None
+        return None, seen
     top = max(s for _, _, s in best)
     strong = [b for b in best if b[2] >= params["outer_edge_ratio"] * top]
     outer = max(b[0] for b in strong)
     group = [b for b in strong if b[0] >= outer * (1 - params["edge_group_rel"])]
-    return max(group, key=lambda b: b[2])
+    return max(group, key=lambda b: b[2]), seen
 
 
 def _ellipse_radius(shape, phi):
@@ -723,7 +770,7 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     half = _half_width(r, params["search_rel"], params)
     clad = _settled_fit(smooth, (cx, cy, r, r, 0.0), sign, half, params)
     if clad is None:
-        raise ImageRejected(NO_FIBER)
+        raise ImageRejected(NO_FIBER.format(seen="no edge to fit along rays across the circle"))
     clad = (
         _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params), params)
         or clad
@@ -1199,4 +1246,5 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
     # a fit that left the searched sizes found something else (a pit near the center)
     if fit is None or fit["inlier_frac"] < params["core_min_inliers"] or not lo <= fit["r"] <= hi:
         return nominal
-    return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True}
+    strength = abs(float(med[k])) / max(abs(level), 1e-6)  # relative gradient of the step
+    return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True, "strength": strength}

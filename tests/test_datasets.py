@@ -182,11 +182,16 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
     pixel = root / "pixel_level"
     files = _write_pixel_level(scenes, pixel)
     table = files.drop_duplicates("image_id", ignore_index=True).drop(columns="path")
-    table["split"] = datasets.assign_splits(table["image_id"], ["pass"] * len(table), {"train": 0.6, "val": 0.2, "test": 0.2})
-    fio.write_parquet(table.drop(columns="key"), root / "image_level" / "images.parquet")
+    table["pass_fail"] = "pass"
+    table["split"] = datasets.assign_splits(table["image_id"], table["pass_fail"], CONFIG["datasets"]["split"])
+    # the shard fragments the store reads: image tables, labels (the split comes from them)
+    fio.write_parquet(table[["image_id", "status", "height", "width"]], tmp_path / "images.parquet")
+    fio.write_parquet(table[["image_id", "pass_fail"]], tmp_path / "labels.parquet")
+    # the published table the README's loader reads
     fio.write_parquet(table[["image_id", "split"]], root / "image_level" / "image_labels.parquet")
     fio.write_parquet(files[["image_id", "key", "path"]], tmp_path / "files.parquet")
-    spec = {"input": {"images": str(root / "image_level" / "images.parquet"), "files": [str(tmp_path / "files.parquet")]},
+    spec = {"input": {"images": [str(tmp_path / "images.parquet")], "labels": [str(tmp_path / "labels.parquet")],
+                      "files": [str(tmp_path / "files.parquet")]},
             "output": {"marker": str(pixel / ".dataset.zarr.done")},
             "params": {"pixel_dir": str(pixel), "datasets": CONFIG["datasets"]}}
     log = _run_script(tmp_path, "dataset_zarr", **spec)
@@ -230,7 +235,8 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
     files = pd.concat([files, _write_pixel_level([(first, *scenes[1][1:])], pixel)], ignore_index=True)
     table = pd.concat([table, table.iloc[[1]].assign(image_id=first)], ignore_index=True)
     for step, rows in (("added", table), ("removed", table[table["image_id"] != ids_before[0]])):
-        fio.write_parquet(rows.drop(columns="key"), root / "image_level" / "images.parquet")
+        fio.write_parquet(rows[["image_id", "status", "height", "width"]], tmp_path / "images.parquet")
+        fio.write_parquet(rows[["image_id", "pass_fail"]], tmp_path / "labels.parquet")
         fio.write_parquet(files[files["image_id"].isin(rows["image_id"])][["image_id", "key", "path"]],
                           tmp_path / "files.parquet")
         (tmp_path / "dataset_zarr.log").unlink()
@@ -240,8 +246,11 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
         for i, iid in enumerate(group.attrs["image_ids"]):
             _, image, _ = next(s for s in scenes if s[0] == iid.removeprefix("a_"))
             np.testing.assert_array_equal(group["images"][i], image)
-            split = rows.set_index("image_id").at[iid, "split"]
-            assert group.attrs["split"][i] == split and group["images"].shape[0] == len(rows)
+        # the split of the images present now (datasets.image_tables)
+        split = dict(zip(rows["image_id"], datasets.assign_splits(rows["image_id"], rows["pass_fail"],
+                                                                  CONFIG["datasets"]["split"])))
+        assert list(group.attrs["split"]) == [split[i] for i in group.attrs["image_ids"]], step
+        assert group["images"].shape[0] == len(rows), step
 
     # an RGB image turns the group's images RGB: gray ones are expanded there, every
     # position is rewritten, and the shard's chunk files stay as they were
@@ -249,7 +258,8 @@ def test_zarr_store_and_readme_loader(scenes, tmp_path, capsys):
     files = pd.concat([files, _write_pixel_level([("rgb_scene", rgb, scenes[2][2])], pixel)], ignore_index=True)
     rows = pd.concat([rows, rows.iloc[[0]].assign(image_id="rgb_scene")], ignore_index=True)
     before = {p: Path(p).read_bytes() for p in files["path"]}
-    fio.write_parquet(rows.drop(columns="key"), root / "image_level" / "images.parquet")
+    fio.write_parquet(rows[["image_id", "status", "height", "width"]], tmp_path / "images.parquet")
+    fio.write_parquet(rows[["image_id", "pass_fail"]], tmp_path / "labels.parquet")
     fio.write_parquet(files[files["image_id"].isin(rows["image_id"])][["image_id", "key", "path"]],
                       tmp_path / "files.parquet")
     for expected in (len(rows), 1):

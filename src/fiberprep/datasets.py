@@ -293,6 +293,37 @@ def assign_splits(image_ids, strata, ratios: dict[str, float]) -> np.ndarray:
     return out
 
 
+#: Columns of ``image_level/images.parquet`` (those present), in order.
+IMAGE_TABLE_COLUMNS = ("image_id", "rel_path", "source_path", "status", "reason", "size_bytes",
+                       "width", "height", "format", "checksum", "split")
+
+
+def image_tables(images: pd.DataFrame, labels: pd.DataFrame,
+                 ratios: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The image-level tables from the shards' concatenated fragments (pure): every
+    input with its ``status`` and ``split``, and the labels of the accepted images
+    with their ``split`` (:func:`assign_splits` stratified by ``pass_fail``), both
+    sorted by ``image_id``. The dataset tables, the Zarr store and the report each
+    build them from the same fragments, so none of them waits for another.
+
+    Parameters
+    ----------
+    images : pandas.DataFrame
+        The features stage's image tables of all shards.
+    labels : pandas.DataFrame
+        The dataset shard jobs' image labels of all shards (possibly no rows).
+    ratios : dict[str, float]
+        The config's ``datasets.split``.
+    """
+    labels = labels.sort_values("image_id", ignore_index=True) if len(labels) else labels.copy()
+    split = assign_splits(labels["image_id"], labels["pass_fail"], ratios) if len(labels) else []
+    labels.insert(1, "split", split)
+    table = images.sort_values("image_id", ignore_index=True)
+    table["split"] = table["image_id"].map(dict(zip(labels["image_id"], labels["split"])))
+    table = table[[c for c in IMAGE_TABLE_COLUMNS if c in table.columns]]
+    # pixel sizes stay integers; rows rejected before decoding have none (null, not NaN)
+    return table.astype({c: "Int64" for c in ("width", "height") if c in table.columns}), labels
+
 def _column_rle(instance_map: np.ndarray, number: int, bbox: tuple[int, int, int, int]) -> list[int]:
     """Uncompressed COCO RLE counts of one instance, computed on its bbox columns only."""
     h, w = instance_map.shape

@@ -793,6 +793,16 @@ def concat_tables(tables: list[pd.DataFrame], columns=("image_id",)) -> pd.DataF
     return shaped[0] if shaped else pd.DataFrame(columns=list(columns))
 
 
+
+def read_image_tables(image_paths: list, label_paths: list, ratios: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``datasets.image_tables`` of the per-shard image tables and label fragments at
+    these paths: the images and image labels with their split."""
+    return datasets.image_tables(
+        pd.concat([pd.read_parquet(p) for p in image_paths], ignore_index=True),
+        concat_tables([pd.read_parquet(p) for p in label_paths]),
+        ratios,
+    )
+
 def sample_rows(paths: list, n: int, seed: int, columns=("image_id",)) -> tuple[pd.DataFrame, int]:
     """A seeded random sample of ``n`` rows of the concatenation of Parquet tables,
     read one table at a time (gather steps never hold every table at once).

@@ -87,7 +87,8 @@ rule dataset_zarr:
     """Gather: the pixel-level dataset as one Zarr v3 store (changed images only; the
     shard jobs encoded the chunks)."""
     input:
-        images=R / "datasets" / "image_level" / "images.parquet",
+        images=shard_files(INTER / "features" / "images_shard_{shard}.parquet"),
+        labels=shard_files(INTER / "datasets" / "labels_shard_{shard}.parquet"),
         files=shard_files(INTER / "datasets" / "files_shard_{shard}.parquet"),
     output:
         marker=R / "datasets" / "pixel_level" / ".dataset.zarr.done",

@@ -8,8 +8,8 @@ rule report:
     second start-up, no second read of every defect's row)."""
     input:
         library=shard_files(INTER / "datasets" / "library_shard_{shard}.parquet"),
-        images=R / "datasets" / "image_level" / "images.parquet",
-        labels=R / "datasets" / "image_level" / "image_labels.parquet",
+        images=shard_files(INTER / "features" / "images_shard_{shard}.parquet"),
+        labels=shard_files(INTER / "datasets" / "labels_shard_{shard}.parquet"),
     output:
         index=R / "defect_library" / "index.parquet",
         csv=R / "defect_library" / "index.csv",
@@ -30,6 +30,7 @@ rule report:
         library_dir=parent_of(0, "index"),
         library=config["library"],
         report=config["report"],
+        split=config["datasets"]["split"],
         qc_dir=parent_of(0, "report"),
         run_info={
             "input_dir": str(INPUT_DIR),

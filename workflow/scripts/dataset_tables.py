@@ -13,10 +13,6 @@ from fiberprep import __version__, datasets, pipeline, zones
 from fiberprep import io as fio
 from fiberprep.features import FEATURE_UNITS
 
-IMAGE_COLUMNS = ["image_id", "rel_path", "source_path", "status", "reason", "size_bytes",
-                 "width", "height", "format", "checksum", "split"]
-
-
 def write_table(frame: pd.DataFrame, parquet_path, csv: bool = True) -> None:
     """Parquet with units in the field metadata, and its CSV twin."""
     table = datasets.to_arrow(frame, datasets.column_units(frame.columns, FEATURE_UNITS))
@@ -62,22 +58,14 @@ pipeline.log_to(sm.log[0])
 P = sm.params
 out = Path(P.datasets_dir)
 
-images = pd.concat([pd.read_parquet(p) for p in sm.input.images], ignore_index=True).sort_values("image_id")
-labels = pipeline.concat_tables([pd.read_parquet(p) for p in sm.input.labels])
-labels = labels.sort_values("image_id", ignore_index=True) if len(labels) else labels
+images, labels = pipeline.read_image_tables(sm.input.images, sm.input.labels, P.datasets["split"])
+split_of = dict(zip(labels["image_id"], labels["split"]))
 zone_level = pipeline.concat_tables([pd.read_parquet(p) for p in sm.input.zones])
 files = pd.concat([pd.read_parquet(p) for p in sm.input.files], ignore_index=True)
 fragments = [json.loads(Path(p).read_text(encoding="utf-8")) for p in sm.input.annotations]
 coco_rows = pd.DataFrame([a for f in fragments for a in f["coco"]])
 yolo = {k: v for f in fragments for k, v in f["yolo"].items()}
 
-split = datasets.assign_splits(labels["image_id"], labels["pass_fail"], P.datasets["split"]) if len(labels) else []
-labels.insert(1, "split", split)
-split_of = dict(zip(labels["image_id"], labels["split"]))
-images["split"] = images["image_id"].map(split_of)
-images = images[[c for c in IMAGE_COLUMNS if c in images.columns]].reset_index(drop=True)
-# pixel sizes stay integers; rows rejected before decoding have none (null, not NaN)
-images = images.astype({c: "Int64" for c in ("width", "height") if c in images.columns})
 if len(zone_level):
     zone_level.insert(1, "split", zone_level["image_id"].map(split_of))
 

@@ -30,8 +30,8 @@ pipeline.log_to(sm.log[0])
 pixel = Path(sm.params.pixel_dir)
 codec = ZstdCodec(level=int(sm.params.datasets["zarr_zstd_level"]))
 
-images = pd.read_parquet(sm.input.images)
-images = images[images["status"] == "ok"].sort_values("image_id")
+images, _ = pipeline.read_image_tables(sm.input.images, sm.input.labels, sm.params.datasets["split"])
+images = images[images["status"] == "ok"]
 files = pd.concat([pd.read_parquet(p) for p in sm.input.files])
 keys = files.drop_duplicates("image_id").set_index("image_id")["key"]
 images["key"] = images["image_id"].map(keys)

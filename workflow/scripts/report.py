@@ -1,6 +1,7 @@
 """Defect library and report (gather): ``defect_library/index.parquet`` (+ CSV) with the
 split of each defect's image, one contact sheet per defect type (most severe first),
-then ``qc/report.html``, self-contained, from the dataset tables, that index and the QC
+then ``qc/report.html``, self-contained, from the image tables (built from the shards'
+fragments as the dataset tables are, ``datasets.image_tables``), that index and the QC
 overlays of the worst images."""
 
 from pathlib import Path
@@ -18,7 +19,7 @@ lib_dir, qc_dir = Path(P.library_dir), Path(P.qc_dir)
 
 # ---- the defect library
 index = pipeline.concat_tables([t for t in map(pd.read_parquet, sm.input.library) if len(t)], library.INDEX_COLUMNS)
-images = pd.read_parquet(sm.input.images)
+images, labels = pipeline.read_image_tables(sm.input.images, sm.input.labels, P.split)
 index = index.sort_values(["image_id", "number"], ignore_index=True)
 index.insert(2, "split", index["image_id"].map(dict(zip(images["image_id"], images["split"]))))
 table = datasets.to_arrow(index, datasets.column_units(index.columns, FEATURE_UNITS))
@@ -40,7 +41,6 @@ for name, out in zip(datasets.DEFECT_CLASSES.values(), sm.output.sheets):
 
 # ---- the report: only the index columns it reads
 index = index[[c for c in report.index_columns(DEFECT_FEATURE_NAMES) if c in index.columns]]
-labels = pd.read_parquet(sm.input.labels)
 defect_ids, image_ids = report.report_selection(index, labels, P.report, DEFECT_FEATURE_NAMES)
 patch_of = dict(zip(index.get("defect_id", []), index.get("patch", [])))
 patches = {d: datasets.decode_png((lib_dir / patch_of[d]).read_bytes()) for d in defect_ids}

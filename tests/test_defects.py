@@ -448,3 +448,35 @@ def test_nearest_filled_bin_along_each_row():
     from fiberprep.defects import _nearest_filled
     has = np.array([[0, 1, 0, 0, 1, 0], [0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1]], bool)
     assert _nearest_filled(has).tolist() == [[1, 1, 1, 4, 4, 4], [-1] * 6, [5] * 6]
+
+
+def test_link_pieces_prefilter_keeps_every_joinable_pair():
+    # the centre-distance prefilter of _link_pieces must not skip a pair that _continues
+    # joins: the same roots and pairs as asking every pair
+    from fiberprep.defects import _continues, _link_pieces, _piece
+    rng = np.random.default_rng(3)
+    pieces = []
+    for _ in range(60):
+        c, t = rng.uniform(0, 200, 2), rng.uniform(0, np.pi)
+        s = np.arange(0.0, rng.uniform(4, 40))
+        bend = rng.uniform(-0.01, 0.01) * (s - s.mean()) ** 2
+        pts = c + np.outer(s, [np.cos(t), np.sin(t)]) + np.outer(bend, [-np.sin(t), np.cos(t)])
+        pieces.append(_piece(np.unique(np.rint(pts), axis=0), 10.0))
+
+    def joinable(a, b):
+        return _continues(a, b, 25.0, 20.0, 2.0, 40.0)
+
+    roots, pairs = _link_pieces(pieces, joinable, 40.0)
+    n = len(pieces)
+    every = [(i, j) for i in range(n) for j in range(i + 1, n) if joinable(pieces[i], pieces[j])]
+    assert pairs == every and len(every) >= 5
+    parent = list(range(n))
+
+    def find(i):
+        while parent[i] != i:
+            i = parent[i]
+        return i
+
+    for i, j in every:
+        parent[find(i)] = find(j)
+    assert [find(i) for i in range(n)] == roots.tolist()

@@ -106,14 +106,15 @@ def detect_defects(gray, zone_map, geometry, params):
     if gray.ndim != 2 or gray.shape != zone_map.shape:
         raise ValueError(f"gray {gray.shape} and zone_map {zone_map.shape} must be equal 2-D shapes")
     instance_map = np.zeros(gray.shape, np.uint16)
-    x0, y0, bw, bh = cv2.boundingRect((zone_map > 0).astype(np.uint8))
+    x0, y0, bw, bh = cv2.boundingRect((zone_map > 0).view(np.uint8))
     if bw == 0:
         return instance_map, _empty_table()
     upp = _um_per_px(geometry, params)
     crop = (slice(y0, y0 + bh), slice(x0, x0 + bw))
     factor = params["work_um_per_px"] / upp
     factor = factor if factor >= 1.25 else 1.0
-    log_full = np.log(gray[crop] + np.float32(params["log_offset"]))
+    log_full = gray[crop] + np.float32(params["log_offset"])
+    np.log(log_full, out=log_full)
     zm_full = zone_map[crop]
     lg, zm = _resample(log_full, zm_full, factor)
     wupp = upp * factor
@@ -126,7 +127,8 @@ def detect_defects(gray, zone_map, geometry, params):
     bg, sigma, dim, floor = _flatten(lg, regions, rings, textured, px, params)
     hard_band = edge_band | textured
     regions[dim] = 0
-    z = (lg - bg) / sigma
+    resid = lg - bg
+    z = resid / sigma
     z[regions == 0] = 0.0
     b = int(params["border_px"])  # sensor border rows/columns are often faulty: ignored
     if b > 0:
@@ -136,10 +138,11 @@ def detect_defects(gray, zone_map, geometry, params):
     zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"],
                                     px(params["noise_um"]), params["flatten_clip_sigma"])
     # physical floor: a defect must differ from its background by min_contrast
-    resid = lg - bg
     rel = cv2.GaussianBlur(resid, (0, 0), params["smooth_px"])
     # the linear residual (image / background - 1), smoothed as z: masks are cut on it
-    lin = cv2.GaussianBlur(cv2.exp(resid) - np.float32(1), (0, 0), params["smooth_px"])
+    lin = cv2.exp(resid)
+    lin -= np.float32(1)
+    lin = cv2.GaussianBlur(lin, (0, 0), params["smooth_px"])
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
     # on the edges only a strong, compact defect may seed (a particle sitting on the edge)
     band_ok = (regions > 0) & edge_band & ~textured
@@ -231,8 +234,9 @@ def _physical_regions(shape, geo, px, params):
         rk_map = np.full(shape, np.inf, np.float32)
         rk_map[ys, xs] = np.sqrt((xx[:, xs] - np.float32(kx)) ** 2 + (yy[ys] - np.float32(ky)) ** 2,
                                  dtype=np.float32)
-        regions[rk_map < rk] = 1
-        band |= np.abs(rk_map - rk) < half
+        box = rk_map[ys, xs]  # (inf beyond it)
+        regions[ys, xs][box < rk] = 1
+        band[ys, xs] |= np.abs(box - rk) < half
         if rk >= px(params["core_ring_min_um"]):
             inner = px(params["ring_inner_um"])
             rings.append((rk - inner, rk, rk + inner, rk_map, (kx, ky)))
@@ -400,32 +404,39 @@ def _flatten(lg, regions, rings, band, px, params):
     # vignetting belongs to the optics: one smooth surface over the whole field, each
     # region its own reflectance (a small glass region cannot absorb a smear on it)
     fit = (regions > 0) & ~in_ring
-    if fit.sum() < 64:
+    if np.count_nonzero(fit) < 64:
         fit = regions > 0
     level = np.exp(_robust_surface(lg, fit, params["surface_degree"], clip, regions, offsets_only=True)[1])
     # vignetting is a smooth product: fit it on linear intensity over reflectance
     vig, const = _robust_surface(lg, fit, params["surface_degree"], clip, np.zeros(regions.shape, np.int8),
                                  transform=lambda v, y, x: (np.exp(v) - off) / level[regions[y, x]])
-    vig = np.maximum(vig + np.float32(const[0]), np.float32(1e-3))
+    vig += np.float32(const[0])
+    np.maximum(vig, np.float32(1e-3), out=vig)
     for k in _region_ids(regions):
         bx, by, bw, bh = cv2.boundingRect((regions == k).view(np.uint8))
         win = np.s_[by:by + bh, bx:bx + bw]  # the region's box only
         m = regions[win] == k
         w = (m & fit[win]).astype(np.float32)
-        if w.sum() < 64:
+        if np.count_nonzero(w) < 64:
             w = m.astype(np.float32)
-        trend = np.log(vig[win] * np.float32(level[k]) + off)
+        trend = vig[win] * np.float32(level[k])
+        trend += off
+        np.log(trend, out=trend)
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
         dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
         est, sd, ok, s = _robust_box(lg[win] - trend, w, k_bg, k_n, clip)
         if ok is not True:
-            est, sd = np.where(ok, est, np.float32(0)), np.where(ok, sd, np.float32(s))
-        np.copyto(bg[win], trend + est, where=m)
+            np.copyto(est, np.float32(0), where=~ok)
+            np.copyto(sd, np.float32(s), where=~ok)
+        est += trend
+        np.copyto(bg[win], est, where=m)
         np.copyto(sigma[win], sd, where=m)
     for ring in rings:
         _ring_model(lg, vig, regions > 0, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
-    floor = params["sigma_floor"] / (np.exp(bg) + 1e-3)
+    floor = np.exp(bg)
+    floor += np.float32(1e-3)
+    np.divide(np.float32(params["sigma_floor"]), floor, out=floor)
     np.maximum(sigma, floor, out=sigma)
     return bg, sigma, dim, floor
 
@@ -459,7 +470,10 @@ def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=600
         for _ in range(degree):
             xp.append(xp[-1] * x)
             yp.append(yp[-1] * y)
-        return np.stack([xp[i] * yp[j] for i, j in terms], -1)
+        out = np.empty(x.shape + (len(terms),))  # column by column (np.stack on the last axis is slow)
+        for t, (i, j) in enumerate(terms):
+            np.multiply(xp[i], yp[j], out=out[..., t])
+        return out
 
     g = groups[yy, xx]
     v = values[yy, xx].astype(np.float64)
@@ -723,16 +737,19 @@ def _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, quant, px, pa
         # INTER_AREA's integer-factor path
         small, hc, wc = (w // f, h // f), h // f * f, w // f * f
         down = lambda v: cv2.resize(v[:hc, :wc], small, interpolation=cv2.INTER_AREA)  # noqa: E731
+        # blocks all of whose pixels are set (the block minimum)
+        block = np.ones((f, f), np.uint8)
+        full = lambda m: cv2.erode(m.view(np.uint8), block, anchor=(0, 0))[:hc:f, :wc:f] > 0  # noqa: E731
         dc, qc = down(z), 0.5 * down(quant)
         rc = np.ascontiguousarray(regions[f // 2:hc:f, f // 2:wc:f])
         # seeds only in blocks whose neighbours are analysed too: next to the frame border,
         # the field stop or a dim corner, block means follow the fall-off the surface misses
-        inside = cv2.erode((down((regions > 0).astype(np.float32)) > 0.999).view(np.uint8),
+        inside = cv2.erode(full(regions > 0).view(np.uint8),
                            np.ones((3, 3), np.uint8), borderType=cv2.BORDER_CONSTANT, borderValue=0)
         # ... and of one physical region (next to the core or cladding edge the box
         # background cannot follow the edge's steep radial profile)
         one, rc8 = np.ones((3, 3), np.uint8), rc.view(np.uint8)
-        okc = ((down(seed_ok.astype(np.float32)) > 0.999) & (inside > 0)
+        okc = (full(seed_ok) & (inside > 0)
                & (cv2.erode(rc8, one) == cv2.dilate(rc8, one)))
         # noise unit per region: the MAD of the block means (a few smears covering a good
         # part of a small region inflate the RMS, not the MAD), and at least that of their
@@ -986,17 +1003,22 @@ def _refine(labels, z, lin, reach, line, line_reach, params):
     keep = _inside(g, zv, lin[ys, xs], core, peak, params)
     if line[1:].any():
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * line_reach + 1,) * 2)
-        local = cv2.dilate(np.where(line[labels], np.abs(z), 0).astype(np.float32), k)[ys, xs]
+        # the lines' peaks, in their box widened by the reach (0 beyond: |z| >= 0)
+        on = line[labels]
+        box = _mask_box(on, line_reach)
+        peaks = np.zeros(labels.shape, np.float32)
+        peaks[box] = cv2.dilate(np.where(on[box], np.abs(z[box]), 0).astype(np.float32), k)
+        local = peaks[ys, xs]
         on_line = line[g]
         level = np.maximum(params["mask_level"] * local, params["grow_sigma"])
         keep[on_line] = (np.abs(zv) >= level)[on_line]
-    fine = np.zeros(labels.shape, np.uint16)
-    fine[ys[keep], xs[keep]] = g[keep]
-    before = np.bincount(labels.ravel(), minlength=n)
-    after = np.bincount(fine.ravel(), minlength=n)
-    weak = after < 0.5 * before
+    # on the grown pixels only (they hold every labelled one)
+    lab, fine = labels[ys, xs], np.where(keep, g, 0)
+    weak = np.bincount(fine, minlength=n) < 0.5 * np.bincount(lab, minlength=n)
     weak[0] = False
-    return np.where(weak[labels], labels, np.where(weak[fine], 0, fine)).astype(np.uint16)
+    out = np.zeros(labels.shape, np.uint16)
+    out[ys, xs] = np.where(weak[lab], lab, np.where(weak[fine], 0, fine))
+    return out
 
 
 def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
@@ -1015,14 +1037,16 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
-    za = np.abs(zs)
     if f > 1.05:
         small = (max(8, round(w / f)), max(8, round(h / f)))
-        # both in one two-channel call (the same weights, computed once)
-        zl, zsl = cv2.split(cv2.resize(cv2.merge([za, zs]), small, interpolation=cv2.INTER_AREA))
+        # |zs| and zs in one two-channel call (the same weights, computed once)
+        two = np.empty((h, w, 2), np.float32)
+        np.abs(zs, out=two[..., 0])
+        two[..., 1] = zs
+        zl, zsl = cv2.split(cv2.resize(two, small, interpolation=cv2.INTER_AREA))
         okl = cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
     else:
-        small, zl, zsl, okl = (w, h), za, zs, seed_ok
+        small, zl, zsl, okl = (w, h), np.abs(zs), zs, seed_ok
     scale = small[0] / w
     lpx = lambda um: px(um) * scale  # noqa: E731  (µm -> LEI pixels)
     strength, ori = _lei_strength(zl, okl, lpx, params)
@@ -1041,7 +1065,7 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     # work in the lines' bounding box, widened by the reach
     box = _mask_box(lines > 0, kern.shape[0] // 2)
     labels = np.zeros((h, w), np.uint16)
-    lines, absz, visible = lines[box], za[box], visible[box]
+    lines, absz, visible = lines[box], np.abs(zs[box]), visible[box]
     # centre line where the image supports it (the line filter overshoots the ends)
     centre = skeletonize(lines > 0) & (absz >= params["lei_centre_sigma"]) & visible
     near = cv2.dilate(centre.astype(np.uint8), kern) > 0
@@ -1233,7 +1257,7 @@ def _lei_strength(z, valid, lpx, params):
         for v in views[2:]:  # cv2 adds strided views several times faster than numpy
             cv2.add(line, v, dst=line)
         ny, nx = int(round(off * c)), int(round(-off * sn))  # normal (-sin, cos) in (x, y)
-        _side_contrast(line, m, ny, nx, resp, high)
+        _side_contrast(line, m, ny, nx, resp, high)  # unclamped: best (>= 0) clamps it
         if i == 0:
             # noise unit: spread of the centre-minus-side difference
             diff = line[m:m + h, m:m + w] - line[m + ny:m + ny + h, m + nx:m + nx + w]
@@ -1252,16 +1276,16 @@ def _side_contrast(line, m, ny, nx, out, high):
     sidelobe-free, written to ``out`` (``high``: a work buffer of its shape).
 
     ``line`` has a margin ``m`` around the image (the shape of ``out``).
-    The contrast is c - max(a, b) where the centre line is above both sides,
-    else 0 (so a side line lying on a scratch gives no echo, and a line along
-    a blob's edge, one side on the blob, gives none).
+    The contrast is c - max(a, b), positive only where the centre line is
+    above both sides (so a side line lying on a scratch gives no echo, and a
+    line along a blob's edge, one side on the blob, gives none); the caller
+    takes its maximum with a non-negative running maximum (no clamp here).
     """
     h, w = out.shape
     c = line[m:m + h, m:m + w]
     a = line[m + ny:m + ny + h, m + nx:m + nx + w]
     b = line[m - ny:m - ny + h, m - nx:m - nx + w]
     cv2.subtract(c, cv2.max(a, b, dst=high), dst=out)
-    cv2.max(out, 0.0, dst=out)
 
 
 def _keep_lines(mask, ori, signed, centre, px, params):
@@ -1290,7 +1314,7 @@ def _keep_lines(mask, ori, signed, centre, px, params):
         if pc["length"] >= 0.5 * min_len and pc["length"] >= params["scratch_min_aspect"] * pc["width"]:
             segs.append({**pc, "id": i, "pol": pol[i]})
     roots, pairs = _link_pieces(segs, lambda a, b: _groove_sides(a, b, max_w) and _continues(
-        a, b, px(params["join_gap_um"]), params["join_angle_deg"], 2.0))
+        a, b, px(params["join_gap_um"]), params["join_angle_deg"], 2.0), px(params["join_gap_um"]))
     joined = [[j for j in range(len(segs)) if roots[j] == r] for r in np.unique(roots)] if segs else []
     joined = [g for g in joined if sum(segs[j]["length"] for j in g) >= min_len]
     lut = np.zeros(n + 1, np.uint16)
@@ -1343,7 +1367,9 @@ def _piece(pts, reach):
     along it, ``width`` (pixels / length), ``major``/``minor`` axes of the
     equivalent ellipse, ``ends``: for each end (low, high projection) its
     point and outward direction fitted on the pixels within ``reach`` of
-    it (follows a bent scratch), and ``last``: one pixel (row, col).
+    it (follows a bent scratch), ``extent``: the larger of half the major
+    axis and the largest distance of a pixel (so of an end) from ``c``,
+    and ``last``: one pixel (row, col).
     """
     pts = np.asarray(pts, np.float64)
     c = pts.mean(0)
@@ -1362,9 +1388,11 @@ def _piece(pts, reach):
                 t = vec[:, 1] if vec[:, 1] @ d >= 0 else -vec[:, 1]
         ends.append((pts[np.abs(proj - lim) <= 1.0].mean(0), sign * t))
     length = float(proj.max() - proj.min())
+    major = 4 * math.sqrt(max(evals[1], 0))
     return {"c": c, "d": d, "length": length, "width": len(pts) / max(length, 1.0),
-            "major": 4 * math.sqrt(max(evals[1], 0)), "minor": 4 * math.sqrt(max(evals[0], 0)),
-            "ends": ends, "last": (int(pts[-1, 1]), int(pts[-1, 0]))}
+            "major": major, "minor": 4 * math.sqrt(max(evals[0], 0)), "ends": ends,
+            "extent": max(0.5 * major, math.sqrt(float(((pts - c) ** 2).sum(1).max()))),
+            "last": (int(pts[-1, 1]), int(pts[-1, 0]))}
 
 
 def _continues(a, b, gap, max_angle, tol, end_gap=None):
@@ -1419,9 +1447,19 @@ def _groove_sides(a, b, max_w):
     return off <= 0.5 * max_w
 
 
-def _link_pieces(pieces, joinable):
-    """Union-find over pieces: returns (root index per piece, joined pairs)."""
+def _link_pieces(pieces, joinable, reach):
+    """Union-find over pieces: returns (root index per piece, joined pairs).
+
+    ``joinable`` is only asked about pairs whose centres lie within ``reach``
+    plus both ``extent``s (``_piece``) of each other, which every joinable
+    pair must do: ends within ``reach`` of each other, or a centre within
+    ``reach`` plus half its major axis of the other's end.
+    """
     parent = list(range(len(pieces)))
+    c = np.array([p["c"] for p in pieces], np.float64).reshape(-1, 2)
+    ext = np.array([p["extent"] for p in pieces], np.float64)
+    dist = np.hypot(c[:, None, 0] - c[None, :, 0], c[:, None, 1] - c[None, :, 1])
+    near = np.triu(dist <= reach + ext[:, None] + ext[None, :], 1)
 
     def find(i):
         while parent[i] != i:
@@ -1430,11 +1468,10 @@ def _link_pieces(pieces, joinable):
         return i
 
     pairs = []
-    for i in range(len(pieces)):
-        for j in range(i + 1, len(pieces)):
-            if joinable(pieces[i], pieces[j]):
-                pairs.append((i, j))
-                parent[find(i)] = find(j)
+    for i, j in zip(*np.nonzero(near)):  # row by row, as i < j loops
+        if joinable(pieces[i], pieces[j]):
+            pairs.append((int(i), int(j)))
+            parent[find(i)] = find(j)
     return np.array([find(i) for i in range(len(pieces))], np.int64), pairs
 
 
@@ -1711,7 +1748,7 @@ def _join_collinear(labels, source, zs, px, params):
                 return True
         return False
 
-    roots, pairs = _link_pieces(pieces, joinable)
+    roots, pairs = _link_pieces(pieces, joinable, max(gap, px(params["join_line_gap_um"])))
     if not pairs:
         return labels, source
     root_id = np.arange(n)

@@ -480,3 +480,92 @@ def test_link_pieces_prefilter_keeps_every_joinable_pair():
     for i, j in every:
         parent[find(i)] = find(j)
     assert [find(i) for i in range(n)] == roots.tolist()
+
+
+def test_ring_blend_leaves_the_annulus_proper_as_it_was():
+    # an annulus whose radial profile goes on below its inner limit (a soft rim): the
+    # blend zone follows the arcs into the region's background, the annulus proper keeps
+    # the model it has without a blend
+    from fiberprep.defects import _ring_model
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:300, 0:300].astype(np.float32)
+    r = np.hypot(xx - 150, yy - 150)
+    t = np.arctan2(yy - 150, xx - 150)
+    # rim darkening over 10 px inside the edge at r = 100, more on the right (the light's side)
+    lg = (-0.3 * np.clip(1 - (100 - r) / 10, 0, 1) * (1 + np.cos(t)) * (r < 100)
+          + rng.normal(0, 0.01, r.shape)).astype(np.float32)
+    params = {"arc_um": 25.0, "ring_fine_um": 8.0, "ring_bin_px": 0.5, "ring_coarse_um": 4.0,
+              "flatten_clip_sigma": 3.0, "ring_texture_ratio": 2.0}
+    out = []
+    for r_lo in (92.0, 88.0):  # no blend; blend from 88 to 92
+        bg, sigma, band = np.zeros_like(lg), np.ones_like(lg), np.zeros(lg.shape, bool)
+        ring = (r_lo, 100.0, 110.0, r, (150.0, 150.0), 92.0)
+        _ring_model(lg, np.ones_like(lg), np.ones(lg.shape, bool), ring, bg, sigma, band,
+                    lambda um: um, params)
+        out.append(bg)
+    # (up to noise-level changes: the first bin's inner half interpolates towards the blend
+    # bin, which moves its residuals, and through them the clipping, a little)
+    proper, blend = r >= 92.25, (r >= 88) & (r < 92)
+    diff = np.abs(out[1] - out[0])
+    assert diff[proper].max() < 0.01 and np.median(diff[proper]) == 0
+    assert not out[0][blend].any()  # without a blend the arcs stop at 92
+    right = blend & (np.cos(t) > 0.9)
+    # the blend zone's background follows the rim's darkening there (the box mean would not)
+    assert np.mean(out[1][right]) < 0.5 * np.mean(lg[right]) < 0
+
+
+def test_scratch_passing_the_centre_with_defects_around_is_no_annulus():
+    # one instance made of a chord through the centre's neighbourhood and blobs around
+    # it sees three quarters of the directions from the centre, but comes close to it:
+    # not a step in the glass; a real annulus (away from the centre) is
+    from fiberprep.defects import _drop_rings
+    yy, xx = np.mgrid[0:200, 0:200]
+    r = np.hypot(xx - 100.0, yy - 100.0).astype(np.float32)
+    labels = np.zeros((200, 200), np.uint16)
+    labels[(np.abs(yy - 104) <= 1) & (np.abs(xx - 100) <= 70)] = 1  # passes 4 px from the centre
+    labels[(np.hypot(xx - 100, yy - 60) < 6) | (np.hypot(xx - 60, yy - 70) < 6)
+           | (np.hypot(xx - 140, yy - 70) < 6)] = 1
+    labels[(r >= 80) & (r < 86) & (np.abs(xx - 100) > 20)] = 2  # an annulus with two gaps
+    source = np.array([0, 3, 1], np.int8)
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 40.0, "scratch_min_length_um": 10.0}
+    kept, _ = _drop_rings(labels, source, (96.0, 100.0, 130.0, r, (100.0, 100.0), 96.0),
+                          lambda um: um, params)
+    assert kept.max() == 1 and (kept[labels == 1] == 1).all() and not kept[labels == 2].any()
+
+
+@pytest.mark.real
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images absent")
+@pytest.mark.parametrize("path, edge", [
+    ("endfaces_720x576/DSCN0084.JPG", "core"),
+    ("endfaces_720x576/DSCN0090.JPG", "core"),
+    ("dimension_scope_91um_core/19700101000835-J65539-FTSPARE.jpg", "cladding"),
+    ("dimension_scope_91um_core/19700101001118-J65539-FT55.jpg", "cladding"),
+])
+def test_real_soft_rims_leave_no_arcs(cfg, path, edge):
+    # a graded-index core's rim darkening over several µm towards the light (DSCN0084/90),
+    # the dark line 4 µm inside the cladding edge of the 91 µm scope (FTSPARE, FT55):
+    # no elongated detection along them within 8 µm inside the edge
+    from fiberprep import pipeline
+    from fiberprep.io import load_image
+    gray = load_image(REAL / path, 40_000_000, 64)[0]
+    geo, zone_map = pipeline.measure_zones(gray, pipeline.stage_params(cfg)["zones"])
+    _, table = detect_defects(gray, zone_map, geo, cfg["detection"])
+    cx, cy, radius = ((geo["core_center_x"], geo["core_center_y"], geo["core_radius_px"]) if edge == "core"
+                      else (geo["center_x"], geo["center_y"], geo["cladding_radius_px"]))
+    d_um = (np.hypot(table["centroid_x"] - cx, table["centroid_y"] - cy) - radius) * geo["um_per_px"]
+    arcs = table[(d_um > -8.0) & (d_um < 0.0) & (table["shape_class"] == "linear")]
+    assert arcs.empty, arcs[["centroid_x", "centroid_y", "area_px", "length_um"]]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_dark_dot_below_min_area_found(cfg, seed):
+    # a 1.5 µm pit at 0.43 µm/px (the 50 µm scope's photos): blurred to less than
+    # min_area_um2 at half contrast, but far darker than grain; a faint one is not kept
+    knobs = dict(um_per_px=0.43, cladding_radius_px=62.5 / 0.43, core_radius_px=4.5 / 0.43, width=400,
+                 height=300, center_x=200.0, center_y=150.0, core_center_x=200.0, core_center_y=150.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[dict(PIT, size_um=1.5, contrast=0.5)], **knobs)
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.5 and len(table) == 1
+    assert table["area_um2"].iloc[0] < cfg["detection"]["min_area_um2"]
+    no_dots = {**cfg["detection"], "dot_min_contrast": 10.0}
+    assert detect_defects(gray, truth["zone_map"], truth, no_dots)[0].max() == 0

@@ -158,7 +158,8 @@ def detect_defects(gray, zone_map, geometry, params):
                             _disk(px(params["scratch_max_width_um"])))
     blob[win] = cv2.dilate(wide, reach) > 0
     scratch_labels, widths = _scratch_candidates(zs, seed_ok & ~blob, visible, centre, px, params)
-    labels, source = _merge(region_mask, scratch_labels, widths, zs, px, params)
+    dark_dot = rel <= -math.log1p(params["dot_min_contrast"])
+    labels, source = _merge(region_mask, scratch_labels, widths, zs, dark_dot, px, params)
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
@@ -197,9 +198,10 @@ def _physical_regions(shape, geo, px, params):
     zone C), so flattening uses the measured edges: region 1 core (when
     visible), 2 cladding, 3 everything outside the glass. Returns
     ``(regions int8, hard_band bool, rings)``; each ring is
-    ``(r_lo, edge_radius, r_hi, radius_map, centre)`` with the radius map
+    ``(r_lo, edge_radius, r_hi, radius_map, centre, r_full)`` with the radius map
     normalised so that the fitted cladding ellipse (or core circle around
-    the core centre) lies at ``edge_radius``.
+    the core centre) lies at ``edge_radius``; between ``r_lo`` and ``r_full``
+    the ring's background blends into the region's (the edge's soft inner rim).
     """
     regions = np.full(shape, 3, np.int8)
     band = np.zeros(shape, bool)
@@ -223,8 +225,9 @@ def _physical_regions(shape, geo, px, params):
     rc = geo["r_clad"]
     regions[r < rc] = 2
     band |= (r > rc - half) & (r < rc + px(params["epoxy_band_um"]))
-    rings = [(rc - px(params["ring_inner_um"]), rc, rc + px(params["ring_outer_um"]), r,
-              (geo["cx"], geo["cy"]))]
+    inner, blend = px(params["ring_inner_um"]), px(params["ring_blend_um"])
+    rings = [(rc - inner - blend, rc, rc + px(params["ring_outer_um"]), r, (geo["cx"], geo["cy"]),
+              rc - inner)]
     if geo["r_core"] is not None:
         rk, kx, ky = geo["r_core"], geo["core_cx"], geo["core_cy"]
         # distance to the core centre, computed in the core's neighbourhood only (inf beyond)
@@ -238,10 +241,9 @@ def _physical_regions(shape, geo, px, params):
         regions[ys, xs][box < rk] = 1
         band[ys, xs] |= np.abs(box - rk) < half
         if rk >= px(params["core_ring_min_um"]):
-            inner = px(params["ring_inner_um"])
-            rings.append((rk - inner, rk, rk + inner, rk_map, (kx, ky)))
+            rings.append((rk - inner - blend, rk, rk + inner, rk_map, (kx, ky), rk - inner))
         else:
-            band |= np.abs(rk_map - rk) < half + px(params["ring_inner_um"])
+            band |= np.abs(rk_map - rk) < half + inner
     return regions, band, rings
 
 
@@ -395,8 +397,8 @@ def _flatten(lg, regions, rings, band, px, params):
     clip = params["flatten_clip_sigma"]
     k_bg, k_n = px(params["background_um"]), px(params["noise_um"])
     in_ring = np.zeros(lg.shape, bool)
-    for lo, _, hi, rmap, _ in rings:
-        in_ring |= (rmap >= lo) & (rmap < hi)
+    for _, _, hi, rmap, _, full in rings:
+        in_ring |= (rmap >= full) & (rmap < hi)
     bg = np.zeros_like(lg)
     sigma = np.ones_like(lg)
     dim = np.zeros(lg.shape, bool)
@@ -506,8 +508,10 @@ def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=600
 def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     """Robust arc-mean background, noise and textured band in an annulus (in place).
 
-    ``ring`` is (r_lo, edge radius, r_hi, radius map, centre), at least 12
-    sectors. In an annulus the frame border cuts, the arcs model what the
+    ``ring`` is (r_lo, edge radius, r_hi, radius map, centre, r_full), at least
+    12 sectors; below ``r_full`` the model blends linearly into ``bg``/``sigma``
+    (coarse radial bins, no texture band; no blend where the arcs are shorter
+    than ``arc_um / 2``). In an annulus the frame border cuts, the arcs model what the
     field's vignetting surface ``vig`` leaves (the edge's radial structure):
     a bin the border truncates does not shift its mean along the
     illumination gradient, and a bin without pixels continues its sector's
@@ -522,7 +526,10 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     without resampling blur; bin means (outliers clipped against the local
     noise) are interpolated bilinearly between bin centres.
     """
-    r_lo, edge, r_hi, rmap, (cx, cy) = ring
+    r_lo, edge, r_hi, rmap, (cx, cy), r_full = ring
+    n_sec = max(12, int(round(math.pi * (r_full + r_hi) / px(params["arc_um"]))))
+    if 2 * math.pi * r_lo / n_sec < px(params["arc_um"]) / 2:
+        r_lo = r_full  # arcs too short to tell a soft rim from a defect on it: no blend
     bx, by, bw, bh = cv2.boundingRect((rmap < r_hi).view(np.uint8))  # the annulus' box
     rbox = rmap[by:by + bh, bx:bx + bw]
     yy, xx = _nonzero(valid[by:by + bh, bx:bx + bw] & (rbox >= r_lo) & (rbox < r_hi))
@@ -530,15 +537,21 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
         return
     yy, xx = yy + by, xx + bx
     r = rmap[yy, xx]
-    n_sec = max(12, int(round(math.pi * (r_lo + r_hi) / px(params["arc_um"]))))
     t = (np.arctan2(yy - cy, xx - cx) / (2 * math.pi) * n_sec) % n_sec
     # radial bins: ring_bin_px within ring_fine_um of the edge (its sharp profile),
-    # ring_coarse_um beyond (smooth shadow; a tangential scratch cannot fill a bin)
+    # ring_coarse_um beyond (smooth shadow; a tangential scratch cannot fill a bin), and in
+    # the blend zone below r_full (a soft rim: a defect there cannot fill a bin either)
     d = r - edge
     fine_px, b, c = px(params["ring_fine_um"]), params["ring_bin_px"], px(params["ring_coarse_um"])
-    t_r = np.where(d < -fine_px, (d + fine_px) / c - fine_px / b,
+    fine_in = min(fine_px, edge - r_full)
+    t_r = np.where(d < -fine_in, (d + fine_in) / c - fine_in / b,
                    np.where(d <= fine_px, d / b, fine_px / b + (d - fine_px) / c))
-    t_r -= t_r.min()
+    # bins (and the noise's groups of 4) start at r_full's first pixel, whatever lies below
+    full = r >= r_full  # the annulus proper: its bins, noise and texture as without a blend
+    if not full.any():
+        full[:] = True
+    t0 = t_r[full].min()
+    t_r -= t0 - 4 * math.ceil(max(t0 - t_r.min(), 0) / 4)
     rb = np.floor(t_r).astype(np.int64)
     n_r = int(rb.max()) + 1
     # bilinear interpolation between bin centres (sector and radius)
@@ -552,7 +565,8 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     # field's smooth vignetting leaves (a truncated bin's mean lies off its centre along
     # the illumination gradient); a whole one keeps the image (a film on a core's rim
     # bends the vignetting fit, which must not bend the arcs)
-    shade = np.log(vig[yy, xx]).astype(np.float64) if not filled.all() else np.zeros(yy.size)
+    cut = (filled != filled.any(0)).any()  # some sector lacks a radius the others have
+    shade = np.log(vig[yy, xx]).astype(np.float64) if cut else np.zeros(yy.size)
     v = lg[yy, xx].astype(np.float64) - shade
     s0 = np.floor(t - 0.5).astype(np.int64) % n_sec
     frac = (t - 0.5) - np.floor(t - 0.5)
@@ -581,16 +595,18 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
         prof = np.where(near >= 0, mean[rows, np.maximum(near, 0)] - fill[np.maximum(near, 0)] + fill,
                         fill).ravel()
         res = v - interp @ prof
-        s = max(_robust_std(res), 1e-5)
+        s = max(_robust_std(res[full]), 1e-5)
         cnt2 = np.bincount(key2, keep, minlength=size2)
         var2 = np.bincount(key2, res * res * keep, minlength=size2) / np.maximum(cnt2, 1)
         sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
         # first clip against the annulus-wide σ (a chip inflates its bin's σ), then locally
         keep = (np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)).astype(np.float64)
-    bg[yy, xx] = v - res + shade
-    sigma[yy, xx] = sd
+    # from r_lo to r_full the arcs' model takes over from the region's (no step at r_lo)
+    a = np.clip((r - r_lo) / (r_full - r_lo), 0, 1) if r_full > r_lo else np.ones(r.size)
+    bg[yy, xx] = a * (v - res + shade) + (1 - a) * bg[yy, xx]
+    sigma[yy, xx] = a * sd + (1 - a) * sigma[yy, xx]
     # the edge's own footprint (misfit, rough epoxy): noise well above the annulus'
-    band[yy, xx] |= (sd > params["ring_texture_ratio"] * _median(sd)) & (np.abs(d) <= fine_px)
+    band[yy, xx] |= full & (sd > params["ring_texture_ratio"] * _median(sd[full])) & (np.abs(d) <= fine_px)
 
 
 def _nearest_filled(has):
@@ -1482,7 +1498,7 @@ def _draw_link(out, sa, sb, value):
     cv2.line(out, tuple(int(round(v)) for v in p), tuple(int(round(v)) for v in q), int(value), 1)
 
 
-def _merge(region_mask, s_lab, s_width, zs, px, params):
+def _merge(region_mask, s_lab, s_width, zs, dot, px, params):
     """One label per physical defect.
 
     ``s_lab`` holds one label per scratch and ``s_width`` its width
@@ -1497,7 +1513,10 @@ def _merge(region_mask, s_lab, s_width, zs, px, params):
     flank and is dropped. The part of a candidate on a scratch whose
     polarity (sign of ``zs``, ``_polarity_components``) is opposite to the
     scratch's is another defect too (a dark pit on a bright scratch).
-    Components under ``min_area_um2`` are dropped, and so are scratch-only
+    Components under ``min_area_um2`` are dropped (region candidates of at least
+    half of it reaching a ``dot`` pixel, dark by ``dot_min_contrast``, are kept: a
+    pit below the optics' resolution, blurred small but far darker than the grain),
+    and so are scratch-only
     instances that are not elongated (major/minor axis < ``linear_aspect``:
     blob flanks, crescents).
 
@@ -1522,7 +1541,8 @@ def _merge(region_mask, s_lab, s_width, zs, px, params):
     s = np.where(np.bincount(s, minlength=n_s)[s] >= min_area, s, 0)
     r = np.where(reg, r_full, 0).astype(np.int64)
     r_area = np.bincount(r, minlength=n_r)
-    r = np.where(r_area[r] >= min_area, r, 0)
+    r_dot = np.bincount(r, dot[ys, xs], minlength=n_r) > 0
+    r = np.where((r_area[r] >= min_area) | (r_dot[r] & (r_area[r] >= 0.5 * min_area)), r, 0)
     # which scratch each region candidate lies on, and how much of it
     both = (r > 0) & (s > 0)
     on = np.bincount(r[both] * n_s + s[both], minlength=n_r * n_s).reshape(n_r, n_s)
@@ -1775,11 +1795,11 @@ def _drop_rings(labels, source, ring, px, params):
     roll-off line the polar model leaves), and an
     instance spanning 60 degrees or more around the centre
     within 10 % of its radius (90 within 15 %), and one around the centre (three quarters of
-    the directions) that does not cover it (an annulus: a step in the glass).
+    the directions) that keeps away from it (an annulus: a step in the glass).
     Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
-    r_lo, _, r_hi, rmap, (cx, cy) = ring
+    r_lo, _, r_hi, rmap, (cx, cy), _ = ring
     ys, xs = _nonzero(labels)
     k, r = labels[ys, xs], rmap[ys, xs].astype(np.float64)
     cnt = np.maximum(np.bincount(k, minlength=n), 1)
@@ -1806,13 +1826,14 @@ def _drop_rings(labels, source, ring, px, params):
         gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
         drop[i] = 2 * np.pi - gaps.max() >= (np.pi / 3 if spread[i] <= 0.1 * r_mean[i] else np.pi / 2)
     # an annulus around the centre (a step in the glass: a core edge the zones did not
-    # report): it covers three quarters of the directions but not the centre itself
+    # report): it covers three quarters of the directions but keeps away from the centre
+    # (a scratch passing it, merged with defects around it, sees as many directions)
+    r_min = np.full(n, np.inf)
+    np.minimum.at(r_min, k, r)
     n_dir = 72
     d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
     seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
-    iy, ix = int(round(cy)), int(round(cx))
-    hub = labels[iy, ix] if 0 <= iy < labels.shape[0] and 0 <= ix < labels.shape[1] else 0
-    drop |= (seen.sum(1) >= 0.75 * n_dir) & (np.arange(n) != hub) & (np.arange(n) > 0)
+    drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
     if not drop.any():
         return labels, source
     keep = np.flatnonzero(~drop)

@@ -124,6 +124,23 @@ def test_offset_core_is_found_beyond_the_first_search_window():
     assert geo["core_radius_px"] == pytest.approx(truth["core_radius_px"], rel=0.05)
 
 
+@pytest.mark.parametrize("name", ["mm_50", "mm_62_5", "mm_100_140"])
+def test_core_3_um_off_center_is_found_and_names_the_type(name):
+    # concentricity errors reach 3 µm: 7.5 px at 0.4 µm/px, so along rays from the
+    # cladding center the core's step wanders by +-7.5 px and a 2 px step shows on few
+    # rays (this scene was typed sm_pc, "default", before the wide baseline)
+    rng = np.random.default_rng([53, 2])
+    spec = synth.random_spec(rng, TYPES, sizes=[(1024, 768)], p_clean=1.0, fiber_type_names=[name],
+                             p_core_visible_mm=1.0, p_frame=0.0)
+    angle = rng.uniform(0, 2 * np.pi)
+    spec.update({"um_per_px": 0.4, "core_dx_um": 3.0 * math.cos(angle), "core_dy_um": 3.0 * math.sin(angle),
+                 "center_x": 512.0, "center_y": 384.0})
+    image, truth = synth.render(spec, rng)
+    geo = zones.measure_geometry(image.astype(np.float32) / 255, AUTO, PARAMS)
+    assert (geo["fiber_type"], geo["fiber_type_source"], geo["core_visible"]) == (name, "core", True)
+    assert geo["core_offset_um"] == pytest.approx(truth["core_offset_um"], abs=0.3)
+
+
 @pytest.mark.parametrize("rel", [0.3, 0.45, 0.55])
 def test_pit_at_the_center_is_no_core(rel):
     # a dark pit just under the single-mode core's searched sizes, on a fiber whose core

@@ -219,7 +219,7 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
     for (core_um, clad_um), name in distinct.items():
         upp = upp_given or 0.5 * clad_um / clad["r"]
         expected[name] = (0.5 * core_um / upp, upp)
-        core = _measure_core(smooth, clad, expected[name][0], params, fits)
+        core = _measure_core(smooth, clad, *expected[name], params, fits)
         offset_um = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"]) * upp
         if core["visible"] and offset_um > params["type_core_offset_um"]:
             core = {"cx": clad["cx"], "cy": clad["cy"], "r": expected[name][0], "visible": False}
@@ -1189,14 +1189,17 @@ def _confidence(fit, params):
     return float(np.clip(fit["inlier_frac"] * sharp, 0.0, 1.0))
 
 
-def _measure_core(smooth, clad, nominal_r, params, fits=None):
+def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     """Core circle from the radial profile, or the nominal core if not visible.
 
-    The median profile over all angles shows the core as the strongest step
-    within ``core_search_rel`` of the nominal core radius; when that step
-    stands out from the angular scatter, edge points along rays are fitted
-    like the cladding edge. ``fits`` (a dict) keeps the edge fits by starting
-    radius (px) and sign, so searches for several nominal cores fit a step once.
+    The median over all angles of the rays' steps shows the core as the
+    strongest step within ``core_search_rel`` of the nominal core radius
+    (:func:`_core_step`): across 2 px, else across +-``core_offset_um`` (a core
+    off the cladding's center; its fit must then reach ``core_wide_min_confidence``);
+    when that step stands out from the angular scatter, edge points along rays
+    are fitted like the cladding edge, starting where the median level steps.
+    ``fits`` (a dict) keeps the edge fits by starting radius (px) and sign, so
+    searches for several nominal cores fit a step once.
     """
     cx, cy, r_clad = clad["cx"], clad["cy"], clad["r"]
     nominal = {"cx": cx, "cy": cy, "r": float(nominal_r), "visible": False}
@@ -1206,37 +1209,33 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
         return nominal
     n_rays = int(np.clip(2 * math.pi * hi / params["ray_spacing_px"], 64, params["max_rays"]))
     phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
-    rel = np.arange(max(1.0, lo - 3), hi + 4) / r_clad  # radii relative to the cladding
-    rr = _ellipse_radius(clad["shape"], phi)[:, None] * rel[None, :]
-    mx = (cx + rr * np.cos(phi)[:, None]).astype(np.float32)
-    my = (cy + rr * np.sin(phi)[:, None]).astype(np.float32)
-    prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-    grad = (prof[:, 2:] - prof[:, :-2]) * 0.5
-    med = np.median(grad, axis=0)
-    spread = 1.4826 * np.median(np.abs(grad - med), axis=0) / math.sqrt(n_rays)
-    # the core is the strongest peak of the gradient in the searched range: a gradient
-    # that keeps growing past the range's ends (the glass edge's roll-off, a larger
-    # core's step, illumination falling off from the center) is no core of this size
-    strength = np.abs(med)
-    peak = np.zeros(len(med), bool)
-    peak[1:-1] = (strength[1:-1] >= strength[:-2]) & (strength[1:-1] >= strength[2:])
-    idx = np.nonzero(peak & (rel[1:-1] * r_clad >= lo) & (rel[1:-1] * r_clad <= hi))[0]
-    if not len(idx):
+    # a core off the cladding's center (concentricity, up to core_offset_um) moves its
+    # step along the rays from that center by up to as much: when no step shows over
+    # a 2 px baseline, the step over +-h px is looked for
+    h = int(np.clip(round(params["core_offset_um"] / upp), 1, max(1.0, 0.25 * nominal_r)))
+    for base in sorted({1, h}):
+        margin = 3 if base == 1 else 2 + 3 * base
+        radii = np.arange(max(1.0, lo - margin), hi + margin + 1)
+        rr = _ellipse_radius(clad["shape"], phi)[:, None] * (radii / r_clad)[None, :]
+        mx = (cx + rr * np.cos(phi)[:, None]).astype(np.float32)
+        my = (cy + rr * np.sin(phi)[:, None]).astype(np.float32)
+        prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        step = _core_step(prof, base, radii, lo, hi, params)
+        if step is not None:
+            break
+    else:
         return nominal
-    k = int(idx[np.argmax(strength[idx])])
-    if abs(med[k]) < params["core_min_snr"] * max(float(spread[k]), 1e-6):
-        return nominal
-    # and it must be a step of some contrast, not a faint shading the scatter of a clean
-    # image lets through: its gradient relative to the glass level there
-    level = float(np.median(prof[:, k + 1]))
-    if abs(med[k]) < params["core_min_rel_gradient"] * max(abs(level), 1e-6):
-        return nominal
+    # the wide baseline also lets weak features through (a scratch along a chord), whose
+    # edge points are noise picks spread over the search window: their fit must be as
+    # coherent as core_wide_min_confidence
+    min_conf = params["core_wide_min_confidence"] if base > 1 else 0.0
+    r_step, sign, strength = step[0] / r_clad, step[1], step[2]
     _, _, a, b, th = clad["shape"]
-    guess = (cx, cy, a * rel[k + 1], b * rel[k + 1], th)
+    guess = (cx, cy, a * r_step, b * r_step, th)
     fits = {} if fits is None else fits
-    key = (round(rel[k + 1] * r_clad), float(np.sign(med[k])))
+    key = (round(r_step * r_clad), sign)
     if key not in fits:
-        half = _half_width(rel[k + 1] * r_clad, params["refine_rel"], params)
+        half = _half_width(r_step * r_clad, params["refine_rel"], params)
         # the guess is centred on the cladding: a core offset from it, or whose profile
         # peak the angular median smeared, lies partly outside the window, so refit
         # around each fit until it settles
@@ -1244,7 +1243,59 @@ def _measure_core(smooth, clad, nominal_r, params, fits=None):
         fits[key] = first and (_settled_fit(smooth, first["shape"], key[1], half, params) or first)
     fit = fits[key]
     # a fit that left the searched sizes found something else (a pit near the center)
-    if fit is None or fit["inlier_frac"] < params["core_min_inliers"] or not lo <= fit["r"] <= hi:
+    if (
+        fit is None
+        or fit["inlier_frac"] < params["core_min_inliers"]
+        or not lo <= fit["r"] <= hi
+        or _confidence(fit, params) < min_conf
+    ):
         return nominal
-    strength = abs(float(med[k])) / max(abs(level), 1e-6)  # relative gradient of the step
     return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True, "strength": strength}
+
+
+def _core_step(prof, h, radii, lo, hi, params):
+    """The core's step on ray profiles ``prof`` sampled at ``radii`` (px), read over +-h
+    samples: ``(radius, sign, strength)`` or None.
+
+    The step is the strongest peak, within [lo, hi], of the median over rays of
+    half the level change across +-h (a step that keeps growing past the range's
+    ends, the glass edge's roll-off, a larger core's step or illumination falling
+    off from the center, is no core of this size). It must stand out from the
+    rays' scatter (``core_min_snr`` standard errors) and be a step of some contrast
+    (``core_min_rel_gradient`` of the glass level), not a faint shading the scatter
+    of a clean image lets through. Its radius is where the median level steps
+    (where half the rays have passed their step, whatever the core's offset), and
+    its strength the median level's gradient there relative to the level, which
+    must reach ``core_min_rel_gradient`` too (an edge, not a broad shading).
+    """
+    grad = (prof[:, 2 * h :] - prof[:, : -2 * h]) * 0.5
+    med = np.median(grad, axis=0)
+    strength = np.abs(med)
+    at = radii[h:-h]
+    peak = np.zeros(len(med), bool)
+    peak[1:-1] = (strength[1:-1] >= strength[:-2]) & (strength[1:-1] >= strength[2:])
+    idx = np.nonzero(peak & (at >= lo) & (at <= hi))[0]
+    if not len(idx):
+        return None
+    k = int(idx[np.argmax(strength[idx])])
+    spread = 1.4826 * float(np.median(np.abs(grad[:, k] - med[k]))) / math.sqrt(len(grad))
+    level = max(abs(float(np.median(prof[:, k + h]))), 1e-6)
+    if abs(med[k]) < max(params["core_min_snr"] * max(spread, 1e-6),
+                         params["core_min_rel_gradient"] * level):
+        return None
+    sign = float(np.sign(med[k]))
+    if h == 1:
+        return float(radii[k + 1]), sign, abs(float(med[k])) / level
+    # over the wide baseline, a smooth fall-off of the light (vignetting) steps too: a
+    # step rises by more than twice what the median level does over +-h beside it
+    c = k + h  # the step's center sample
+    lv = np.median(prof[:, max(0, c - 3 * h) : c + 3 * h + 1], axis=0)
+    j = min(c, 3 * h)
+    beside = max(sign * (lv[j - h] - lv[max(0, j - 3 * h)]), sign * (lv[-1] - lv[j + h]), 0.0)
+    if sign * (lv[j + h] - lv[j - h]) < 2.0 * beside:
+        return None
+    slope = sign * np.gradient(lv[j - h : j + h + 1])
+    i = int(np.argmax(slope))
+    if slope[i] < params["core_min_rel_gradient"] * level:  # a broad shading, no edge
+        return None
+    return float(radii[c - h + i]), sign, float(slope[i]) / level

@@ -346,3 +346,27 @@ def test_workflow_outputs_load_in_their_libraries(tmp_path, capsys):
     last = [re.findall(r"datasets: \d+ images, (\d+) rewritten", p.read_text())[-1]
             for p in (results / "logs" / "datasets").glob("shard_*.log")]
     assert sum(map(int, last)) == types.loc[types["cluster"] == cluster, "image_id"].nunique()
+
+
+def test_files_with_the_same_bytes_share_one_split():
+    ids = [f"img_{k:03d}" for k in range(60)]
+    sums = [f"sum_{k}" for k in range(60)]
+    for a, b in [(0, 30), (1, 31), (2, 32), (5, 50)]:  # a folder copied twice: same bytes, two names
+        sums[b] = sums[a]
+    images = pd.DataFrame({"image_id": ids, "status": "ok", "reason": "", "checksum": sums, "size_bytes": 100})
+    images.loc[59, ["status", "checksum", "size_bytes"]] = ["rejected", "sum_empty", 0]
+    images.loc[58, ["status", "checksum", "size_bytes"]] = ["rejected", "sum_empty", 0]
+    labels = pd.DataFrame({"image_id": ids[:58], "pass_fail": ["fail" if k % 30 % 3 else "pass" for k in range(58)]})
+    ratios = {"train": 0.5, "val": 0.25, "test": 0.25}
+    table, lab = datasets.image_tables(images.iloc[::-1], labels, ratios)
+    split = dict(zip(lab["image_id"], lab["split"]))
+    dup = dict(zip(table["image_id"], table["duplicate_of"]))
+    for a, b in [(0, 30), (1, 31), (2, 32), (5, 50)]:
+        assert split[ids[a]] == split[ids[b]]
+        assert dup[ids[a]] == dup[ids[b]] == ids[a]
+    assert pd.isna(dup["img_003"]) and pd.isna(dup["img_058"])  # empty files are not compared
+    # without duplicates the split is the plain per-id split
+    alone = images.assign(checksum=[f"u{k}" for k in range(60)])
+    _, plain = datasets.image_tables(alone, labels, ratios)
+    expected = datasets.assign_splits(plain["image_id"], plain["pass_fail"], ratios)
+    assert list(plain["split"]) == list(expected) and set(plain["split"]) == set(ratios)

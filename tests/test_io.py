@@ -171,6 +171,27 @@ def test_truncated_jpeg_rejected_wherever_it_ends(tmp_path):
             _load(data)
 
 
+def test_name_not_valid_utf8_is_listed_and_rejected_with_its_reason(tmp_path):
+    good = tmp_path / "ok.png"
+    assert cv2.imwrite(str(good), fiber_like())
+    os.link(good, os.path.join(os.fsencode(tmp_path), b"caf\xe9.png"))  # a Latin-1 name
+    table = fio.scan_inputs(tmp_path, EXTENSIONS)
+    assert list(table["rel_path"]) == ["caf\\xe9.png", "ok.png"]
+    assert list(table["image_id"]) == ["caf_xe9", "ok"] and table["size_bytes"].nunique() == 1
+    with pytest.raises(fio.ImageRejected, match="not valid UTF-8.*rename"):
+        _load(table["source_path"].iloc[0])
+    with pytest.raises(fio.ImageRejected, match="file not found"):
+        _load(tmp_path / "gone.png")
+
+
+def test_macos_companion_file_rejected_as_such(tmp_path):
+    # "._name.JPG": the AppleDouble header (magic, version 2, filler) a Mac writes on FAT/exFAT sticks
+    path = tmp_path / "._DSCN0001.JPG"
+    path.write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00" + b"Mac OS X        " + bytes(4000))
+    with pytest.raises(fio.ImageRejected, match="macOS metadata file"):
+        fio.load_image(path, MAX_PIXELS, MIN_SIDE)
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads mode-000 files")
 def test_unreadable_file_rejected(bad_dir):
     folder, _ = bad_dir

@@ -114,3 +114,20 @@ def test_report_renders_in_chromium_without_console_errors(run, tmp_path):
     img = cv2.imread(str(shot))
     assert img is not None and img.shape[:2] == (3000, 1280)
     assert img.std() > 20, "the page is not blank"
+
+
+def test_rejected_reasons_group_by_kind_and_duplicates_are_listed(run):
+    images, labels, index, patches, overlays = run
+    more = pd.DataFrame([
+        {"image_id": f"close_{k}", "rel_path": f"close_{k}.bmp", "status": "rejected",
+         "reason": f"no fiber found: edges cover at most {30 + k} % of a circle (50 % needed)"} for k in range(3)]
+        + [{"image_id": "weak", "rel_path": "weak.png", "status": "rejected",
+            "reason": "low fit confidence 0.18: an edge supports 66 % of the fit"}])
+    images = pd.concat([images, more], ignore_index=True)
+    images["duplicate_of"] = np.where(images["image_id"].isin(["img_0", "img_1"]), "img_0", None)
+    page = report.render_report(images, labels, index, patches, overlays, CONFIG["report"], {"input_dir": "x"},
+                                DEFECT_FEATURE_NAMES, zones.ZONE_NAMES)
+    summary = page.split("<h2>Rejected inputs</h2>")[1].split("</table>")[0]
+    rows = re.findall(r"<tr>\s*<td>([^<]*)</td>\s*<td>(\d+)</td>", summary)
+    assert dict(rows) == {"no fiber found": "3", "low fit confidence": "1", "truncated JPEG": "1"}
+    assert "Duplicate files" in page and "2 files hold the same bytes" in page

@@ -345,3 +345,39 @@ def test_two_runs_one_and_two_cores_are_byte_identical(forty):
     config = wr.write_config(base / "again.yaml", inputs, base / "again")
     wr.snakemake(config, "--cores", "1")  # jobs run one at a time, each on one core
     assert _differences(reference, _outputs(base / "again")) == []
+
+
+def _write_rejected_folder(folder: Path) -> None:
+    """Inputs a user may start with that all get rejected: empty, not an image, flat."""
+    folder.mkdir(parents=True)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.jpg").write_text("scope export log\n")
+    Image.fromarray(np.full((240, 320), 128, np.uint8)).save(folder / "flat.png")
+
+
+@pytest.mark.slow
+def test_a_folder_of_rejected_inputs_gives_tables_with_their_columns(tmp_path):
+    _write_rejected_folder(tmp_path / "in")
+    config = wr.write_config(tmp_path / "config.yaml", tmp_path / "in", tmp_path / "results", shards=1)
+    wr.snakemake(config, "--cores", "1")
+    images = pd.read_parquet(tmp_path / "results/datasets/image_level/images.parquet")
+    assert len(images) == 3 and (images["status"] == "rejected").all()
+    labels = pd.read_parquet(tmp_path / "results/datasets/image_level/image_labels.parquet")
+    assert len(labels) == 0
+    assert {"center_x", "cladding_radius_px", "um_per_px", "pass_fail", "primary_defect", "split",
+            "n_scratch", "n_zone_core"} <= set(labels.columns)
+    zone_level = pd.read_parquet(tmp_path / "results/datasets/region_level/zone_features.parquet")
+    assert len(zone_level) == 0
+    assert {"image_id", "split", "zone", "area_um2", "n_scratch", "worst_severity_level", "label"} <= set(zone_level.columns)
+
+
+@pytest.mark.slow
+def test_images_added_after_a_run_without_defects_are_typed(tmp_path):
+    _write_rejected_folder(tmp_path / "in")
+    config = wr.write_config(tmp_path / "config.yaml", tmp_path / "in", tmp_path / "results", shards=1)
+    wr.snakemake(config, "--cores", "1")
+    for image in wr.generate(tmp_path / "gen", 3, seed=5):
+        (tmp_path / "in" / image.name).write_bytes(image.read_bytes())
+    wr.snakemake(config, "--cores", "1")
+    index = pd.read_parquet(tmp_path / "results/defect_library/index.parquet")
+    assert len(index) and index["cluster"].notna().all()

@@ -295,16 +295,35 @@ def assign_splits(image_ids, strata, ratios: dict[str, float]) -> np.ndarray:
 
 #: Columns of ``image_level/images.parquet`` (those present), in order.
 IMAGE_TABLE_COLUMNS = ("image_id", "rel_path", "source_path", "status", "reason", "size_bytes",
-                       "width", "height", "format", "checksum", "split")
+                       "width", "height", "format", "checksum", "duplicate_of", "split")
+
+
+def duplicate_of(image_ids, checksums) -> np.ndarray:
+    """For each file, the smallest id of the files with the same content (its checksum),
+    or None when no other file has it (the first of a group points to itself).
+
+    >>> duplicate_of(["b", "a", "c"], ["x", "x", None]).tolist()
+    ['a', 'a', None]
+    """
+    frame = pd.DataFrame({"id": list(image_ids), "sum": list(checksums)}, dtype=object)
+    groups = frame.dropna().groupby("sum")["id"]
+    first = frame["sum"].map(groups.min()[groups.size() > 1])
+    return np.array([v if isinstance(v, str) else None for v in first], dtype=object)
 
 
 def image_tables(images: pd.DataFrame, labels: pd.DataFrame,
                  ratios: dict[str, float]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The image-level tables from the shards' concatenated fragments (pure): every
-    input with its ``status`` and ``split``, and the labels of the accepted images
-    with their ``split`` (:func:`assign_splits` stratified by ``pass_fail``), both
-    sorted by ``image_id``. The dataset tables, the Zarr store and the report each
-    build them from the same fragments, so none of them waits for another.
+    input with its ``status``, ``duplicate_of`` and ``split``, and the labels of the
+    accepted images with their ``split``, both sorted by ``image_id``. The dataset
+    tables, the Zarr store and the report each build them from the same fragments, so
+    none of them waits for another.
+
+    The split is :func:`assign_splits` stratified by ``pass_fail``, drawn once per
+    content: files with the same bytes under several names (a scope folder copied
+    twice) share the split of the first of them, so no picture is in train and test.
+    ``duplicate_of`` names, for a file whose bytes another file also holds, the
+    smallest id of those files (empty otherwise; empty files are not compared).
 
     Parameters
     ----------
@@ -315,14 +334,25 @@ def image_tables(images: pd.DataFrame, labels: pd.DataFrame,
     ratios : dict[str, float]
         The config's ``datasets.split``.
     """
-    labels = labels.sort_values("image_id", ignore_index=True) if len(labels) else labels.copy()
-    split = assign_splits(labels["image_id"], labels["pass_fail"], ratios) if len(labels) else []
-    labels.insert(1, "split", split)
     table = images.sort_values("image_id", ignore_index=True)
+    content = (table["checksum"].where(table["size_bytes"] > 0) if "checksum" in table
+               else [None] * len(table))
+    table["duplicate_of"] = duplicate_of(table["image_id"], content)
+    labels = labels.sort_values("image_id", ignore_index=True) if len(labels) else labels.copy()
+    if len(labels):
+        first = table.set_index("image_id")["duplicate_of"].dropna()
+        group = labels["image_id"].map(lambda i: first.get(i, i))
+        lead = ~group.duplicated()
+        drawn = assign_splits(group[lead], labels.loc[lead, "pass_fail"], ratios)
+        split = group.map(dict(zip(group[lead], drawn))).to_numpy()
+    else:
+        split = np.array([], dtype=object)
+    labels.insert(1, "split", split)
     table["split"] = table["image_id"].map(dict(zip(labels["image_id"], labels["split"])))
     table = table[[c for c in IMAGE_TABLE_COLUMNS if c in table.columns]]
     # pixel sizes stay integers; rows rejected before decoding have none (null, not NaN)
     return table.astype({c: "Int64" for c in ("width", "height") if c in table.columns}), labels
+
 
 def _column_rle(instance_map: np.ndarray, number: int, bbox: tuple[int, int, int, int]) -> list[int]:
     """Uncompressed COCO RLE counts of one instance, computed on its bbox columns only."""
@@ -727,7 +757,7 @@ _FILES_DOC = """\
 | `pixel_level/coco_instances.json` | every defect as a COCO instance: RLE mask, bbox, area, category = defect class id; images carry `image_id` and `split` |
 | `pixel_level/dataset.zarr/` | Zarr v3: one group per image size (`h<H>_w<W>`) with arrays `images`, `zone_masks`, `defect_masks`, `instance_masks` (one image per chunk, zstd); group attributes `image_ids` (the image at each position: a new store is in id order, later runs fill freed positions and append), `split` |
 | `region_level/zone_features.parquet` (+ `.csv`) | one row per (image, zone): zone geometry, intensity, texture, gradient; defect counts and areas by type (a defect counts in the innermost zone it touches); worst severity; largest defect (size, type); `label` = IEC pass/fail of the zone (`not_graded` for the ferrule) |
-| `image_level/images.parquet` (+ `.csv`) | one row per input file: `image_id`, source path, `status` (ok / rejected), `reason`, size, format, checksum, `split` |
+| `image_level/images.parquet` (+ `.csv`) | one row per input file: `image_id`, source path, `status` (ok / rejected), `reason`, size, format, checksum, `duplicate_of` (the first id of files with the same bytes), `split` |
 | `image_level/image_labels.parquet` (+ `.csv`) | one row per accepted image: geometry, `pass_fail` (IEC 61300-3-35), `failures`, `has_<type>`, `n_<type>`, `n_zone_<zone>`, `primary_defect`, `split` |
 | `inputs.sha256` | checksum of every input file (`sha256sum -c` format, paths relative to the input folder) |
 | `../defect_library/index.parquet` (+ `.csv`) | one row per defect with every feature, cluster, type, severity and its patch path |
@@ -737,7 +767,8 @@ _FILES_DOC = """\
 
 Parquet columns carry their unit in the field metadata (`unit`); the CSV files hold
 the same rows. The split is deterministic: images are ordered by a hash of their id
-within each pass/fail stratum and cut at the configured ratios.
+within each pass/fail stratum and cut at the configured ratios; files with the same
+bytes (`duplicate_of`) share one split.
 """
 
 

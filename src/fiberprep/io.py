@@ -44,6 +44,8 @@ BLANK_RANGE = 2.0 / 255.0
 """An image whose gray values span less than two 8-bit levels holds no structure."""
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_ESCAPED_BYTE = re.compile(r"\\x[89a-f][0-9a-f]")  # an undecodable byte in an _escaped name
+_APPLE_DOUBLE = b"\x00\x05\x16\x07"  # magic of the "._name" files macOS leaves on USB sticks
 _DECODE_FLAGS = cv2.IMREAD_ANYDEPTH | cv2.IMREAD_ANYCOLOR  # keeps 16 bit, applies EXIF
 _STDERR_LOCK = threading.Lock()
 # "[ WARN:0@0.800] global grfmt_png.cpp:793 readFromStreamOrBuffer " (has a timestamp)
@@ -137,8 +139,8 @@ def scan_inputs(input_dir, extensions: Iterable[str], exclude_dir=None) -> pd.Da
     Follows symbolic links to files and folders (each folder is visited once, so link
     loops end); a link that cannot be resolved (broken, or a loop) is still listed so
     that it gets a row, and a reason, when it is loaded. Unreadable folders are logged
-    and skipped; names that are not valid UTF-8 cannot be stored in the output tables
-    and are logged and skipped.
+    and skipped; a name that is not valid UTF-8 is listed with its undecodable bytes
+    written ``\\xNN`` (the tables hold text) and rejected on load, asking for a rename.
 
     Parameters
     ----------
@@ -190,17 +192,17 @@ def scan_inputs(input_dir, extensions: Iterable[str], exclude_dir=None) -> pd.Da
             full = os.path.join(dirpath, name)
             rel = prefix + name
             try:
-                rel.encode("utf-8")
-            except UnicodeEncodeError:
-                log.warning("skipping %r: file name is not valid UTF-8", full)
-                continue
-            try:
                 fst = os.stat(full)
             except OSError:
                 try:
                     fst = os.lstat(full)  # broken link or loop: listed, rejected on load
                 except OSError:  # removed while scanning
                     continue
+            try:
+                rel.encode("utf-8")
+            except UnicodeEncodeError:  # listed under its \x-escaped name, rejected on load
+                log.warning("%r: file name is not valid UTF-8", full)
+                rel, full = _escaped(rel), _escaped(full)
             rows.append((rel, full, int(fst.st_size), int(fst.st_mtime_ns)))
     rows.sort(key=lambda r: r[0])
     table = pd.DataFrame(rows, columns=SCAN_COLUMNS[1:])
@@ -416,9 +418,17 @@ def _gray_if_channels_equal(pixels: np.ndarray) -> np.ndarray | None:
     return gray if same else None
 
 
+def _escaped(name: str) -> str:
+    """A file name that is not valid UTF-8 (read with surrogate escapes) as text, its
+    undecodable bytes written ``\\xNN``: storable in the tables, not openable."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _open_reason(path: str, err: OSError) -> str:
     if err.errno == errno.ELOOP:
         return "symbolic link loop, no file behind it"
+    if err.errno == errno.ENOENT and _ESCAPED_BYTE.search(path) and not os.path.lexists(path):
+        return "file name is not valid UTF-8 (shown with \\x escapes): rename the file"
     if err.errno == errno.ENOENT:
         return "broken symbolic link" if os.path.islink(path) else "file not found"
     if err.errno == errno.EACCES:
@@ -437,6 +447,10 @@ def _read_header(f) -> dict:
     except UnidentifiedImageError:
         f.seek(0)
         head = f.read(16)
+        if head.startswith(_APPLE_DOUBLE):
+            raise ImageRejected("not an image: macOS metadata file (AppleDouble, the '._' "
+                                "companion a Mac writes beside each file), safe to delete"
+                                ) from None
         raise ImageRejected(f"not an image: content not recognised (starts with {head!r})"
                             ) from None
     except (SyntaxError, ValueError, OSError) as err:

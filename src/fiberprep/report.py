@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 
 import cv2
 import numpy as np
@@ -312,6 +313,20 @@ def _table(frame: pd.DataFrame, max_rows: int | None = None) -> str:
     return shown.to_html(index=False, escape=True, border=0, na_rep="", float_format=lambda v: f"{v:.3g}") + note
 
 
+def reason_kind(reason: str) -> str:
+    """The kind of a reject reason: its text before the first ``:``, without the
+    measured number or the decoder's remark in brackets that ends it, so that reasons
+    differing only in values group.
+
+    >>> reason_kind("low fit confidence 0.18: a circular edge supports ...")
+    'low fit confidence'
+    >>> reason_kind("corrupt or truncated PNG data, cannot decode (PNG input buffer is incomplete)")
+    'corrupt or truncated PNG data, cannot decode'
+    """
+    head = re.sub(r"\s*\([^()]*\)$", "", str(reason).split(":", 1)[0])
+    return re.sub(r"\s*[-+]?\d[\d.]*$", "", head) or str(reason)
+
+
 def _pass_class(frame_html: str) -> str:
     return frame_html.replace("<td>fail</td>", '<td class="fail">fail</td>').replace("<td>pass</td>", '<td class="pass">pass</td>')
 
@@ -356,10 +371,19 @@ def render_report(images: pd.DataFrame, labels: pd.DataFrame, index: pd.DataFram
 
     parts.append("<h2>Rejected inputs</h2>")
     if len(rejected):
-        reasons = rejected.groupby("reason").size().rename("images").reset_index().sort_values(["images", "reason"], ascending=[False, True])
-        parts.append(_table(reasons) + _table(rejected[["image_id", "rel_path", "reason"]], int(params["max_table_rows"])))
+        kinds = rejected.assign(kind=rejected["reason"].map(reason_kind))
+        reasons = (kinds.groupby("kind").agg(images=("reason", "size"), example=("reason", "first"))
+                   .reset_index().sort_values(["images", "kind"], ascending=[False, True]))
+        parts.append(_table(reasons.rename(columns={"kind": "reason"}))
+                     + _table(rejected[["image_id", "rel_path", "reason"]], int(params["max_table_rows"])))
     else:
         parts.append("<p>None: every input was accepted.</p>")
+    dups = images[images["duplicate_of"].notna()] if "duplicate_of" in images.columns else images.iloc[:0]
+    if len(dups):
+        parts.append(f"<h2>Duplicate files</h2><p>{len(dups)} files hold the same bytes as another "
+                     f"file ({dups['duplicate_of'].nunique()} pictures); the files of a picture share "
+                     "one split.</p>" + _table(dups[["image_id", "rel_path", "duplicate_of", "status"]],
+                                               int(params["max_table_rows"])))
 
     parts.append("<h2>Geometry</h2><div class='grid'>")
     for col, unit in (("cladding_radius_px", "px"), ("core_offset_um", "µm"), ("um_per_px", "µm/px")):

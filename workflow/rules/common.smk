@@ -159,10 +159,14 @@ def fit_inputs(wildcards):
     Otherwise the tables are ``ancient`` (newer tables do not refit), and once a model
     exists only the tables present now are inputs: an image added to a previously
     empty shard brings a table that does not exist yet, which Snakemake would treat as
-    a reason to refit even when ancient.
+    a reason to refit even when ancient. A model fitted without any defect (every
+    image rejected or clean) is no model: new tables refit it.
     """
     paths = shard_files(INTER / "features" / "shard_{shard}.parquet")
-    if config["clustering"]["refit"]:
+    summary = R / "clustering" / "clusters.json"
+    if config["clustering"]["refit"] or (
+        summary.exists() and not json.loads(summary.read_text())["clusters"]
+    ):
         return paths
     if (R / "clustering" / "model.pkl").exists():
         paths = [p for p in paths if Path(p).exists()] or paths

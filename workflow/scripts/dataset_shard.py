@@ -17,6 +17,7 @@ import yaml
 
 from fiberprep import datasets, library, pipeline, zones
 from fiberprep import io as fio
+from fiberprep.features import ZONE_FEATURE_DESCRIPTIONS
 
 pipeline.log_to(snakemake.log[0])
 log = pipeline.log
@@ -69,12 +70,15 @@ files = [{"image_id": r["label"]["image_id"], "key": r["key"], "path": p} for r 
 n_written = sum(r["written"] for r in done)
 
 log.info("datasets: %d images, %d rewritten", len(accepted), n_written)
-lab_table = pd.DataFrame(labels)
+# no accepted image: no rows, but the columns, for readers that select them
+no_defects = pd.DataFrame(columns=["type", "innermost_zone", "severity_score"])
+lab_table = pd.DataFrame(labels) if labels else pd.DataFrame(columns=[
+    "image_id", *zones.GEOMETRY_KEYS, *datasets.image_label_row(no_defects, zones.ZONE_NAMES, {}), "failures"])
 fio.write_parquet(lab_table, snakemake.output.labels)
 zone_rows = zone_feats[zone_feats["image_id"].isin(wanted)].sort_values("image_id", kind="stable") \
-    if len(zone_feats) else zone_feats
-fio.write_parquet(datasets.zone_level_rows(zone_rows, typed, pd.concat(zone_grades) if zone_grades else None)
-                  if len(zone_rows) else pd.DataFrame({"image_id": []}), snakemake.output.zones)
+    if len(zone_feats) else pd.DataFrame(columns=["image_id", *ZONE_FEATURE_DESCRIPTIONS])
+fio.write_parquet(datasets.zone_level_rows(zone_rows, typed, pd.concat(zone_grades) if zone_grades else None),
+                  snakemake.output.zones)
 fio.write_parquet(library.library_index(typed, images) if len(typed) else typed, snakemake.output.library)
 fio.write_json(snakemake.output.annotations, {"coco": coco, "yolo": yolo}, compact=True)
 fio.write_parquet(pd.DataFrame(files, columns=["image_id", "key", "path"]), snakemake.output.files)

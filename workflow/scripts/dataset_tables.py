@@ -66,8 +66,7 @@ fragments = [json.loads(Path(p).read_text(encoding="utf-8")) for p in sm.input.a
 coco_rows = pd.DataFrame([a for f in fragments for a in f["coco"]])
 yolo = {k: v for f in fragments for k, v in f["yolo"].items()}
 
-if len(zone_level):
-    zone_level.insert(1, "split", zone_level["image_id"].map(split_of))
+zone_level.insert(1, "split", zone_level["image_id"].map(split_of).astype(object))
 
 write_table(images, sm.output.images)
 write_table(labels, sm.output.labels)

@@ -221,6 +221,7 @@ def test_schema_accepts_the_config_and_refuses_unknown_or_wrong_keys():
     ("override", "message"),
     [
         ({"input_dir": "/nonexistent/folder"}, r"input_dir: folder not found"),
+        ({"input_dir": "/etc/passwd"}, r"input_dir: not a folder: /etc/passwd"),
         ({"shards": "many"}, r"config key shards: 'many' is not of type 'integer'"),
         ({"fiber": {"type": "sm_pcc"}}, r"fiber.type: unknown type 'sm_pcc'"),
         ({"io": {"min_side_px": -1}}, r"config key io.min_side_px: -1 is less than"),

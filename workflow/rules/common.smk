@@ -41,7 +41,8 @@ INTER = R / "intermediate"
 LOGS = R / "logs"
 
 if not INPUT_DIR.is_dir():
-    raise WorkflowError(f"config key input_dir: folder not found: {INPUT_DIR}")
+    problem = "not a folder" if INPUT_DIR.exists() else "folder not found"
+    raise WorkflowError(f"config key input_dir: {problem}: {INPUT_DIR}")
 if R.absolute().resolve().is_relative_to(INPUT_DIR.resolve()):
     raise WorkflowError(
         f"config key results_dir: {R} lies inside input_dir {INPUT_DIR}; "

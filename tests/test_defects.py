@@ -569,3 +569,23 @@ def test_dark_dot_below_min_area_found(cfg, seed):
     assert table["area_um2"].iloc[0] < cfg["detection"]["min_area_um2"]
     no_dots = {**cfg["detection"], "dot_min_contrast": 10.0}
     assert detect_defects(gray, truth["zone_map"], truth, no_dots)[0].max() == 0
+
+
+@pytest.mark.parametrize("diameter_px,n_defects", [(5, 1), (8, 2)])
+def test_particle_on_a_fine_scratch_is_its_own_defect(cfg, diameter_px, n_defects):
+    # a round blob on a 3 px scratch at 0.5 µm/px: a bead when barely wider (5 px), a
+    # particle when thicker than a bead (8 px, under three scratch widths)
+    import cv2
+
+    from fiberprep.defects import _merge
+
+    region = np.zeros((80, 120), np.uint8)
+    cv2.circle(region, (60, 40), diameter_px // 2, 1, -1)
+    line = np.zeros((80, 120), np.uint8)
+    cv2.line(line, (10, 40), (110, 40), 1, 3)
+    zs = np.where(line > 0, -6.0, 0.0).astype(np.float32)
+    zs[region > 0] = -20.0
+    labels, source = _merge(region > 0, line.astype(np.int32), np.array([0.0, 3.0]), zs,
+                            np.zeros(region.shape, bool), lambda um: um / 0.5, cfg["detection"])
+    assert labels.max() == n_defects
+    assert (labels[40, 60] != labels[40, 15]) == (n_defects == 2)

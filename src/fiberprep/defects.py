@@ -1507,10 +1507,11 @@ def _merge(region_mask, s_lab, s_width, zs, dot, px, params):
     mostly on a scratch, or along it (within ``merge_gap_um``) and fainter
     (the shading beside a groove), is part of it (source "both") unless it is thicker
     (``_thickness``) than three times the scratch's width or than
-    ``scratch_max_width_um``: then it is its own defect (a pit or a particle
-    on the scratch) and keeps its pixels; a scratch lying mostly on such a
-    blob and never ``scratch_min_length_um`` away from it is the blob's
-    flank and is dropped. The part of a candidate on a scratch whose
+    ``scratch_max_width_um``, or round (major/minor below ``_ROUND``) and thicker
+    than a bead (``_BEAD`` times the scratch's width, and 3 px more): then it
+    is its own defect (a pit or a particle on the scratch) and keeps its pixels;
+    a scratch lying mostly on such a blob and never ``scratch_min_length_um``
+    away from it is the blob's flank and is dropped. The part of a candidate on a scratch whose
     polarity (sign of ``zs``, ``_polarity_components``) is opposite to the
     scratch's is another defect too (a dark pit on a bright scratch).
     Components under ``min_area_um2`` are dropped (region candidates of at least
@@ -1562,7 +1563,11 @@ def _merge(region_mask, s_lab, s_width, zs, dot, px, params):
     # ... unless it is wider than the scratch (a pit or dust particle on its path)
     r_img = np.zeros(region_mask[box].shape, np.int32)
     r_img[by, bx] = r
-    wide = _thickness(r_img, n_r, by, bx) >= np.minimum(px(params["scratch_max_width_um"]), 3 * s_width[best])
+    thick, sw = _thickness(r_img, n_r, by, bx), s_width[best]
+    wide = thick >= np.minimum(px(params["scratch_max_width_um"]), 3 * sw)
+    # ... or a round blob thicker than a bead of it (a particle on a fine scratch)
+    r_major, r_minor = _axes(r, ys, xs, n_r)
+    wide |= (r_major < _ROUND * np.maximum(r_minor, 1.0)) & (thick > np.maximum(_BEAD * sw, sw + 3))
     host = np.where(lies & ~wide, best, 0)
     host[0] = 0
     s_pol = _polarity(s, v, n_s)

@@ -164,8 +164,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         raise ImageRejected(
             f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
             f"{100 * clad['inlier_frac']:.0f} % of its circumference with an RMS residual of "
-            f"{clad['residual']:.1f} px (an edge hidden by oil or dirt, chipped or out of the "
-            f"frame; zones.min_confidence is {params['min_confidence']})"
+            f"{clad['residual']:.1f} px, {clad['excess']:.1f} px beyond what its edge noise "
+            f"explains (an edge hidden by oil or dirt, chipped or out of the frame, or edges "
+            f"on no circle; zones.min_confidence is {params['min_confidence']})"
         )
 
     name, core, upp, type_source = _match_fiber_type(smooth, clad, types, upp_given, params)
@@ -636,8 +637,8 @@ def _ray_edges(smooth, shape, sign, half_width, n_rays):
     Each ray is sampled at 1 px steps within ``half_width`` of the ellipse; the
     edge is the peak of the signed central-difference gradient (``sign`` +1:
     brighter outside), refined by a parabola through the peak and its
-    neighbours. Returns (angles, radii, strengths, valid); rays leaving the
-    image or peaking at the window's end are invalid.
+    neighbours. Returns (angles, radii, strengths, valid, profiles); rays
+    leaving the image or peaking at the window's end are invalid.
     """
     h, w = smooth.shape
     cx, cy = shape[0], shape[1]
@@ -657,7 +658,33 @@ def _ray_edges(smooth, shape, sign, half_width, n_rays):
     delta = np.where(curv < 0, 0.5 * (g0 - g2) / np.where(curv < 0, curv, -1.0), 0.0)
     radius = rr[row, kc + 1] + np.clip(delta, -0.5, 0.5)
     valid = inside & (k == kc) & (g1 > 0)
-    return phi, radius, g1, valid
+    return phi, radius, g1, valid, prof
+
+
+def _edge_spread(prof, strength, valid, sign):
+    """Expected location error (px) of each ray's edge point from its edge SNR
+    (:func:`_ray_edges` outputs), to first order: noise n on the profile moves the
+    parabola's vertex by 0.5 (n0 - n2) / curvature. The noise of g0 - g2 is read
+    robustly off the differences of neighbouring rays (which cross the edge alike)
+    within 6 px of the window's centre; the curvature of a blurred step of gradient
+    peak g1 is g1 / s^2, its width s (at least 1 px) = step / (g1 sqrt(2 pi))
+    (medians over up to 128 rays). Invalid rays get inf.
+    """
+    n_rays, n_steps = prof.shape
+    spread = np.full(n_rays, np.inf)
+    rows = np.arange(0, n_rays, max(1, n_rays // 128))
+    rows = rows[valid[rows] & valid[(rows + 1) % n_rays]]
+    if not len(rows):
+        return spread
+    mid = n_steps // 2
+    near = prof[:, max(0, mid - 8) : mid + 9]
+    near = near[rows] - near[(rows + 1) % n_rays]
+    d2 = near[:, 2:-2] - 0.5 * (near[:, :-4] + near[:, 4:])  # of g0 - g2
+    noise = 1.4826 * np.median(np.abs(d2)) / math.sqrt(2)
+    step = np.median(sign * (prof[rows, -1] - prof[rows, 0]))
+    width = max(1.0, step / (np.median(strength[rows]) * math.sqrt(2 * math.pi)))
+    spread[valid] = 0.5 * noise * width**2 / strength[valid]
+    return spread
 
 
 def _robust_ellipse(pts, rad, tol, iterations):
@@ -705,18 +732,20 @@ def _fit_edge(smooth, shape, sign, half, params):
     """Sub-pixel edge points around an ellipse guess and their robust fit.
 
     Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
-    ellipticity, major-axis angle, RMS residual and inlier fraction (of all
-    rays); None when too few edge points remain or the fit
-    is more elliptical than ``max_ellipticity``.
+    ellipticity, major-axis angle, RMS residual, its ``excess`` over the edge
+    points' expected scatter (``edge_spread_factor`` x :func:`_edge_spread`) and
+    inlier fraction (of all rays); None when too few edge points remain or the
+    fit is more elliptical than ``max_ellipticity``.
     """
     r = math.sqrt(shape[2] * shape[3])
     n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
-    phi, rad, strength, valid = _ray_edges(smooth, shape, sign, half, n_rays)
+    phi, rad, strength, valid, prof = _ray_edges(smooth, shape, sign, half, n_rays)
     if valid.sum() < 12:
         return None
+    spread = _edge_spread(prof, strength, valid, sign)
     # weak maxima are noise or a gap in the edge, not the edge itself
     valid &= strength >= params["min_edge_ratio"] * np.median(strength[valid])
-    phi, rad = phi[valid], rad[valid]
+    phi, rad, spread = phi[valid], rad[valid], spread[valid]
     pts = np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)])
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
     fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"])
@@ -726,6 +755,7 @@ def _fit_edge(smooth, shape, sign, half, params):
     major, minor, angle = (a, b, th) if a >= b else (b, a, th + math.pi / 2)
     if 1.0 - minor / major > params["max_ellipticity"]:
         return None
+    res = _radial_residuals(fitted, pts[inl])
     return {
         "shape": (ex, ey, a, b, th),
         "cx": ex,
@@ -733,7 +763,11 @@ def _fit_edge(smooth, shape, sign, half, params):
         "r": math.sqrt(a * b),
         "ellipticity": 1.0 - minor / major,
         "angle_deg": math.degrees(angle) % 180.0,
-        "residual": float(np.sqrt(np.mean(_radial_residuals(fitted, pts[inl]) ** 2))),
+        "residual": float(np.sqrt(np.mean(res**2))),
+        # the part of the residual that the edge points' SNR does not explain
+        "excess": float(
+            np.sqrt(max(0.0, np.mean(res**2 - (params["edge_spread_factor"] * spread[inl]) ** 2)))
+        ),
         "inlier_frac": float(inl.sum() / n_rays),
     }
 
@@ -987,7 +1021,7 @@ def _aligned_profiles(smooth, fit, sign, steps, params):
     """Intensity profiles along rays at ``steps`` (px) from each ray's own edge point
     (sub-pixel gradient peak near the fitted ellipse; the ellipse where there is none)."""
     n_rays = int(np.clip(2 * math.pi * fit["r"] / params["ray_spacing_px"], 90, params["max_rays"]))
-    phi, at, _, valid = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
+    phi, at, _, valid, _ = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
     at = np.where(valid, at, _ellipse_radius(fit["shape"], phi))
     rr = at[:, None] + steps[None, :]
     mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
@@ -1184,8 +1218,11 @@ def _fringe_line(smooth, fit, sign, reach, params):
 
 def _confidence(fit, params):
     """Confidence in [0, 1]: fraction of the circumference that supports the fit
-    (rays outside the image count as unsupported), lowered by the RMS residual."""
-    sharp = math.exp(-fit["residual"] / params["residual_scale_px"])
+    (rays outside the image count as unsupported), lowered by the RMS residual
+    beyond the scatter the edge points' SNR explains (``excess``, a chi-square-like
+    test: blurred, noisy edge points on one circle score high, sharp edges on no
+    circle low)."""
+    sharp = math.exp(-fit["excess"] / params["residual_scale_px"])
     return float(np.clip(fit["inlier_frac"] * sharp, 0.0, 1.0))
 
 

@@ -623,6 +623,7 @@ def dataset_files_image(item: tuple[dict, pd.DataFrame], params: dict, root: str
     chunks = ({a: folder / datasets.ZARR_CHUNK_DIR / f"{a}.zst" for a in datasets.ZARR_ARRAYS}
               if params["render"]["zarr"] is not None else {})
     files = [*targets.values(), *patch_paths, *patch_links, *chunks.values()]
+    paths = [str(p) for p in files]
     # the defects stage key chains the input checksum, the zones key and both stages'
     # parameters and code: it identifies the zone and instance maps without hashing them
     upstream = cache.read_record(folder / "defects.json") or {}
@@ -649,11 +650,11 @@ def dataset_files_image(item: tuple[dict, pd.DataFrame], params: dict, root: str
         for a, path in chunks.items():
             if a not in encoded:
                 fio.write_bytes(path, out["chunks"][a])
-        record = {"key": key, "files": [str(p) for p in files], "coco": out["coco"], "yolo": out["yolo"],
+        record = {"key": key, "files": paths, "coco": out["coco"], "yolo": out["yolo"],
                   "seconds": round(time.perf_counter() - start, 4)}
         cache.write_record(folder / "datasets.json", record)
     return {"label": label, "zone_grade": zone_grade, "coco": record["coco"], "yolo": record["yolo"],
-            "files": [str(p) for p in files], "key": key, "written": written}
+            "files": paths, "key": key, "written": written}
 
 
 def _with_ids(table: pd.DataFrame, image_id: str) -> pd.DataFrame:
@@ -793,7 +794,6 @@ def concat_tables(tables: list[pd.DataFrame], columns=("image_id",)) -> pd.DataF
     return shaped[0] if shaped else pd.DataFrame(columns=list(columns))
 
 
-
 def read_image_tables(image_paths: list, label_paths: list, ratios: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``datasets.image_tables`` of the per-shard image tables and label fragments at
     these paths: the images and image labels with their split."""
@@ -802,6 +802,7 @@ def read_image_tables(image_paths: list, label_paths: list, ratios: dict) -> tup
         concat_tables([pd.read_parquet(p) for p in label_paths]),
         ratios,
     )
+
 
 def sample_rows(paths: list, n: int, seed: int, columns=("image_id",)) -> tuple[pd.DataFrame, int]:
     """A seeded random sample of ``n`` rows of the concatenation of Parquet tables,

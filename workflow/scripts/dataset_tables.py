@@ -13,6 +13,7 @@ from fiberprep import __version__, datasets, pipeline, zones
 from fiberprep import io as fio
 from fiberprep.features import FEATURE_UNITS
 
+
 def write_table(frame: pd.DataFrame, parquet_path, csv: bool = True) -> None:
     """Parquet with units in the field metadata, and its CSV twin."""
     table = datasets.to_arrow(frame, datasets.column_units(frame.columns, FEATURE_UNITS))

@@ -227,6 +227,18 @@ def test_auto_fiber_type_step_of_no_type_size_is_no_core():
     assert not geo["core_visible"] and geo["fiber_type_source"] == "default"
     assert geo["fiber_type"] == next(iter(AUTO))
 
+def test_auto_fiber_type_pit_at_the_center_of_a_multimode_core_is_no_core():
+    # a dark pit of 9/125's core size at the center of a visible 62.5/125 core: a sharper
+    # step than the core's edge and the innermost, but enclosed by the core's strong step
+    img, truth = _clean_fiber([61, 0], "mm_62_5", um_per_px=0.4, core_contrast=0.8,
+                              core_edge_um=0.5)
+    pit = 4.5 / 62.5  # 9 µm diameter, as a fraction of the cladding radius
+    img = img * (1 - 0.5 * _annulus(img.shape, truth, 0.0, pit))
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert geo["fiber_type"] == "mm_62_5" and geo["fiber_type_source"] == "core"
+    assert geo["core_radius_px"] == pytest.approx(truth["core_radius_px"], rel=0.03)
+
+
 
 def test_auto_fiber_type_between_two_types_is_ambiguous():
     # a core of 0.76 x the cladding lies within tolerance of 100/140 (0.714) and of

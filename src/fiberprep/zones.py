@@ -208,6 +208,12 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
     core. Of the matching steps, the core is the innermost one at least
     ``type_step_share`` as strong as the strongest: a faint shading inside the
     core (uneven light) is weaker, rings of the cladding lie outside the core.
+    A matching step more than ``type_enclose_ratio`` times as wide whose fit is a
+    whole circle (``type_enclose_min_confidence``; the edge of an oil blot is not)
+    encloses it: the inner one is then a pit or blot at the centre of a multimode
+    core (however much sharper), and the core is chosen among the enclosing steps
+    alike (multimode cores differ by at most 2.1x among themselves, a single-mode
+    core is 5.5x smaller than the smallest).
     The type is the candidate nearest that core (in units of its tolerance);
     ``"ambiguous"`` when another candidate fits it too and is less than twice as
     far. Without a core the first candidate is kept with its nominal core
@@ -240,9 +246,16 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
         name = next(iter(distinct.values()))
         r, upp = expected[name]
         return name, {"cx": clad["cx"], "cy": clad["cy"], "r": r, "visible": False}, upp, "default"
-    strongest = max(c["strength"] for c in cores)
-    core = min((c for c in cores if c["strength"] >= params["type_step_share"] * strongest),
-               key=lambda c: c["r"])
+
+    def innermost_strong(cores):
+        strongest = max(c["strength"] for c in cores)
+        return min((c for c in cores if c["strength"] >= params["type_step_share"] * strongest),
+                   key=lambda c: c["r"])
+
+    core = innermost_strong(cores)
+    outer = [c for c in cores if c["r"] > params["type_enclose_ratio"] * core["r"]
+             and c["confidence"] >= params["type_enclose_min_confidence"]]
+    core = innermost_strong(outer) if outer else core
     near = matches(core)
     name = near[0][1]
     close = len(near) > 1 and near[1][0] < 2.0 * near[0][0]
@@ -1287,7 +1300,8 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
         or _confidence(fit, params) < min_conf
     ):
         return nominal
-    return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True, "strength": strength}
+    return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True, "strength": strength,
+            "confidence": _confidence(fit, params)}
 
 
 def _core_step(prof, h, radii, lo, hi, params):

@@ -495,7 +495,8 @@ def test_ring_blend_leaves_the_annulus_proper_as_it_was():
     lg = (-0.3 * np.clip(1 - (100 - r) / 10, 0, 1) * (1 + np.cos(t)) * (r < 100)
           + rng.normal(0, 0.01, r.shape)).astype(np.float32)
     params = {"arc_um": 25.0, "ring_fine_um": 8.0, "ring_bin_px": 0.5, "ring_coarse_um": 4.0,
-              "flatten_clip_sigma": 3.0, "ring_texture_ratio": 2.0}
+              "flatten_clip_sigma": 3.0, "ring_texture_ratio": 2.0, "ring_shade_um": 125.0,
+              "coarse_min_contrast": 0.035}
     out = []
     for r_lo in (92.0, 88.0):  # no blend; blend from 88 to 92
         bg, sigma, band = np.zeros_like(lg), np.ones_like(lg), np.zeros(lg.shape, bool)
@@ -589,3 +590,44 @@ def test_particle_on_a_fine_scratch_is_its_own_defect(cfg, diameter_px, n_defect
                             np.zeros(region.shape, bool), lambda um: um / 0.5, cfg["detection"])
     assert labels.max() == n_defects
     assert (labels[40, 60] != labels[40, 15]) == (n_defects == 2)
+
+
+def test_defects_filling_a_core_do_not_raise_its_do2mr_threshold(cfg):
+    # a core that scratches and digs fill for a good part has wide DO2MR residual statistics
+    # of its own; it is the cladding's glass, so its threshold is at most the cladding's and
+    # a moderate spot in it is found
+    from fiberprep.defects import _do2mr
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[0:200, 0:200]
+    core = np.hypot(xx - 100, yy - 100) < 40
+    regions = np.where(core, 1, 2).astype(np.int8)
+    z = rng.normal(0, 1, core.shape).astype(np.float32)
+    for cx in (75, 95, 115):  # three wide dark grooves across the core
+        z[core & (np.abs(xx - cx) < 4)] -= 40.0
+    spot = np.hypot(xx - 100, yy - 125) < 3
+    z[spot] -= 12.0
+    hits = _do2mr(z, regions, np.ones(core.shape, bool), 5, cfg["detection"])
+    assert hits[spot].sum() >= 0.5 * spot.sum()
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_film_over_two_fifths_of_a_core_stays_out_of_its_background(cfg, seed):
+    # a 40 µm film on a 62.5 µm core: the core's blocks are clipped at the cladding's
+    # spread (the same glass), so the film stays out of the core's box mean and is found whole
+    oil = dict(PIT, type="oil", size_um=40.0, irregularity=0.1, aspect=1.2, softness_um=3.0,
+               contrast=0.2, dx_um=8.0, dy_um=-6.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[oil], core_visible=True, core_um=62.5,
+                         core_level=0.4, core_edge_um=1.5, core_ring=0.0)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.85 and pred.max() == 1
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_film_beside_the_cladding_edge_stays_out_of_the_arc_means(cfg, seed):
+    # a 36 µm film 5-40 µm beyond the edge fills arcs of the edge annulus: their means stand
+    # out from the sectors along the arc and take those sectors' median, so it is found whole
+    oil = dict(PIT, type="oil", size_um=36.0, irregularity=0.1, aspect=1.2, softness_um=3.0,
+               contrast=0.2, dx_um=67.2, dy_um=50.4)
+    gray, truth = _scene(cfg, seed=seed, defects=[oil], width=400, height=320)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.85 and pred.max() == 1

@@ -336,7 +336,7 @@ def _norm_box(values, weights, ksize):
     return num / np.maximum(den, 1e-6), den
 
 
-def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
+def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None):
     """Outlier-resistant local mean and local noise σ of ``values`` (box windows, px).
 
     Both are smooth, so they are computed on block means (blocks of ~nk/8 px)
@@ -348,7 +348,8 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
     the RMS of the 3x3 high-pass (var(x - mean9) = 8/9 var(x)) over an ``nk``
     box, pixels beyond ``clip`` of its robust σ left out: pixel noise only,
     so smooth structure the box leaves (a wide smear, a soft core edge) is
-    not taken for noise. Returns ``(mean, σ, ok, global σ)``.
+    not taken for noise. ``cap`` (MAD, edge spread) bounds the two spreads.
+    Returns ``(mean, σ, ok, global σ, (MAD, edge spread))``.
     """
     q = max(1, int(min(ksize, nk) // 8))
     area, back, _ = _block_means(q, values.shape)
@@ -367,14 +368,17 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2):
     for _ in range(n_iter):
         dev = (vs - est)[inside]
         mad = max(_mad_std(dev), 1e-5)
-        spread = np.where(edge, np.float32(max(_robust_std(dev), mad)), np.float32(mad))
+        wide = max(_robust_std(dev), mad)
+        if cap is not None:
+            mad, wide = min(mad, cap[0]), min(wide, cap[1])
+        spread = np.where(edge, np.float32(wide), np.float32(mad))
         est, den = _norm_box(vs, ws * (np.abs(vs - est) < clip * spread), kb)
     var, vden = _norm_box(hs, wh, kn)
     sd = np.sqrt(np.maximum(var, 0) * 9 / 8)
     ok = (den > 1e-3) & (vden > 1e-3)
     # ok (enough support) is nearly everywhere: interpolated only when it is not
     ok = True if ok.all() else back(ok.astype(np.float32)) > 0.999
-    return back(est), back(sd), ok, s_hp * math.sqrt(9 / 8)
+    return back(est), back(sd), ok, s_hp * math.sqrt(9 / 8), (mad, wide)
 
 
 def _flatten(lg, regions, rings, band, px, params):
@@ -414,7 +418,11 @@ def _flatten(lg, regions, rings, band, px, params):
                                  transform=lambda v, y, x: (np.exp(v) - off) / level[regions[y, x]])
     vig += np.float32(const[0])
     np.maximum(vig, np.float32(1e-3), out=vig)
-    for k in _region_ids(regions):
+    spreads = {}
+    # the core after the cladding: it is the cladding's glass, so its blocks are clipped at
+    # no more than the cladding's spreads (a film over a good part of a core widens the
+    # core's own, which then keep the film in its mean)
+    for k in sorted(_region_ids(regions), key=lambda k: k == 1):
         bx, by, bw, bh = cv2.boundingRect((regions == k).view(np.uint8))
         win = np.s_[by:by + bh, bx:bx + bw]  # the region's box only
         m = regions[win] == k
@@ -426,7 +434,8 @@ def _flatten(lg, regions, rings, band, px, params):
         np.log(trend, out=trend)
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
         dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
-        est, sd, ok, s = _robust_box(lg[win] - trend, w, k_bg, k_n, clip)
+        est, sd, ok, s, spreads[k] = _robust_box(lg[win] - trend, w, k_bg, k_n, clip,
+                                                 cap=spreads.get(2) if k == 1 else None)
         if ok is not True:
             np.copyto(est, np.float32(0), where=~ok)
             np.copyto(sd, np.float32(s), where=~ok)
@@ -524,7 +533,10 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     ``ring_bin_px`` within ``ring_fine_um`` of the edge, ``ring_coarse_um``
     beyond) using their own centres, so the sharp edge profile is reproduced
     without resampling blur; bin means (outliers clipped against the local
-    noise) are interpolated bilinearly between bin centres.
+    noise) are interpolated bilinearly between bin centres. Beyond
+    ``ring_fine_um`` outside the edge (smooth shading only) a bin standing out
+    from its neighbours along the arc (``_arc_outliers_to_median``) takes their
+    median: a film longer than an arc would otherwise become the background.
     """
     r_lo, edge, r_hi, rmap, (cx, cy), r_full = ring
     n_sec = max(12, int(round(math.pi * (r_full + r_hi) / px(params["arc_um"]))))
@@ -587,11 +599,19 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     # pulls a strongly vignetted sector's outer pixels towards the field's mean level
     near = _nearest_filled(filled)
     rows = np.arange(n_sec)[:, None]
+    # radial bins beyond ring_fine_um outside the edge hold smooth shading only: a sector
+    # there standing out from the median of the sectors within ring_shade_um along the
+    # arc is a defect filling it (a film longer than arc_um), not shading
+    smooth = (np.bincount(rb, d, minlength=n_r) / np.maximum(np.bincount(rb, minlength=n_r), 1)) > fine_px
+    half = int((params["ring_shade_um"] / params["arc_um"] - 1) // 2)
+    smooth_ok = half >= 1 and n_sec >= 2 * half + 3 and smooth.any()
     for it in range(4):
         cnt = np.bincount(key, keep, minlength=size).reshape(n_sec, n_r)
         tot = np.bincount(key, v * keep, minlength=size).reshape(n_sec, n_r)
         fill = tot.sum(0) / np.maximum(cnt.sum(0), 1)  # all-angle mean profile
         mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill)  # clipped-out bins: all-angle
+        if smooth_ok:
+            mean[:, smooth] = _arc_outliers_to_median(mean[:, smooth], half, params)
         prof = np.where(near >= 0, mean[rows, np.maximum(near, 0)] - fill[np.maximum(near, 0)] + fill,
                         fill).ravel()
         res = v - interp @ prof
@@ -607,6 +627,17 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     sigma[yy, xx] = a * sd + (1 - a) * sigma[yy, xx]
     # the edge's own footprint (misfit, rough epoxy): noise well above the annulus'
     band[yy, xx] |= full & (sd > params["ring_texture_ratio"] * _median(sd[full])) & (np.abs(d) <= fine_px)
+
+
+def _arc_outliers_to_median(mean, half, params):
+    """Arc-bin means (sectors x radial bins, circular along axis 0) with the bins
+    that stand out from the running median of the ``2 * half + 1`` sectors around
+    them (by ``flatten_clip_sigma`` times the robust σ of such deviations, and by
+    the ``coarse_min_contrast`` of a film) replaced by that median."""
+    med = np.median(np.stack([np.roll(mean, k, axis=0) for k in range(-half, half + 1)]), axis=0)
+    dev = mean - med
+    lim = max(params["flatten_clip_sigma"] * _robust_std(dev), math.log1p(params["coarse_min_contrast"]))
+    return np.where(np.abs(dev) > lim, med, mean)
 
 
 def _nearest_filled(has):
@@ -838,11 +869,12 @@ def _band_outliers(cand, absz, band, blur_px, px, params):
 
 def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False, out=None):
     """DO2MR: (max - min) ranking residual, median filtered, thresholded per region
-    at median + γ·``spread`` (default ``_robust_std``) of the residual; with
-    ``pooled`` at most at the threshold of all regions together (``zs`` is in
-    noise units everywhere: a film covering much of a small region, such as a
-    core, inflates that region's own statistics). The statistics are those of
-    the ``seed_ok`` pixels; the result is kept on ``out`` (default ``seed_ok``)."""
+    at median + γ·``spread`` (default ``_robust_std``) of the residual, the core's
+    at most the cladding's (the same glass: a scratch, digs or a film covering a
+    good part of a small core inflate its own statistics); with ``pooled`` at
+    most at the threshold of all regions together (``zs`` is in noise units
+    everywhere). The statistics are those of the ``seed_ok`` pixels; the result
+    is kept on ``out`` (default ``seed_ok``)."""
     kern = np.ones((win, win), np.uint8)
     res = cv2.medianBlur(cv2.dilate(zs, kern) - cv2.erode(zs, kern), 3)
     spread = spread or _robust_std
@@ -851,6 +883,8 @@ def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False, out=Non
         return _median(v) + params["do2mr_gamma"] * max(spread(v), params["do2mr_sigma_floor"])
 
     thr = _per_region(res, regions, seed_ok, stat)
+    if thr.size > 2:
+        thr[1] = np.fmin(thr[1], thr[2])  # (NaN: a region without statistics)
     if pooled and (seed_ok & (regions > 0)).any():
         thr = np.fmin(thr, stat(_sample(res, seed_ok & (regions > 0))))
     thr = np.nan_to_num(thr, nan=np.inf).astype(np.float32)

@@ -227,6 +227,7 @@ def test_auto_fiber_type_step_of_no_type_size_is_no_core():
     assert not geo["core_visible"] and geo["fiber_type_source"] == "default"
     assert geo["fiber_type"] == next(iter(AUTO))
 
+
 def test_auto_fiber_type_pit_at_the_center_of_a_multimode_core_is_no_core():
     # a dark pit of 9/125's core size at the center of a visible 62.5/125 core: a sharper
     # step than the core's edge and the innermost, but enclosed by the core's strong step
@@ -237,7 +238,6 @@ def test_auto_fiber_type_pit_at_the_center_of_a_multimode_core_is_no_core():
     geo = zones.measure_geometry(img, AUTO, PARAMS)
     assert geo["fiber_type"] == "mm_62_5" and geo["fiber_type_source"] == "core"
     assert geo["core_radius_px"] == pytest.approx(truth["core_radius_px"], rel=0.03)
-
 
 
 def test_auto_fiber_type_between_two_types_is_ambiguous():
@@ -300,6 +300,40 @@ def test_dark_bevel_line_does_not_push_the_edge_outward(bevel_px):
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.08
     assert math.hypot(geo["center_x"] - 330.3, geo["center_y"] - 250.7) < 0.05
+
+
+def _banded_disc(inside, outside, lo, hi, band_level, grain=0.0, seed=0):
+    """disc_image's fiber (radius 100 px, blur 0.7 px, noise 0.005) with a band from
+    ``lo`` to ``hi`` px off the glass edge (negative: inside) at ``band_level``, with
+    ``grain`` relative texture (rough epoxy)."""
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    rng = np.random.default_rng(seed)
+    img = outside + (inside - outside) * np.clip(0.5 - d, 0, 1)
+    band = np.clip(0.5 - (d - hi), 0, 1) * np.clip(0.5 + (d - lo), 0, 1)
+    level = band_level * (1 + grain * rng.standard_normal(img.shape))
+    img = cv2.GaussianBlur((img + (level - img) * band).astype(np.float32), (0, 0), 0.7)
+    return np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+
+
+@pytest.mark.parametrize("inside,outside", [(0.8, 0.2), (0.3, 0.7)])
+@pytest.mark.parametrize("share", [0.4, 0.6])
+def test_rim_inside_the_glass_edge_ends_at_its_outer_step(inside, outside, share):
+    # a smooth 3 px rim between the glass and outside levels (a dark rim inside a bright
+    # fiber, a bright bevel under ring light on a dark one) makes a staircase: the glass
+    # ends at the outer step, whichever step is stronger (the inner step's gradient lobe
+    # pushes the outer peak out by up to 0.35 px at this blur)
+    img = _banded_disc(inside, outside, -3.0, 0.0, inside + share * (outside - inside))
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+
+
+def test_rough_band_outside_the_glass_edge_is_no_rim():
+    # the same staircase with the band outside the glass and rough (epoxy grain): the
+    # glass edge is the inner step
+    img = _banded_disc(0.8, 0.2, 0.0, 3.0, 0.5, grain=0.3)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.3
 
 
 def test_no_fiber_is_rejected():

@@ -560,13 +560,19 @@ def _coarse_circle(gray, r_range, params):
     fx = xs.astype(np.float32)[:, None] + np.float32(off + 0.5)
     fy = ys.astype(np.float32)[:, None] + np.float32(off + 0.5)
     acc = []
-    for sgn in (-1.0, 1.0):  # -1: center toward darker side (dark disc)
-        vx = (fx + sgn * dx).astype(np.int32) - off
-        vy = (fy + sgn * dy).astype(np.int32) - off
-        idx = vy * ws + vx
+    for vote in (np.subtract, np.add):  # subtract: center toward darker side (dark disc)
+        vx = vote(fx, dx).astype(np.int32)
+        vx -= off
+        vy = vote(fy, dy).astype(np.int32)
+        vy -= off
         # votes leaving the image (negative coordinates wrap to large unsigned ones)
         # go to one extra bin, dropped after counting
-        idx[(vx.view(np.uint32) >= ws) | (vy.view(np.uint32) >= hs)] = hs * ws
+        out = vx.view(np.uint32) >= ws
+        out |= vy.view(np.uint32) >= hs
+        idx = vy
+        idx *= ws
+        idx += vx
+        idx[out] = hs * ws
         a = np.bincount(idx.ravel(), wgt, minlength=hs * ws + 1)[:-1].reshape(hs, ws)
         acc.append(cv2.GaussianBlur(a.astype(np.float32), (0, 0), 1.5))
     acc = np.maximum(acc[0], acc[1])
@@ -805,7 +811,8 @@ def _settled_fit(smooth, shape, sign, half, params):
 def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     """Sub-pixel cladding ellipse from the coarse circle ``(cx, cy, r)``.
 
-    Wide ray searches until the center settles, a narrow refining search, then
+    Wide ray searches until the center settles, a narrow refining search, the
+    outer step of a rim when the edge is a staircase (:func:`_rim_outer_step`), then
     on dark fibers whose edge shows no diffraction fringe, the glass edge inside
     an epoxy ring when there is one, else outside a bevel line (lobe fit); under
     a fringe all around the edge, outside a bevel line (odd-part fit).
@@ -822,14 +829,19 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
         _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params), params)
         or clad
     )
-    if polarity != "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
-        return clad
     upp_guess = um_per_px or clad_r_um / clad["r"]
-    band = params["epoxy_max_um"] / upp_guess
+    band, bevel = params["epoxy_max_um"] / upp_guess, params["bevel_max_um"] / upp_guess
     # profiles aligned on each ray's own edge point, so that a wavy edge does not
-    # pass for texture
-    steps = np.arange(-2.0 * band, band + 3.0, 0.5)
+    # pass for texture (on a bright fiber, only as far as a rim reaches)
+    steps = np.arange(-2.0 * band, band + 3.0, 0.5) if polarity == "dark" else np.arange(
+        -3.0, bevel + 4.5, 0.5
+    )
     prof = _aligned_profiles(smooth, clad, sign, steps, params)
+    rim = _rim_outer_step(smooth, clad, sign, prof, steps, bevel, params)
+    if polarity != "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
+        return rim
+    if rim is not clad:
+        clad, prof = rim, _aligned_profiles(smooth, rim, sign, steps, params)
     ring = _epoxy_shift(prof, steps, sign, band, params["epoxy_min_um"] / upp_guess, params)
     if ring is None:  # a fringe: the glass edge, unless a bevel line pushed it out
         reach = params["halo_reach_um"] / upp_guess
@@ -857,6 +869,70 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     return refit if _confidence(refit, params) >= params["min_confidence"] else clad
 
 
+def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
+    """``fit`` moved to the outer step of a rim along the glass edge, if one shows.
+
+    A bevel rim just inside the glass edge, between the glass and the outside
+    levels, makes the edge a staircase of two steps of the fiber's polarity; the
+    fitted edge is the stronger one. The glass ends at the outer step: a second
+    peak of the signed gradient of the median edge-aligned profile, within
+    ``reach`` (+1 px of blur) outside the fitted edge, at least ``rim_step_share``
+    of the fitted step's peak and resolved from it (the gradient dips below 0.8 of
+    the outer peak between them), where the level between the steps leaves at
+    least ``rim_step_share`` of the whole step to the outer one and the band is
+    smooth glass (its texture nearer the glass's than the outside's: rough epoxy
+    is no rim). The edge is then refitted on rays in a window that stays clear
+    of the inner step. ``prof``: the edge-aligned ray profiles
+    (:func:`_aligned_profiles`) at ``steps`` (0.5 px apart, from 3 px inside to
+    ``reach`` + 4 px outside the fitted edge or farther).
+    """
+    near = (steps >= -3.0) & (steps <= reach + 4.5)
+    prof, steps = prof[:, near], steps[near]
+    level = np.median(prof, axis=0)
+    grad = sign * np.gradient(level, steps)
+    k = int(np.argmax(grad))
+    if grad[k] <= 0:
+        return fit
+    inner = np.arange(1, len(steps) - 1)
+    peaks = inner[(grad[2:] < grad[1:-1]) & (grad[1:-1] >= grad[:-2])]
+    peaks = peaks[
+        (peaks > k)
+        & (steps[peaks] <= reach + 1.0)
+        & (grad[peaks] >= params["rim_step_share"] * grad[k])
+    ]
+    outside, glass = level[-1], level[0]
+    dips = [k + int(np.argmin(grad[k:j])) for j in peaks]
+    steps_ok = [
+        (j, d)
+        for j, d in zip(peaks, dips)
+        if grad[d] < 0.8 * grad[j]
+        and sign * (outside - level[d]) >= params["rim_step_share"] * sign * (outside - glass)
+    ]
+    if not steps_ok:
+        return fit
+    # texture across rays relative to the level, beyond what edge waviness explains
+    # (as in _epoxy_shift), at the glass, the outside and the rims' middles
+    middles = [d for _, d in steps_ok]
+    cols = np.r_[np.nonzero(steps <= -2.0)[0], len(steps) - 4 : len(steps), middles]
+    rel = 1.0 / np.maximum(level[cols], params["log_offset"])
+    texture = np.median(np.abs(np.diff(prof[:, cols], axis=0)), axis=0) * rel
+    texture -= np.abs(np.gradient(level, steps)[cols]) * rel * params["edge_waviness_px"]
+    n_glass = len(cols) - 4 - len(steps_ok)
+    smooth_max = 0.5 * (np.median(texture[:n_glass]) + np.median(texture[n_glass : n_glass + 4]))
+    rims = [j for (j, _), t in zip(steps_ok, texture[n_glass + 4 :]) if t <= smooth_max]
+    if not rims:
+        return fit
+    j = rims[-1]
+    g0, g1, g2 = grad[j - 1], grad[j], grad[j + 1]
+    at = steps[j] + 0.25 * (g0 - g2) / min(g0 - 2 * g1 + g2, -1e-12)
+    moved = _grown(fit, at)
+    half = int(0.5 * (at - steps[k]))
+    refit = half >= 2 and _fit_edge(smooth, moved["shape"], sign, half, params)
+    if not refit or _confidence(refit, params) < params["min_confidence"]:
+        return moved
+    return refit
+
+
 def _grown(fit, d):
     """``fit`` with both semi-axes of its ellipse grown by ``d`` px."""
     cx, cy, a, b, th = fit["shape"]
@@ -877,7 +953,9 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     what the radial gradient explains (edge waviness), of at least
     ``epoxy_min_texture`` of the local level, that starts at least ``min_px``
     inside the fitted edge and reaches to within ``epoxy_gap_px`` of it marks
-    the ring (its blurred flanks need half the texture ratio); its inner
+    the ring (its blurred flanks need half the texture ratio) when it reaches a shelf
+    under a quarter as steep as the edge (JPEG ringing and noise on a blurred edge's
+    flank are no ring); its inner
     boundary (half crossing of the intensity from the glass to the ring level,
     or of the texture when the ring is about as bright as the glass) is the
     glass edge. ``prof`` holds the edge-aligned ray profiles (:func:`_aligned_profiles`)
@@ -936,7 +1014,9 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
         k1 += 1
     while k0 > 0 and flank[k0 - 1] and not glass[k0 - 1]:
         k0 -= 1
-    if glass[k] or k1 - k0 < 1:
+    # and grain on a shelf (under a quarter of the edge's slope): noise or JPEG ringing on
+    # the steep flank of a blurred edge alone is no ring
+    if glass[k] or k1 - k0 < 1 or slope[k : last + 1].min() > 0.25 * slope[steps <= 0].max():
         return 0.0, 0.0
     # the ring's inner boundary: where the intensity leaves the glass level toward the
     # ring's (JPEG spreads texture past it); where the ring is as bright as the glass,

@@ -631,3 +631,30 @@ def test_film_beside_the_cladding_edge_stays_out_of_the_arc_means(cfg, seed):
     gray, truth = _scene(cfg, seed=seed, defects=[oil], width=400, height=320)
     pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
     assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.85 and pred.max() == 1
+
+
+def test_pieces_of_one_film_join_and_separate_particles_do_not(cfg):
+    """Two pieces of a faint film (relative contrast -0.06 between and around them) become
+    one region over the film; two strong particles the same distance apart on clean glass
+    stay apart."""
+    import cv2
+
+    from fiberprep.defects import _join_film_pieces
+
+    params = cfg["detection"]
+    px = lambda um: um / 0.5  # noqa: E731
+    yy, xx = np.mgrid[0:200, 0:300]
+    film = ((yy - 100) / 40.0) ** 2 + ((xx - 80) / 60.0) ** 2 < 1
+    lin = np.where(film, -0.06, 0.0).astype(np.float32)
+    pieces = film & (np.abs(xx - 80) > 6)  # a 12 px (6 µm) gap, a core edge band's
+    dots = (np.hypot(yy - 100, xx - 230) < 8) | (np.hypot(yy - 100, xx - 258) < 8)
+    lin[dots] = -0.4
+    mask = pieces | dots
+    valid = np.ones(mask.shape, bool)
+    out = _join_film_pieces(mask, lin, valid, px, params)
+    n_in, _ = cv2.connectedComponents(mask.astype(np.uint8))
+    n_out, lab = cv2.connectedComponents(out.astype(np.uint8))
+    assert n_in - 1 == 4 and n_out - 1 == 3
+    assert lab[100, 80] > 0 and lab[100, 40] == lab[100, 120] == lab[100, 80]
+    assert lab[100, 230] != lab[100, 258] and not out[100, 244]
+    assert (out & ~film & ~dots).sum() < 0.05 * film.sum()  # the joined outline stays on the film

@@ -86,7 +86,9 @@ def detect_defects(gray, zone_map, geometry, params):
     remove the edge, epoxy ring, halo and tilt shadow but keep defects that
     break the circle. Residuals are divided by the local noise. DO2MR finds
     region defects at two scales (on the bands along the edges only strong,
-    round particles that stand out from the band's texture), LEI finds
+    round particles that stand out from the band's texture; the pieces of one
+    faint film, which the residual smoothed over half a coarse block connects,
+    are joined), LEI finds
     scratches (one label per scratch: crossing ones stay apart, bent and
     faded pieces are followed end to end); a blob
     thicker than the scratch it lies on, or wider than it at a point of its
@@ -147,6 +149,7 @@ def detect_defects(gray, zone_map, geometry, params):
     # on the edges only a strong, compact defect may seed (a particle sitting on the edge)
     band_ok = (regions > 0) & edge_band & ~textured
     region_mask = _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, floor / sigma, px, params)
+    region_mask = _join_film_pieces(region_mask, lin, regions > 0, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
     # a blob wider than any scratch (and the line filter's side lines around it) is
     # no place for a scratch: its outline's line response would join the scratches
@@ -828,6 +831,69 @@ def _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, quant, px, pa
             cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
             mask |= _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
     return mask & (regions > 0)
+
+
+def _join_film_pieces(mask, lin, valid, px, params):
+    """``mask`` with the pieces of one film joined.
+
+    A faint film comes out in pieces (its half-way cut follows the noise; a core
+    edge band splits it). In the linear residual ``lin`` smoothed over half a
+    coarse block a film is one region: each piece of at least ``film_piece_um2``
+    that is not line-shaped (``linear_aspect``: a scratch's) and whose median
+    there reaches ``coarse_min_contrast`` extends, within
+    ``film_gap_um``, over the pixels of its sign at least ``mask_level`` of that
+    median (its half-way cut at the coarse scale; a strong particle's spread
+    halo stays within its blur). Pieces whose extents meet are one film and take
+    their extents' pixels.
+    """
+    floor = math.log1p(params["coarse_min_contrast"])
+    reach = int(math.ceil(px(params["film_gap_um"])))
+    box = _mask_box(mask, reach)
+    m = np.ascontiguousarray(mask[box])
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(m.view(np.uint8), connectivity=8)
+    if n < 3:
+        return mask
+    lc = cv2.GaussianBlur(lin[box], (0, 0), px(params["coarse_um"]) / 2)
+    ys, xs = _nonzero(m)
+    k = lab[ys, xs]
+    med = _label_median(k, lc[ys, xs], n)
+    major, minor = _axes(k, ys, xs, n)
+    film = ((stats[:, cv2.CC_STAT_AREA] >= px(1.0) ** 2 * params["film_piece_um2"]) & (np.abs(med) >= floor)
+            & (major < params["linear_aspect"] * np.maximum(minor, 1.0)))  # (not a scratch's piece)
+    film[0] = False
+    ids = np.flatnonzero(film)
+    if ids.size < 2:
+        return mask
+    near = _disk(2 * reach + 1)
+    pieces = []  # each film piece's extent (window, mask in it), sign, and centre and reach
+    for i in ids:
+        x, y, bw, bh = stats[i, :4]
+        win = np.s_[max(y - reach, 0):y + bh + reach, max(x - reach, 0):x + bw + reach]
+        own = lab[win] == i
+        level = np.sign(med[i]) * lc[win] >= max(floor, params["mask_level"] * abs(med[i]))
+        grow = level & (cv2.dilate(own.view(np.uint8), near) > 0) & valid[box][win]
+        pieces.append({"ext": (win, _reconstruct(own, grow)), "sign": np.sign(med[i]),
+                       "c": (x + bw / 2, y + bh / 2), "extent": math.hypot(bw, bh) / 2 + reach})
+    # pieces of one sign whose extents meet are one film
+    root, _ = _link_pieces(pieces, lambda a, b: a["sign"] == b["sign"] and _meet(a["ext"], b["ext"]), 0.0)
+    out = mask.copy()
+    sub = out[box]
+    for p, r in zip(pieces, root):
+        if (root == r).sum() >= 2:
+            win, e = p["ext"]
+            sub[win] |= e
+    return out
+
+
+def _meet(a, b):
+    """Whether two masks given as (window slices, mask in it) share a pixel."""
+    (wa, ma), (wb, mb) = a, b
+    y0, y1 = max(wa[0].start, wb[0].start), min(wa[0].start + ma.shape[0], wb[0].start + mb.shape[0])
+    x0, x1 = max(wa[1].start, wb[1].start), min(wa[1].start + ma.shape[1], wb[1].start + mb.shape[1])
+    if y0 >= y1 or x0 >= x1:
+        return False
+    return bool((ma[y0 - wa[0].start:y1 - wa[0].start, x0 - wa[1].start:x1 - wa[1].start]
+                 & mb[y0 - wb[0].start:y1 - wb[0].start, x0 - wb[1].start:x1 - wb[1].start]).any())
 
 
 def _band_outliers(cand, absz, band, blur_px, px, params):

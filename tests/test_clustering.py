@@ -220,3 +220,14 @@ def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
     assert set(clustering.apply_review(clustering.assign_clusters(model, elongated), model, None)) == {"contamination"}
     assert set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None)) == {"pit_dig"}
+
+
+def test_wide_member_of_a_scratch_cluster_is_contamination(first):
+    """A scratch is a thin groove: a defect nearest to a scratch cluster but wider than
+    naming.scratch_max_member_width_um goes to a contamination cluster."""
+    data, model = first
+    scratches = data[data["truth"] == "scratch"].head(10)
+    wide = scratches.assign(width_um=model["params"]["naming"]["scratch_max_member_width_um"] + 1.0)
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, wide), model["centroids"])]
+    assert "scratch" in set(clustering.apply_review(nearest, model, None))
+    assert set(clustering.apply_review(clustering.assign_clusters(model, wide), model, None)) == {"contamination"}

@@ -242,6 +242,9 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "pit_max_member_aspect_ratio" in naming:
             elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
             moves.append((elongated, "contamination"))
+        if "scratch_max_member_width_um" in naming:
+            wide = (types[near] == "scratch") & (col("width_um") > float(naming["scratch_max_member_width_um"]))
+            moves.append((wide, "contamination"))
     return moves
 
 
@@ -259,6 +262,9 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than
       ``naming.pit_max_member_aspect_ratio`` is a particle (or lint) and goes to its
       nearest contamination cluster.
+    - A scratch is a thin polish groove: a defect of a scratch cluster wider than
+      ``naming.scratch_max_member_width_um`` is a particle, lint or film lying on the
+      glass and goes to its nearest contamination cluster.
 
     (Nearest cluster of another type when the model has no contamination cluster.)
     Without these rules, edge debris and pits near the edge join the chip clusters (the

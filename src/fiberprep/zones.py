@@ -1014,9 +1014,11 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
         k1 += 1
     while k0 > 0 and flank[k0 - 1] and not glass[k0 - 1]:
         k0 -= 1
-    # and grain on a shelf (under a quarter of the edge's slope): noise or JPEG ringing on
-    # the steep flank of a blurred edge alone is no ring
-    if glass[k] or k1 - k0 < 1 or slope[k : last + 1].min() > 0.25 * slope[steps <= 0].max():
+    # and grain on a shelf (under a quarter of the edge's slope) unless it is twice as rough:
+    # faint noise or JPEG ringing on the steep flank of a blurred edge alone is no ring
+    faint = excess[k : last + 1].max() <= (2.0 * ratio - 1.0) * floor
+    on_flank = slope[k : last + 1].min() > 0.25 * slope[steps <= 0].max()
+    if glass[k] or k1 - k0 < 1 or (faint and on_flank):
         return 0.0, 0.0
     # the ring's inner boundary: where the intensity leaves the glass level toward the
     # ring's (JPEG spreads texture past it); where the ring is as bright as the glass,

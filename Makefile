@@ -1,8 +1,8 @@
 # fiberprep: two commands on a fresh machine.
 #   make run    set up .venv, run the workflow on the bundled demo images
 #   make test   set up .venv, run the tests
-# Other targets: bench, bench-zones, bench-defects, bench-cluster, bench-labels, bench-scale,
-# test-slurm, lint, demo.
+# Other targets: bench, bench-zones, bench-defects, bench-cluster, bench-labels,
+# bench-independent, bench-scale, test-slurm, lint, demo.
 
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.fiberprep-installed
 CORES ?= all
 RESULTS ?= results
 
-.PHONY: run test test-slurm bench bench-zones bench-defects bench-cluster bench-labels bench-scale lint demo setup
+.PHONY: run test test-slurm bench bench-zones bench-defects bench-cluster bench-labels bench-independent bench-scale lint demo setup
 
 setup: $(STAMP)
 
@@ -50,6 +50,10 @@ bench-cluster: $(STAMP)
 # The published datasets of a workflow run scored against the generator's exact truth.
 bench-labels: $(STAMP)
 	$(BIN)/python benchmarks/bench_labels.py
+
+# The same scoring on images of a renderer written apart from fiberprep.synth.
+bench-independent: $(STAMP)
+	$(BIN)/python benchmarks/bench_labels.py --preset independent --seed 101
 
 # Workflow scale: dry-run time/memory at 1k-100k images, overhead, incremental runs (long).
 bench-scale: $(STAMP)

@@ -17,6 +17,11 @@ and scores them against the generator's truth, as a grader with ground truth wou
   true one).
 
     python benchmarks/bench_labels.py --n 60 --seed 0
+
+``--preset independent`` generates the folder with ``xrender.py``, a renderer written
+apart from ``fiberprep.synth`` (own light, optics, noise, rim, epoxy and defect models):
+the detector and the naming rules were tuned on neither it nor its seeds, so its
+figures show what images of another kind score (``make bench-independent``).
 """
 
 from __future__ import annotations

@@ -18,8 +18,12 @@ from scipy.optimize import linear_sum_assignment
 
 from fiberprep import synth
 
+import xrender
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "config.yaml"
+# Preset name of the renderer written apart from fiberprep.synth (benchmarks/xrender.py).
+INDEPENDENT = "independent"
 
 
 def load_config(path=CONFIG) -> dict:
@@ -36,19 +40,25 @@ def folder_bench_args(argv, description, n, preset, out_name, pool=False):
         p.add_argument("--pool", type=int, default=0,
                        help="generate only this many distinct images (0: all N)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--preset", default=preset, choices=sorted(synth.PRESETS))
+    p.add_argument("--preset", default=preset, choices=[*sorted(synth.PRESETS), INDEPENDENT],
+                   help=f"generator preset, or {INDEPENDENT}: benchmarks/xrender.py")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "bench_out" / out_name))
     return p.parse_args(argv)
 
 
 def fresh_synth_folder(out, n, seed, preset, cfg) -> Path:
-    """Empty ``out`` and generate ``n`` images with truth into ``out/synth``.
+    """Empty ``out`` and generate ``n`` images with truth into ``out/synth``, by
+    ``fiberprep.synth`` or, for the preset :data:`INDEPENDENT`, by ``xrender``.
 
     Returns the folder of the images (``out/synth/images``).
     """
     shutil.rmtree(out, ignore_errors=True)
-    synth.write_dataset(out / "synth", n, seed, cfg["fiber_types"], cfg["criteria"], preset=preset)
+    if preset == INDEPENDENT:
+        xrender.write_dataset(out / "synth", n, seed, cfg)
+    else:
+        synth.write_dataset(out / "synth", n, seed, cfg["fiber_types"], cfg["criteria"],
+                            preset=preset)
     return out / "synth" / "images"
 
 

@@ -210,6 +210,32 @@ def test_chip_clusters_take_only_defects_breaking_the_edge(first):
     assert "chip" not in types(chips.assign(cladding_edge_distance_um=gap, cladding_overhang_um=-gap))
 
 
+def test_dark_notch_on_the_edge_is_a_chip_whatever_cluster_is_nearest(first):
+    """A dark compact defect breaking the cladding edge from inside meets every chip
+    condition itself: it is a chip even when another cluster is nearer (a folder's chip
+    cluster can form around pits beside the edge, far from the notches); off the edge
+    it is none."""
+    data, model = first
+    naming = model["params"]["naming"]
+    far = {**model, "centroids": model["centroids"].copy()}
+    chip_rows = [i for i, c in enumerate(model["cluster_ids"]) if model["names"][int(c)]["type"] == "chip"]
+    far["centroids"][chip_rows] += 50.0  # the chip clusters' centres away from every notch
+
+    def types(rows, nearest_only=False):
+        ids = (model["cluster_ids"][clustering._nearest(clustering._transform(far, rows), far["centroids"])]
+               if nearest_only else clustering.assign_clusters(far, rows))
+        return set(clustering.apply_review(ids, far, None))
+
+    chips = data[(data["truth"] == "chip") & (data["local_snr"] <= naming["chip_max_snr"])
+                 & (data["aspect_ratio"] <= naming["chip_max_aspect_ratio"])
+                 & (data["solidity"] >= naming["chip_min_solidity"])].head(10)
+    on_edge = chips.assign(cladding_edge_distance_um=0.0, cladding_overhang_um=-0.5)
+    assert "chip" not in types(on_edge, nearest_only=True)
+    assert types(on_edge) == {"chip"}
+    gap = naming["chip_max_gap_um"] + 1.0
+    assert "chip" not in types(chips.assign(cladding_edge_distance_um=gap, cladding_overhang_um=-gap))
+
+
 def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     """A pit or dig is compact: a defect nearest to a pit_dig cluster but more elongated
     than naming.pit_max_member_aspect_ratio goes to a contamination cluster."""

@@ -245,6 +245,18 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "scratch_max_member_width_um" in naming:
             wide = (types[near] == "scratch") & (col("width_um") > float(naming["scratch_max_member_width_um"]))
             moves.append((wide, "contamination"))
+        if (types == "chip").any():
+            # a dark notch breaking the edge from inside is a chip whatever cluster it is
+            # nearest to (a folder's chip cluster can form around pits beside the edge)
+            notch = (
+                ~chip
+                & (col("cladding_edge_distance_um") <= float(gap))
+                & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
+                & (col("aspect_ratio") <= float(naming["chip_max_aspect_ratio"]))
+                & (col("solidity") >= float(naming["chip_min_solidity"]))
+                & (col("local_snr") <= float(naming["chip_max_snr"]))
+            )
+            moves.append((notch, "chip"))
     return moves
 
 
@@ -259,6 +271,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       away) goes to its nearest non-chip cluster, and one reaching more than
       ``chip_max_overhang_um`` beyond the edge (debris caught on it) to its nearest
       contamination cluster.
+    - Conversely, a dark notch breaking the edge from inside (every chip condition of
+      :func:`name_clusters` met by the defect itself, within ``chip_max_gap_um`` of the
+      edge) goes to its nearest chip cluster when the model has one: a folder's chip
+      cluster can form around pits beside the edge, far from the notches themselves.
     - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than
       ``naming.pit_max_member_aspect_ratio`` is a particle (or lint) and goes to its
       nearest contamination cluster.

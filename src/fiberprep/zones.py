@@ -910,13 +910,12 @@ def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
     ]
     if not steps_ok:
         return fit
-    # texture across rays relative to the level, beyond what edge waviness explains
-    # (as in _epoxy_shift), at the glass, the outside and the rims' middles
+    # texture beyond what edge waviness explains, at the glass, the outside and the
+    # rims' middles
     middles = [d for _, d in steps_ok]
     cols = np.r_[np.nonzero(steps <= -2.0)[0], len(steps) - 4 : len(steps), middles]
-    rel = 1.0 / np.maximum(level[cols], params["log_offset"])
-    texture = np.median(np.abs(np.diff(prof[:, cols], axis=0)), axis=0) * rel
-    texture -= np.abs(np.gradient(level, steps)[cols]) * rel * params["edge_waviness_px"]
+    texture, slope = _relative_texture(prof[:, cols], level[cols], np.gradient(level, steps)[cols], params)
+    texture -= slope * params["edge_waviness_px"]
     n_glass = len(cols) - 4 - len(steps_ok)
     smooth_max = 0.5 * (np.median(texture[:n_glass]) + np.median(texture[n_glass : n_glass + 4]))
     rims = [j for (j, _), t in zip(steps_ok, texture[n_glass + 4 :]) if t <= smooth_max]
@@ -937,6 +936,15 @@ def _grown(fit, d):
     """``fit`` with both semi-axes of its ellipse grown by ``d`` px."""
     cx, cy, a, b, th = fit["shape"]
     return {**fit, "shape": (cx, cy, a + d, b + d, th), "r": math.sqrt((a + d) * (b + d))}
+
+
+def _relative_texture(prof, level, gradient, params):
+    """Texture across rays (median absolute ray-to-ray difference of ``prof``'s columns)
+    and radial slope (``gradient`` of the median ``level``), both relative to the level:
+    grain is a reflectance variation, so a dark rough ring shows as much relative
+    texture as a bright one."""
+    rel = 1.0 / np.maximum(level, params["log_offset"])
+    return np.median(np.abs(np.diff(prof, axis=0)), axis=0) * rel, np.abs(gradient) * rel
 
 
 def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
@@ -970,11 +978,7 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
         step is too weak to locate the edge on rays).
     """
     level = np.median(prof, axis=0)
-    # texture and slope relative to the local level: grain is a reflectance variation,
-    # so a dark rough ring shows as much relative texture as a bright one
-    rel = 1.0 / np.maximum(level, params["log_offset"])
-    slope = np.abs(np.gradient(level, 0.5)) * rel
-    texture = np.median(np.abs(np.diff(prof, axis=0)), axis=0) * rel
+    texture, slope = _relative_texture(prof, level, np.gradient(level, 0.5), params)
     glass = steps < -band_px
     # reference texture: the smooth glass, floored by a share of the ferrule's texture
     # (JPEG flattens smooth glass, so its texture alone can be ~0)

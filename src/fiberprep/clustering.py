@@ -248,13 +248,8 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if (types == "chip").any():
             # a dark notch breaking the edge from inside is a chip whatever cluster it is
             # nearest to (a folder's chip cluster can form around pits beside the edge)
-            notch = (
-                ~chip
-                & (col("cladding_edge_distance_um") <= float(gap))
-                & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
-                & (col("aspect_ratio") <= float(naming["chip_max_aspect_ratio"]))
-                & (col("solidity") >= float(naming["chip_min_solidity"]))
-                & (col("local_snr") <= float(naming["chip_max_snr"]))
+            notch = ~chip & np.logical_and.reduce(
+                [_cmp(col(f), op, float(t)) for f, op, t in _chip_conditions(naming, gap)]
             )
             moves.append((notch, "chip"))
     return moves
@@ -310,8 +305,19 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     return model["cluster_ids"][near].astype(np.int64)
 
 
-def _cmp(value: float, op: str, threshold: float) -> bool:
-    return bool(value >= threshold) if op == ">=" else bool(value <= threshold)
+def _cmp(value, op: str, threshold: float):
+    """``value op threshold`` for op ``">="`` or ``"<="`` (scalars or arrays; NaN: False)."""
+    return value >= threshold if op == ">=" else value <= threshold
+
+
+def _chip_conditions(naming: dict, edge_um: float) -> list[tuple[str, str, float]]:
+    """The chip rule (feature, op, threshold): within ``edge_um`` of the cladding edge,
+    notch-shaped, dark and not beyond the edge (see :func:`name_clusters`)."""
+    return [("cladding_edge_distance_um", "<=", edge_um),
+            ("aspect_ratio", "<=", naming["chip_max_aspect_ratio"]),
+            ("solidity", ">=", naming["chip_min_solidity"]),
+            ("local_snr", "<=", naming["chip_max_snr"]),
+            ("cladding_overhang_um", "<=", naming["chip_max_overhang_um"])]
 
 
 def _rule(c: dict, conditions: list[tuple[str, str, float]]) -> tuple[bool, str]:
@@ -351,11 +357,7 @@ def name_clusters(model: dict) -> dict[int, dict]:
     """
     p = model["params"]["naming"]
     checks = [
-        ("chip", [("cladding_edge_distance_um", "<=", p["chip_max_edge_distance_um"]),
-                  ("aspect_ratio", "<=", p["chip_max_aspect_ratio"]),
-                  ("solidity", ">=", p["chip_min_solidity"]),
-                  ("local_snr", "<=", p["chip_max_snr"]),
-                  ("cladding_overhang_um", "<=", p["chip_max_overhang_um"])]),
+        ("chip", _chip_conditions(p, p["chip_max_edge_distance_um"])),
         ("scratch", [("aspect_ratio", ">=", p["scratch_min_aspect_ratio"]),
                      ("skeleton_length_um", ">=", p["scratch_min_length_um"])]),
         ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])]),

@@ -865,22 +865,22 @@ def _join_film_pieces(mask, lin, valid, px, params):
     if ids.size < 2:
         return mask
     near = _disk(2 * reach + 1)
-    pieces = []  # each film piece's extent (window, mask in it), sign, and centre and reach
+    pieces = []  # each film piece grown over its film (window, mask in it), sign, centre, reach
     for i in ids:
         x, y, bw, bh = stats[i, :4]
         win = np.s_[max(y - reach, 0):y + bh + reach, max(x - reach, 0):x + bw + reach]
         own = lab[win] == i
         level = np.sign(med[i]) * lc[win] >= max(floor, params["mask_level"] * abs(med[i]))
         grow = level & (cv2.dilate(own.view(np.uint8), near) > 0) & valid[box][win]
-        pieces.append({"ext": (win, _reconstruct(own, grow)), "sign": np.sign(med[i]),
+        pieces.append({"grown": (win, _reconstruct(own, grow)), "sign": np.sign(med[i]),
                        "c": (x + bw / 2, y + bh / 2), "extent": math.hypot(bw, bh) / 2 + reach})
     # pieces of one sign whose extents meet are one film
-    root, _ = _link_pieces(pieces, lambda a, b: a["sign"] == b["sign"] and _meet(a["ext"], b["ext"]), 0.0)
+    root, _ = _link_pieces(pieces, lambda a, b: a["sign"] == b["sign"] and _meet(a["grown"], b["grown"]), 0.0)
     out = mask.copy()
     sub = out[box]
     for p, r in zip(pieces, root):
         if (root == r).sum() >= 2:
-            win, e = p["ext"]
+            win, e = p["grown"]
             sub[win] |= e
     return out
 

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import yaml
@@ -658,3 +659,18 @@ def test_pieces_of_one_film_join_and_separate_particles_do_not(cfg):
     assert lab[100, 80] > 0 and lab[100, 40] == lab[100, 120] == lab[100, 80]
     assert lab[100, 230] != lab[100, 258] and not out[100, 244]
     assert (out & ~film & ~dots).sum() < 0.05 * film.sum()  # the joined outline stays on the film
+
+
+@pytest.mark.parametrize("centres, split", [((50,), True), ((20, 40, 60, 80), False)])
+def test_round_widenings_split_off_a_line_unless_they_repeat_along_it(centres, split):
+    # one disc on a 4 px line is a pit on the scratch; a row of them is a dashed line's
+    # brighter stretches (generated dashed scratches gave a blob per dash)
+    from fiberprep.defects import _ROUND, _nonzero, _split_blobs
+    img = np.zeros((40, 100), np.uint8)
+    img[18:22, 5:95] = 1
+    for x in centres:
+        cv2.circle(img, (x, 20), 5, 1, -1)
+    ys, xs = _nonzero(img > 0)
+    r = np.ones(ys.size, np.int64)
+    _, _, n_r = _split_blobs(r, np.array([0, 1]), 2, ys, xs, np.array([0.0, 4.0]), 10, _ROUND)
+    assert n_r == (2 + len(centres) if split else 2)

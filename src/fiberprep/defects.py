@@ -43,6 +43,9 @@ _ROUND = 2.0
 # was 2x or half scratch_max_width_um: generated sets n=100, seeds 7 / 11, recall +0 / +1
 # pit, precision unchanged).
 _BEAD = 1.5
+# A scratch from which this many round widenings split off is dashed or beaded: they are
+# stretches of the line, not pits on it.
+_DASHES = 3
 
 
 def detect_defects(gray, zone_map, geometry, params):
@@ -1735,7 +1738,8 @@ def _split_blobs(r, host, n_r, ys, xs, s_width, min_area, aspect):
     medial axis' local width: a ragged groove; and at least 3 px more: the
     width varies along a line) keeps, when of at least ``min_area`` pixels
     and round (major/minor below ``aspect``: not a wider stretch of the
-    line), is its own defect. ``r`` labels the candidate pixels ``ys, xs``
+    line), is its own defect, unless ``_DASHES`` or more split off one line (the
+    brighter stretches of a dashed or beaded scratch). ``r`` labels the candidate pixels ``ys, xs``
     by component. Returns ``(r, host, n_r)`` with the new components appended.
     """
 
@@ -1770,6 +1774,8 @@ def _split_blobs(r, host, n_r, ys, xs, s_width, min_area, aspect):
             own = 2 * float(np.median(dist[skeletonize(padded > 0)])) - 1
             if own > w:
                 found = blobs(img, y, x, own)
+        if len(found) >= _DASHES:  # a row of widenings along one line: its beads or dashes
+            continue
         new += [on[j] for j in found]
     if not new:
         return r, host, n_r

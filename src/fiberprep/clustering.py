@@ -242,6 +242,10 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "pit_max_member_aspect_ratio" in naming:
             elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
             moves.append((elongated, "contamination"))
+        if "pit_max_member_roughness" in naming:
+            ragged = pit & (col("outline_roughness") > float(naming["pit_max_member_roughness"])) & (
+                col("area_um2") >= float(naming["pit_roughness_min_area_um2"]))
+            moves.append((ragged, "contamination"))
         if "scratch_max_member_width_um" in naming:
             wide = (types[near] == "scratch") & (col("width_um") > float(naming["scratch_max_member_width_um"]))
             moves.append((wide, "contamination"))
@@ -273,6 +277,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than
       ``naming.pit_max_member_aspect_ratio`` is a particle (or lint) and goes to its
       nearest contamination cluster.
+    - A pit's outline is a smooth fracture: a defect of a pit_dig cluster of at least
+      ``naming.pit_roughness_min_area_um2`` whose outline is more ragged than
+      ``naming.pit_max_member_roughness`` (``outline_roughness``) is a particle and goes
+      to its nearest contamination cluster.
     - A scratch is a thin polish groove: a defect of a scratch cluster wider than
       ``naming.scratch_max_member_width_um`` is a particle, lint or film lying on the
       glass and goes to its nearest contamination cluster.

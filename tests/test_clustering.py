@@ -236,6 +236,22 @@ def test_dark_notch_on_the_edge_is_a_chip_whatever_cluster_is_nearest(first):
     assert "chip" not in types(chips.assign(cladding_edge_distance_um=gap, cladding_overhang_um=-gap))
 
 
+@pytest.mark.parametrize("across_deg, chip", [(0.0, False), (90.0, True), (80.0, True)])
+def test_dark_crescent_along_the_edge_is_a_chip(first, across_deg, chip):
+    """A dark elongated defect of a scratch cluster lying along the cladding edge, inside
+    it, is glass broken off along the edge (a chip); across the edge it stays a scratch."""
+    data, model = first
+    naming = model["params"]["naming"]
+    scratches = data[data["truth"] == "scratch"].head(10)
+    rows = scratches.assign(angle_deg=30.0, orientation_deg=30.0 + across_deg, cladding_edge_distance_um=0.0,
+                            cladding_overhang_um=-0.5, local_snr=-3.0,
+                            length_um=0.5 * naming["chip_crescent_max_length_um"])
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, rows), model["centroids"])]
+    assert set(clustering.apply_review(nearest, model, None)) == {"scratch"}
+    types = set(clustering.apply_review(clustering.assign_clusters(model, rows), model, None))
+    assert types == ({"chip"} if chip else {"scratch"})
+
+
 def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     """A pit or dig is compact: a defect nearest to a pit_dig cluster but more elongated
     than naming.pit_max_member_aspect_ratio goes to a contamination cluster."""

@@ -256,6 +256,16 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
                 [_cmp(col(f), op, float(t)) for f, op, t in _chip_conditions(naming, gap)]
             )
             moves.append((notch, "chip"))
+            # ... and so is a dark crescent along the edge, inside it (glass broken off along
+            # the edge, elongated but no scratch: a scratch crosses the edge or runs apart)
+            across = np.radians(col("orientation_deg") - col("angle_deg"))
+            crescent = ((types[near] == "scratch")
+                        & (np.abs(np.sin(across)) >= np.cos(np.radians(float(naming["chip_crescent_max_angle_deg"]))))
+                        & (col("cladding_edge_distance_um") <= float(gap))
+                        & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
+                        & (col("local_snr") < 0)
+                        & (col("length_um") <= float(naming["chip_crescent_max_length_um"])))
+            moves.append((crescent, "chip"))
     return moves
 
 
@@ -274,6 +284,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       :func:`name_clusters` met by the defect itself, within ``chip_max_gap_um`` of the
       edge) goes to its nearest chip cluster when the model has one: a folder's chip
       cluster can form around pits beside the edge, far from the notches themselves.
+      So does a dark defect of a scratch cluster lying along the edge, inside it (its
+      axis within ``naming.chip_crescent_max_angle_deg`` of the edge's tangent, at most
+      ``chip_crescent_max_length_um`` long): a crescent of glass broken off along the
+      edge, where a scratch would cross it or run apart from it.
     - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than
       ``naming.pit_max_member_aspect_ratio`` is a particle (or lint) and goes to its
       nearest contamination cluster.

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 import pytest
 import yaml
 
@@ -675,20 +674,3 @@ def test_round_widenings_split_off_a_line_unless_they_repeat_along_it(centres, s
     r = np.ones(ys.size, np.int64)
     _, _, n_r = _split_blobs(r, np.array([0, 1]), 2, ys, xs, np.array([0.0, 4.0]), 10, _ROUND)
     assert n_r == (2 + len(centres) if split else 2)
-
-
-def test_region_defect_on_the_ferrule_must_stand_out_from_its_ring():
-    # a flattening artifact (a mask where the image is flat) is dropped on the ferrule;
-    # a blob 3 ring spreads darker than its ring, or any defect on the glass, stays
-    from fiberprep.defects import _stands_out
-    rng = np.random.default_rng(0)
-    gray = (0.6 + 0.01 * rng.standard_normal((80, 160))).astype(np.float32)
-    inst = np.zeros(gray.shape, np.uint16)
-    cv2.circle(inst, (40, 40), 10, 1, -1)
-    cv2.circle(inst, (120, 40), 10, 2, -1)
-    gray[inst == 2] -= 0.03
-    table = pd.DataFrame({"number": [1, 2, 1], "source": "region", "innermost_zone": [5, 5, 2],
-                          "bbox_x": [30, 110, 30], "bbox_y": 30, "bbox_w": 21, "bbox_h": 21})
-    zone_map = np.full(gray.shape, 5, np.uint8)
-    keep = _stands_out(inst, gray, zone_map, table, 0.5, {"ferrule_min_local_snr": 1.0})
-    assert keep.tolist() == [False, True, True]

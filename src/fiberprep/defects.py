@@ -189,7 +189,6 @@ def detect_defects(gray, zone_map, geometry, params):
     labels = _drop_short_lines(labels, source, params["scratch_min_length_um"] / upp)
     instance_map[crop] = labels
     table = _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params)
-    table = table[_stands_out(instance_map, gray, zone_map, table, upp, params)]
     # Renumber 1..n in case refinement or cropping emptied an instance.
     lut = np.zeros(int(instance_map.max()) + 1, np.uint16)
     lut[table["number"].to_numpy()] = np.arange(1, len(table) + 1, dtype=np.uint16)
@@ -2099,42 +2098,6 @@ def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean
     if not rows:
         return _empty_table()
     return pd.DataFrame({c: np.array([r[c] for r in rows], dtype=_dtype(c)) for c in COLUMNS})
-
-
-def _stands_out(instance_map, gray, zone_map, table, upp, params):
-    """Whether each instance of ``table`` differs from the ring just around it.
-
-    On the ferrule (contact zone and beyond), far from the optical axis, the background
-    model's errors under a hot spot or steep vignetting can leave a swell in the
-    flattened image that passes for a faint film where the image itself is flat: unlike
-    a film or a particle, it does not stand out from its own surroundings. A region
-    candidate there (no line response) whose mean differs from
-    the median of the ring 1 to 4 µm around it (other defects and unanalysed pixels
-    left out) by less than ``ferrule_min_local_snr`` times the ring's robust spread is
-    dropped. (Independent renderer, seeds 303 / 404, 80 images each: false detections
-    38 / 73 -> 30 / 61, one true oil film lost; generated seeds 7 / 11 unchanged but one
-    false detection; real photos: 10 faint specks of 2 227.)
-    """
-    keep = np.ones(len(table), bool)
-    check = np.flatnonzero((table["source"] == "region").to_numpy()
-                           & (table["innermost_zone"] >= 4).to_numpy())
-    rim = max(1, int(round(1.0 / upp)))
-    ring = rim + max(2, int(round(3.0 / upp)))
-    h, w = instance_map.shape
-    for i in check:
-        r = table.iloc[i]
-        y0, x0 = max(int(r.bbox_y) - ring, 0), max(int(r.bbox_x) - ring, 0)
-        sl = np.s_[y0:min(int(r.bbox_y + r.bbox_h) + ring, h), x0:min(int(r.bbox_x + r.bbox_w) + ring, w)]
-        lab = instance_map[sl]
-        m8 = (lab == r.number).view(np.uint8)
-        around = cv2.dilate(m8, _disk(2 * ring + 1)).view(bool) & ~cv2.dilate(m8, _disk(2 * rim + 1)).view(bool)
-        g = gray[sl][around & (lab == 0) & (zone_map[sl] > 0)]
-        if g.size < 8:
-            continue
-        med = float(np.median(g))
-        spread = max(1.4826 * float(np.median(np.abs(g - med))), 1e-3)
-        keep[i] = abs(float(gray[sl][m8.view(bool)].mean()) - med) >= params["ferrule_min_local_snr"] * spread
-    return keep
 
 
 def _fill_holes(mask):

@@ -256,7 +256,8 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
                 [_cmp(col(f), op, float(t)) for f, op, t in _chip_conditions(naming, gap)]
             )
             moves.append((notch, "chip"))
-            # ... and so is a dark crescent along the edge, inside it (glass broken off along
+        if (types == "chip").any() and "chip_crescent_max_angle_deg" in naming:
+            # a dark crescent along the edge, inside it, is a chip too (glass broken off along
             # the edge, elongated but no scratch: a scratch crosses the edge or runs apart)
             across = np.radians(col("orientation_deg") - col("angle_deg"))
             crescent = ((types[near] == "scratch")

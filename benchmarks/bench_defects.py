@@ -110,6 +110,7 @@ def timing(n, seed, cfg):
     """
     cv2.setNumThreads(1)
     pipeline.keep_freed_memory()
+    pipeline.one_math_thread()
     wall, cpu = [], []
     for _, gray, truth in synth_cases(n, seed + 1000, cfg["fiber_types"], width=1280, height=960):
         t0, c0 = time.perf_counter(), time.process_time()

@@ -199,6 +199,7 @@ def _cpu_seconds() -> float:
 
 def _time_shard_chain(work: Path, folder: Path, workers: tuple, cfg: dict) -> dict:
     pipeline.keep_freed_memory()  # as a job's log_to does
+    pipeline.one_math_thread()
     images = fio.scan_inputs(folder, cfg["extensions"]).to_dict("records")
     params = pipeline.stage_params(cfg)
     for modules in pipeline.STAGE_MODULES.values():  # imported before either timing (job start-up)
@@ -343,6 +344,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(ROOT / "bench_out" / "scale"))
     args = p.parse_args(argv)
     pipeline.keep_freed_memory()  # as in every job: the reference measures the same allocator
+    pipeline.one_math_thread()  # ... and one BLAS thread
     cfg = load_config()
     work = Path(args.out)
     work.mkdir(parents=True, exist_ok=True)

@@ -125,6 +125,7 @@ def time_per_image(n, seed, cfg, true_type=False):
     for a core, the process CPU time does not.
     """
     cv2.setNumThreads(1)
+    pipeline.one_math_thread()  # as in every job
     times, cpu = [], []
     for _, gray, truth in synth_cases(n, seed, cfg["fiber_types"], width=1280, height=960):
         types = fiber_types(cfg, truth, true_type)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import platform
 import subprocess
+import os
 import sys
 
 import numpy as np
@@ -256,3 +257,16 @@ def test_keep_freed_memory_spares_the_page_faults_of_each_image():
         faults[setting] = int(out[1])
     assert faults["0"] > 50 * 100  # ~170 pages per 675 kB array, faulted in each time
     assert faults["1"] < faults["0"] / 10
+
+
+def test_jobs_run_one_blas_thread(tmp_path):
+    """A job process (log_to) limits BLAS to one thread: the shard pools are the
+    parallelism, and OpenBLAS's threads only spin on the small fits."""
+    import subprocess
+
+    code = ("import sys; from fiberprep import pipeline; from threadpoolctl import threadpool_info\n"
+            "pipeline.log_to(sys.argv[1])\n"
+            "print(max(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "job.log")], capture_output=True,
+                         text=True, check=True, env={**os.environ, "OPENBLAS_NUM_THREADS": "2"})
+    assert out.stdout.strip() == "1"

@@ -233,7 +233,7 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         return features[name].to_numpy(float) if name in features else np.full(len(features), np.nan)
 
     with np.errstate(invalid="ignore"):
-        chip, pit = types[near] == "chip", types[near] == "pit_dig"
+        chip, pit, scratch = (types[near] == t for t in ("chip", "pit_dig", "scratch"))
         debris = chip & (col("cladding_overhang_um") > float(naming["chip_max_overhang_um"]))
         # models saved before chip_max_gap_um existed: the centroid limit
         gap = naming.get("chip_max_gap_um", naming["chip_max_edge_distance_um"])
@@ -247,7 +247,7 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
                 col("area_um2") >= float(naming["pit_roughness_min_area_um2"]))
             moves.append((ragged, "contamination"))
         if "scratch_max_member_width_um" in naming:
-            wide = (types[near] == "scratch") & (col("width_um") > float(naming["scratch_max_member_width_um"]))
+            wide = scratch & (col("width_um") > float(naming["scratch_max_member_width_um"]))
             moves.append((wide, "contamination"))
         if (types == "chip").any():
             # a dark notch breaking the edge from inside is a chip whatever cluster it is
@@ -256,17 +256,17 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
                 [_cmp(col(f), op, float(t)) for f, op, t in _chip_conditions(naming, gap)]
             )
             moves.append((notch, "chip"))
-        if (types == "chip").any() and "chip_crescent_max_angle_deg" in naming:
-            # a dark crescent along the edge, inside it, is a chip too (glass broken off along
-            # the edge, elongated but no scratch: a scratch crosses the edge or runs apart)
-            across = np.radians(col("orientation_deg") - col("angle_deg"))
-            crescent = ((types[near] == "scratch")
-                        & (np.abs(np.sin(across)) >= np.cos(np.radians(float(naming["chip_crescent_max_angle_deg"]))))
-                        & (col("cladding_edge_distance_um") <= float(gap))
-                        & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
-                        & (col("local_snr") < 0)
-                        & (col("length_um") <= float(naming["chip_crescent_max_length_um"])))
-            moves.append((crescent, "chip"))
+            if "chip_crescent_max_angle_deg" in naming:
+                # a dark crescent along the edge, inside it, is a chip too (glass broken off
+                # along the edge, elongated but no scratch: a scratch crosses the edge or runs apart)
+                across = np.radians(col("orientation_deg") - col("angle_deg"))
+                crescent = (scratch
+                            & (np.abs(np.sin(across)) >= np.cos(np.radians(float(naming["chip_crescent_max_angle_deg"]))))
+                            & (col("cladding_edge_distance_um") <= float(gap))
+                            & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
+                            & (col("local_snr") < 0)
+                            & (col("length_um") <= float(naming["chip_crescent_max_length_um"])))
+                moves.append((crescent, "chip"))
     return moves
 
 

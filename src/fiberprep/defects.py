@@ -96,7 +96,9 @@ def detect_defects(gray, zone_map, geometry, params):
     faded pieces are followed end to end); a blob
     thicker than the scratch it lies on, or wider than it at a point of its
     path (a pit on it), or of the opposite polarity (a dark pit on a bright
-    scratch), stays its own defect. Region masks are cut where the
+    scratch), stays its own defect. A large region whose edge is wider than any
+    defect's (a swell the background left under a hot spot) is dropped. Region masks
+    are cut where the
     intensity is half way between the local background and the defect's
     core (a blurred step's true edge), lines at half their local peak. Work is restricted
     to the analysed area's bounding box at a resolution no finer than
@@ -169,6 +171,7 @@ def detect_defects(gray, zone_map, geometry, params):
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
+    labels, source = _drop_swells(labels, source, resid, regions > 0, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
     ys, xs = _nonzero(labels)
@@ -1952,6 +1955,54 @@ def _drop_rings(labels, source, ring, px, params):
     lut[keep[1:]] = np.arange(1, keep.size)
     return _relabel(labels, lut), source[keep]
 
+
+
+def _drop_swells(labels, source, resid, valid, px, params):
+    """Remove region instances whose outline is an illumination swell, not an edge.
+
+    A defect on the end face (particle, film, pit) changes the image over an edge no
+    wider than the optics' blur plus its own softness; a swell the background model
+    leaves (under a hot spot, in a vignetted corner) rises over tens of µm. The edge
+    width of an instance is its contrast (median of the log residual ``resid`` inside
+    it against the ring ``swell_ring_um`` outside it, within ``valid`` and off other
+    instances) over the mean gradient of the residual, smoothed over
+    ``swell_smooth_um``, on its outline. Instances of at least ``swell_min_area_um2``
+    that the line filter did not find, with an edge wider than ``swell_min_edge_um``,
+    are dropped. Returns the renumbered labels and per-label sources.
+    """
+    n = int(labels.max()) + 1
+    area = np.bincount(labels.ravel(), minlength=n)
+    cand = np.flatnonzero((area >= px(1.0) ** 2 * params["swell_min_area_um2"])
+                          & ((source & _SCRATCH) == 0) & (np.arange(n) > 0))
+    if cand.size == 0:
+        return labels, source
+    r_in, r_out = (max(1, round(px(um))) for um in params["swell_ring_um"])
+    smooth = max(0.5, px(params["swell_smooth_um"]))
+    margin = r_out + math.ceil(3 * smooth) + 2
+    boxes = _label_boxes(labels, n)
+    drop = np.zeros(n, bool)
+    for i in cand:
+        win = tuple(slice(max(0, s.start - margin), min(size, s.stop + margin))
+                    for s, size in zip(boxes[i], labels.shape))
+        inside = (labels[win] == i).view(np.uint8)
+        ring = ((cv2.dilate(inside, _disk(2 * r_out + 1)) > 0)
+                & ~(cv2.dilate(inside, _disk(2 * r_in + 1)) > 0) & valid[win] & (labels[win] == 0))
+        if np.count_nonzero(ring) < 10:
+            continue
+        k3 = np.ones((3, 3), np.uint8)
+        outline = (cv2.dilate(inside, k3) > 0) & ~(cv2.erode(inside, k3) > 0)
+        r = cv2.GaussianBlur(resid[win], (0, 0), smooth)
+        # Sobel (ksize 3) is 8 x the central difference; the slope per µm
+        slope = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0)[outline],
+                         cv2.Sobel(r, cv2.CV_32F, 0, 1)[outline]).mean() / 8.0 * px(1.0)
+        contrast = abs(float(np.median(resid[win][inside > 0])) - float(np.median(resid[win][ring])))
+        drop[i] = contrast > params["swell_min_edge_um"] * slope
+    if not drop.any():
+        return labels, source
+    keep = np.flatnonzero(~drop)
+    lut = np.zeros(n, labels.dtype)
+    lut[keep[1:]] = np.arange(1, keep.size)
+    return _relabel(labels, lut), source[keep]
 
 def _drop_short_lines(labels, source, min_len):
     """``labels`` without the instances only the line filter found (no region

@@ -379,19 +379,22 @@ def main(argv=None) -> int:
               f"{row['dry_run']['jobs']} jobs", flush=True)
         if n not in args.end_to_end:
             continue
+        # the reference right before and right after this run: the mean of the two
+        # follows a machine whose speed drifts (this VM's reference moved 206 -> 168 ms
+        # over one 1 000-image run; a reading from before an earlier, shorter run would
+        # be stale), and both are printed
+        *_, before_s, before_cpu = reference_per_image(work, cfg)
         run = end_to_end(conf, args.cores, work / f"run_{n}.log")
-        # the reference again, right after the run: the mean of the readings before and
-        # after follows a load that changed during the run (one reading alone can be
-        # 20 % off on a shared machine; both are printed)
         *_, after_s, after_cpu = reference_per_image(work, cfg)
         gather = reference_gather(features, len(pool), n, cfg)
-        ideal = (n * (per_image_s + after_s) / 2 + gather["wall"]) / args.cores
+        ideal = (n * (before_s + after_s) / 2 + gather["wall"]) / args.cores
         in_run = (recorded_seconds(results) + gather["wall"]) / args.cores
-        cpu_ref = n * (per_image_cpu + after_cpu) / 2 + gather["cpu"]
+        cpu_ref = n * (before_cpu + after_cpu) / 2 + gather["cpu"]
         print(f"reference per image after the run: {1e3 * after_s:.0f} ms (CPU "
-              f"{1e3 * after_cpu:.0f} ms); before: {1e3 * per_image_s:.0f} ms (CPU "
-              f"{1e3 * per_image_cpu:.0f} ms)", flush=True)
+              f"{1e3 * after_cpu:.0f} ms); before: {1e3 * before_s:.0f} ms (CPU "
+              f"{1e3 * before_cpu:.0f} ms)", flush=True)
         row["end_to_end"] = {"seconds": run["seconds"], "cpu_seconds": run["cpu_seconds"],
+                             "reference_ms_before": 1e3 * before_s,
                              "reference_ms_after": 1e3 * after_s,
                              "reference_cpu_ms_after": 1e3 * after_cpu,
                              "ideal_seconds": ideal, "gather_seconds": gather["wall"],

@@ -678,25 +678,30 @@ def test_round_widenings_split_off_a_line_unless_they_repeat_along_it(centres, s
 
 def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     """A broad illumination swell (Gaussian bump, sigma 30 µm) that a region candidate
-    outlines at half its height has no edge: dropped. A film of the same contrast whose
-    edge is blurred by 4 µm (softer than the generator's softest oil), and a line the line
-    filter found over the swell, are kept."""
+    outlines at half its height has no edge and no plateau: dropped. A film of the same
+    contrast whose edge is blurred by 8 µm (softer than the generator's softest oil, 6 µm:
+    its edge is wider than swell_min_edge_um) keeps a flat plateau inside it: kept, as is
+    a line the line filter found over the swell."""
     from fiberprep.defects import _REGION, _SCRATCH, _drop_swells
 
     params = cfg["detection"]
     px = lambda um: um / 0.5  # noqa: E731
-    yy, xx = np.mgrid[0:300, 0:500].astype(np.float32)
+    yy, xx = np.mgrid[0:320, 0:640].astype(np.float32)
     rng = np.random.default_rng(0)
-    swell = 0.08 * np.exp(-((xx - 120) ** 2 + (yy - 150) ** 2) / (2 * px(30.0) ** 2))
-    disc = (np.hypot(xx - 370, yy - 150) < px(25.0)).astype(np.float32)
-    film = -0.08 * cv2.GaussianBlur(disc, (0, 0), px(4.0))
+    swell = 0.08 * np.exp(-((xx - 150) ** 2 + (yy - 160) ** 2) / (2 * px(30.0) ** 2))
+    disc = (np.hypot(xx - 450, yy - 160) < px(40.0)).astype(np.float32)
+    film = -0.08 * cv2.GaussianBlur(disc, (0, 0), px(8.0))
     resid = (swell + film + rng.normal(0, 0.01, xx.shape)).astype(np.float32)
     labels = np.zeros(xx.shape, np.uint16)
     labels[swell > 0.04] = 1
     labels[film < -0.04] = 2
-    line = (np.abs(yy - 150) < 2) & (np.abs(xx - 120) < 40)
-    labels[line] = 3
+    labels[(np.abs(yy - 160) < 2) & (np.abs(xx - 150) < 40)] = 3
     source = np.array([0, _REGION, _REGION, _SCRATCH], np.int8)
-    out, src = _drop_swells(labels, source, resid, np.ones(xx.shape, bool), px, params)
+    valid = np.ones(xx.shape, bool)
+    out, src = _drop_swells(labels, source, resid, valid, px, params)
     assert int(out.max()) == 2 and list(src) == [0, _REGION, _SCRATCH]
-    assert out[150, 370] == 1 and out[150, 120] == 2 and out[140, 120] == 0
+    assert out[160, 450] == 1 and out[160, 150] == 2 and out[150, 150] == 0
+    # the film's edge is wider than swell_min_edge_um: only its plateau keeps it
+    no_plateau_test = dict(params, swell_min_slope_ratio=0.0)
+    out, _ = _drop_swells(labels, source, resid, valid, px, no_plateau_test)
+    assert out[160, 450] == 0

@@ -1967,8 +1967,11 @@ def _drop_swells(labels, source, resid, valid, px, params):
     it against the ring ``swell_ring_um`` outside it, within ``valid`` and off other
     instances) over the mean gradient of the residual, smoothed over
     ``swell_smooth_um``, on its outline. Instances of at least ``swell_min_area_um2``
-    that the line filter did not find, with an edge wider than ``swell_min_edge_um``,
-    are dropped. Returns the renumbered labels and per-label sources.
+    that the line filter did not find, with an edge wider than ``swell_min_edge_um``
+    and no plateau inside (the residual's mean slope, half that width in from the
+    outline, at least ``swell_min_slope_ratio`` times the outline's: a soft film is
+    flat there, a swell keeps rising), are dropped. Returns the renumbered labels and
+    per-label sources.
     """
     n = int(labels.max()) + 1
     area = np.bincount(labels.ravel(), minlength=n)
@@ -1996,7 +1999,17 @@ def _drop_swells(labels, source, resid, valid, px, params):
         slope = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0)[outline],
                          cv2.Sobel(r, cv2.CV_32F, 0, 1)[outline]).mean() / 8.0 * px(1.0)
         contrast = abs(float(np.median(resid[win][inside > 0])) - float(np.median(resid[win][ring])))
-        drop[i] = contrast > params["swell_min_edge_um"] * slope
+        width = contrast / max(slope, 1e-12)  # µm
+        if width <= params["swell_min_edge_um"]:
+            continue
+        # a soft film still has a plateau: inside its edge zone (half the edge width in
+        # from the outline) the residual is flat; a swell keeps rising toward its top
+        inner = cv2.erode(inside, _disk(2 * px(max(params["swell_ring_um"][0], width / 2)) + 1)) > 0
+        if np.count_nonzero(inner) < 10:
+            continue
+        inner_slope = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0)[inner],
+                               cv2.Sobel(r, cv2.CV_32F, 0, 1)[inner]).mean() / 8.0 * px(1.0)
+        drop[i] = inner_slope >= params["swell_min_slope_ratio"] * slope
     if not drop.any():
         return labels, source
     keep = np.flatnonzero(~drop)

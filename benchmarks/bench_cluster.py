@@ -41,7 +41,7 @@ from sklearn.metrics import adjusted_rand_score
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_config, match_instances, synth_cases  # noqa: E402
 
-from fiberprep import clustering, grading  # noqa: E402
+from fiberprep import clustering, grading, pipeline  # noqa: E402
 from fiberprep.zones import ZONE_IDS  # noqa: E402
 from fiberprep.defects import detect_defects  # noqa: E402
 from fiberprep.features import defect_features  # noqa: E402
@@ -184,6 +184,7 @@ def main(argv=None):
     cfg = load_config()
     params = cfg["clustering"]
     cv2.setNumThreads(1)  # one core, as in the workflow's pool workers (CPU time, not wall)
+    pipeline.one_math_thread()  # ... and one BLAS thread, as every job and worker has
     feats, images, ms = collect(args.n, args.seed, cfg, args.detections, args.cache)
     model = clustering.fit_model(feats, params)
     feats["cluster"] = clustering.assign_clusters(model, feats)

@@ -1948,13 +1948,7 @@ def _drop_rings(labels, source, ring, px, params):
     d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
     seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
     drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
-    if not drop.any():
-        return labels, source
-    keep = np.flatnonzero(~drop)
-    lut = np.zeros(n, labels.dtype)
-    lut[keep[1:]] = np.arange(1, keep.size)
-    return _relabel(labels, lut), source[keep]
-
+    return _without(labels, source, drop)
 
 
 def _drop_swells(labels, source, resid, valid, px, params):
@@ -2007,10 +2001,16 @@ def _drop_swells(labels, source, resid, valid, px, params):
         inner = cv2.erode(inside, _disk(2 * inset + 1)) > 0
         if np.count_nonzero(inner) >= 10:
             drop[i] = grad[inner].mean() >= params["swell_min_slope_ratio"] * slope
+    return _without(labels, source, drop)
+
+
+def _without(labels, source, drop):
+    """``labels`` and their per-label ``source`` without the labels ``drop`` marks
+    (bool per label, 0 never), renumbered 1..k in order."""
     if not drop.any():
         return labels, source
     keep = np.flatnonzero(~drop)
-    lut = np.zeros(n, labels.dtype)
+    lut = np.zeros(drop.size, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
     return _relabel(labels, lut), source[keep]
 

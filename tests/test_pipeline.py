@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import subprocess
-import os
 import sys
 
 import numpy as np
@@ -262,8 +262,6 @@ def test_keep_freed_memory_spares_the_page_faults_of_each_image():
 def test_jobs_run_one_blas_thread(tmp_path):
     """A job process (log_to) limits BLAS to one thread: the shard pools are the
     parallelism, and OpenBLAS's threads only spin on the small fits."""
-    import subprocess
-
     code = ("import sys; from fiberprep import pipeline; from threadpoolctl import threadpool_info\n"
             "pipeline.log_to(sys.argv[1])\n"
             "print(max(i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'))\n")

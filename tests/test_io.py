@@ -229,6 +229,14 @@ def test_size_limits_come_from_the_parameters(bad_dir):
     assert fio.load_image(folder / "fiber.png", 320 * 240, 240)[0].shape == SHAPE
 
 
+@pytest.mark.parametrize("value, word", [(0, "black"), (128, "gray"), (255, "white")])
+def test_blank_image_reason_names_its_level(tmp_path, value, word):
+    path = tmp_path / "blank.png"
+    cv2.imwrite(str(path), np.full(SHAPE, value, np.uint8))
+    with pytest.raises(fio.ImageRejected, match=f"uniformly {word}"):
+        fio.load_image(path, MAX_PIXELS, MIN_SIDE)
+
+
 def test_to_gray_scales_by_significant_bits():
     assert fio.to_gray(np.array([[0, 255]], np.uint8)).tolist() == [[0.0, 1.0]]
     assert fio.to_gray(np.array([[0, 1023]], np.uint16)).tolist() == [[0.0, 1.0]]

@@ -389,7 +389,7 @@ def load_image(path, max_pixels: int, min_side_px: int) -> tuple[np.ndarray, np.
     gray = to_gray(pixels)
     lo, hi, _, _ = cv2.minMaxLoc(gray)
     if hi - lo < BLANK_RANGE:
-        level = "black" if hi < 0.5 else "white" if lo > 0.5 else "gray"
+        level = "black" if hi < 0.1 else "white" if lo > 0.9 else "gray"
         raise ImageRejected(f"image is blank (uniformly {level})")
     display = pixels if pixels.dtype == np.uint8 else _to_uint8(_scale_unit(pixels))
     channels = display.shape[2] if display.ndim == 3 else 1

@@ -587,10 +587,34 @@ def test_particle_on_a_fine_scratch_is_its_own_defect(cfg, diameter_px, n_defect
     cv2.line(line, (10, 40), (110, 40), 1, 3)
     zs = np.where(line > 0, -6.0, 0.0).astype(np.float32)
     zs[region > 0] = -20.0
-    labels, source = _merge(region > 0, line.astype(np.int32), np.array([0.0, 3.0]), zs,
-                            np.zeros(region.shape, bool), lambda um: um / 0.5, cfg["detection"])
+    # the line's mean width as the line filter would measure it with the blob within
+    # reach (area / centre-line length), and its median width along the line
+    mean_width = float(((line > 0) | (region > 0)).sum()) / 101
+    labels, source = _merge(region > 0, line.astype(np.int32), np.array([0.0, mean_width]),
+                            np.array([0.0, 3.0]), zs, np.zeros(region.shape, bool),
+                            lambda um: um / 0.5, cfg["detection"])
     assert labels.max() == n_defects
     assert (labels[40, 60] != labels[40, 15]) == (n_defects == 2)
+
+
+def test_line_width_is_the_median_along_the_line_not_widened_by_a_blob():
+    # a 3 px line with a 12 px particle beside it, both within the line's reach: the
+    # particle widens the mean width (pixels per centre-line pixel), not the median along
+    # the medial axis
+    import cv2
+
+    from fiberprep.defects import _line_widths
+
+    mask = np.zeros((60, 120), np.uint8)
+    mask[29:32, 10:111] = 1
+    cv2.circle(mask, (60, 37), 6, 1, -1)
+    medial = np.zeros(mask.shape, np.uint16)  # the line's axis, and a spur into the particle
+    medial[30, 10:111] = 1
+    medial[31:38, 60] = 1
+    mean = mask.sum() / 101
+    width = _line_widths(mask > 0, medial, 2)
+    assert mean > 3.5
+    assert width[0] == 0 and width[1] == pytest.approx(3.0, abs=0.5)
 
 
 def test_defects_filling_a_core_do_not_raise_its_do2mr_threshold(cfg):

@@ -165,9 +165,9 @@ def detect_defects(gray, zone_map, geometry, params):
     wide = cv2.morphologyEx(region_mask[win].view(np.uint8), cv2.MORPH_OPEN,
                             _disk(px(params["scratch_max_width_um"])))
     blob[win] = cv2.dilate(wide, reach) > 0
-    scratch_labels, widths = _scratch_candidates(zs, seed_ok & ~blob, visible, centre, px, params)
+    scratch_labels, widths, line_widths = _scratch_candidates(zs, seed_ok & ~blob, visible, centre, px, params)
     dark_dot = rel <= -math.log1p(params["dot_min_contrast"])
-    labels, source = _merge(region_mask, scratch_labels, widths, zs, dark_dot, px, params)
+    labels, source = _merge(region_mask, scratch_labels, widths, line_widths, zs, dark_dot, px, params)
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
@@ -1155,7 +1155,10 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     stay apart); collinear segments are joined into one scratch each.
     Returns a label image, one label per scratch: its centre line where
     the image supports it plus the pixels around it above half the line's
-    local peak |z|, and each label's mean width (pixels per centre-line pixel).
+    local peak |z|; each label's mean width (pixels per centre-line pixel);
+    and its line width, the median local width along the label's medial axis
+    (``_line_widths``), at most the mean: a blob the line runs into or passes
+    within reach widens the mean, not the median.
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
@@ -1180,7 +1183,7 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
     lines = _keep_lines(hyst, ori, zsl, centre_l, lpx, params)
     if not lines.any():
-        return np.zeros((h, w), np.uint16), np.zeros(1)
+        return np.zeros((h, w), np.uint16), np.zeros(1), np.zeros(1)
     if small != (w, h):
         lines = cv2.resize(lines, (w, h), interpolation=cv2.INTER_NEAREST)
     kern = _disk(2 * px(params["scratch_reach_um"]) + 1)
@@ -1205,7 +1208,26 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     # axis: one pixel gaps between the two flanks belong to the scratch
     mask |= near & _gaps(mask)
     labels[box] = np.where(mask, reach_lab, 0)
-    return labels, width
+    medial = np.where(skeletonize(mask), reach_lab, 0)
+    return labels, width, np.minimum(width, _line_widths(mask, medial, n))
+
+
+def _line_widths(mask, medial, n):
+    """Median local width (px) of each line 0..n-1 along its medial axis: at a
+    pixel of label ``medial`` (the skeleton of ``mask``, labelled), twice its
+    distance to the outside of ``mask`` less one (a line of width w has distance
+    (w + 1) / 2 there); 0 for a label without medial pixels."""
+    dist = cv2.distanceTransform(np.pad(mask, 1).view(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
+    ys, xs = _nonzero(medial)
+    k = medial[ys, xs].astype(np.int64)
+    local = 2.0 * dist[ys, xs] - 1.0
+    order = np.lexsort((local, k))
+    k, local = k[order], local[order]
+    first, last = np.searchsorted(k, np.arange(n)), np.searchsorted(k, np.arange(n), "right")
+    out = np.zeros(n)
+    has = last > first
+    out[has] = 0.5 * (local[(first[has] + last[has] - 1) // 2] + local[(first[has] + last[has]) // 2])
+    return np.maximum(out, 1.0) * has
 
 
 def _n_orientations(params):
@@ -1604,17 +1626,17 @@ def _draw_link(out, sa, sb, value):
     cv2.line(out, tuple(int(round(v)) for v in p), tuple(int(round(v)) for v in q), int(value), 1)
 
 
-def _merge(region_mask, s_lab, s_width, zs, dot, px, params):
+def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     """One label per physical defect.
 
-    ``s_lab`` holds one label per scratch and ``s_width`` its width
-    (``_scratch_candidates``); region
+    ``s_lab`` holds one label per scratch, ``s_width`` its mean width and
+    ``s_line_width`` its line width (``_scratch_candidates``); region
     candidates closer than ``merge_gap_um`` join. A region candidate lying
     mostly on a scratch, or along it (within ``merge_gap_um``) and fainter
     (the shading beside a groove), is part of it (source "both") unless it is thicker
-    (``_thickness``) than three times the scratch's width or than
+    (``_thickness``) than three times the scratch's line width or than
     ``scratch_max_width_um``, or round (major/minor below ``_ROUND``) and thicker
-    than a bead (``_BEAD`` times the scratch's width, and 3 px more): then it
+    than a bead (``_BEAD`` times the scratch's line width, and 3 px more): then it
     is its own defect (a pit or a particle on the scratch) and keeps its pixels;
     a scratch lying mostly on such a blob and never ``scratch_min_length_um``
     away from it is the blob's flank and is dropped. The part of a candidate on a scratch whose
@@ -1669,7 +1691,7 @@ def _merge(region_mask, s_lab, s_width, zs, dot, px, params):
     # ... unless it is wider than the scratch (a pit or dust particle on its path)
     r_img = np.zeros(region_mask[box].shape, np.int32)
     r_img[by, bx] = r
-    thick, sw = _thickness(r_img, n_r, by, bx), s_width[best]
+    thick, sw = _thickness(r_img, n_r, by, bx), s_line_width[best]
     wide = thick >= np.minimum(px(params["scratch_max_width_um"]), 3 * sw)
     # ... or a round blob thicker than a bead of it (a particle on a fine scratch)
     r_major, r_minor = _axes(r, ys, xs, n_r)

@@ -1157,8 +1157,9 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     the image supports it plus the pixels around it above half the line's
     local peak |z|; each label's mean width (pixels per centre-line pixel);
     and its line width, the median local width along the label's medial axis
-    (``_line_widths``), at most the mean: a blob the line runs into or passes
-    within reach widens the mean, not the median.
+    (``_line_widths``; the mean where the label keeps no medial pixel), at most
+    the mean: a blob the line runs into or passes within reach widens the mean,
+    not the median.
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
@@ -1208,15 +1209,15 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     # axis: one pixel gaps between the two flanks belong to the scratch
     mask |= near & _gaps(mask)
     labels[box] = np.where(mask, reach_lab, 0)
-    medial = np.where(skeletonize(mask), reach_lab, 0)
-    return labels, width, np.minimum(width, _line_widths(mask, medial, n))
+    line = _line_widths(mask, np.where(skeletonize(mask), reach_lab, 0), n)
+    return labels, width, np.where(line > 0, np.minimum(width, line), width)
 
 
 def _line_widths(mask, medial, n):
     """Median local width (px) of each line 0..n-1 along its medial axis: at a
     pixel of label ``medial`` (the skeleton of ``mask``, labelled), twice its
     distance to the outside of ``mask`` less one (a line of width w has distance
-    (w + 1) / 2 there); 0 for a label without medial pixels."""
+    (w + 1) / 2 there), at least 1; 0 for a label without medial pixels."""
     dist = cv2.distanceTransform(np.pad(mask, 1).view(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
     ys, xs = _nonzero(medial)
     k = medial[ys, xs].astype(np.int64)

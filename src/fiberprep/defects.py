@@ -1217,18 +1217,10 @@ def _line_widths(mask, medial, n):
     """Median local width (px) of each line 0..n-1 along its medial axis: at a
     pixel of label ``medial`` (the skeleton of ``mask``, labelled), twice its
     distance to the outside of ``mask`` less one (a line of width w has distance
-    (w + 1) / 2 there), at least 1; 0 for a label without medial pixels."""
+    (w + 1) / 2 there; at least 1 on ``mask``); 0 for a label without medial pixels."""
     dist = cv2.distanceTransform(np.pad(mask, 1).view(np.uint8), cv2.DIST_L2, 5)[1:-1, 1:-1]
     ys, xs = _nonzero(medial)
-    k = medial[ys, xs].astype(np.int64)
-    local = 2.0 * dist[ys, xs] - 1.0
-    order = np.lexsort((local, k))
-    k, local = k[order], local[order]
-    first, last = np.searchsorted(k, np.arange(n)), np.searchsorted(k, np.arange(n), "right")
-    out = np.zeros(n)
-    has = last > first
-    out[has] = 0.5 * (local[(first[has] + last[has] - 1) // 2] + local[(first[has] + last[has]) // 2])
-    return np.maximum(out, 1.0) * has
+    return _label_median(medial[ys, xs].astype(np.int64), 2.0 * dist[ys, xs] - 1.0, n)
 
 
 def _n_orientations(params):

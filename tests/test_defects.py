@@ -685,6 +685,33 @@ def test_pieces_of_one_film_join_and_separate_particles_do_not(cfg):
     assert (out & ~film & ~dots).sum() < 0.05 * film.sum()  # the joined outline stays on the film
 
 
+def test_a_faint_film_fills_its_holes_and_takes_its_crumbs_while_dense_and_thin_things_keep_their_outline(cfg):
+    """A faint film found as a ragged, holed instance takes its extent (its half-way cut
+    at the coarse scale) and the faint crumb beside it; a strong particle on it and a
+    cross of thin faint lines (not line-shaped as a whole, but thinner than the
+    smoothing) keep their own pixels."""
+    from fiberprep.defects import _REGION, _fill_films
+
+    params = cfg["detection"]
+    px = lambda um: um / 0.5  # noqa: E731
+    yy, xx = np.mgrid[0:240, 0:360]
+    rng = np.random.default_rng(1)
+    film = ((yy - 120) / 45.0) ** 2 + ((xx - 80) / 60.0) ** 2 < 1
+    crumb = film & (np.hypot(yy - 120, xx - 125) < 5)
+    dot = np.hypot(yy - 120, xx - 60) < 8
+    cross = ((np.abs(yy - 170) < 2) & (np.abs(xx - 260) < 40)) | ((np.abs(xx - 260) < 2) & (np.abs(yy - 170) < 40))
+    lin = np.where(film, -0.08, 0.0).astype(np.float32)
+    lin[dot], lin[cross] = -0.4, -0.15
+    labels = np.zeros(film.shape, np.uint16)
+    labels[film & (rng.random(film.shape) > 0.3) & (np.abs(xx - 125) > 8)] = 1  # holed, a crumb apart
+    labels[crumb], labels[dot], labels[cross] = 2, 3, 4
+    source = np.array([0, _REGION, _REGION, _REGION, _REGION], np.int8)
+    out = _fill_films(labels, source, lin, np.ones(film.shape, bool), px, params)
+    assert ((out == 1) & film).sum() > 0.95 * (film & ~dot).sum() and not (out == 2).any()
+    assert ((out == 1) & ~film).sum() < 0.05 * film.sum()
+    assert np.array_equal(out == 3, dot) and np.array_equal(out == 4, cross)
+
+
 @pytest.mark.parametrize("centres, split", [((50,), True), ((20, 40, 60, 80), False)])
 def test_round_widenings_split_off_a_line_unless_they_repeat_along_it(centres, split):
     # one disc on a 4 px line is a pit on the scratch; a row of them is a dashed line's

@@ -171,6 +171,7 @@ def detect_defects(gray, zone_map, geometry, params):
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
+    labels = _fill_films(labels, source, lin, regions > 0, px, params)
     labels, source = _drop_swells(labels, source, resid, regions > 0, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
@@ -875,10 +876,8 @@ def _join_film_pieces(mask, lin, valid, px, params):
     for i in ids:
         x, y, bw, bh = stats[i, :4]
         win = np.s_[max(y - reach, 0):y + bh + reach, max(x - reach, 0):x + bw + reach]
-        own = lab[win] == i
-        level = np.sign(med[i]) * lc[win] >= max(floor, params["mask_level"] * abs(med[i]))
-        grow = level & (cv2.dilate(own.view(np.uint8), near) > 0) & valid[box][win]
-        pieces.append({"grown": (win, _reconstruct(own, grow)), "sign": np.sign(med[i]),
+        grown = _film_extent(lab[win] == i, lc[win], med[i], valid[box][win], near, floor, params)
+        pieces.append({"grown": (win, grown), "sign": np.sign(med[i]),
                        "c": (x + bw / 2, y + bh / 2), "extent": math.hypot(bw, bh) / 2 + reach})
     # pieces of one sign whose extents meet are one film
     root, _ = _link_pieces(pieces, lambda a, b: a["sign"] == b["sign"] and _meet(a["grown"], b["grown"]), 0.0)
@@ -889,6 +888,67 @@ def _join_film_pieces(mask, lin, valid, px, params):
             win, e = p["grown"]
             sub[win] |= e
     return out
+
+
+def _film_extent(own, lc, med, valid, near, floor, params):
+    """The extent of a film piece ``own`` (bool, in a window): the ``valid`` pixels
+    within the footprint ``near`` of it where the smoothed residual ``lc`` has the
+    sign of its median ``med`` and at least ``mask_level`` of it (never below
+    ``floor``), connected to it."""
+    level = np.sign(med) * lc >= max(floor, params["mask_level"] * abs(med))
+    return _reconstruct(own, level & (cv2.dilate(own.view(np.uint8), near) > 0) & valid)
+
+
+def _fill_films(labels, source, lin, valid, px, params):
+    """``labels`` with each faint film instance grown over its extent.
+
+    A film is a thin, faint layer: its half-way cut in the fine residual is ragged
+    and holed. A region instance (no line found in it) of at least
+    ``film_piece_um2``, not line-shaped, whose median residual is below
+    ``film_max_contrast`` unsmoothed and smoothed over half a coarse block, and
+    keeps at least ``mask_level`` of it there (a layer wider than the smoothing:
+    crossing thin lines do not), takes the unlabelled pixels of its extent
+    (``_film_extent`` within ``film_gap_um``), and the faint region instances
+    lying at least half within it (its crumbs) join it. Denser things (particles, pits,
+    chips: higher contrast, sharp edges) keep their own outline. Run after
+    ``_drop_rings``: an arc of the fiber's own structure must be judged by its own
+    outline, not its extent.
+    """
+    n = int(labels.max()) + 1
+    floor, top = math.log1p(params["coarse_min_contrast"]), math.log1p(params["film_max_contrast"])
+    reach = int(math.ceil(px(params["film_gap_um"])))
+    box = _mask_box(labels > 0, reach)
+    lab = labels[box]
+    ys, xs = _nonzero(lab)
+    if ys.size == 0:
+        return labels
+    k = lab[ys, xs]
+    lc = cv2.GaussianBlur(lin[box], (0, 0), px(params["coarse_um"]) / 2)
+    med, fine = _label_median(k, lc[ys, xs], n), _label_median(k, lin[box][ys, xs], n)
+    major, minor = _axes(k, ys, xs, n)
+    area = np.bincount(k, minlength=n)
+    films = np.flatnonzero(
+        (area >= px(1.0) ** 2 * params["film_piece_um2"]) & (major < params["linear_aspect"] * np.maximum(minor, 1.0))
+        & (np.abs(med) >= floor) & (np.maximum(np.abs(med), np.abs(fine)) < top)
+        & (np.abs(med) >= params["mask_level"] * np.abs(fine)) & (source[:n] == _REGION) & (np.arange(n) > 0))
+    if films.size == 0:
+        return labels
+    out = labels.copy()
+    sub = out[box]
+    near = _disk(2 * reach + 1)
+    boxes = _label_boxes(lab, n)
+    crumb = (source[:n] == _REGION) & (np.abs(fine) < top) & (np.arange(n) > 0)  # (a particle on it is denser)
+    into = np.arange(n)
+    for i in films:
+        win = tuple(slice(max(0, b.start - reach), min(size, b.stop + reach)) for b, size in zip(boxes[i], lab.shape))
+        grown = _film_extent(lab[win] == i, lc[win], med[i], valid[box][win], near, floor, params)
+        sub[win][grown & (sub[win] == 0)] = i
+        # region instances mostly within the extent are pieces of the film
+        held = np.bincount(lab[win][grown], minlength=n)
+        into[np.flatnonzero(crumb & (2 * held >= area) & (np.arange(n) != i))] = into[i]
+    while not np.array_equal(into[into], into):  # a film taken into another film
+        into = into[into]
+    return _relabel(out, into.astype(out.dtype)) if (into != np.arange(n)).any() else out
 
 
 def _meet(a, b):

@@ -316,6 +316,20 @@ def _banded_disc(inside, outside, lo, hi, band_level, grain=0.0, seed=0):
     return np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
 
 
+def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring():
+    # a dark fiber whose glass brightens in a bevel rim just inside its edge (oblique
+    # light), then a dark epoxy ring, then the bright ferrule: the strongest step is the
+    # ring's outer edge; the rim between the glass and the ring is no reason to doubt
+    # that the ring's inner boundary is the glass edge
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    img = np.select([d < -4.0, d < 0.0, d < 6.0], [0.30, 0.385, 0.19], 0.64).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+
+
 @pytest.mark.parametrize("inside,outside", [(0.8, 0.2), (0.3, 0.7)])
 @pytest.mark.parametrize("share", [0.4, 0.6])
 def test_rim_inside_the_glass_edge_ends_at_its_outer_step(inside, outside, share):

@@ -1051,11 +1051,13 @@ def _dark_ring(level, steps, sign, band_px, wide_px, params):
     diffraction fringe outside the fitted edge can make that edge the glass's: the
     fringe belongs to the ring's outer edge. A valley at least ``epoxy_level_share``
     of the ring-to-ferrule step deep, wider at half depth than a bevel line
-    (``wide_px``), that rises back to a flat glass level (a plateau of 2 px, 3 px
-    past the crossing, varying by under a quarter of the depth) within ``band_px``
-    of the edge is a ring; its inward half-depth crossing is the glass edge. (A
-    multimode cladding, darker than core and ferrule, is wider than the band, and
-    the core's blurred edge is no plateau.)
+    (``wide_px``), that rises back to glass within ``band_px`` of the edge is a
+    ring; its inward half-depth crossing is the glass edge. Glass: over half
+    ``band_px`` from 3 px past the crossing, never back down to half depth (a
+    bright bevel rim may stand between the glass and the ring) and flat in the
+    inner half (varying by under a quarter of the depth). (A multimode cladding,
+    darker than core and ferrule, is wider than the band, and the core's blurred
+    edge is not flat.)
     """
     v = sign * level  # the ring is low
     inner = np.nonzero((steps >= -band_px) & (steps <= 0))[0]
@@ -1073,8 +1075,11 @@ def _dark_ring(level, steps, sign, band_px, wide_px, params):
         k0 -= 1
     while k1 + 1 < len(v) and v[k1 + 1] < half:
         k1 += 1
-    plateau = v[inward[steps[inward] <= steps[k0] - 3.0]]
-    if len(plateau) < 4 or np.ptp(plateau) > 0.25 * depth:
+    # the glass inside: half ``band_px`` from 3 px inside the crossing on, never as low
+    # as the ring (a bevel rim, brighter, may come first) and flat in its inner half (a
+    # core's blurred edge keeps rising)
+    plateau = v[(steps <= steps[k0] - 3.0) & (steps >= steps[k0] - 3.0 - 0.5 * band_px)]
+    if len(plateau) < 8 or plateau.min() < half or np.ptp(plateau[: len(plateau) // 2]) > 0.25 * depth:
         return None
     if steps[k1] - steps[k0] + 0.5 < wide_px:
         return None

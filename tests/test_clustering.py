@@ -236,6 +236,25 @@ def test_dark_notch_on_the_edge_is_a_chip_whatever_cluster_is_nearest(first):
     assert "chip" not in types(chips.assign(cladding_edge_distance_um=gap, cladding_overhang_um=-gap))
 
 
+def test_chips_too_few_for_a_cluster_of_their_own_get_one_from_the_member_rules():
+    """A folder with few chips among many pits: the clustering puts them with the pits,
+    so the rules that send a notch to a chip cluster had none; the fit adds one of the
+    notches, and they are typed chip. With fewer notches than chip_min_members, none."""
+    data = fake_features(80, seed=3)
+    naming = PARAMS["naming"]
+    chips = data["truth"] == "chip"
+    notch = chips & (data["local_snr"] <= naming["chip_max_snr"]) & (
+        data["aspect_ratio"] <= naming["chip_max_aspect_ratio"]) & (data["solidity"] >= naming["chip_min_solidity"])
+    few = pd.concat([data[~chips], data[notch].head(8)], ignore_index=True)
+    model = clustering.fit_model(few, params(k=3))
+    types = clustering.apply_review(clustering.assign_clusters(model, few), model, None)
+    assert sum(v["type"] == "chip" for v in model["names"].values()) == 1
+    assert (types[few["truth"] == "chip"] == "chip").all() and (types[few["truth"] != "chip"] != "chip").all()
+    fewer = pd.concat([data[~chips], data[notch].head(naming["chip_min_members"] - 1)], ignore_index=True)
+    model = clustering.fit_model(fewer, params(k=3))
+    assert all(v["type"] != "chip" for v in model["names"].values())
+
+
 @pytest.mark.parametrize("across_deg, chip", [(0.0, False), (90.0, True), (80.0, True)])
 def test_dark_crescent_along_the_edge_is_a_chip(first, across_deg, chip):
     """A dark elongated defect of a scratch cluster lying along the cladding edge, inside

@@ -208,9 +208,42 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     model["silhouette"] = scores
     _summarise(model, sample, labels)
     model["names"] = name_clusters(model)
+    _add_rule_chips(model, X, sample, labels)
     if previous is not None:
         model = relabel(model, match_clusters(previous, model), previous)
     return model
+
+
+def _add_rule_chips(model: dict, X: np.ndarray, sample: pd.DataFrame, labels: np.ndarray) -> None:
+    """One more cluster, named chip, of the fit rows the chip member rules claim, when
+    the clusters hold no chip and at least ``naming.chip_min_members`` rows meet them.
+
+    Chips are a small share of a folder's defects and lie in shape space among pits
+    and scratches: the clustering can leave them without a cluster of their own, and
+    then the member rules of :func:`assign_clusters` that send a notch or a crescent at
+    the edge to a chip cluster have none to send it to. Their rows (``X``: the fit
+    sample transformed, ``labels``: its clusters) form the new cluster; its centroid is
+    their mean, the others are summarised and named again without them.
+    """
+    types = np.array([model["names"][int(c)]["type"] for c in model["cluster_ids"]] + ["chip"])
+    if (types[:-1] == "chip").any():
+        return
+    rows = np.zeros(len(sample), bool)
+    for moved, dest in _member_moves(model, sample, types, labels):
+        if dest == "chip":
+            rows |= moved
+    n_min = int(model["params"]["naming"]["chip_min_members"])
+    if rows.sum() < max(n_min, 1):
+        return
+    chip = len(model["cluster_ids"])
+    labels = np.where(rows, chip, labels)
+    model["centroids"] = np.vstack([model["centroids"], X[rows].mean(axis=0)])
+    model["cluster_ids"] = np.arange(chip + 1)
+    _summarise(model, sample, labels)
+    model["names"] = name_clusters(model)
+    if model["names"][chip]["type"] != "chip":
+        model["names"][chip] = {"type": "chip", "rule": f"chip: {int(rows.sum())} defects meeting "
+                                "the member rules (a notch or crescent at the edge), no chip cluster"}
 
 
 def _summarise(model: dict, sample: pd.DataFrame, labels: np.ndarray) -> None:

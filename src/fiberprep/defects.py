@@ -171,7 +171,7 @@ def detect_defects(gray, zone_map, geometry, params):
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
-    labels = _fill_films(labels, source, lin, regions > 0, px, params)
+    labels, source = _fill_films(labels, source, lin, regions > 0, px, params)
     labels, source = _drop_swells(labels, source, resid, regions > 0, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
@@ -900,7 +900,8 @@ def _film_extent(own, lc, med, valid, near, floor, params):
 
 
 def _fill_films(labels, source, lin, valid, px, params):
-    """``labels`` with each faint film instance grown over its extent.
+    """``labels`` and their per-label sources with each faint film instance grown over
+    its extent (renumbered 1..k when crumbs joined a film).
 
     A film is a thin, faint layer: its half-way cut in the fine residual is ragged
     and holed. A region instance (no line found in it) of at least
@@ -921,7 +922,7 @@ def _fill_films(labels, source, lin, valid, px, params):
     lab = labels[box]
     ys, xs = _nonzero(lab)
     if ys.size == 0:
-        return labels
+        return labels, source
     k = lab[ys, xs]
     lc = cv2.GaussianBlur(lin[box], (0, 0), px(params["coarse_um"]) / 2)
     med, fine = _label_median(k, lc[ys, xs], n), _label_median(k, lin[box][ys, xs], n)
@@ -932,7 +933,7 @@ def _fill_films(labels, source, lin, valid, px, params):
         & (np.abs(med) >= floor) & (np.maximum(np.abs(med), np.abs(fine)) < top)
         & (np.abs(med) >= params["mask_level"] * np.abs(fine)) & (source[:n] == _REGION) & (np.arange(n) > 0))
     if films.size == 0:
-        return labels
+        return labels, source
     out = labels.copy()
     sub = out[box]
     near = _disk(2 * reach + 1)
@@ -948,7 +949,10 @@ def _fill_films(labels, source, lin, valid, px, params):
         into[np.flatnonzero(crumb & (2 * held >= area) & (np.arange(n) != i))] = into[i]
     while not np.array_equal(into[into], into):  # a film taken into another film
         into = into[into]
-    return _relabel(out, into.astype(out.dtype)) if (into != np.arange(n)).any() else out
+    merged = into != np.arange(n)
+    if not merged.any():
+        return out, source
+    return _without(_relabel(out, into.astype(out.dtype)), source, np.r_[merged, np.zeros(len(source) - n, bool)])
 
 
 def _meet(a, b):

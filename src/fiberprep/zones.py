@@ -711,7 +711,8 @@ def _robust_ellipse(pts, rad, tol, iterations):
 
     Starts from the points whose radius is near the median (so chips and dirt
     off the edge do not seed the fit), then alternates a direct least-squares
-    ellipse fit and rejection beyond ``max(tol, 3 robust sigma)``.
+    ellipse fit and rejection beyond ``max(tol, 3 robust sigma)``, at most
+    ``iterations`` times, until the kept points no longer change.
     Returns (ellipse ``(cx, cy, a, b, theta)``, inlier mask) or (None, None).
     """
     dev = np.abs(rad - np.median(rad))
@@ -727,7 +728,9 @@ def _robust_ellipse(pts, rad, tol, iterations):
             return None, None
         shape = (ex + origin[0], ey + origin[1], 0.5 * w, 0.5 * h, math.radians(angle))
         res = np.abs(_radial_residuals(shape, pts))
-        keep = res <= max(tol, 3.0 * 1.4826 * np.median(res[keep]))
+        kept, keep = keep, res <= max(tol, 3.0 * 1.4826 * np.median(res[keep]))
+        if np.array_equal(kept, keep):  # the same points: the same fit again
+            break
     return shape, keep
 
 

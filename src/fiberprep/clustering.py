@@ -216,7 +216,8 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
 
 def _add_rule_chips(model: dict, X: np.ndarray, sample: pd.DataFrame, labels: np.ndarray) -> None:
     """One more cluster, named chip, of the fit rows the chip member rules claim, when
-    the clusters hold no chip and at least ``naming.chip_min_members`` rows meet them.
+    the clusters hold no chip and at least ``naming.chip_min_members`` rows meet them
+    (:func:`_rule_chips`).
 
     Chips are a small share of a folder's defects and lie in shape space among pits
     and scratches: the clustering can leave them without a cluster of their own, and
@@ -225,13 +226,10 @@ def _add_rule_chips(model: dict, X: np.ndarray, sample: pd.DataFrame, labels: np
     sample transformed, ``labels``: its clusters) form the new cluster; its centroid is
     their mean, the others are summarised and named again without them.
     """
-    types = np.array([model["names"][int(c)]["type"] for c in model["cluster_ids"]] + ["chip"])
-    if (types[:-1] == "chip").any():
+    types = np.array([model["names"][int(c)]["type"] for c in model["cluster_ids"]])
+    if (types == "chip").any():
         return
-    rows = np.zeros(len(sample), bool)
-    for moved, dest in _member_moves(model, sample, types, labels):
-        if dest == "chip":
-            rows |= moved
+    rows = _rule_chips(model, sample, types, labels)
     n_min = int(model["params"]["naming"]["chip_min_members"])
     if rows.sum() < max(n_min, 1):
         return
@@ -256,6 +254,41 @@ def _summarise(model: dict, sample: pd.DataFrame, labels: np.ndarray) -> None:
     model["fit_rows"] = int(len(sample))
 
 
+def _column(features: pd.DataFrame, name: str) -> np.ndarray:
+    """A feature column as floats (NaN for every row when the table lacks it)."""
+    return features[name].to_numpy(float) if name in features else np.full(len(features), np.nan)
+
+
+def _chip_gap(naming: dict) -> float:
+    """Farthest a chip's member lies from the edge (µm); models saved before
+    ``chip_max_gap_um`` existed: the centroid limit."""
+    return float(naming.get("chip_max_gap_um", naming["chip_max_edge_distance_um"]))
+
+
+def _rule_chips(model: dict, features: pd.DataFrame, types: np.ndarray, near: np.ndarray) -> np.ndarray:
+    """Rows the chip member rules claim for a chip cluster (``types`` of the clusters,
+    ``near`` each row's nearest cluster): a dark notch breaking the edge from inside,
+    nearest to a non-chip cluster (a folder's chip cluster can form around pits beside
+    the edge), and a dark crescent of a scratch cluster along the edge, inside it
+    (glass broken off along the edge, elongated but no scratch: a scratch crosses the
+    edge or runs apart)."""
+    naming, col, gap = model["params"]["naming"], lambda f: _column(features, f), _chip_gap(model["params"]["naming"])
+    with np.errstate(invalid="ignore"):
+        notch = (types[near] != "chip") & np.logical_and.reduce(
+            [_cmp(col(f), op, float(t)) for f, op, t in _chip_conditions(naming, gap)]
+        )
+        if "chip_crescent_max_angle_deg" not in naming:
+            return notch
+        across = np.radians(col("orientation_deg") - col("angle_deg"))
+        crescent = ((types[near] == "scratch")
+                    & (np.abs(np.sin(across)) >= np.cos(np.radians(float(naming["chip_crescent_max_angle_deg"]))))
+                    & (col("cladding_edge_distance_um") <= gap)
+                    & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
+                    & (col("local_snr") < 0)
+                    & (col("length_um") <= float(naming["chip_crescent_max_length_um"])))
+    return notch | crescent
+
+
 def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
                   near: np.ndarray) -> list[tuple[np.ndarray, str]]:
     """Defects whose nearest cluster's automatic type their own features rule out:
@@ -263,14 +296,12 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
     naming = model["params"]["naming"]
 
     def col(name):
-        return features[name].to_numpy(float) if name in features else np.full(len(features), np.nan)
+        return _column(features, name)
 
     with np.errstate(invalid="ignore"):
         chip, pit, scratch = (types[near] == t for t in ("chip", "pit_dig", "scratch"))
         debris = chip & (col("cladding_overhang_um") > float(naming["chip_max_overhang_um"]))
-        # models saved before chip_max_gap_um existed: the centroid limit
-        gap = naming.get("chip_max_gap_um", naming["chip_max_edge_distance_um"])
-        apart = chip & ~debris & ~(col("cladding_edge_distance_um") <= float(gap))
+        apart = chip & ~debris & ~(col("cladding_edge_distance_um") <= _chip_gap(naming))
         moves = [(debris, "contamination"), (apart, "")]
         if "pit_max_member_aspect_ratio" in naming:
             elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
@@ -282,24 +313,8 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "scratch_max_member_width_um" in naming:
             wide = scratch & (col("width_um") > float(naming["scratch_max_member_width_um"]))
             moves.append((wide, "contamination"))
-        if (types == "chip").any():
-            # a dark notch breaking the edge from inside is a chip whatever cluster it is
-            # nearest to (a folder's chip cluster can form around pits beside the edge)
-            notch = ~chip & np.logical_and.reduce(
-                [_cmp(col(f), op, float(t)) for f, op, t in _chip_conditions(naming, gap)]
-            )
-            moves.append((notch, "chip"))
-            if "chip_crescent_max_angle_deg" in naming:
-                # a dark crescent along the edge, inside it, is a chip too (glass broken off
-                # along the edge, elongated but no scratch: a scratch crosses the edge or runs apart)
-                across = np.radians(col("orientation_deg") - col("angle_deg"))
-                crescent = (scratch
-                            & (np.abs(np.sin(across)) >= np.cos(np.radians(float(naming["chip_crescent_max_angle_deg"]))))
-                            & (col("cladding_edge_distance_um") <= float(gap))
-                            & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
-                            & (col("local_snr") < 0)
-                            & (col("length_um") <= float(naming["chip_crescent_max_length_um"])))
-                moves.append((crescent, "chip"))
+    if (types == "chip").any():
+        moves.append((_rule_chips(model, features, types, near), "chip"))
     return moves
 
 

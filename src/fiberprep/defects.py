@@ -862,12 +862,7 @@ def _join_film_pieces(mask, lin, valid, px, params):
         return mask
     lc = cv2.GaussianBlur(lin[box], (0, 0), px(params["coarse_um"]) / 2)
     ys, xs = _nonzero(m)
-    k = lab[ys, xs]
-    med = _label_median(k, lc[ys, xs], n)
-    major, minor = _axes(k, ys, xs, n)
-    film = ((stats[:, cv2.CC_STAT_AREA] >= px(1.0) ** 2 * params["film_piece_um2"]) & (np.abs(med) >= floor)
-            & (major < params["linear_aspect"] * np.maximum(minor, 1.0)))  # (not a scratch's piece)
-    film[0] = False
+    med, film = _film_pieces(lab[ys, xs], ys, xs, n, stats[:, cv2.CC_STAT_AREA], lc, floor, px, params)
     ids = np.flatnonzero(film)
     if ids.size < 2:
         return mask
@@ -888,6 +883,19 @@ def _join_film_pieces(mask, lin, valid, px, params):
             win, e = p["grown"]
             sub[win] |= e
     return out
+
+
+def _film_pieces(k, ys, xs, n, area, lc, floor, px, params):
+    """Median of the smoothed residual ``lc`` over each label 0..n-1 (``k`` the label
+    of each pixel ``ys, xs``, ``area`` its pixel count) and whether it may be a piece of
+    a film: at least ``film_piece_um2``, that median at least ``floor``, and not
+    line-shaped (``linear_aspect``: a scratch's piece)."""
+    med = _label_median(k, lc[ys, xs], n)
+    major, minor = _axes(k, ys, xs, n)
+    film = ((area >= px(1.0) ** 2 * params["film_piece_um2"]) & (np.abs(med) >= floor)
+            & (major < params["linear_aspect"] * np.maximum(minor, 1.0)))
+    film[0] = False
+    return med, film
 
 
 def _film_extent(own, lc, med, valid, near, floor, params):
@@ -925,13 +933,11 @@ def _fill_films(labels, source, lin, valid, px, params):
         return labels, source
     k = lab[ys, xs]
     lc = cv2.GaussianBlur(lin[box], (0, 0), px(params["coarse_um"]) / 2)
-    med, fine = _label_median(k, lc[ys, xs], n), _label_median(k, lin[box][ys, xs], n)
-    major, minor = _axes(k, ys, xs, n)
     area = np.bincount(k, minlength=n)
-    films = np.flatnonzero(
-        (area >= px(1.0) ** 2 * params["film_piece_um2"]) & (major < params["linear_aspect"] * np.maximum(minor, 1.0))
-        & (np.abs(med) >= floor) & (np.maximum(np.abs(med), np.abs(fine)) < top)
-        & (np.abs(med) >= params["mask_level"] * np.abs(fine)) & (source[:n] == _REGION) & (np.arange(n) > 0))
+    med, film = _film_pieces(k, ys, xs, n, area, lc, floor, px, params)
+    fine = _label_median(k, lin[box][ys, xs], n)
+    films = np.flatnonzero(film & (np.maximum(np.abs(med), np.abs(fine)) < top)
+                           & (np.abs(med) >= params["mask_level"] * np.abs(fine)) & (source[:n] == _REGION))
     if films.size == 0:
         return labels, source
     out = labels.copy()
@@ -941,7 +947,7 @@ def _fill_films(labels, source, lin, valid, px, params):
     crumb = (source[:n] == _REGION) & (np.abs(fine) < top) & (np.arange(n) > 0)  # (a particle on it is denser)
     into = np.arange(n)
     for i in films:
-        win = tuple(slice(max(0, b.start - reach), min(size, b.stop + reach)) for b, size in zip(boxes[i], lab.shape))
+        win = _widened(boxes[i], reach, lab.shape)
         grown = _film_extent(lab[win] == i, lc[win], med[i], valid[box][win], near, floor, params)
         sub[win][grown & (sub[win] == 0)] = i
         # region instances mostly within the extent are pieces of the film
@@ -2059,8 +2065,7 @@ def _drop_swells(labels, source, resid, valid, px, params):
     k3 = np.ones((3, 3), np.uint8)
     drop = np.zeros(n, bool)
     for i in cand:
-        win = tuple(slice(max(0, s.start - margin), min(size, s.stop + margin))
-                    for s, size in zip(boxes[i], labels.shape))
+        win = _widened(boxes[i], margin, labels.shape)
         inside = (labels[win] == i).view(np.uint8)
         ring = ((cv2.dilate(inside, _disk(2 * r_out + 1)) > 0)
                 & ~(cv2.dilate(inside, _disk(2 * r_in + 1)) > 0) & valid[win] & (labels[win] == 0))
@@ -2160,6 +2165,12 @@ def _label_boxes(labels, n):
     for row, v in enumerate((-ys, ys, -xs, xs)):
         np.maximum.at(ext[row], k, v)
     return [(slice(-e[0], e[1] + 1), slice(-e[2], e[3] + 1)) if e[1] >= 0 else None for e in ext.T]
+
+
+def _widened(box, margin, shape):
+    """A box (pair of slices, as :func:`_label_boxes` gives) widened by ``margin``
+    pixels on every side, within an image of ``shape``."""
+    return tuple(slice(max(0, s.start - margin), min(size, s.stop + margin)) for s, size in zip(box, shape))
 
 
 def _label_points(labels, n):

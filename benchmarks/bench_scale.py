@@ -22,6 +22,9 @@ workflow and is processed as one). For each size it measures and prints:
   (the per-image seconds the run itself recorded in its cache records, same load as
   the run, + the gather reference) and CPU (CPU seconds of the whole process tree /
   CPU seconds of the reference: the least sensitive to other load);
+* a run cut off (a session's end at 100 000 images) continues with ``--resume``: each
+  end-to-end run saves its progress (``run_N.json`` in ``--out``) every 5 s, and its
+  time is the sum of its segments (``end_to_end``);
 * add one image (``--add-one`` sizes, after their end-to-end run): jobs planned by
   rule, and wall time of the run that processes it, against the full run;
 * threads (issue 7 item 4): one shard of ``--thread-images`` images through zones ->
@@ -57,6 +60,7 @@ import resource
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -76,15 +80,24 @@ from fiberprep import pipeline, sharding, synth  # noqa: E402
 SIZE = {"width": 480, "height": 360}  # small frames that still hold a 125 µm cladding
 
 
-def run_measured(cmd: list[str], log: Path, **kwargs) -> dict:
+def run_measured(cmd: list[str], log: Path, watch=None, **kwargs) -> dict:
     """Run ``cmd`` (in the project folder), logging to ``log``; wall seconds, CPU
     seconds (user + system, whole process tree: less sensitive to a loaded machine than
-    wall time), peak RSS (MB) of the largest process in the tree, and exit code."""
+    wall time), peak RSS (MB) of the largest process in the tree, and exit code.
+    ``watch(pid, start, stop)``, when given, runs in a thread while the command does
+    (``stop``: a ``threading.Event`` set when it has ended)."""
     with open(log, "w", encoding="utf-8") as out:
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, **kwargs)
+        stop = threading.Event()
+        watcher = watch and threading.Thread(target=watch, args=(proc.pid, start, stop), daemon=True)
+        if watcher:
+            watcher.start()
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - start
+        stop.set()
+        if watcher:
+            watcher.join()
     proc.returncode = os.waitstatus_to_exitcode(status)
     return {"seconds": seconds, "cpu_seconds": usage.ru_utime + usage.ru_stime,
             "max_rss_mb": usage.ru_maxrss / 1024, "rc": proc.returncode}
@@ -171,8 +184,81 @@ def dry_run(cfg: Path, log: Path) -> dict:
     return result
 
 
-def end_to_end(cfg: Path, cores: int, log: Path) -> dict:
-    return checked(run_measured(snakemake(cfg, "--cores", str(cores)), log), log, "run")
+HEARTBEAT_S = 5.0  # how often a running end-to-end segment saves its progress
+
+
+def end_to_end(cfg: Path, cores: int, log: Path, state: dict | None = None,
+               state_path: Path | None = None) -> dict:
+    """Wall and CPU seconds of ``snakemake --cores`` on the config's folder.
+
+    With ``state`` (a dict saved to ``state_path`` as JSON) the run is one segment of a
+    run that may be cut off (a session's end) and resumed: every ``HEARTBEAT_S`` the
+    segment's wall seconds so far and its process tree's CPU seconds are saved, so a
+    segment killed outright still counts up to its last heartbeat (at most
+    ``HEARTBEAT_S`` of it is lost). A resumed run first
+    releases the cut-off run's lock and reruns its incomplete jobs; the shard jobs skip
+    every image whose per-image cache record is complete. The run's time is then the sum
+    of its segments, each restart's overhead included: an upper bound of one
+    uninterrupted run. Returns the totals and the number of segments.
+    """
+    if state is None:
+        return checked(run_measured(snakemake(cfg, "--cores", str(cores)), log), log, "run")
+    segments = state.setdefault("segments", [])
+    args = ["--cores", str(cores)]
+    if segments:
+        unlock = log.with_name(f"{log.stem}_unlock.log")
+        checked(run_measured(snakemake(cfg, "--unlock"), unlock), unlock, "unlock")
+        args.append("--rerun-incomplete")
+        log = log.with_name(f"{log.stem}_{len(segments)}{log.suffix}")
+    segment = {"log": log.name, "seconds": 0.0, "cpu_seconds": 0.0, "done": False}
+    segments.append(segment)
+
+    def save():
+        tmp = state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(state_path)
+
+    def heartbeat(pid, start, stop):
+        while not stop.wait(HEARTBEAT_S):
+            cpu = _tree_cpu_seconds(pid)
+            segment["seconds"] = time.perf_counter() - start
+            segment["cpu_seconds"] = cpu if cpu is not None else segment["cpu_seconds"]
+            save()
+
+    save()
+    run = checked(run_measured(snakemake(cfg, *args), log, watch=heartbeat), log, "run")
+    segment.update(seconds=run["seconds"], cpu_seconds=run["cpu_seconds"], done=True)
+    state["done"] = True
+    save()
+    return {"seconds": sum(g["seconds"] for g in segments),
+            "cpu_seconds": sum(g["cpu_seconds"] for g in segments),
+            "segments": len(segments)}
+
+
+def _tree_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds so far of process ``pid`` and all its descendants: each live process's
+    own and its ended (reaped) children's. None when ``pid`` has ended."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return None
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:  # ended since listed: its parent has (or will) count it
+            continue
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
+def unfinished_run(state_path: Path) -> dict | None:
+    """The saved state of an end-to-end run that was cut off, else None."""
+    if not state_path.exists():
+        return None
+    state = json.loads(state_path.read_text())
+    return None if state.get("done") else state
 
 
 def threads_speedup(work: Path, pool: list[Path], n: int, cores: int, cfg: dict) -> dict:
@@ -342,6 +428,9 @@ def main(argv=None) -> int:
                    help="folder whose run measures each job's peak memory (the real "
                         "photos when present, else the generated pool; '' skips it)")
     p.add_argument("--out", default=str(ROOT / "bench_out" / "scale"))
+    p.add_argument("--resume", action="store_true",
+                   help="continue an end-to-end run that was cut off (its results and "
+                        "saved state kept in --out); its time is the sum of the segments")
     args = p.parse_args(argv)
     pipeline.keep_freed_memory()  # as in every job: the reference measures the same allocator
     pipeline.one_math_thread()  # ... and one BLAS thread
@@ -368,23 +457,33 @@ def main(argv=None) -> int:
         inputs = work / f"inputs_{n}"
         make_folder(inputs, pool, n)
         results = work / f"results_{n}"
-        shutil.rmtree(results, ignore_errors=True)
         conf = write_config(work / f"config_{n}.yaml", inputs, results)
-        Path(yaml.safe_load(conf.read_text())["cluster_review"]).unlink(missing_ok=True)
-        dry = dry_run(conf, work / f"dry_{n}.log")
-        row["dry_run"] = {"seconds": dry["seconds"], "cpu_seconds": dry["cpu_seconds"],
-                          "max_rss_mb": dry["max_rss_mb"], "jobs": sum(dry["jobs"].values())}
+        state_path = work / f"run_{n}.json"
+        state = unfinished_run(state_path) if args.resume and n in args.end_to_end else None
+        if state is None:  # a fresh run: its dry run on an empty results folder
+            shutil.rmtree(results, ignore_errors=True)
+            Path(yaml.safe_load(conf.read_text())["cluster_review"]).unlink(missing_ok=True)
+            dry = dry_run(conf, work / f"dry_{n}.log")
+            row["dry_run"] = {"seconds": dry["seconds"], "cpu_seconds": dry["cpu_seconds"],
+                              "max_rss_mb": dry["max_rss_mb"], "jobs": sum(dry["jobs"].values())}
+        else:
+            row["dry_run"] = state["dry_run"]
+            print(f"{n} images: resuming the run cut off after {len(state['segments'])} "
+                  f"segment(s)", flush=True)
+        dry = row["dry_run"]
         print(f"{n} images: dry run {dry['seconds']:.1f} s (CPU {dry['cpu_seconds']:.1f} s), "
-              f"{dry['max_rss_mb']:.0f} MB, "
-              f"{row['dry_run']['jobs']} jobs", flush=True)
+              f"{dry['max_rss_mb']:.0f} MB, {dry['jobs']} jobs", flush=True)
         if n not in args.end_to_end:
             continue
         # the reference right before and right after this run: the mean of the two
         # follows a machine whose speed drifts (this VM's reference moved 206 -> 168 ms
         # over one 1 000-image run; a reading from before an earlier, shorter run would
         # be stale), and both are printed
-        *_, before_s, before_cpu = reference_per_image(work, cfg)
-        run = end_to_end(conf, args.cores, work / f"run_{n}.log")
+        if state is None:
+            *_, before_s, before_cpu = reference_per_image(work, cfg)
+            state = {"dry_run": row["dry_run"], "reference_before": [before_s, before_cpu]}
+        before_s, before_cpu = state["reference_before"]
+        run = end_to_end(conf, args.cores, work / f"run_{n}.log", state, state_path)
         *_, after_s, after_cpu = reference_per_image(work, cfg)
         gather = reference_gather(features, len(pool), n, cfg)
         ideal = (n * (before_s + after_s) / 2 + gather["wall"]) / args.cores
@@ -394,6 +493,7 @@ def main(argv=None) -> int:
               f"{1e3 * after_cpu:.0f} ms); before: {1e3 * before_s:.0f} ms (CPU "
               f"{1e3 * before_cpu:.0f} ms)", flush=True)
         row["end_to_end"] = {"seconds": run["seconds"], "cpu_seconds": run["cpu_seconds"],
+                             "segments": run["segments"],
                              "reference_ms_before": 1e3 * before_s,
                              "reference_ms_after": 1e3 * after_s,
                              "reference_cpu_ms_after": 1e3 * after_cpu,
@@ -403,7 +503,8 @@ def main(argv=None) -> int:
                              "overhead_ratio_in_run": run["seconds"] / in_run,
                              "reference_cpu_seconds": cpu_ref,
                              "cpu_ratio": run["cpu_seconds"] / cpu_ref}
-        print(f"{n} images: end to end {run['seconds']:.0f} s, ideal {ideal:.0f} s "
+        cut = f" in {run['segments']} segments (resumed)" if run["segments"] > 1 else ""
+        print(f"{n} images: end to end {run['seconds']:.0f} s{cut}, ideal {ideal:.0f} s "
               f"(ratio {run['seconds'] / ideal:.2f}); per-image times recorded in the run "
               f"/ cores {in_run:.0f} s (ratio {run['seconds'] / in_run:.2f}); CPU "
               f"{run['cpu_seconds']:.0f} s against {cpu_ref:.0f} s (ratio "

@@ -330,6 +330,24 @@ def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring()
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_smooth_dark_bevel_before_a_rough_epoxy_ring_ends_the_glass_where_the_grain_starts(seed):
+    # a dark fiber (0.255) whose glass darkens in a smooth 6 px bevel (0.17), then a rough
+    # epoxy ring (0.20, 15 % grain) 12 px wide, then the ferrule: one valley from the bevel
+    # to the ring's outer edge. Its smooth inner part is glass; the old code took the
+    # ring's outer edge (+12 px)
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    rng = np.random.default_rng(seed)
+    grain = cv2.GaussianBlur(rng.standard_normal(d.shape).astype(np.float32), (0, 0), 1.0)
+    epoxy = 0.20 * (1 + 0.15 * grain / grain.std())
+    img = np.select([d < -6.0, d < 0.0, d < 12.0], [0.255, 0.17, epoxy], 0.45).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    img = np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.75
+
+
 @pytest.mark.parametrize("inside,outside", [(0.8, 0.2), (0.3, 0.7)])
 @pytest.mark.parametrize("share", [0.4, 0.6])
 def test_rim_inside_the_glass_edge_ends_at_its_outer_step(inside, outside, share):

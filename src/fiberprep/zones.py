@@ -869,7 +869,7 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     refit = glass_sign and _fit_edge(smooth, inner["shape"], glass_sign, half, params)
     if not refit:
         return inner
-    return refit if _confidence(refit, params) >= params["min_confidence"] else clad
+    return refit if _confidence(refit, params) >= params["min_confidence"] else inner
 
 
 def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
@@ -990,8 +990,15 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
         float(np.median(texture[glass])),
         params["epoxy_ferrule_share"] * float(np.median(texture[ferrule])),
     )
+    excess = texture - base - slope * params["edge_waviness_px"]
+    # epoxy grain modulates the reflectance by several %; a smooth line only shows noise
+    # and JPEG artifacts, which can still be many times the JPEG-flattened glass's
+    grain = texture >= params["epoxy_min_texture"]
+    ratio, floor = params["epoxy_texture_ratio"], max(base, 1e-4)
+    rough = grain & (excess > (ratio - 1.0) * floor)
     px_per_um = min_px / params["epoxy_min_um"]
-    edge = _dark_ring(level, steps, sign, band_px, params["bevel_max_um"] * px_per_um, params)
+    edge = _dark_ring(level, texture >= ratio * base, rough, steps, sign, band_px,
+                      params["bevel_max_um"] * px_per_um, params)
     if edge is not None:
         return _glass_step(edge, level, prof, steps, glass, min_px, params)
     # a bright diffraction fringe just outside (coaxial scopes) marks the strongest edge
@@ -1000,12 +1007,6 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     if _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]:
         return None
     ferrule_level = float(np.median(level[ferrule]))
-    excess = texture - base - slope * params["edge_waviness_px"]
-    # epoxy grain modulates the reflectance by several %; a smooth line only shows noise
-    # and JPEG artifacts, which can still be many times the JPEG-flattened glass's
-    grain = texture >= params["epoxy_min_texture"]
-    ratio, floor = params["epoxy_texture_ratio"], max(base, 1e-4)
-    rough = grain & (excess > (ratio - 1.0) * floor)
     flank = grain & (excess > (0.5 * ratio - 1.0) * floor)  # a thin ring's blurred flanks
     # the rough run that ends near the fitted edge (whose own slope masks texture)
     near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]) & (steps <= 0))[0]
@@ -1046,21 +1047,24 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     return _glass_step(edge, level, prof, steps, glass, min_px, params)
 
 
-def _dark_ring(level, steps, sign, band_px, wide_px, params):
+def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, params):
     """Glass edge (step, px, < 0) inside a wide dark ring at the fitted edge, or None.
 
     Epoxy darker than both the glass and the ferrule is a valley in the edge profile
-    ``level`` whatever its texture (smooth, or flattened by JPEG), and then no
-    diffraction fringe outside the fitted edge can make that edge the glass's: the
-    fringe belongs to the ring's outer edge. A valley at least ``epoxy_level_share``
-    of the ring-to-ferrule step deep, wider at half depth than a bevel line
-    (``wide_px``), that rises back to glass within ``band_px`` of the edge is a
-    ring; its inward half-depth crossing is the glass edge. Glass: over half
-    ``band_px`` from 3 px past the crossing, never back down to half depth (a
-    bright bevel rim may stand between the glass and the ring) and flat in the
-    inner half (varying by under a quarter of the depth). (A multimode cladding,
-    darker than core and ferrule, is wider than the band, and the core's blurred
-    edge is not flat.)
+    ``level``, and then no diffraction fringe outside the fitted edge can make that
+    edge the glass's: the fringe belongs to the ring's outer edge. A valley at least
+    ``epoxy_level_share`` of the ring-to-ferrule step deep, wider at half depth than
+    a bevel line (``wide_px``), that rises back to glass within ``band_px`` of the
+    edge is a ring. Glass: over half ``band_px`` from 3 px past its inward
+    half-depth crossing, never back down to half depth (a bright bevel rim may stand
+    between the glass and the ring) and flat in the inner half (varying by under a
+    quarter of the depth). (A multimode cladding, darker than core and ferrule, is
+    wider than the band, and the core's blurred edge is not flat.) Epoxy is rough:
+    when the valley from that crossing to its floor is mostly ``textured``
+    (:func:`_epoxy_shift`'s texture ratio over the glass), the crossing is the glass
+    edge; a smooth stretch there is a dark bevel of the glass itself, and the glass
+    ends where a ``rough`` run (texture beyond the slope's share) starts before the
+    fitted edge (None when none does: a bevel alone).
     """
     v = sign * level  # the ring is low
     inner = np.nonzero((steps >= -band_px) & (steps <= 0))[0]
@@ -1087,7 +1091,11 @@ def _dark_ring(level, steps, sign, band_px, wide_px, params):
     if steps[k1] - steps[k0] + 0.5 < wide_px:
         return None
     a, b = float(v[k0 - 1]), float(v[k0])
-    return float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))
+    edge = float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))
+    if textured[(steps >= edge) & (steps <= steps[j])].mean() >= 0.5:
+        return edge
+    start = np.nonzero(rough[:-1] & rough[1:] & (steps[:-1] >= edge) & (steps[:-1] <= 0))[0]
+    return float(steps[start[0]] - 0.25) if len(start) else None
 
 
 def _glass_step(edge, level, prof, steps, glass, min_px, params):

@@ -867,6 +867,8 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     # a window that stays clear of the ring's outer edge
     half = int(np.clip(math.ceil(0.6 * shift), 3, params["search_min_px"]))
     refit = glass_sign and _fit_edge(smooth, inner["shape"], glass_sign, half, params)
+    # a faint glass-to-ring step refits weakly on rays: the ring, found on the median
+    # profile, still places the glass edge
     if not refit:
         return inner
     return refit if _confidence(refit, params) >= params["min_confidence"] else inner

@@ -330,6 +330,18 @@ def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring()
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
 
 
+@pytest.mark.parametrize("width", [6.0, 10.0])
+def test_plain_dark_epoxy_ring_ends_the_glass_at_its_inner_edge(width):
+    # a grainless dark ring (0.12) between a dark fiber (0.30) and the ferrule: its noise,
+    # relative to its low level, is texture enough for a ring, not a bevel of the glass
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    img = cv2.GaussianBlur(np.select([d < 0.0, d < width], [0.30, 0.12], 0.64).astype(np.float32), (0, 0), 1.0)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_smooth_dark_bevel_before_a_rough_epoxy_ring_ends_the_glass_where_the_grain_starts(seed):
     # a dark fiber (0.255) whose glass darkens in a smooth 6 px bevel (0.17), then a rough

@@ -316,16 +316,24 @@ def _banded_disc(inside, outside, lo, hi, band_level, grain=0.0, seed=0):
     return np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
 
 
+def _stepped_disc(edges, levels, outside, rng=None):
+    """A fiber of radius 100 px at (330.3, 250.7): ``levels[i]`` up to ``edges[i]`` px off
+    the glass edge (negative: inside; arrays for textured bands), ``outside`` beyond;
+    blurred 1 px, noise 0.005."""
+    rng = np.random.default_rng(0) if rng is None else rng
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    img = np.select([d < e for e in edges], levels, outside).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0)
+    return np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+
+
 def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring():
     # a dark fiber whose glass brightens in a bevel rim just inside its edge (oblique
     # light), then a dark epoxy ring, then the bright ferrule: the strongest step is the
     # ring's outer edge; the rim between the glass and the ring is no reason to doubt
     # that the ring's inner boundary is the glass edge
-    yy, xx = np.mgrid[:480, :640].astype(np.float32)
-    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
-    img = np.select([d < -4.0, d < 0.0, d < 6.0], [0.30, 0.385, 0.19], 0.64).astype(np.float32)
-    img = cv2.GaussianBlur(img, (0, 0), 1.0)
-    img = np.clip(img + np.random.default_rng(0).normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    img = _stepped_disc([-4.0, 0.0, 6.0], [0.30, 0.385, 0.19], 0.64)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
 
@@ -334,10 +342,7 @@ def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring()
 def test_plain_dark_epoxy_ring_ends_the_glass_at_its_inner_edge(width):
     # a grainless dark ring (0.12) between a dark fiber (0.30) and the ferrule: its noise,
     # relative to its low level, is texture enough for a ring, not a bevel of the glass
-    yy, xx = np.mgrid[:480, :640].astype(np.float32)
-    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
-    img = cv2.GaussianBlur(np.select([d < 0.0, d < width], [0.30, 0.12], 0.64).astype(np.float32), (0, 0), 1.0)
-    img = np.clip(img + np.random.default_rng(0).normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    img = _stepped_disc([0.0, width], [0.30, 0.12], 0.64)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
 
@@ -348,14 +353,10 @@ def test_smooth_dark_bevel_before_a_rough_epoxy_ring_ends_the_glass_where_the_gr
     # epoxy ring (0.20, 15 % grain) 12 px wide, then the ferrule: one valley from the bevel
     # to the ring's outer edge. Its smooth inner part is glass; the old code took the
     # ring's outer edge (+12 px)
-    yy, xx = np.mgrid[:480, :640].astype(np.float32)
-    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
     rng = np.random.default_rng(seed)
-    grain = cv2.GaussianBlur(rng.standard_normal(d.shape).astype(np.float32), (0, 0), 1.0)
+    grain = cv2.GaussianBlur(rng.standard_normal((480, 640)).astype(np.float32), (0, 0), 1.0)
     epoxy = 0.20 * (1 + 0.15 * grain / grain.std())
-    img = np.select([d < -6.0, d < 0.0, d < 12.0], [0.255, 0.17, epoxy], 0.45).astype(np.float32)
-    img = cv2.GaussianBlur(img, (0, 0), 1.0)
-    img = np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    img = _stepped_disc([-6.0, 0.0, 12.0], [0.255, 0.17, epoxy], 0.45, rng)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.75
 

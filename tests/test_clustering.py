@@ -271,6 +271,25 @@ def test_dark_crescent_along_the_edge_is_a_chip(first, across_deg, chip):
     assert types == ({"chip"} if chip else {"scratch"})
 
 
+@pytest.mark.parametrize("across_deg, snr, chip", [(90.0, -3.0, True), (90.0, -1.0, False), (0.0, -3.0, False)])
+def test_clearly_dark_crescent_of_a_contamination_cluster_is_a_chip(first, across_deg, snr, chip):
+    """An elongated defect of a contamination cluster lying along the cladding edge,
+    inside it, is glass broken off along the edge when it is as dark as a notch
+    (naming.chip_max_snr); a fainter one (a film's rim) or one across the edge stays
+    contamination."""
+    data, model = first
+    naming = model["params"]["naming"]
+    dust = data[data["truth"] == "contamination"].head(10)
+    rows = dust.assign(angle_deg=30.0, orientation_deg=30.0 + across_deg, cladding_edge_distance_um=0.0,
+                       cladding_overhang_um=-0.5, local_snr=snr, aspect_ratio=naming["chip_max_aspect_ratio"] + 1.0,
+                       length_um=0.5 * naming["chip_crescent_max_length_um"])
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, rows), model["centroids"])]
+    contamination = clustering.apply_review(nearest, model, None) == "contamination"
+    assert contamination.sum() >= 5
+    types = clustering.apply_review(clustering.assign_clusters(model, rows), model, None)[contamination]
+    assert set(types) == ({"chip"} if chip else {"contamination"})
+
+
 def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     """A pit or dig is compact: a defect nearest to a pit_dig cluster but more elongated
     than naming.pit_max_member_aspect_ratio goes to a contamination cluster."""

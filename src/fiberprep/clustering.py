@@ -269,9 +269,10 @@ def _rule_chips(model: dict, features: pd.DataFrame, types: np.ndarray, near: np
     """Rows the chip member rules claim for a chip cluster (``types`` of the clusters,
     ``near`` each row's nearest cluster): a dark notch breaking the edge from inside,
     nearest to a non-chip cluster (a folder's chip cluster can form around pits beside
-    the edge), and a dark crescent of a scratch cluster along the edge, inside it
-    (glass broken off along the edge, elongated but no scratch: a scratch crosses the
-    edge or runs apart)."""
+    the edge), and a dark crescent along the edge, inside it, of a scratch cluster or,
+    as dark as a notch, of a contamination cluster (glass broken off along the edge,
+    elongated but no scratch: a scratch crosses the edge or runs apart; no particle:
+    one on the edge straddles it)."""
     naming, col, gap = model["params"]["naming"], lambda f: _column(features, f), _chip_gap(model["params"]["naming"])
     with np.errstate(invalid="ignore"):
         notch = (types[near] != "chip") & np.logical_and.reduce(
@@ -280,11 +281,12 @@ def _rule_chips(model: dict, features: pd.DataFrame, types: np.ndarray, near: np
         if "chip_crescent_max_angle_deg" not in naming:
             return notch
         across = np.radians(col("orientation_deg") - col("angle_deg"))
-        crescent = ((types[near] == "scratch")
+        dark = np.where(types[near] == "scratch", col("local_snr") < 0,
+                        (types[near] == "contamination") & (col("local_snr") <= float(naming["chip_max_snr"])))
+        crescent = (dark
                     & (np.abs(np.sin(across)) >= np.cos(np.radians(float(naming["chip_crescent_max_angle_deg"]))))
                     & (col("cladding_edge_distance_um") <= gap)
                     & (col("cladding_overhang_um") <= float(naming["chip_max_overhang_um"]))
-                    & (col("local_snr") < 0)
                     & (col("length_um") <= float(naming["chip_crescent_max_length_um"])))
     return notch | crescent
 
@@ -333,8 +335,8 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       :func:`name_clusters` met by the defect itself, within ``chip_max_gap_um`` of the
       edge) goes to its nearest chip cluster when the model has one: a folder's chip
       cluster can form around pits beside the edge, far from the notches themselves.
-      So does a dark defect of a scratch cluster lying along the edge, inside it (its
-      axis within ``naming.chip_crescent_max_angle_deg`` of the edge's tangent, at most
+      So does a dark defect of a scratch cluster, or one of a contamination cluster as
+      dark as a notch (``chip_max_snr``), lying along the edge, inside it (its axis within ``naming.chip_crescent_max_angle_deg`` of the edge's tangent, at most
       ``chip_crescent_max_length_um`` long): a crescent of glass broken off along the
       edge, where a scratch would cross it or run apart from it.
     - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than

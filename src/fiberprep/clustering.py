@@ -336,7 +336,8 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       edge) goes to its nearest chip cluster when the model has one: a folder's chip
       cluster can form around pits beside the edge, far from the notches themselves.
       So does a dark defect of a scratch cluster, or one of a contamination cluster as
-      dark as a notch (``chip_max_snr``), lying along the edge, inside it (its axis within ``naming.chip_crescent_max_angle_deg`` of the edge's tangent, at most
+      dark as a notch (``chip_max_snr``), lying along the edge, inside it (its axis
+      within ``naming.chip_crescent_max_angle_deg`` of the edge's tangent, at most
       ``chip_crescent_max_length_um`` long): a crescent of glass broken off along the
       edge, where a scratch would cross it or run apart from it.
     - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import fiberprep
-from fiberprep import cache, defects, features, pipeline, sharding, zones
+from fiberprep import cache, defects, features, pipeline, sharding, synth, zones
 from fiberprep import io as fio
 from workflow_runs import CONFIG, generate
 
@@ -122,6 +122,49 @@ def test_later_stages_read_the_display_the_zones_stage_kept(manifest, tmp_path, 
         pd.testing.assert_frame_equal(a, b)
     for (_, a, _), (_, b, _) in zip(decoded[2], measured):
         pd.testing.assert_frame_equal(a, b)
+
+
+def test_coreless_images_take_their_folders_type_once_and_give_it_back(tmp_path):
+    """A coreless multimode fiber (typed sm_pc, a guess) takes the type the cores of
+    its folder's other images name; a folder naming none keeps the guess. The settled
+    record and zone map are written once, and again only when the folder changes."""
+    rng = np.random.default_rng(5)
+    for folder, name, visible in [("lot1", "named0", 1), ("lot1", "named1", 1), ("lot1", "named2", 1),
+                                  ("lot1", "coreless", 0), ("lot2", "alone", 0)]:
+        spec = synth.random_spec(rng, CONFIG["fiber_types"], sizes=[(640, 480)], p_clean=1.0, p_frame=0.0,
+                                 fiber_type_names=["mm_50"], p_core_visible_mm=float(visible))
+        (tmp_path / "in" / folder).mkdir(parents=True, exist_ok=True)
+        fio.write_png(tmp_path / "in" / folder / f"{name}.png", synth.render(spec, rng)[0])
+    rows = fio.scan_inputs(tmp_path / "in", CONFIG["extensions"]).to_dict("records")
+    params = {**PARAMS["zones"], "folder_type": {"min_images": 3, "min_share": 0.8}}
+    root = str(tmp_path / "inter")
+
+    def types(records):
+        return {r["rel_path"]: (r["geometry"]["fiber_type"], r["geometry"]["fiber_type_source"]) for r in records}
+
+    def stored(record):
+        folder = cache.image_dir(root, record["image_id"])
+        gray = fio.load_image(record["source_path"], 10**9, 16)[0]
+        assert cache.read_record(folder / "zones.json") == record
+        zone_map = cache.read_array(folder / pipeline.ARRAY_FILES["zone_map"])
+        assert np.array_equal(zone_map, pipeline._zone_map(gray, record["geometry"], params))
+        return (folder / "zones.json").stat().st_mtime_ns
+
+    records = pipeline.zones_shard(rows, params, root)
+    assert types(records) == {**{f"lot1/named{i}.png": ("mm_50", "core") for i in range(3)},
+                              "lot1/coreless.png": ("mm_50", "folder"), "lot2/alone.png": ("sm_pc", "default")}
+    settled = next(r for r in records if r["rel_path"] == "lot1/coreless.png")
+    measured = settled["measured"]
+    assert settled["geometry"] == zones.assume_fiber_type(measured["geometry"], "mm_50", CONFIG["fiber_types"]["mm_50"])
+    assert settled["key"] != measured["key"]  # its later stages run again
+    written = stored(settled)
+    assert pipeline.zones_shard(rows, params, root) == records and stored(settled) == written
+    # two of its folder's named images gone: too few name the type, the guess is back
+    alone = [r for r in rows if r["rel_path"] not in ("lot1/named0.png", "lot1/named1.png")]
+    back = next(r for r in pipeline.zones_shard(alone, params, root) if r["rel_path"] == "lot1/coreless.png")
+    assert types([back]) == {"lot1/coreless.png": ("sm_pc", "default")}
+    assert back["key"] == measured["key"] and "measured" not in back
+    stored(back)
 
 
 def test_a_missing_display_copy_or_a_16_bit_input_is_decoded_again(manifest, tmp_path):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -169,6 +170,27 @@ def test_auto_fiber_type_without_a_visible_core_is_the_first_candidate():
     assert geo["fiber_type_source"] == "default"  # a guess, and the record says so
     plain = zones.measure_geometry(image.astype(np.float32) / 255, TYPES["mm_50"], PARAMS)
     assert plain["fiber_type"] is None and plain["fiber_type_source"] == "config"
+    # its folder's type, assumed, is what measuring it as that type alone gives
+    alone = zones.measure_geometry(image.astype(np.float32) / 255, {"mm_50": TYPES["mm_50"]}, PARAMS)
+    assumed = zones.assume_fiber_type(geo, "mm_50", TYPES["mm_50"])
+    assert assumed.pop("fiber_type_source") == "folder" and alone.pop("fiber_type_source") == "config"
+    assert assumed == pytest.approx(alone)
+    wider = zones.assume_fiber_type(geo, "mm_100_140", TYPES["mm_100_140"])  # a 140 µm cladding
+    assert wider["um_per_px"] == pytest.approx(70.0 / geo["cladding_radius_px"])
+    assert wider["core_radius_px"] == pytest.approx(50.0 / wider["um_per_px"])
+
+
+def test_a_folder_names_the_type_its_core_typed_images_agree_on():
+    rows = (
+        [("a", "mm_50", "core")] * 6 + [("a", "mm_62_5", "core"), ("a", "sm_pc", "default")]
+        + [("b", "mm_50", "core")] * 4 + [("b", "sm_pc", "default")] * 9  # too few named
+        + [("c", "mm_50", "core")] * 4 + [("c", "sm_pc", "core")] * 4  # a mixed folder
+        + [("d", "mm_105_125", "ambiguous")] * 8 + [("d", "sm_pc", "default")]  # no core names it
+    )
+    table = pd.DataFrame(rows, columns=["folder", "fiber_type", "fiber_type_source"])
+    assert zones.folder_fiber_types(table, 5, 0.8) == {"a": "mm_50"}
+    assert zones.folder_fiber_types(table, 4, 0.8) == {"a": "mm_50", "b": "mm_50"}
+    assert zones.folder_fiber_types(table, 5, 0.9) == {}
 
 
 def _clean_fiber(seed, name, core_contrast=None, **scene):

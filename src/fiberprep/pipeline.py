@@ -120,6 +120,7 @@ def stage_params(config: dict) -> dict[str, dict]:
             "io": config["io"],
             "fiber_types": types,
             "um_per_px": config["calibration"]["um_per_px"],
+            "folder_type": config["fiber"].get("folder_type"),
             "zones": config["zones"],
         },
         "defects": {
@@ -219,7 +220,14 @@ def measure_zones(gray: np.ndarray, params: dict) -> tuple[dict, np.ndarray]:
     from fiberprep import zones
 
     geometry = zones.measure_geometry(gray, params["fiber_types"], params["zones"], params["um_per_px"])
-    zone_map = zones.zone_label_map(
+    return geometry, _zone_map(gray, geometry, params)
+
+
+def _zone_map(gray: np.ndarray, geometry: dict, params: dict) -> np.ndarray:
+    """IEC zone map of one decoded image with its geometry (its fiber type's zones)."""
+    from fiberprep import zones
+
+    return zones.zone_label_map(
         gray.shape,
         geometry,
         params["fiber_types"][geometry["fiber_type"]]["zones_um"],
@@ -227,7 +235,6 @@ def measure_zones(gray: np.ndarray, params: dict) -> tuple[dict, np.ndarray]:
         ferrule=params["zones"]["analyse_ferrule"],
         field=zones.field_of_view(gray, params["zones"], geometry),
     )
-    return geometry, zone_map
 
 
 def find_defects(
@@ -337,7 +344,8 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
                 "reason": err.reason, "geometry": {}}
     key = cache.stage_key("zones", record["checksum"], params)
     cached = cache.read_record(folder / "zones.json")
-    if cached is not None and cached.get("key") == key:
+    # a record that took its folder's type keeps its measurement's key under "measured"
+    if cached is not None and cached.get("measured", cached).get("key") == key:
         return cached
     start = time.perf_counter()
     try:
@@ -354,6 +362,78 @@ def zones_image(image: dict, params: dict, root: str) -> dict:
     record["seconds"] = round(time.perf_counter() - start, 4)
     cache.write_record(folder / "zones.json", record)
     return record
+
+
+def zones_shard(images: list, params: dict, root: str, threads: int = 1) -> list[dict]:
+    """The zones job of one shard: :func:`zones_image` for each image, then the
+    images with no core in view take their folder's fiber type (:func:`settle_fiber_types`).
+
+    Returns
+    -------
+    list of dict
+        The final zones records of ``images``, in order.
+    """
+    records = run_shard(zones_image, images, params, root, threads)
+    return settle_fiber_types(records, params, root, threads)
+
+
+def settle_fiber_types(records: list[dict], params: dict, root: str, threads: int = 1) -> list[dict]:
+    """Give each accepted image with no core in view (type source ``"default"``) the
+    type its folder's images name (``zones.folder_fiber_types`` over the shard's
+    images of each folder, by their measured types; ``params["folder_type"]``:
+    ``min_images``, ``min_share``, or ``None``: never).
+
+    The zone map and ``zones.json`` of an image whose type changes (or changes back)
+    are written again, from the measured geometry (``zones.assume_fiber_type``); its
+    key then chains the type, so its later stages run again. The measurement stays
+    in the record (``measured``: key and geometry), so that it is never repeated.
+    Shards are large (``min_images_per_shard``) random samples of the folder, so a
+    shard's images of a folder name the folder's type.
+    """
+    from pathlib import PurePosixPath
+
+    from fiberprep import zones
+
+    setting = params.get("folder_type")
+    ok = [r for r in records if r["status"] == "ok"]
+    if not ok or not setting or len(params["fiber_types"]) < 2:
+        return records
+    measured = [r.get("measured", r)["geometry"] for r in ok]
+    folders = [PurePosixPath(r["rel_path"]).parent.as_posix() for r in ok]
+    table = pd.DataFrame({"folder": folders, "fiber_type": [g["fiber_type"] for g in measured],
+                          "fiber_type_source": [g["fiber_type_source"] for g in measured]})
+    named = zones.folder_fiber_types(table, setting["min_images"], setting["min_share"])
+    todo = []
+    for record, geometry, folder in zip(ok, measured, folders):
+        target = named.get(folder) if geometry["fiber_type_source"] == "default" else None
+        target = None if target == geometry["fiber_type"] else target
+        current = record["geometry"]["fiber_type"] if "measured" in record else None
+        if target != current:
+            todo.append((record, target))
+    if not todo:
+        return records
+    settled = {r["image_id"]: r for r in run_shard(_settle_image, todo, params, root, threads)}
+    return [settled.get(r["image_id"], r) for r in records]
+
+
+def _settle_image(item: tuple[dict, str | None], params: dict, root: str) -> dict:
+    """One image of :func:`settle_fiber_types`: its record and zone map as fiber type
+    ``target`` (``None``: as measured), written."""
+    from fiberprep import zones
+
+    record, target = item
+    measured = record.get("measured", record)
+    settled = {k: v for k, v in record.items() if k != "measured"}
+    settled.update(key=measured["key"], geometry=measured["geometry"])
+    if target is not None:
+        geometry = zones.assume_fiber_type(measured["geometry"], target, params["fiber_types"][target])
+        settled.update(key=cache.stage_key("zones", measured["key"], {"fiber_type": target}),
+                       geometry=geometry, measured={"key": measured["key"], "geometry": measured["geometry"]})
+    folder = cache.image_dir(root, record["image_id"])
+    gray = _load_gray(settled, root, params)
+    cache.write_array(folder / ARRAY_FILES["zone_map"], _zone_map(gray, settled["geometry"], params))
+    cache.write_record(folder / "zones.json", settled)
+    return settled
 
 
 def defects_image(zones_record: dict, params: dict, root: str) -> tuple[dict, pd.DataFrame]:
@@ -479,7 +559,7 @@ def run_chain(images: list, params: dict, root: str, threads: int = 1) -> tuple[
         The zones records of ``images``, then the :func:`defects_image` and
         :func:`features_image` results of the images the zones stage accepted.
     """
-    zones_records = run_shard(zones_image, images, params["zones"], root, threads)
+    zones_records = zones_shard(images, params["zones"], root, threads)
     accepted = [r for r in zones_records if r["status"] == "ok"]
     found = run_shard(defects_image, accepted, params["defects"], root, threads)
     measured = run_shard(features_image, accepted, params["features"], root, threads)

@@ -108,7 +108,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         plain catalog entry); ``fiber_type_source`` says how it was chosen:
         ``"config"`` (one type given), ``"core"`` (the core's size fits it alone),
         ``"ambiguous"`` (another candidate fits it nearly as well; the nearer is chosen) or
-        ``"default"`` (no core of a candidate's size: the first, a guess). ``core_visible`` is
+        ``"default"`` (no core of a candidate's size: the first, a guess; the zones
+        stage may then give it its folder's type, :func:`folder_fiber_types`, as
+        source ``"folder"``). ``core_visible`` is
         False when no core edge was measured; the core circle is then the
         nominal core centered on the cladding. With ``params["mode"] == "none"``
         no fiber is searched: circle keys are NaN, ``polarity`` is ``"none"``,
@@ -260,6 +262,64 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
     name = near[0][1]
     close = len(near) > 1 and near[1][0] < 2.0 * near[0][0]
     return name, core, expected[name][1], "ambiguous" if close else "core"
+
+
+def folder_fiber_types(table, min_images, min_share):
+    """The fiber type each folder's coreless images take, from its typed images.
+
+    A folder of end faces is one product, as a rule; the core shows on some of its
+    images and names their type, and on the others (no core in view: type source
+    ``"default"``, the first candidate, a guess) the type the folder's named ones
+    agree on is a far better guess. A folder names a type when at least
+    ``min_images`` of its images had it named by their core (source ``"core"``)
+    and at least ``min_share`` of those agree; a mixed folder names none.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per image: ``folder``, ``fiber_type``, ``fiber_type_source``.
+    min_images : int
+        Fewest core-typed images a folder needs.
+    min_share : float
+        Share of them that must agree, in (0.5, 1].
+
+    Returns
+    -------
+    dict
+        ``{folder: type name}`` of the folders that name a type.
+    """
+    named = table[table["fiber_type_source"] == "core"]
+    out = {}
+    for folder, types in named.groupby("folder")["fiber_type"]:
+        counts = types.value_counts()
+        if len(types) >= min_images and counts.iloc[0] >= min_share * len(types):
+            out[folder] = counts.index[0]
+    return out
+
+
+def assume_fiber_type(geometry, name, fiber_type):
+    """The geometry of a fiber measured with no core in view, as fiber type ``name``.
+
+    What :func:`measure_geometry` gives when ``name`` is the first candidate: the
+    scale from the type's cladding (unless calibrated), the type's nominal core on
+    the cladding center; the type source becomes ``"folder"``.
+    """
+    if geometry["um_per_px_source"] == "calibration":
+        upp = geometry["um_per_px"]
+    else:
+        upp = 0.5 * float(fiber_type["cladding_um"]) / geometry["cladding_radius_px"]
+    return {
+        **geometry,
+        "core_center_x": geometry["center_x"],
+        "core_center_y": geometry["center_y"],
+        "core_radius_px": 0.5 * float(fiber_type["core_um"]) / upp,
+        "core_visible": False,
+        "core_offset_px": 0.0,
+        "core_offset_um": 0.0,
+        "um_per_px": upp,
+        "fiber_type": name,
+        "fiber_type_source": "folder",
+    }
 
 
 def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True, field=None):

@@ -1,11 +1,11 @@
-"""Zones shard job: geometry and IEC zone map of each image of one shard."""
+"""Zones shard job: geometry and IEC zone map of each image of one shard (coreless
+images take their folder's fiber type)."""
 
 from fiberprep import io as fio
 from fiberprep import pipeline
 
 pipeline.log_to(snakemake.log[0])
-records = pipeline.run_shard(
-    pipeline.zones_image,
+records = pipeline.zones_shard(
     snakemake.params.images,
     snakemake.params.stage,
     snakemake.params.root,

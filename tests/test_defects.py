@@ -108,6 +108,44 @@ def test_broken_scratch_is_one_instance(cfg):
     assert len(ids) == 2 and len(ids[0]) == 1 and ids[0] == ids[1]
 
 
+def test_scratch_broken_into_dots_is_one_instance_specks_in_a_triangle_are_not(cfg):
+    # six dots in a row, 2.5 µm apart (a scratch broken up all along), and three in a
+    # triangle as far apart (specks): one defect, and three
+    dot = dict(PIT, size_um=3.5, contrast=0.5)
+    c, s = np.cos(np.radians(25.0)), np.sin(np.radians(25.0))
+    row = [dict(dot, dx_um=-20.0 + 6.0 * k * c, dy_um=35.0 + 6.0 * k * s) for k in range(6)]
+    triangle = [dict(dot, dx_um=30.0 + 5.5 * np.cos(a), dy_um=-30.0 + 5.5 * np.sin(a))
+                for a in np.radians([90.0, 210.0, 330.0])]
+    gray, truth = _scene(cfg, seed=4, defects=row + triangle)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    ids = _instances_of(pred, truth)
+    assert all(len(i) == 1 for i in ids)
+    assert len(set.union(*ids[:6])) == 1 and len(set.union(*ids[6:])) == 3
+
+
+def test_bead_chains_link_dots_in_a_row_only():
+    from fiberprep.defects import _bead_chains, _piece
+
+    def bead(i, x, y, r=2.0, pol=-1.0):
+        yy, xx = np.mgrid[-4:5, -4:5]
+        inside = np.hypot(xx, yy) <= r
+        pc = _piece(np.column_stack([xx[inside] + x, yy[inside] + y]), 3.0)
+        return {**pc, "id": i, "thick": 2 * r, "pol": pol}
+
+    row = [bead(i, 10.0 + 6.0 * i, 20.0 + 1.0 * i) for i in range(4)]  # 2 px gaps, nearly straight
+    pairs = _bead_chains(row, 2.5, np.cos(np.radians(20.0)), 18.0)
+    assert pairs == {frozenset((i, i + 1)) for i in range(3)}
+    assert _bead_chains(row, 2.5, 0.94, 18.5) == set()  # too short for a scratch
+    assert _bead_chains(row[:2], 2.5, 0.94, 1.0) == set()  # two dots are no chain
+    assert _bead_chains(row, 1.5, 0.94, 1.0) == set()  # too far apart
+    bent = [bead(0, 10.0, 10.0), bead(1, 16.0, 10.0), bead(2, 16.0, 16.0)]  # a right angle
+    assert _bead_chains(bent, 2.5, 0.94, 1.0) == set()
+    mixed = [bead(0, 10.0, 10.0), bead(1, 16.0, 10.0, pol=1.0), bead(2, 22.0, 10.0), bead(3, 28.0, 10.0)]
+    assert _bead_chains(mixed, 2.5, 0.94, 1.0) == set()
+    sizes = [bead(0, 10.0, 10.0), bead(1, 17.0, 10.0, r=4.0), bead(2, 24.0, 10.0), bead(3, 30.0, 10.0)]
+    assert _bead_chains(sizes, 2.5, 0.94, 1.0) == set()
+
+
 def _instances_of(pred, truth):
     """Set of predicted numbers covering each true defect."""
     return [set(np.unique(pred[truth["instance_map"] == d["number"]])) - {0} for d in truth["defects"]]

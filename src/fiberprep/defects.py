@@ -1923,7 +1923,9 @@ def _join_collinear(labels, source, zs, px, params):
     a line of opposite polarity (``_polarity`` of ``zs``) are different
     defects, and so are a dark and a bright line unless each centre lies
     within half ``scratch_max_width_um`` of the other's axis (the two sides
-    of a shaded groove). Returns the renumbered labels and per-label sources.
+    of a shaded groove). Beads in a row join too (``_bead_chains``): a scratch
+    broken into dots and dashes all along. Returns the renumbered labels and
+    per-label sources.
     """
     n = int(labels.max()) + 1
     if n <= 2:
@@ -1943,7 +1945,12 @@ def _join_collinear(labels, source, zs, px, params):
         pc.update(id=i, thick=thick[i], elong=pc["major"] >= params["linear_aspect"] * thick[i], pol=pol[i])
         pieces.append(pc)
 
+    chained = _bead_chains([pc for pc in pieces if not pc["elong"]], px(params["bead_chain_gap_um"]),
+                           cos_max, px(params["scratch_min_length_um"]))
+
     def joinable(a, b):
+        if frozenset((a["id"], b["id"])) in chained:
+            return True
         if a["elong"] and b["elong"]:
             if not _groove_sides(a, b, max_w):
                 return False
@@ -1979,6 +1986,51 @@ def _join_collinear(labels, source, zs, px, params):
     lut = np.zeros(n, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
     return _relabel(labels, lut[root_id]), src[keep]
+
+
+def _bead_chains(beads, gap, cos_max, min_length):
+    """Pairs of beads (``_piece`` dicts with ``id``, ``thick``, ``pol``) that are links
+    of one chain: a bead with a neighbour on each side, both within ``gap`` of it
+    (between outlines), the three in line (the turn at the middle one within the
+    angle of ``cos_max``), of alike thickness (at most ``_BEAD`` times) and not of
+    opposite polarity, an elongated bead lying along the chain; the centres of the
+    chain's (linked beads') end beads lie ``min_length`` apart at least, as a scratch's
+    ends do. A scratch that breaks up into dots and dashes is such a chain; specks
+    side by side are not.
+
+    Returns a set of ``frozenset({id_a, id_b})``.
+    """
+    pairs = set()
+    if len(beads) < 3:
+        return pairs
+    c = np.array([b["c"] for b in beads], np.float64)
+    half = 0.5 * np.array([max(b["major"], b["thick"]) for b in beads])
+    dist = np.hypot(c[:, None, 0] - c[None, :, 0], c[:, None, 1] - c[None, :, 1])
+    near = (dist - half[:, None] - half[None, :] <= gap) & ~np.eye(len(beads), dtype=bool)
+
+    def alike(a, b):
+        return (max(a["thick"], b["thick"]) <= _BEAD * min(a["thick"], b["thick"])
+                and a["pol"] * b["pol"] >= _OPPOSITE)
+
+    def along(b, u):
+        return b["major"] < 1.5 * b["thick"] or abs(float(b["d"] @ u)) >= cos_max
+
+    for j, mid in enumerate(beads):
+        nbrs = [i for i in np.flatnonzero(near[j]) if alike(mid, beads[i])]
+        for x in range(len(nbrs)):
+            for y in range(x + 1, len(nbrs)):
+                i, k = nbrs[x], nbrs[y]
+                u, v = c[i] - c[j], c[k] - c[j]
+                u, v = u / dist[i, j], v / dist[k, j]
+                if -float(u @ v) >= cos_max and all(along(beads[m], u) for m in (i, j, k)):
+                    pairs |= {frozenset((i, j)), frozenset((j, k))}
+    if not pairs:
+        return pairs
+    comp = np.arange(len(beads))  # the chain each bead belongs to
+    for a, b in map(tuple, pairs):
+        comp[comp == comp[b]] = comp[a]
+    chains = {c for c in np.unique(comp) if dist[np.ix_(comp == c, comp == c)].max() >= min_length}
+    return {frozenset((beads[a]["id"], beads[b]["id"])) for a, b in map(tuple, pairs) if comp[a] in chains}
 
 
 def _drop_rings(labels, source, ring, px, params):

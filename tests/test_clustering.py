@@ -93,6 +93,22 @@ def test_match_clusters_is_a_permutation(first):
     assert clustering.match_clusters(model, shuffled) == {2: 2, 0: 0, 3: 3, 1: 1}
 
 
+def test_refit_names_its_own_clusters_and_unedited_review_entries_follow(first):
+    """A refit keeps the old ids but not the old automatic names (a regrouped cluster
+    would carry a wrong one); the review file's entries left as written follow the
+    model's current names, a person's edits stay."""
+    data, model = first
+    wrong = {**model, "names": {c: {"type": "chip", "rule": "chip: stale"} for c in model["names"]}}
+    refit = clustering.fit_model(data, params(), previous=wrong)
+    assert refit["names"] == model["names"]
+    template = clustering.review_template(wrong)  # written by an earlier fit, unedited
+    ids = sorted(model["names"])
+    template[ids[0]]["type"] = "other"  # a person's choice
+    types = clustering.review_types(model, template)
+    assert types[ids[0]] == "other"
+    assert all(types[c] == model["names"][c]["type"] for c in ids[1:])
+
+
 def test_review_renames_and_merges(first):
     data, model = first
     ids = sorted(model["names"])

@@ -142,7 +142,8 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
         ``min_cluster_size``, ``seed`` and ``naming`` (rules of :func:`name_clusters`).
     previous : dict, optional
         A previously fitted model: the new clusters are matched to its clusters
-        (:func:`match_clusters`) and keep their ids and names.
+        (:func:`match_clusters`) and keep their ids (so a reviewed type stays with
+        its cluster); their automatic names are their own.
 
     Returns
     -------
@@ -210,7 +211,7 @@ def fit_model(features: pd.DataFrame, params: dict, previous: dict | None = None
     model["names"] = name_clusters(model)
     _add_rule_chips(model, X, sample, labels)
     if previous is not None:
-        model = relabel(model, match_clusters(previous, model), previous)
+        model = relabel(model, match_clusters(previous, model))
     return model
 
 
@@ -492,17 +493,17 @@ def match_clusters(old_model: dict, new_model: dict) -> dict[int, int]:
     return mapping
 
 
-def relabel(model: dict, mapping: dict[int, int], previous: dict | None = None) -> dict:
-    """Renumber a model's clusters (``mapping`` new -> id) and carry ``previous``'s
-    names onto matched clusters, so reviewed names stay attached to their ids."""
+def relabel(model: dict, mapping: dict[int, int]) -> dict:
+    """Renumber a model's clusters (``mapping`` new -> id).
+
+    The names stay those the naming rules gave each cluster's own centroid: a matched
+    cluster of a refit may differ in kind from the old one (a small change of the
+    defects can regroup them), and an old automatic name on it would mislabel it.
+    """
     out = dict(model)
     out["cluster_ids"] = np.array([mapping[int(c)] for c in model["cluster_ids"]])
     for key in ("centroids_raw", "sizes", "names"):
         out[key] = {mapping[c]: v for c, v in model[key].items()}
-    if previous is not None:
-        for c in out["names"]:
-            if c in previous["names"]:
-                out["names"][c] = dict(previous["names"][c])
     return out
 
 
@@ -522,7 +523,11 @@ def review_types(model: dict, review: dict | None) -> dict[int, str]:
     Parameters
     ----------
     model : dict
-        Fitted model; clusters missing from the review keep their automatic names.
+        Fitted model; clusters missing from the review keep their automatic names,
+        and so do entries left as written: a ``{"type", "rule"}`` entry whose type is
+        the one its rule named (the template's automatic name, unedited). After a
+        refit the automatic names are those of the new clusters, and only a person's
+        choices carry over.
     review : dict or None
         {cluster: type name | {"type": name} | {"merge_into": other cluster}}; merges
         may chain.
@@ -544,12 +549,20 @@ def review_types(model: dict, review: dict | None) -> dict[int, str]:
             raise ValueError(f"cluster review: merge_into {c} names no cluster")
         if isinstance(v, dict) and "merge_into" in v:
             return resolve(int(v["merge_into"]), (*seen, c))
+        if _unedited(v) and c in model["names"]:
+            v = model["names"][c]
         t = v["type"] if isinstance(v, dict) else v
         if t not in allowed:
             raise ValueError(f"cluster review: cluster {c} type {t!r}; allowed: {sorted(allowed)}")
         return t
 
     return {c: resolve(c) for c in ids}
+
+
+def _unedited(entry) -> bool:
+    """Whether a review entry still holds the automatic name its rule gave."""
+    return (isinstance(entry, dict) and "rule" in entry
+            and str(entry["rule"]).split(":", 1)[0] == entry.get("type"))
 
 
 def apply_review(clusters, model: dict, review: dict | None) -> np.ndarray:

@@ -180,6 +180,25 @@ def test_auto_fiber_type_without_a_visible_core_is_the_first_candidate():
     assert wider["core_radius_px"] == pytest.approx(50.0 / wider["um_per_px"])
 
 
+def test_bright_fiber_ends_outside_a_barely_resolved_darker_rim():
+    """A bright fiber whose glass darkens in a rim 4.4 px wide just inside its edge
+    (coaxial light on a bevel), blurred until the two steps are barely resolved (the
+    gradient dips 6 % between them), on a grainy ferrule: the glass ends at the outer
+    step (the inner, stronger one was taken when the dip had to reach 20 %)."""
+    rng = np.random.default_rng(1)
+    h, w, ss, r = 480, 640, 4, 140.0
+    yy, xx = (np.mgrid[: h * ss, : w * ss] + 0.5) / ss - 0.5
+    d = np.hypot(xx - 321.3, yy - 238.7)
+    glass = cv2.resize(np.where(d < r - 4.4, 0.40, np.where(d < r, 0.256, 0.0)).astype(np.float32), (w, h),
+                       interpolation=cv2.INTER_AREA)
+    outside = cv2.resize((d >= r).astype(np.float32), (w, h), interpolation=cv2.INTER_AREA)
+    grain = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.5)
+    img = cv2.GaussianBlur(glass + outside * 0.15 * (1 + 0.05 * grain / grain.std()), (0, 0), 1.43)
+    img = np.clip(img + rng.normal(0, 0.004, img.shape), 0, 1).astype(np.float32)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert geo["cladding_radius_px"] == pytest.approx(r, abs=0.6)
+
+
 def test_a_folder_names_the_type_its_core_typed_images_agree_on():
     rows = (
         [("a", "mm_50", "core")] * 6 + [("a", "mm_62_5", "core"), ("a", "sm_pc", "default")]

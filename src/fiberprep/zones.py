@@ -942,8 +942,10 @@ def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
     fitted edge is the stronger one. The glass ends at the outer step: a second
     peak of the signed gradient of the median edge-aligned profile, within
     ``reach`` (+1 px of blur) outside the fitted edge, at least ``rim_step_share``
-    of the fitted step's peak and resolved from it (the gradient dips below 0.8 of
-    the outer peak between them), where the level between the steps leaves at
+    of the fitted step's peak and resolved from it (the median gradient rises from
+    its dip between them to the outer peak by more than 3 standard errors of the
+    rays' rise: a barely resolved step of a blurred rim counts, a wobble of one
+    blurred step does not), where the level between the steps leaves at
     least ``rim_step_share`` of the whole step to the outer one and the band is
     smooth glass (its texture nearer the glass's than the outside's: rough epoxy
     is no rim). The edge is then refitted on rays in a window that stays clear
@@ -967,10 +969,18 @@ def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
     ]
     outside, glass = level[-1], level[0]
     dips = [k + int(np.argmin(grad[k:j])) for j in peaks]
+    # the dip is real when the rays' gradients rise from it to the peak beyond their
+    # scatter: 3 standard errors of the median (1.25 sigma / sqrt(n))
+    ray_grad = sign * np.gradient(prof, steps, axis=1)
+
+    def resolved(j, d):
+        rise = ray_grad[:, j] - ray_grad[:, d]
+        return grad[j] - grad[d] > 3.0 * 1.25 * np.std(rise) / math.sqrt(len(rise))
+
     steps_ok = [
         (j, d)
         for j, d in zip(peaks, dips)
-        if grad[d] < 0.8 * grad[j]
+        if resolved(j, d)
         and sign * (outside - level[d]) >= params["rim_step_share"] * sign * (outside - glass)
     ]
     if not steps_ok:

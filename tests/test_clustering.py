@@ -333,6 +333,17 @@ def test_ragged_member_of_a_pit_cluster_is_contamination(first, area_um2, moved)
     assert types == ({"contamination"} if moved else {"pit_dig"})
 
 
+@pytest.mark.parametrize("radius_um, moved", [(20.0, True), (200.0, False)])
+def test_curled_member_of_a_scratch_cluster_is_contamination(first, radius_um, moved):
+    """A polish scratch runs straight or in a wide arc: a defect nearest to a scratch
+    cluster that bends tighter than naming.scratch_min_member_bend_radius_um (a fibre of
+    lint) goes to a contamination cluster; a gently bent one stays."""
+    data, model = first
+    scratches = data[data["truth"] == "scratch"].head(10).assign(bend_radius_um=radius_um)
+    types = set(clustering.apply_review(clustering.assign_clusters(model, scratches), model, None))
+    assert types == ({"contamination"} if moved else {"scratch"})
+
+
 def test_wide_member_of_a_scratch_cluster_is_contamination(first):
     """A scratch is a thin groove: a defect nearest to a scratch cluster but wider than
     naming.scratch_max_member_width_um goes to a contamination cluster."""

@@ -295,6 +295,22 @@ def test_defects_at_the_image_border_and_a_bent_line():
     assert t.loc[1, "local_contrast"] == pytest.approx(-0.3, abs=0.02)
 
 
+def test_bend_radius_of_an_arc_a_straight_line_and_a_speck():
+    """The skeleton's radius of curvature: an arc's radius, a straight line's and a
+    speck's capped (no curl to see)."""
+    gray = np.full((200, 200), 0.6, np.float32)
+    inst = np.zeros((200, 200), np.uint16)
+    cv2.ellipse(inst, (100, 120), (60, 60), 0, 240, 300, 1, 2)  # 60 px radius, 60 degrees
+    cv2.line(inst, (20, 170), (180, 176), 2, 2)
+    inst[20:23, 20:23] = 3
+    gray[inst > 0] -= 0.3
+    t = defect_features(gray, inst, np.full((200, 200), 2, np.uint8),
+                        pd.DataFrame({"number": [1, 2, 3]}), GEOMETRY).set_index("number")
+    um = GEOMETRY["um_per_px"]
+    assert t.loc[1, "bend_radius_um"] == pytest.approx(60 * um, rel=0.15)
+    assert t.loc[2, "bend_radius_um"] == t.loc[3, "bend_radius_um"] == 10_000
+
+
 def _texture_images():
     """Random, flat-patched and ramped 32-level images (ties between neighbours are
     where interpolation round-off decides an LBP bit)."""

@@ -316,6 +316,9 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "scratch_max_member_width_um" in naming:
             wide = scratch & (col("width_um") > float(naming["scratch_max_member_width_um"]))
             moves.append((wide, "contamination"))
+        if "scratch_min_member_bend_radius_um" in naming:
+            curled = scratch & (col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"]))
+            moves.append((curled, "contamination"))
     if (types == "chip").any():
         moves.append((_rule_chips(model, features, types, near), "chip"))
     return moves
@@ -350,7 +353,9 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       to its nearest contamination cluster.
     - A scratch is a thin polish groove: a defect of a scratch cluster wider than
       ``naming.scratch_max_member_width_um`` is a particle, lint or film lying on the
-      glass and goes to its nearest contamination cluster.
+      glass and goes to its nearest contamination cluster; so does one that curls,
+      bending tighter than ``naming.scratch_min_member_bend_radius_um``
+      (``bend_radius_um``): a fibre of lint (a polish scratch runs straight or in a wide arc).
 
     (Nearest cluster of another type when the model has no contamination cluster.)
     Without these rules, edge debris and pits near the edge join the chip clusters (the

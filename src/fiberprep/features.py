@@ -51,6 +51,11 @@ _LBP_BINS = _LBP_P + 2
 _TEXTURE_PX = 48
 _TEXTURE_BATCH = 256
 _EPS = 1e-6
+# A skeleton's bend radius is fitted when it spans this many px and bows by this many µm
+# (and 1 px) over its span; a straight one's is capped.
+_BEND_MIN_SPAN_PX = 4
+_BEND_MIN_SAGITTA_UM = 1.0
+_BEND_MAX_RADIUS_UM = 10_000.0
 
 # name, unit, description: one table from which FEATURE_UNITS and FEATURE_DESCRIPTIONS
 # are built (README feature table, Parquet field metadata).
@@ -96,6 +101,9 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("straightness", "1", "span of the skeleton along its main axis / its length"),
     ("skeleton_bend", "1", "width of the skeleton across its main axis / its span along it "
      "(0 straight, high bent or wiggly)"),
+    ("bend_radius_um", "µm", "radius of curvature of the skeleton (a parabola fitted across its "
+     "main axis; 10 000 when it bows by less than 1 µm or 1 px, or spans under 4 px): "
+     "a polish scratch runs straight or in a wide arc, a fibre of lint curls"),
     ("intensity_mean", "gray [0,1]", "mean intensity inside the defect"),
     ("intensity_std", "gray [0,1]", "intensity standard deviation inside the defect"),
     ("intensity_min", "gray [0,1]", "minimum intensity inside the defect"),
@@ -511,16 +519,24 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, um, gray_
     skel = skeletonize(tight)
     length = _skeleton_length_px(skel)
     sy, sx = _nonzero(skel)
-    span, across = 0.0, 0.0
+    span, across, bend_radius = 0.0, 0.0, _BEND_MAX_RADIUS_UM
     if sy.size > 1:
         dx, dy = sx - sx.sum() / sx.size, sy - sy.sum() / sy.size
         theta = 0.5 * np.arctan2(2 * (dx @ dy), dx @ dx - dy @ dy)  # main axis direction
         proj = dx * np.cos(theta) + dy * np.sin(theta)
         perp = dy * np.cos(theta) - dx * np.sin(theta)
         span, across = float(np.ptp(proj)), float(np.ptp(perp))
+        if span >= _BEND_MIN_SPAN_PX:
+            # perp = a proj^2 + ...: curvature 2a at the vertex; a bow over the span of
+            # less than a pixel is the staircase of a straight line, of less than
+            # _BEND_MIN_SAGITTA_UM no curl
+            a = abs(float(np.polyfit(proj, perp, 2)[0]))
+            if a * (0.5 * span) ** 2 >= max(1.0, _BEND_MIN_SAGITTA_UM / um):
+                bend_radius = min(um / (2.0 * a), _BEND_MAX_RADIUS_UM)
     out["skeleton_length_um"] = length * um
     out["straightness"] = min(1.0, (span + 1.0) / (length + 1.0))
     out["skeleton_bend"] = across / (span + 1.0)
+    out["bend_radius_um"] = bend_radius
     # Width across the line, from the image's profile (skeleton of the closed mask: the
     # two flanks of a shaded groove make one line), reaching 3 mask widths to each side;
     # a shape that is no line (aspect ratio below _LINE_MIN_ASPECT) keeps its mask's width.

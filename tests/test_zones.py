@@ -402,6 +402,22 @@ def test_smooth_dark_bevel_before_a_rough_epoxy_ring_ends_the_glass_where_the_gr
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.75
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_rough_epoxy_ring_as_bright_as_the_glass_under_a_dimming_ferrule(seed):
+    # a dark fiber (0.33) in a rough epoxy ring about as bright (0.345, 15 % grain) 10 px
+    # wide, then a ferrule dimming outward (vignetting): its fall-off beside the ring's
+    # outer edge passes for a faint fringe, but a textured shelf wider than a bevel line
+    # is a ring; the old code took the ring's outer edge (+10 px)
+    rng = np.random.default_rng(seed)
+    grain = cv2.GaussianBlur(rng.standard_normal((480, 640)).astype(np.float32), (0, 0), 1.0)
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    ferrule = 0.58 - 0.0008 * np.clip(d - 10.0, 0, None)
+    img = _stepped_disc([0.0, 10.0], [0.33, 0.345 * (1 + 0.15 * grain / grain.std())], ferrule, rng)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.75
+
+
 @pytest.mark.parametrize("inside,outside", [(0.8, 0.2), (0.3, 0.7)])
 @pytest.mark.parametrize("share", [0.4, 0.6])
 def test_rim_inside_the_glass_edge_ends_at_its_outer_step(inside, outside, share):

@@ -1074,16 +1074,15 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     if edge is not None:
         return _glass_step(edge, level, prof, steps, glass, min_px, params)
     # a bright diffraction fringe just outside (coaxial scopes) marks the strongest edge
-    # as the glass edge itself: no ring to look for
+    # as the glass edge itself, unless a textured shelf wider than a bevel line says ring
     reach = params["halo_reach_um"] * px_per_um
-    if _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]:
-        return None
+    fringe = _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]
     ferrule_level = float(np.median(level[ferrule]))
     flank = grain & (excess > (0.5 * ratio - 1.0) * floor)  # a thin ring's blurred flanks
     # the rough run that ends near the fitted edge (whose own slope masks texture)
     near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]) & (steps <= 0))[0]
     if not len(near):
-        return 0.0, 0.0
+        return None if fringe else (0.0, 0.0)
     k = last = int(near.max())
     top = float(np.median(texture[max(0, k - 2) : k + 1]))
     while k > 0 and rough[k - 1] and not glass[k - 1]:
@@ -1097,9 +1096,11 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     # and grain on a shelf (under a quarter of the edge's slope) unless it is twice as rough:
     # faint noise or JPEG ringing on the steep flank of a blurred edge alone is no ring
     faint = excess[k : last + 1].max() <= (2.0 * ratio - 1.0) * floor
-    on_flank = slope[k : last + 1].min() > 0.25 * slope[steps <= 0].max()
-    if glass[k] or k1 - k0 < 1 or (faint and on_flank):
-        return 0.0, 0.0
+    shelf = slope[k : last + 1] <= 0.25 * slope[steps <= 0].max()
+    if glass[k] or k1 - k0 < 1 or (faint and not shelf.any()):
+        return None if fringe else (0.0, 0.0)
+    if fringe and 0.5 * shelf.sum() < params["bevel_max_um"] * px_per_um:
+        return None
     # the ring's inner boundary: where the intensity leaves the glass level toward the
     # ring's (JPEG spreads texture past it); where the ring is as bright as the glass,
     # where the texture reaches half its ring level

@@ -535,7 +535,7 @@ def test_ring_blend_leaves_the_annulus_proper_as_it_was():
           + rng.normal(0, 0.01, r.shape)).astype(np.float32)
     params = {"arc_um": 25.0, "ring_fine_um": 8.0, "ring_bin_px": 0.5, "ring_coarse_um": 4.0,
               "flatten_clip_sigma": 3.0, "ring_texture_ratio": 2.0, "ring_shade_um": 125.0,
-              "coarse_min_contrast": 0.035}
+              "ring_film_contrast": 0.035}
     out = []
     for r_lo in (92.0, 88.0):  # no blend; blend from 88 to 92
         bg, sigma, band = np.zeros_like(lg), np.ones_like(lg), np.zeros(lg.shape, bool)

@@ -643,10 +643,10 @@ def _arc_outliers_to_median(mean, half, params):
     """Arc-bin means (sectors x radial bins, circular along axis 0) with the bins
     that stand out from the running median of the ``2 * half + 1`` sectors around
     them (by ``flatten_clip_sigma`` times the robust σ of such deviations, and by
-    the ``coarse_min_contrast`` of a film) replaced by that median."""
+    the ``ring_film_contrast`` of a film) replaced by that median."""
     med = np.median(np.stack([np.roll(mean, k, axis=0) for k in range(-half, half + 1)]), axis=0)
     dev = mean - med
-    lim = max(params["flatten_clip_sigma"] * _robust_std(dev), math.log1p(params["coarse_min_contrast"]))
+    lim = max(params["flatten_clip_sigma"] * _robust_std(dev), math.log1p(params["ring_film_contrast"]))
     return np.where(np.abs(dev) > lim, med, mean)
 
 

@@ -795,3 +795,28 @@ def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     no_plateau_test = dict(params, swell_min_slope_ratio=0.0)
     out, _ = _drop_swells(labels, source, resid, valid, px, no_plateau_test)
     assert out[160, 450] == 0
+
+
+def test_shaded_groove_keeps_its_opposite_flank_but_a_particle_on_a_scratch_splits_off(cfg):
+    # a relief scratch: the line filter follows its dark flank, the region candidate holds
+    # both flanks. The bright flank is a line along the scratch, part of it (the old code
+    # split it off as a second defect); a compact bright blob on a dark scratch is a
+    # particle on it, its own defect
+    from fiberprep.defects import _merge
+
+    px = lambda um: um / 0.5  # noqa: E731
+    shape = (200, 200)
+    region, zs = np.zeros(shape, bool), np.zeros(shape, np.float32)
+    s_lab = np.zeros(shape, np.int32)
+    region[98:104, 40:160] = True
+    zs[98:101, 40:160], zs[101:104, 40:160] = -6.0, 6.0
+    s_lab[98:101, 40:160] = 1
+    widths = np.array([0.0, 3.0])
+    dot = np.zeros(shape, bool)
+    labels, _ = _merge(region, s_lab, widths, widths, zs, dot, px, cfg["detection"])
+    assert len(np.unique(labels[region])) == 1 and labels[99, 100] == labels[102, 100] > 0
+    # a plain dark scratch with a bright particle on it: two defects
+    region[101:104], zs[101:104] = False, 0.0
+    region[95:104, 70:79], zs[95:104, 70:79] = True, 8.0
+    labels, _ = _merge(region, s_lab, widths, widths, zs, dot, px, cfg["detection"])
+    assert labels[99, 74] != labels[99, 120] > 0 and labels[99, 74] > 0

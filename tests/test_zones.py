@@ -369,6 +369,13 @@ def _stepped_disc(edges, levels, outside, rng=None):
     return np.clip(img + rng.normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
 
 
+def _epoxy_grain(level, rng):
+    """A rough epoxy ring's reflectance over _stepped_disc's frame: ``level`` with 15 %
+    grain about 1 px across."""
+    grain = cv2.GaussianBlur(rng.standard_normal((480, 640)).astype(np.float32), (0, 0), 1.0)
+    return level * (1 + 0.15 * grain / grain.std())
+
+
 def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring():
     # a dark fiber whose glass brightens in a bevel rim just inside its edge (oblique
     # light), then a dark epoxy ring, then the bright ferrule: the strongest step is the
@@ -395,9 +402,7 @@ def test_smooth_dark_bevel_before_a_rough_epoxy_ring_ends_the_glass_where_the_gr
     # to the ring's outer edge. Its smooth inner part is glass; the old code took the
     # ring's outer edge (+12 px)
     rng = np.random.default_rng(seed)
-    grain = cv2.GaussianBlur(rng.standard_normal((480, 640)).astype(np.float32), (0, 0), 1.0)
-    epoxy = 0.20 * (1 + 0.15 * grain / grain.std())
-    img = _stepped_disc([-6.0, 0.0, 12.0], [0.255, 0.17, epoxy], 0.45, rng)
+    img = _stepped_disc([-6.0, 0.0, 12.0], [0.255, 0.17, _epoxy_grain(0.20, rng)], 0.45, rng)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.75
 
@@ -409,11 +414,10 @@ def test_rough_epoxy_ring_as_bright_as_the_glass_under_a_dimming_ferrule(seed):
     # outer edge passes for a faint fringe, but a textured shelf wider than a bevel line
     # is a ring; the old code took the ring's outer edge (+10 px)
     rng = np.random.default_rng(seed)
-    grain = cv2.GaussianBlur(rng.standard_normal((480, 640)).astype(np.float32), (0, 0), 1.0)
     yy, xx = np.mgrid[:480, :640].astype(np.float32)
     d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
     ferrule = 0.58 - 0.0008 * np.clip(d - 10.0, 0, None)
-    img = _stepped_disc([0.0, 10.0], [0.33, 0.345 * (1 + 0.15 * grain / grain.std())], ferrule, rng)
+    img = _stepped_disc([0.0, 10.0], [0.33, _epoxy_grain(0.345, rng)], ferrule, rng)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.75
 

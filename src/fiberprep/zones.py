@@ -1028,7 +1028,9 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     A dark fiber often sits in a rough epoxy ring whose outer edge (to the
     ferrule) is stronger than the glass edge. When the strongest edge carries
     a bright diffraction fringe within ``halo_reach_um`` on its outer side
-    (coaxial scopes), it is the glass edge and no ring is looked for. Epoxy is
+    (coaxial scopes), it is the glass edge, unless the ring's rough run holds a
+    shelf wider than a bevel line (``bevel_max_um``: a fall-off of the ferrule
+    beside a ring passes for a faint fringe). Epoxy is
     textured, glass is smooth: along the circle, the intensity difference
     between neighbouring rays is the texture, compared with that of the glass
     further in (floored

@@ -1704,7 +1704,9 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     a scratch lying mostly on such a blob and never ``scratch_min_length_um``
     away from it is the blob's flank and is dropped. The part of a candidate on a scratch whose
     polarity (sign of ``zs``, ``_polarity_components``) is opposite to the
-    scratch's is another defect too (a dark pit on a bright scratch).
+    scratch's is another defect too (a dark pit on a bright scratch), unless it is
+    a line along the scratch (``linear_aspect``, within ``join_angle_deg``): the
+    other flank of a shaded groove.
     Components under ``min_area_um2`` are dropped (region candidates of at least
     half of it reaching a ``dot`` pixel, dark by ``dot_min_contrast``, are kept: a
     pit below the optics' resolution, blurred small but far darker than the grain),

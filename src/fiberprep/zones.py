@@ -1049,7 +1049,8 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     Returns
     -------
     tuple of float or None
-        None when the edge carries a fringe, else ``(shift, sign)``: how far inside
+        None when the edge carries a fringe (and no ring shelf wider than a bevel
+        line), else ``(shift, sign)``: how far inside
         the fitted edge the glass edge lies (px; 0 when no ring), and the polarity
         of the glass-to-epoxy step (+1 brighter outside, -1 darker; 0 when that
         step is too weak to locate the edge on rays).

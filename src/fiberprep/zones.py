@@ -1080,12 +1080,13 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     # as the glass edge itself, unless a textured shelf wider than a bevel line says ring
     reach = params["halo_reach_um"] * px_per_um
     fringe = _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]
+    no_ring = None if fringe else (0.0, 0.0)
     ferrule_level = float(np.median(level[ferrule]))
     flank = grain & (excess > (0.5 * ratio - 1.0) * floor)  # a thin ring's blurred flanks
     # the rough run that ends near the fitted edge (whose own slope masks texture)
     near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]) & (steps <= 0))[0]
     if not len(near):
-        return None if fringe else (0.0, 0.0)
+        return no_ring
     k = last = int(near.max())
     top = float(np.median(texture[max(0, k - 2) : k + 1]))
     while k > 0 and rough[k - 1] and not glass[k - 1]:
@@ -1101,7 +1102,7 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     faint = excess[k : last + 1].max() <= (2.0 * ratio - 1.0) * floor
     shelf = slope[k : last + 1] <= 0.25 * slope[steps <= 0].max()
     if glass[k] or k1 - k0 < 1 or (faint and not shelf.any()):
-        return None if fringe else (0.0, 0.0)
+        return no_ring
     if fringe and 0.5 * shelf.sum() < params["bevel_max_um"] * px_per_um:
         return None
     # the ring's inner boundary: where the intensity leaves the glass level toward the

@@ -84,6 +84,31 @@ def test_relief_scratch_mask_and_width(cfg):
     assert row["width_um"] == pytest.approx(3.6, rel=0.25)
 
 
+@pytest.mark.parametrize("seed", [1, 2])
+def test_fine_relief_scratch_keeps_both_flanks(cfg, seed):
+    # at 0.3 µm/px the mask is re-cut at the input resolution: the weaker flank of a shaded
+    # groove is cut at half its own peak and the axis between the flanks is kept (cut at
+    # half the stronger flank's peak and without the axis: IoU 0.66 / 0.67)
+    line = dict(SCRATCH, relief=True, width_um=1.5, contrast=0.5, length_um=80.0, angle_deg=20.0,
+                dx_um=-5.0, dy_um=10.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[line], um_per_px=0.3)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.8
+
+
+def test_flank_level_weaker_flank_is_cut_at_its_own_peak():
+    from fiberprep.defects import _flank_level
+    params = {"mask_level": 0.5, "grow_sigma": 2.5}
+    kern = np.ones((9, 9), np.uint8)  # every pixel sees all four
+    on = np.ones((1, 4), bool)
+    groove = np.array([[-10.0, -6.0, 4.0, 8.0]], np.float32)  # dark flank, bright flank
+    np.testing.assert_allclose(_flank_level(groove, on, kern, params), [[5.0, 5.0, 4.0, 4.0]])
+    beside = np.array([[-12.0, -7.0, 3.0, 5.0]], np.float32)  # bright noise beside a dark line
+    np.testing.assert_allclose(_flank_level(beside, on, kern, params), [[6.0, 6.0, 6.0, 6.0]])
+    faint = np.array([[-3.0, -2.0, 1.0, 2.0]], np.float32)
+    np.testing.assert_allclose(_flank_level(faint, on, kern, params), 2.5)
+
+
 def test_gaps_fill_one_pixel_gaps_only():
     from fiberprep.defects import _gaps
     two_lines = np.zeros((7, 9), bool)

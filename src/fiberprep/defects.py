@@ -1161,6 +1161,20 @@ def _label_argmax(k, v, peak):
     return out
 
 
+def _flank_level(z, on, kern, params):
+    """Level (|z|) a line's pixels must reach: ``mask_level`` of the local peak (the
+    maximum over the ``on`` pixels within ``kern``) of the pixel's own sign, where
+    that peak is at least ``mask_level`` of the other sign's (the weaker flank of a
+    shaded groove is the groove's, not noise beside it), else of the larger one;
+    never below ``grow_sigma``. Contrast fades along a scratch: its faint parts
+    keep their width."""
+    frac = params["mask_level"]
+    pos = cv2.dilate(np.where(on, np.maximum(z, 0), 0).astype(np.float32), kern)
+    neg = cv2.dilate(np.where(on, np.maximum(-z, 0), 0).astype(np.float32), kern)
+    own, other = np.where(z >= 0, pos, neg), np.where(z >= 0, neg, pos)
+    return np.maximum(frac * np.where(own >= frac * other, own, other), params["grow_sigma"])
+
+
 def _gaps(mask):
     """Pixels of a one-pixel gap in ``mask``: both neighbours along a row, a
     column or a diagonal are set (unlike a closing, it does not fill the
@@ -1195,15 +1209,19 @@ def _refine(labels, z, lin, reach, line, line_reach, params):
     keep = _inside(g, zv, lin[ys, xs], core, peak, params)
     if line[1:].any():
         k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * line_reach + 1,) * 2)
-        # the lines' peaks, in their box widened by the reach (0 beyond: |z| >= 0)
+        # the lines' levels, in their box widened by the reach (grow_sigma beyond)
         on = line[labels]
         box = _mask_box(on, line_reach)
-        peaks = np.zeros(labels.shape, np.float32)
-        peaks[box] = cv2.dilate(np.where(on[box], np.abs(z[box]), 0).astype(np.float32), k)
-        local = peaks[ys, xs]
+        level = np.full(labels.shape, params["grow_sigma"], np.float32)
+        level[box] = _flank_level(z[box], on[box], k, params)
         on_line = line[g]
-        level = np.maximum(params["mask_level"] * local, params["grow_sigma"])
-        keep[on_line] = (np.abs(zv) >= level)[on_line]
+        keep[on_line] = (np.abs(zv) >= level[ys, xs])[on_line]
+        # the one-pixel gap between a shaded groove's flanks is the groove's
+        kept = np.zeros(labels.shape, bool)
+        kept[ys[keep & on_line], xs[keep & on_line]] = True
+        gaps = np.zeros(labels.shape, bool)
+        gaps[box] = _gaps(kept[box])
+        keep |= on_line & gaps[ys, xs]
     # on the grown pixels only (they hold every labelled one)
     lab, fine = labels[ys, xs], np.where(keep, g, 0)
     weak = np.bincount(fine, minlength=n) < 0.5 * np.bincount(lab, minlength=n)

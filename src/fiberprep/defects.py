@@ -100,7 +100,8 @@ def detect_defects(gray, zone_map, geometry, params):
     defect's (a swell the background left under a hot spot) is dropped. Region masks
     are cut where the
     intensity is half way between the local background and the defect's
-    core (a blurred step's true edge), lines at half their local peak. Work is restricted
+    core (a blurred step's true edge), lines at half their local peak (of each flank's
+    sign for a shaded groove). Work is restricted
     to the analysed area's bounding box at a resolution no finer than
     ``work_um_per_px``; masks are refined at the input resolution.
 
@@ -1194,10 +1195,9 @@ def _refine(labels, z, lin, reach, line, line_reach, params):
     ``z`` is the signed normalised image, ``lin`` the linear residual.
     Each instance may grow by ``reach`` pixels. Region instances are cut
     half way to their core (``_edge_cut``); lines (``line``, per label) at
-    half the peak |z| of the lines within ``line_reach`` pixels (contrast
-    fades along a scratch: its faint parts keep their width). An instance
-    the fine image does not support (faint, found at a coarse scale) keeps
-    its upsampled mask.
+    ``_flank_level`` of the lines within ``line_reach`` pixels, with the
+    one-pixel gaps between flanks filled. An instance the fine image does
+    not support (faint, found at a coarse scale) keeps its upsampled mask.
     """
     grown = cv2.dilate(labels, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
     n = int(labels.max()) + 1

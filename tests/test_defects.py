@@ -84,16 +84,23 @@ def test_relief_scratch_mask_and_width(cfg):
     assert row["width_um"] == pytest.approx(3.6, rel=0.25)
 
 
+def _shaded_groove(cfg, seed, dx_um, dy_um, **knobs):
+    """The detections' table on a scene holding one 80 µm shaded groove 1.5 µm wide (dark
+    and bright flanks, ~zero mean contrast), and (number, IoU) of the instance best
+    matching it."""
+    line = dict(SCRATCH, relief=True, contrast=0.5, width_um=1.5, length_um=80.0, angle_deg=20.0,
+                dx_um=dx_um, dy_um=dy_um)
+    gray, truth = _scene(cfg, seed=seed, defects=[line], **knobs)
+    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    return table, _best_iou(pred, truth["instance_map"] == 1)
+
+
 @pytest.mark.parametrize("seed", [1, 2])
-def test_fine_relief_scratch_keeps_both_flanks(cfg, seed):
-    # at 0.3 µm/px the mask is re-cut at the input resolution: the weaker flank of a shaded
-    # groove is cut at half its own peak and the axis between the flanks is kept (cut at
-    # half the stronger flank's peak and without the axis: IoU 0.66 / 0.67)
-    line = dict(SCRATCH, relief=True, width_um=1.5, contrast=0.5, length_um=80.0, angle_deg=20.0,
-                dx_um=-5.0, dy_um=10.0)
-    gray, truth = _scene(cfg, seed=seed, defects=[line], um_per_px=0.3)
-    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
-    assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.8
+def test_fine_shaded_groove_keeps_both_flanks(cfg, seed):
+    # at 0.3 µm/px the mask is re-cut at the input resolution: the weaker flank is cut at
+    # half its own peak and the axis between the flanks is kept (cut at half the stronger
+    # flank's peak and without the axis: IoU 0.66 / 0.67)
+    assert _shaded_groove(cfg, seed, -5.0, 10.0, um_per_px=0.3)[1][1] >= 0.8
 
 
 def test_flank_level_weaker_flank_is_cut_at_its_own_peak():
@@ -391,13 +398,9 @@ def test_oil_films_on_core_and_cladding_found(cfg, seed, polarity, contrast):
 
 @pytest.mark.parametrize("seed", [1, 3])
 def test_shaded_groove_found_whole(cfg, seed):
-    # a shaded groove (dark and bright flanks, ~zero mean contrast) on the ferrule: the
-    # line filter on |z| finds it end to end (a signed line mean cancels: IoU ~0.11)
-    line = dict(SCRATCH, relief=True, contrast=0.5, width_um=1.5, length_um=80.0, angle_deg=20.0,
-                dx_um=-20.0, dy_um=70.0)
-    gray, truth = _scene(cfg, seed=seed, defects=[line], grain=0.02)
-    pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
-    n, iou = _best_iou(pred, truth["instance_map"] == 1)
+    # a shaded groove on the ferrule: the line filter on |z| finds it end to end (a signed
+    # line mean cancels: IoU ~0.11)
+    table, (n, iou) = _shaded_groove(cfg, seed, -20.0, 70.0, grain=0.02)
     assert iou >= 0.25 and table.loc[table.number == n, "shape_class"].item() == "linear"
 
 

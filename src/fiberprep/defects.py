@@ -548,6 +548,10 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     ``ring_fine_um`` outside the edge (smooth shading only) a bin standing out
     from its neighbours along the arc (``_arc_outliers_to_median``) takes their
     median: a film longer than an arc would otherwise become the background.
+    Within it a bin standing out from its two neighbouring sectors (a particle
+    on the edge filling the bin, which the clipping cannot remove) takes their
+    median in the background only: the noise and the textured band stay the
+    arcs' own.
     """
     r_lo, edge, r_hi, rmap, (cx, cy), r_full = ring
     n_sec = max(12, int(round(math.pi * (r_full + r_hi) / px(params["arc_um"]))))
@@ -609,7 +613,8 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     # is the same at every angle, the shading is the sector's): the all-angle mean alone
     # pulls a strongly vignetted sector's outer pixels towards the field's mean level
     near = _nearest_filled(filled)
-    rows = np.arange(n_sec)[:, None]
+    rows, nearest = np.arange(n_sec)[:, None], np.maximum(near, 0)
+    profile = lambda m, f: np.where(near >= 0, m[rows, nearest] - f[nearest] + f, f).ravel()  # noqa: E731
     # radial bins beyond ring_fine_um outside the edge hold smooth shading only: a sector
     # there standing out from the median of the sectors within ring_shade_um along the
     # arc is a defect filling it (a film longer than arc_um), not shading
@@ -623,15 +628,19 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
         mean = np.where(cnt > 0, tot / np.maximum(cnt, 1), fill)  # clipped-out bins: all-angle
         if smooth_ok:
             mean[:, smooth] = _arc_outliers_to_median(mean[:, smooth], half, params)
-        prof = np.where(near >= 0, mean[rows, np.maximum(near, 0)] - fill[np.maximum(near, 0)] + fill,
-                        fill).ravel()
-        res = v - interp @ prof
+        res = v - interp @ profile(mean, fill)
         s = max(_robust_std(res[full]), 1e-5)
         cnt2 = np.bincount(key2, keep, minlength=size2)
         var2 = np.bincount(key2, res * res * keep, minlength=size2) / np.maximum(cnt2, 1)
         sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
         # first clip against the annulus-wide σ (a chip inflates its bin's σ), then locally
         keep = (np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)).astype(np.float64)
+    # near the edge a bin standing out from its two neighbouring sectors' (a particle
+    # filling it: the clipping cannot remove what makes up most of a bin) takes their
+    # median in the background; the noise and the textured band stay the arcs' own
+    if (~smooth).any():
+        mean[:, ~smooth] = _arc_outliers_to_median(mean[:, ~smooth], 1, params)
+        res = v - interp @ profile(mean, fill)
     # from r_lo to r_full the arcs' model takes over from the region's (no step at r_lo)
     a = np.clip((r - r_lo) / (r_full - r_lo), 0, 1) if r_full > r_lo else np.ones(r.size)
     bg[yy, xx] = a * (v - res + shade) + (1 - a) * bg[yy, xx]

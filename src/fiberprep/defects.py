@@ -549,7 +549,8 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     from its neighbours along the arc (``_arc_outliers_to_median``) takes their
     median: a film longer than an arc would otherwise become the background.
     Within it a bin standing out from its two neighbouring sectors (a particle
-    on the edge filling the bin, which the clipping cannot remove) takes their
+    on the edge filling the bin, which the clipping cannot remove) by more than
+    a shift of the edge by one bin changes the all-angle profile takes their
     median in the background only: the noise and the textured band stay the
     arcs' own.
     """
@@ -639,7 +640,11 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     # filling it: the clipping cannot remove what makes up most of a bin) takes their
     # median in the background; the noise and the textured band stay the arcs' own
     if (~smooth).any():
-        mean[:, ~smooth] = _arc_outliers_to_median(mean[:, ~smooth], 1, params)
+        # (beyond what a shift of the edge by one bin explains: the fit's misfit varies
+        # along the edge)
+        shift = np.abs(np.diff(fill, prepend=fill[0], append=fill[-1]))
+        mean[:, ~smooth] = _arc_outliers_to_median(mean[:, ~smooth], 1, params,
+                                                   np.maximum(shift[:-1], shift[1:])[~smooth])
         res = v - interp @ profile(mean, fill)
     # from r_lo to r_full the arcs' model takes over from the region's (no step at r_lo)
     a = np.clip((r - r_lo) / (r_full - r_lo), 0, 1) if r_full > r_lo else np.ones(r.size)
@@ -649,15 +654,16 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     band[yy, xx] |= full & (sd > params["ring_texture_ratio"] * _median(sd[full])) & (np.abs(d) <= fine_px)
 
 
-def _arc_outliers_to_median(mean, half, params):
+def _arc_outliers_to_median(mean, half, params, tol=0.0):
     """Arc-bin means (sectors x radial bins, circular along axis 0) with the bins
     that stand out from the running median of the ``2 * half + 1`` sectors around
     them (by ``flatten_clip_sigma`` times the robust σ of such deviations, and by
-    the ``ring_film_contrast`` of a film) replaced by that median."""
+    the ``ring_film_contrast`` of a film, plus ``tol``: per radial bin) replaced by
+    that median."""
     med = np.median(np.stack([np.roll(mean, k, axis=0) for k in range(-half, half + 1)]), axis=0)
     dev = mean - med
     lim = max(params["flatten_clip_sigma"] * _robust_std(dev), math.log1p(params["ring_film_contrast"]))
-    return np.where(np.abs(dev) > lim, med, mean)
+    return np.where(np.abs(dev) > lim + tol, med, mean)
 
 
 def _nearest_filled(has):

@@ -548,11 +548,11 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     ``ring_fine_um`` outside the edge (smooth shading only) a bin standing out
     from its neighbours along the arc (``_arc_outliers_to_median``) takes their
     median: a film longer than an arc would otherwise become the background.
-    Within it a bin standing out from its two neighbouring sectors (a particle
-    on the edge filling the bin, which the clipping cannot remove) by more than
-    a shift of the edge by one bin changes the all-angle profile takes their
-    median in the background only: the noise and the textured band stay the
-    arcs' own.
+    Within it a bin that stands out from its two neighbouring sectors (a
+    particle on the edge filling the bin, which the clipping cannot remove),
+    by more than a one-bin radial shift changes the all-angle profile there
+    (the fit's misfit varies along the edge), takes their median in the
+    background only: the noise and the textured band stay the arcs' own.
     """
     r_lo, edge, r_hi, rmap, (cx, cy), r_full = ring
     n_sec = max(12, int(round(math.pi * (r_full + r_hi) / px(params["arc_um"]))))
@@ -636,13 +636,9 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
         sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
         # first clip against the annulus-wide σ (a chip inflates its bin's σ), then locally
         keep = (np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)).astype(np.float64)
-    # near the edge a bin standing out from its two neighbouring sectors' (a particle
-    # filling it: the clipping cannot remove what makes up most of a bin) takes their
-    # median in the background; the noise and the textured band stay the arcs' own
+    # near the edge: a particle filling a bin (background only, see above)
     if (~smooth).any():
-        # (beyond what a shift of the edge by one bin explains: the fit's misfit varies
-        # along the edge)
-        shift = np.abs(np.diff(fill, prepend=fill[0], append=fill[-1]))
+        shift = np.abs(np.diff(fill, prepend=fill[0], append=fill[-1]))  # one-bin shifts
         mean[:, ~smooth] = _arc_outliers_to_median(mean[:, ~smooth], 1, params,
                                                    np.maximum(shift[:-1], shift[1:])[~smooth])
         res = v - interp @ profile(mean, fill)

@@ -1816,8 +1816,8 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     parent = np.zeros(n_p, np.int64)
     parent[p] = r
     # (unless it is a line along the scratch: the other flank of a shaded groove)
-    p_major, p_minor = _axes(p, ys, xs, n_p)
-    turn = np.abs(_axis_angles(p, ys, xs, n_p) - _axis_angles(s, ys, xs, n_s)[host[parent]])
+    p_major, p_minor, p_angle = _ellipses(p, ys, xs, n_p)
+    turn = np.abs(p_angle - _ellipses(s, ys, xs, n_s)[2][host[parent]])
     flank_of = ((p_major >= params["linear_aspect"] * np.maximum(p_minor, 1.0))
                 & (np.minimum(turn, np.pi - turn) <= math.radians(params["join_angle_deg"])))
     split = ((host[parent] > 0) & (_polarity(p, v, n_p) * s_pol[host[parent]] < _OPPOSITE)
@@ -2230,28 +2230,25 @@ def _thickness(lab, n, ys, xs):
     return 2 * out + 1
 
 
-def _second_moments(k, ys, xs, n):
-    """Central second moments (xx, xy, yy; px², pixels as unit squares) of each label
-    0..n-1 (``k`` the label of each pixel ``ys, xs``)."""
+def _ellipses(k, ys, xs, n):
+    """Equivalent ellipse of each label 0..n-1 (``k`` the label of each pixel ``ys, xs``;
+    pixels as unit squares): major and minor axis lengths (px) and the major axis'
+    direction (radians, image x right and y down)."""
     cnt = np.maximum(np.bincount(k, minlength=n), 1).astype(np.float64)
     mean = lambda v: np.bincount(k, v, minlength=n) / cnt  # noqa: E731
     x, y = xs.astype(np.float64), ys.astype(np.float64)
     mx, my = mean(x), mean(y)
-    return mean(x * x) - mx * mx + 1 / 12, mean(x * y) - mx * my, mean(y * y) - my * my + 1 / 12
+    a = mean(x * x) - mx * mx + 1 / 12
+    c = mean(y * y) - my * my + 1 / 12
+    b = mean(x * y) - mx * my
+    root = np.sqrt(((a - c) / 2) ** 2 + b * b)
+    return (4 * np.sqrt(np.maximum((a + c) / 2 + root, 0)), 4 * np.sqrt(np.maximum((a + c) / 2 - root, 0)),
+            0.5 * np.arctan2(2 * b, a - c))
 
 
 def _axes(k, ys, xs, n):
-    """Major and minor axis lengths (px, equivalent ellipse) of each label 0..n-1
-    (``k`` the label of each pixel ``ys, xs``)."""
-    a, b, c = _second_moments(k, ys, xs, n)
-    root = np.sqrt(((a - c) / 2) ** 2 + b * b)
-    return 4 * np.sqrt(np.maximum((a + c) / 2 + root, 0)), 4 * np.sqrt(np.maximum((a + c) / 2 - root, 0))
-
-
-def _axis_angles(k, ys, xs, n):
-    """Major-axis direction (radians, image x right and y down) of each label 0..n-1."""
-    a, b, c = _second_moments(k, ys, xs, n)
-    return 0.5 * np.arctan2(2 * b, a - c)
+    """Major and minor axis lengths (px) of each label's equivalent ellipse (``_ellipses``)."""
+    return _ellipses(k, ys, xs, n)[:2]
 
 
 def _label_boxes(labels, n):

@@ -779,6 +779,43 @@ def test_pieces_of_one_film_join_and_separate_particles_do_not(cfg):
     assert (out & ~film & ~dots).sum() < 0.05 * film.sum()  # the joined outline stays on the film
 
 
+
+def test_film_pieces_across_the_glass_edge_join_but_a_drop_or_particle_beside_a_film_does_not(cfg):
+    """A faint film over the glass edge comes out as a piece on the glass and one on the
+    ferrule, the edge band between them empty: one instance, taking the band between
+    them. A bright drop on the ferrule beside a dark film on the glass, and a particle
+    on the glass (a dense body on a third of it, a faint rest) beside a film on the
+    ferrule, stay two defects each."""
+    from fiberprep.defects import _REGION, _join_across_edges
+
+    params = cfg["detection"]
+    px = lambda um: um / 0.5  # noqa: E731
+    yy, xx = np.mgrid[0:400, 0:400]
+    r = np.hypot(yy - 200, xx - 200)
+    ang = np.degrees(np.arctan2(yy - 200, xx - 200))
+    regions = np.where(r < 120, 2, 3).astype(np.int8)
+    band = np.abs(r - 120) < 5
+    rng = np.random.default_rng(0)
+    lin = rng.normal(0, 0.01, r.shape).astype(np.float32)
+    labels = np.zeros(r.shape, np.uint16)
+    spans = {0: (-0.06, -0.05), 90: (-0.06, 0.08), 180: (-0.05, -0.06)}  # (glass, ferrule)
+    for number, (centre, (glass, ferrule)) in enumerate(spans.items()):
+        arc = np.abs((ang - centre + 180) % 360 - 180) < 12
+        inner, outer = arc & (r > 90) & (r < 115), arc & (r > 125) & (r < 155)
+        labels[inner], labels[outer] = 2 * number + 1, 2 * number + 2
+        lin[inner] += glass
+        lin[outer] += ferrule
+    lin[(labels == 5) & (r < 98)] -= 0.4  # the particle's dense body
+    source = np.full(7, _REGION, np.int8)
+    source[0] = 0
+    out, src = _join_across_edges(labels, source, lin, regions, band, px, params)
+    assert int(out.max()) == 5 and len(src) == 6
+    film = out[200, 100 + 200]  # (r 100 on the glass, at 0 degrees)
+    assert film > 0 and out[200, 140 + 200] == film and out[200, 120 + 200] == film
+    assert out[200 + 100, 200] != out[200 + 140, 200]  # bright drop beside a dark film
+    assert out[200, 200 - 100] != out[200, 200 - 140]  # a dense particle beside a film
+    assert out[200 + 120, 200] == 0 and out[200, 200 - 120] == 0
+
 def test_a_faint_film_fills_its_holes_and_takes_its_crumbs_while_dense_and_thin_things_keep_their_outline(cfg):
     """A faint film found as a ragged, holed instance takes its extent (its half-way cut
     at the coarse scale) and the faint crumb beside it; a strong particle on it and a

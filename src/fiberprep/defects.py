@@ -173,6 +173,7 @@ def detect_defects(gray, zone_map, geometry, params):
         labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
     labels, source = _fill_films(labels, source, lin, regions > 0, px, params)
+    labels, source = _join_across_edges(labels, source, lin, regions, hard_band, px, params)
     labels, source = _drop_swells(labels, source, resid, regions > 0, px, params)
     if labels.max() == 0:
         return instance_map, _empty_table()
@@ -971,6 +972,71 @@ def _fill_films(labels, source, lin, valid, px, params):
     if not merged.any():
         return out, source
     return _without(_relabel(out, into.astype(out.dtype)), source, np.r_[merged, np.zeros(len(source) - n, bool)])
+
+
+def _join_across_edges(labels, source, lin, regions, band, px, params):
+    """``labels`` and their per-label sources with the pieces of one film on either
+    side of a physical edge joined into one instance (renumbered 1..k).
+
+    A film over the glass (or core) edge dims the two sides by different amounts,
+    and the edge band between them seeds nothing (nor does its smoothed residual
+    join them, as ``_join_film_pieces`` needs: the band's own profile lies
+    between): it comes out as one piece on each side. Two region instances that
+    are film-like (at least ``film_piece_um2``, median linear residual below
+    ``film_max_contrast`` and nine in ten pixels too: a particle, pit or chip is
+    denser), of one sign, lie
+    mostly in different physical regions (``regions``) and come within
+    ``film_gap_um`` of each other are one film; the unlabelled pixels of the edge
+    ``band`` that their closing over that gap covers join it. (A bright drop on
+    the ferrule beside a dark film on the glass are two defects.)
+    """
+    n = int(labels.max()) + 1
+    ys, xs = _nonzero(labels)
+    if n < 3:
+        return labels, source
+    k = labels[ys, xs]
+    area = np.bincount(k, minlength=n)
+    fine = _label_median(k, lin[ys, xs], n)
+    # each label's physical region: the one holding most of its pixels
+    votes = np.zeros((n, 4), np.int64)
+    np.add.at(votes, (k, regions[ys, xs].astype(np.int64)), 1)
+    region = votes.argmax(axis=1)
+    film = ((area >= px(1.0) ** 2 * params["film_piece_um2"])
+            & (np.abs(fine) < math.log1p(params["film_max_contrast"]))
+            & (source[:n] == _REGION) & (np.arange(n) > 0))
+    # ... and faint throughout: a particle on the edge has a dense body beside its
+    # band-dimmed rest
+    for i in np.flatnonzero(film):
+        film[i] = np.percentile(np.abs(lin[ys[k == i], xs[k == i]]), 90) < params["film_max_contrast"]
+    ids = np.flatnonzero(film)
+    if len(np.unique(region[ids])) < 2:
+        return labels, source
+    reach = int(math.ceil(px(params["film_gap_um"])))
+    near = _disk(2 * reach + 1)
+    boxes = _label_boxes(labels, n)
+    into = np.arange(n)
+    for i in ids:
+        win = _widened(boxes[i], reach, labels.shape)
+        around = np.unique(labels[win][cv2.dilate((labels[win] == i).view(np.uint8), near) > 0])
+        for j in around[film[around] & (region[around] != region[i]) & (np.sign(fine[around]) == np.sign(fine[i]))]:
+            a, b = into[i], into[j]
+            while into[a] != a:
+                a = into[a]
+            while into[b] != b:
+                b = into[b]
+            into[max(a, b)] = min(a, b)
+    while not np.array_equal(into[into], into):
+        into = into[into]
+    merged = into != np.arange(n)
+    if not merged.any():
+        return labels, source
+    out = _relabel(labels, into.astype(labels.dtype))
+    for r in np.unique(into[merged]):
+        win = _widened(_label_boxes((out == r).view(np.uint8), 2)[1], reach, labels.shape)
+        own = (out[win] == r).view(np.uint8)
+        closed = cv2.morphologyEx(own, cv2.MORPH_CLOSE, near) > 0
+        out[win][closed & band[win] & (out[win] == 0)] = r
+    return _without(out, source, np.r_[merged, np.zeros(len(source) - n, bool)])
 
 
 def _meet(a, b):

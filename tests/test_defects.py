@@ -816,6 +816,33 @@ def test_film_pieces_across_the_glass_edge_join_but_a_drop_or_particle_beside_a_
     assert out[200, 200 - 100] != out[200, 200 - 140]  # a dense particle beside a film
     assert out[200 + 120, 200] == 0 and out[200, 200 - 120] == 0
 
+
+def test_band_keeps_a_particle_and_a_notch_but_not_a_thin_arc(cfg):
+    """On an edge band only what stands out from the band's texture may seed: a round
+    particle, and a chip, a notch three times as long as it is deep along the edge, do;
+    a thin arc (an epoxy ring's or a misfit's residue, eight times as long as wide) of
+    the same strength does not."""
+    from fiberprep.defects import _band_outliers
+
+    params = cfg["detection"]
+    px = lambda um: um / 0.5  # noqa: E731
+    yy, xx = np.mgrid[0:600, 0:600]
+    r = np.hypot(yy - 300, xx - 300)
+    ang = np.degrees(np.arctan2(yy - 300, xx - 300))
+    band = np.abs(r - 250) < 8
+    rng = np.random.default_rng(1)
+    absz = np.abs(rng.normal(0, 1, r.shape)).astype(np.float32)
+    tang = lambda centre: np.abs((ang - centre + 180) % 360 - 180) * np.pi / 180 * 250  # noqa: E731
+    particle = np.hypot(tang(0), r - 250) < 5
+    notch = (tang(120) < 9) & (np.abs(r - 250) < 3)  # 18 x 6 px
+    arc = (tang(240) < 20) & (np.abs(r - 250) < 2.5)  # 40 x 5 px
+    for shape in (particle, notch, arc):
+        absz[shape] = 40.0
+    cand = (particle | notch | arc) & band
+    out = _band_outliers(cand, absz, band, 1, px, params)
+    assert out[particle & band].all() and out[notch & band].all()
+    assert not out[arc].any()
+
 def test_a_faint_film_fills_its_holes_and_takes_its_crumbs_while_dense_and_thin_things_keep_their_outline(cfg):
     """A faint film found as a ragged, holed instance takes its extent (its half-way cut
     at the coarse scale) and the faint crumb beside it; a strong particle on it and a

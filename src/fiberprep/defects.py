@@ -35,9 +35,11 @@ _REGION, _SCRATCH = 1, 2
 # Two defects are of opposite polarity (``_polarity``) when the product of theirs is
 # below this: one at least half dark, the other at least half bright.
 _OPPOSITE = -0.25
-# A blob split off a scratch (a pit on its path), or a particle on an edge band, is at
-# most this long for its width.
+# A blob split off a scratch (a pit on its path) is at most this long for its width.
 _ROUND = 2.0
+# A particle or chip on an edge band is at most this long for its width (a chip is a
+# notch along the edge; the residues of an epoxy ring or a misfit are thinner arcs).
+_NOTCH = 4.0
 # A bead of a scratch (a blob ahead of its end) is at most this many times as thick as the
 # line: the scratch's own width, blurred; a wider blob there is a pit or a particle (it
 # was 2x or half scratch_max_width_um: generated sets n=100, seeds 7 / 11, recall +0 / +1
@@ -1052,8 +1054,8 @@ def _meet(a, b):
 
 def _band_outliers(cand, absz, band, blur_px, px, params):
     """Components of ``cand`` (seeds on an edge band) that are particles on the
-    edge: round (the body above half their peak |z| is less than ``_ROUND``
-    times as long as wide: the epoxy ring's and a misfit's residues are arcs)
+    edge: compact (the body above half their peak |z| is less than ``_NOTCH``
+    times as long as wide: the epoxy ring's and a misfit's residues are thin arcs)
     and standing out from the band's own texture: peak |z| at least
     ``band_texture_factor`` times the largest |z| of the band within
     ``arc_um`` around them (beyond twice ``blur_px`` of the body). A particle
@@ -1078,7 +1080,7 @@ def _band_outliers(cand, absz, band, blur_px, px, params):
         body = _reconstruct(own > 0, absz[win] >= 0.5 * peak)
         ys, xs = _nonzero(body)
         major, minor = _axes(np.zeros(ys.size, np.int64), ys, xs, 1)
-        if major[0] >= _ROUND * max(minor[0], 1.0):
+        if major[0] >= _NOTCH * max(minor[0], 1.0):
             continue
         d = cv2.distanceTransform(1 - body.view(np.uint8), cv2.DIST_L2, 3)
         around = band[win] & (d > excl) & (d <= reach)

@@ -843,6 +843,33 @@ def test_band_keeps_a_particle_and_a_notch_but_not_a_thin_arc(cfg):
     assert out[particle & band].all() and out[notch & band].all()
     assert not out[arc].any()
 
+
+def test_a_strong_particle_in_a_textured_band_seeds_and_its_grain_does_not(cfg):
+    """The textured bins of an edge annulus (a rough epoxy ring) seed nothing by the
+    normal rule; a compact particle standing out from all of the band's grain around it
+    still seeds there, the grain does not."""
+    from fiberprep.defects import _region_candidates
+
+    params = cfg["detection"]
+    px = lambda um: um / 0.5  # noqa: E731
+    yy, xx = np.mgrid[0:400, 0:400]
+    r = np.hypot(yy - 200, xx - 200)
+    rng = np.random.default_rng(2)
+    zs = rng.normal(0, 1, r.shape).astype(np.float32)
+    ring = np.abs(r - 150) < 6
+    grain = ring & (rng.random(r.shape) < 0.02)
+    zs[(cv2.dilate(grain.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ring] -= 12.0
+    particle = np.hypot(yy - 50, xx - 200) < 4  # on the ring, at the top
+    zs[particle] = -90.0
+    rel = (0.01 * zs).astype(np.float32)
+    regions = np.full(r.shape, 3, np.int8)
+    bands = np.where(ring, 2, 0).astype(np.int8)
+    seed_ok = ~ring
+    quant = np.full(r.shape, 0.1, np.float32)
+    out = _region_candidates(zs, zs, regions, seed_ok, bands, rel, rel, quant, px, params)
+    assert out[particle].mean() > 0.8
+    assert not out[ring & ~(np.hypot(yy - 50, xx - 200) < 12)].any()
+
 def test_a_faint_film_fills_its_holes_and_takes_its_crumbs_while_dense_and_thin_things_keep_their_outline(cfg):
     """A faint film found as a ragged, holed instance takes its extent (its half-way cut
     at the coarse scale) and the faint crumb beside it; a strong particle on it and a

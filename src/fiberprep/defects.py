@@ -90,9 +90,10 @@ def detect_defects(gray, zone_map, geometry, params):
     means in polar coordinates of what the vignetting surface leaves, which
     remove the edge, epoxy ring, halo and tilt shadow but keep defects that
     break the circle. Residuals are divided by the local noise. DO2MR finds
-    region defects at two scales (on the bands along the edges only strong,
-    round particles that stand out from the band's texture; the pieces of one
-    faint film, which the residual smoothed over half a coarse block connects,
+    region defects at two scales (on the bands along the edges, their textured
+    bins included, only strong, compact particles and chips that stand out from
+    the band's texture; the pieces of one faint film, which the residual smoothed
+    over half a coarse block connects, or which face each other across an edge,
     are joined), LEI finds
     scratches (one label per scratch: crossing ones stay apart, bent and
     faded pieces are followed end to end); a blob
@@ -155,8 +156,9 @@ def detect_defects(gray, zone_map, geometry, params):
     lin = cv2.GaussianBlur(lin, (0, 0), params["smooth_px"])
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
     # on the edges only a strong, compact defect may seed (a particle sitting on the edge)
-    band_ok = (regions > 0) & edge_band & ~textured
-    region_mask = _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, floor / sigma, px, params)
+    # 1: the edge band, 2: its textured bins (the arcs' grain is high there)
+    bands = np.where(regions > 0, np.where(textured, 2, np.where(edge_band, 1, 0)), 0).astype(np.int8)
+    region_mask = _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, floor / sigma, px, params)
     region_mask = _join_film_pieces(region_mask, lin, regions > 0, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
     # a blob wider than any scratch (and the line filter's side lines around it) is
@@ -762,7 +764,7 @@ def _odd(n):
     return max(3, int(round(n)) | 1)
 
 
-def _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, quant, px, params):
+def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, params):
     """DO2MR region defects at a fine and a coarse scale, as a boolean mask.
 
     The max-min residual of the flattened image is median filtered and
@@ -786,20 +788,24 @@ def _region_candidates(z, zs, regions, seed_ok, band_ok, rel, lin, quant, px, pa
     absz = np.abs(zs)
     strong = np.abs(rel) >= math.log1p(params["min_contrast"])
     coarse_floor = math.log1p(params["coarse_min_contrast"])
-    cand = (_do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params, out=seed_ok | band_ok)
+    cand = (_do2mr(zs, regions, seed_ok, _odd(px(params["do2mr_window_um"])), params, out=seed_ok | (bands > 0))
             & (absz > seed) & strong)
-    # on the edge bands: band_seed_factor times the seed level and contrast, round, and
-    # standing out from the band's texture (_band_outliers)
+    # on the edge bands: band_seed_factor times the seed level and contrast, compact, and
+    # standing out from the band's texture (_band_outliers): on the plain band from the
+    # plain band around it, in textured bins from all of the band around them
     blur = max(1, int(round(3 * params["smooth_px"])))
-    on_band = cand & band_ok
-    if on_band.any():
-        f_band = params["band_seed_factor"]
-        ys, xs = _nonzero(on_band)
-        on_band[ys, xs] = (absz[ys, xs] > f_band * seed) & (
-            np.abs(rel[ys, xs]) >= math.log1p(f_band * params["min_contrast"]))
-        cand &= ~band_ok
+    f_band = params["band_seed_factor"]
+    outliers = np.zeros(cand.shape, bool)
+    for kind, reference in ((1, bands == 1), (2, bands > 0)):
+        on_band = cand & (bands == kind)
         if on_band.any():
-            cand |= _band_outliers(on_band, absz, band_ok, blur, px, params)
+            ys, xs = _nonzero(on_band)
+            on_band[ys, xs] = (absz[ys, xs] > f_band * seed) & (
+                np.abs(rel[ys, xs]) >= math.log1p(f_band * params["min_contrast"]))
+            if on_band.any():
+                outliers |= _band_outliers(on_band, absz, reference, blur, px, params)
+    cand &= bands == 0
+    cand |= outliers
     mask = _grow_cut(cand, zs, lin, params, blur)
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))

@@ -782,7 +782,9 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
     that of all regions pooled (a film covering much of a small region, such
     as a core, inflates neither); it seeds only in
     blocks of one physical region and keeps components of at least
-    ``coarse_min_area_um2`` that are not line-shaped.
+    ``coarse_min_area_um2`` that are not line-shaped. ``bands`` (int8) marks the
+    edge band (1) and the textured bins of the edge annuli (2), where only
+    ``_band_outliers`` may seed.
     """
     seed, grow = params["seed_sigma"], params["grow_sigma"]
     absz = np.abs(zs)
@@ -992,11 +994,10 @@ def _join_across_edges(labels, source, lin, regions, band, px, params):
     between): it comes out as one piece on each side. Two region instances that
     are film-like (at least ``film_piece_um2``, median linear residual below
     ``film_max_contrast`` and nine in ten pixels too: a particle, pit or chip is
-    denser), of one sign, lie
-    mostly in different physical regions (``regions``) and come within
-    ``film_gap_um`` of each other are one film; the unlabelled pixels of the edge
-    ``band`` that their closing over that gap covers join it. (A bright drop on
-    the ferrule beside a dark film on the glass are two defects.)
+    denser), of one sign, lie mostly in different physical regions (``regions``)
+    and come within ``film_gap_um`` of each other are one film; the unlabelled
+    pixels of the edge ``band`` that their closing over that gap covers join it.
+    (A bright drop on the ferrule beside a dark film on the glass are two defects.)
     """
     n = int(labels.max()) + 1
     ys, xs = _nonzero(labels)

@@ -1006,10 +1006,8 @@ def _join_across_edges(labels, source, lin, regions, band, px, params):
     k = labels[ys, xs]
     area = np.bincount(k, minlength=n)
     fine = _label_median(k, lin[ys, xs], n)
-    # each label's physical region: the one holding most of its pixels
-    votes = np.zeros((n, 4), np.int64)
-    np.add.at(votes, (k, regions[ys, xs].astype(np.int64)), 1)
-    region = votes.argmax(axis=1)
+    # each label's physical region (ids 0..3): the one holding most of its pixels
+    region = np.bincount(4 * k.astype(np.int64) + regions[ys, xs], minlength=4 * n).reshape(n, 4).argmax(axis=1)
     film = ((area >= px(1.0) ** 2 * params["film_piece_um2"])
             & (np.abs(fine) < math.log1p(params["film_max_contrast"]))
             & (source[:n] == _REGION) & (np.arange(n) > 0))
@@ -1023,29 +1021,31 @@ def _join_across_edges(labels, source, lin, regions, band, px, params):
     reach = int(math.ceil(px(params["film_gap_um"])))
     near = _disk(2 * reach + 1)
     boxes = _label_boxes(labels, n)
-    into = np.arange(n)
+    pieces = []  # each film piece: its mask in its box, and widened by the gap
     for i in ids:
-        win = _widened(boxes[i], reach, labels.shape)
-        around = np.unique(labels[win][cv2.dilate((labels[win] == i).view(np.uint8), near) > 0])
-        for j in around[film[around] & (region[around] != region[i]) & (np.sign(fine[around]) == np.sign(fine[i]))]:
-            a, b = into[i], into[j]
-            while into[a] != a:
-                a = into[a]
-            while into[b] != b:
-                b = into[b]
-            into[max(a, b)] = min(a, b)
-    while not np.array_equal(into[into], into):
-        into = into[into]
-    merged = into != np.arange(n)
-    if not merged.any():
+        (r0, c0), win = boxes[i], _widened(boxes[i], reach, labels.shape)
+        pieces.append({"i": i, "own": (boxes[i], labels[boxes[i]] == i),
+                       "near": (win, cv2.dilate((labels[win] == i).view(np.uint8), near) > 0),
+                       "c": ((c0.start + c0.stop - 1) / 2, (r0.start + r0.stop - 1) / 2),
+                       "extent": math.hypot(c0.stop - c0.start, r0.stop - r0.start) / 2})
+    # pieces of one sign in different regions within the gap of each other are one film
+    root, pairs = _link_pieces(pieces, lambda a, b: region[a["i"]] != region[b["i"]] and np.sign(
+        fine[a["i"]]) == np.sign(fine[b["i"]]) and _meet(a["near"], b["own"]), reach)
+    if not pairs:
         return labels, source
-    out = _relabel(labels, into.astype(labels.dtype))
-    for r in np.unique(into[merged]):
-        win = _widened(_label_boxes((out == r).view(np.uint8), 2)[1], reach, labels.shape)
-        own = (out[win] == r).view(np.uint8)
+    into = np.arange(n)
+    out = labels.copy()
+    for r in np.unique(root[np.bincount(root, minlength=len(ids))[root] > 1]):
+        members = ids[root == r]
+        into[members] = members.min()  # the group takes its first label
+        box = tuple(slice(min(boxes[m][a].start for m in members), max(boxes[m][a].stop for m in members))
+                    for a in (0, 1))
+        win = _widened(box, reach, labels.shape)
+        own = np.isin(labels[win], members).view(np.uint8)
         closed = cv2.morphologyEx(own, cv2.MORPH_CLOSE, near) > 0
-        out[win][closed & band[win] & (out[win] == 0)] = r
-    return _without(out, source, np.r_[merged, np.zeros(len(source) - n, bool)])
+        out[win][closed & band[win] & (out[win] == 0)] = members.min()
+    merged = into != np.arange(n)
+    return _without(_relabel(out, into.astype(labels.dtype)), source, np.r_[merged, np.zeros(len(source) - n, bool)])
 
 
 def _meet(a, b):

@@ -19,12 +19,12 @@ def cfg():
     return yaml.safe_load(CONFIG.read_text())
 
 
-def _scene(cfg, seed=0, defects=(), fiber="sm_pc", **knobs):
-    """A 320x240 end face (single-mode by default) with moderate grain and noise and the
-    given defects."""
+def _scene(cfg, seed=0, defects=(), fiber="sm_pc", size=(320, 240), **knobs):
+    """An end face of ``size`` (single-mode by default) with moderate grain and noise and
+    the given defects."""
     rng = np.random.default_rng(seed)
     spec = synth.random_spec(rng, {fiber: cfg["fiber_types"][fiber]}, p_clean=1.0,
-                             width=320, height=240)
+                             width=size[0], height=size[1])
     spec.update(noise=0.006, vignette=0.1, tilt_shadow=0.0, jpeg_quality=0, grain=0.01,
                 frame_px=[0, 0, 0, 0], ellipticity=0.0, core_visible=False,
                 core_level=spec["cladding_level"], polarity="dark",
@@ -337,6 +337,39 @@ def test_thin_scratch_found_at_any_orientation(cfg, angle):
     row = table.set_index("number").loc[number]
     assert row["shape_class"] == "linear"
     assert abs((row["orientation_deg"] - angle + 90) % 180 - 90) <= 8
+
+
+@pytest.mark.parametrize("seed", [0, 5])
+def test_thin_groove_on_a_grainy_ferrule_is_found_by_the_fine_pass(cfg, seed):
+    """A 0.6 µm shaded groove on a grainy ferrule at 0.44 µm/px: averaged to the LEI's
+    1 µm/px the grain outshines it; the high-pass LEI pass finds it."""
+    groove = dict(SCRATCH, angle_deg=20.0 + 25 * seed, width_um=0.6, polarity="bright", relief=True,
+                  contrast=0.6, dx_um=95.0, dy_um=-50.0, length_um=100.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[groove], grain=0.015, noise=0.01,
+                         size=(800, 600), um_per_px=0.44)
+    mask = truth["instance_map"] == 1
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, mask)[1] >= 0.2
+    coarse_only = dict(cfg["detection"], lei_fine_high=1e9)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, coarse_only)
+    assert _best_iou(pred, mask)[1] < 0.1
+
+
+def test_fine_highpass_keeps_a_thin_line_drops_a_wide_blob_and_an_edge_step():
+    from fiberprep.defects import _fine_highpass
+
+    z = np.zeros((60, 90), np.float32)
+    z[:, 20] = 4.0                                    # a one-pixel line
+    yy, xx = np.mgrid[:60, :90]
+    z += 4.0 * np.exp(-((xx - 55) ** 2 + (yy - 30) ** 2) / (2 * 8.0 ** 2))  # a wide blob
+    ok = np.ones(z.shape, bool)
+    ok[:, 80:] = False
+    z[:, 80:] = 10.0                                  # an edge band outside ok
+    hp = _fine_highpass(z, ok, 1.4)
+    assert hp[30, 20] > 2.5                           # the line keeps most of its contrast
+    assert hp[30, 55] < 0.5                           # the blob's top is nearly flat
+    assert hp[:, 75:80].max() < 0.5                   # no step where the band begins
+    assert (hp[:, 80:] == 0).all()
 
 
 def test_sparse_label_helpers_match_numpy_and_scipy():

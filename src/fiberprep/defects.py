@@ -96,7 +96,8 @@ def detect_defects(gray, zone_map, geometry, params):
     over half a coarse block connects, or which face each other across an edge,
     are joined), LEI finds
     scratches (one label per scratch: crossing ones stay apart, bent and
-    faded pieces are followed end to end); a blob
+    faded pieces are followed end to end; a second pass on a high-pass image finds
+    lines too thin to stand out of a ferrule's grain at the LEI's resolution); a blob
     thicker than the scratch it lies on, or wider than it at a point of its
     path (a pit on it), or of the opposite polarity (a dark pit on a bright
     scratch), stays its own defect. A large region whose edge is wider than any
@@ -1327,6 +1328,11 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     lines stay apart), thresholded with hysteresis and split where
     the line direction turns (``_oriented_components``: crossing scratches
     stay apart); collinear segments are joined into one scratch each.
+    Averaged to ``lei_um_per_px``, a line under ~1 µm wide on a grainy ferrule
+    is outshone by the grain: a second pass runs the same filter on the
+    high-pass |zs| (``_fine_highpass``) with its own thresholds and adds its
+    lines away from the first pass's; a line found mostly by it must be
+    ``lei_fine_min_length_um`` long.
     Returns a label image, one label per scratch: its centre line where
     the image supports it plus the pixels around it above half the line's
     local peak |z|; each label's mean width (pixels per centre-line pixel);
@@ -1337,26 +1343,41 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
+    # |zs|, zs and the fine lines' high-pass |zs| in one multi-channel call (the same
+    # weights, computed once)
+    chans = np.empty((h, w, 3), np.float32)
+    np.abs(zs, out=chans[..., 0])
+    chans[..., 1] = zs
+    chans[..., 2] = _fine_highpass(zs, seed_ok, px(params["lei_fine_um"]))
     if f > 1.05:
         small = (max(8, round(w / f)), max(8, round(h / f)))
-        # |zs| and zs in one two-channel call (the same weights, computed once)
-        two = np.empty((h, w, 2), np.float32)
-        np.abs(zs, out=two[..., 0])
-        two[..., 1] = zs
-        zl, zsl = cv2.split(cv2.resize(two, small, interpolation=cv2.INTER_AREA))
+        chans = cv2.resize(chans, small, interpolation=cv2.INTER_AREA)
         okl = cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
     else:
-        small, zl, zsl, okl = (w, h), np.abs(zs), zs, seed_ok
+        small, okl = (w, h), seed_ok
+    zl, zsl, fine = (np.ascontiguousarray(chans[..., i]) for i in range(3))
     scale = small[0] / w
     lpx = lambda um: px(um) * scale  # noqa: E731  (µm -> LEI pixels)
-    strength, ori = _lei_strength(zl, okl, lpx, params)
-    strength[~okl] = 0.0
-    n_or = _n_orientations(params)
-    ridge = _ridges(strength, ori, n_or, params["lei_low"])
-    hyst = _reconstruct(ridge & (strength > params["lei_high"]), ridge)
+    hyst, ori = _lei_lines(zl, okl, lpx, params["lei_high"], params["lei_low"], params)
+    # thin lines on a grainy ferrule: the same filter on the high-pass, where the coarse
+    # one found nothing (its lines stay as they are)
+    okl = cv2.erode(okl.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    hyst_f, ori_f = _lei_lines(fine, okl, lpx, params["lei_fine_high"], params["lei_fine_low"], params)
+    # within the side lines' offset of a coarse line: that line's echo, not a second line
+    hyst_f &= cv2.dilate(hyst.view(np.uint8), _disk(2 * lpx(params["lei_offset_um"]) + 1)) == 0
+    hyst |= hyst_f
+    ori[hyst_f] = ori_f[hyst_f]
     ori[~hyst] = 0
     centre_l = None if centre is None else ((centre[0] + 0.5) * scale - 0.5, (centre[1] + 0.5) * scale - 0.5)
     lines = _keep_lines(hyst, ori, zsl, centre_l, lpx, params)
+    # a line mostly found on the high-pass alone must be longer (grain is short-lived);
+    # its pixel count is its length (one-pixel ridges and links)
+    n = int(lines.max()) + 1
+    length = np.bincount(lines.ravel(), minlength=n)
+    drop = (np.bincount(lines[hyst_f], minlength=n) > 0.5 * length) & (
+        length < lpx(params["lei_fine_min_length_um"]))
+    drop[0] = False
+    lines[drop[lines]] = 0
     if not lines.any():
         return np.zeros((h, w), np.uint16), np.zeros(1), np.zeros(1)
     if small != (w, h):
@@ -1385,6 +1406,28 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     labels[box] = np.where(mask, reach_lab, 0)
     line = _line_widths(mask, np.where(skeletonize(mask), reach_lab, 0), n)
     return labels, width, np.where(line > 0, np.minimum(width, line), width)
+
+
+def _fine_highpass(zs, ok, sigma):
+    """|zs - m|, m the Gaussian mean (``sigma`` px) of ``zs`` over the ``ok`` pixels
+    (normalised, so that the edge bands outside ``ok`` leave no step): a line
+    narrower than ~2 sigma keeps its contrast, a ferrule's wider grain loses it.
+    0 outside ``ok``."""
+    okf = ok.astype(np.float32)
+    mean = cv2.GaussianBlur(zs * okf, (0, 0), sigma)
+    mean /= np.maximum(cv2.GaussianBlur(okf, (0, 0), sigma), np.float32(1e-3))
+    out = np.abs(zs - mean)
+    out *= okf
+    return out
+
+
+def _lei_lines(z, valid, lpx, high, low, params):
+    """LEI strength of ``z`` (``_lei_strength``), thinned to its ridges and cut with
+    hysteresis at ``high`` / ``low`` (noise units): ``(mask, orientation index)``."""
+    strength, ori = _lei_strength(z, valid, lpx, params)
+    strength[~valid] = 0.0
+    ridge = _ridges(strength, ori, _n_orientations(params), low)
+    return _reconstruct(ridge & (strength > high), ridge), ori
 
 
 def _line_widths(mask, medial, n):

@@ -350,7 +350,7 @@ def test_thin_groove_on_a_grainy_ferrule_is_found_by_the_fine_pass(cfg, seed):
     mask = truth["instance_map"] == 1
     pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
     assert _best_iou(pred, mask)[1] >= 0.2
-    coarse_only = dict(cfg["detection"], lei_fine_high=1e9)
+    coarse_only = dict(cfg["detection"], lei_fine_sigma_floor=1e9)
     pred, _ = detect_defects(gray, truth["zone_map"], truth, coarse_only)
     assert _best_iou(pred, mask)[1] < 0.1
 

@@ -1328,10 +1328,11 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     lines stay apart), thresholded with hysteresis and split where
     the line direction turns (``_oriented_components``: crossing scratches
     stay apart); collinear segments are joined into one scratch each.
-    Averaged to ``lei_um_per_px``, a line under ~1 µm wide on a grainy ferrule
-    is outshone by the grain: a second pass runs the same filter on the
-    high-pass |zs| (``_fine_highpass``) with its own thresholds and adds its
-    lines away from the first pass's; a line found mostly by it must be
+    Averaged to ``lei_um_per_px``, a line under ~1 µm wide is outshone by a
+    ferrule's grain, or on smooth glass sinks under the spread floor: a second
+    pass runs the same filter on the high-pass |zs| (``_fine_highpass``) with
+    its own floor (``lei_fine_sigma_floor``) and adds its lines beyond the side
+    lines' offset of the first pass's; a line found mostly by it must be
     ``lei_fine_min_length_um`` long.
     Returns a label image, one label per scratch: its centre line where
     the image supports it plus the pixels around it above half the line's
@@ -1359,10 +1360,11 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     scale = small[0] / w
     lpx = lambda um: px(um) * scale  # noqa: E731  (µm -> LEI pixels)
     hyst, ori = _lei_lines(zl, okl, lpx, params["lei_high"], params["lei_low"], params)
-    # thin lines on a grainy ferrule: the same filter on the high-pass, where the coarse
-    # one found nothing (its lines stay as they are)
+    # thin lines: the same filter on the high-pass, where the first pass found nothing
+    # (its lines stay as they are)
     okl = cv2.erode(okl.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
-    hyst_f, ori_f = _lei_lines(fine, okl, lpx, params["lei_fine_high"], params["lei_fine_low"], params)
+    fine_floor = {**params, "lei_sigma_floor": params["lei_fine_sigma_floor"]}
+    hyst_f, ori_f = _lei_lines(fine, okl, lpx, params["lei_high"], params["lei_low"], fine_floor)
     # within the side lines' offset of a coarse line: that line's echo, not a second line
     hyst_f &= cv2.dilate(hyst.view(np.uint8), _disk(2 * lpx(params["lei_offset_um"]) + 1)) == 0
     hyst |= hyst_f

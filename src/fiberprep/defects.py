@@ -1015,7 +1015,8 @@ def _join_across_edges(labels, source, lin, regions, band, px, params):
     # ... and faint throughout: a particle on the edge has a dense body beside its
     # band-dimmed rest
     for i in np.flatnonzero(film):
-        film[i] = np.percentile(np.abs(lin[ys[k == i], xs[k == i]]), 90) < params["film_max_contrast"]
+        sel = k == i
+        film[i] = np.percentile(np.abs(lin[ys[sel], xs[sel]]), 90) < params["film_max_contrast"]
     ids = np.flatnonzero(film)
     if len(np.unique(region[ids])) < 2:
         return labels, source
@@ -1359,12 +1360,12 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     zl, zsl, fine = (np.ascontiguousarray(chans[..., i]) for i in range(3))
     scale = small[0] / w
     lpx = lambda um: px(um) * scale  # noqa: E731  (µm -> LEI pixels)
-    hyst, ori = _lei_lines(zl, okl, lpx, params["lei_high"], params["lei_low"], params)
+    hyst, ori = _lei_lines(zl, okl, lpx, params)
     # thin lines: the same filter on the high-pass, where the first pass found nothing
     # (its lines stay as they are)
-    okl = cv2.erode(okl.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
+    fine_ok = cv2.erode(okl.view(np.uint8), np.ones((3, 3), np.uint8)) > 0
     fine_floor = {**params, "lei_sigma_floor": params["lei_fine_sigma_floor"]}
-    hyst_f, ori_f = _lei_lines(fine, okl, lpx, params["lei_high"], params["lei_low"], fine_floor)
+    hyst_f, ori_f = _lei_lines(fine, fine_ok, lpx, fine_floor)
     # within the side lines' offset of a coarse line: that line's echo, not a second line
     hyst_f &= cv2.dilate(hyst.view(np.uint8), _disk(2 * lpx(params["lei_offset_um"]) + 1)) == 0
     hyst |= hyst_f
@@ -1423,13 +1424,13 @@ def _fine_highpass(zs, ok, sigma):
     return out
 
 
-def _lei_lines(z, valid, lpx, high, low, params):
+def _lei_lines(z, valid, lpx, params):
     """LEI strength of ``z`` (``_lei_strength``), thinned to its ridges and cut with
-    hysteresis at ``high`` / ``low`` (noise units): ``(mask, orientation index)``."""
+    hysteresis at ``lei_high`` / ``lei_low`` (noise units): ``(mask, orientation index)``."""
     strength, ori = _lei_strength(z, valid, lpx, params)
     strength[~valid] = 0.0
-    ridge = _ridges(strength, ori, _n_orientations(params), low)
-    return _reconstruct(ridge & (strength > high), ridge), ori
+    ridge = _ridges(strength, ori, _n_orientations(params), params["lei_low"])
+    return _reconstruct(ridge & (strength > params["lei_high"]), ridge), ori
 
 
 def _line_widths(mask, medial, n):

@@ -26,7 +26,7 @@ REVIEW_HEADER = """\
 pipeline.log_to(snakemake.log[0])
 P = snakemake.params.clustering
 features, total = pipeline.sample_rows(
-    snakemake.input.features, P["max_fit_samples"], P["seed"], pipeline.FEATURE_TABLE_COLUMNS
+    snakemake.input.features, P["max_fit_samples"], P["seed"], lambda: pipeline.FEATURE_TABLE_COLUMNS
 )
 previous_path = Path(snakemake.params.previous)
 previous = pickle.loads(previous_path.read_bytes()) if previous_path.exists() else None

@@ -18,6 +18,6 @@ results = pipeline.run_shard(
 )
 pipeline.log.info("defects: %s", pipeline.status_summary([r for r, _ in results]))
 fio.write_parquet(
-    pipeline.concat_tables([t for _, t in results], pipeline.DEFECT_TABLE_COLUMNS),
+    pipeline.concat_tables([t for _, t in results], lambda: pipeline.DEFECT_TABLE_COLUMNS),
     snakemake.output[0],
 )

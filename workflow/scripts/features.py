@@ -17,7 +17,7 @@ results = pipeline.run_shard(
 records = [r for r, _, _ in results]
 pipeline.log.info("features: %s", pipeline.status_summary(records))
 fio.write_parquet(
-    pipeline.concat_tables([d for _, d, _ in results], pipeline.FEATURE_TABLE_COLUMNS),
+    pipeline.concat_tables([d for _, d, _ in results], lambda: pipeline.FEATURE_TABLE_COLUMNS),
     snakemake.output.defects,
 )
 fio.write_parquet(pipeline.concat_tables([z for _, _, z in results]), snakemake.output.zones)

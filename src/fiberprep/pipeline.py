@@ -699,17 +699,19 @@ def dataset_files_image(item: tuple[dict, pd.DataFrame], params: dict, root: str
         criteria = params["criteria"][img["fiber_type"]]  # the criteria of the image's fiber type
         zone_grade = grading.grade_zones(d, criteria)
         grade = grading.grade_image(d, criteria, zone_grade)
-        zone_grade = zone_grade.assign(image_id=iid)
+        zone_grade["image_id"] = iid  # its own new frame: set in place, no copy as by assign
     else:
         grade = {"pass_fail": "not_graded", "failures": []}
     label = {"image_id": iid, **{c: img[c] for c in params["geometry_columns"]},
              **datasets.image_label_row(d, zones.ZONE_NAMES, grade), "failures": "; ".join(grade["failures"])}
 
     out_ds, out_lib = Path(params["datasets_dir"]), Path(params["library_dir"])
-    patch_paths = [out_lib / library.patch_relpath(t, i) for i, t in zip(d["defect_id"], d["type"])]
+    # the defects' columns as lists, each read once (iterating a column of a small
+    # frame costs more than the work per defect here)
+    numbers, ids, types, levels = (d[c].tolist() for c in ("number", "defect_id", "type", "severity_level"))
+    patch_paths = [out_lib / library.patch_relpath(t, i) for i, t in zip(ids, types)]
     # each patch also under its severity (a hard link), for browsing
-    patch_links = [out_lib / library.patch_relpath(t, i, s)
-                   for i, t, s in zip(d["defect_id"], d["type"], d["severity_level"])]
+    patch_links = [out_lib / library.patch_relpath(t, i, s) for i, t, s in zip(ids, types, levels)]
     targets = {
         "image": out_ds / "pixel_level" / "images" / f"{iid}.png",
         "zone_mask": out_ds / "pixel_level" / "zone_masks" / f"{iid}.png",
@@ -724,7 +726,7 @@ def dataset_files_image(item: tuple[dict, pd.DataFrame], params: dict, root: str
     # the defects stage key chains the input checksum, the zones key and both stages'
     # parameters and code: it identifies the zone and instance maps without hashing them
     upstream = cache.read_record(folder / "defects.json") or {}
-    labelled = [[int(n), str(t), str(s)] for n, t, s in zip(d["number"], d["type"], d["severity_level"])]
+    labelled = [[int(n), str(t), str(s)] for n, t, s in zip(numbers, types, levels)]
     key = datasets.content_key(upstream.get("key"), labelled, params["label"], params["render"]["yolo"])
     record = cache.read_record(folder / "datasets.json") or {}
     written = record.get("key") != key or not all(p.exists() for p in files)

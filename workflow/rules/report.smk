@@ -5,7 +5,8 @@ rule report:
     """Gather: the defect library index (every feature) with one contact sheet per
     type, then the self-contained QC report (summary, geometry, clusters, worst
     images) from it. One job: the report reads the index the same process built (no
-    second start-up, no second read of every defect's row)."""
+    second start-up, no second read of every defect's row). Third of the final gathers
+    to start (see dataset_tables)."""
     input:
         library=shard_files(INTER / "datasets" / "library_shard_{shard}.parquet"),
         images=shard_files(INTER / "features" / "images_shard_{shard}.parquet"),
@@ -20,6 +21,7 @@ rule report:
         report=R / "qc" / "report.html",
     log:
         LOGS / "report" / "report.log",
+    priority: 1
     conda:
         ENV
     threads: 1

@@ -15,6 +15,9 @@ sys.path.insert(0, SRC)
 os.environ.update(
     PYTHONPATH=os.pathsep.join([SRC, *filter(None, [os.environ.get("PYTHONPATH")])])
 )
+# Every job runs BLAS on one thread (pipeline.one_math_thread); started with one, OpenBLAS
+# does not spin up a thread per core while NumPy loads (~0.1 s CPU per job).
+os.environ.update(OPENBLAS_NUM_THREADS="1")
 
 from fiberprep import cache, pipeline, sharding
 from fiberprep import io as fio

@@ -36,8 +36,9 @@ files = pd.concat([pd.read_parquet(p) for p in sm.input.files])
 keys = files.drop_duplicates("image_id").set_index("image_id")["key"]
 images["key"] = images["image_id"].map(keys)
 # only the chunk files (.zst) become paths: the PNGs are most of the list
-chunk_of = {(i, p.stem): p for i, p in ((i, Path(s)) for i, s in zip(files["image_id"], files["path"])
-                                        if s.endswith(".zst")) if p.parent.name == datasets.ZARR_CHUNK_DIR}
+chunks = files[files["path"].str.endswith(".zst")]
+chunk_of = {(i, p.stem): p for i, p in zip(chunks["image_id"], chunks["path"].map(Path))
+            if p.parent.name == datasets.ZARR_CHUNK_DIR}
 
 
 def channels(iid: str) -> int:

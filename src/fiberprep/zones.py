@@ -161,6 +161,11 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     smooth = cv2.GaussianBlur(crop, (0, 0), params["edge_sigma_px"])
     upp_given = float(um_per_px) if um_per_px else None
     clad = _fit_cladding(smooth, (cx - x0, cy - y0, r), polarity, clad_r_um, upp_given, params)
+    # an epoxy band is looked for at most 60 % of the narrowest cladding annulus in,
+    # clear of a large core's edge
+    annulus_um = min(0.5 * (float(t["cladding_um"]) - float(t["core_um"])) for t in types.values())
+    band_um = min(params["epoxy_max_um"], 0.6 * annulus_um)
+    clad = _inside_band(smooth, clad, polarity, clad_r_um, upp_given, band_um, params)
     confidence = _confidence(clad, params)
     if confidence < params["min_confidence"]:
         raise ImageRejected(
@@ -934,6 +939,117 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     return refit if _confidence(refit, params) >= params["min_confidence"] else inner
 
 
+def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
+    """``fit`` moved to the inner step of an epoxy band just outside the glass, if one shows.
+
+    Epoxy is dark: a ring darker than the glass (a valley on a dark fiber, a step
+    between the glass and the ferrule level or a valley on a bright one) can make the
+    edge two steps whose outer one is the strongest, and texture alone does not tell a
+    smooth ring from glass. Two blurred steps (:func:`_two_steps`) are fitted to the
+    median edge-aligned profile; when the fitted edge is the outer step, the band
+    between them is wider than a bevel line (``bevel_max_um``, with 0.5 px for the
+    fit's scatter) and within ``band_um``, its level differs from the glass's and the
+    outside's by ``band_level_share`` of the whole step, and two steps explain the
+    profile 5x better than one, the glass ends at the inner step. A bright diffraction
+    fringe outside the edge (coaxial scopes) marks the fitted edge as the glass edge.
+    """
+    sign = 1.0 if polarity == "dark" else -1.0
+    upp = um_per_px or clad_r_um / fit["r"]
+    band, bevel = band_um / upp, params["bevel_max_um"] / upp
+    steps = np.arange(-math.ceil(band) - 4.0, math.ceil(band) + 6.0, 0.5)
+    level = np.median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    far = steps >= steps[-1] - 3.0
+    fringe = _fringe_shares(level[None], steps, sign, far, params["halo_reach_um"] / upp)[0]
+    v = sign * level  # the outside is high
+    glass, outside = float(np.median(v[steps <= -band])), float(np.median(v[far]))
+    inner = (steps > -band) & (steps < -min(bevel, 2.0))
+    if (
+        fringe >= params["halo_min_share"]
+        or not inner.any()
+        or np.abs(v[inner] - glass).max() < params["band_level_share"] * abs(outside - glass)
+    ):
+        return fit
+    (g, b, f), (e0, e1), gain = _two_steps(v, steps, band)
+    distinct = min(abs(b - g), abs(f - b)) >= params["band_level_share"] * abs(f - g)
+    if (
+        abs(e1) <= 1.5
+        and -band <= e0 <= -0.5
+        and e1 - e0 - 0.5 > bevel
+        and distinct
+        and sign * (b - g) < 0
+        and gain >= 5.0
+    ):
+        return _grown(fit, e0)
+    return fit
+
+
+def _two_steps(v, x, reach, widths=(0.7, 1.0, 1.4, 2.0, 2.8, 4.0)):
+    """Best fit of two blurred steps to the profile ``v`` at ``x``.
+
+    The model is ``g`` up to ``e0``, ``b`` up to ``e1``, ``f`` beyond, each step an
+    erf of one of ``widths`` (px); one step lies within 1.5 px of 0 (the fitted edge),
+    the other within ``reach`` px. The levels are solved linearly for every pair of
+    step positions on a 0.5 px grid (variable projection), then on a 0.1 px grid
+    around the best pair.
+
+    Returns
+    -------
+    (g, b, f), (e0, e1), gain
+        Levels, step positions (px) and how many times smaller the residual is than
+        that of the best single step.
+    """
+    centers = np.arange(-math.ceil(reach), math.ceil(reach) + 0.5, 0.5)
+    near = np.nonzero(np.abs(centers) <= 1.5)[0]
+    i, j = np.meshgrid(np.arange(len(centers)), near, indexing="ij")
+    pairs = np.r_[np.c_[i.ravel(), j.ravel()], np.c_[j.ravel(), i.ravel()]]
+    pairs = pairs[centers[pairs[:, 0]] < centers[pairs[:, 1]]]
+    best, single = None, np.inf
+    for s in widths:
+        rss, c, rss1 = _step_pairs_rss(v, x, centers, pairs, s)
+        single = min(single, float(rss1.min()))
+        k = int(np.argmin(rss))
+        if best is None or rss[k] < best[0]:
+            best = (float(rss[k]), s, centers[pairs[k]])
+    _, s, (e0, e1) = best
+    fine = np.arange(-0.5, 0.51, 0.1)
+    centers = np.r_[e0 + fine, e1 + fine]
+    i, j = np.meshgrid(np.arange(len(fine)), len(fine) + np.arange(len(fine)), indexing="ij")
+    pairs = np.c_[i.ravel(), j.ravel()]
+    best = (np.inf, None, None, None)
+    for s in s * np.array([0.8, 0.9, 1.0, 1.12, 1.25]):
+        rss, c, _ = _step_pairs_rss(v, x, centers, pairs, s)
+        k = int(np.argmin(rss))
+        if rss[k] < best[0]:
+            best = (float(rss[k]), c[k], centers[pairs[k]], s)
+    rss, (g, d0, d1), (e0, e1), _ = best
+    return (float(g), float(g + d0), float(g + d0 + d1)), (float(e0), float(e1)), single / max(rss, 1e-12)
+
+
+def _step_pairs_rss(v, x, centers, pairs, s):
+    """Residual sums and levels ``(g, b - g, f - b)`` of the two-step model for each pair
+    of step ``centers`` in ``pairs`` at blur ``s``, and the single-step residuals."""
+    from scipy.special import ndtr
+
+    phi = ndtr((x[None, :] - centers[:, None]) / s)
+    n, sv, vv = float(len(x)), float(v.sum()), float(v @ v)
+    sp, pv, pp = phi.sum(1), phi @ v, phi @ phi.T
+    a, b = pairs[:, 0], pairs[:, 1]
+    gram = np.empty((len(pairs), 3, 3))
+    gram[:, 0, 0] = n
+    gram[:, 0, 1] = gram[:, 1, 0] = sp[a]
+    gram[:, 0, 2] = gram[:, 2, 0] = sp[b]
+    gram[:, 1, 1], gram[:, 2, 2] = pp[a, a], pp[b, b]
+    gram[:, 1, 2] = gram[:, 2, 1] = pp[a, b]
+    rhs = np.stack([np.full(len(pairs), sv), pv[a], pv[b]], -1)
+    c = np.linalg.solve(gram + 1e-9 * np.eye(3), rhs[..., None])[..., 0]
+    # one step: levels g and f - g
+    det = n * np.diag(pp) - sp**2
+    g1 = (np.diag(pp) * sv - sp * pv) / np.maximum(det, 1e-12)
+    d1 = (n * pv - sp * sv) / np.maximum(det, 1e-12)
+    rss1 = vv - g1 * sv - d1 * pv
+    return vv - np.einsum("ki,ki->k", c, rhs), c, rss1
+
+
 def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
     """``fit`` moved to the outer step of a rim along the glass edge, if one shows.
 
@@ -1172,7 +1288,7 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, params):
     if textured[(steps >= edge) & (steps <= steps[j])].mean() >= 0.5:
         return edge
     start = np.nonzero(rough[:-1] & rough[1:] & (steps[:-1] >= edge) & (steps[:-1] <= 0))[0]
-    return float(steps[start[0]] - 0.25) if len(start) else None
+    return float(steps[start[0]] - 0.25) if len(start) else edge
 
 
 def _glass_step(edge, level, prof, steps, glass, min_px, params):

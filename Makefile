@@ -1,7 +1,7 @@
 # fiberprep: two commands on a fresh machine.
 #   make run    set up .venv, run the workflow on the bundled demo images
 #   make test   set up .venv, run the tests
-# Other targets: bench, bench-zones, bench-defects, bench-cluster, bench-labels,
+# Other targets: bench, bench-zones, bench-bands, bench-defects, bench-cluster, bench-labels,
 # bench-independent, bench-scale, test-slurm, lint, demo.
 
 PYTHON ?= python3
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.fiberprep-installed
 CORES ?= all
 RESULTS ?= results
 
-.PHONY: run test test-slurm bench bench-zones bench-defects bench-cluster bench-labels bench-independent bench-scale lint demo setup
+.PHONY: run test test-slurm bench bench-zones bench-bands bench-defects bench-cluster bench-labels bench-independent bench-scale lint demo setup
 
 setup: $(STAMP)
 
@@ -38,14 +38,9 @@ test-slurm: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_workflow.py
 
-bench-zones: $(STAMP)
-	$(BIN)/python benchmarks/bench_zones.py
-
-bench-defects: $(STAMP)
-	$(BIN)/python benchmarks/bench_defects.py
-
-bench-cluster: $(STAMP)
-	$(BIN)/python benchmarks/bench_cluster.py
+# bench-zones, bench-bands (plain fibers with an epoxy band), bench-defects, bench-cluster
+bench-zones bench-bands bench-defects bench-cluster: bench-%: $(STAMP)
+	$(BIN)/python benchmarks/bench_$*.py
 
 # The published datasets of a workflow run scored against the generator's exact truth.
 bench-labels: $(STAMP)

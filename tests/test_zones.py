@@ -395,23 +395,17 @@ def test_plain_dark_epoxy_ring_ends_the_glass_at_its_inner_edge(width):
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
 
 
-@pytest.mark.parametrize("width", [4.5, 6.0, 8.0])
-@pytest.mark.parametrize("ring", [0.15, 0.24])
-def test_smooth_dark_ring_just_outside_a_dark_fiber_is_epoxy(width, ring):
-    # a grainless ring darker than the glass (0.30), wider than a bevel line (2 µm =
-    # 3.2 px here), between the fiber and the ferrule: its outer step is the strongest,
-    # but the glass ends at its inner one (the old code took the outer step unless the
-    # ring's noise passed for grain)
-    img = _stepped_disc([0.0, width], [0.30, ring], 0.64)
-    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
-    assert abs(geo["cladding_radius_px"] - 100.0) < 0.3
-
-
-@pytest.mark.parametrize("width", [4.0, 7.0])
-def test_darker_band_just_outside_a_bright_fiber_is_epoxy(width):
-    # a smooth band between a bright fiber (0.8) and a dark ferrule (0.2) at 0.45: the
-    # glass ends at the band's inner step even when its outer step is the stronger
-    img = _stepped_disc([0.0, width], [0.80, 0.45], 0.05)
+@pytest.mark.parametrize(
+    "levels,outside,width",
+    [((0.30, ring), 0.64, w) for ring in (0.15, 0.24) for w in (4.5, 6.0, 8.0)]
+    + [((0.80, 0.45), 0.05, w) for w in (4.0, 7.0)],
+)
+def test_smooth_band_darker_than_the_glass_just_outside_it_is_epoxy(levels, outside, width):
+    # a grainless band darker than the glass, wider than a bevel line (2 µm = 3.2 px
+    # here): below a dark fiber's level (a valley) or between a bright fiber's and its
+    # ferrule's. Its outer step may be the strongest, but the glass ends at its inner
+    # one (the old code took the outer step unless the band's noise passed for grain)
+    img = _stepped_disc([0.0, width], list(levels), outside)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.3
 

@@ -1288,7 +1288,7 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, params):
     if textured[(steps >= edge) & (steps <= steps[j])].mean() >= 0.5:
         return edge
     start = np.nonzero(rough[:-1] & rough[1:] & (steps[:-1] >= edge) & (steps[:-1] <= 0))[0]
-    return float(steps[start[0]] - 0.25) if len(start) else edge
+    return float(steps[start[0]] - 0.25) if len(start) else None
 
 
 def _glass_step(edge, level, prof, steps, glass, min_px, params):

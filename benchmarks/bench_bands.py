@@ -60,7 +60,9 @@ def render(rng, width=800, height=600):
     img = cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
     if grain and band_um:
         texture = cv2.GaussianBlur(rng.normal(size=(height, width)).astype(np.float32), (0, 0), 0.8)
-        on_band = cv2.resize(in_band.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        on_band = cv2.resize(
+            in_band.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA
+        )
         img *= 1 + grain * on_band * texture / texture.std()
     img = cv2.GaussianBlur(img, (0, 0), blur) + rng.normal(0, 0.008, img.shape).astype(np.float32)
     scene = {"polarity": polarity, "band": kind, "band_um": band_um, "grain": grain,

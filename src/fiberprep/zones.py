@@ -16,7 +16,10 @@ gradient of the median edge-aligned profile is fitted with two opposite
 Gaussian lobes of the blur width, and the glass ends at the outer lobe. Under
 a fringe that follows the whole edge, the line's lobe is fitted to the odd part
 of that gradient about the glass edge instead (the step and the fringe pair are
-even about it, whatever their shapes). The core is
+even about it, whatever their shapes). On either polarity, a smooth or rough band
+darker than the glass and wider than a bevel line just outside the fitted edge is
+epoxy: two blurred steps are fitted to the edge profile and the glass ends at the
+inner one (:func:`_inside_band`). The core is
 measured the same way inside the cladding when the radial intensity profile
 shows it. Zone maps follow the fitted cladding ellipse.
 
@@ -962,6 +965,7 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     fringe = _fringe_shares(level[None], steps, sign, far, params["halo_reach_um"] / upp)[0]
     v = sign * level  # the outside is high
     glass, outside = float(np.median(v[steps <= -band])), float(np.median(v[far]))
+    # the band's side of the edge, past the fitted step's own blurred flank (2 px)
     inner = (steps > -band) & (steps < -min(bevel, 2.0))
     if (
         fringe >= params["halo_min_share"]

@@ -24,6 +24,8 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.morphology import skeletonize
 
+from fiberprep.stats import median
+
 COLUMNS = [
     "number", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "centroid_x", "centroid_y",
     "area_px", "area_um2", "zone", "zones_touched", "innermost_zone", "radius_um",
@@ -509,7 +511,7 @@ def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=600
         v = transform(v, yy, xx)
     if yy.size < 4 * (len(terms) + ids.size):
         for k in ids:
-            level[k] = np.median(v[g == k])
+            level[k] = median(v[g == k])
         return np.zeros(values.shape, np.float32), level
     A = np.hstack([design(xx.astype(np.float64), yy.astype(np.float64)),
                    (g[:, None] == ids[None, :]).astype(np.float64)])
@@ -662,7 +664,7 @@ def _arc_outliers_to_median(mean, half, params, tol=0.0):
     them (by ``flatten_clip_sigma`` times the robust σ of such deviations, and by
     the ``ring_film_contrast`` of a film, plus ``tol``: per radial bin) replaced by
     that median."""
-    med = np.median(np.stack([np.roll(mean, k, axis=0) for k in range(-half, half + 1)]), axis=0)
+    med = median(np.stack([np.roll(mean, k, axis=0) for k in range(-half, half + 1)]), axis=0)
     dev = mean - med
     lim = max(params["flatten_clip_sigma"] * _robust_std(dev), math.log1p(params["ring_film_contrast"]))
     return np.where(np.abs(dev) > lim + tol, med, mean)
@@ -706,7 +708,7 @@ def _robust_std(x, max_n=10000):
 def _mad_std(x):
     """σ from the median absolute deviation (normal-consistent)."""
     x = np.asarray(x).ravel()
-    return 1.4826 * float(np.median(np.abs(x - np.median(x)))) if x.size else 0.0
+    return 1.4826 * float(median(np.abs(x - median(x)))) if x.size else 0.0
 
 
 def _iqr_std(x, max_n=10000):
@@ -719,7 +721,7 @@ def _iqr_std(x, max_n=10000):
 def _median(x, max_n=10000):
     """Median (of an even subsample when large)."""
     x = np.asarray(x).ravel()
-    return float(np.median(x[:: max(1, x.size // max_n)])) if x.size else 0.0
+    return float(median(x[:: max(1, x.size // max_n)])) if x.size else 0.0
 
 
 def _lookup(regions, values):
@@ -1708,7 +1710,7 @@ def _concentric(groups, labels, segs, centre, px, params):
             continue
         r = np.hypot(pts[:, 0] - centre[0], pts[:, 1] - centre[1])
         if np.percentile(r, 95) - np.percentile(r, 5) <= tol:
-            arcs.append((k, float(np.median(r)), sum(segs[j]["length"] for j in groups[k - 1])))
+            arcs.append((k, float(median(r)), sum(segs[j]["length"] for j in groups[k - 1])))
             if r.var() < 0.5 * np.linalg.eigvalsh(np.cov(pts.T.astype(np.float64)))[0]:
                 drop.add(k)
     for k, r0, _ in arcs:
@@ -2016,7 +2018,7 @@ def _split_blobs(r, host, n_r, ys, xs, s_width, min_area, aspect):
             # width w has distance (w + 1) / 2 to its outside on its medial axis
             padded = np.pad(img, 1)
             dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)
-            own = 2 * float(np.median(dist[skeletonize(padded > 0)])) - 1
+            own = 2 * float(median(dist[skeletonize(padded > 0)])) - 1
             if own > w:
                 found = blobs(img, y, x, own)
         if len(found) >= _DASHES:  # a row of widenings along one line: its beads or dashes
@@ -2284,7 +2286,7 @@ def _drop_swells(labels, source, resid, valid, px, params):
         # slope per µm (Sobel with ksize 3 is 8 x the central difference)
         grad = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0), cv2.Sobel(r, cv2.CV_32F, 0, 1)) * (px(1.0) / 8.0)
         slope = grad[(cv2.dilate(inside, k3) > 0) & ~(cv2.erode(inside, k3) > 0)].mean()
-        contrast = abs(float(np.median(resid[win][inside > 0])) - float(np.median(resid[win][ring])))
+        contrast = abs(float(median(resid[win][inside > 0])) - float(median(resid[win][ring])))
         width = contrast / max(float(slope), 1e-12)  # µm
         if width <= params["swell_min_edge_um"]:
             continue

@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from .stats import median
 from .zones import ZONE_NAMES, equal_area_radius2
 
 # scikit-image and SciPy are imported where features are computed: the table jobs that
@@ -200,13 +201,6 @@ def _entropy(values: np.ndarray) -> float:
     return float(-(p * np.log2(p)).sum())
 
 
-def _median(x: np.ndarray) -> float:
-    """Median of a 1-D array (partial sort: cheaper than np.median on small arrays)."""
-    n = x.size
-    part = np.partition(x, [(n - 1) // 2, n // 2])
-    return 0.5 * float(part[(n - 1) // 2] + part[n // 2])
-
-
 # Gray-level grids of the GLCM statistics (symmetric matrix: the marginals coincide).
 _GI = np.arange(_LEVELS, dtype=float)
 _GD2 = (_GI[:, None] - _GI[None, :]) ** 2
@@ -275,13 +269,6 @@ _PROFILE_GAP_PX = 2.0
 _LINE_MIN_ASPECT = 2.0
 
 
-def _row_median(x: np.ndarray) -> np.ndarray:
-    """Median of each row of a small 2-D array (np.median's overhead dominates here)."""
-    x = np.sort(x, axis=1)
-    k = x.shape[1]
-    return 0.5 * (x[:, (k - 1) // 2] + x[:, k // 2])
-
-
 def _profile_width_px(gray: np.ndarray, ys: np.ndarray, xs: np.ndarray, reach: float) -> float:
     """Full width at half maximum (px) of a line's cross profile, median along the line.
 
@@ -317,8 +304,8 @@ def _profile_width_px(gray: np.ndarray, ys: np.ndarray, xs: np.ndarray, reach: f
                      borderMode=cv2.BORDER_REPLICATE)
     p = prof.reshape(groups, size, -1).mean(axis=1)
     ends = p[:, np.abs(s) > reach - _PROFILE_END_PX]
-    bg = _row_median(ends)[:, None]
-    noise = 1.4826 * _row_median(np.abs(ends - bg))
+    bg = median(ends, axis=1)[:, None]
+    noise = 1.4826 * median(np.abs(ends - bg), axis=1)
     a = np.abs(p - bg)
     peak = a.argmax(axis=1)
     top = a[np.arange(groups), peak]
@@ -343,7 +330,7 @@ def _profile_width_px(gray: np.ndarray, ys: np.ndarray, xs: np.ndarray, reach: f
     clip = np.minimum(np.maximum(np.stack([left, right]), 0.0), 1.0)  # (np.clip's overhead)
     width = (hi - lo + clip[0] * (lo > 0) + clip[1] * (hi < m - 1)) * _PROFILE_STEP
     ok = top > 3 * noise
-    return _median(width[ok]) if ok.any() else np.nan
+    return float(median(width[ok])) if ok.any() else np.nan
 
 
 _TEXTURE_NAMES = ["glcm_contrast", "glcm_homogeneity", "glcm_energy", "glcm_correlation",
@@ -453,8 +440,8 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, um, gray_
     g = gray_c[around]
     bg = g[~near]
     if bg.size:
-        bg_med = _median(bg)
-        bg_std = 1.4826 * _median(np.abs(bg - bg_med))
+        bg_med = float(median(bg))
+        bg_std = 1.4826 * float(median(np.abs(bg - bg_med)))
     else:
         bg_med, bg_std = np.nan, np.nan
     contrast = mean - bg_med

@@ -118,7 +118,7 @@ def stage_params(config: dict) -> dict[str, dict]:
     types = {n: config["fiber_types"][n] for n in fiber_type_names(config["fiber"])}
     return {
         "zones": {
-            "code": cache.code_version("pipeline", "cache", "io", "zones"),
+            "code": cache.code_version("pipeline", "cache", "io", "stats", "zones"),
             "io": config["io"],
             "fiber_types": types,
             "um_per_px": config["calibration"]["um_per_px"],
@@ -126,12 +126,12 @@ def stage_params(config: dict) -> dict[str, dict]:
             "zones": config["zones"],
         },
         "defects": {
-            "code": cache.code_version("defects"),
+            "code": cache.code_version("stats", "defects"),
             "io": config["io"],
             "defects": config["detection"],
         },
         "features": {
-            "code": cache.code_version("features"),
+            "code": cache.code_version("stats", "features"),
             "io": config["io"],
             "zones_um": {n: t["zones_um"] for n, t in types.items()},
             "features": config.get("features", {}),

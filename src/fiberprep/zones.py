@@ -35,6 +35,7 @@ import cv2
 import numpy as np
 
 from fiberprep.io import ImageRejected
+from fiberprep.stats import median
 
 # SciPy is imported by the few fits that use it: the table jobs that need only the zone
 # names start without it.
@@ -484,7 +485,7 @@ def _stop_depth(img, lvl, max_depth, margin, params):
         return np.zeros(n_cols, int)
     q75 = (0.75 * (np.maximum(n_valid, 1) - 1)).astype(int)
     level = np.take_along_axis(strip, q75[None, :], axis=0)[0]
-    level[~seen] = _median(level[seen])
+    level[~seen] = median(level[seen])
     level = median_filter(level, size=k, mode="mirror")
     dark = img[:max_depth] < params["fov_dark_ratio"] * level[None, :]
     dark &= ~np.isnan(lvl[:max_depth])  # the fiber is never field stop
@@ -572,26 +573,6 @@ def equal_area_radius2(dx, dy, e, theta):
     b = 2 * c * s * (k - 1 / k)
     d = s * s * k + c * c / k
     return a * (dx * dx) + b * (dx * dy) + d * (dy * dy)
-
-
-def _median(a, axis=None):
-    """``np.median(a, axis)`` of NaN-free floats, the same value several times faster.
-
-    One partition of a contiguous copy at the upper middle; for an even count the
-    lower middle is the largest value below it (NumPy partitions at both, in
-    place along a strided axis, and checks for NaN). NaN for no values.
-    """
-    a = np.asarray(a)
-    a = a.ravel() if axis is None else np.ascontiguousarray(np.moveaxis(a, axis, -1))
-    n = a.shape[-1]
-    if n == 0:
-        return np.full(a.shape[:-1], np.nan)[()]
-    k = n // 2
-    part = np.partition(a, k, axis=-1)
-    upper = part[..., k]
-    if n % 2:
-        return upper
-    return (part[..., :k].max(axis=-1) + upper) / 2
 
 
 def _no_fiber_geometry(um_per_px, assumed_um_per_px):
@@ -781,9 +762,9 @@ def _edge_spread(prof, strength, valid, sign):
     near = prof[:, max(0, mid - 8) : mid + 9]
     near = near[rows] - near[(rows + 1) % n_rays]
     d2 = near[:, 2:-2] - 0.5 * (near[:, :-4] + near[:, 4:])  # of g0 - g2
-    noise = 1.4826 * _median(np.abs(d2)) / math.sqrt(2)
-    step = _median(sign * (prof[rows, -1] - prof[rows, 0]))
-    width = max(1.0, step / (_median(strength[rows]) * math.sqrt(2 * math.pi)))
+    noise = 1.4826 * median(np.abs(d2)) / math.sqrt(2)
+    step = median(sign * (prof[rows, -1] - prof[rows, 0]))
+    width = max(1.0, step / (median(strength[rows]) * math.sqrt(2 * math.pi)))
     spread[valid] = 0.5 * noise * width**2 / strength[valid]
     return spread
 
@@ -797,8 +778,8 @@ def _robust_ellipse(pts, rad, tol, iterations):
     ``iterations`` times, until the kept points no longer change.
     Returns (ellipse ``(cx, cy, a, b, theta)``, inlier mask) or (None, None).
     """
-    dev = np.abs(rad - _median(rad))
-    keep = dev <= max(tol, 3.0 * 1.4826 * _median(dev))
+    dev = np.abs(rad - median(rad))
+    keep = dev <= max(tol, 3.0 * 1.4826 * median(dev))
     shape = None
     origin = pts.mean(axis=0)  # float32 fit on centered points keeps 1e-4 px precision
     local = (pts - origin).astype(np.float32)
@@ -810,7 +791,7 @@ def _robust_ellipse(pts, rad, tol, iterations):
             return None, None
         shape = (ex + origin[0], ey + origin[1], 0.5 * w, 0.5 * h, math.radians(angle))
         res = np.abs(_radial_residuals(shape, pts))
-        kept, keep = keep, res <= max(tol, 3.0 * 1.4826 * _median(res[keep]))
+        kept, keep = keep, res <= max(tol, 3.0 * 1.4826 * median(res[keep]))
         if np.array_equal(kept, keep):  # the same points: the same fit again
             break
     return shape, keep
@@ -848,7 +829,7 @@ def _fit_edge(smooth, shape, sign, half, params):
         return None
     spread = _edge_spread(prof, strength, valid, sign)
     # weak maxima are noise or a gap in the edge, not the edge itself
-    valid &= strength >= params["min_edge_ratio"] * _median(strength[valid])
+    valid &= strength >= params["min_edge_ratio"] * median(strength[valid])
     phi, rad, spread = phi[valid], rad[valid], spread[valid]
     pts = np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)])
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
@@ -974,11 +955,11 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     upp = um_per_px or clad_r_um / fit["r"]
     band, bevel = band_um / upp, params["bevel_max_um"] / upp
     steps = np.arange(-math.ceil(band) - 4.0, math.ceil(band) + 6.0, 0.5)
-    level = _median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    level = median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
     far = steps >= steps[-1] - 3.0
     fringe = _fringe_shares(level[None], steps, sign, far, params["halo_reach_um"] / upp)[0]
     v = sign * level  # the outside is high
-    glass, outside = float(_median(v[steps <= -band])), float(_median(v[far]))
+    glass, outside = float(median(v[steps <= -band])), float(median(v[far]))
     # the band's side of the edge, past the fitted step's own blurred flank (2 px)
     inner = (steps > -band) & (steps < -min(bevel, 2.0))
     if (
@@ -1089,7 +1070,7 @@ def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
     """
     near = (steps >= -3.0) & (steps <= reach + 4.5)
     prof, steps = prof[:, near], steps[near]
-    level = _median(prof, axis=0)
+    level = median(prof, axis=0)
     grad = sign * np.gradient(level, steps)
     k = int(np.argmax(grad))
     if grad[k] <= 0:
@@ -1126,7 +1107,7 @@ def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
     texture, slope = _relative_texture(prof[:, cols], level[cols], np.gradient(level, steps)[cols], params)
     texture -= slope * params["edge_waviness_px"]
     n_glass = len(cols) - 4 - len(steps_ok)
-    smooth_max = 0.5 * (_median(texture[:n_glass]) + _median(texture[n_glass : n_glass + 4]))
+    smooth_max = 0.5 * (median(texture[:n_glass]) + median(texture[n_glass : n_glass + 4]))
     rims = [j for (j, _), t in zip(steps_ok, texture[n_glass + 4 :]) if t <= smooth_max]
     if not rims:
         return fit
@@ -1153,7 +1134,7 @@ def _relative_texture(prof, level, gradient, params):
     grain is a reflectance variation, so a dark rough ring shows as much relative
     texture as a bright one."""
     rel = 1.0 / np.maximum(level, params["log_offset"])
-    return _median(np.abs(np.diff(prof, axis=0)), axis=0) * rel, np.abs(gradient) * rel
+    return median(np.abs(np.diff(prof, axis=0)), axis=0) * rel, np.abs(gradient) * rel
 
 
 def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
@@ -1189,15 +1170,15 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
         of the glass-to-epoxy step (+1 brighter outside, -1 darker; 0 when that
         step is too weak to locate the edge on rays).
     """
-    level = _median(prof, axis=0)
+    level = median(prof, axis=0)
     texture, slope = _relative_texture(prof, level, np.gradient(level, 0.5), params)
     glass = steps < -band_px
     # reference texture: the smooth glass, floored by a share of the ferrule's texture
     # (JPEG flattens smooth glass, so its texture alone can be ~0)
     ferrule = steps > 0.5 * band_px + 3.0
     base = max(
-        float(_median(texture[glass])),
-        params["epoxy_ferrule_share"] * float(_median(texture[ferrule])),
+        float(median(texture[glass])),
+        params["epoxy_ferrule_share"] * float(median(texture[ferrule])),
     )
     excess = texture - base - slope * params["edge_waviness_px"]
     # epoxy grain modulates the reflectance by several %; a smooth line only shows noise
@@ -1215,14 +1196,14 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     reach = params["halo_reach_um"] * px_per_um
     fringe = _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]
     no_ring = None if fringe else (0.0, 0.0)
-    ferrule_level = float(_median(level[ferrule]))
+    ferrule_level = float(median(level[ferrule]))
     flank = grain & (excess > (0.5 * ratio - 1.0) * floor)  # a thin ring's blurred flanks
     # the rough run that ends near the fitted edge (whose own slope masks texture)
     near = np.nonzero(rough & ~glass & (steps >= -params["epoxy_gap_px"]) & (steps <= 0))[0]
     if not len(near):
         return no_ring
     k = last = int(near.max())
-    top = float(_median(texture[max(0, k - 2) : k + 1]))
+    top = float(median(texture[max(0, k - 2) : k + 1]))
     while k > 0 and rough[k - 1] and not glass[k - 1]:
         k -= 1
     # a ring, not one textured sample: with its flanks, the run spans two samples
@@ -1242,8 +1223,8 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     # the ring's inner boundary: where the intensity leaves the glass level toward the
     # ring's (JPEG spreads texture past it); where the ring is as bright as the glass,
     # where the texture reaches half its ring level
-    glass_level = float(_median(level[max(0, k - 6) : max(1, k - 2)]))  # 1-3 px inside
-    ring_level = float(_median(level[k : last + 1]))
+    glass_level = float(median(level[max(0, k - 6) : max(1, k - 2)]))  # 1-3 px inside
+    ring_level = float(median(level[k : last + 1]))
     if abs(ring_level - glass_level) >= params["epoxy_level_share"] * abs(
         ferrule_level - glass_level
     ):
@@ -1317,7 +1298,7 @@ def _glass_step(edge, level, prof, steps, glass, min_px, params):
         return 0.0, 0.0
     i = int(np.argmin(np.abs(steps - edge)))
     step = float(np.gradient(level, 0.5)[i])
-    noise = 1.4826 * float(_median(np.abs(np.diff(prof[:, glass], axis=1))))
+    noise = 1.4826 * float(median(np.abs(np.diff(prof[:, glass], axis=1))))
     strong = abs(step) > params["core_min_snr"] * noise / math.sqrt(prof.shape[0])
     return -edge, float(np.sign(step)) if strong else 0.0
 
@@ -1326,7 +1307,7 @@ def _fringe_shares(levels, steps, sign, ferrule, reach):
     """Height of a bright fringe within ``reach`` px (at least 3) outside the edge, as a
     share of the edge step, on each row of ``levels`` (edge-aligned profiles at
     ``steps``; ``ferrule``: the steps on the ferrule plateau)."""
-    far = _median(levels[:, ferrule], axis=1)
+    far = median(levels[:, ferrule], axis=1)
     inside = sign * levels[:, (steps <= 0) & (steps > -4.0)]
     after = sign * levels[:, (steps > 0) & (steps <= max(3.0, reach))]
     step = np.abs(far - sign * inside.min(axis=1))
@@ -1338,7 +1319,7 @@ def _fringe_all_around(prof, steps, sign, band_px, reach, params, n_sectors=8):
     the circumference (:func:`_epoxy_shift`'s profiles and test): a diffraction
     fringe follows the whole edge, a bright rim on one side (oblique light, a
     tilted probe) does not."""
-    levels = np.stack([_median(p, axis=0) for p in np.array_split(prof, n_sectors)])
+    levels = np.stack([median(p, axis=0) for p in np.array_split(prof, n_sectors)])
     shares = _fringe_shares(levels, steps, sign, steps > 0.5 * band_px + 3.0, reach)
     return float(np.percentile(shares, 25)) >= params["halo_min_share"]
 
@@ -1358,7 +1339,7 @@ def _aligned_profiles(smooth, fit, sign, steps, params):
 def _edge_gradient(smooth, fit, sign, steps, params):
     """Median edge-aligned profile at ``steps`` (px from the fitted edge, outward), its
     signed gradient and the index of the gradient's peak."""
-    level = _median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    level = median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
     grad = sign * np.gradient(level, steps)
     return level, grad, int(np.argmax(grad))
 
@@ -1463,8 +1444,8 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
     band = signed[(steps >= x1 - sigma) & (steps <= x0)]
     if not len(far) or not len(band):
         return None
-    plateau = float(_median(far))
-    step = float(_median(signed[steps > 3.0])) - plateau
+    plateau = float(median(far))
+    step = float(median(signed[steps > 3.0])) - plateau
     if plateau - float(band.min()) < params["halo_min_share"] * step:
         return None
     return float(x0), float(x1), sigma
@@ -1633,7 +1614,7 @@ def _core_step(prof, h, radii, lo, hi, params):
     must reach ``core_min_rel_gradient`` too (an edge, not a broad shading).
     """
     grad = (prof[:, 2 * h :] - prof[:, : -2 * h]) * 0.5
-    med = _median(grad, axis=0)
+    med = median(grad, axis=0)
     strength = np.abs(med)
     at = radii[h:-h]
     peak = np.zeros(len(med), bool)
@@ -1642,8 +1623,8 @@ def _core_step(prof, h, radii, lo, hi, params):
     if not len(idx):
         return None
     k = int(idx[np.argmax(strength[idx])])
-    spread = 1.4826 * float(_median(np.abs(grad[:, k] - med[k]))) / math.sqrt(len(grad))
-    level = max(abs(float(_median(prof[:, k + h]))), 1e-6)
+    spread = 1.4826 * float(median(np.abs(grad[:, k] - med[k]))) / math.sqrt(len(grad))
+    level = max(abs(float(median(prof[:, k + h]))), 1e-6)
     if abs(med[k]) < max(params["core_min_snr"] * max(spread, 1e-6),
                          params["core_min_rel_gradient"] * level):
         return None
@@ -1653,7 +1634,7 @@ def _core_step(prof, h, radii, lo, hi, params):
     # over the wide baseline, a smooth fall-off of the light (vignetting) steps too: a
     # step rises by more than twice what the median level does over +-h beside it
     c = k + h  # the step's center sample
-    lv = _median(prof[:, max(0, c - 3 * h) : c + 3 * h + 1], axis=0)
+    lv = median(prof[:, max(0, c - 3 * h) : c + 3 * h + 1], axis=0)
     j = min(c, 3 * h)
     beside = max(sign * (lv[j - h] - lv[max(0, j - 3 * h)]), sign * (lv[-1] - lv[j + h]), 0.0)
     if sign * (lv[j + h] - lv[j - h]) < 2.0 * beside:

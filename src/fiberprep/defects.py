@@ -1569,6 +1569,11 @@ def _work_geometry(geometry, x0, y0, factor):
     return geo
 
 
+# Pixels per row strip of the LEI line sums: ~256 KB per float32 buffer, so that a
+# strip's few buffers stay in a core's L2 cache.
+_LEI_STRIP_PX = 65536
+
+
 def _lei_strength(z, valid, lpx, params):
     """Max over orientations of the sidelobe-free line contrast / σ.
 
@@ -1596,36 +1601,46 @@ def _lei_strength(z, valid, lpx, params):
     m = off + 1  # margin of the line image: room for the side shifts
     pad = half + m
     zp = cv2.copyMakeBorder(z, pad, pad, pad, pad, cv2.BORDER_REFLECT)
-    hh, ww = h + 2 * m, w + 2 * m
-    line = np.empty((hh, ww), np.float32)
-    resp, high = np.empty((h, w), np.float32), np.empty((h, w), np.float32)
-    best = np.zeros_like(z)
-    ori = np.zeros((h, w), np.uint8)
-    better = np.empty((h, w), np.uint8)
-    s = 1.0
+    ww = w + 2 * m
     k = np.arange(-half, half + 1)
+    lines = []  # per orientation: the line's (dy, dx) steps and its side lines' shift
     for i in range(n_or):
         t = math.pi * i / n_or
         c, sn = math.cos(t), math.sin(t)
         if abs(c) >= abs(sn):  # x-dominant: dx = k, dy = round(k tan t)
-            steps = zip(np.rint(k * sn / c).astype(int), k)
+            steps = list(zip(np.rint(k * sn / c).astype(int), k))
         else:
-            steps = zip(k, np.rint(k * c / sn).astype(int))
-        views = [zp[half + dy:half + dy + hh, half + dx:half + dx + ww] for dy, dx in steps]
-        cv2.add(views[0], views[1], dst=line)
-        for v in views[2:]:  # cv2 adds strided views several times faster than numpy
-            cv2.add(line, v, dst=line)
-        ny, nx = int(round(off * c)), int(round(-off * sn))  # normal (-sin, cos) in (x, y)
-        _side_contrast(line, m, ny, nx, resp, high)  # unclamped: best (>= 0) clamps it
-        if i == 0:
-            # noise unit: spread of the centre-minus-side difference
-            diff = line[m:m + h, m:m + w] - line[m + ny:m + ny + h, m + nx:m + nx + w]
-            s = max(_robust_std(diff[valid]) if valid.any() else 1.0, L * params["lei_sigma_floor"])
-        # ori = i where resp beats best: i exceeds every index stored so far, so
-        # max(ori, min(255 * better, i)) sets exactly those pixels (uint8 cv2 ops: fast)
-        cv2.compare(resp, best, cv2.CMP_GT, dst=better)
-        cv2.max(ori, cv2.min(better, float(i), dst=better), dst=ori)
-        cv2.max(best, resp, dst=best)
+            steps = list(zip(k, np.rint(k * c / sn).astype(int)))
+        lines.append((steps, int(round(off * c)), int(round(-off * sn))))  # normal (-sin, cos)
+    # strips of rows, each through all orientations: its buffers stay in the cache
+    # (the sums are memory-bound on whole images); the results are the same
+    rows = max(8, _LEI_STRIP_PX // w)
+    line = np.empty((rows + 2 * m, ww), np.float32)
+    resp, high = np.empty((rows, w), np.float32), np.empty((rows, w), np.float32)
+    better = np.empty((rows, w), np.uint8)
+    best = np.zeros_like(z)
+    ori = np.zeros((h, w), np.uint8)
+    diff = np.empty((h, w), np.float32)
+    for y0 in range(0, h, rows):
+        n = min(rows, h - y0)
+        ln, rs, hi, bt = line[: n + 2 * m], resp[:n], high[:n], better[:n]
+        best_s, ori_s = best[y0:y0 + n], ori[y0:y0 + n]
+        for i, (steps, ny, nx) in enumerate(lines):
+            views = [zp[y0 + half + dy:y0 + half + dy + n + 2 * m, half + dx:half + dx + ww]
+                     for dy, dx in steps]
+            cv2.add(views[0], views[1], dst=ln)
+            for v in views[2:]:  # cv2 adds strided views several times faster than numpy
+                cv2.add(ln, v, dst=ln)
+            _side_contrast(ln, m, ny, nx, rs, hi)  # unclamped: best (>= 0) clamps it
+            if i == 0:  # for the noise unit: the centre-minus-side difference
+                cv2.subtract(ln[m:m + n, m:m + w], ln[m + ny:m + ny + n, m + nx:m + nx + w],
+                             dst=diff[y0:y0 + n])
+            # ori = i where resp beats best: i exceeds every index stored so far, so
+            # max(ori, min(255 * better, i)) sets exactly those pixels (uint8 cv2 ops: fast)
+            cv2.compare(rs, best_s, cv2.CMP_GT, dst=bt)
+            cv2.max(ori_s, cv2.min(bt, float(i), dst=bt), dst=ori_s)
+            cv2.max(best_s, rs, dst=best_s)
+    s = max(_robust_std(diff[valid]) if valid.any() else 1.0, L * params["lei_sigma_floor"])
     best *= np.float32(1.0 / s)
     return best, ori
 

@@ -160,7 +160,9 @@ def detect_defects(gray, zone_map, geometry, params):
     visible = np.abs(rel) >= 0.5 * math.log1p(params["min_contrast"])
     # on the edges only a strong, compact defect may seed (a particle sitting on the edge)
     # 1: the edge band, 2: its textured bins (the arcs' grain is high there)
-    bands = np.where(regions > 0, np.where(textured, 2, np.where(edge_band, 1, 0)), 0).astype(np.int8)
+    bands = edge_band.astype(np.int8)
+    bands[textured] = 2
+    bands[regions == 0] = 0
     region_mask = _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, floor / sigma, px, params)
     region_mask = _join_film_pieces(region_mask, lin, regions > 0, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])

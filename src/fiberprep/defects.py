@@ -2285,7 +2285,8 @@ def _drop_swells(labels, source, resid, valid, px, params):
     per-label sources.
     """
     n = int(labels.max()) + 1
-    area = np.bincount(labels.ravel(), minlength=n)
+    ys, xs = _nonzero(labels)  # (a bincount of the whole image converts every pixel to int64)
+    area = np.bincount(labels[ys, xs], minlength=n)
     cand = np.flatnonzero((area >= px(1.0) ** 2 * params["swell_min_area_um2"])
                           & ((source & _SCRATCH) == 0) & (np.arange(n) > 0))
     if cand.size == 0:

@@ -766,9 +766,10 @@ def _disk(diameter):
 
 
 def _within(mask, reach):
-    """Pixels within ``reach`` px of the bool ``mask``: its dilation by a disk of
-    diameter ``2 reach + 1``, from a distance transform (OpenCV dilates by a large
-    disk many times slower)."""
+    """Pixels within ``reach + 0.5`` px (Euclidean) of the bool ``mask``: its dilation
+    by a disk of diameter ``2 reach + 1`` (OpenCV's elliptic element of that size
+    differs on a few rim pixels), from an exact distance transform: OpenCV dilates by
+    a large disk many times slower."""
     dist = cv2.distanceTransform((~mask).view(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     return dist <= reach + 0.5
 

@@ -21,6 +21,13 @@ def test_median_equals_numpy_bit_for_bit(shape, axis, dtype):
     assert np.array_equal(got, want)
 
 
+@pytest.mark.parametrize("n", [7, 8])
+def test_median_of_integers_is_numpys_float(n):
+    a = np.arange(n, dtype=np.int64)[::-1] * 3
+    want, got = np.median(a), median(a)
+    assert np.asarray(got).dtype == np.asarray(want).dtype and got == want
+
+
 def test_median_of_no_values_is_nan():
     assert np.isnan(median(np.zeros(0)))
     assert np.isnan(median(np.zeros((3, 0)), axis=1)).all()

@@ -13,6 +13,8 @@ def median(a, axis=None):
     along a strided axis, and checks for NaN). NaN where there are no values.
     """
     a = np.asarray(a)
+    if not np.issubdtype(a.dtype, np.inexact):
+        a = a.astype(np.float64)  # as NumPy: the median of integers is a float
     a = a.ravel() if axis is None else np.ascontiguousarray(np.moveaxis(a, axis, -1))
     n = a.shape[-1]
     if n == 0:

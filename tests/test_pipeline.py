@@ -225,9 +225,39 @@ def test_internal_error_is_a_rejection_with_traceback_and_retried(manifest, tmp_
 def test_pool_gives_the_same_results_as_one_process(manifest, tmp_path):
     one = run_chain(manifest, str(tmp_path / "one"), threads=1)
     two = run_chain(manifest, str(tmp_path / "two"), threads=2)
-    pd.testing.assert_frame_equal(one[0], two[0])
-    for (_, a, _), (_, b, _) in zip(one[2], two[2]):
-        pd.testing.assert_frame_equal(a, b)
+    pd.testing.assert_frame_equal(one[0], two[0], check_exact=True)
+    for (_, *a), (_, *b) in zip(one[2], two[2]):
+        for table_a, table_b in zip(a, b):
+            pd.testing.assert_frame_equal(table_a, table_b, check_exact=True)
+
+
+@pytest.mark.parametrize("seed", [1, 3])
+def test_results_do_not_depend_on_opencv_threads(tmp_path, seed):
+    """Local runs, pool workers and SLURM jobs give OpenCV different thread counts; each
+    stage's output must be the same bit for bit (OpenCV splits some element-wise
+    functions into stripes whose SIMD bodies and scalar tails round differently)."""
+    import cv2
+
+    path = generate(tmp_path, 1, seed)[0]
+    gray = fio.load_image(path, PARAMS["zones"]["io"]["max_pixels"], PARAMS["zones"]["io"]["min_side_px"])[0]
+    runs = []
+    before = cv2.getNumThreads()
+    try:
+        for n in (1, 3, 8):
+            cv2.setNumThreads(n)
+            geometry, zone_map = pipeline.measure_zones(gray, PARAMS["zones"])
+            instances, table = pipeline.find_defects(gray, zone_map, geometry, PARAMS["defects"], "x")
+            runs.append((geometry, zone_map, instances, table, *pipeline.measure_features(
+                gray, zone_map, instances, table, geometry, PARAMS["features"], "x")))
+    finally:
+        cv2.setNumThreads(before)
+    first = runs[0]
+    for other in runs[1:]:
+        assert other[0] == first[0]
+        for a, b in zip(first[1:3], other[1:3]):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(first[3:], other[3:]):
+            pd.testing.assert_frame_equal(a, b, check_exact=True)
 
 
 def test_concat_tables_keeps_dtypes_next_to_empty_tables():

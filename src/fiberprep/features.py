@@ -687,7 +687,10 @@ def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,
     key = zm * np.uint8(_LEVELS) + level
     hist = np.bincount(key.ravel(), minlength=6 * _LEVELS)[: 6 * _LEVELS].reshape(6, _LEVELS)
     n = hist.sum(axis=1)
-    both = cv2.merge([gray, cv2.magnitude(gx, gy)])
+    # NumPy's magnitude: OpenCV's cv2.magnitude rounds differently with its thread count
+    magnitude = gx * gx
+    magnitude += gy * gy
+    both = cv2.merge([gray, np.sqrt(magnitude, out=magnitude)])
     s1, s2, sg = np.zeros(6), np.zeros(6), np.zeros(6)
     for zid in np.nonzero(n)[0]:
         inside = (zm == zid).view(np.uint8)

@@ -389,8 +389,8 @@ def settle_fiber_types(records: list[dict], params: dict, root: str, threads: in
     are written again, from the measured geometry (``zones.assume_fiber_type``); its
     key then chains the type, so its later stages run again. The measurement stays
     in the record (``measured``: key and geometry), so that it is never repeated.
-    Shards are large (``min_images_per_shard``) random samples of the folder, so a
-    shard's images of a folder name the folder's type.
+    Shards are large random samples of the folder (half of ``min_images_per_shard``
+    images or more on average), so a shard's images of a folder name the folder's type.
     """
     from pathlib import PurePosixPath
 

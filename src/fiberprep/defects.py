@@ -50,11 +50,6 @@ _BEAD = 1.5
 # A scratch from which this many round widenings split off is dashed or beaded: they are
 # stretches of the line, not pits on it.
 _DASHES = 3
-# A candidate on a scratch whose mean |z| is this many times the scratch's is deeper than
-# the groove (a pit or particle on it): it splits off where it is about 1.5x as wide as the
-# line, not 2x (generated sets n=100, seeds 7 / 11: area >= 20 px recall +2 / +0, one
-# more false detection / none; the independent renderer's seeds 101 / 202 unchanged).
-_STRONGER = 1.5
 
 
 def detect_defects(gray, zone_map, geometry, params):
@@ -1977,8 +1972,7 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
         r = np.where(split[p], n_r + p, r)
         host = np.concatenate([host, np.zeros(n_p, host.dtype)])
         n_r += n_p
-    stronger = mean_abs(r, n_r) >= _STRONGER * mean_abs(s, n_s)[host]
-    r, host, n_r = _split_blobs(r, host, n_r, by, bx, s_width, stronger, min_area, _ROUND)
+    r, host, n_r = _split_blobs(r, host, n_r, by, bx, s_width, min_area, _ROUND)
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
     lab = np.where(r > 0, r_id[r], 0)
@@ -2003,7 +1997,7 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     return out, src
 
 
-def _split_blobs(r, host, n_r, ys, xs, s_width, stronger, min_area, aspect):
+def _split_blobs(r, host, n_r, ys, xs, s_width, min_area, aspect):
     """Split the blobs wider than their scratch off the hosted region candidates.
 
     A pit or a particle on a scratch's path is a local widening of the
@@ -2011,17 +2005,16 @@ def _split_blobs(r, host, n_r, ys, xs, s_width, stronger, min_area, aspect):
     an opening by a disk of twice the line's width (the larger of the
     scratch's, ``s_width``, and the component's own, the median of its
     medial axis' local width: a ragged groove; and at least 3 px more: the
-    width varies along a line; 1.5 times and 2 px more for a component
-    ``stronger`` than its scratch) keeps, when of at least ``min_area`` pixels
+    width varies along a line) keeps, when of at least ``min_area`` pixels
     and round (major/minor below ``aspect``: not a wider stretch of the
     line), is its own defect, unless ``_DASHES`` or more split off one line (the
     brighter stretches of a dashed or beaded scratch). ``r`` labels the candidate pixels ``ys, xs``
     by component. Returns ``(r, host, n_r)`` with the new components appended.
     """
 
-    def blobs(img, y, x, w, deeper):
+    def blobs(img, y, x, w):
         """Index arrays (into y, x) of the round parts an opening for width ``w`` keeps."""
-        disk = _disk(max(1.5 * w, w + 2) if deeper else max(2 * w, w + 3))
+        disk = _disk(max(2 * w, w + 3))
         m = disk.shape[0]
         opened = cv2.morphologyEx(cv2.copyMakeBorder(img, m, m, m, m, cv2.BORDER_CONSTANT, value=0),
                                   cv2.MORPH_OPEN, disk)[m:-m, m:-m]
@@ -2041,7 +2034,7 @@ def _split_blobs(r, host, n_r, ys, xs, s_width, stronger, min_area, aspect):
         img = np.zeros((int(y.max()) + 1, int(x.max()) + 1), np.uint8)
         img[y, x] = 1
         w = float(s_width[host[i]])
-        found = blobs(img, y, x, w, stronger[i])
+        found = blobs(img, y, x, w)
         if found:
             # the component's own width may be the larger (a ragged groove): a line of
             # width w has distance (w + 1) / 2 to its outside on its medial axis
@@ -2049,7 +2042,7 @@ def _split_blobs(r, host, n_r, ys, xs, s_width, stronger, min_area, aspect):
             dist = cv2.distanceTransform(padded, cv2.DIST_L2, 3)
             own = 2 * float(median(dist[skeletonize(padded > 0)])) - 1
             if own > w:
-                found = blobs(img, y, x, own, stronger[i])
+                found = blobs(img, y, x, own)
         if len(found) >= _DASHES:  # a row of widenings along one line: its beads or dashes
             continue
         new += [on[j] for j in found]

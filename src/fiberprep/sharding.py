@@ -49,9 +49,9 @@ def shard_count(n_images: int, max_shards: int, min_images_per_shard: int) -> in
 
     Every job costs a few seconds of start-up, so a small folder gets few shards: the
     smallest power of two that brings the shards down to ``min_images_per_shard``
-    images or fewer on average, capped at ``max_shards``. As the folder grows the count only doubles
-    (at most log2(max_shards) times over its life), which splits each shard in two;
-    per-image caches make those reruns cheap.
+    images or fewer on average, capped at ``max_shards``. As the folder grows the count
+    only doubles (at most log2(max_shards) times over its life), which splits each shard
+    in two; per-image caches make those reruns cheap.
 
     Examples
     --------

@@ -955,7 +955,7 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     upp = um_per_px or clad_r_um / fit["r"]
     band, bevel = band_um / upp, params["bevel_max_um"] / upp
     steps = np.arange(-math.ceil(band) - 4.0, math.ceil(band) + 6.0, 0.5)
-    level = median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    level = _edge_level(smooth, fit, sign, steps, params)
     far = steps >= steps[-1] - 3.0
     fringe = _fringe_shares(level[None], steps, sign, far, params["halo_reach_um"] / upp)[0]
     v = sign * level  # the outside is high
@@ -1002,26 +1002,28 @@ def _two_steps(v, x, reach, widths=(0.7, 1.0, 1.4, 2.0, 2.8, 4.0)):
     i, j = np.meshgrid(np.arange(len(centers)), near, indexing="ij")
     pairs = np.r_[np.c_[i.ravel(), j.ravel()], np.c_[j.ravel(), i.ravel()]]
     pairs = pairs[centers[pairs[:, 0]] < centers[pairs[:, 1]]]
-    best, single = None, np.inf
-    for s in widths:
-        rss, c, rss1 = _step_pairs_rss(v, x, centers, pairs, s)
-        single = min(single, float(rss1.min()))
-        k = int(np.argmin(rss))
-        if best is None or rss[k] < best[0]:
-            best = (float(rss[k]), s, centers[pairs[k]])
-    _, s, (e0, e1) = best
+    (_, _, (e0, e1), width), single = _best_step_pair(v, x, centers, pairs, widths)
     fine = np.arange(-0.5, 0.51, 0.1)
     centers = np.r_[e0 + fine, e1 + fine]
     i, j = np.meshgrid(np.arange(len(fine)), len(fine) + np.arange(len(fine)), indexing="ij")
     pairs = np.c_[i.ravel(), j.ravel()]
-    best = (np.inf, None, None, None)
-    for s in s * np.array([0.8, 0.9, 1.0, 1.12, 1.25]):
-        rss, c, _ = _step_pairs_rss(v, x, centers, pairs, s)
+    scales = np.array([0.8, 0.9, 1.0, 1.12, 1.25])
+    (rss, (g, d0, d1), (e0, e1), _), _ = _best_step_pair(v, x, centers, pairs, width * scales)
+    return (float(g), float(g + d0), float(g + d0 + d1)), (float(e0), float(e1)), single / max(rss, 1e-12)
+
+
+def _best_step_pair(v, x, centers, pairs, widths):
+    """The pair of step ``centers`` (rows of ``pairs``) and blur of ``widths`` whose
+    two-step model fits ``v`` best: ``(rss, levels, (e0, e1), width)``, and the least
+    single-step residual over those widths."""
+    best, single = (np.inf, None, None, None), np.inf
+    for width in widths:
+        rss, c, rss1 = _step_pairs_rss(v, x, centers, pairs, width)
+        single = min(single, float(rss1.min()))
         k = int(np.argmin(rss))
         if rss[k] < best[0]:
-            best = (float(rss[k]), c[k], centers[pairs[k]], s)
-    rss, (g, d0, d1), (e0, e1), _ = best
-    return (float(g), float(g + d0), float(g + d0 + d1)), (float(e0), float(e1)), single / max(rss, 1e-12)
+            best = (float(rss[k]), c[k], centers[pairs[k]], width)
+    return best, single
 
 
 def _step_pairs_rss(v, x, centers, pairs, s):
@@ -1336,10 +1338,15 @@ def _aligned_profiles(smooth, fit, sign, steps, params):
     return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
+def _edge_level(smooth, fit, sign, steps, params):
+    """Median edge-aligned profile at ``steps`` (px from the fitted edge, outward)."""
+    return median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+
+
 def _edge_gradient(smooth, fit, sign, steps, params):
     """Median edge-aligned profile at ``steps`` (px from the fitted edge, outward), its
     signed gradient and the index of the gradient's peak."""
-    level = median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    level = _edge_level(smooth, fit, sign, steps, params)
     grad = sign * np.gradient(level, steps)
     return level, grad, int(np.argmax(grad))
 

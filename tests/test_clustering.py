@@ -353,3 +353,22 @@ def test_wide_member_of_a_scratch_cluster_is_contamination(first):
     nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, wide), model["centroids"])]
     assert "scratch" in set(clustering.apply_review(nearest, model, None))
     assert set(clustering.apply_review(clustering.assign_clusters(model, wide), model, None)) == {"contamination"}
+
+
+@pytest.mark.parametrize("aspect_ratio, bend_radius_um, moved", [(12.0, 10_000.0, True), (12.0, 20.0, False),
+                                                                  (3.0, 10_000.0, False)])
+def test_thin_straight_member_of_a_contamination_cluster_is_a_scratch(first, aspect_ratio, bend_radius_um, moved):
+    """A thin line at least naming.scratch_min_member_aspect_ratio long for its width,
+    nearest to a contamination cluster, goes to a scratch cluster; a curled one (lint)
+    and a compact one stay."""
+    data, model = first
+    naming = model["params"]["naming"]
+    dust = data[data["truth"] == "contamination"].head(10)
+    rows = dust.assign(aspect_ratio=aspect_ratio, bend_radius_um=bend_radius_um,
+                       width_um=0.5 * naming["scratch_max_member_width_um"],
+                       skeleton_length_um=2.0 * naming["scratch_min_length_um"])
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, rows), model["centroids"])]
+    contamination = clustering.apply_review(nearest, model, None) == "contamination"
+    assert contamination.sum() >= 5
+    types = clustering.apply_review(clustering.assign_clusters(model, rows), model, None)[contamination]
+    assert set(types) == ({"scratch"} if moved else {"contamination"})

@@ -294,8 +294,9 @@ def _rule_chips(model: dict, features: pd.DataFrame, types: np.ndarray, near: np
 
 def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
                   near: np.ndarray) -> list[tuple[np.ndarray, str]]:
-    """Defects whose nearest cluster's automatic type their own features rule out:
-    [(rows, type of the clusters they go to instead, or "" for any other type)]."""
+    """Defects whose nearest cluster's automatic type their own features rule out, or
+    that are plainly another type: [(rows, type of the clusters they go to instead, or
+    "" for any other type)]."""
     naming = model["params"]["naming"]
 
     def col(name):
@@ -319,6 +320,14 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "scratch_min_member_bend_radius_um" in naming:
             curled = scratch & (col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"]))
             moves.append((curled, "contamination"))
+    if "scratch_min_member_aspect_ratio" in naming and (types == "scratch").any():
+        with np.errstate(invalid="ignore"):
+            thin_line = (~scratch & ~chip
+                         & (col("aspect_ratio") >= float(naming["scratch_min_member_aspect_ratio"]))
+                         & (col("skeleton_length_um") >= float(naming["scratch_min_length_um"]))
+                         & (col("width_um") <= float(naming["scratch_max_member_width_um"]))
+                         & ~(col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"])))
+        moves.append((thin_line, "scratch"))
     if (types == "chip").any():
         moves.append((_rule_chips(model, features, types, near), "chip"))
     return moves
@@ -356,6 +365,12 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       glass and goes to its nearest contamination cluster; so does one that curls,
       bending tighter than ``naming.scratch_min_member_bend_radius_um``
       (``bend_radius_um``): a fibre of lint (a polish scratch runs straight or in a wide arc).
+    - Conversely, a thin, long line that is not bent tighter than that is a scratch: a
+      defect of a non-scratch, non-chip cluster with an aspect ratio of at least
+      ``naming.scratch_min_member_aspect_ratio`` that meets the scratch length, width
+      and bend conditions goes to its nearest scratch cluster (none when the model has
+      no scratch cluster). A folder's clusters can mix faint or short scratches with
+      particles of the same size and brightness.
 
     (Nearest cluster of another type when the model has no contamination cluster.)
     Without these rules, edge debris and pits near the edge join the chip clusters (the

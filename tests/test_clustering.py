@@ -287,6 +287,15 @@ def test_dark_crescent_along_the_edge_is_a_chip(first, across_deg, chip):
     assert types == ({"chip"} if chip else {"scratch"})
 
 
+def _types_of_contamination_members(model, rows):
+    """The types ``assign_clusters`` gives the ``rows`` (at least 5) whose nearest
+    cluster is a contamination one."""
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, rows), model["centroids"])]
+    contamination = clustering.apply_review(nearest, model, None) == "contamination"
+    assert contamination.sum() >= 5
+    return set(clustering.apply_review(clustering.assign_clusters(model, rows), model, None)[contamination])
+
+
 @pytest.mark.parametrize("across_deg, snr, chip", [(90.0, -3.0, True), (90.0, -1.0, False), (0.0, -3.0, False)])
 def test_clearly_dark_crescent_of_a_contamination_cluster_is_a_chip(first, across_deg, snr, chip):
     """An elongated defect of a contamination cluster lying along the cladding edge,
@@ -299,11 +308,7 @@ def test_clearly_dark_crescent_of_a_contamination_cluster_is_a_chip(first, acros
     rows = dust.assign(angle_deg=30.0, orientation_deg=30.0 + across_deg, cladding_edge_distance_um=0.0,
                        cladding_overhang_um=-0.5, local_snr=snr, aspect_ratio=naming["chip_max_aspect_ratio"] + 1.0,
                        length_um=0.5 * naming["chip_crescent_max_length_um"])
-    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, rows), model["centroids"])]
-    contamination = clustering.apply_review(nearest, model, None) == "contamination"
-    assert contamination.sum() >= 5
-    types = clustering.apply_review(clustering.assign_clusters(model, rows), model, None)[contamination]
-    assert set(types) == ({"chip"} if chip else {"contamination"})
+    assert _types_of_contamination_members(model, rows) == ({"chip"} if chip else {"contamination"})
 
 
 def test_elongated_member_of_a_pit_cluster_is_contamination(first):
@@ -367,8 +372,4 @@ def test_thin_straight_member_of_a_contamination_cluster_is_a_scratch(first, asp
     rows = dust.assign(aspect_ratio=aspect_ratio, bend_radius_um=bend_radius_um,
                        width_um=0.5 * naming["scratch_max_member_width_um"],
                        skeleton_length_um=2.0 * naming["scratch_min_length_um"])
-    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, rows), model["centroids"])]
-    contamination = clustering.apply_review(nearest, model, None) == "contamination"
-    assert contamination.sum() >= 5
-    types = clustering.apply_review(clustering.assign_clusters(model, rows), model, None)[contamination]
-    assert set(types) == ({"scratch"} if moved else {"contamination"})
+    assert _types_of_contamination_members(model, rows) == ({"scratch"} if moved else {"contamination"})

@@ -443,7 +443,10 @@ def name_clusters(model: dict) -> dict[int, dict]:
        benchmark draws them on both), and the features table carries no zone;
     5. contamination, dust-like: sharp-edged but bright or faint (``local_snr``
        above the pit level) or irregular (``solidity`` low), any zone;
-    6. other.
+    6. contamination, large: compact but wider than any pit (``equivalent_diameter_um``
+       above the pit limit), however faint or sharp: a particle or a film whose median
+       misses rules 3 and 5 by a hair would otherwise be named other;
+    7. other.
 
     Returns
     -------
@@ -462,6 +465,7 @@ def name_clusters(model: dict) -> dict[int, dict]:
                      ("local_snr", "<=", p["pit_max_snr"])]),
         ("contamination", [("local_snr", ">=", p["pit_max_snr"])]),
         ("contamination", [("solidity", "<=", p["contamination_max_solidity"])]),
+        ("contamination", [("equivalent_diameter_um", ">=", p["pit_max_diameter_um"])]),
     ]
     oil_rule = 2  # index of the diffuse-edge rule in checks
     names = {}
@@ -473,6 +477,7 @@ def name_clusters(model: dict) -> dict[int, dict]:
                 rule = f"{kind}: {text}"
                 if kind == "contamination":
                     rule += (" (oil-like: diffuse edge)" if i == oil_rule
+                             else " (larger than any pit: a particle or film)" if i == len(checks) - 1
                              else " (dust-like: sharp edge, bright or irregular)")
                 names[cid] = {"type": kind, "rule": rule}
                 break

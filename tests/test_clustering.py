@@ -176,20 +176,23 @@ def test_irregular_dark_cluster_is_contamination_not_pit(first):
     assert name["type"] == "contamination" and "solidity=0.5 <=" in name["rule"]
 
 
-def test_large_compact_cluster_missing_every_rule_is_contamination(first):
+def test_large_or_elongated_cluster_missing_every_rule_is_contamination(first):
     """A cluster of large, compact, solid, faintly dark defects with edges just too
     sharp for the oil rule (an independent renderer's faint films) matched no rule and
-    was named other; wider than any pit, it is contamination."""
+    was named other; wider than any pit, it is contamination, and so is one of the
+    pits' size but more elongated than a pit (and no line)."""
     _, model = first
     naming = model["params"]["naming"]
     pit_id = next(c for c, v in model["names"].items() if v["type"] == "pit_dig")
     large = {**model["centroids_raw"][pit_id], "solidity": naming["contamination_max_solidity"] + 0.02,
              "local_snr": naming["pit_max_snr"] - 0.1,
              "edge_sharpness": naming["diffuse_max_edge_sharpness"] + 0.01}
-    for diameter, kind in ((naming["pit_max_diameter_um"] + 2.0, "contamination"),
-                           (naming["pit_max_diameter_um"] - 2.0, "pit_dig")):
+    for diameter, aspect, kind in ((naming["pit_max_diameter_um"] + 2.0, 1.5, "contamination"),
+                                   (naming["pit_max_diameter_um"] - 2.0, 1.5, "pit_dig"),
+                                   (naming["pit_max_diameter_um"] - 2.0, naming["pit_max_aspect_ratio"] + 0.3,
+                                    "contamination")):
         name = clustering.name_clusters({**model, "centroids_raw": {0: {**large, "equivalent_diameter_um": diameter,
-                                                                     "aspect_ratio": 1.5}}})[0]
+                                                                     "aspect_ratio": aspect}}})[0]
         assert name["type"] == kind, name["rule"]
 
 

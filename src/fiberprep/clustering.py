@@ -446,7 +446,10 @@ def name_clusters(model: dict) -> dict[int, dict]:
     6. contamination, large: compact but wider than any pit (``equivalent_diameter_um``
        above the pit limit), however faint or sharp: a particle or a film whose median
        misses rules 3 and 5 by a hair would otherwise be named other;
-    7. other.
+    7. contamination, elongated: more elongated than a pit (``aspect_ratio`` above the
+       pit limit) but no line (rule 2): a particle or a piece of lint. With rules 6 and
+       7 every cluster with finite features gets one of the four types;
+    8. other.
 
     Returns
     -------
@@ -466,6 +469,7 @@ def name_clusters(model: dict) -> dict[int, dict]:
         ("contamination", [("local_snr", ">=", p["pit_max_snr"])]),
         ("contamination", [("solidity", "<=", p["contamination_max_solidity"])]),
         ("contamination", [("equivalent_diameter_um", ">=", p["pit_max_diameter_um"])]),
+        ("contamination", [("aspect_ratio", ">=", p["pit_max_aspect_ratio"])]),
     ]
     oil_rule = 2  # index of the diffuse-edge rule in checks
     names = {}
@@ -477,7 +481,8 @@ def name_clusters(model: dict) -> dict[int, dict]:
                 rule = f"{kind}: {text}"
                 if kind == "contamination":
                     rule += (" (oil-like: diffuse edge)" if i == oil_rule
-                             else " (larger than any pit: a particle or film)" if i == len(checks) - 1
+                             else " (larger than any pit: a particle or film)" if i == len(checks) - 2
+                             else " (elongated, no line: a particle or lint)" if i == len(checks) - 1
                              else " (dust-like: sharp edge, bright or irregular)")
                 names[cid] = {"type": kind, "rule": rule}
                 break

@@ -331,6 +331,24 @@ def test_clearly_dark_crescent_of_a_contamination_cluster_is_a_chip(first, acros
     assert _types_of_contamination_members(model, rows) == ({"chip"} if chip else {"contamination"})
 
 
+def test_a_moved_member_meets_the_rules_of_the_cluster_it_lands_in(first):
+    """A defect nearest a chip cluster but away from the edge goes to its nearest
+    non-chip cluster, here a pit_dig one; more elongated than a pit, it moves on to a
+    contamination cluster (the member rules run again on the moved defects)."""
+    data, model = first
+    naming = model["params"]["naming"]
+    rows = data[data["truth"] == "chip"].head(10).assign(
+        cladding_edge_distance_um=3.0 * naming["chip_max_gap_um"],
+        aspect_ratio=naming["pit_max_member_aspect_ratio"] + 1.0)
+    types = np.array([model["names"][int(c)]["type"] for c in model["cluster_ids"]])
+    dist = clustering._distances(clustering._transform(model, rows), model["centroids"])
+    chip = types[np.argmin(dist, axis=1)] == "chip"
+    assert chip.sum() >= 5
+    assert set(types[np.argmin(np.where(types == "chip", np.inf, dist), axis=1)][chip]) == {"pit_dig"}
+    assigned = clustering.apply_review(clustering.assign_clusters(model, rows), model, None)
+    assert set(assigned[chip]) == {"contamination"}
+
+
 def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     """A pit or dig is compact: a defect nearest to a pit_dig cluster but more elongated
     than naming.pit_max_member_aspect_ratio goes to a contamination cluster."""

@@ -41,6 +41,8 @@ from .datasets import DEFECT_CLASSES
 # scikit-learn and SciPy are imported by the functions that fit or match models.
 METHODS = ("kmeans", "agglomerative", "hdbscan")
 TRANSFORMS = ("log", "near", "tanh")
+# Rounds of the member rules in assign_clusters (a moved defect is checked again where it lands).
+_MOVE_ROUNDS = 3
 
 
 def _transform_column(x: np.ndarray, kind: str, c: float) -> np.ndarray:
@@ -373,6 +375,9 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       particles of the same size and brightness.
 
     (Nearest cluster of another type when the model has no contamination cluster.)
+    A defect a rule moves is checked again by the rules of the cluster it lands in (a
+    particle leaving a chip cluster for a scratch one may be too wide for a scratch),
+    for up to ``_MOVE_ROUNDS`` rounds.
     Without these rules, edge debris and pits near the edge join the chip clusters (the
     edge features dominate their distances; a few large ones outweigh the small chips'
     pixels in the published class masks), and dark elongated particles the pit clusters.
@@ -388,15 +393,25 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     dist = _distances(_transform(model, features), model["centroids"])
     near = np.argmin(dist, axis=1)
     types = np.array([model["names"].get(int(c), {}).get("type") for c in model["cluster_ids"]])
-    for rows, dest in _member_moves(model, features, types, near):
-        if not rows.any():
-            continue
-        allowed = types == dest
-        if not allowed.any():        # no cluster of that type: any other type
-            allowed = ~np.isin(types, np.unique(types[near[rows]]))
-        if allowed.any():
-            cand = np.flatnonzero(allowed)
-            near[rows] = cand[np.argmin(dist[np.ix_(rows, cand)], axis=1)]
+    # a moved defect may break the rules of the cluster it lands in (a particle far from
+    # the edge leaving a chip cluster for its nearest other one, a scratch cluster): the
+    # rules run again on the defects the last round moved
+    check = np.ones(len(near), bool)
+    for _ in range(_MOVE_ROUNDS):
+        before = near.copy()
+        for rows, dest in _member_moves(model, features, types, near):
+            rows &= check
+            if not rows.any():
+                continue
+            allowed = types == dest
+            if not allowed.any():        # no cluster of that type: any other type
+                allowed = ~np.isin(types, np.unique(types[near[rows]]))
+            if allowed.any():
+                cand = np.flatnonzero(allowed)
+                near[rows] = cand[np.argmin(dist[np.ix_(rows, cand)], axis=1)]
+        check = near != before
+        if not check.any():
+            break
     return model["cluster_ids"][near].astype(np.int64)
 
 

@@ -322,14 +322,13 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "scratch_min_member_bend_radius_um" in naming:
             curled = scratch & (col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"]))
             moves.append((curled, "contamination"))
-    if "scratch_min_member_aspect_ratio" in naming and (types == "scratch").any():
-        with np.errstate(invalid="ignore"):
+        if "scratch_min_member_aspect_ratio" in naming and (types == "scratch").any():
             thin_line = (~scratch & ~chip
                          & (col("aspect_ratio") >= float(naming["scratch_min_member_aspect_ratio"]))
                          & (col("skeleton_length_um") >= float(naming["scratch_min_length_um"]))
                          & (col("width_um") <= float(naming["scratch_max_member_width_um"]))
                          & ~(col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"])))
-        moves.append((thin_line, "scratch"))
+            moves.append((thin_line, "scratch"))
     if (types == "chip").any():
         moves.append((_rule_chips(model, features, types, near), "chip"))
     return moves
@@ -472,34 +471,31 @@ def name_clusters(model: dict) -> dict[int, dict]:
         {cluster id: {"type": name, "rule": text with the centroid values}}.
     """
     p = model["params"]["naming"]
-    checks = [
-        ("chip", _chip_conditions(p, p["chip_max_edge_distance_um"])),
+    dust = " (dust-like: sharp edge, bright or irregular)"
+    checks = [  # (type, conditions, what the rule means, appended to its text)
+        ("chip", _chip_conditions(p, p["chip_max_edge_distance_um"]), ""),
         ("scratch", [("aspect_ratio", ">=", p["scratch_min_aspect_ratio"]),
-                     ("skeleton_length_um", ">=", p["scratch_min_length_um"])]),
-        ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])]),
+                     ("skeleton_length_um", ">=", p["scratch_min_length_um"])], ""),
+        ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])],
+         " (oil-like: diffuse edge)"),
         ("pit_dig", [("equivalent_diameter_um", "<=", p["pit_max_diameter_um"]),
                      ("aspect_ratio", "<=", p["pit_max_aspect_ratio"]),
                      ("solidity", ">=", p["contamination_max_solidity"]),
-                     ("local_snr", "<=", p["pit_max_snr"])]),
-        ("contamination", [("local_snr", ">=", p["pit_max_snr"])]),
-        ("contamination", [("solidity", "<=", p["contamination_max_solidity"])]),
-        ("contamination", [("equivalent_diameter_um", ">=", p["pit_max_diameter_um"])]),
-        ("contamination", [("aspect_ratio", ">=", p["pit_max_aspect_ratio"])]),
+                     ("local_snr", "<=", p["pit_max_snr"])], ""),
+        ("contamination", [("local_snr", ">=", p["pit_max_snr"])], dust),
+        ("contamination", [("solidity", "<=", p["contamination_max_solidity"])], dust),
+        ("contamination", [("equivalent_diameter_um", ">=", p["pit_max_diameter_um"])],
+         " (larger than any pit: a particle or film)"),
+        ("contamination", [("aspect_ratio", ">=", p["pit_max_aspect_ratio"])],
+         " (elongated, no line: a particle or lint)"),
     ]
-    oil_rule = 2  # index of the diffuse-edge rule in checks
     names = {}
     for cid, c in model["centroids_raw"].items():
         names[cid] = {"type": "other", "rule": "other: no rule matched"}
-        for i, (kind, cond) in enumerate(checks):
+        for kind, cond, meaning in checks:
             ok, text = _rule(c, cond)
             if ok:
-                rule = f"{kind}: {text}"
-                if kind == "contamination":
-                    rule += (" (oil-like: diffuse edge)" if i == oil_rule
-                             else " (larger than any pit: a particle or film)" if i == len(checks) - 2
-                             else " (elongated, no line: a particle or lint)" if i == len(checks) - 1
-                             else " (dust-like: sharp edge, bright or irregular)")
-                names[cid] = {"type": kind, "rule": rule}
+                names[cid] = {"type": kind, "rule": f"{kind}: {text}{meaning}"}
                 break
     return names
 

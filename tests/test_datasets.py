@@ -56,6 +56,21 @@ def test_mask_pngs_hold_class_ids(scenes):
             assert set(np.unique(mask[truth["instance_map"] == n])) <= {datasets.class_id(t)}
 
 
+@pytest.mark.parametrize("n_instances", [3, 255, 256, 700])
+def test_class_mask_equals_indexing_at_any_instance_count(n_instances):
+    """The 8-bit LUT path (up to 255 instances) and plain indexing (beyond) give
+    the same class ids; a number missing from the table still raises."""
+    rng = np.random.default_rng(n_instances)
+    inst = rng.integers(0, n_instances + 1, (60, 80)).astype(np.uint16)
+    numbers = np.arange(1, n_instances + 1)
+    types = rng.choice(["scratch", "pit_dig", "contamination", "chip"], n_instances).tolist()
+    lut = datasets.class_lut(numbers, types, n_instances)
+    np.testing.assert_array_equal(datasets.apply_class_lut(inst, lut), lut[inst])
+    np.testing.assert_array_equal(datasets.defect_class_mask(inst, numbers, types), lut[inst])
+    with pytest.raises(IndexError):
+        datasets.apply_class_lut(inst, lut[:-1])
+
+
 def test_palette_png_keeps_indices_and_colours(scenes):
     indices = scenes[0][2]["zone_map"].astype(np.uint8)
     data = datasets.encode_palette_png(indices, datasets.ZONE_COLOURS)

@@ -635,7 +635,7 @@ def dataset_image(
     numbers, types = defects["number"].to_numpy(int), defects["type"].tolist()
     lut = datasets.class_lut(numbers, types, int(inst.max(initial=0)))
     cats = lut[numbers] if len(numbers) else []
-    class_mask = lut[inst]
+    class_mask = datasets.apply_class_lut(inst, lut)
     level = params["png"]
     arrays = {"images": display, "zone_masks": zone_map, "defect_masks": class_mask,
               "instance_masks": inst}

@@ -320,14 +320,15 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
             wide = scratch & (col("width_um") > float(naming["scratch_max_member_width_um"]))
             moves.append((wide, "contamination"))
         if "scratch_min_member_bend_radius_um" in naming:
-            curled = scratch & (col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"]))
-            moves.append((curled, "contamination"))
+            # (a model with the thin-line rule below has this key too)
+            curls = col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"])
+            moves.append((scratch & curls, "contamination"))
         if "scratch_min_member_aspect_ratio" in naming and (types == "scratch").any():
             thin_line = (~scratch & ~chip
                          & (col("aspect_ratio") >= float(naming["scratch_min_member_aspect_ratio"]))
                          & (col("skeleton_length_um") >= float(naming["scratch_min_length_um"]))
                          & (col("width_um") <= float(naming["scratch_max_member_width_um"]))
-                         & ~(col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"])))
+                         & ~curls)
             moves.append((thin_line, "scratch"))
     if (types == "chip").any():
         moves.append((_rule_chips(model, features, types, near), "chip"))

@@ -22,6 +22,8 @@ import pyarrow as pa
 from numcodecs import Zstd
 from pycocotools import mask as coco_mask
 
+from fiberprep.stats import lookup
+
 #: Defect class id -> type name (0 = no defect). Cluster type names map onto these.
 DEFECT_CLASSES: dict[int, str] = {
     1: "scratch",
@@ -118,13 +120,12 @@ def defect_class_mask(instance_map: np.ndarray, numbers, type_names) -> np.ndarr
 
 
 def apply_class_lut(instance_map: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """``lut[instance_map]`` (uint8 class ids); with at most 255 instances by ``cv2.LUT``
-    on the map as 8 bits, about 2.5x faster than indexing a whole uint16 image."""
+    """``lut[instance_map]`` (uint8 class ids); with at most 255 instances by
+    ``stats.lookup`` on the map as 8 bits, about 2.5x faster than indexing a whole
+    uint16 image."""
     if lut.size > 256 or int(instance_map.max(initial=0)) >= lut.size:
         return lut[instance_map]  # (raises on a number the table lacks)
-    table = np.zeros(256, np.uint8)
-    table[: lut.size] = lut
-    return cv2.LUT(instance_map.astype(np.uint8), table)
+    return lookup(instance_map.astype(np.uint8), lut, np.uint8)
 
 
 def encode_png(array: np.ndarray, compression: int = 1, flat: bool = False) -> bytes:

@@ -24,7 +24,7 @@ from scipy.sparse import coo_matrix, csr_matrix
 from scipy.sparse.csgraph import connected_components
 from skimage.morphology import skeletonize
 
-from fiberprep.stats import median
+from fiberprep.stats import lookup, median
 
 COLUMNS = [
     "number", "bbox_x", "bbox_y", "bbox_w", "bbox_h", "centroid_x", "centroid_y",
@@ -288,7 +288,7 @@ def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
     glob = np.maximum(np.nan_to_num(_per_region(zs, regions, seed_ok, _iqr_std), nan=floor), floor)
     if glob.size > 2:  # the core is the cladding's glass: no rougher (a film on it widens its IQR)
         glob[1] = min(glob[1], glob[2])
-    w = (seed_ok & (np.abs(zs) < clip * _lookup(regions, glob))).astype(np.float32)
+    w = (seed_ok & (np.abs(zs) < clip * lookup(regions, glob, np.float32))).astype(np.float32)
     q = max(1, int(nk // 8))
     area, back, centres = _block_means(q, zs.shape)
     kn = (_odd(nk / q),) * 2
@@ -726,13 +726,6 @@ def _median(x, max_n=10000):
     return float(median(x[:: max(1, x.size // max_n)])) if x.size else 0.0
 
 
-def _lookup(regions, values):
-    """``values[regions]`` as float32 (``cv2.LUT``: much faster than indexing)."""
-    lut = np.zeros(256, np.float32)
-    lut[:len(values)] = values
-    return cv2.LUT(np.ascontiguousarray(regions).view(np.uint8), lut)
-
-
 def _relabel(labels, lut):
     """``lut[labels]`` computed on the labelled pixels only (``lut[0]`` is 0)."""
     out = np.zeros(labels.shape, lut.dtype)
@@ -1128,7 +1121,7 @@ def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False, out=Non
     if pooled and (seed_ok & (regions > 0)).any():
         thr = np.fmin(thr, stat(_sample(res, seed_ok & (regions > 0))))
     thr = np.nan_to_num(thr, nan=np.inf).astype(np.float32)
-    return (seed_ok if out is None else out) & (regions > 0) & (res > _lookup(regions, thr))
+    return (seed_ok if out is None else out) & (regions > 0) & (res > lookup(regions, thr, np.float32))
 
 
 def _reconstruct(seeds, grow, connectivity=8):

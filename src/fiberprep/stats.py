@@ -1,7 +1,9 @@
-"""Fast exact order statistics on arrays, shared by the per-image stages."""
+"""Fast exact array primitives shared by the per-image stages: order statistics and
+table lookup."""
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -25,3 +27,12 @@ def median(a, axis=None):
     if n % 2:
         return upper
     return (part[..., :k].max(axis=-1) + upper) / 2
+
+
+def lookup(index, values, dtype):
+    """``values[index]`` as ``dtype`` for an 8-bit ``index`` (uint8, int8 or bool array,
+    values below ``len(values)``) by ``cv2.LUT``: several times faster than NumPy
+    indexing on a whole image."""
+    table = np.zeros(256, dtype)
+    table[: len(values)] = values
+    return cv2.LUT(np.ascontiguousarray(index).view(np.uint8), table)

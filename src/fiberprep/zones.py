@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from fiberprep.io import ImageRejected
-from fiberprep.stats import median
+from fiberprep.stats import lookup, median
 
 # SciPy is imported by the few fits that use it: the table jobs that need only the zone
 # names start without it.
@@ -525,9 +525,8 @@ def _zone_bands(shape, geometry, zones_um, um_per_px, ferrule):
     band = np.zeros(d2.shape, np.uint8)  # number of zone outer radii at or inside the pixel
     for r in outer_px:
         band += d2 >= np.float32(r * r)
-    lut = np.zeros(256, np.uint8)  # band -> zone id (cv2.LUT: ~7x faster than indexing)
-    lut[: len(GRADED_ZONES) + 1] = [ZONE_IDS[name] for name in GRADED_ZONES] + [base]
-    labels[y0:y1, x0:x1] = cv2.LUT(band, lut)
+    ids = [ZONE_IDS[name] for name in GRADED_ZONES] + [base]
+    labels[y0:y1, x0:x1] = lookup(band, ids, np.uint8)
     return labels
 
 

@@ -386,6 +386,42 @@ def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring()
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
 
 
+def _edge_profile(steps, edges, levels, outside, blur=1.0):
+    """A median edge profile at ``steps`` (px from the fitted edge): ``levels[i]`` up to
+    ``edges[i]``, ``outside`` beyond, each step an erf of ``blur`` px."""
+    out = np.full(steps.shape, float(levels[0]))
+    for e, a, b in zip(edges, levels, [*levels[1:], outside]):
+        out += (b - a) * 0.5 * (1 + np.vectorize(math.erf)((steps - e) / (math.sqrt(2) * blur)))
+    return out
+
+
+@pytest.mark.parametrize("fringe", [False, True])
+def test_narrow_valley_behind_a_bright_bevel_rim_is_an_epoxy_ring(fringe):
+    # a dark fiber (0.20) brightening in a bevel rim (0.27) under ring light, then a rough
+    # dark ring narrower than a bevel line (4 px against 5: 1.6 µm at 0.4 µm/px, 0.116)
+    # before the ferrule (0.39), as an independent renderer draws them: a glass edge has
+    # one bevel, so the valley beyond the rim is the ring and the glass ends at its inner
+    # edge (the old code took it for a dark bevel line). Under a fringe seen all around the
+    # edge, bright-dark-bright is a coaxial scope's diffraction pattern: no ring
+    steps = np.arange(-40.0, 23.0, 0.5)
+    level = _edge_profile(steps, [-8.5, -4.0, 0.0], [0.20, 0.27, 0.116], 0.39, blur=0.8)
+    textured = (steps >= -4.0) & (steps <= 0.0)
+    edge = zones._dark_ring(level, textured, textured, steps, 1.0, 20.0, 5.0, fringe, PARAMS)
+    if fringe:
+        assert edge is None
+    else:
+        assert edge == pytest.approx(-4.0, abs=0.5)
+
+
+def test_bright_dark_bright_lines_at_the_edge_are_the_glass_edges_diffraction_pattern():
+    # a narrow dark line between a bright line inside and a bright fringe outside, all
+    # around (a coaxial scope's glass edge: real_images/dimension_scope_91um_core): the
+    # dark line is the glass's own, which ends at its outer flank
+    img = _stepped_disc([-5.0, -2.5, 0.0, 2.0], [0.30, 0.385, 0.15, 0.80], 0.64)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+
+
 @pytest.mark.parametrize("width", [6.0, 10.0])
 def test_plain_dark_epoxy_ring_ends_the_glass_at_its_inner_edge(width):
     # a grainless dark ring (0.12) between a dark fiber (0.30) and the ferrule: its noise,

@@ -1189,14 +1189,16 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     ratio, floor = params["epoxy_texture_ratio"], max(base, 1e-4)
     rough = grain & (excess > (ratio - 1.0) * floor)
     px_per_um = min_px / params["epoxy_min_um"]
-    edge = _dark_ring(level, texture >= ratio * base, rough, steps, sign, band_px,
-                      params["bevel_max_um"] * px_per_um, params)
-    if edge is not None:
-        return _glass_step(edge, level, prof, steps, glass, min_px, params)
     # a bright diffraction fringe just outside (coaxial scopes) marks the strongest edge
-    # as the glass edge itself, unless a textured shelf wider than a bevel line says ring
+    # as the glass edge itself, unless a dark ring or a textured shelf wider than a bevel
+    # line lies inside it
     reach = params["halo_reach_um"] * px_per_um
     fringe = _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]
+    edge = _dark_ring(level, texture >= ratio * base, rough, steps, sign, band_px,
+                      params["bevel_max_um"] * px_per_um,
+                      fringe and _fringe_all_around(prof, steps, sign, band_px, reach, params), params)
+    if edge is not None:
+        return _glass_step(edge, level, prof, steps, glass, min_px, params)
     no_ring = None if fringe else (0.0, 0.0)
     ferrule_level = float(median(level[ferrule]))
     flank = grain & (excess > (0.5 * ratio - 1.0) * floor)  # a thin ring's blurred flanks
@@ -1241,18 +1243,21 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     return _glass_step(edge, level, prof, steps, glass, min_px, params)
 
 
-def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, params):
+def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, params):
     """Glass edge (step, px, < 0) inside a wide dark ring at the fitted edge, or None.
 
     Epoxy darker than both the glass and the ferrule is a valley in the edge profile
     ``level``, and then no diffraction fringe outside the fitted edge can make that
     edge the glass's: the fringe belongs to the ring's outer edge. A valley at least
     ``epoxy_level_share`` of the ring-to-ferrule step deep, wider at half depth than
-    a bevel line (``wide_px``), that rises back to glass within ``band_px`` of the
-    edge is a ring. Glass: over half ``band_px`` from 3 px past its inward
-    half-depth crossing, never back down to half depth (a bright bevel rim may stand
-    between the glass and the ring) and flat in the inner half (varying by under a
-    quarter of the depth). (A multimode cladding, darker than core and ferrule, is
+    a bevel line (``wide_px``; of any width behind a bright bevel rim, which rises
+    ``epoxy_level_share`` of the depth above the glass within ``wide_px`` + 3 px
+    inside the valley, unless ``fringe``, a bright fringe all around outside: bright,
+    dark and bright lines are the diffraction pattern of a coaxial scope's glass edge),
+    that rises back to glass within ``band_px`` of the edge is a ring. Glass: over half
+    ``band_px`` from 3 px past its inward half-depth crossing, never back down to half
+    depth (a bright bevel rim may stand between the glass and the ring) and flat in the
+    inner half (varying by under a quarter of the depth). (A multimode cladding, darker than core and ferrule, is
     wider than the band, and the core's blurred edge is not flat.) Epoxy is rough:
     when the valley from that crossing to its floor is mostly ``textured``
     (:func:`_epoxy_shift`'s texture ratio over the glass), the crossing is the glass
@@ -1282,7 +1287,13 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, params):
     plateau = v[(steps <= steps[k0] - 3.0) & (steps >= steps[k0] - 3.0 - 0.5 * band_px)]
     if len(plateau) < 8 or plateau.min() < half or np.ptp(plateau[: len(plateau) // 2]) > 0.25 * depth:
         return None
-    if steps[k1] - steps[k0] + 0.5 < wide_px:
+    # a valley narrower than a bevel line may be a dark bevel of the glass itself, unless a
+    # bright bevel rim (ring light) stands between it and the glass: a glass edge has one
+    # bevel, so the valley beyond the rim is the ring
+    rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
+    bright_rim = not fringe and rim.max() - float(median(plateau[: len(plateau) // 2])) >= (
+        params["epoxy_level_share"] * depth)
+    if steps[k1] - steps[k0] + 0.5 < wide_px and not bright_rim:
         return None
     a, b = float(v[k0 - 1]), float(v[k0])
     edge = float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))

@@ -395,22 +395,25 @@ def _edge_profile(steps, edges, levels, outside, blur=1.0):
     return out
 
 
+@pytest.mark.parametrize("ring,width", [(0.116, 4.0), (0.23, 8.0)])
 @pytest.mark.parametrize("fringe", [False, True])
-def test_narrow_valley_behind_a_bright_bevel_rim_is_an_epoxy_ring(fringe):
+def test_valley_behind_a_bright_bevel_rim_is_an_epoxy_ring(ring, width, fringe):
     # a dark fiber (0.20) brightening in a bevel rim (0.27) under ring light, then a rough
-    # dark ring narrower than a bevel line (4 px against 5: 1.6 µm at 0.4 µm/px, 0.116)
-    # before the ferrule (0.39), as an independent renderer draws them: a glass edge has
+    # ring before the ferrule (0.39), as an independent renderer draws them: darker than
+    # the glass and narrower than a bevel line (4 px against 5: 1.6 µm at 0.4 µm/px), or
+    # wider but brighter than the glass (a valley only below the rim). A glass edge has
     # one bevel, so the valley beyond the rim is the ring and the glass ends at its inner
-    # edge (the old code took it for a dark bevel line). Under a fringe seen all around the
-    # edge, bright-dark-bright is a coaxial scope's diffraction pattern: no ring
+    # edge (the old code took the first for a dark bevel line, the second for glass, and
+    # both times the ring's outer edge for the glass's). Under a fringe seen all around
+    # the edge, bright-dark-bright is a coaxial scope's diffraction pattern: no ring
     steps = np.arange(-40.0, 23.0, 0.5)
-    level = _edge_profile(steps, [-8.5, -4.0, 0.0], [0.20, 0.27, 0.116], 0.39, blur=0.8)
-    textured = (steps >= -4.0) & (steps <= 0.0)
+    level = _edge_profile(steps, [-4.5 - width, -width, 0.0], [0.20, 0.27, ring], 0.39, blur=0.8)
+    textured = (steps >= -width) & (steps <= 0.0)
     edge = zones._dark_ring(level, textured, textured, steps, 1.0, 20.0, 5.0, fringe, PARAMS)
     if fringe:
         assert edge is None
     else:
-        assert edge == pytest.approx(-4.0, abs=0.5)
+        assert edge == pytest.approx(-width, abs=0.5)
 
 
 def test_bright_dark_bright_lines_at_the_edge_are_the_glass_edges_diffraction_pattern():

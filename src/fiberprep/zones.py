@@ -9,7 +9,8 @@ points on chips and dirt are rejected by iterative trimming around a direct
 least-squares ellipse fit (a circle is the special case; 720x576 video captures
 have non-square pixels and show the fiber as an ellipse). On dark fibers a
 textured epoxy ring just outside the glass is recognised, and the glass edge
-inside it is fitted instead of the ring's stronger outer edge; without a ring
+inside it is fitted instead of the ring's stronger outer edge (behind a bright
+bevel rim any dip is a ring: a glass edge has one bevel); without a ring
 (and without a diffraction fringe, where the edge is not a blurred step), a
 dark bevel line just inside the glass edge is modelled with the edge: the
 gradient of the median edge-aligned profile is fitted with two opposite
@@ -1244,21 +1245,25 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
 
 
 def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, params):
-    """Glass edge (step, px, < 0) inside a wide dark ring at the fitted edge, or None.
+    """Glass edge (step, px, < 0) inside a dark ring at the fitted edge, or None.
 
     Epoxy darker than both the glass and the ferrule is a valley in the edge profile
     ``level``, and then no diffraction fringe outside the fitted edge can make that
-    edge the glass's: the fringe belongs to the ring's outer edge. A valley at least
-    ``epoxy_level_share`` of the ring-to-ferrule step deep, wider at half depth than
-    a bevel line (``wide_px``; of any width behind a bright bevel rim, which rises
-    ``epoxy_level_share`` of the depth above the glass within ``wide_px`` + 3 px
-    inside the valley, unless ``fringe``, a bright fringe all around outside: bright,
-    dark and bright lines are the diffraction pattern of a coaxial scope's glass edge),
-    that rises back to glass within ``band_px`` of the edge is a ring. Glass: over half
-    ``band_px`` from 3 px past its inward half-depth crossing, never back down to half
-    depth (a bright bevel rim may stand between the glass and the ring) and flat in the
-    inner half (varying by under a quarter of the depth). (A multimode cladding, darker than core and ferrule, is
-    wider than the band, and the core's blurred edge is not flat.) Epoxy is rough:
+    edge the glass's: the fringe belongs to the ring's outer edge. The valley is the
+    lowest point within ``band_px`` inside the edge, or, when the glass there is lower
+    still, the dip between the edge's flank and a brighter top inside it. A valley at
+    least ``epoxy_level_share`` of the ring-to-ferrule step deep, wider at half depth
+    than a bevel line (``wide_px``), that rises back to glass within ``band_px`` of the
+    edge is a ring. Glass: over half ``band_px`` from 3 px past its inward half-depth
+    crossing, flat in the inner half (varying by under a quarter of the depth) and
+    never back down to half depth. (A multimode cladding, darker than core and
+    ferrule, is wider than the band, and the core's blurred edge is not flat.)
+    A bright bevel rim (ring light), rising ``epoxy_level_share`` of the depth above
+    the glass within ``wide_px`` + 3 px inside the valley, bounds the glass: a glass
+    edge has one bevel, so the valley beyond it is a ring however narrow, and even when
+    no darker than the glass. Not so under ``fringe``, a bright fringe all around
+    outside: bright, dark and bright lines are the diffraction pattern of a coaxial
+    scope's glass edge. Epoxy is rough:
     when the valley from that crossing to its floor is mostly ``textured``
     (:func:`_epoxy_shift`'s texture ratio over the glass), the crossing is the glass
     edge; a smooth stretch there is a dark bevel of the glass itself, and the glass
@@ -1268,6 +1273,16 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     v = sign * level  # the ring is low
     inner = np.nonzero((steps >= -band_px) & (steps <= 0))[0]
     j = int(inner[np.argmin(v[inner])])
+    # down the fitted edge's flank to the nearest dip, then up to the top inside it: when
+    # the glass inside that top is the lowest, the ring (if any) is that dip
+    k = int(inner[-1])
+    while k > inner[0] and v[k - 1] <= v[k]:
+        k -= 1
+    dip = k
+    while k > inner[0] and v[k - 1] >= v[k]:
+        k -= 1
+    if j < k:
+        j = dip
     outward_max = float(v[j:].max())
     inward = inner[inner < j]
     if not len(inward):
@@ -1281,19 +1296,20 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
         k0 -= 1
     while k1 + 1 < len(v) and v[k1 + 1] < half:
         k1 += 1
-    # the glass inside: half ``band_px`` from 3 px inside the crossing on, never as low
-    # as the ring (a bevel rim, brighter, may come first) and flat in its inner half (a
-    # core's blurred edge keeps rising)
+    # the glass inside: half ``band_px`` from 3 px inside the crossing on, flat in its
+    # inner half (a core's blurred edge keeps rising)
     plateau = v[(steps <= steps[k0] - 3.0) & (steps >= steps[k0] - 3.0 - 0.5 * band_px)]
-    if len(plateau) < 8 or plateau.min() < half or np.ptp(plateau[: len(plateau) // 2]) > 0.25 * depth:
+    if len(plateau) < 8 or np.ptp(plateau[: len(plateau) // 2]) > 0.25 * depth:
         return None
-    # a valley narrower than a bevel line may be a dark bevel of the glass itself, unless a
-    # bright bevel rim (ring light) stands between it and the glass: a glass edge has one
-    # bevel, so the valley beyond the rim is the ring
+    # a bright bevel rim (ring light) between the glass and the valley bounds the glass: a
+    # glass edge has one bevel, so the valley beyond the rim is the ring, however narrow
+    # and even when no darker than the glass
     rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
     bright_rim = not fringe and rim.max() - float(median(plateau[: len(plateau) // 2])) >= (
         params["epoxy_level_share"] * depth)
-    if steps[k1] - steps[k0] + 0.5 < wide_px and not bright_rim:
+    # else the glass is never as low as the ring, and a valley narrower than a bevel line
+    # may be a dark bevel of the glass itself
+    if not bright_rim and (plateau.min() < half or steps[k1] - steps[k0] + 0.5 < wide_px):
         return None
     a, b = float(v[k0 - 1]), float(v[k0])
     edge = float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))

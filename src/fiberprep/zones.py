@@ -1278,10 +1278,10 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     k = int(inner[-1])
     while k > inner[0] and v[k - 1] <= v[k]:
         k -= 1
-    dip = k
-    while k > inner[0] and v[k - 1] >= v[k]:
-        k -= 1
-    if j < k:
+    dip = top = k
+    while top > inner[0] and v[top - 1] >= v[top]:
+        top -= 1
+    if j < top:
         j = dip
     outward_max = float(v[j:].max())
     inward = inner[inner < j]
@@ -1299,14 +1299,14 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     # the glass inside: half ``band_px`` from 3 px inside the crossing on, flat in its
     # inner half (a core's blurred edge keeps rising)
     plateau = v[(steps <= steps[k0] - 3.0) & (steps >= steps[k0] - 3.0 - 0.5 * band_px)]
-    if len(plateau) < 8 or np.ptp(plateau[: len(plateau) // 2]) > 0.25 * depth:
+    flat = plateau[: len(plateau) // 2]
+    if len(plateau) < 8 or np.ptp(flat) > 0.25 * depth:
         return None
     # a bright bevel rim (ring light) between the glass and the valley bounds the glass: a
     # glass edge has one bevel, so the valley beyond the rim is the ring, however narrow
     # and even when no darker than the glass
     rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
-    bright_rim = not fringe and rim.max() - float(median(plateau[: len(plateau) // 2])) >= (
-        params["epoxy_level_share"] * depth)
+    bright_rim = not fringe and rim.max() - float(median(flat)) >= params["epoxy_level_share"] * depth
     # else the glass is never as low as the ring, and a valley narrower than a bevel line
     # may be a dark bevel of the glass itself
     if not bright_rim and (plateau.min() < half or steps[k1] - steps[k0] + 0.5 < wide_px):

@@ -8,7 +8,9 @@ targets, the share of images given the right fiber type (zones), a breakdown by
 scene type, and the median time of ``measure_geometry`` + ``zone_label_map`` per
 1280x960 image on one core. Images get the fiber types of the config, as in the
 workflow (``fiber.type: auto``: the type is measured); ``--true-type`` gives each
-its true type (geometry alone).
+its true type (geometry alone). ``--coarse`` draws the images at 0.8-1.2 µm/px on
+320x240 to 640x480 px (a 250-770 µm field: small scopes' frames) instead of the
+issue's 0.25-0.8 µm/px on 640x480 to 1920x1080.
 
     python benchmarks/bench_zones.py --n 200 --seed 3
 """
@@ -64,10 +66,13 @@ def same_zones(cfg, a, b):
     return all(ta[k] == tb[k] for k in ("cladding_um", "core_um", "zones_um"))
 
 
-def evaluate(n, seed, cfg, true_type=False):
+COARSE = {"um_per_px": (0.8, 1.2), "sizes": [(320, 240), (400, 300), (480, 360), (640, 480)]}
+
+
+def evaluate(n, seed, cfg, true_type=False, ranges=None):
     """One row per generated image: truth knobs and measurement errors."""
     rows = []
-    for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"]):
+    for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"], **(ranges or {})):
         types = fiber_types(cfg, truth, true_type)
         row = {
             "image_id": image_id,
@@ -207,9 +212,11 @@ def main(argv=None) -> int:
     p.add_argument("--true-type", action="store_true",
                    help="give each image its true fiber type (default: as configured, "
                         "fiber.type auto chooses among auto_types)")
+    p.add_argument("--coarse", action="store_true",
+                   help="0.8-1.2 µm/px on 320x240 to 640x480 images")
     args = p.parse_args(argv)
     cfg = load_config()
-    df = evaluate(args.n, args.seed, cfg, args.true_type)
+    df = evaluate(args.n, args.seed, cfg, args.true_type, COARSE if args.coarse else None)
     ms = time_per_image(args.n_time, args.seed + 1000, cfg, args.true_type)
     if args.dump:
         df.to_parquet(args.dump, index=False)

@@ -159,18 +159,25 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         )
     cx, cy, r, polarity = _coarse_circle(gray, r_range, params)
 
-    # edges are located on a smoothed crop around the fiber (offset x0, y0)
+    # edges are located on a smoothed crop around the fiber (offset x0, y0), upsampled
+    # k times when the scope's pixels are coarser than fit_um_per_px
     pad = r * (1 + 2 * params["search_rel"]) + 2 * params["search_min_px"]
     x0, y0 = max(0, math.floor(cx - pad)), max(0, math.floor(cy - pad))
     crop = gray[y0 : math.ceil(cy + pad) + 1, x0 : math.ceil(cx + pad) + 1]
+    k = max(1, math.ceil((um_per_px or clad_r_um / r) / params["fit_um_per_px"] - 1e-9))
+    if k > 1:
+        crop = cv2.resize(crop, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
     smooth = cv2.GaussianBlur(crop, (0, 0), params["edge_sigma_px"])
-    upp_given = float(um_per_px) if um_per_px else None
-    clad = _fit_cladding(smooth, (cx - x0, cy - y0, r), polarity, clad_r_um, upp_given, params)
+    upp_given = float(um_per_px) / k if um_per_px else None
+    coarse = ((cx - x0 + 0.5) * k - 0.5, (cy - y0 + 0.5) * k - 0.5, r * k)
+    clad = _fit_cladding(smooth, coarse, polarity, clad_r_um, upp_given, params)
     # an epoxy band is looked for at most 60 % of the narrowest cladding annulus in,
     # clear of a large core's edge
     annulus_um = min(0.5 * (float(t["cladding_um"]) - float(t["core_um"])) for t in types.values())
     band_um = min(params["epoxy_max_um"], 0.6 * annulus_um)
     clad = _inside_band(smooth, clad, polarity, clad_r_um, upp_given, band_um, params)
+    # residuals in the image's pixels (the crop's over k)
+    clad = {**clad, "residual": clad["residual"] / k, "excess": clad["excess"] / k}
     confidence = _confidence(clad, params)
     if confidence < params["min_confidence"]:
         raise ImageRejected(
@@ -183,20 +190,25 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
 
     name, core, upp, type_source = _match_fiber_type(smooth, clad, types, upp_given, params)
     upp_source = "calibration" if upp_given else "cladding"
-    core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"])
+    core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"]) / k
+
+    def to_image(v, x0):
+        """A coordinate of the (upsampled) crop in the image's pixels."""
+        return (v + 0.5) / k - 0.5 + x0
+
     return {
-        "center_x": clad["cx"] + x0,
-        "center_y": clad["cy"] + y0,
-        "cladding_radius_px": clad["r"],
+        "center_x": to_image(clad["cx"], x0),
+        "center_y": to_image(clad["cy"], y0),
+        "cladding_radius_px": clad["r"] / k,
         "cladding_ellipticity": clad["ellipticity"],
         "cladding_angle_deg": clad["angle_deg"],
-        "core_center_x": core["cx"] + x0,
-        "core_center_y": core["cy"] + y0,
-        "core_radius_px": core["r"],
+        "core_center_x": to_image(core["cx"], x0),
+        "core_center_y": to_image(core["cy"], y0),
+        "core_radius_px": core["r"] / k,
         "core_visible": core["visible"],
         "core_offset_px": core_offset,
-        "core_offset_um": core_offset * upp,
-        "um_per_px": upp,
+        "core_offset_um": core_offset * upp * k,
+        "um_per_px": upp * k,
         "um_per_px_source": upp_source,
         "fit_residual_px": clad["residual"],
         "confidence": confidence,

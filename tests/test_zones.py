@@ -291,6 +291,21 @@ def test_auto_fiber_type_between_two_types_is_ambiguous():
     assert geo["core_visible"]
 
 
+@pytest.mark.parametrize("name", ["mm_105_125", "mm_100_140"])
+@pytest.mark.parametrize("core_edge_um", [2.0, 3.0])
+def test_soft_large_core_edge_is_no_epoxy_band(name, core_edge_um):
+    # a bright large-core fiber at 0.27-0.35 µm/px: the core's soft edge reaches into the
+    # 10 µm cladding annulus, a ramp the two-step band model took for the glass with an
+    # epoxy band outside it (the radius 9 % short); the glass inside a band is flat
+    for upp in (0.27, 0.35):
+        img, truth = _clean_fiber([79, 0], name, um_per_px=upp, core_edge_um=core_edge_um,
+                                  polarity="bright", ferrule_level=0.3, cladding_level=0.6,
+                                  core_level=0.95, core_ring=0.0, edge_line=0.0, epoxy=0.0,
+                                  edge_halo=0.0, tilt_shadow=0.0)
+        geo = zones.measure_geometry(img, TYPES[name], PARAMS)
+        assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=1e-3)
+
+
 def _dark_fiber_errors(seed, size=(800, 600), **scene):
     """Center error (px) and radius error (%) on a clean generated dark SM fiber."""
     rng = np.random.default_rng(seed)

@@ -119,7 +119,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         False when no core edge was measured; the core circle is then the
         nominal core centered on the cladding. With ``params["mode"] == "none"``
         no fiber is searched: circle keys are NaN, ``polarity`` is ``"none"``,
-        and :func:`zone_label_map` makes the whole frame one zone.
+        and :func:`zone_label_map` makes the whole frame one zone. All lengths are in
+        the image's pixels, also when a coarse image's crop was fitted upsampled
+        (``fit_um_per_px``).
 
     Raises
     ------
@@ -192,9 +194,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     upp_source = "calibration" if upp_given else "cladding"
     core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"]) / k
 
-    def to_image(v, x0):
+    def to_image(v, offset):
         """A coordinate of the (upsampled) crop in the image's pixels."""
-        return (v + 0.5) / k - 0.5 + x0
+        return (v + 0.5) / k - 0.5 + offset
 
     return {
         "center_x": to_image(clad["cx"], x0),

@@ -191,6 +191,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         )
 
     name, core, upp, type_source = _match_fiber_type(smooth, clad, types, upp_given, params)
+    upp *= k  # µm per image pixel
     upp_source = "calibration" if upp_given else "cladding"
     core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"]) / k
 
@@ -209,8 +210,8 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         "core_radius_px": core["r"] / k,
         "core_visible": core["visible"],
         "core_offset_px": core_offset,
-        "core_offset_um": core_offset * upp * k,
-        "um_per_px": upp * k,
+        "core_offset_um": core_offset * upp,
+        "um_per_px": upp,
         "um_per_px_source": upp_source,
         "fit_residual_px": clad["residual"],
         "confidence": confidence,
@@ -976,7 +977,8 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     far = steps >= steps[-1] - 3.0
     fringe = _fringe_shares(level[None], steps, sign, far, params["halo_reach_um"] / upp)[0]
     v = sign * level  # the outside is high
-    glass, outside = float(median(v[steps <= -band])), float(median(v[far]))
+    beyond = v[steps <= -band]  # the glass inside the band's reach
+    glass, outside = float(median(beyond)), float(median(v[far]))
     # the band's side of the edge, past the fitted step's own blurred flank (2 px)
     inner = (steps > -band) & (steps < -min(bevel, 2.0))
     if (
@@ -988,7 +990,7 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     (g, b, f), (e0, e1), gain = _two_steps(v, steps, band)
     distinct = min(abs(b - g), abs(f - b)) >= params["band_level_share"] * abs(f - g)
     # the glass inside the band is flat (a large core's soft edge keeps rising there)
-    flat = np.ptp(v[steps <= -band]) < 0.25 * abs(b - g)
+    flat = np.ptp(beyond) < 0.25 * abs(b - g)
     if (
         flat
         and abs(e1) <= 1.5

@@ -796,6 +796,62 @@ def test_field_of_view_keeps_dark_defects_and_dark_fiber_at_the_border():
     assert not field[:, 630:].any() and field[:, : 630 - PARAMS["fov_margin_px"]].all()
 
 
+def _behind_circular_stop(image, center, radius, black=0.03):
+    """``image`` seen through a circular field stop: black (blurred edge) beyond it."""
+    h, w = image.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    lit = cv2.GaussianBlur((np.hypot(xx - center[0], yy - center[1]) < radius).astype(np.float32), (0, 0), 2.0)
+    return image * lit + black * (1 - lit), np.hypot(xx - center[0], yy - center[1])
+
+
+@pytest.mark.parametrize("layout", [(0.48, 0.0), (0.44, 0.03), (0.40, 0.06)])
+def test_circular_field_stop_is_neither_the_fiber_nor_analysed(layout):
+    # a scope's round field stop is a bright disc with black around it, larger than the
+    # fiber: before, the outermost strong circle, it was taken for the cladding in 31 of
+    # these 120 images (95 with zones.um_per_px_range reaching 0.1 µm/px)
+    frac, shift = layout
+    for i in range(4):
+        rng = np.random.default_rng([77, i])
+        spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], um_per_px=(0.3, 0.6), p_frame=0.0)
+        image, truth = synth.render(spec, rng)
+        center, radius = (400 + shift * 800, 300), frac * 800
+        img, d = _behind_circular_stop(image.astype(np.float32) / 255, center, radius)
+        geo = zones.measure_geometry(img, AUTO, PARAMS)
+        assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=0.01)
+        stop = (geo["field_stop_x"], geo["field_stop_y"], geo["field_stop_radius_px"])
+        assert math.hypot(stop[0] - center[0], stop[1] - center[1]) < 0.05 * radius
+        assert stop[2] == pytest.approx(radius, rel=0.1)
+        field = zones.field_of_view(img, PARAMS, geo)
+        assert not field[d > radius + 4].any()  # the black and the stop's blurred rim
+        assert field[d < radius - 20].mean() > 0.999  # the lit field
+
+
+def test_bright_fiber_on_black_ferrule_is_no_field_stop():
+    # black all around a bright disc, as beyond a field stop: inside it only the fiber's
+    # own core (a 62.5/125 core at half the radius) or nothing
+    for core in (None, 0.5):
+        img = disc_image(shape=(600, 800), center=(410.2, 290.6), radius=210.0, inside=0.8, outside=0.03)
+        if core:
+            img += disc_image(shape=(600, 800), center=(410.2, 290.6), radius=210.0 * core,
+                              inside=0.12, outside=0.0, noise=0.0)
+        geo = zones.measure_geometry(img, AUTO, PARAMS)
+        assert geo["cladding_radius_px"] == pytest.approx(210.0, rel=0.01)
+        assert geo["field_stop_radius_px"] == 0  # none
+
+
+def test_high_magnification_fiber_filling_the_frame():
+    # 0.13-0.17 µm/px (a 125 µm cladding 740-960 px across): before zones.um_per_px_range
+    # reached 0.1, these were rejected or measured at their core (-49 %, -17 %, -13 %)
+    for i in range(4):
+        rng = np.random.default_rng([41, i])
+        spec = synth.random_spec(rng, TYPES, sizes=[(1920, 1080)], um_per_px=(0.13, 0.17), p_frame=0.0,
+                                 fiber_type_names=["mm_62_5", "mm_105_125", "sm_pc"])
+        image, truth = synth.render(spec, rng)
+        geo = zones.measure_geometry(image.astype(np.float32) / 255, TYPES[spec["fiber_type"]], PARAMS)
+        assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=0.01)
+        assert geo["field_stop_radius_px"] == 0  # none
+
+
 @pytest.mark.real
 @pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images not present")
 def test_real_field_stop_found_on_video_captures_only():

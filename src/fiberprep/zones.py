@@ -78,6 +78,9 @@ GEOMETRY_KEYS = (
     "polarity",
     "fiber_type",
     "fiber_type_source",
+    "field_stop_x",
+    "field_stop_y",
+    "field_stop_radius_px",
 )
 
 
@@ -119,7 +122,10 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         False when no core edge was measured; the core circle is then the
         nominal core centered on the cladding. With ``params["mode"] == "none"``
         no fiber is searched: circle keys are NaN, ``polarity`` is ``"none"``,
-        and :func:`zone_label_map` makes the whole frame one zone. All lengths are in
+        and :func:`zone_label_map` makes the whole frame one zone.
+        ``field_stop_x``, ``field_stop_y``, ``field_stop_radius_px``: a round field
+        stop around the fiber (a coarse circle; 0 when none), whose black
+        :func:`field_of_view` leaves out. All lengths are in
         the image's pixels, also when a coarse image's crop was fitted upsampled
         (``fit_um_per_px``).
 
@@ -159,7 +165,8 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
             f"no fiber found: frame too small for a cladding radius of "
             f"{r_range[0]:.0f} px or more"
         )
-    cx, cy, r, polarity = _coarse_circle(gray, r_range, params)
+    core_ratios = [float(t["core_um"]) / float(t["cladding_um"]) for t in types.values()]
+    cx, cy, r, polarity, stop = _coarse_circle(gray, r_range, core_ratios, params)
 
     # edges are located on a smoothed crop around the fiber (offset x0, y0), upsampled
     # k times when the scope's pixels are coarser than fit_um_per_px
@@ -218,6 +225,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         "polarity": polarity,
         "fiber_type": name,
         "fiber_type_source": type_source,
+        **dict(zip(("field_stop_x", "field_stop_y", "field_stop_radius_px"), stop or (0.0,) * 3)),
     }
 
 
@@ -398,7 +406,9 @@ def field_of_view(gray, params, geometry=None):
     and epoxy are left out of that level (a bright fiber near the border does
     not make the ferrule next to it look dark) and never belong to the band
     (nor a dark fiber cut by the border); :func:`zone_label_map` keeps zones
-    1-3 anyway.
+    1-3 anyway. A circular field stop that :func:`measure_geometry` found
+    (``field_stop_*`` of ``geometry``) leaves out the black beyond it
+    (``_beyond_stop``).
 
     Parameters
     ----------
@@ -468,7 +478,58 @@ def field_of_view(gray, params, geometry=None):
         reach = np.pad(reach, (0, out.shape[1] - len(reach)), mode="edge")
         top = int(reach.max())
         out[:top][np.arange(top)[:, None] < reach] = False
+    if geometry is not None and geometry.get("field_stop_radius_px", 0.0) > 0:
+        field &= ~_beyond_stop(gray, geometry, params)
     return field
+
+
+def _beyond_stop(gray, geometry, params):
+    """Pixels beyond the circular field stop that :func:`measure_geometry` found
+    (``field_stop_*``, a coarse circle).
+
+    The black is what lies outside 0.9 of its radius and is darker than
+    ``fov_dark_ratio`` x the field's median level just inside (0.8-0.9 of its
+    radius), off the glass and epoxy, in pieces that reach past 1.05 of it (a dark
+    defect near the stop's edge stays in the field). A circle fitted (RANSAC, 2 px)
+    to the black's inner edge off the frame border places the stop's edge to a pixel,
+    also where it runs along or out of the frame border. Pixels beyond it, or within
+    ``fov_margin_px`` of the black or the fitted edge (the blurred rim), are out.
+    """
+    from skimage.measure import CircleModel, ransac
+
+    r = geometry["field_stop_radius_px"]
+    d = _distance(gray.shape, geometry["field_stop_x"], geometry["field_stop_y"])
+    ring = gray[(d >= 0.8 * r) & (d < 0.9 * r)]
+    level = float(median(ring if ring.size else gray.ravel()))
+    dark = cv2.GaussianBlur(gray, (0, 0), 1.0) < params["fov_dark_ratio"] * level
+    # the glass and epoxy (a dark fiber near the stop's edge) are never beyond it
+    e = float(geometry.get("cladding_ellipticity", 0.0) or 0.0)
+    glass_r = (geometry["cladding_radius_px"] + params["epoxy_max_um"] / geometry["um_per_px"]) / math.sqrt(1 - e)
+    dark &= _distance(gray.shape, geometry["center_x"], geometry["center_y"]) > glass_r
+    n, lab = cv2.connectedComponents((dark & (d > 0.9 * r)).view(np.uint8))
+    outer = np.zeros(n, bool)  # the black reaching out past the stop (not a dark defect)
+    outer[np.unique(lab[d > 1.05 * r])] = True
+    outer[0] = False
+    beyond = outer[lab].view(np.uint8)
+    m = int(params["fov_margin_px"])
+    out = cv2.dilate(beyond, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1))) > 0
+    rim = beyond - cv2.erode(beyond, np.ones((3, 3), np.uint8))
+    rim[[0, -1]], rim[:, [0, -1]] = 0, 0  # the frame border is no edge of the stop
+    ys, xs = np.nonzero(rim)
+    if xs.size < 20:
+        return out
+    fit, inliers = ransac(np.column_stack([xs, ys]).astype(np.float64), CircleModel, min_samples=3,
+                          residual_threshold=2.0, max_trials=100, rng=0)
+    if fit is None or inliers.mean() < 0.5 or abs(fit.radius - r) > 0.2 * r:
+        return out  # the black's edge is no circle near the stop's: the black alone
+    return out | (_distance(gray.shape, *fit.center) > fit.radius - m)
+
+
+def _distance(shape, cx, cy):
+    """Distance (float32) of every pixel center of an image of ``shape`` from (cx, cy)."""
+    h, w = shape
+    return np.hypot(np.arange(w, dtype=np.float32)[None, :] - np.float32(cx),
+                    np.arange(h, dtype=np.float32)[:, None] - np.float32(cy))
 
 
 def _stop_depth(img, lvl, max_depth, margin, params):
@@ -600,6 +661,9 @@ def _no_fiber_geometry(um_per_px, assumed_um_per_px):
     nan = float("nan")
     geo = dict.fromkeys(GEOMETRY_KEYS, nan)
     geo.update(
+        field_stop_x=0.0,
+        field_stop_y=0.0,
+        field_stop_radius_px=0.0,
         core_visible=False,
         confidence=1.0,
         polarity="none",
@@ -609,7 +673,7 @@ def _no_fiber_geometry(um_per_px, assumed_um_per_px):
     return geo
 
 
-def _coarse_circle(gray, r_range, params):
+def _coarse_circle(gray, r_range, core_ratios, params):
     """Coarse center, radius and polarity by gradient voting on a small image.
 
     Every strong-gradient pixel votes for centers along its gradient line at
@@ -618,25 +682,81 @@ def _coarse_circle(gray, r_range, params):
     vignetting. The radius is read from the sector coverage of radially aligned
     edge pixels around the best center: among the concentric edges (core,
     cladding, fringes) the outermost strong one is the cladding.
+
+    A bright disc with black around it (``_black_outside``) may be the scope's
+    circular field stop with the fiber inside it: the edges well inside it vote
+    again, and a circle found there, at most 1/1.5 of its radius, that is not a core
+    of the disc (concentric,
+    at one of ``core_ratios``, the candidate types' core-to-cladding diameter
+    ratios) is the fiber. Conversely, when the image holds black well beyond the
+    fiber, the edges there are searched for a bright disc around the fiber with
+    black outside it, at any radius and covering enough of its part in the frame: a
+    stop larger than the fiber's circle. Returns ``(cx, cy, r, polarity, stop)`` in
+    the image's pixels, ``stop`` the field stop's ``(cx, cy, r)`` or None.
     """
     h, w = gray.shape
     scale = min(1.0, params["coarse_size_px"] / max(h, w))
     small = cv2.resize(
         gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
     )
-    small = cv2.GaussianBlur(np.log(small + params["log_offset"]), (0, 0), 1.0)
-    gx = cv2.Sobel(small, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(small, cv2.CV_32F, 0, 1, ksize=3)
+    log = cv2.GaussianBlur(np.log(small + params["log_offset"]), (0, 0), 1.0)
+    gx = cv2.Sobel(log, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(log, cv2.CV_32F, 0, 1, ksize=3)
     mag = np.hypot(gx, gy)
     n_edge = max(1, int(params["edge_fraction"] * mag.size))
     thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
     ys, xs = np.nonzero(mag > thr)
     if len(xs) < 20:
         raise ImageRejected(NO_FIBER.format(seen="no edges"))
+    radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
+    cx, cy, (r, polarity, _) = _strongest_circle(xs, ys, gx, gy, mag, radii, params)
+    stop = None
+    if polarity == "bright" and _black_outside(small, cx, cy, r, params):
+        inside = np.hypot(xs - cx, ys - cy) < r * (1 - 3 * params["coarse_radius_rel"]) - 2
+        fiber = _circle_or_none(xs[inside], ys[inside], gx, gy, mag, radii, params)
+        # a stop leaves the ferrule around the fiber in view (1.5 radii and more; closer
+        # concentric edges are the fiber's own: an epoxy band, a core)
+        if (fiber is not None and fiber[2][0] <= r / 1.5
+                and not _core_of(fiber, (cx, cy, r), core_ratios, params)):
+            stop = (cx, cy, r)
+            cx, cy, (r, polarity, _) = fiber
+    else:  # a stop around the fiber: a bright disc of the edges well beyond it, black outside
+        far = small[_distance(small.shape, cx, cy) > 1.5 * r]
+        if far.size > 100 and np.percentile(far, 2) < params["stop_dark_ratio"] * median(far):
+            beyond = np.hypot(xs - cx, ys - cy) > 1.5 * r
+            # any radius from there to beyond the frame's corners (not the cladding's range)
+            wide = np.arange(1.5 * r, 0.6 * math.hypot(*small.shape) + 1.0, dtype=np.float32)
+            out = _circle_or_none(xs[beyond], ys[beyond], gx, gy, mag, wide, params, in_frame=True)
+            if out is not None:
+                sx, sy, (sr, s_pol, _) = out
+                if (s_pol == "bright" and math.hypot(sx - cx, sy - cy) + r < sr
+                        and _black_outside(small, sx, sy, sr, params)):
+                    stop = (sx, sy, sr)
+    to_image = lambda v: (v + 0.5) / scale - 0.5  # noqa: E731  (small -> full pixel centers)
+    if stop is not None:
+        stop = (to_image(stop[0]), to_image(stop[1]), stop[2] / scale)
+    return to_image(cx), to_image(cy), r / scale, polarity, stop
+
+
+def _circle_or_none(xs, ys, gx, gy, mag, radii, params, in_frame=False):
+    """``_strongest_circle`` of these edge pixels, or None where it finds none."""
+    try:
+        return _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame)
+    except ImageRejected:
+        return None
+
+
+def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False):
+    """Center of the strongest radial symmetry of the edge pixels ``xs, ys`` and its
+    cladding edge (``_radius_at``, ``in_frame`` passed on): ``(cx, cy, (radius,
+    polarity, strength))`` in small-image pixels. Raises ``ImageRejected`` when no
+    edge covers enough of a circle around it, or when a second, as strong fiber lies
+    beside it."""
+    if len(xs) < 20:
+        raise ImageRejected(NO_FIBER.format(seen="no edges"))
+    hs, ws = mag.shape
     m = mag[ys, xs]
     ux, uy = gx[ys, xs] / m, gy[ys, xs] / m
-    radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
-    hs, ws = small.shape
     dx, dy = radii[None, :] * ux[:, None], radii[None, :] * uy[:, None]
     wgt = np.repeat(np.sqrt(m).astype(np.float64), len(radii))
     # votes are counted on the image padded by `off` (no vote reaches farther) and
@@ -661,7 +781,7 @@ def _coarse_circle(gray, r_range, params):
         peaks.append((float(acc[iy, ix]), float(ix), float(iy)))
         cv2.circle(acc, (int(ix), int(iy)), int(max(2, radii[0])), 0.0, -1)
 
-    first, coverage = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params)
+    first, coverage = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params, in_frame)
     if first is None:
         seen = (
             f"edges concentric with the strongest center of symmetry cover at most "
@@ -669,7 +789,7 @@ def _coarse_circle(gray, r_range, params):
         )
         raise ImageRejected(NO_FIBER.format(seen=seen))
     if peaks[1][0] >= params["two_fiber_ratio"] * peaks[0][0]:
-        second, _ = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params)
+        second, _ = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params, in_frame)
         if second is not None:
             dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
             if (
@@ -677,17 +797,45 @@ def _coarse_circle(gray, r_range, params):
                 and second[2] >= params["two_fiber_ratio"] * first[2]
             ):
                 raise ImageRejected("two fibers")
-    r_small, polarity, _ = first
-    cx, cy = ((v + 0.5) / scale - 0.5 for v in peaks[0][1:])  # small -> full pixel centers
-    return cx, cy, r_small / scale, polarity
+    return peaks[0][1], peaks[0][2], first
 
 
-def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):
+def _black_outside(small, cx, cy, r, params):
+    """Whether the bright disc ``(cx, cy, r)`` of ``small`` has black around it, behind
+    a step: along the radius, within the coarse edge's spread, the median of a 1 px
+    ring falls below ``stop_dark_ratio`` times that of the ring 6 px further in (a
+    field stop, or a very dark ferrule; vignetting fades over tens of pixels)."""
+    d = _distance(small.shape, cx, cy) - r
+    reach = math.ceil(3 * params["coarse_radius_rel"] * r) + 2  # the coarse edge's spread
+    near = np.abs(d) < reach + 3.5
+    ring, level = np.rint(d[near]).astype(int) + reach + 3, small[near]
+    count = np.bincount(ring, minlength=2 * reach + 7)
+    profile = np.array([median(level[ring == i]) if n >= 5 else np.nan for i, n in enumerate(count)])
+    with np.errstate(invalid="ignore"):
+        return bool((profile[6:] < params["stop_dark_ratio"] * profile[:-6]).any())
+
+
+def _core_of(fiber, disc, core_ratios, params):
+    """Whether the circle ``fiber`` (as ``_strongest_circle`` returns it) may be the
+    core of the bright disc ``(cx, cy, r)``: centered within 0.1 of the disc's radius
+    plus 2 small pixels (the coarse centers of a faint core and of its cladding
+    differ by up to ~0.1 of it) and ``type_core_tolerance`` of one of the
+    ``core_ratios`` of its radius."""
+    fx, fy, (fr, _, _) = fiber
+    cx, cy, r = disc
+    if math.hypot(fx - cx, fy - cy) > 0.1 * r + 2:
+        return False
+    tol = params["type_core_tolerance"]
+    return any(abs(fr / r - q) <= tol * q for q in core_ratios)
+
+
+def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params, in_frame=False):
     """Radius and polarity of the cladding edge around a coarse center.
 
     Returns ``(edge, coverage)``: ``edge`` is ``(radius, polarity, strength)`` in
     small-image pixels, or None when no concentric edge covers ``min_coverage`` of
-    the circumference; ``coverage`` is the largest coverage of any radius.
+    the circumference (``in_frame``: of its part inside the frame, at least a
+    quarter); ``coverage`` is the largest coverage of any radius.
     """
     n_sect = 64
     dx, dy = xs - cx, ys - cy
@@ -710,6 +858,14 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params):
         np.maximum.at(grid, (rbin[sel] + 1, sector[sel]), mag[ys[sel], xs[sel]])
         grid = np.maximum(np.maximum(grid[:-2], grid[1:-1]), grid[2:])  # +-1 bin
         coverage = (grid > 0).mean(axis=1)
+        if in_frame:
+            phi = (np.arange(n_sect) + 0.5) * (2 * np.pi / n_sect) - np.pi
+            at_x = cx + centers[:, None] * np.cos(phi)[None, :]  # each bin's sector centers
+            at_y = cy + centers[:, None] * np.sin(phi)[None, :]
+            shown = (at_x >= 0) & (at_x < mag.shape[1]) & (at_y >= 0) & (at_y < mag.shape[0])
+            n_shown = shown.sum(axis=1)
+            coverage = np.where(n_shown >= n_sect // 4,
+                                ((grid > 0) & shown).sum(axis=1) / np.maximum(n_shown, 1), 0.0)
         strength = grid.mean(axis=1)
         seen = max(seen, float(coverage.max()))
         for i in np.nonzero(coverage >= params["min_coverage"])[0]:

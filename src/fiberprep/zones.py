@@ -684,15 +684,10 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     cladding, fringes) the outermost strong one is the cladding.
 
     A bright disc with black around it (``_black_outside``) may be the scope's
-    circular field stop with the fiber inside it: the edges well inside it vote
-    again, and a circle found there, at most 1/1.5 of its radius, that is not a core
-    of the disc (concentric,
-    at one of ``core_ratios``, the candidate types' core-to-cladding diameter
-    ratios) is the fiber. Conversely, when the image holds black well beyond the
-    fiber, the edges there are searched for a bright disc around the fiber with
-    black outside it, at any radius and covering enough of its part in the frame: a
-    stop larger than the fiber's circle. Returns ``(cx, cy, r, polarity, stop)`` in
-    the image's pixels, ``stop`` the field stop's ``(cx, cy, r)`` or None.
+    circular field stop with the fiber inside it (``_fiber_within``); when the fiber
+    wins the vote, a stop around it is looked for where black lies well beyond it
+    (``_stop_around``). Returns ``(cx, cy, r, polarity, stop)`` in the image's
+    pixels, ``stop`` the field stop's ``(cx, cy, r)`` or None.
     """
     h, w = gray.shape
     scale = min(1.0, params["coarse_size_px"] / max(h, w))
@@ -708,34 +703,61 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     ys, xs = np.nonzero(mag > thr)
     if len(xs) < 20:
         raise ImageRejected(NO_FIBER.format(seen="no edges"))
+    edges = (xs, ys, gx, gy, mag)
     radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
-    cx, cy, (r, polarity, _) = _strongest_circle(xs, ys, gx, gy, mag, radii, params)
+    cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params)
     stop = None
     if polarity == "bright" and _black_outside(small, cx, cy, r, params):
-        inside = np.hypot(xs - cx, ys - cy) < r * (1 - 3 * params["coarse_radius_rel"]) - 2
-        fiber = _circle_or_none(xs[inside], ys[inside], gx, gy, mag, radii, params)
-        # a stop leaves the ferrule around the fiber in view (1.5 radii and more; closer
-        # concentric edges are the fiber's own: an epoxy band, a core)
-        if (fiber is not None and fiber[2][0] <= r / 1.5
-                and not _core_of(fiber, (cx, cy, r), core_ratios, params)):
-            stop = (cx, cy, r)
-            cx, cy, (r, polarity, _) = fiber
-    else:  # a stop around the fiber: a bright disc of the edges well beyond it, black outside
-        far = small[_distance(small.shape, cx, cy) > 1.5 * r]
-        if far.size > 100 and np.percentile(far, 2) < params["stop_dark_ratio"] * median(far):
-            beyond = np.hypot(xs - cx, ys - cy) > 1.5 * r
-            # any radius from there to beyond the frame's corners (not the cladding's range)
-            wide = np.arange(1.5 * r, 0.6 * math.hypot(*small.shape) + 1.0, dtype=np.float32)
-            out = _circle_or_none(xs[beyond], ys[beyond], gx, gy, mag, wide, params, in_frame=True)
-            if out is not None:
-                sx, sy, (sr, s_pol, _) = out
-                if (s_pol == "bright" and math.hypot(sx - cx, sy - cy) + r < sr
-                        and _black_outside(small, sx, sy, sr, params)):
-                    stop = (sx, sy, sr)
+        fiber = _fiber_within((cx, cy, r), edges, radii, core_ratios, params)
+        if fiber is not None:
+            stop, (cx, cy, (r, polarity, _)) = (cx, cy, r), fiber
+    else:
+        stop = _stop_around((cx, cy, r), small, edges, params)
     to_image = lambda v: (v + 0.5) / scale - 0.5  # noqa: E731  (small -> full pixel centers)
     if stop is not None:
         stop = (to_image(stop[0]), to_image(stop[1]), stop[2] / scale)
     return to_image(cx), to_image(cy), r / scale, polarity, stop
+
+
+def _fiber_within(disc, edges, radii, core_ratios, params):
+    """The fiber inside the bright disc ``(cx, cy, r)`` if the disc is a field stop:
+    the strongest circle of the edges well inside it (``edges``: xs, ys, gx, gy, mag
+    of the small image), at most 1/1.5 of its radius (a stop leaves the ferrule
+    around the fiber in view; closer concentric edges are the fiber's own, an epoxy
+    band or a core) and not a core of it (``_core_of``); else None."""
+    cx, cy, r = disc
+    xs, ys = edges[:2]
+    inside = np.hypot(xs - cx, ys - cy) < r * (1 - 3 * params["coarse_radius_rel"]) - 2
+    fiber = _circle_or_none(xs[inside], ys[inside], *edges[2:], radii, params)
+    if fiber is None or fiber[2][0] > r / 1.5 or _core_of(fiber, disc, core_ratios, params):
+        return None
+    return fiber
+
+
+def _stop_around(fiber, small, edges, params):
+    """A field stop around the fiber circle ``(cx, cy, r)`` of the small image, or None.
+
+    Looked for only where the image beyond 1.5 radii holds black (its 2nd percentile
+    below ``stop_dark_ratio`` of its median): the strongest circle of the edges
+    there, at any radius up to beyond the frame's corners and covering
+    ``min_coverage`` of its part inside the frame, enclosing the fiber, a bright
+    disc with black around it (``_black_outside``).
+    """
+    cx, cy, r = fiber
+    far = small[_distance(small.shape, cx, cy) > 1.5 * r]
+    if far.size <= 100 or np.percentile(far, 2) >= params["stop_dark_ratio"] * median(far):
+        return None
+    xs, ys = edges[:2]
+    beyond = np.hypot(xs - cx, ys - cy) > 1.5 * r
+    wide = np.arange(1.5 * r, 0.6 * math.hypot(*small.shape) + 1.0, dtype=np.float32)
+    out = _circle_or_none(xs[beyond], ys[beyond], *edges[2:], wide, params, in_frame=True)
+    if out is None:
+        return None
+    sx, sy, (sr, polarity, _) = out
+    enclosed = math.hypot(sx - cx, sy - cy) + r < sr
+    if polarity == "bright" and enclosed and _black_outside(small, sx, sy, sr, params):
+        return sx, sy, sr
+    return None
 
 
 def _circle_or_none(xs, ys, gx, gy, mag, radii, params, in_frame=False):

@@ -686,6 +686,7 @@ def test_real_cladding_circle_lies_on_a_strong_edge(path):
     assert on_edge > 5.0, f"weak edge under the cladding circle ({on_edge:.1f}x the image median)"
     # the glass just inside is smooth (outside may be an epoxy ring or the ferrule edge)
     assert on_edge > 2.0 * _edge_strength_ratio(gray, geo, -8.0)
+    assert geo["field_stop_radius_px"] == 0  # none of these scopes has a round field stop
 
 
 @pytest.mark.real

@@ -10,7 +10,11 @@ scene type, and the median time of ``measure_geometry`` + ``zone_label_map`` per
 workflow (``fiber.type: auto``: the type is measured); ``--true-type`` gives each
 its true type (geometry alone). ``--coarse`` draws the images at 0.8-1.2 µm/px on
 320x240 to 640x480 px (a 250-770 µm field: small scopes' frames) instead of the
-issue's 0.25-0.8 µm/px on 640x480 to 1920x1080.
+issue's 0.25-0.8 µm/px on 640x480 to 1920x1080; ``--fine`` at 0.12-0.25 µm/px (high
+magnification: the fiber fills the frame). ``--field-stop`` shows each image through
+a round field stop (black beyond it; 0.48 / 0.45 / 0.42 of the long side across,
+0 / 5 / 10 % of the width off centre, in turn), whose black the true zone map leaves
+out of the contact and ferrule zones as the pipeline's rule does.
 
     python benchmarks/bench_zones.py --n 200 --seed 3
 """
@@ -67,12 +71,32 @@ def same_zones(cfg, a, b):
 
 
 COARSE = {"um_per_px": (0.8, 1.2), "sizes": [(320, 240), (400, 300), (480, 360), (640, 480)]}
+FINE = {"um_per_px": (0.12, 0.25)}
+# Round field stops: (diameter / long side, centre shift / width).
+STOPS = ((0.48, 0.0), (0.45, 0.05), (0.42, 0.1))
 
 
-def evaluate(n, seed, cfg, true_type=False, ranges=None):
-    """One row per generated image: truth knobs and measurement errors."""
+def behind_round_stop(gray, truth, layout):
+    """``gray`` seen through a round field stop (``layout`` as ``STOPS``; 3 % black
+    beyond it, its edge blurred 2 px) and the truth with the contact and ferrule
+    zones beyond it outside."""
+    frac, shift = layout
+    h, w = gray.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    inside = np.hypot(xx - (0.5 + shift) * w, yy - 0.5 * h) < frac * max(h, w)
+    lit = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 2.0)
+    zone_map = truth["zone_map"].copy()
+    zone_map[(lit < 0.5) & (zone_map >= zones.ZONE_IDS["contact"])] = zones.ZONE_IDS["outside"]
+    return gray * lit + 0.03 * (1 - lit), {**truth, "zone_map": zone_map}
+
+
+def evaluate(n, seed, cfg, true_type=False, ranges=None, stops=False):
+    """One row per generated image: truth knobs and measurement errors (``stops``:
+    each image seen through a round field stop, ``behind_round_stop``)."""
     rows = []
-    for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"], **(ranges or {})):
+    for i, (image_id, gray, truth) in enumerate(synth_cases(n, seed, cfg["fiber_types"], **(ranges or {}))):
+        if stops:
+            gray, truth = behind_round_stop(gray, truth, STOPS[i % len(STOPS)])
         types = fiber_types(cfg, truth, true_type)
         row = {
             "image_id": image_id,
@@ -115,6 +139,7 @@ def evaluate(n, seed, cfg, true_type=False, ranges=None):
                 "iou_cladding": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["cladding"]),
                 "iou_contact": zone_iou(truth["zone_map"], pred, zones.ZONE_IDS["contact"]),
                 "confidence": geo["confidence"],
+                "stop_found": geo["field_stop_radius_px"] > 0,
                 "polarity_ok": geo["polarity"] == truth["polarity"],
                 "type_ok": same_zones(cfg, geo["fiber_type"], truth["fiber_type"]),
                 "type_source": geo["fiber_type_source"],
@@ -191,6 +216,7 @@ def summary(df, ms):
             (f"zone IoU {zone} >= 0.98 (%)", 100 * (iou >= 0.98).mean(), "100", (iou >= 0.98).all()),
         ]
     rows += [
+        ("round field stop found (%)", 100 * ok.stop_found.mean(), "", ""),
         ("polarity correct (%)", 100 * ok.polarity_ok.mean(), "", ""),
         ("fiber type (zones) correct (%)", 100 * ok.type_ok.mean(), "", ""),
         ("... where the core shows (%)", 100 * ok[ok.core_visible_true].type_ok.mean(), "", ""),
@@ -212,11 +238,16 @@ def main(argv=None) -> int:
     p.add_argument("--true-type", action="store_true",
                    help="give each image its true fiber type (default: as configured, "
                         "fiber.type auto chooses among auto_types)")
-    p.add_argument("--coarse", action="store_true",
-                   help="0.8-1.2 µm/px on 320x240 to 640x480 images")
+    scale = p.add_mutually_exclusive_group()
+    scale.add_argument("--coarse", action="store_true",
+                       help="0.8-1.2 µm/px on 320x240 to 640x480 images")
+    scale.add_argument("--fine", action="store_true", help="0.12-0.25 µm/px")
+    p.add_argument("--field-stop", action="store_true",
+                   help="each image seen through a round field stop")
     args = p.parse_args(argv)
     cfg = load_config()
-    df = evaluate(args.n, args.seed, cfg, args.true_type, COARSE if args.coarse else None)
+    ranges = COARSE if args.coarse else FINE if args.fine else None
+    df = evaluate(args.n, args.seed, cfg, args.true_type, ranges, args.field_stop)
     ms = time_per_image(args.n_time, args.seed + 1000, cfg, args.true_type)
     if args.dump:
         df.to_parquet(args.dump, index=False)

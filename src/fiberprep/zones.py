@@ -839,13 +839,12 @@ def _black_outside(small, cx, cy, r, params):
 
 def _core_of(fiber, disc, core_ratios, params):
     """Whether the circle ``fiber`` (as ``_strongest_circle`` returns it) may be the
-    core of the bright disc ``(cx, cy, r)``: centered within 0.1 of the disc's radius
-    plus 2 small pixels (the coarse centers of a faint core and of its cladding
-    differ by up to ~0.1 of it) and ``type_core_tolerance`` of one of the
-    ``core_ratios`` of its radius."""
+    core of the bright disc ``(cx, cy, r)``: centered within ``coarse_radius_rel`` of
+    the disc's radius plus 2 small pixels and within ``type_core_tolerance`` of one of
+    the ``core_ratios`` of its radius."""
     fx, fy, (fr, _, _) = fiber
     cx, cy, r = disc
-    if math.hypot(fx - cx, fy - cy) > 0.1 * r + 2:
+    if math.hypot(fx - cx, fy - cy) > params["coarse_radius_rel"] * r + 2:
         return False
     tol = params["type_core_tolerance"]
     return any(abs(fr / r - q) <= tol * q for q in core_ratios)

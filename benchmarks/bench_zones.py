@@ -33,7 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load_config, synth_cases  # noqa: E402
 
-from fiberprep import pipeline, zones  # noqa: E402
+from fiberprep import pipeline, synth, zones  # noqa: E402
 from fiberprep.io import ImageRejected  # noqa: E402
 
 
@@ -77,17 +77,15 @@ STOPS = ((0.48, 0.0), (0.45, 0.05), (0.42, 0.1))
 
 
 def behind_round_stop(gray, truth, layout):
-    """``gray`` seen through a round field stop (``layout`` as ``STOPS``; 3 % black
-    beyond it, its edge blurred 2 px) and the truth with the contact and ferrule
-    zones beyond it outside."""
+    """``gray`` seen through a round field stop (``layout`` as ``STOPS``;
+    ``synth.round_field_stop``) and the truth with the contact and ferrule zones
+    beyond it outside."""
     frac, shift = layout
     h, w = gray.shape
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    inside = np.hypot(xx - (0.5 + shift) * w, yy - 0.5 * h) < frac * max(h, w)
-    lit = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 2.0)
+    gray, lit = synth.round_field_stop(gray, ((0.5 + shift) * w, 0.5 * h), frac * max(h, w))
     zone_map = truth["zone_map"].copy()
     zone_map[(lit < 0.5) & (zone_map >= zones.ZONE_IDS["contact"])] = zones.ZONE_IDS["outside"]
-    return gray * lit + 0.03 * (1 - lit), {**truth, "zone_map": zone_map}
+    return gray, {**truth, "zone_map": zone_map}
 
 
 def evaluate(n, seed, cfg, true_type=False, ranges=None, stops=False):

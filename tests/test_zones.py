@@ -797,14 +797,6 @@ def test_field_of_view_keeps_dark_defects_and_dark_fiber_at_the_border():
     assert not field[:, 630:].any() and field[:, : 630 - PARAMS["fov_margin_px"]].all()
 
 
-def _behind_circular_stop(image, center, radius, black=0.03):
-    """``image`` seen through a circular field stop: black (blurred edge) beyond it."""
-    h, w = image.shape
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    lit = cv2.GaussianBlur((np.hypot(xx - center[0], yy - center[1]) < radius).astype(np.float32), (0, 0), 2.0)
-    return image * lit + black * (1 - lit), np.hypot(xx - center[0], yy - center[1])
-
-
 @pytest.mark.parametrize("layout", [(0.48, 0.0), (0.44, 0.03), (0.40, 0.06)])
 def test_circular_field_stop_is_neither_the_fiber_nor_analysed(layout):
     # a scope's round field stop is a bright disc with black around it, larger than the
@@ -816,7 +808,9 @@ def test_circular_field_stop_is_neither_the_fiber_nor_analysed(layout):
         spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], um_per_px=(0.3, 0.6), p_frame=0.0)
         image, truth = synth.render(spec, rng)
         center, radius = (400 + shift * 800, 300), frac * 800
-        img, d = _behind_circular_stop(image.astype(np.float32) / 255, center, radius)
+        img, _ = synth.round_field_stop(image.astype(np.float32) / 255, center, radius)
+        yy, xx = np.mgrid[: img.shape[0], : img.shape[1]]
+        d = np.hypot(xx - center[0], yy - center[1])
         geo = zones.measure_geometry(img, AUTO, PARAMS)
         assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=0.01)
         stop = (geo["field_stop_x"], geo["field_stop_y"], geo["field_stop_radius_px"])

@@ -710,6 +710,17 @@ def _optics(img, blur_px):
     return cv2.GaussianBlur(img, (0, 0), blur_px) if blur_px > 0.05 else img
 
 
+def round_field_stop(image, center, radius, black=0.03, blur_px=2.0):
+    """``image`` (float, 2-D) seen through a scope's round field stop centered at
+    ``center`` (x, y): ``black`` beyond ``radius`` px, the edge blurred ``blur_px``.
+    Returns the image and the lit fraction of each pixel."""
+    h, w = image.shape
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    inside = np.hypot(xx - center[0], yy - center[1]) < radius
+    lit = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), blur_px)
+    return image * lit + black * (1 - lit), lit
+
+
 def _defect_table(instance, zone_map, effect, sigma, spec, sizes):
     """Renumber visible defects 1..n and measure each against the true zones.
 

@@ -59,6 +59,8 @@ NO_FIBER = (
     "zones.um_per_px_range allows is not searched)"
 )
 
+# A round field stop around the fiber (measure_geometry; 0 when none).
+FIELD_STOP_KEYS = ("field_stop_x", "field_stop_y", "field_stop_radius_px")
 GEOMETRY_KEYS = (
     "center_x",
     "center_y",
@@ -78,9 +80,7 @@ GEOMETRY_KEYS = (
     "polarity",
     "fiber_type",
     "fiber_type_source",
-    "field_stop_x",
-    "field_stop_y",
-    "field_stop_radius_px",
+    *FIELD_STOP_KEYS,
 )
 
 
@@ -225,7 +225,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         "polarity": polarity,
         "fiber_type": name,
         "fiber_type_source": type_source,
-        **dict(zip(("field_stop_x", "field_stop_y", "field_stop_radius_px"), stop or (0.0,) * 3)),
+        **dict(zip(FIELD_STOP_KEYS, stop or (0.0,) * 3)),
     }
 
 
@@ -497,8 +497,8 @@ def _beyond_stop(gray, geometry, params):
     """
     from skimage.measure import CircleModel, ransac
 
-    r = geometry["field_stop_radius_px"]
-    d = _distance(gray.shape, geometry["field_stop_x"], geometry["field_stop_y"])
+    cx, cy, r = (geometry[k] for k in FIELD_STOP_KEYS)
+    d = _distance(gray.shape, cx, cy)
     ring = gray[(d >= 0.8 * r) & (d < 0.9 * r)]
     level = float(median(ring if ring.size else gray.ravel()))
     dark = cv2.GaussianBlur(gray, (0, 0), 1.0) < params["fov_dark_ratio"] * level
@@ -661,9 +661,7 @@ def _no_fiber_geometry(um_per_px, assumed_um_per_px):
     nan = float("nan")
     geo = dict.fromkeys(GEOMETRY_KEYS, nan)
     geo.update(
-        field_stop_x=0.0,
-        field_stop_y=0.0,
-        field_stop_radius_px=0.0,
+        dict.fromkeys(FIELD_STOP_KEYS, 0.0),
         core_visible=False,
         confidence=1.0,
         polarity="none",
@@ -701,8 +699,6 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     n_edge = max(1, int(params["edge_fraction"] * mag.size))
     thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
     ys, xs = np.nonzero(mag > thr)
-    if len(xs) < 20:
-        raise ImageRejected(NO_FIBER.format(seen="no edges"))
     edges = (xs, ys, gx, gy, mag)
     radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
     cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params)

@@ -397,6 +397,21 @@ def test_dark_pit_ahead_of_bright_scratch_is_its_own_defect(cfg):
     assert iou_line >= 0.3 and iou_pit >= 0.3 and n_line != n_pit
 
 
+@pytest.mark.parametrize("gap_um", [3.0, 4.0])
+def test_dark_pit_ahead_of_a_shaded_groove_is_no_bead_of_it(cfg, gap_um):
+    # a shaded groove's polarity is near 0, so the opposite-polarity rule lets a dark dot
+    # ahead of its end join as a bead; a round bead must be of the line's polarity (the
+    # old rule joined the pit, IoU 0.03 / 0.02)
+    line = dict(SCRATCH, width_um=4.0, polarity="bright", contrast=0.4, dx_um=75.0, dy_um=-40.0,
+                angle_deg=90.0, length_um=70.0, relief=True)
+    pit = dict(PIT, size_um=3.0, dx_um=75.0, dy_um=gap_um)
+    gray, truth = _scene(cfg, seed=6, defects=[line, pit])
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    n_line, iou_line = _best_iou(pred, truth["instance_map"] == 1)
+    n_pit, iou_pit = _best_iou(pred, truth["instance_map"] == 2)
+    assert iou_line >= 0.5 and iou_pit >= 0.5 and n_line != n_pit
+
+
 def test_dark_and_bright_parallel_scratches_stay_apart(cfg):
     # overlapping parallel scratches 6 µm apart, one dark and one bright: two defects, not
     # the two flanks of one groove

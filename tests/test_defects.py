@@ -892,6 +892,34 @@ def test_band_keeps_a_particle_and_a_notch_but_not_a_thin_arc(cfg):
     assert not out[arc].any()
 
 
+def test_band_keeps_two_particles_side_by_side_but_not_three_grains(cfg):
+    """A second particle within arc_um on the band is no texture: each of two seeds
+    (|z| 40 and 30, 15 px apart); three grains there (a rough ring's) do not, and
+    the lone particle of the same band still does (the old reference, the band's
+    largest |z| around, kept neither of the pair)."""
+    from fiberprep.defects import _band_outliers
+
+    params = cfg["detection"]
+    px = lambda um: um / 0.5  # noqa: E731
+    yy, xx = np.mgrid[0:600, 0:600]
+    r = np.hypot(yy - 300, xx - 300)
+    ang = np.degrees(np.arctan2(yy - 300, xx - 300))
+    band = np.abs(r - 250) < 8
+    absz = np.abs(np.random.default_rng(2).normal(0, 1, r.shape)).astype(np.float32)
+    tang = lambda centre: np.abs((ang - centre + 180) % 360 - 180) * np.pi / 180 * 250  # noqa: E731
+    dot = lambda centre: np.hypot(tang(centre), r - 250) < 4  # noqa: E731
+    pair = [dot(0), dot(3.4)]  # 15 px apart along the edge
+    grains = [dot(120), dot(123.4), dot(126.8)]
+    lone = dot(240)
+    for shape, value in zip(pair + grains + [lone], [40, 30, 40, 35, 30, 40]):
+        absz[shape] = value
+    cand = np.logical_or.reduce(pair + grains + [lone]) & band
+    out = _band_outliers(cand, absz, band, 1, px, params)
+    assert all(out[p & band].all() for p in pair)
+    assert not any(out[g].any() for g in grains)
+    assert out[lone & band].all()
+
+
 def test_a_strong_particle_in_a_textured_band_seeds_and_its_grain_does_not(cfg):
     """The textured bins of an edge annulus (a rough epoxy ring) seed nothing by the
     normal rule; a compact particle standing out from all of the band's grain around it

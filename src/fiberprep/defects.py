@@ -1075,7 +1075,8 @@ def _band_outliers(cand, absz, band, blur_px, px, params):
     times as long as wide: the epoxy ring's and a misfit's residues are thin arcs)
     and standing out from the band's own texture: peak |z| at least
     ``band_texture_factor`` times the largest |z| of the band within
-    ``arc_um`` around them (beyond twice ``blur_px`` of the body). A particle
+    ``arc_um`` around them (beyond twice ``blur_px`` of the body, and of the
+    body of one other component there: two particles side by side). A particle
     on a smooth edge does; a grain of a rough epoxy ring, among its like,
     does not."""
     reach, excl = int(math.ceil(px(params["arc_um"]))), 2 * blur_px
@@ -1101,6 +1102,11 @@ def _band_outliers(cand, absz, band, blur_px, px, params):
             continue
         d = cv2.distanceTransform(1 - body.view(np.uint8), cv2.DIST_L2, 3)
         around = band[win] & (d > excl) & (d <= reach)
+        # one other candidate there is a second particle, not texture (its body and
+        # blur are left out); two or more are grains of a rough ring, and stay
+        others = (lab[win] > 0) & (lab[win] != i)
+        if others.any() and np.unique(lab[win][others]).size == 1:
+            around &= cv2.dilate(others.view(np.uint8), _disk(2 * excl + 1)) == 0
         keep[i] = peak >= k * (absz[win][around].max() if around.any() else 0.0)
     out[box] = keep[lab]
     return out

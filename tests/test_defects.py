@@ -865,6 +865,18 @@ def test_film_pieces_across_the_glass_edge_join_but_a_drop_or_particle_beside_a_
     assert out[200 + 120, 200] == 0 and out[200, 200 - 120] == 0
 
 
+def _edge_band(seed):
+    """A 600 x 600 px edge band at radius 250 px (8 px each side) with unit |z| noise:
+    ``(radius map, tang, band, |z|)``, ``tang(angle)`` the distance along the edge (px)
+    from the point at ``angle`` degrees."""
+    yy, xx = np.mgrid[0:600, 0:600]
+    r = np.hypot(yy - 300, xx - 300)
+    ang = np.degrees(np.arctan2(yy - 300, xx - 300))
+    absz = np.abs(np.random.default_rng(seed).normal(0, 1, r.shape)).astype(np.float32)
+    tang = lambda centre: np.abs((ang - centre + 180) % 360 - 180) * np.pi / 180 * 250  # noqa: E731
+    return r, tang, np.abs(r - 250) < 8, absz
+
+
 def test_band_keeps_a_particle_and_a_notch_but_not_a_thin_arc(cfg):
     """On an edge band only what stands out from the band's texture may seed: a round
     particle, and a chip, a notch three times as long as it is deep along the edge, do;
@@ -872,22 +884,14 @@ def test_band_keeps_a_particle_and_a_notch_but_not_a_thin_arc(cfg):
     the same strength does not."""
     from fiberprep.defects import _band_outliers
 
-    params = cfg["detection"]
-    px = lambda um: um / 0.5  # noqa: E731
-    yy, xx = np.mgrid[0:600, 0:600]
-    r = np.hypot(yy - 300, xx - 300)
-    ang = np.degrees(np.arctan2(yy - 300, xx - 300))
-    band = np.abs(r - 250) < 8
-    rng = np.random.default_rng(1)
-    absz = np.abs(rng.normal(0, 1, r.shape)).astype(np.float32)
-    tang = lambda centre: np.abs((ang - centre + 180) % 360 - 180) * np.pi / 180 * 250  # noqa: E731
+    r, tang, band, absz = _edge_band(1)
     particle = np.hypot(tang(0), r - 250) < 5
     notch = (tang(120) < 9) & (np.abs(r - 250) < 3)  # 18 x 6 px
     arc = (tang(240) < 20) & (np.abs(r - 250) < 2.5)  # 40 x 5 px
     for shape in (particle, notch, arc):
         absz[shape] = 40.0
     cand = (particle | notch | arc) & band
-    out = _band_outliers(cand, absz, band, 1, px, params)
+    out = _band_outliers(cand, absz, band, 1, lambda um: um / 0.5, cfg["detection"])
     assert out[particle & band].all() and out[notch & band].all()
     assert not out[arc].any()
 
@@ -899,14 +903,7 @@ def test_band_keeps_two_particles_side_by_side_but_not_three_grains(cfg):
     largest |z| around, kept neither of the pair)."""
     from fiberprep.defects import _band_outliers
 
-    params = cfg["detection"]
-    px = lambda um: um / 0.5  # noqa: E731
-    yy, xx = np.mgrid[0:600, 0:600]
-    r = np.hypot(yy - 300, xx - 300)
-    ang = np.degrees(np.arctan2(yy - 300, xx - 300))
-    band = np.abs(r - 250) < 8
-    absz = np.abs(np.random.default_rng(2).normal(0, 1, r.shape)).astype(np.float32)
-    tang = lambda centre: np.abs((ang - centre + 180) % 360 - 180) * np.pi / 180 * 250  # noqa: E731
+    r, tang, band, absz = _edge_band(2)
     dot = lambda centre: np.hypot(tang(centre), r - 250) < 4  # noqa: E731
     pair = [dot(0), dot(3.4)]  # 15 px apart along the edge
     grains = [dot(120), dot(123.4), dot(126.8)]
@@ -914,7 +911,7 @@ def test_band_keeps_two_particles_side_by_side_but_not_three_grains(cfg):
     for shape, value in zip(pair + grains + [lone], [40, 30, 40, 35, 30, 40]):
         absz[shape] = value
     cand = np.logical_or.reduce(pair + grains + [lone]) & band
-    out = _band_outliers(cand, absz, band, 1, px, params)
+    out = _band_outliers(cand, absz, band, 1, lambda um: um / 0.5, cfg["detection"])
     assert all(out[p & band].all() for p in pair)
     assert not any(out[g].any() for g in grains)
     assert out[lone & band].all()

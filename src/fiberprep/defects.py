@@ -1092,7 +1092,8 @@ def _band_outliers(cand, absz, band, blur_px, px, params):
     for i in range(1, n):
         x, y, cw, ch = stats[i, :4]
         win = np.s_[max(y - reach, 0):min(y + ch + reach, h), max(x - reach, 0):min(x + cw + reach, w)]
-        own = (lab[win] == i).astype(np.uint8)
+        near = lab[win]
+        own = (near == i).astype(np.uint8)
         peak = absz[win][own > 0].max()
         # its body: what joins it above half its peak (an arc of the epoxy ring is long)
         body = _reconstruct(own > 0, absz[win] >= 0.5 * peak)
@@ -1104,8 +1105,8 @@ def _band_outliers(cand, absz, band, blur_px, px, params):
         around = band[win] & (d > excl) & (d <= reach)
         # one other candidate there is a second particle, not texture (its body and
         # blur are left out); two or more are grains of a rough ring, and stay
-        others = (lab[win] > 0) & (lab[win] != i)
-        if others.any() and np.unique(lab[win][others]).size == 1:
+        others = (near > 0) & (near != i)
+        if others.any() and np.unique(near[others]).size == 1:
             around &= cv2.dilate(others.view(np.uint8), _disk(2 * excl + 1)) == 0
         keep[i] = peak >= k * (absz[win][around].max() if around.any() else 0.0)
     out[box] = keep[lab]

@@ -446,6 +446,24 @@ def test_valley_behind_a_bright_bevel_rim_is_an_epoxy_ring(ring, width, fringe):
         assert edge == pytest.approx(-width, abs=0.5)
 
 
+@pytest.mark.parametrize("rim", [True, False])
+def test_shallow_valley_behind_a_bright_bevel_rim_is_still_an_epoxy_ring(rim):
+    # ring light: a dark fiber (0.20) brightening in a bevel rim (0.24), a dark epoxy ring
+    # (0.12) and a bright ferrule (0.80), blurred (an independent renderer's image whose
+    # radius came out +5.6 %). The valley is under a fifth of the ring-to-ferrule step deep,
+    # but beyond a bright rim it can be no dark bevel of the glass: it is the ring, and the
+    # glass ends at its inner edge. Without the rim so shallow a valley is no ring
+    steps = np.arange(-40.0, 23.0, 0.5)
+    inside = 0.24 if rim else 0.20
+    level = _edge_profile(steps, [-10.0, -6.0, 0.0], [0.20, inside, 0.12], 0.80, blur=1.5)
+    textured = (steps >= -6.0) & (steps <= 0.0)
+    edge = zones._dark_ring(level, textured, textured, steps, 1.0, 20.0, 5.0, False, PARAMS)
+    if rim:
+        assert edge == pytest.approx(-6.0, abs=0.5)
+    else:
+        assert edge is None
+
+
 def test_bright_dark_bright_lines_at_the_edge_are_the_glass_edges_diffraction_pattern():
     # a narrow dark line between a bright line inside and a bright fringe outside, all
     # around (a coaxial scope's glass edge: real_images/dimension_scope_91um_core): the

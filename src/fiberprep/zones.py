@@ -1463,9 +1463,8 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     the glass within ``wide_px`` + 3 px inside the valley, bounds the glass: a glass
     edge has one bevel, so the valley beyond it is a ring however narrow, even when no
     darker than the glass and at ``_RIM_RING_DEPTH`` of the depth needed otherwise. Not
-    so under ``fringe``, a bright fringe all around
-    outside: bright, dark and bright lines are the diffraction pattern of a coaxial
-    scope's glass edge. Epoxy is rough:
+    so under ``fringe``, a bright fringe all around outside: bright, dark and bright
+    lines are the diffraction pattern of a coaxial scope's glass edge. Epoxy is rough:
     when the valley from that crossing to its floor is mostly ``textured``
     (:func:`_epoxy_shift`'s texture ratio over the glass), the crossing is the glass
     edge; a smooth stretch there is a dark bevel of the glass itself, and the glass
@@ -1510,7 +1509,7 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     # and even when no darker than the glass
     rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
     bright_rim = not fringe and rim.max() - float(median(flat)) >= params["epoxy_level_share"] * depth
-    if depth < need and not bright_rim:
+    if depth < need and not bright_rim:  # only a rim lets a shallow valley be a ring
         return None
     # else the glass is never as low as the ring, and a valley narrower than a bevel line
     # may be a dark bevel of the glass itself

@@ -131,6 +131,20 @@ def test_particle_on_a_core_edge_is_not_taken_into_the_arcs(cfg, seed):
     assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.6
 
 
+@pytest.mark.parametrize("gap_um", [4.0, 9.0])
+def test_particles_facing_each_other_across_a_core_edge_stay_apart(cfg, gap_um):
+    # two 12 µm particles, one on each side of a 50 µm core's edge, gap_um apart: the
+    # band between them holds background, not a particle's residual, so no join
+    half = (12.0 + gap_um) / 2
+    pair = [dict(PIT, type="dust", size_um=12.0, irregularity=0.15, aspect=1.2, dx_um=25.0 + s * half,
+                 dy_um=0.0, contrast=0.5) for s in (-1, 1)]
+    gray, truth = _scene(cfg, seed=3, defects=pair, fiber="mm_50", um_per_px=0.7, core_visible=True,
+                         polarity="bright", ferrule_level=0.2, cladding_level=0.8, core_level=0.6)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    a, b = _instances_of(pred, truth)
+    assert len(a) == len(b) == 1 and a != b
+
+
 def test_arc_outliers_keep_an_edge_shift_and_replace_a_particle():
     from fiberprep.defects import _arc_outliers_to_median
     params = {"flatten_clip_sigma": 3.0, "ring_film_contrast": 0.035}
@@ -675,6 +689,23 @@ def test_scratch_passing_the_centre_with_defects_around_is_no_annulus():
     kept, _ = _drop_rings(labels, source, (96.0, 100.0, 130.0, r, (100.0, 100.0), 96.0),
                           lambda um: um, params)
     assert kept.max() == 1 and (kept[labels == 1] == 1).all() and not kept[labels == 2].any()
+
+
+def test_crescent_along_a_rim_is_dropped_a_straight_band_as_thick_is_not():
+    # both keep within 12-14 % of their mean radius (~65 px): the crescent spans 80
+    # degrees around the centre (a core rim's shading), the straight band 55 (a scratch)
+    from fiberprep.defects import _drop_rings
+    yy, xx = np.mgrid[0:200, 0:200]
+    r = np.hypot(xx - 100.0, yy - 100.0).astype(np.float32)
+    t = np.degrees(np.arctan2(yy - 100.0, xx - 100.0))
+    labels = np.zeros((200, 200), np.uint16)
+    labels[(r >= 60) & (r < 68) & (np.abs(t) <= 40)] = 1
+    labels[(yy >= 161) & (yy < 165) & (np.abs(xx - 100) <= 32)] = 2
+    source = np.array([0, 1, 1], np.int8)
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 400.0, "scratch_min_length_um": 10.0}
+    kept, _ = _drop_rings(labels, source, (150.0, 160.0, 170.0, r, (100.0, 100.0), 150.0),
+                          lambda um: um, params)
+    assert not kept[labels == 1].any() and (kept[labels == 2] > 0).all()
 
 
 @pytest.mark.real

@@ -1009,6 +1009,12 @@ def _join_across_edges(labels, source, lin, regions, band, px, params):
     and come within ``film_gap_um`` of each other are one film; the unlabelled
     pixels of the edge ``band`` that their closing over that gap covers join it.
     (A bright drop on the ferrule beside a dark film on the glass are two defects.)
+    A denser particle across the edge is joined the same way when a path of its
+    sign's residual runs through the band from one piece to the other, at least
+    half the weaker piece's half-way level (``mask_level``; the edge model takes up to
+    half of a particle's contrast in the band) and ``coarse_min_contrast``: two
+    particles facing each other across a clean edge have background between, and
+    two along a dark edge only the edge's faint residue.
     """
     n = int(labels.max()) + 1
     ys, xs = _nonzero(labels)
@@ -1019,29 +1025,54 @@ def _join_across_edges(labels, source, lin, regions, band, px, params):
     fine = _label_median(k, lin[ys, xs], n)
     # each label's physical region (ids 0..3): the one holding most of its pixels
     region = np.bincount(4 * k.astype(np.int64) + regions[ys, xs], minlength=4 * n).reshape(n, 4).argmax(axis=1)
+    region_piece = (source[:n] == _REGION) & (np.arange(n) > 0)
     film = ((area >= px(1.0) ** 2 * params["film_piece_um2"])
-            & (np.abs(fine) < math.log1p(params["film_max_contrast"]))
-            & (source[:n] == _REGION) & (np.arange(n) > 0))
+            & (np.abs(fine) < math.log1p(params["film_max_contrast"])) & region_piece)
     # ... and faint throughout: a particle on the edge has a dense body beside its
     # band-dimmed rest
     for i in np.flatnonzero(film):
         sel = k == i
         film[i] = np.percentile(np.abs(lin[ys[sel], xs[sel]]), 90) < params["film_max_contrast"]
-    ids = np.flatnonzero(film)
+    ids = np.flatnonzero(region_piece)
     if len(np.unique(region[ids])) < 2:
         return labels, source
     reach = int(math.ceil(px(params["film_gap_um"])))
+    floor = math.log1p(params["coarse_min_contrast"])
     boxes = _label_boxes(labels, n)
-    pieces = []  # each film piece: its mask in its box, and widened by the gap
+    pieces = []  # each piece: its mask in its box (and widened by the gap, when asked)
     for i in ids:
-        (r0, c0), win = boxes[i], _widened(boxes[i], reach, labels.shape)
+        r0, c0 = boxes[i]
         pieces.append({"i": i, "own": (boxes[i], labels[boxes[i]] == i),
-                       "near": (win, _within(labels[win] == i, reach)),
                        "c": ((c0.start + c0.stop - 1) / 2, (r0.start + r0.stop - 1) / 2),
                        "extent": math.hypot(c0.stop - c0.start, r0.stop - r0.start) / 2})
+
+    def near(a):
+        if "near" not in a:
+            win = _widened(boxes[a["i"]], reach, labels.shape)
+            a["near"] = (win, _within(labels[win] == a["i"], reach))
+        return a["near"]
+
+    def bridge(members, win):
+        """The unlabelled band pixels of ``win`` on paths of the members' sign's
+        residual that connect two or more members."""
+        lab = labels[win]
+        level = max(floor, 0.5 * params["mask_level"] * np.abs(fine[members]).min())
+        path = band[win] & (lab == 0) & (np.sign(fine[members[0]]) * lin[win] >= level)
+        _, comp = cv2.connectedComponents((path | np.isin(lab, members)).view(np.uint8), connectivity=8)
+        held = np.zeros(comp.max() + 1, np.int64)
+        for m in members:
+            held[np.unique(comp[lab == m])] += 1
+        return path & (held >= 2)[comp]
+
+    def joinable(a, b):
+        i, j = a["i"], b["i"]
+        if region[i] == region[j] or np.sign(fine[i]) != np.sign(fine[j]) or not _meet(near(a), b["own"]):
+            return False
+        return (film[i] and film[j]) or bridge([i, j], _widened(_join_boxes(boxes, [i, j]), 1, labels.shape)).any()
+
     # pieces of one sign in different regions within the gap of each other are one film
-    root, pairs = _link_pieces(pieces, lambda a, b: region[a["i"]] != region[b["i"]] and np.sign(
-        fine[a["i"]]) == np.sign(fine[b["i"]]) and _meet(a["near"], b["own"]), reach)
+    # (or one particle across the edge)
+    root, pairs = _link_pieces(pieces, joinable, reach)
     if not pairs:
         return labels, source
     into = np.arange(n)
@@ -1049,10 +1080,10 @@ def _join_across_edges(labels, source, lin, regions, band, px, params):
     for r in np.unique(root[np.bincount(root, minlength=len(ids))[root] > 1]):
         members = ids[root == r]
         into[members] = members.min()  # the group takes its first label
-        box = tuple(slice(min(boxes[m][a].start for m in members), max(boxes[m][a].stop for m in members))
-                    for a in (0, 1))
-        win = _widened(box, reach, labels.shape)
+        win = _widened(_join_boxes(boxes, members), reach, labels.shape)
         closed = ~_within(~_within(np.isin(labels[win], members), reach), reach)  # closing
+        if not film[members].all():
+            closed &= bridge(members, win)
         out[win][closed & band[win] & (out[win] == 0)] = members.min()
     merged = into != np.arange(n)
     return _without(_relabel(out, into.astype(labels.dtype)), source, np.r_[merged, np.zeros(len(source) - n, bool)])
@@ -2261,13 +2292,17 @@ def _drop_rings(labels, source, ring, px, params):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
         drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
     # a thick ring: spans >= 60 degrees around the centre within 10 % of its radius, or
-    # >= 90 degrees within 15 % (a crescent along a core's rim) (a straight scratch that
-    # keeps within 10 / 15 % of its radius spans < 52 / 64 degrees)
-    for i in np.flatnonzero((spread <= 0.15 * r_mean) & ~drop & (np.arange(n) > 0)):
+    # >= 90 degrees within 15 % (a crescent along a core's rim); where no line was found in
+    # it (a bent scratch is one), in proportion between (a straight scratch that keeps
+    # within 10 / 12 / 15 % of its radius spans < 52 / 57 / 64 degrees)
+    share = spread / np.maximum(r_mean, 1e-9)
+    beyond = np.clip((share - 0.1) / 0.05, 0.0, 1.0)  # 0 at 10 %, 1 at 15 %
+    beyond = np.where(source[:n] == _REGION, beyond, np.ceil(beyond))
+    for i in np.flatnonzero((share <= 0.15) & ~drop & (np.arange(n) > 0)):
         on = k == i
         t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))
         gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
-        drop[i] = 2 * np.pi - gaps.max() >= (np.pi / 3 if spread[i] <= 0.1 * r_mean[i] else np.pi / 2)
+        drop[i] = 2 * np.pi - gaps.max() >= np.pi / 3 + np.pi / 6 * beyond[i]
     # an annulus around the centre (a step in the glass: a core edge the zones did not
     # report): it covers three quarters of the directions but keeps away from the centre
     # (a scratch passing it, merged with defects around it, sees as many directions)
@@ -2417,6 +2452,12 @@ def _label_boxes(labels, n):
     for row, v in enumerate((-ys, ys, -xs, xs)):
         np.maximum.at(ext[row], k, v)
     return [(slice(-e[0], e[1] + 1), slice(-e[2], e[3] + 1)) if e[1] >= 0 else None for e in ext.T]
+
+
+def _join_boxes(boxes, members):
+    """The bounding box (slices) of the boxes of ``members``."""
+    return tuple(slice(min(boxes[m][a].start for m in members), max(boxes[m][a].stop for m in members))
+                 for a in (0, 1))
 
 
 def _widened(box, margin, shape):

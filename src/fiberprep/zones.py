@@ -774,21 +774,19 @@ def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False):
         raise ImageRejected(NO_FIBER.format(seen="no edges"))
     hs, ws = mag.shape
     m = mag[ys, xs]
-    ux, uy = gx[ys, xs] / m, gy[ys, xs] / m
-    dx, dy = radii[None, :] * ux[:, None], radii[None, :] * uy[:, None]
     wgt = np.repeat(np.sqrt(m).astype(np.float64), len(radii))
     # votes are counted on the image padded by `off` (no vote reaches farther) and
-    # those outside the image are dropped; integer coordinates by truncation of these
-    # positive values, + 0.5 rounds to the nearest pixel
+    # those outside the image are dropped: the pixel nearest to each vote, the edge
+    # pixel's own index plus or minus the rounded offset along the gradient
     off = int(radii[-1]) + 2
     wp = ws + 2 * off
-    fx = xs.astype(np.float32)[:, None] + np.float32(off + 0.5)
-    fy = ys.astype(np.float32)[:, None] + np.float32(off + 0.5)
+    step = np.rint(radii[None, :] * (gy[ys, xs] / m)[:, None]).astype(np.int32)
+    step *= wp
+    step += np.rint(radii[None, :] * (gx[ys, xs] / m)[:, None]).astype(np.int32)
+    own = ((ys + off) * wp + xs + off).astype(np.int32)[:, None]
     acc = []
     for vote in (np.subtract, np.add):  # subtract: center toward darker side (dark disc)
-        idx = vote(fy, dy).astype(np.int32)
-        idx *= wp
-        idx += vote(fx, dx).astype(np.int32)
+        idx = vote(own, step)
         a = np.bincount(idx.ravel(), wgt, minlength=(hs + 2 * off) * wp).reshape(-1, wp)
         a = a[off : off + hs, off : off + ws].astype(np.float32)
         acc.append(cv2.GaussianBlur(a, (0, 0), 1.5))

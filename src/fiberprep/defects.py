@@ -2268,7 +2268,8 @@ def _drop_rings(labels, source, ring, px, params):
     the tolerance, the annulus widened by as much inward: a bevel or
     roll-off line the polar model leaves), and an
     instance spanning 60 degrees or more around the centre
-    within 10 % of its radius (90 within 15 %), and one around the centre (three quarters of
+    within 10 % of its radius (90 within 15 %; in proportion between when no line
+    was found in it), and one around the centre (three quarters of
     the directions) that keeps away from it (an annulus: a step in the glass).
     Returns the renumbered labels and per-label sources.
     """

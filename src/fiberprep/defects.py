@@ -102,7 +102,7 @@ def detect_defects(gray, zone_map, geometry, params):
     bins included, only strong, compact particles and chips that stand out from
     the band's texture; the pieces of one faint film, which the residual smoothed
     over half a coarse block connects, or which face each other across an edge,
-    are joined), LEI finds
+    are joined, and so are a particle's pieces either side of an edge band), LEI finds
     scratches (one label per scratch: crossing ones stay apart, bent and
     faded pieces are followed end to end; a second pass on a high-pass image finds
     lines too thin to stand out of a ferrule's grain at the LEI's resolution); a blob

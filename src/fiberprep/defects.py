@@ -2298,7 +2298,7 @@ def _drop_rings(labels, source, ring, px, params):
     # within 10 / 12 / 15 % of its radius spans < 52 / 57 / 64 degrees)
     share = spread / np.maximum(r_mean, 1e-9)
     beyond = np.clip((share - 0.1) / 0.05, 0.0, 1.0)  # 0 at 10 %, 1 at 15 %
-    beyond = np.where(source[:n] == _REGION, beyond, np.ceil(beyond))
+    beyond = np.where(source[:n] == _REGION, beyond, beyond > 0)  # a line: 60 or 90 degrees
     for i in np.flatnonzero((share <= 0.15) & ~drop & (np.arange(n) > 0)):
         on = k == i
         t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))

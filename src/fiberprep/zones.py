@@ -774,15 +774,18 @@ def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False):
         raise ImageRejected(NO_FIBER.format(seen="no edges"))
     hs, ws = mag.shape
     m = mag[ys, xs]
-    wgt = np.repeat(np.sqrt(m).astype(np.float64), len(radii))
+    # every other radius votes: the 1.5 px blur below closes the 2 px gaps along the
+    # gradient line (the same centers at half the cost)
+    voting = radii[::2]
+    wgt = np.repeat(np.sqrt(m).astype(np.float64), len(voting))
     # votes are counted on the image padded by `off` (no vote reaches farther) and
     # those outside the image are dropped: the pixel nearest to each vote, the edge
     # pixel's own index plus or minus the rounded offset along the gradient
     off = int(radii[-1]) + 2
     wp = ws + 2 * off
-    step = np.rint(radii[None, :] * (gy[ys, xs] / m)[:, None]).astype(np.int32)
+    step = np.rint(voting[None, :] * (gy[ys, xs] / m)[:, None]).astype(np.int32)
     step *= wp
-    step += np.rint(radii[None, :] * (gx[ys, xs] / m)[:, None]).astype(np.int32)
+    step += np.rint(voting[None, :] * (gx[ys, xs] / m)[:, None]).astype(np.int32)
     own = ((ys + off) * wp + xs + off).astype(np.int32)[:, None]
     acc = []
     for vote in (np.subtract, np.add):  # subtract: center toward darker side (dark disc)

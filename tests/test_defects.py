@@ -398,6 +398,21 @@ def test_sparse_label_helpers_match_numpy_and_scipy():
     assert _label_boxes(lab, int(lab.max()) + 1)[1:] == ndi.find_objects(lab)
 
 
+@pytest.mark.parametrize("seed,size_um", [(2, 28.0), (19, 28.0), (22, 26.0)])
+def test_dark_scratch_under_a_bright_particle_stays_a_scratch(cfg, seed, size_um):
+    # a bright particle lying on a short dark scratch leaves a few µm of it in view on
+    # either side: the scratch's dark pixels are no part of the particle (nor its flank)
+    line = dict(SCRATCH, width_um=2.7, contrast=0.35, dx_um=0.0, dy_um=20.0, angle_deg=96.0,
+                length_um=36.0)
+    dust = dict(PIT, type="dust", polarity="bright", contrast=0.4, size_um=size_um,
+                irregularity=0.4, aspect=1.8, angle_deg=118.0, dx_um=6.0, dy_um=20.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[line, dust], size=(640, 480))
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    n_line, iou_line = _best_iou(pred, truth["instance_map"] == 1)
+    n_dust, iou_dust = _best_iou(pred, truth["instance_map"] == 2)
+    assert iou_line >= 0.2 and iou_dust >= 0.5 and n_line != n_dust
+
+
 def test_dark_pit_ahead_of_bright_scratch_is_its_own_defect(cfg):
     # a small pit 11 µm beyond a scratch's end, where a bead of the scratch would be, but
     # dark ahead of a bright scratch: another defect

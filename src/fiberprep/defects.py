@@ -1913,7 +1913,10 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     than a bead (``_BEAD`` times the scratch's line width, and 3 px more): then it
     is its own defect (a pit or a particle on the scratch) and keeps its pixels;
     a scratch lying mostly on such a blob and never ``scratch_min_length_um``
-    away from it is the blob's flank and is dropped. The part of a candidate on a scratch whose
+    away from it is the blob's flank and is dropped, unless it lies on the blob's
+    pixels of the sign opposite to the blob's that are line-shaped (``linear_aspect``)
+    and lie mostly on scratches of their sign: those pixels are the scratch's (a dark
+    scratch under a bright particle). The part of a candidate on a scratch whose
     polarity (sign of ``zs``, ``_polarity_components``) is opposite to the
     scratch's is another defect too (a dark pit on a bright scratch), unless it is
     a line along the scratch (``linear_aspect``, within ``join_angle_deg``): the
@@ -1975,10 +1978,25 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     host = np.where(lies & ~wide, best, 0)
     host[0] = 0
     s_pol = _polarity(s, v, n_s)
-    # a line response lying mostly on such a wider blob and never leaving it by a scratch's
-    # length is the blob's flank (a crescent), not a scratch crossing it
     wide[0] = False
-    flank = on[wide].sum(0) >= 0.5 * np.maximum(np.bincount(s, minlength=n_s), 1)
+    s_area = np.maximum(np.bincount(s, minlength=n_s), 1)
+    # the pixels of a blob of the sign opposite to the blob's, line-shaped and lying mostly
+    # on scratches of that sign, are those scratches' (a dark scratch under a bright particle)
+    half = 2 * r + (v < 0)
+    h_sign = np.where(np.arange(2 * n_r) % 2, -1.0, 1.0)
+    h_major, h_minor = _axes(half, ys, xs, 2 * n_r)
+    lined = (r > 0) & (s > 0)
+    h_on = np.bincount(half[lined] * n_s + s[lined], minlength=2 * n_r * n_s).reshape(-1, n_s)
+    h_host = h_on.argmax(1)
+    adopt = ((np.repeat(host, 2) == 0) & (h_sign * np.repeat(_polarity(r, v, n_r), 2) < _OPPOSITE)
+             & (h_major >= params["linear_aspect"] * np.maximum(h_minor, 1.0))
+             & (h_on.sum(1) >= 0.5 * np.bincount(half, minlength=2 * n_r))
+             & (h_sign * s_pol[h_host] > -_OPPOSITE))
+    adopt[:2] = False
+    # a line response lying mostly on such a wider blob (not on a part of it those take)
+    # and never leaving it by a scratch's length is the blob's flank (a crescent), not a
+    # scratch crossing it
+    flank = (on[wide].sum(0) >= 0.5 * s_area) & (h_on[adopt].sum(0) < 0.5 * s_area)
     flank[0] = False
     if flank.any():
         # distance to the blobs, in the box of those scratches widened by the length
@@ -2009,6 +2027,10 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
         r = np.where(split[p], n_r + p, r)
         host = np.concatenate([host, np.zeros(n_p, host.dtype)])
         n_r += n_p
+    if adopt.any():  # (halves of blobs no scratch hosts: the split left them as they were)
+        r = np.where(adopt[half], n_r + half, r)
+        host = np.concatenate([host, np.where(adopt, h_host, 0)])
+        n_r += adopt.size
     r, host, n_r = _split_blobs(r, host, n_r, by, bx, s_width, min_area, _ROUND)
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))

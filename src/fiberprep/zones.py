@@ -388,7 +388,8 @@ def zone_label_map(shape, geometry, zones_um, um_per_px, ferrule=True, field=Non
     if field is not None:
         if field.shape != labels.shape:
             raise ValueError(f"field has shape {field.shape}, expected {labels.shape}")
-        labels[~field & (labels >= ZONE_IDS["contact"])] = ZONE_IDS["outside"]
+        if not field.all():  # (most frames show no field stop)
+            labels[~field & (labels >= ZONE_IDS["contact"])] = ZONE_IDS["outside"]
     return labels
 
 
@@ -554,8 +555,14 @@ def _stop_depth(img, lvl, max_depth, margin, params):
     from scipy.ndimage import median_filter
 
     n_rows, n_cols = img.shape
+    below = lvl[max_depth : 2 * max_depth]
+    # every level is a percentile of these rows, so at most their largest value: where no
+    # pixel above them is darker than the ratio x that, no column has a dark run
+    # (NaN, the fiber, compares False: never dark)
+    if not (np.fmax.reduce(below, axis=None) * params["fov_dark_ratio"] > lvl[:max_depth]).any():
+        return np.zeros(n_cols, int)
     k = 2 * int(params["fov_min_extent_rel"] * n_cols) + 1
-    strip = np.sort(lvl[max_depth : 2 * max_depth], axis=0)  # NaN sorts last
+    strip = np.sort(below, axis=0)  # NaN sorts last
     n_valid = (~np.isnan(strip)).sum(axis=0)
     seen = n_valid > 0
     if not seen.any():

@@ -472,7 +472,8 @@ def field_of_view(gray, params, geometry=None):
             continue
         rows = 2 * max_depth + 2
         strip = cv2.GaussianBlur(np.ascontiguousarray(img[:rows]), (0, 0), 0.5)[: 2 * max_depth]
-        lvl = np.where(fiber[: 2 * max_depth], np.float32(np.nan), strip)
+        near = fiber[: 2 * max_depth]
+        lvl = np.where(near, np.float32(np.nan), strip) if near.any() else strip
         depth = _stop_depth(strip, lvl, max_depth, max(1, round(margin / 2)), params)
         # back to full resolution: two columns per half-res one, the odd last repeats
         reach = np.repeat(np.where(depth > 0, 2 * depth + margin, 0), 2)

@@ -1807,9 +1807,10 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     for base in sorted({1, h}):
         margin = 3 if base == 1 else 2 + 3 * base
         radii = np.arange(max(1.0, lo - margin), hi + margin + 1)
-        rr = _ellipse_radius(clad["shape"], phi)[:, None] * (radii / r_clad)[None, :]
-        mx = (cx + rr * np.cos(phi)[:, None]).astype(np.float32)
-        my = (cy + rr * np.sin(phi)[:, None]).astype(np.float32)
+        # one row per radius, one column per ray: medians over the rays run along rows
+        rr = (radii / r_clad)[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
+        mx = (cx + rr * np.cos(phi)[None, :]).astype(np.float32)
+        my = (cy + rr * np.sin(phi)[None, :]).astype(np.float32)
         prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         step = _core_step(prof, base, radii, lo, hi, params)
         if step is not None:
@@ -1846,8 +1847,8 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
 
 
 def _core_step(prof, h, radii, lo, hi, params):
-    """The core's step on ray profiles ``prof`` sampled at ``radii`` (px), read over +-h
-    samples: ``(radius, sign, strength)`` or None.
+    """The core's step on ray profiles ``prof`` (one row per radius of ``radii``, px, one
+    column per ray), read over +-h samples: ``(radius, sign, strength)`` or None.
 
     The step is the strongest peak, within [lo, hi], of the median over rays of
     half the level change across +-h (a step that keeps growing past the range's
@@ -1860,8 +1861,8 @@ def _core_step(prof, h, radii, lo, hi, params):
     its strength the median level's gradient there relative to the level, which
     must reach ``core_min_rel_gradient`` too (an edge, not a broad shading).
     """
-    grad = (prof[:, 2 * h :] - prof[:, : -2 * h]) * 0.5
-    med = median(grad, axis=0)
+    grad = (prof[2 * h :] - prof[: -2 * h]) * 0.5
+    med = median(grad, axis=1)
     strength = np.abs(med)
     at = radii[h:-h]
     peak = np.zeros(len(med), bool)
@@ -1870,8 +1871,8 @@ def _core_step(prof, h, radii, lo, hi, params):
     if not len(idx):
         return None
     k = int(idx[np.argmax(strength[idx])])
-    spread = 1.4826 * float(median(np.abs(grad[:, k] - med[k]))) / math.sqrt(len(grad))
-    level = max(abs(float(median(prof[:, k + h]))), 1e-6)
+    spread = 1.4826 * float(median(np.abs(grad[k] - med[k]))) / math.sqrt(grad.shape[1])
+    level = max(abs(float(median(prof[k + h]))), 1e-6)
     if abs(med[k]) < max(params["core_min_snr"] * max(spread, 1e-6),
                          params["core_min_rel_gradient"] * level):
         return None
@@ -1881,7 +1882,7 @@ def _core_step(prof, h, radii, lo, hi, params):
     # over the wide baseline, a smooth fall-off of the light (vignetting) steps too: a
     # step rises by more than twice what the median level does over +-h beside it
     c = k + h  # the step's center sample
-    lv = median(prof[:, max(0, c - 3 * h) : c + 3 * h + 1], axis=0)
+    lv = median(prof[max(0, c - 3 * h) : c + 3 * h + 1], axis=1)
     j = min(c, 3 * h)
     beside = max(sign * (lv[j - h] - lv[max(0, j - 3 * h)]), sign * (lv[-1] - lv[j + h]), 0.0)
     if sign * (lv[j + h] - lv[j - h]) < 2.0 * beside:

@@ -657,7 +657,12 @@ def equal_area_radius2(dx, dy, e, theta):
     a = c * c * k + s * s / k
     b = 2 * c * s * (k - 1 / k)
     d = s * s * k + c * c / k
-    return a * (dx * dx) + b * (dx * dy) + d * (dy * dy)
+    # a dx^2 + b dx dy + d dy^2 with the full-size passes in place
+    out = np.multiply(dx, dy, dtype=np.result_type(dx, dy, b))
+    out *= b
+    out += a * (dx * dx)
+    out += d * (dy * dy)
+    return out
 
 
 def _no_fiber_geometry(um_per_px, assumed_um_per_px):

@@ -654,21 +654,6 @@ def test_link_pieces_prefilter_keeps_every_joinable_pair():
     assert [find(i) for i in range(n)] == roots.tolist()
 
 
-def test_pieces_on_one_arc_join_as_an_arc_only_when_asked():
-    # two pieces of one circle (radius 100 px) whose end tangents turn by about 30 degrees
-    # across a 50 px gap: no facing ends (more than join_angle_deg apart), one arc;
-    # _join_collinear asks for arcs only of pieces of like widths
-    from fiberprep.defects import _continues, _piece
-
-    def arc(t0, t1):
-        t = np.linspace(t0, t1, 80)
-        return _piece(np.unique(np.rint(100 * np.column_stack([np.cos(t), np.sin(t)])), axis=0), 10.0)
-
-    a, b = arc(0.0, 0.5), arc(1.0, 1.5)
-    assert _continues(a, b, 25.0, 20.0, 2.0, 75.0)
-    assert not _continues(a, b, 25.0, 20.0, 2.0, 75.0, arcs=False)
-
-
 def test_ring_blend_leaves_the_annulus_proper_as_it_was():
     # an annulus whose radial profile goes on below its inner limit (a soft rim): the
     # blend zone follows the arcs into the region's background, the annulus proper keeps

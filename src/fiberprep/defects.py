@@ -53,8 +53,6 @@ _BEAD = 1.5
 # grooves' ends), false detections unchanged; independent 101+202+303 unchanged; real
 # photos: two dark dots beside lines of specks (DSCN0040, DSCN0056) their own instances.
 _BEAD_POLARITY = 0.75
-# Widest ratio of two line pieces' thicknesses that may join along a circular arc.
-_ARC_WIDTH_RATIO = 1.5
 # A scratch from which this many round widenings split off is dashed or beaded: they are
 # stretches of the line, not pits on it.
 _DASHES = 3
@@ -1815,15 +1813,15 @@ def _piece(pts, reach):
             "last": (int(pts[-1, 1]), int(pts[-1, 0]))}
 
 
-def _continues(a, b, gap, max_angle, tol, end_gap=None, arcs=True):
+def _continues(a, b, gap, max_angle, tol, end_gap=None):
     """Whether line pieces ``a`` and ``b`` (``_piece``) are one line.
 
     Either an end of each lies within ``end_gap`` (default ``gap``) of the other, facing it
     (outward directions opposite within ``max_angle``, and the link between
     the ends continuing both within ``max_angle`` when longer than ``tol``),
     or both ends lie on one circular arc (each turns towards the link by the
-    same angle, within ``max_angle / 2``, turning ``2 max_angle`` at most;
-    unless ``arcs`` is False): a bent scratch is followed end to end; or both are straight, parallel
+    same angle, within ``max_angle / 2``, turning ``2 max_angle`` at most):
+    a bent scratch is followed end to end; or both are straight, parallel
     within ``max_angle`` with nearest ends within ``gap``, and each centre
     lies on the other's axis within ``tol`` or 20 % of the distance (the
     two sides of a groove, overlapping pieces).
@@ -1844,7 +1842,7 @@ def _continues(a, b, gap, max_angle, tol, end_gap=None, arcs=True):
             # and from the chord to q
             turn_p = math.atan2(tp[0] * v[1] - tp[1] * v[0], float(tp @ v))
             turn_q = math.atan2(-v[0] * tq[1] + v[1] * tq[0], -float(v @ tq))
-            if arcs and dist > tol and abs(turn_p - turn_q) <= half and abs(turn_p) + abs(turn_q) <= 4 * half:
+            if dist > tol and abs(turn_p - turn_q) <= half and abs(turn_p) + abs(turn_q) <= 4 * half:
                 return True
     if abs(float(a["d"] @ b["d"])) < cos_max:
         return False
@@ -2158,8 +2156,7 @@ def _join_collinear(labels, source, zs, px, params):
     >= ``linear_aspect``) continue each other (``_continues`` with
     ``join_gap_um``, ``join_angle_deg``; ends facing each other may lie
     ``join_line_gap_um`` apart: a scratch whose contrast fades leaves long
-    gaps; along a circular arc only when their thicknesses differ by at most
-    ``_ARC_WIDTH_RATIO``: a scratch keeps its width), or when a blob at most ``_BEAD`` times as thick as a line lies ahead of one of
+    gaps), or when a blob at most ``_BEAD`` times as thick as a line lies ahead of one of
     its ends, within ``join_gap_um``, on the line's extended path (off it by
     at most both half thicknesses plus half the join angle over the distance)
     and, when elongated, along it, when round, of nearly its polarity
@@ -2198,9 +2195,7 @@ def _join_collinear(labels, source, zs, px, params):
         if a["elong"] and b["elong"]:
             if not _groove_sides(a, b, max_w):
                 return False
-            # a scratch keeps its width: pieces of unlike widths on one arc are two scratches
-            like = max(a["thick"], b["thick"]) <= _ARC_WIDTH_RATIO * min(a["thick"], b["thick"])
-            return _continues(a, b, gap, max_angle, 0.5 * max_w, px(params["join_line_gap_um"]), like)
+            return _continues(a, b, gap, max_angle, 0.5 * max_w, px(params["join_line_gap_um"]))
         if not (a["elong"] or b["elong"]):
             return False
         line, blob = (a, b) if a["elong"] else (b, a)

@@ -1086,3 +1086,36 @@ def test_shaded_groove_keeps_its_opposite_flank_but_a_particle_on_a_scratch_spli
     region[95:104, 70:79], zs[95:104, 70:79] = True, 8.0
     labels, _ = _merge(region, s_lab, widths, widths, zs, dot, px, cfg["detection"])
     assert labels[99, 74] != labels[99, 120] > 0 and labels[99, 74] > 0
+
+
+def test_fill_enclosed_gives_a_region_instance_what_it_encloses():
+    from fiberprep.defects import _REGION, _SCRATCH, _fill_enclosed
+    labels = np.zeros((30, 60), np.uint16)
+    cv2.circle(labels, (10, 10), 6, 1, 2)          # a film found as its rim: filled
+    cv2.circle(labels, (30, 10), 6, 2, 2)          # a ring the line filter drew: left
+    cv2.rectangle(labels, (42, 4), (55, 16), 3, 1)  # a hole it shares with instance 4 ...
+    labels[8:12, 48:50] = 4                        # ... inside it: left
+    cv2.circle(labels, (10, 22), 5, 5, 1)          # a hole over unanalysed pixels: left
+    valid = np.ones(labels.shape, bool)
+    valid[22, 10] = False
+    source = np.array([0, _REGION, _SCRATCH, _REGION, _REGION, _REGION], np.int8)
+    out = _fill_enclosed(labels, source, valid)
+    assert (out[8:13, 8:13] == 1).all()
+    assert out[10, 30] == 0 and out[7, 45] == 0 and out[22, 10] == 0 and out[21, 10] == 0
+    assert np.array_equal(out[labels > 0], labels[labels > 0])
+
+
+@pytest.mark.skipif(not REAL.is_dir(), reason="../shared/real_images is absent")
+def test_real_particle_is_found_whole_not_as_its_outline(cfg):
+    from fiberprep import io as fio
+    from fiberprep.pipeline import measure_zones, stage_params
+    sp = stage_params(cfg)
+    path = REAL / "dimension_scope_50um_core" / "19700101021634-J65371-417072B.jpg"
+    gray = fio.load_image(str(path), sp["zones"]["io"]["max_pixels"], sp["zones"]["io"]["min_side_px"])[0]
+    geometry, zone_map = measure_zones(gray, sp["zones"])
+    pred, table = detect_defects(gray, zone_map, geometry, cfg["detection"])
+    biggest = int(table.loc[table["area_px"].idxmax(), "number"])
+    mask = (pred == biggest).astype(np.uint8)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], -1, 1, -1)
+    assert mask.sum() >= 0.97 * filled.sum()

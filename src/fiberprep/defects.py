@@ -109,8 +109,9 @@ def detect_defects(gray, zone_map, geometry, params):
     thicker than the scratch it lies on, or wider than it at a point of its
     path (a pit on it), or of the opposite polarity (a dark pit on a bright
     scratch), stays its own defect. A large region whose edge is wider than any
-    defect's (a swell the background left under a hot spot) is dropped. Region masks
-    are cut where the
+    defect's (a swell the background left under a hot spot) is dropped; a region
+    instance takes the holes it encloses (a particle or film found as its outline).
+    Region masks are cut where the
     intensity is half way between the local background and the defect's
     core (a blurred step's true edge), lines at half their local peak (of each flank's
     sign for a shaded groove). Work is restricted
@@ -190,6 +191,7 @@ def detect_defects(gray, zone_map, geometry, params):
     labels, source = _fill_films(labels, source, lin, regions > 0, px, params)
     labels, source = _join_across_edges(labels, source, lin, regions, hard_band, px, params)
     labels, source = _drop_swells(labels, source, resid, regions > 0, px, params)
+    labels = _fill_enclosed(labels, source, regions > 0)
     if labels.max() == 0:
         return instance_map, _empty_table()
     ys, xs = _nonzero(labels)
@@ -2389,6 +2391,30 @@ def _drop_swells(labels, source, resid, valid, px, params):
         if np.count_nonzero(inner) >= 10:
             drop[i] = grad[inner].mean() >= params["swell_min_slope_ratio"] * slope
     return _without(labels, source, drop)
+
+
+def _fill_enclosed(labels, source, valid):
+    """``labels`` with each hole of a region instance (unlabelled ``valid`` pixels it
+    encloses, 4-connected, touching no other instance) given to it: a film found as its
+    darker rim, a particle as its dark outline, covers what the outline encloses."""
+    box = _mask_box(labels > 0, 1)
+    lab = labels[box]
+    holes = _fill_holes(np.pad(lab > 0, 1).view(np.uint8))[1:-1, 1:-1] & (lab == 0)
+    if not holes.any():
+        return labels
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(holes.view(np.uint8), connectivity=4)
+    out = labels.copy()
+    sub = out[box]
+    k3 = np.ones((3, 3), np.uint8)
+    for i in range(1, n):
+        x, y, w, h = stats[i, :4]
+        win = np.s_[max(y - 1, 0):y + h + 1, max(x - 1, 0):x + w + 1]
+        own = comp[win] == i
+        rim = lab[win][(cv2.dilate(own.view(np.uint8), k3) > 0) & ~own]
+        ids = np.unique(rim[rim > 0])
+        if ids.size == 1 and source[ids[0]] & _REGION and valid[box][win][own].all():
+            sub[win][own] = ids[0]
+    return out
 
 
 def _without(labels, source, drop):

@@ -1915,7 +1915,10 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     than a bead (``_BEAD`` times the scratch's line width, and 3 px more): then it
     is its own defect (a pit or a particle on the scratch) and keeps its pixels;
     a scratch lying mostly on such a blob and never ``scratch_min_length_um``
-    away from it is the blob's flank and is dropped, unless it lies on the blob's
+    away from it is the blob's flank and is dropped (the blob's thin appendages, off
+    the body an opening for the scratch's width keeps, are not the blob here: a
+    line-shaped stretch of them twice that length lying mostly along a scratch is
+    the scratch's, running out of a film or particle), unless it lies on the blob's
     pixels of the sign opposite to the blob's that are line-shaped (``linear_aspect``)
     and lie mostly on scratches of their sign: those pixels are the scratch's (a dark
     scratch under a bright particle). The part of a candidate on a scratch whose
@@ -2000,19 +2003,34 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     # scratch crossing it
     flank = (on[wide].sum(0) >= 0.5 * s_area) & (h_on[adopt].sum(0) < 0.5 * s_area)
     flank[0] = False
+    # a blob's body: what an opening for the width of the scratch on it keeps (the region
+    # candidate follows a scratch running out of a film or particle: a thin appendage)
+    body = _bodies(r, wide & (on[:, 1:].sum(1) > 0), by, bx, s_width[on.argmax(1)])
+    # a scratch leaving the blob's body (not the blob) by a scratch's length is no flank
+    # if it takes a stretch of the blob's appendages (below); else it is one
+    held = np.zeros(n_s, bool)
     if flank.any():
-        # distance to the blobs, in the box of those scratches widened by the length
+        # distances to the blobs and to their bodies, in the box of those scratches widened
+        # by the length
         reach = px(params["scratch_min_length_um"])
         sel = flank[s]
         d = int(math.ceil(reach)) + 1
         by0, bx0 = max(int(ys[sel].min()) - d, 0), max(int(xs[sel].min()) - d, 0)
-        blob = np.full((int(ys[sel].max()) + d + 1 - by0, int(xs[sel].max()) + d + 1 - bx0), 255, np.uint8)
-        inb = wide[r] & (ys >= by0) & (ys < by0 + blob.shape[0]) & (xs >= bx0) & (xs < bx0 + blob.shape[1])
-        blob[ys[inb] - by0, xs[inb] - bx0] = 0
-        away = np.zeros(n_s, np.float32)
-        np.maximum.at(away, s[sel], cv2.distanceTransform(blob, cv2.DIST_L2, 3)[ys[sel] - by0, xs[sel] - bx0])
-        flank &= away < reach
+        shape = (int(ys[sel].max()) + d + 1 - by0, int(xs[sel].max()) + d + 1 - bx0)
+        inb = wide[r] & (ys >= by0) & (ys < by0 + shape[0]) & (xs >= bx0) & (xs < bx0 + shape[1])
+        away = []
+        for part in (inb, inb & body):
+            blob = np.full(shape, 255, np.uint8)
+            blob[ys[part] - by0, xs[part] - bx0] = 0
+            a = np.zeros(n_s, np.float32)
+            np.maximum.at(a, s[sel], cv2.distanceTransform(blob, cv2.DIST_L2, 3)[ys[sel] - by0, xs[sel] - bx0])
+            away.append(a)
+        held = flank & (away[0] < reach) & (away[1] >= reach)
+        flank &= away[1] < reach
         s = np.where(flank[s], 0, s)
+    # a wide blob's appendages (off its body) are judged after the parts split off below
+    tail = np.where(wide[r] & ~body & (r > 0), r, 0)
+    along_s = np.where(flank[sd], 0, sd)
     # the part of a hosted candidate of the polarity opposite to its scratch's: its own defect
     p = np.where(r > 0, piece, 0)
     parent = np.zeros(n_p, np.int64)
@@ -2033,6 +2051,15 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
         r = np.where(adopt[half], n_r + half, r)
         host = np.concatenate([host, np.where(adopt, h_host, 0)])
         n_r += adopt.size
+    # ... lying mostly along a scratch that is no flank of it: that scratch's stretch out
+    # of the blob
+    tail = (tail > 0) & (tail == r)
+    if tail.any():
+        r, host, n_r = _split_tails(r, host, n_r, tail, along_s, by, bx, n_s, params["linear_aspect"],
+                                      2 * px(params["scratch_min_length_um"]))
+    held[host[host > 0]] = False
+    if held.any():
+        s = np.where(held[s], 0, s)
     r, host, n_r = _split_blobs(r, host, n_r, by, bx, s_width, min_area, _ROUND)
     # final ids: scratch groups 1..n_s-1, standalone region candidates after them
     r_id = np.where(host > 0, host, n_s + np.arange(n_r))
@@ -2056,6 +2083,49 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     out = np.zeros(region_mask.shape, np.int32)
     out[ys, xs] = lab
     return out, src
+
+
+def _bodies(r, cand, ys, xs, width):
+    """Whether each candidate pixel ``ys, xs`` (component ``r``) lies in its component's
+    body: for the components ``cand`` marks, what an opening by a disk of twice the
+    ``width`` of the scratch on it (and 3 px more) keeps when that is at least half of
+    it; every pixel of the others."""
+    body = np.ones(r.size, bool)
+    for i in np.flatnonzero(cand):
+        on = np.flatnonzero(r == i)
+        y, x = ys[on] - int(ys[on].min()), xs[on] - int(xs[on].min())
+        w = float(width[i])
+        disk = _disk(max(2 * w, w + 3))
+        m = disk.shape[0]
+        img = np.zeros((int(y.max()) + 1 + 2 * m, int(x.max()) + 1 + 2 * m), np.uint8)
+        img[y + m, x + m] = 1
+        kept = cv2.morphologyEx(img, cv2.MORPH_OPEN, disk)[y + m, x + m] > 0
+        if 2 * np.count_nonzero(kept) >= on.size:  # (a blob thinner than that is all body)
+            body[on] = kept
+    return body
+
+
+def _split_tails(r, host, n_r, tail, s, ys, xs, n_s, aspect, min_len):
+    """Give the ``tail`` pixels (of wide blobs, outside their bodies) to the scratch
+    ``s`` that most of a connected, line-shaped (major/minor at least ``aspect``) stretch
+    of them at least ``min_len`` px long lies on: each such stretch becomes a component
+    hosted by that scratch. Returns ``(r, host, n_r)``."""
+    y0, x0 = int(ys[tail].min()), int(xs[tail].min())
+    img = np.zeros((int(ys[tail].max()) + 1 - y0, int(xs[tail].max()) + 1 - x0), np.uint8)
+    img[ys[tail] - y0, xs[tail] - x0] = 1
+    n, lab = cv2.connectedComponents(img, connectivity=8)
+    k = np.where(tail, lab[np.clip(ys - y0, 0, img.shape[0] - 1), np.clip(xs - x0, 0, img.shape[1] - 1)], 0)
+    on = np.bincount(k * n_s + s, minlength=n * n_s).reshape(n, n_s)
+    on[:, 0] = 0
+    to = on.argmax(1)
+    major, minor = _axes(k, ys, xs, n)
+    take = ((on.max(1) >= 0.5 * np.bincount(k, minlength=n)) & (major >= aspect * np.maximum(minor, 1.0))
+            & (major >= min_len))
+    take[0] = False
+    if not take.any():
+        return r, host, n_r
+    r = np.where(take[k], n_r + k, r)
+    return r, np.concatenate([host, np.where(take, to, 0)]), n_r + n
 
 
 def _split_blobs(r, host, n_r, ys, xs, s_width, min_area, aspect):

@@ -1596,6 +1596,24 @@ def _edge_gradient(smooth, fit, sign, steps, params):
     return level, grad, int(np.argmax(grad))
 
 
+def _fun_and_jac(f):
+    """``fun`` and ``jac`` for ``least_squares`` from ``f(p) -> (residuals, Jacobian)``:
+    it asks for the Jacobian at the point whose residuals it just had, so ``f`` runs
+    once for both (it is evaluated again only for another point)."""
+    last = [None, None]
+
+    def fun(p):
+        last[:] = np.array(p), f(p)
+        return last[1][0]
+
+    def jac(p):
+        if last[0] is None or not np.array_equal(p, last[0]):
+            fun(p)
+        return last[1][1]
+
+    return fun, jac
+
+
 def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
     """The strong edge and the far edge of a thin dark band along it, by a lobe fit.
 
@@ -1646,10 +1664,17 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
         if len(flank) < 4:
             return None
         xf, gf = steps[flank], grad[flank]
+
+        def lobe(p):
+            """Residuals of one Gaussian on the flank, and their Jacobian."""
+            g, j = gauss(xf, p)
+            return g - gf, j
+
+        fun, jac = _fun_and_jac(lobe)
         outer = least_squares(
-            lambda p: gauss(xf, p)[0] - gf,
+            fun,
             [grad[k], steps[k], 1.0],
-            jac=lambda p: gauss(xf, p)[1],
+            jac=jac,
             bounds=([0.0, steps[k] - 2.0, 0.3], [np.inf, steps[k] + 2.0, 4.0]),
         )
         sigma = float(outer.x[2])
@@ -1669,10 +1694,11 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
     start = [0.0, -reach, grad[k], max(-grad[k1], 1e-4), sigma]
     n = 5 if free_width else 4
     lo, hi = lo[:n], hi[:n]
+    fun, jac = _fun_and_jac(model)
     res = least_squares(
-        lambda p: model(p)[0],
+        fun,
         np.clip(start[:n], lo + 1e-6, hi - 1e-6),
-        jac=lambda p: model(p)[1],
+        jac=jac,
         bounds=(lo, hi),
         x_scale="jac",
         max_nfev=100,
@@ -1754,10 +1780,11 @@ def _fringe_line(smooth, fit, sign, reach, params):
     k1 = window[np.argmin(grad[window])]
     x1_start = float(steps[k1]) if grad[k1] < 0 else x_peak - reach
     start = np.clip([x_peak, x1_start, 0.1 * grad[k], 1.0], lo + 1e-6, hi - 1e-6)
+    fun, jac = _fun_and_jac(odd_residual)
     res = least_squares(
-        lambda p: odd_residual(p)[0],
+        fun,
         start,
-        jac=lambda p: odd_residual(p)[1],
+        jac=jac,
         bounds=(lo, hi),
         x_scale="jac",
         xtol=1e-4,  # x0 to 1e-4 px and better

@@ -530,8 +530,16 @@ def _beyond_stop(gray, geometry, params):
 def _distance(shape, cx, cy):
     """Distance (float32) of every pixel center of an image of ``shape`` from (cx, cy)."""
     h, w = shape
-    return np.hypot(np.arange(w, dtype=np.float32)[None, :] - np.float32(cx),
+    return _hypot32(np.arange(w, dtype=np.float32)[None, :] - np.float32(cx),
                     np.arange(h, dtype=np.float32)[:, None] - np.float32(cy))
+
+
+def _hypot32(x, y):
+    """``np.hypot`` of float32 arrays ``x``, ``y`` (broadcast), bit for bit as glibc's
+    hypotf computes it (the float64 root of the exact float64 sum of squares, rounded
+    once; identical on 54 million test pairs), in about half the time."""
+    d = np.square(x, dtype=np.float64) + np.square(y, dtype=np.float64)
+    return np.sqrt(d, out=d).astype(np.float32)
 
 
 def _stop_depth(img, lvl, max_depth, margin, params):
@@ -708,7 +716,7 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     log = cv2.GaussianBlur(np.log(small + params["log_offset"]), (0, 0), 1.0)
     gx = cv2.Sobel(log, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(log, cv2.CV_32F, 0, 1, ksize=3)
-    mag = np.hypot(gx, gy)
+    mag = _hypot32(gx, gy)
     n_edge = max(1, int(params["edge_fraction"] * mag.size))
     thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
     ys, xs = np.nonzero(mag > thr)
@@ -886,7 +894,8 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params, in_frame=False):
     for polarity, sel in (("dark", cos_a > min_cos), ("bright", cos_a < -min_cos)):
         sel &= ok
         grid = np.zeros((n_bins + 2, n_sect), np.float32)
-        np.maximum.at(grid, (rbin[sel] + 1, sector[sel]), mag[ys[sel], xs[sel]])
+        # on the flat grid: ufunc.at's fast path for one index array
+        np.maximum.at(grid.ravel(), (rbin[sel] + 1) * n_sect + sector[sel], mag[ys[sel], xs[sel]])
         grid = np.maximum(np.maximum(grid[:-2], grid[1:-1]), grid[2:])  # +-1 bin
         coverage = (grid > 0).mean(axis=1)
         if in_frame:

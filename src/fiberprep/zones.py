@@ -1345,7 +1345,8 @@ def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
 def _grown(fit, d):
     """``fit`` with both semi-axes of its ellipse grown by ``d`` px."""
     cx, cy, a, b, th = fit["shape"]
-    return {**fit, "shape": (cx, cy, a + d, b + d, th), "r": math.sqrt((a + d) * (b + d))}
+    return {**fit, "shape": (cx, cy, a + d, b + d, th), "r": math.sqrt((a + d) * (b + d)),
+            "edge_points": {}}
 
 
 def _relative_texture(prof, level, gradient, params):
@@ -1583,13 +1584,23 @@ def _fringe_all_around(prof, steps, sign, band_px, reach, params, n_sectors=8):
 def _aligned_profiles(smooth, fit, sign, steps, params):
     """Intensity profiles along rays at ``steps`` (px) from each ray's own edge point
     (sub-pixel gradient peak near the fitted ellipse; the ellipse where there is none)."""
-    n_rays = int(np.clip(2 * math.pi * fit["r"] / params["ray_spacing_px"], 90, params["max_rays"]))
-    phi, at, _, valid, _ = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
-    at = np.where(valid, at, _ellipse_radius(fit["shape"], phi))
+    phi, at = _edge_points(smooth, fit, sign, params)
     rr = at[:, None] + steps[None, :]
     mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
     my = (fit["cy"] + rr * np.sin(phi)[:, None]).astype(np.float32)
     return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _edge_points(smooth, fit, sign, params):
+    """Angles of :func:`_aligned_profiles`' rays and each ray's edge radius. Kept in
+    ``fit`` (``"edge_points"``, by sign; :func:`_grown` starts afresh): several
+    profiles are read around one fit."""
+    memo = fit.setdefault("edge_points", {})
+    if sign not in memo:
+        n_rays = int(np.clip(2 * math.pi * fit["r"] / params["ray_spacing_px"], 90, params["max_rays"]))
+        phi, at, _, valid, _ = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
+        memo[sign] = phi, np.where(valid, at, _ellipse_radius(fit["shape"], phi))
+    return memo[sign]
 
 
 def _edge_level(smooth, fit, sign, steps, params):

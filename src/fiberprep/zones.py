@@ -476,8 +476,8 @@ def field_of_view(gray, params, geometry=None):
         lvl = np.where(near, np.float32(np.nan), strip) if near.any() else strip
         depth = _stop_depth(strip, lvl, max_depth, max(1, round(margin / 2)), params)
         # back to full resolution: two columns per half-res one, the odd last repeats
-        reach = np.repeat(np.where(depth > 0, 2 * depth + margin, 0), 2)
-        reach = np.pad(reach, (0, out.shape[1] - len(reach)), mode="edge")
+        half = np.minimum(np.arange(out.shape[1]) // 2, len(depth) - 1)
+        reach = np.where(depth > 0, 2 * depth + margin, 0)[half]
         top = int(reach.max())
         out[:top][np.arange(top)[:, None] < reach] = False
     if geometry is not None and geometry.get("field_stop_radius_px", 0.0) > 0:

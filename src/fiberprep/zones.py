@@ -30,6 +30,7 @@ x to the right, y down.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import cv2
@@ -928,6 +929,23 @@ def _ellipse_radius(shape, phi):
     return a * b / np.hypot(b * np.cos(phi - th), a * np.sin(phi - th))
 
 
+def _n_rays(r, fewest, params):
+    """Number of rays around a circle of radius ``r`` (px): ``ray_spacing_px`` apart at
+    that radius, at least ``fewest`` and at most ``max_rays``."""
+    return int(min(max(2 * math.pi * r / params["ray_spacing_px"], fewest), params["max_rays"]))
+
+
+@functools.lru_cache(maxsize=128)
+def _ray_angles(n_rays):
+    """Angles of ``n_rays`` rays evenly around the circle, their cosines and sines
+    (read-only, shared by every ray search with that many rays)."""
+    phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    out = phi, np.cos(phi), np.sin(phi)
+    for a in out:
+        a.flags.writeable = False
+    return out
+
+
 def _ray_edges(smooth, shape, sign, half_width, n_rays):
     """Sub-pixel edge radius along rays from the center of an ellipse ``shape``.
 
@@ -939,21 +957,21 @@ def _ray_edges(smooth, shape, sign, half_width, n_rays):
     """
     h, w = smooth.shape
     cx, cy = shape[0], shape[1]
-    phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    phi, cos, sin = _ray_angles(n_rays)
     steps = np.arange(-half_width, half_width + 1, dtype=np.float64)
     rr = _ellipse_radius(shape, phi)[:, None] + steps[None, :]
-    mx = (cx + rr * np.cos(phi)[:, None]).astype(np.float32)
-    my = (cy + rr * np.sin(phi)[:, None]).astype(np.float32)
+    mx = (cx + rr * cos[:, None]).astype(np.float32)
+    my = (cy + rr * sin[:, None]).astype(np.float32)
     inside = ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)).all(axis=1)
     prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     grad = sign * (prof[:, 2:] - prof[:, :-2]) * 0.5
     k = np.argmax(grad, axis=1)
     row = np.arange(n_rays)
-    kc = np.clip(k, 1, grad.shape[1] - 2)
+    kc = np.minimum(np.maximum(k, 1), grad.shape[1] - 2)
     g0, g1, g2 = grad[row, kc - 1], grad[row, kc], grad[row, kc + 1]
     curv = g0 - 2 * g1 + g2
     delta = np.where(curv < 0, 0.5 * (g0 - g2) / np.where(curv < 0, curv, -1.0), 0.0)
-    radius = rr[row, kc + 1] + np.clip(delta, -0.5, 0.5)
+    radius = rr[row, kc + 1] + np.minimum(np.maximum(delta, -0.5), 0.5)
     valid = inside & (k == kc) & (g1 > 0)
     return phi, radius, g1, valid, prof
 
@@ -1002,7 +1020,7 @@ def _robust_ellipse(pts, rad, tol, iterations):
         if keep.sum() < 12:
             return None, None
         (ex, ey), (w, h), angle = cv2.fitEllipseDirect(local[keep])
-        if not (np.isfinite([ex, ey, w, h, angle]).all() and w > 0 and h > 0):
+        if not (all(map(math.isfinite, (ex, ey, w, h, angle))) and w > 0 and h > 0):
             return None, None
         shape = (ex + origin[0], ey + origin[1], 0.5 * w, 0.5 * h, math.radians(angle))
         res = np.abs(_radial_residuals(shape, pts))
@@ -1038,7 +1056,7 @@ def _fit_edge(smooth, shape, sign, half, params):
     fit is more elliptical than ``max_ellipticity``.
     """
     r = math.sqrt(shape[2] * shape[3])
-    n_rays = int(np.clip(2 * math.pi * r / params["ray_spacing_px"], 90, params["max_rays"]))
+    n_rays = _n_rays(r, 90, params)
     phi, rad, strength, valid, prof = _ray_edges(smooth, shape, sign, half, n_rays)
     if valid.sum() < 12:
         return None
@@ -1588,9 +1606,10 @@ def _aligned_profiles(smooth, fit, sign, steps, params):
     """Intensity profiles along rays at ``steps`` (px) from each ray's own edge point
     (sub-pixel gradient peak near the fitted ellipse; the ellipse where there is none)."""
     phi, at = _edge_points(smooth, fit, sign, params)
+    _, cos, sin = _ray_angles(len(phi))
     rr = at[:, None] + steps[None, :]
-    mx = (fit["cx"] + rr * np.cos(phi)[:, None]).astype(np.float32)
-    my = (fit["cy"] + rr * np.sin(phi)[:, None]).astype(np.float32)
+    mx = (fit["cx"] + rr * cos[:, None]).astype(np.float32)
+    my = (fit["cy"] + rr * sin[:, None]).astype(np.float32)
     return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -1600,8 +1619,7 @@ def _edge_points(smooth, fit, sign, params):
     profiles are read around one fit."""
     memo = fit.setdefault("edge_points", {})
     if sign not in memo:
-        n_rays = int(np.clip(2 * math.pi * fit["r"] / params["ray_spacing_px"], 90, params["max_rays"]))
-        phi, at, _, valid, _ = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
+        phi, at, _, valid, _ = _ray_edges(smooth, fit["shape"], sign, 3, _n_rays(fit["r"], 90, params))
         memo[sign] = phi, np.where(valid, at, _ellipse_radius(fit["shape"], phi))
     return memo[sign]
 
@@ -1832,7 +1850,7 @@ def _confidence(fit, params):
     test: blurred, noisy edge points on one circle score high, sharp edges on no
     circle low)."""
     sharp = math.exp(-fit["excess"] / params["residual_scale_px"])
-    return float(np.clip(fit["inlier_frac"] * sharp, 0.0, 1.0))
+    return float(min(max(fit["inlier_frac"] * sharp, 0.0), 1.0))
 
 
 def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
@@ -1853,19 +1871,18 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     hi = min(hi, params["core_max_rel"] * r_clad)
     if hi - lo < 3 or lo < params["core_min_px"]:
         return nominal
-    n_rays = int(np.clip(2 * math.pi * hi / params["ray_spacing_px"], 64, params["max_rays"]))
-    phi = np.linspace(0.0, 2 * np.pi, n_rays, endpoint=False)
+    phi, cos, sin = _ray_angles(_n_rays(hi, 64, params))
     # a core off the cladding's center (concentricity, up to core_offset_um) moves its
     # step along the rays from that center by up to as much: when no step shows over
     # a 2 px baseline, the step over +-h px is looked for
-    h = int(np.clip(round(params["core_offset_um"] / upp), 1, max(1.0, 0.25 * nominal_r)))
+    h = int(min(max(round(params["core_offset_um"] / upp), 1), max(1.0, 0.25 * nominal_r)))
     for base in sorted({1, h}):
         margin = 3 if base == 1 else 2 + 3 * base
         radii = np.arange(max(1.0, lo - margin), hi + margin + 1)
         # one row per radius, one column per ray: medians over the rays run along rows
         rr = (radii / r_clad)[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
-        mx = (cx + rr * np.cos(phi)[None, :]).astype(np.float32)
-        my = (cy + rr * np.sin(phi)[None, :]).astype(np.float32)
+        mx = (cx + rr * cos[None, :]).astype(np.float32)
+        my = (cy + rr * sin[None, :]).astype(np.float32)
         prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         step = _core_step(prof, base, radii, lo, hi, params)
         if step is not None:

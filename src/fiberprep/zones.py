@@ -616,9 +616,10 @@ def _zone_bands(shape, geometry, zones_um, um_per_px, ferrule):
         e,
         math.radians(geometry.get("cladding_angle_deg", 0.0)),
     )
-    band = np.zeros(d2.shape, np.uint8)  # number of zone outer radii at or inside the pixel
-    for r in outer_px:
-        band += d2 >= np.float32(r * r)
+    r2 = [np.float32(r * r) for r in outer_px]
+    band = (d2 >= r2[0]).view(np.uint8)  # number of zone outer radii at or inside the pixel
+    for t in r2[1:]:
+        band += d2 >= t
     ids = [ZONE_IDS[name] for name in GRADED_ZONES] + [base]
     labels[y0:y1, x0:x1] = lookup(band, ids, np.uint8)
     return labels
@@ -884,7 +885,8 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params, in_frame=False):
     dx, dy = xs - cx, ys - cy
     d = np.hypot(dx, dy)
     ok = d > 1.0
-    cos_a = (gx[ys, xs] * dx + gy[ys, xs] * dy) / (mag[ys, xs] * np.maximum(d, 1e-6))
+    m = mag[ys, xs]
+    cos_a = (gx[ys, xs] * dx + gy[ys, xs] * dy) / (m * np.maximum(d, 1e-6))
     sector = ((np.arctan2(dy, dx) + np.pi) / (2 * np.pi) * n_sect).astype(int) % n_sect
     # radius bins of constant relative width, so an ellipse (non-square pixels)
     # falls in one bin +-1 like a circle does
@@ -899,9 +901,9 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params, in_frame=False):
         sel &= ok
         grid = np.zeros((n_bins + 2, n_sect), np.float32)
         # on the flat grid: ufunc.at's fast path for one index array
-        np.maximum.at(grid.ravel(), (rbin[sel] + 1) * n_sect + sector[sel], mag[ys[sel], xs[sel]])
+        np.maximum.at(grid.ravel(), (rbin[sel] + 1) * n_sect + sector[sel], m[sel])
         grid = np.maximum(np.maximum(grid[:-2], grid[1:-1]), grid[2:])  # +-1 bin
-        coverage = (grid > 0).mean(axis=1)
+        coverage = np.count_nonzero(grid, axis=1) / n_sect
         if in_frame:
             phi = (np.arange(n_sect) + 0.5) * (2 * np.pi / n_sect) - np.pi
             at_x = cx + centers[:, None] * np.cos(phi)[None, :]  # each bin's sector centers
@@ -1876,11 +1878,12 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     # step along the rays from that center by up to as much: when no step shows over
     # a 2 px baseline, the step over +-h px is looked for
     h = int(min(max(round(params["core_offset_um"] / upp), 1), max(1.0, 0.25 * nominal_r)))
+    edge = _ellipse_radius(clad["shape"], phi)
     for base in sorted({1, h}):
         margin = 3 if base == 1 else 2 + 3 * base
         radii = np.arange(max(1.0, lo - margin), hi + margin + 1)
         # one row per radius, one column per ray: medians over the rays run along rows
-        rr = (radii / r_clad)[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
+        rr = (radii / r_clad)[:, None] * edge[None, :]
         mx = (cx + rr * cos[None, :]).astype(np.float32)
         my = (cy + rr * sin[None, :]).astype(np.float32)
         prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)

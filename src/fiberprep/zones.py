@@ -590,6 +590,8 @@ def _stop_depth(img, lvl, max_depth, margin, params):
     cols = np.arange(n_cols)
     beyond = img[np.minimum(run + margin, n_rows - 1), cols]
     run[img[run // 2, cols] >= params["fov_dark_ratio"] * beyond] = 0
+    if not run.any():  # (and the running median of no run is none)
+        return run
     cap = median_filter(run, size=k, mode="mirror")
     return np.where(full, cap, np.minimum(run, cap))
 

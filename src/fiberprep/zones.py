@@ -766,7 +766,7 @@ def _stop_around(fiber, small, edges, params):
     """
     cx, cy, r = fiber
     far = small[_distance(small.shape, cx, cy) > 1.5 * r]
-    if far.size <= 100 or np.percentile(far, 2) >= params["stop_dark_ratio"] * median(far):
+    if far.size <= 100 or _percentile_reaches(far, 2, params["stop_dark_ratio"] * median(far)):
         return None
     xs, ys = edges[:2]
     beyond = np.hypot(xs - cx, ys - cy) > 1.5 * r
@@ -779,6 +779,19 @@ def _stop_around(fiber, small, edges, params):
     if polarity == "bright" and enclosed and _black_outside(small, sx, sy, sr, params):
         return sx, sy, sr
     return None
+
+
+def _percentile_reaches(a, q, level):
+    """``np.percentile(a, q) >= level`` for an array ``a`` without NaN, mostly from the two
+    order statistics that it interpolates between (NumPy partitions at both at once, 10x
+    slower than at one and the maximum below it)."""
+    i = math.floor((a.size - 1) * (q / 100))
+    part = np.partition(a, i + 1)
+    if part[i + 1] < level:
+        return False
+    if part[: i + 1].max() >= level:
+        return True
+    return bool(np.percentile(a, q) >= level)
 
 
 def _circle_or_none(xs, ys, gx, gy, mag, radii, params, in_frame=False):

@@ -783,8 +783,8 @@ def _stop_around(fiber, small, edges, params):
 
 def _percentile_reaches(a, q, level):
     """``np.percentile(a, q) >= level`` for an array ``a`` without NaN, mostly from the two
-    order statistics that it interpolates between (NumPy partitions at both at once, 10x
-    slower than at one and the maximum below it)."""
+    order statistics that it interpolates between (NumPy partitions at both at once, several
+    times slower than at one and the maximum below it)."""
     i = math.floor((a.size - 1) * (q / 100))
     part = np.partition(a, i + 1)
     if part[i + 1] < level:
@@ -1616,7 +1616,7 @@ def _fringe_all_around(prof, steps, sign, band_px, reach, params, n_sectors=8):
     tilted probe) does not."""
     levels = np.stack([median(p, axis=0) for p in np.array_split(prof, n_sectors)])
     shares = _fringe_shares(levels, steps, sign, steps > 0.5 * band_px + 3.0, reach)
-    return float(np.percentile(shares, 25)) >= params["halo_min_share"]
+    return _percentile_reaches(shares, 25, params["halo_min_share"])
 
 
 def _aligned_profiles(smooth, fit, sign, steps, params):

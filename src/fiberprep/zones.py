@@ -1636,7 +1636,8 @@ def _edge_points(smooth, fit, sign, params):
     profiles are read around one fit."""
     memo = fit.setdefault("edge_points", {})
     if sign not in memo:
-        phi, at, _, valid, _ = _ray_edges(smooth, fit["shape"], sign, 3, _n_rays(fit["r"], 90, params))
+        n_rays = _n_rays(fit["r"], 90, params)
+        phi, at, _, valid, _ = _ray_edges(smooth, fit["shape"], sign, 3, n_rays)
         memo[sign] = phi, np.where(valid, at, _ellipse_radius(fit["shape"], phi))
     return memo[sign]
 

@@ -676,29 +676,39 @@ def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,
     """
     um = float(geometry["um_per_px"])
     gray = np.asarray(gray, dtype=np.float32)
+    # zone id and gray level in one byte: one histogram gives every zone's pixel count and
+    # level histogram (zone ids are 0..5, levels 0..31)
+    zm = np.asarray(zone_map, dtype=np.uint8)
+    level = np.multiply(gray, np.float32(_LEVELS))
+    key = np.clip(level, 0, _LEVELS - 1, out=level).astype(np.uint8)
+    key += zm * np.uint8(_LEVELS)
+    if key.size < 1 << 24:  # OpenCV's float32 counts are exact integers below 2^24
+        hist = cv2.calcHist([key], [0], None, [256], [0, 256]).astype(np.int64)
+    else:
+        hist = np.bincount(key.ravel(), minlength=256)
+    hist = hist.ravel()[: 6 * _LEVELS].reshape(6, _LEVELS)
+    n = hist.sum(axis=1)
+    # NumPy's magnitude, in place: OpenCV's cv2.magnitude rounds differently with its
+    # thread count
     gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3, scale=0.125)
     gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3, scale=0.125)
-    # zone id and gray level in one byte: one histogram gives every zone's pixel count and
-    # level histogram (zone ids are 0..5, levels 0..31); the moments of the gray level and
-    # the gradient come from OpenCV's masked statistics in each zone's box, several times
-    # faster than float64 bincounts over the image
-    zm = np.asarray(zone_map, dtype=np.uint8)
-    level = np.clip(gray * np.float32(_LEVELS), 0, _LEVELS - 1).astype(np.uint8)
-    key = zm * np.uint8(_LEVELS) + level
-    hist = np.bincount(key.ravel(), minlength=6 * _LEVELS)[: 6 * _LEVELS].reshape(6, _LEVELS)
-    n = hist.sum(axis=1)
-    # NumPy's magnitude: OpenCV's cv2.magnitude rounds differently with its thread count
-    magnitude = gx * gx
-    magnitude += gy * gy
-    both = cv2.merge([gray, np.sqrt(magnitude, out=magnitude)])
+    gx *= gx
+    gy *= gy
+    gx += gy
+    magnitude = np.sqrt(gx, out=gx)
+    # moments of the gray level and mean gradient from OpenCV's masked statistics in each
+    # zone's box (several times faster than float64 bincounts over the image); a masked
+    # float sum runs sequentially in double, so one channel at a time gives the sums of a
+    # two-channel call, ~2x faster (its loop keeps the sums in registers)
     s1, s2, sg = np.zeros(6), np.zeros(6), np.zeros(6)
-    for zid in np.nonzero(n)[0]:
+    for zid in np.nonzero(n[1:])[0] + 1:  # zone 0 (not analysed) has no row
         inside = (zm == zid).view(np.uint8)
         x, y, w, h = cv2.boundingRect(inside)
-        mean, std = cv2.meanStdDev(both[y:y + h, x:x + w], mask=inside[y:y + h, x:x + w])
+        box = np.s_[y:y + h, x:x + w]
+        mean, std = cv2.meanStdDev(gray[box], mask=inside[box])
         s1[zid] = mean[0, 0] * n[zid]
         s2[zid] = (std[0, 0] ** 2 + mean[0, 0] ** 2) * n[zid]
-        sg[zid] = mean[1, 0] * n[zid]
+        sg[zid] = cv2.mean(magnitude[box], mask=inside[box])[0] * n[zid]
     rows = []
     for zid in range(1, 6):
         if n[zid] == 0:

@@ -701,8 +701,8 @@ def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,
     # float sum runs sequentially in double, so one channel at a time gives the sums of a
     # two-channel call, ~2x faster (its loop keeps the sums in registers)
     s1, s2, sg = np.zeros(6), np.zeros(6), np.zeros(6)
-    for zid in np.nonzero(n[1:])[0] + 1:  # zone 0 (not analysed) has no row
-        inside = (zm == zid).view(np.uint8)
+    for zid in (np.nonzero(n[1:])[0] + 1).tolist():  # zone 0 (not analysed) has no row
+        inside = (zm == zid).view(np.uint8)  # (an int64 id would compare in int64: 10x slower)
         x, y, w, h = cv2.boundingRect(inside)
         box = np.s_[y:y + h, x:x + w]
         mean, std = cv2.meanStdDev(gray[box], mask=inside[box])

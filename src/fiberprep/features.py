@@ -633,7 +633,8 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
     kernels = (_disc(rim_px), _disc(ring_px))
     H, W = lab.shape
     rows, windows, pixels = [], [], []
-    for n, (by, bx, bh, bw) in zip(numbers, boxes):
+    # Python ints: a NumPy int64 number would compare the uint16 instance crop in int64
+    for n, (by, bx, bh, bw) in zip(numbers.tolist(), boxes.tolist()):
         y0, y1 = max(by - margin, 0), min(by + bh + margin, H)
         x0, x1 = max(bx - margin, 0), min(bx + bw + margin, W)
         row, window, pix = _crop_features(gray[y0:y1, x0:x1], lab[y0:y1, x0:x1],

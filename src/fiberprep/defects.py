@@ -1686,10 +1686,12 @@ def _lei_strength(z, valid, lpx, params):
             if i == 0:  # for the noise unit: the centre-minus-side difference
                 cv2.subtract(ln[m:m + n, m:m + w], ln[m + ny:m + ny + n, m + nx:m + nx + w],
                              dst=diff[y0:y0 + n])
-            # ori = i where resp beats best: i exceeds every index stored so far, so
-            # max(ori, min(255 * better, i)) sets exactly those pixels (uint8 cv2 ops: fast)
-            cv2.compare(rs, best_s, cv2.CMP_GT, dst=bt)
-            cv2.max(ori_s, cv2.min(bt, float(i), dst=bt), dst=ori_s)
+            else:
+                # ori = i where resp beats best: i exceeds every index stored so far, so
+                # max(ori, min(255 * better, i)) sets exactly those pixels (uint8 cv2 ops:
+                # fast); orientation 0 leaves ori at 0
+                cv2.compare(rs, best_s, cv2.CMP_GT, dst=bt)
+                cv2.max(ori_s, cv2.min(bt, float(i), dst=bt), dst=ori_s)
             cv2.max(best_s, rs, dst=best_s)
     s = max(_robust_std(diff[valid]) if valid.any() else 1.0, L * params["lei_sigma_floor"])
     best *= np.float32(1.0 / s)

@@ -148,13 +148,15 @@ def detect_defects(gray, zone_map, geometry, params):
     bg, sigma, dim, floor = _flatten(lg, regions, rings, textured, px, params)
     hard_band = edge_band | textured
     regions[dim] = 0
+    valid = regions > 0  # the analysed pixels (regions is final from here on)
+    outside = ~valid
     resid = lg - bg
     z = resid / sigma
-    z[regions == 0] = 0.0
+    z[outside] = 0.0
     b = int(params["border_px"])  # sensor border rows/columns are often faulty: ignored
     if b > 0:
         z[:b], z[-b:], z[:, :b], z[:, -b:] = 0.0, 0.0, 0.0, 0.0
-    seed_ok = (regions > 0) & ~hard_band
+    seed_ok = valid & ~hard_band
 
     zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"],
                                     px(params["noise_um"]), params["flatten_clip_sigma"])
@@ -169,9 +171,9 @@ def detect_defects(gray, zone_map, geometry, params):
     # 1: the edge band, 2: its textured bins (the arcs' grain is high there)
     bands = edge_band.astype(np.int8)
     bands[textured] = 2
-    bands[regions == 0] = 0
+    bands[outside] = 0
     region_mask = _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, floor / sigma, px, params)
-    region_mask = _join_film_pieces(region_mask, lin, regions > 0, px, params)
+    region_mask = _join_film_pieces(region_mask, lin, valid, px, params)
     centre = None if geo is None else (geo["cx"], geo["cy"])
     # a blob wider than any scratch (and the line filter's side lines around it) is
     # no place for a scratch: its outline's line response would join the scratches
@@ -188,10 +190,10 @@ def detect_defects(gray, zone_map, geometry, params):
     if rings:
         labels, source = _drop_rings(labels, source, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
-    labels, source = _fill_films(labels, source, lin, regions > 0, px, params)
+    labels, source = _fill_films(labels, source, lin, valid, px, params)
     labels, source = _join_across_edges(labels, source, lin, regions, hard_band, px, params)
-    labels, source = _drop_swells(labels, source, resid, regions > 0, px, params)
-    labels = _fill_enclosed(labels, source, regions > 0)
+    labels, source = _drop_swells(labels, source, resid, valid, px, params)
+    labels = _fill_enclosed(labels, source, valid)
     if labels.max() == 0:
         return instance_map, _empty_table()
     ys, xs = _nonzero(labels)
@@ -438,9 +440,10 @@ def _flatten(lg, regions, rings, band, px, params):
     off = np.float32(params["log_offset"])
     # vignetting belongs to the optics: one smooth surface over the whole field, each
     # region its own reflectance (a small glass region cannot absorb a smear on it)
-    fit = (regions > 0) & ~in_ring
+    valid = regions > 0
+    fit = valid & ~in_ring
     if np.count_nonzero(fit) < 64:
-        fit = regions > 0
+        fit = valid
     level = np.exp(_robust_surface(lg, fit, params["surface_degree"], clip, regions, offsets_only=True)[1])
     # vignetting is a smooth product: fit it on linear intensity over reflectance
     vig, const = _robust_surface(lg, fit, params["surface_degree"], clip, np.zeros(regions.shape, np.int8),
@@ -472,7 +475,7 @@ def _flatten(lg, regions, rings, band, px, params):
         np.copyto(bg[win], est, where=m)
         np.copyto(sigma[win], sd, where=m)
     for ring in rings:
-        _ring_model(lg, vig, regions > 0, ring, bg, sigma, band, px, params)
+        _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
     floor = np.exp(bg)
     floor += np.float32(1e-3)

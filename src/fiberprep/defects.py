@@ -1781,7 +1781,8 @@ def _concentric(groups, labels, segs, centre, px, params):
         if pts is None:
             continue
         r = np.hypot(pts[:, 0] - centre[0], pts[:, 1] - centre[1])
-        if np.percentile(r, 95) - np.percentile(r, 5) <= tol:
+        lo, hi = np.percentile(r, [5, 95])  # one call: the same order statistics
+        if hi - lo <= tol:
             arcs.append((k, float(median(r)), sum(segs[j]["length"] for j in groups[k - 1])))
             if r.var() < 0.5 * np.linalg.eigvalsh(np.cov(pts.T.astype(np.float64)))[0]:
                 drop.add(k)

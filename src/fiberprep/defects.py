@@ -588,7 +588,10 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     # flat indices: np.take / np.put gather and scatter several times faster than (yy, xx)
     flat = yy.astype(np.intp) * lg.shape[1] + xx
     r = np.take(rmap, flat)
-    t = (np.arctan2(yy - cy, xx - cx) / (2 * math.pi) * n_sec) % n_sec
+    t = np.arctan2(yy - cy, xx - cx)  # sector coordinate, in place (no temporaries)
+    t /= 2 * math.pi
+    t *= n_sec
+    np.mod(t, n_sec, out=t)
     # radial bins: ring_bin_px within ring_fine_um of the edge (its sharp profile),
     # ring_coarse_um beyond (smooth shadow; a tangential scratch cannot fill a bin), and in
     # the blend zone below r_full (a soft rim: a defect there cannot fill a bin either)

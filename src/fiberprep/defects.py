@@ -309,7 +309,7 @@ def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
         mk = (reg == k).astype(np.float32)
         num, den = box(sq * mk), box(den_all * mk)
         local = np.where(den > 1e-3, np.sqrt(np.maximum(num, 0) / np.maximum(den, 1e-6)), np.float32(glob[k]))
-        np.copyto(scale, back(local.astype(np.float32)), where=regions == k)
+        _copy_where(scale, back(local.astype(np.float32)), regions == k)
     np.maximum(scale, np.float32(floor), out=scale)
     return zs / scale, scale
 
@@ -472,8 +472,8 @@ def _flatten(lg, regions, rings, band, px, params):
             np.copyto(est, np.float32(0), where=~ok)
             np.copyto(sd, np.float32(s), where=~ok)
         est += trend
-        np.copyto(bg[win], est, where=m)
-        np.copyto(sigma[win], sd, where=m)
+        _copy_where(bg[win], est, m)
+        _copy_where(sigma[win], sd, m)
     for ring in rings:
         _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
@@ -698,6 +698,13 @@ def _nearest_filled(has):
     after = np.minimum.accumulate(np.where(has, j, 2 * n)[:, ::-1], axis=1)[:, ::-1]
     use_after = (before < 0) | ((after < n) & (after - j < j - before))
     return np.where(use_after & (after < n), after, before)
+
+
+def _copy_where(dst, src, mask):
+    """``np.copyto(dst, src, where=mask)`` for float32 images of one shape (``mask``
+    bool) by ``cv2.copyTo``, in place also on a window of a larger image: the same
+    values, ~3x faster than NumPy's masked copy."""
+    cv2.copyTo(src, mask.view(np.uint8), dst)
 
 
 def _mask_box(mask, margin):

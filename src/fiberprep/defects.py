@@ -2118,6 +2118,15 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     return out, src
 
 
+def _open_for_width(img, w):
+    """``img`` (uint8) opened by a disk of twice a line's width ``w`` (and 3 px more): what
+    is wider than such a line (zero-padded: the image border cuts no disk)."""
+    disk = _disk(max(2 * w, w + 3))
+    m = disk.shape[0]
+    padded = cv2.copyMakeBorder(img, m, m, m, m, cv2.BORDER_CONSTANT, value=0)
+    return cv2.morphologyEx(padded, cv2.MORPH_OPEN, disk)[m:-m, m:-m]
+
+
 def _bodies(r, cand, ys, xs, width):
     """Whether each candidate pixel ``ys, xs`` (component ``r``) lies in its component's
     body: for the components ``cand`` marks, what an opening by a disk of twice the
@@ -2127,12 +2136,9 @@ def _bodies(r, cand, ys, xs, width):
     for i in np.flatnonzero(cand):
         on = np.flatnonzero(r == i)
         y, x = ys[on] - int(ys[on].min()), xs[on] - int(xs[on].min())
-        w = float(width[i])
-        disk = _disk(max(2 * w, w + 3))
-        m = disk.shape[0]
-        img = np.zeros((int(y.max()) + 1 + 2 * m, int(x.max()) + 1 + 2 * m), np.uint8)
-        img[y + m, x + m] = 1
-        kept = cv2.morphologyEx(img, cv2.MORPH_OPEN, disk)[y + m, x + m] > 0
+        img = np.zeros((int(y.max()) + 1, int(x.max()) + 1), np.uint8)
+        img[y, x] = 1
+        kept = _open_for_width(img, float(width[i]))[y, x] > 0
         if 2 * np.count_nonzero(kept) >= on.size:  # (a blob thinner than that is all body)
             body[on] = kept
     return body
@@ -2147,7 +2153,8 @@ def _split_tails(r, host, n_r, tail, s, ys, xs, n_s, aspect, min_len):
     img = np.zeros((int(ys[tail].max()) + 1 - y0, int(xs[tail].max()) + 1 - x0), np.uint8)
     img[ys[tail] - y0, xs[tail] - x0] = 1
     n, lab = cv2.connectedComponents(img, connectivity=8)
-    k = np.where(tail, lab[np.clip(ys - y0, 0, img.shape[0] - 1), np.clip(xs - x0, 0, img.shape[1] - 1)], 0)
+    k = np.zeros(ys.size, np.int64)
+    k[tail] = lab[ys[tail] - y0, xs[tail] - x0]
     on = np.bincount(k * n_s + s, minlength=n * n_s).reshape(n, n_s)
     on[:, 0] = 0
     to = on.argmax(1)
@@ -2178,11 +2185,7 @@ def _split_blobs(r, host, n_r, ys, xs, s_width, min_area, aspect):
 
     def blobs(img, y, x, w):
         """Index arrays (into y, x) of the round parts an opening for width ``w`` keeps."""
-        disk = _disk(max(2 * w, w + 3))
-        m = disk.shape[0]
-        opened = cv2.morphologyEx(cv2.copyMakeBorder(img, m, m, m, m, cv2.BORDER_CONSTANT, value=0),
-                                  cv2.MORPH_OPEN, disk)[m:-m, m:-m]
-        n, lab = cv2.connectedComponents(opened, connectivity=8)
+        n, lab = cv2.connectedComponents(_open_for_width(img, w), connectivity=8)
         k = lab[y, x]
         major, minor = _axes(k, y, x, n)
         ok = (np.bincount(k, minlength=n) >= min_area) & (major < aspect * np.maximum(minor, 1.0))

@@ -1063,6 +1063,23 @@ def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     assert out[160, 450] == 0
 
 
+@pytest.mark.parametrize("index, number", [(38, 3), (52, 1)])
+def test_deep_oil_dome_is_no_swell(cfg, index, number):
+    # generated bench images (seed 1): a soft oil dome 20-30 µm across has no plateau
+    # inside and an edge over swell_min_edge_um, as an illumination swell; it stands 5-11
+    # noise units deep with an edge under swell_deep_edge_um, and is kept
+    rng = np.random.default_rng([1, index])
+    spec = synth.random_spec(rng, cfg["fiber_types"], **synth.PRESETS["bench"])
+    image, truth = synth.render(spec, rng)
+    gray = image.astype(np.float32) / 255.0
+    assert {d["number"]: d["type"] for d in truth["defects"]}[number] == "oil"
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert _best_iou(pred, truth["instance_map"] == number)[1] >= 0.5
+    old = dict(cfg["detection"], swell_deep_snr=1e9)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, old)
+    assert _best_iou(pred, truth["instance_map"] == number)[1] < 0.2
+
+
 def test_shaded_groove_keeps_its_opposite_flank_but_a_particle_on_a_scratch_splits_off(cfg):
     # a relief scratch: the line filter follows its dark flank, the region candidate holds
     # both flanks. The bright flank is a line along the scratch, part of it (the old code

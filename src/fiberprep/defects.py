@@ -2459,8 +2459,10 @@ def _drop_swells(labels, source, resid, valid, px, params):
     that the line filter did not find, with an edge wider than ``swell_min_edge_um``
     and no plateau inside (the residual's mean slope, half that width in from the
     outline, at least ``swell_min_slope_ratio`` times the outline's: a soft film is
-    flat there, a swell keeps rising), are dropped. Returns the renumbered labels and
-    per-label sources.
+    flat there, a swell keeps rising), are dropped, unless deep and sharp enough for a
+    film: a contrast of ``swell_deep_snr`` times the ring's noise (MAD) or more and an
+    edge no wider than ``swell_deep_edge_um`` (a dome of oil has no plateau either).
+    Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
     ys, xs = _nonzero(labels)  # (a bincount of the whole image converts every pixel to int64)
@@ -2486,9 +2488,14 @@ def _drop_swells(labels, source, resid, valid, px, params):
         # slope per µm (Sobel with ksize 3 is 8 x the central difference)
         grad = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0), cv2.Sobel(r, cv2.CV_32F, 0, 1)) * (px(1.0) / 8.0)
         slope = grad[(cv2.dilate(inside, k3) > 0) & ~(cv2.erode(inside, k3) > 0)].mean()
-        contrast = abs(float(median(resid[win][inside > 0])) - float(median(resid[win][ring])))
+        around = resid[win][ring]
+        contrast = abs(float(median(resid[win][inside > 0])) - float(median(around)))
         width = contrast / max(float(slope), 1e-12)  # µm
         if width <= params["swell_min_edge_um"]:
+            continue
+        # a film deep in the noise around it keeps a narrower edge than a deep swell
+        if (contrast >= params["swell_deep_snr"] * _mad_std(around)
+                and width <= params["swell_deep_edge_um"]):
             continue
         # a soft film still has a plateau: half the edge width in from the outline (at
         # least the ring's inner offset) it is flat; a swell keeps rising toward its top

@@ -12,6 +12,9 @@ from fiberprep.defects import COLUMNS, detect_defects
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_images"
+# the ring-grain rule's parameters, for _drop_rings tests that give their own
+GRAIN_PARAMS = {"ring_grain_max_um": 10.0, "ring_grain_count": 6, "ring_grain_sectors": 6,
+                "epoxy_band_um": 5.0}
 
 
 @pytest.fixture(scope="module")
@@ -527,7 +530,8 @@ def test_arc_around_the_centre_is_concentric_a_chord_is_not():
     t = np.radians(np.linspace(-110, -70, 200))
     labels[np.rint(100 + 60 * np.sin(t)).astype(int), np.rint(100 + 60 * np.cos(t)).astype(int)] = 1
     labels[170, 90:111] = 2  # a straight piece at the same distance, as short as its sagitta allows
-    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 1000.0}  # only the fit test can drop
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 1000.0,  # only the fit test can drop
+              **GRAIN_PARAMS}
     segs = [{"length": 41.0}, {"length": 20.0}]
     assert _concentric([[0], [1]], labels, segs, (100.0, 100.0), lambda um: um, params) == {1}
 
@@ -700,7 +704,8 @@ def test_scratch_passing_the_centre_with_defects_around_is_no_annulus():
            | (np.hypot(xx - 140, yy - 70) < 6)] = 1
     labels[(r >= 80) & (r < 86) & (np.abs(xx - 100) > 20)] = 2  # an annulus with two gaps
     source = np.array([0, 3, 1], np.int8)
-    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 40.0, "scratch_min_length_um": 10.0}
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 40.0, "scratch_min_length_um": 10.0,
+              **GRAIN_PARAMS}
     kept, _ = _drop_rings(labels, source, (96.0, 100.0, 130.0, r, (100.0, 100.0), 96.0),
                           lambda um: um, params)
     assert kept.max() == 1 and (kept[labels == 1] == 1).all() and not kept[labels == 2].any()
@@ -717,7 +722,8 @@ def test_crescent_along_a_rim_is_dropped_a_straight_band_as_thick_is_not():
     labels[(r >= 60) & (r < 68) & (np.abs(t) <= 40)] = 1
     labels[(yy >= 161) & (yy < 165) & (np.abs(xx - 100) <= 32)] = 2
     source = np.array([0, 1, 1], np.int8)
-    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 400.0, "scratch_min_length_um": 10.0}
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 400.0, "scratch_min_length_um": 10.0,
+              **GRAIN_PARAMS}
     kept, _ = _drop_rings(labels, source, (150.0, 160.0, 170.0, r, (100.0, 100.0), 150.0),
                           lambda um: um, params)
     assert not kept[labels == 1].any() and (kept[labels == 2] > 0).all()
@@ -1061,6 +1067,64 @@ def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     no_plateau_test = dict(params, swell_min_slope_ratio=0.0)
     out, _ = _drop_swells(labels, source, resid, valid, px, no_plateau_test)
     assert out[160, 450] == 0
+
+
+def test_grains_at_one_radius_all_around_are_a_ring_but_a_few_particles_are_not(cfg):
+    # an epoxy ring's grit inside a measured edge that took the ring's outer edge: small
+    # blobs at one radius all around the fiber; three particles at that radius on one
+    # side, and grains at scattered radii, are defects
+    from fiberprep.defects import _nonzero, _ring_grains
+
+    params = cfg["detection"]
+    centre, radius = (200.0, 200.0), 150.0
+    labels = np.zeros((400, 400), np.int32)
+    angles = np.deg2rad(np.arange(0, 360, 30) + 7)
+    for i, a in enumerate(angles, start=1):  # 12 grains all around
+        cv2.circle(labels, (int(centre[0] + radius * np.cos(a)), int(centre[1] + radius * np.sin(a))), 3, i, -1)
+    for i, a in enumerate(np.deg2rad([100, 110, 120]), start=13):  # three at one side, inside
+        cv2.circle(labels, (int(centre[0] + 100 * np.cos(a)), int(centre[1] + 100 * np.sin(a))), 3, i, -1)
+    ys, xs = _nonzero(labels)
+    k = labels[ys, xs]
+    n = int(labels.max()) + 1
+    r = np.hypot(xs - centre[0], ys - centre[1])
+    r_mean = np.bincount(k, r, minlength=n) / np.maximum(np.bincount(k, minlength=n), 1)
+    drop = _ring_grains(k, ys, xs, r_mean, np.ones(n, bool), centre, 4.0, params)
+    assert drop[1:13].all() and not drop[13:].any() and not drop[0]
+    # the same grains at radii 8 px apart: no ring
+    r_scattered = r_mean + 8.0 * np.arange(n)
+    assert not _ring_grains(k, ys, xs, r_scattered, np.ones(n, bool), centre, 4.0, params).any()
+
+
+def test_rough_epoxy_ring_inside_a_wide_measured_edge_gives_no_chips(cfg, tmp_path):
+    # independent renderer, seed 1, image 15: a clean dark fiber with a grainy epoxy ring
+    # 3.2 µm wide whose outer edge the zone fit took (+4.6 %); its grit lay inside the
+    # measured glass and came out as 17 chips in zone B
+    import importlib.util
+
+    from fiberprep import io as fio
+    from fiberprep import pipeline
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "xrender.py"
+    spec = importlib.util.spec_from_file_location("xrender", path)
+    xrender = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(xrender)
+    rng = np.random.default_rng([1, 15, 7])  # as xrender.write_dataset draws image 15 of seed 1
+    scene = xrender.scene_spec(rng, 15, cfg)
+    scene.update(hot_x=rng.uniform(0.2, 0.8), hot_y=rng.uniform(0.2, 0.8), hot_sig=rng.uniform(0.1, 0.3))
+    img, inst, _, rows = xrender.render(scene, rng)
+    assert not rows and scene["epoxy"] and scene["epoxy_um"] > 3.0
+    data, ext = xrender.encode(img, scene)
+    (tmp_path / f"x{ext}").write_bytes(data)
+    stage = pipeline.stage_params(cfg)
+    io = stage["zones"]["io"]
+    gray, _, _ = fio.load_image(str(tmp_path / f"x{ext}"), io["max_pixels"], io["min_side_px"])
+    geometry, zone_map = pipeline.measure_zones(gray, stage["zones"])
+    assert geometry["cladding_radius_px"] > 1.03 * scene["clad_um"] / 2 / scene["upp_x"]  # the wide fit
+    _, table = pipeline.find_defects(gray, zone_map, geometry, stage["defects"], "x")
+    assert len(table) == 0
+    old = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_count=10**6))
+    _, table = pipeline.find_defects(gray, zone_map, geometry, old, "x")
+    assert len(table) >= 10
 
 
 @pytest.mark.parametrize("index, number", [(38, 3), (52, 1)])

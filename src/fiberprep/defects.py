@@ -2404,7 +2404,7 @@ def _drop_rings(labels, source, ring, px, params):
     Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
-    r_lo, _, r_hi, rmap, (cx, cy), _ = ring
+    r_lo, r_edge, r_hi, rmap, (cx, cy), _ = ring
     ys, xs = _nonzero(labels)
     k, r = labels[ys, xs], rmap[ys, xs].astype(np.float64)
     cnt = np.maximum(np.bincount(k, minlength=n), 1)
@@ -2443,7 +2443,32 @@ def _drop_rings(labels, source, ring, px, params):
     d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
     seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
     drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
+    grains = (~drop & (source[:n] == _REGION) & (major <= px(params["ring_grain_max_um"]))
+              & (np.abs(r_mean - r_edge) <= px(params["epoxy_band_um"])))
+    drop |= _ring_grains(k, ys, xs, r_mean, grains, (cx, cy), tol, params)
     return _without(labels, source, drop)
+
+
+def _ring_grains(k, ys, xs, r_mean, cand, centre, tol, params):
+    """Instances (``cand``: small region instances) that are the grains of a rough ring: at least
+    ``ring_grain_count`` of them at one radius (within ``tol``) covering
+    ``ring_grain_sectors`` of 12 sectors around ``centre``. Defects do not line up
+    at one radius all around the fiber; the grit of an epoxy ring does, and lies inside
+    the measured edge when the fit took the ring's outer edge."""
+    n = r_mean.size
+    drop = np.zeros(n, bool)
+    cand = cand & (np.arange(n) > 0)
+    if np.count_nonzero(cand) < params["ring_grain_count"]:
+        return drop
+    cnt = np.maximum(np.bincount(k, minlength=n), 1)
+    ang = np.arctan2(np.bincount(k, ys, minlength=n) / cnt - centre[1], np.bincount(k, xs, minlength=n) / cnt - centre[0])
+    sector = ((ang + np.pi) * (12 / (2 * np.pi))).astype(np.int64) % 12
+    for i in np.flatnonzero(cand & ~drop):
+        same = cand & (np.abs(r_mean - r_mean[i]) <= tol)
+        if (np.count_nonzero(same) >= params["ring_grain_count"]
+                and np.unique(sector[same]).size >= params["ring_grain_sectors"]):
+            drop |= same
+    return drop
 
 
 def _drop_swells(labels, source, resid, valid, px, params):

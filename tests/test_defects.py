@@ -1087,12 +1087,13 @@ def test_grains_at_one_radius_all_around_are_a_ring_but_a_few_particles_are_not(
     k = labels[ys, xs]
     n = int(labels.max()) + 1
     r = np.hypot(xs - centre[0], ys - centre[1])
-    r_mean = np.bincount(k, r, minlength=n) / np.maximum(np.bincount(k, minlength=n), 1)
-    drop = _ring_grains(k, ys, xs, r_mean, np.ones(n, bool), centre, 4.0, params)
+    cnt = np.maximum(np.bincount(k, minlength=n), 1)
+    r_mean = np.bincount(k, r, minlength=n) / cnt
+    drop = _ring_grains(k, ys, xs, cnt, r_mean, np.ones(n, bool), centre, 4.0, params)
     assert drop[1:13].all() and not drop[13:].any() and not drop[0]
     # the same grains at radii 8 px apart: no ring
     r_scattered = r_mean + 8.0 * np.arange(n)
-    assert not _ring_grains(k, ys, xs, r_scattered, np.ones(n, bool), centre, 4.0, params).any()
+    assert not _ring_grains(k, ys, xs, cnt, r_scattered, np.ones(n, bool), centre, 4.0, params).any()
 
 
 def test_rough_epoxy_ring_inside_a_wide_measured_edge_gives_no_chips(cfg, tmp_path):
@@ -1111,7 +1112,7 @@ def test_rough_epoxy_ring_inside_a_wide_measured_edge_gives_no_chips(cfg, tmp_pa
     rng = np.random.default_rng([1, 15, 7])  # as xrender.write_dataset draws image 15 of seed 1
     scene = xrender.scene_spec(rng, 15, cfg)
     scene.update(hot_x=rng.uniform(0.2, 0.8), hot_y=rng.uniform(0.2, 0.8), hot_sig=rng.uniform(0.1, 0.3))
-    img, inst, _, rows = xrender.render(scene, rng)
+    img, _, _, rows = xrender.render(scene, rng)
     assert not rows and scene["epoxy"] and scene["epoxy_um"] > 3.0
     data, ext = xrender.encode(img, scene)
     (tmp_path / f"x{ext}").write_bytes(data)

@@ -2445,12 +2445,13 @@ def _drop_rings(labels, source, ring, px, params):
     drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
     grains = (~drop & (source[:n] == _REGION) & (major <= px(params["ring_grain_max_um"]))
               & (np.abs(r_mean - r_edge) <= px(params["epoxy_band_um"])))
-    drop |= _ring_grains(k, ys, xs, r_mean, grains, (cx, cy), tol, params)
+    drop |= _ring_grains(k, ys, xs, cnt, r_mean, grains, (cx, cy), tol, params)
     return _without(labels, source, drop)
 
 
-def _ring_grains(k, ys, xs, r_mean, cand, centre, tol, params):
-    """Instances (``cand``: small region instances) that are the grains of a rough ring: at least
+def _ring_grains(k, ys, xs, cnt, r_mean, cand, centre, tol, params):
+    """Instances (``cand``: small region instances; ``cnt`` pixels each, mean distance
+    ``r_mean`` from ``centre``) that are the grains of a rough ring: at least
     ``ring_grain_count`` of them at one radius (within ``tol``) covering
     ``ring_grain_sectors`` of 12 sectors around ``centre``. Defects do not line up
     at one radius all around the fiber; the grit of an epoxy ring does, and lies inside
@@ -2460,8 +2461,9 @@ def _ring_grains(k, ys, xs, r_mean, cand, centre, tol, params):
     cand = cand & (np.arange(n) > 0)
     if np.count_nonzero(cand) < params["ring_grain_count"]:
         return drop
-    cnt = np.maximum(np.bincount(k, minlength=n), 1)
-    ang = np.arctan2(np.bincount(k, ys, minlength=n) / cnt - centre[1], np.bincount(k, xs, minlength=n) / cnt - centre[0])
+    # the direction of each instance's centroid
+    ang = np.arctan2(np.bincount(k, ys, minlength=n) / cnt - centre[1],
+                     np.bincount(k, xs, minlength=n) / cnt - centre[0])
     sector = ((ang + np.pi) * (12 / (2 * np.pi))).astype(np.int64) % 12
     for i in np.flatnonzero(cand & ~drop):
         same = cand & (np.abs(r_mean - r_mean[i]) <= tol)

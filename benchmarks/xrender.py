@@ -520,6 +520,14 @@ def truth_row(s, image_id, fname, rows):
     }
 
 
+def render_one(seed, i, cfg):
+    """Scene, image, instance map, zone map and truth rows of image ``i`` of ``seed``."""
+    rng = np.random.default_rng([seed, i, 7])
+    s = scene_spec(rng, i, cfg)
+    s.update(hot_x=rng.uniform(0.2, 0.8), hot_y=rng.uniform(0.2, 0.8), hot_sig=rng.uniform(0.1, 0.3))
+    return (s, *render(s, rng))
+
+
 def write_dataset(out, n, seed, cfg):
     """Render ``n`` images with truth into ``out`` (images/, truth/); image ``i`` depends
     only on ``(seed, i)``."""
@@ -528,10 +536,7 @@ def write_dataset(out, n, seed, cfg):
         (out / sub).mkdir(parents=True, exist_ok=True)
     images, defects = [], []
     for i in range(n):
-        rng = np.random.default_rng([seed, i, 7])
-        s = scene_spec(rng, i, cfg)
-        s.update(hot_x=rng.uniform(0.2, 0.8), hot_y=rng.uniform(0.2, 0.8), hot_sig=rng.uniform(0.1, 0.3))
-        img, inst, zmap, rows = render(s, rng)
+        s, img, inst, zmap, rows = render_one(seed, i, cfg)
         data, ext = encode(img, s)
         image_id = f"xd{seed}_{i:04d}"
         (out / "images" / f"{image_id}{ext}").write_bytes(data)

@@ -316,17 +316,20 @@ def _types_of_contamination_members(model, rows):
     return set(clustering.apply_review(clustering.assign_clusters(model, rows), model, None)[contamination])
 
 
-@pytest.mark.parametrize("across_deg, snr, chip", [(90.0, -3.0, True), (90.0, -1.0, False), (0.0, -3.0, False)])
-def test_clearly_dark_crescent_of_a_contamination_cluster_is_a_chip(first, across_deg, snr, chip):
+@pytest.mark.parametrize("across_deg, snr, michelson, chip", [
+    (90.0, -3.0, -0.3, True), (90.0, -1.0, -0.3, False), (90.0, -3.0, -0.05, False), (0.0, -3.0, -0.3, False)])
+def test_clearly_dark_crescent_of_a_contamination_cluster_is_a_chip(first, across_deg, snr, michelson, chip):
     """An elongated defect of a contamination cluster lying along the cladding edge,
     inside it, is glass broken off along the edge when it is as dark as a notch
-    (naming.chip_max_snr); a fainter one (a film's rim) or one across the edge stays
-    contamination."""
+    (naming.chip_max_snr and chip_max_michelson); a fainter one (a film's rim, on
+    uniform glass clear of the noise but dimming it by a few %) or one across the edge
+    stays contamination."""
     data, model = first
     naming = model["params"]["naming"]
-    dust = data[data["truth"] == "contamination"].head(10)
+    dust = data[data["truth"] == "contamination"].head(20)
     rows = dust.assign(angle_deg=30.0, orientation_deg=30.0 + across_deg, cladding_edge_distance_um=0.0,
-                       cladding_overhang_um=-0.5, local_snr=snr, aspect_ratio=naming["chip_max_aspect_ratio"] + 1.0,
+                       cladding_overhang_um=-0.5, local_snr=snr, michelson_contrast=michelson,
+                       aspect_ratio=naming["chip_max_aspect_ratio"] + 1.0,
                        length_um=0.5 * naming["chip_crescent_max_length_um"])
     assert _types_of_contamination_members(model, rows) == ({"chip"} if chip else {"contamination"})
 

@@ -96,6 +96,28 @@ def test_edge_distance_follows_an_elliptical_cladding():
     assert row.edge_straddle == pytest.approx(1.0, abs=0.15)
 
 
+def test_background_of_a_notch_at_the_edge_is_the_glass_it_breaks():
+    """A dark notch inside the cladding edge of a bright fiber: its background ring
+    reaches across the edge onto the darker ferrule, but only the glass side counts (a
+    two-level ring has the spread of their gap, and the notch looks fainter than it is;
+    near the edge the noise-measured SNR of a chip is what tells it from a faint film)."""
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:400, :400]
+    r = np.hypot(xx - 200.0, yy - 200.0)
+    gray = (np.where(r <= 125.0, 0.7, 0.35) + rng.normal(0, 0.01, r.shape)).astype(np.float32)
+    inst = ((np.hypot(xx - 200.0, yy - 75.0) <= 8) & (r <= 125.0)).astype(np.uint16)  # a half disc
+    gray[inst == 1] = 0.25
+    zones = np.full(inst.shape, 2, np.uint8)
+    notch = defect_features(gray, inst, zones, pd.DataFrame({"number": [1]}), GEOMETRY).iloc[0]
+    assert notch.local_background == pytest.approx(0.7, abs=0.005)
+    assert notch.local_background_std == pytest.approx(0.01, abs=0.003)
+    assert notch.michelson_contrast == pytest.approx((0.25 - 0.7) / 0.95, abs=0.02)
+    no_edge = {**GEOMETRY, "cladding_radius_px": np.nan}
+    mixed = defect_features(gray, inst, zones, pd.DataFrame({"number": [1]}), no_edge).iloc[0]
+    assert mixed.local_background_std > 2.5 * notch.local_background_std
+    assert mixed.local_snr > 0.5 * notch.local_snr
+
+
 def test_rim_contrast_tells_soft_hard_and_haloed_edges():
     """Same dark disc (mask = half-depth contour) drawn hard, blurred (oil-like soft
     edge) and with a bright diffraction ring just outside (pit)."""

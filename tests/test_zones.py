@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from independent_render import independent_image
 
 from fiberprep import synth, zones
 from fiberprep.io import ImageRejected
@@ -895,3 +896,21 @@ def test_bevel_line_under_a_diffraction_fringe_does_not_push_the_edge_outward():
             edge_sigma_px=0.6, blur_px=0.3,
         )
         assert radius < 0.1
+
+
+def test_edge_points_on_two_concentric_steps_give_the_outer_one_not_a_rejection(tmp_path):
+    # independent renderer, seed 5, image 21: a dark multimode fiber under ring light
+    # with a bright bevel rim 2.2 µm wide inside the glass edge and strong vignetting;
+    # the rays took the rim's inner step on half the circumference and the glass edge
+    # on the other, 5 px apart: one ellipse between them (RMS 2.6 px) was rejected
+    from fiberprep import pipeline
+
+    gray, scene, _ = independent_image(CONFIG, 5, 21, tmp_path)
+    true_r = scene["clad_um"] / 2 / scene["upp_x"]
+    stage = pipeline.stage_params(CONFIG)["zones"]
+    geometry, _ = pipeline.measure_zones(gray, stage)
+    assert abs(geometry["cladding_radius_px"] / true_r - 1) < 0.005
+    assert geometry["confidence"] >= PARAMS["min_confidence"]
+    one_edge = dict(stage, zones=dict(stage["zones"], two_edge_min_share=0.5))
+    with pytest.raises(ImageRejected, match="low fit confidence"):
+        pipeline.measure_zones(gray, one_edge)

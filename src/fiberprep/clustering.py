@@ -284,8 +284,11 @@ def _rule_chips(model: dict, features: pd.DataFrame, types: np.ndarray, near: np
         if "chip_crescent_max_angle_deg" not in naming:
             return notch
         across = np.radians(col("orientation_deg") - col("angle_deg"))
+        notch_dark = col("local_snr") <= float(naming["chip_max_snr"])
+        if "chip_max_michelson" in naming:
+            notch_dark &= col("michelson_contrast") <= float(naming["chip_max_michelson"])
         dark = np.where(types[near] == "scratch", col("local_snr") < 0,
-                        (types[near] == "contamination") & (col("local_snr") <= float(naming["chip_max_snr"])))
+                        (types[near] == "contamination") & notch_dark)
         crescent = (dark
                     & (np.abs(np.sin(across)) >= np.cos(np.radians(float(naming["chip_crescent_max_angle_deg"]))))
                     & (col("cladding_edge_distance_um") <= gap)
@@ -351,7 +354,7 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       edge) goes to its nearest chip cluster when the model has one: a folder's chip
       cluster can form around pits beside the edge, far from the notches themselves.
       So does a dark defect of a scratch cluster, or one of a contamination cluster as
-      dark as a notch (``chip_max_snr``), lying along the edge, inside it (its axis
+      dark as a notch (``chip_max_snr``, ``chip_max_michelson``), lying along the edge, inside it (its axis
       within ``naming.chip_crescent_max_angle_deg`` of the edge's tangent, at most
       ``chip_crescent_max_length_um`` long): a crescent of glass broken off along the
       edge, where a scratch would cross it or run apart from it.
@@ -423,10 +426,12 @@ def _cmp(value, op: str, threshold: float):
 def _chip_conditions(naming: dict, edge_um: float) -> list[tuple[str, str, float]]:
     """The chip rule (feature, op, threshold): within ``edge_um`` of the cladding edge,
     notch-shaped, dark and not beyond the edge (see :func:`name_clusters`)."""
+    dark = [("michelson_contrast", "<=", naming["chip_max_michelson"])] if (
+        "chip_max_michelson" in naming) else []  # (models saved before it existed)
     return [("cladding_edge_distance_um", "<=", edge_um),
             ("aspect_ratio", "<=", naming["chip_max_aspect_ratio"]),
             ("solidity", ">=", naming["chip_min_solidity"]),
-            ("local_snr", "<=", naming["chip_max_snr"]),
+            ("local_snr", "<=", naming["chip_max_snr"]), *dark,
             ("cladding_overhang_um", "<=", naming["chip_max_overhang_um"])]
 
 
@@ -446,7 +451,8 @@ def name_clusters(model: dict) -> dict[int, dict]:
     1. chip: at the cladding edge (``cladding_edge_distance_um`` small) and not
        beyond it (``cladding_overhang_um`` small: a chip is missing glass, dust on the
        edge straddles it), notch-shaped (``aspect_ratio`` small, ``solidity`` high)
-       and dark (``local_snr`` negative: broken glass scatters light away);
+       and dark (``local_snr`` negative and ``michelson_contrast`` well below 0:
+       broken glass scatters light away, a film on the glass only dims it);
     2. scratch: elongated and long (``aspect_ratio``, ``skeleton_length_um`` large);
     3. contamination, oil-like: diffuse edge (``edge_sharpness`` low: the intensity
        change is spread over several µm, as for oil films and smears);

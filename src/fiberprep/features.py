@@ -42,6 +42,9 @@ _RING_MIN_PX = 2
 _RIM_UM = 1.0
 # Outer reach (µm, at least 2 px) of the 1 px rings in which a halo is looked for.
 _HALO_UM = 2.0
+# Fewest crop pixels on a defect's side of the cladding edge for its background to be
+# taken on that side alone (``_same_side``).
+_SIDE_MIN_PX = 20
 # Gray levels of the GLCM and of the entropy histogram.
 _LEVELS = 32
 # Uniform LBP with 8 neighbours at radius 1 has P + 2 = 10 codes.
@@ -111,7 +114,8 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("intensity_max", "gray [0,1]", "maximum intensity inside the defect"),
     ("contrast_variation", "1", "intensity_std / abs(local_contrast): low = uniform (particles, "
      "pits), high = contrast varying along the defect (fading or relief scratches)"),
-    ("local_background", "gray [0,1]", "median intensity of the local background ring (beyond the rim)"),
+    ("local_background", "gray [0,1]", "median intensity of the local background ring (beyond the rim; "
+     "on the defect's side of the cladding edge)"),
     ("local_background_std", "gray [0,1]", "robust std (1.4826 MAD) of the background ring"),
     ("local_contrast", "gray [0,1]", "defect mean - local background (negative = dark)"),
     ("local_snr", "1", "local_contrast / local_background_std"),
@@ -555,6 +559,32 @@ def _cladding_radius(x: np.ndarray, y: np.ndarray, geometry: dict) -> np.ndarray
                                       y - geometry.get("center_y", np.nan), e, t))
 
 
+def _same_side(zone_c: np.ndarray, mask: np.ndarray, origin: tuple[int, int],
+               geometry: dict) -> np.ndarray:
+    """The zone crop with the pixels across the cladding edge from most of the defect
+    set to 0 (outside the analysed area), so that its local background is the surface
+    it lies on: the ring of a chip or a pit at the edge would otherwise mix glass and
+    ferrule, and its contrast against their median and their spread (the two levels')
+    would make a dark notch look faint. Crops the edge does not cross, and defects
+    with fewer than ``_SIDE_MIN_PX`` ring-sized pixels on their side, are unchanged."""
+    rc = geometry.get("cladding_radius_px", np.nan)
+    if not np.isfinite(rc) or not np.isfinite(geometry.get("center_x", np.nan)):
+        return zone_c
+    h, w = zone_c.shape
+    y0, x0 = origin
+    cx, cy = geometry["center_x"] - x0, geometry["center_y"] - y0
+    near = np.hypot(min(max(cx, 0), w) - cx, min(max(cy, 0), h) - cy)
+    far = np.hypot(max(cx, w - cx), max(cy, h - cy))
+    if not (near < rc * 1.05 + 2 and far > rc * 0.95 - 2):  # (an ellipse within 5 %)
+        return zone_c
+    yy, xx = np.mgrid[y0:y0 + h, x0:x0 + w]
+    inside = _cladding_radius(xx.astype(np.float64), yy.astype(np.float64), geometry) <= rc
+    side = inside if np.count_nonzero(inside & mask) * 2 >= np.count_nonzero(mask) else ~inside
+    if np.count_nonzero(side & ~mask & (zone_c > 0)) < _SIDE_MIN_PX:
+        return zone_c
+    return np.where(side, zone_c, 0).astype(zone_c.dtype)
+
+
 _EDGE_NAMES = ["cladding_edge_distance_um", "cladding_overhang_um", "edge_straddle"]
 
 
@@ -608,7 +638,8 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
     -----
     The background ring is ``max(2 px, 3 µm)`` wide and starts beyond a ``max(1 px,
     1 µm)`` rim (blur, soft edges and halos are measured there, ``rim_contrast``); it
-    excludes other defects and pixels outside the analysed area and is summarised
+    excludes other defects, pixels outside the analysed area and pixels across the
+    cladding edge from most of the defect (``_same_side``), and is summarised
     robustly (median, 1.4826·MAD). GLCM and LBP use 32 gray levels of the [0, 1] range,
     so texture compares across images, on a window of at most 48 × 48 px centred on the
     defect. The IEC sizes come from the image, not from the mask's pixel count:
@@ -644,9 +675,10 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
     for n, (by, bx, bh, bw) in zip(numbers.tolist(), boxes.tolist()):
         y0, y1 = max(by - margin, 0), min(by + bh + margin, H)
         x0, x1 = max(bx - margin, 0), min(bx + bw + margin, W)
-        row, window, pix = _crop_features(gray[y0:y1, x0:x1], lab[y0:y1, x0:x1],
-                                          zone_map[y0:y1, x0:x1], n, (y0, x0), kernels,
-                                          halo_px, um, gray)
+        lab_c = lab[y0:y1, x0:x1]
+        zone_c = _same_side(zone_map[y0:y1, x0:x1], lab_c == n, (y0, x0), geometry)
+        row, window, pix = _crop_features(gray[y0:y1, x0:x1], lab_c, zone_c, n, (y0, x0),
+                                          kernels, halo_px, um, gray)
         rows.append(row)
         windows.append(window)
         pixels.append(pix)

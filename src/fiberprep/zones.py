@@ -180,15 +180,18 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     smooth = cv2.GaussianBlur(crop, (0, 0), params["edge_sigma_px"])
     upp_given = float(um_per_px) / k if um_per_px else None
     coarse = ((cx - x0 + 0.5) * k - 0.5, (cy - y0 + 0.5) * k - 0.5, r * k)
-    clad = _fit_cladding(smooth, coarse, polarity, clad_r_um, upp_given, params)
     # an epoxy band is looked for at most 60 % of the narrowest cladding annulus in,
     # clear of a large core's edge
     annulus_um = min(0.5 * (float(t["cladding_um"]) - float(t["core_um"])) for t in types.values())
     band_um = min(params["epoxy_max_um"], 0.6 * annulus_um)
-    clad = _inside_band(smooth, clad, polarity, clad_r_um, upp_given, band_um, params)
-    # residuals in the image's pixels (the crop's over k)
-    clad = {**clad, "residual": clad["residual"] / k, "excess": clad["excess"] / k}
-    confidence = _confidence(clad, params)
+    for two_edges in (False, True):  # the second pass only for a fit to be rejected
+        clad = _fit_cladding(smooth, coarse, polarity, clad_r_um, upp_given, params, two_edges)
+        clad = _inside_band(smooth, clad, polarity, clad_r_um, upp_given, band_um, params)
+        # residuals in the image's pixels (the crop's over k)
+        clad = {**clad, "residual": clad["residual"] / k, "excess": clad["excess"] / k}
+        confidence = _confidence(clad, params)
+        if confidence >= params["min_confidence"]:
+            break
     if confidence < params["min_confidence"]:
         raise ImageRejected(
             f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
@@ -1063,14 +1066,15 @@ def _half_width(r, rel, params):
     return int(math.ceil(max(params["search_min_px"], rel * r)))
 
 
-def _fit_edge(smooth, shape, sign, half, params):
+def _fit_edge(smooth, shape, sign, half, params, two_edges=False):
     """Sub-pixel edge points around an ellipse guess and their robust fit.
 
     Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
     ellipticity, major-axis angle, RMS residual, its ``excess`` over the edge
     points' expected scatter (``edge_spread_factor`` x :func:`_edge_spread`) and
     inlier fraction (of all rays); None when too few edge points remain or the
-    fit is more elliptical than ``max_ellipticity``.
+    fit is more elliptical than ``max_ellipticity``. ``two_edges``: a fit below
+    ``min_confidence`` may be one of two concentric edges (:func:`_one_of_two_edges`).
     """
     r = math.sqrt(shape[2] * shape[3])
     n_rays = _n_rays(r, 90, params)
@@ -1086,25 +1090,84 @@ def _fit_edge(smooth, shape, sign, half, params):
     fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"])
     if fitted is None:
         return None
-    ex, ey, a, b, th = (float(v) for v in fitted)
-    major, minor, angle = (a, b, th) if a >= b else (b, a, th + math.pi / 2)
-    if 1.0 - minor / major > params["max_ellipticity"]:
+    if _ellipticity(fitted) > params["max_ellipticity"]:
         return None
     res = _radial_residuals(fitted, pts[inl])
+    fit = _edge_fit_dict(fitted, res, spread[inl], inl.sum() / n_rays, params)
+    if two_edges and _confidence(fit, params) < params["min_confidence"]:
+        fit = _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params) or fit
+    return fit
+
+
+def _ellipticity(shape):
+    """1 - minor / major of an ellipse ``(cx, cy, a, b, theta)``."""
+    return 1.0 - min(shape[2], shape[3]) / max(shape[2], shape[3])
+
+
+def _edge_fit_dict(fitted, res, spread, inlier_frac, params):
+    """The :func:`_fit_edge` result of an ellipse ``fitted`` to edge points with radial
+    residuals ``res`` and expected scatter ``spread``."""
+    ex, ey, a, b, th = (float(v) for v in fitted)
+    angle = th if a >= b else th + math.pi / 2
     return {
         "shape": (ex, ey, a, b, th),
         "cx": ex,
         "cy": ey,
         "r": math.sqrt(a * b),
-        "ellipticity": 1.0 - minor / major,
+        "ellipticity": _ellipticity(fitted),
         "angle_deg": math.degrees(angle) % 180.0,
         "residual": float(np.sqrt(np.mean(res**2))),
         # the part of the residual that the edge points' SNR does not explain
         "excess": float(
-            np.sqrt(max(0.0, np.mean(res**2 - (params["edge_spread_factor"] * spread[inl]) ** 2)))
+            np.sqrt(max(0.0, np.mean(res**2 - (params["edge_spread_factor"] * spread) ** 2)))
         ),
-        "inlier_frac": float(inl.sum() / n_rays),
+        "inlier_frac": float(inlier_frac),
     }
+
+
+def _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params):
+    """The fit of one of two concentric edges that a poor fit's points straddle.
+
+    A bevel rim or a ring beside the glass edge gives two steps of the same sign a few
+    px apart; when their strengths cross around the fiber (vignetting), the rays pick
+    one or the other and a single ellipse runs between them, a residual no edge noise
+    explains. When the fit's inliers cover ``two_edge_min_support`` of the rays (an edge
+    all around, not edges on no circle) and their residuals split into two groups (the
+    best threshold between them), each of at least ``two_edge_min_share`` of the points
+    and each on a concentric ellipse (centres within ``inlier_px``, points within
+    ``inlier_px`` RMS of it) at least ``two_edge_min_gap_px`` apart, the outer group is
+    fitted alone (a bevel rim's outer step ends the glass; an epoxy ring's outer step is
+    moved in later, as on any fit, by ``_epoxy_shift``); the inner one supports the same
+    centre, so both count as inliers. None otherwise."""
+    if inl.sum() < params["two_edge_min_support"] * n_rays:
+        return None
+    res = _radial_residuals(fitted, pts)
+    order = np.sort(res[inl])
+    n = order.size
+    share = params["two_edge_min_share"]
+    lo, hi = max(int(share * n), 1), min(int((1 - share) * n), n - 1)
+    if hi <= lo:
+        return None
+    # the threshold of the largest between-group variance (Otsu on the residuals)
+    k = np.arange(lo, hi + 1)
+    csum = np.cumsum(order)
+    m_in, m_out = csum[k - 1] / k, (csum[-1] - csum[k - 1]) / (n - k)
+    cut = order[k[np.argmax(k * (n - k) * (m_out - m_in) ** 2)] - 1]
+    groups = [inl & (res <= cut), inl & (res > cut)]
+    fits = [_robust_ellipse(pts[g], np.hypot(*(pts[g] - fitted[:2]).T), tol, params["fit_iterations"])
+            for g in groups]
+    if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
+        return None
+    (inner, _), (outer, _) = fits
+    rms = [np.sqrt(np.mean(_radial_residuals(f, pts[g][keep]) ** 2)) for (f, keep), g in zip(fits, groups)]
+    if (math.hypot(inner[0] - outer[0], inner[1] - outer[1]) > params["inlier_px"]
+            or max(rms) > params["inlier_px"]
+            or math.sqrt(outer[2] * outer[3]) - math.sqrt(inner[2] * inner[3]) < params["two_edge_min_gap_px"]):
+        return None
+    (shape, keep), g = fits[1], groups[1]
+    support = sum(int(f[1].sum()) for f in fits)
+    return _edge_fit_dict(shape, _radial_residuals(shape, pts[g][keep]), spread[g][keep],
+                          support / n_rays, params)
 
 
 def _settled_fit(smooth, shape, sign, half, params):
@@ -1124,14 +1187,15 @@ def _settled_fit(smooth, shape, sign, half, params):
     return fit
 
 
-def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
+def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_edges=False):
     """Sub-pixel cladding ellipse from the coarse circle ``(cx, cy, r)``.
 
     Wide ray searches until the center settles, a narrow refining search, the
     outer step of a rim when the edge is a staircase (:func:`_rim_outer_step`), then
     on dark fibers whose edge shows no diffraction fringe, the glass edge inside
     an epoxy ring when there is one, else outside a bevel line (lobe fit); under
-    a fringe all around the edge, outside a bevel line (odd-part fit).
+    a fringe all around the edge, outside a bevel line (odd-part fit). ``two_edges``:
+    the refining fit may take the outer of two concentric edges (``_fit_edge``).
     """
     cx, cy, r = coarse
     sign = 1.0 if polarity == "dark" else -1.0
@@ -1142,7 +1206,8 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params):
     if clad is None:
         raise ImageRejected(NO_FIBER.format(seen="no edge to fit along rays across the circle"))
     clad = (
-        _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params), params)
+        _fit_edge(smooth, clad["shape"], sign, _half_width(r, params["refine_rel"], params), params,
+                  two_edges)
         or clad
     )
     upp_guess = um_per_px or clad_r_um / clad["r"]

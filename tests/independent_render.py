@@ -1,0 +1,25 @@
+"""One image of the independent renderer (``benchmarks/xrender.py``), as the workflow
+reads it: ``independent_image(cfg, seed, index, folder)`` returns the analysed gray
+image, the scene and the true defect rows of image ``index`` of ``seed`` (the image
+``xd{seed}_{index:04d}`` of ``bench_labels.py --preset independent --seed {seed}``)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from fiberprep import io as fio
+from fiberprep import pipeline
+
+
+def independent_image(cfg, seed, index, folder):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "xrender.py"
+    spec = importlib.util.spec_from_file_location("xrender", path)
+    xrender = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(xrender)
+    scene, img, _, _, rows = xrender.render_one(seed, index, cfg)
+    data, ext = xrender.encode(img, scene)
+    (Path(folder) / f"x{ext}").write_bytes(data)
+    io = pipeline.stage_params(cfg)["zones"]["io"]
+    gray, _, _ = fio.load_image(str(Path(folder) / f"x{ext}"), io["max_pixels"], io["min_side_px"])
+    return gray, scene, rows

@@ -15,6 +15,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_images"
 # the ring-grain rule's parameters, for _drop_rings tests that give their own
 GRAIN_PARAMS = {"ring_grain_max_um": 10.0, "ring_grain_count": 6, "ring_grain_sectors": 6,
+                "ring_grain_far_um": 10.0, "ring_grain_far_count": 12, "ring_grain_far_sectors": 8,
                 "epoxy_band_um": 5.0}
 
 
@@ -1110,9 +1111,28 @@ def test_rough_epoxy_ring_inside_a_wide_measured_edge_gives_no_chips(cfg, tmp_pa
     assert geometry["cladding_radius_px"] > 1.03 * scene["clad_um"] / 2 / scene["upp_x"]  # the wide fit
     _, table = pipeline.find_defects(gray, zone_map, geometry, stage["defects"], "x")
     assert len(table) == 0
-    old = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_count=10**6))
+    old = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_count=10**6,
+                                              ring_grain_far_count=10**6))
     _, table = pipeline.find_defects(gray, zone_map, geometry, old, "x")
     assert len(table) >= 10
+
+
+def test_grit_ring_beyond_a_short_measured_edge_gives_no_specks(cfg, tmp_path):
+    # independent renderer, seed 6, image 26: a bright fiber with a dark bevel rim whose
+    # inner step the zone fit took (-2.6 %) and a grainy epoxy ring beyond the glass;
+    # its grit lay 4-5.5 µm beyond the measured edge, past epoxy_band_um: 14 specks at
+    # one radius in 8 of 12 sectors
+    from fiberprep import pipeline
+
+    gray, scene, rows = independent_image(cfg, 6, 26, tmp_path)
+    stage = pipeline.stage_params(cfg)
+    geometry, zone_map = pipeline.measure_zones(gray, stage["zones"])
+    assert geometry["cladding_radius_px"] < 0.98 * scene["clad_um"] / 2 / scene["upp_x"]
+    _, table = pipeline.find_defects(gray, zone_map, geometry, stage["defects"], "x")
+    assert len(table) <= len(rows) + 1
+    near_only = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_far_count=10**6))
+    _, table = pipeline.find_defects(gray, zone_map, geometry, near_only, "x")
+    assert len(table) >= len(rows) + 10
 
 
 @pytest.mark.parametrize("index, number", [(38, 3), (52, 1)])

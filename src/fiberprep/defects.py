@@ -2443,9 +2443,16 @@ def _drop_rings(labels, source, ring, px, params):
     d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
     seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
     drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
-    grains = (~drop & (source[:n] == _REGION) & (major <= px(params["ring_grain_max_um"]))
-              & (np.abs(r_mean - r_edge) <= px(params["epoxy_band_um"])))
-    drop |= _ring_grains(k, ys, xs, cnt, r_mean, grains, (cx, cy), tol, params)
+    small = ~drop & (source[:n] == _REGION) & (major <= px(params["ring_grain_max_um"]))
+    off_edge = np.abs(r_mean - r_edge)
+    drop |= _ring_grains(k, ys, xs, cnt, r_mean, small & (off_edge <= px(params["epoxy_band_um"])),
+                         (cx, cy), tol, params)
+    # farther out (a fit that took a bevel rim's inner step leaves the ring's grit a few
+    # µm beyond the band): only a ring of many grains nearly all around
+    far = {**params, "ring_grain_count": params["ring_grain_far_count"],
+           "ring_grain_sectors": params["ring_grain_far_sectors"]}
+    drop |= _ring_grains(k, ys, xs, cnt, r_mean, small & ~drop & (off_edge <= px(params["ring_grain_far_um"])),
+                         (cx, cy), tol, far)
     return _without(labels, source, drop)
 
 

@@ -14,7 +14,7 @@ from fiberprep.defects import COLUMNS, detect_defects
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "config.yaml"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "real_images"
 # the ring-grain rule's parameters, for _drop_rings tests that give their own
-GRAIN_PARAMS = {"ring_grain_max_um": 10.0, "ring_grain_count": 6, "ring_grain_sectors": 6,
+GRAIN_PARAMS = {"ring_grain_max_um": 10.0, "ring_grain_count": 6, "ring_grain_sectors": 6, "ring_grain_max_gap_deg": 120.0,
                 "ring_grain_far_um": 10.0, "ring_grain_far_count": 12, "ring_grain_far_sectors": 8,
                 "epoxy_band_um": 5.0}
 
@@ -1098,6 +1098,33 @@ def test_grains_at_one_radius_all_around_are_a_ring_but_a_few_particles_are_not(
     assert not _ring_grains(k, ys, xs, cnt, r_scattered, np.ones(n, bool), centre, 4.0, params).any()
 
 
+@pytest.mark.parametrize("angles_deg, ring", [
+    ([23, 112, 193, 276, 290, 337, 343], True),   # seven grains all around, in 5 sectors
+    ([8, 44, 66, 92, 97, 114, 148], False),        # seven specks on one side (a 220° gap)
+])
+def test_a_few_grains_spread_all_around_are_a_ring(cfg, angles_deg, ring):
+    # independent seed 5 image 58: seven grains of an epoxy ring at one radius leave no
+    # gap wider than ring_grain_max_gap_deg; the dark specks beside a real fiber
+    # (endfaces_720x576/DSCN0070), as many in as many sectors, lie on one side
+    from fiberprep.defects import _nonzero, _ring_grains
+
+    params = cfg["detection"]
+    centre, radius = (200.0, 200.0), 150.0
+    labels = np.zeros((400, 400), np.int32)
+    for i, a in enumerate(np.deg2rad(angles_deg), start=1):
+        cv2.circle(labels, (int(centre[0] + radius * np.cos(a)), int(centre[1] + radius * np.sin(a))), 3, i, -1)
+    ys, xs = _nonzero(labels)
+    k = labels[ys, xs]
+    n = int(labels.max()) + 1
+    cnt = np.maximum(np.bincount(k, minlength=n), 1)
+    r_mean = np.bincount(k, np.hypot(xs - centre[0], ys - centre[1]), minlength=n) / cnt
+    sectors = {int((a + 180) // 30) % 12 for a in np.degrees(np.arctan2(np.sin(np.deg2rad(angles_deg)),
+                                                                        np.cos(np.deg2rad(angles_deg))))}
+    assert len(sectors) < params["ring_grain_sectors"]
+    drop = _ring_grains(k, ys, xs, cnt, r_mean, np.ones(n, bool), centre, 4.0, params)
+    assert drop[1:].all() == ring and not (drop[1:].any() and not ring)
+
+
 def test_rough_epoxy_ring_inside_a_wide_measured_edge_gives_no_chips(cfg, tmp_path):
     # independent renderer, seed 1, image 15: a clean dark fiber with a grainy epoxy ring
     # 3.2 µm wide whose outer edge the zone fit took (+4.6 %); its grit lay inside the
@@ -1130,7 +1157,9 @@ def test_grit_ring_beyond_a_short_measured_edge_gives_no_specks(cfg, tmp_path):
     assert geometry["cladding_radius_px"] < 0.98 * scene["clad_um"] / 2 / scene["upp_x"]
     _, table = pipeline.find_defects(gray, zone_map, geometry, stage["defects"], "x")
     assert len(table) <= len(rows) + 1
-    near_only = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_far_count=10**6))
+    # the rule of the previous stop: grains within epoxy_band_um, counted by sectors
+    near_only = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_far_count=10**6,
+                                                    ring_grain_max_gap_deg=0.0))
     _, table = pipeline.find_defects(gray, zone_map, geometry, near_only, "x")
     assert len(table) >= len(rows) + 10
 

@@ -2450,8 +2450,8 @@ def _drop_rings(labels, source, ring, px, params):
     # farther out (a fit that took a bevel rim's inner step leaves the ring's grit a few
     # µm beyond the band): only a ring of many grains nearly all around
     far = {**params, "ring_grain_count": params["ring_grain_far_count"],
-           "ring_grain_sectors": params["ring_grain_far_sectors"]}
-    drop |= _ring_grains(k, ys, xs, cnt, r_mean, small & ~drop & (off_edge <= px(params["ring_grain_far_um"])),
+           "ring_grain_sectors": params["ring_grain_far_sectors"], "ring_grain_max_gap_deg": 0.0}
+    drop |= _ring_grains(k, ys, xs, cnt, r_mean, small & (off_edge <= px(params["ring_grain_far_um"])),
                          (cx, cy), tol, far)
     return _without(labels, source, drop)
 
@@ -2460,9 +2460,11 @@ def _ring_grains(k, ys, xs, cnt, r_mean, cand, centre, tol, params):
     """Instances (``cand``: small region instances; ``cnt`` pixels each, mean distance
     ``r_mean`` from ``centre``) that are the grains of a rough ring: at least
     ``ring_grain_count`` of them at one radius (within ``tol``) covering
-    ``ring_grain_sectors`` of 12 sectors around ``centre``. Defects do not line up
-    at one radius all around the fiber; the grit of an epoxy ring does, and lies inside
-    the measured edge when the fit took the ring's outer edge."""
+    ``ring_grain_sectors`` of 12 sectors around ``centre``, or leaving no gap wider
+    than ``ring_grain_max_gap_deg`` around it (a few grains spread all around).
+    Defects do not line up at one radius all around the fiber; the grit of an epoxy
+    ring does, and lies inside the measured edge when the fit took the ring's outer
+    edge."""
     n = r_mean.size
     drop = np.zeros(n, bool)
     cand = cand & (np.arange(n) > 0)
@@ -2474,8 +2476,12 @@ def _ring_grains(k, ys, xs, cnt, r_mean, cand, centre, tol, params):
     sector = ((ang + np.pi) * (12 / (2 * np.pi))).astype(np.int64) % 12
     for i in np.flatnonzero(cand & ~drop):
         same = cand & (np.abs(r_mean - r_mean[i]) <= tol)
-        if (np.count_nonzero(same) >= params["ring_grain_count"]
-                and np.unique(sector[same]).size >= params["ring_grain_sectors"]):
+        if np.count_nonzero(same) < params["ring_grain_count"]:
+            continue
+        a = np.sort(ang[same])
+        gap = np.diff(a, append=a[0] + 2 * np.pi).max()
+        if (np.unique(sector[same]).size >= params["ring_grain_sectors"]
+                or gap <= np.radians(params["ring_grain_max_gap_deg"])):
             drop |= same
     return drop
 

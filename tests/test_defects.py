@@ -1164,6 +1164,23 @@ def test_grit_ring_beyond_a_short_measured_edge_gives_no_specks(cfg, tmp_path):
     assert len(table) >= len(rows) + 10
 
 
+def test_grains_at_the_radius_of_a_ring_of_arcs_are_that_ring(cfg, tmp_path):
+    # independent renderer, seed 7, image 44: a dark fiber whose grainy epoxy ring
+    # (4.5 µm) lies 5-6 µm beyond the measured edge (-2.4 %); the ring's arcs at one
+    # radius are dropped as a ring, and the grains left at that radius (clumps as wide
+    # as the ring, too few for a ring of their own) go with them
+    from fiberprep import pipeline
+
+    gray, _, rows = independent_image(cfg, 7, 44, tmp_path)
+    stage = pipeline.stage_params(cfg)
+    geometry, zone_map = pipeline.measure_zones(gray, stage["zones"])
+    _, table = pipeline.find_defects(gray, zone_map, geometry, stage["defects"], "x")
+    assert len(table) <= len(rows) + 2
+    near_only = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_far_um=0.0))
+    _, before = pipeline.find_defects(gray, zone_map, geometry, near_only, "x")
+    assert len(before) >= len(table) + 3
+
+
 @pytest.mark.parametrize("index, number", [(38, 3), (52, 1)])
 def test_deep_oil_dome_is_no_swell(cfg, index, number):
     # generated bench images (seed 1): a soft oil dome 20-30 µm across has no plateau

@@ -2401,6 +2401,10 @@ def _drop_rings(labels, source, ring, px, params):
     within 10 % of its radius (90 within 15 %; in proportion between when no line
     was found in it), and one around the centre (three quarters of
     the directions) that keeps away from it (an annulus: a step in the glass).
+    Small region instances near the edge are a rough epoxy ring's grains when many lie
+    at one radius all around it (:func:`_ring_grains`, within ``epoxy_band_um``; more
+    of them up to ``ring_grain_far_um``, where a fit that took a bevel rim leaves the
+    ring) or at the radius of a ring of arcs found there.
     Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
@@ -2422,6 +2426,7 @@ def _drop_rings(labels, source, ring, px, params):
     for i in np.flatnonzero(arc & ~drop):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
         drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
+    arcs = r_mean[arc & drop]  # radii of the rings of arcs found
     # a thick ring: spans >= 60 degrees around the centre within 10 % of its radius, or
     # >= 90 degrees within 15 % (a crescent along a core's rim); where no line was found in
     # it (a bent scratch is one), in proportion between (a straight scratch that keeps
@@ -2445,6 +2450,9 @@ def _drop_rings(labels, source, ring, px, params):
     drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
     small = ~drop & (source[:n] == _REGION) & (major <= px(params["ring_grain_max_um"]))
     off_edge = np.abs(r_mean - r_edge)
+    # grains at the radius of a ring of arcs near the edge are more of that ring
+    on_arcs = np.abs(r_mean[:, None] - arcs[None, :]).min(axis=1) <= tol if arcs.size else np.zeros(n, bool)
+    drop |= small & on_arcs & (off_edge <= px(params["ring_grain_far_um"]))
     drop |= _ring_grains(k, ys, xs, cnt, r_mean, small & (off_edge <= px(params["epoxy_band_um"])),
                          (cx, cy), tol, params)
     # farther out (a fit that took a bevel rim's inner step leaves the ring's grit a few

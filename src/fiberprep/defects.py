@@ -2423,10 +2423,12 @@ def _drop_rings(labels, source, ring, px, params):
     # bevel just inside it: a looser tolerance
     drop = ((source == _SCRATCH) & (spread <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
             & (r_mean >= r_lo - 2 * tol) & (r_mean <= r_hi + tol))
+    ringed = np.zeros(n, bool)
     for i in np.flatnonzero(arc & ~drop):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
-        drop[i] = major[same].sum() >= px(params["ring_arc_min_um"])
-    arcs = r_mean[arc & drop]  # radii of the rings of arcs found
+        ringed[i] = major[same].sum() >= px(params["ring_arc_min_um"])
+    drop |= ringed
+    arcs = r_mean[ringed]  # radii of the rings of arcs found
     # a thick ring: spans >= 60 degrees around the centre within 10 % of its radius, or
     # >= 90 degrees within 15 % (a crescent along a core's rim); where no line was found in
     # it (a bent scratch is one), in proportion between (a straight scratch that keeps

@@ -1181,6 +1181,24 @@ def test_grains_at_the_radius_of_a_ring_of_arcs_are_that_ring(cfg, tmp_path):
     assert len(before) >= len(table) + 3
 
 
+def test_chips_at_the_radius_of_a_faint_edge_line_are_no_ring_grains(cfg):
+    # generated bench image (seed 404, image 30), measured zones: a faint line along the
+    # edge is dropped by its own rule, but it is no ring of arcs, and the two chips at
+    # its radius (15 and 42 px) stay
+    from fiberprep import pipeline
+
+    rng = np.random.default_rng([404, 30])
+    spec = synth.random_spec(rng, cfg["fiber_types"], **synth.PRESETS["bench"])
+    image, truth = synth.render(spec, rng)
+    gray = image.astype(np.float32) / 255.0
+    assert {d["number"]: d["type"] for d in truth["defects"]}[9] == "chip"
+    stage = pipeline.stage_params(cfg)
+    geometry, zone_map = pipeline.measure_zones(gray, stage["zones"])
+    pred, _ = pipeline.find_defects(gray, zone_map, geometry, stage["defects"], "x")
+    for number in (9, 10):
+        assert _best_iou(pred, truth["instance_map"] == number)[1] >= 0.5
+
+
 @pytest.mark.parametrize("index, number", [(38, 3), (52, 1)])
 def test_deep_oil_dome_is_no_swell(cfg, index, number):
     # generated bench images (seed 1): a soft oil dome 20-30 µm across has no plateau

@@ -1075,7 +1075,7 @@ def test_grains_at_one_radius_all_around_are_a_ring_but_a_few_particles_are_not(
     # an epoxy ring's grit inside a measured edge that took the ring's outer edge: small
     # blobs at one radius all around the fiber; three particles at that radius on one
     # side, and grains at scattered radii, are defects
-    from fiberprep.defects import _nonzero, _ring_grains
+    from fiberprep.defects import _centroid_angles, _nonzero, _ring_grains
 
     params = cfg["detection"]
     centre, radius = (200.0, 200.0), 150.0
@@ -1091,11 +1091,13 @@ def test_grains_at_one_radius_all_around_are_a_ring_but_a_few_particles_are_not(
     r = np.hypot(xs - centre[0], ys - centre[1])
     cnt = np.maximum(np.bincount(k, minlength=n), 1)
     r_mean = np.bincount(k, r, minlength=n) / cnt
-    drop = _ring_grains(k, ys, xs, cnt, r_mean, np.ones(n, bool), centre, 4.0, params)
+    ang = _centroid_angles(k, ys, xs, cnt, centre)
+    near = (params["ring_grain_count"], params["ring_grain_sectors"], params["ring_grain_max_gap_deg"])
+    drop = _ring_grains(r_mean, ang, np.ones(n, bool), 4.0, *near)
     assert drop[1:13].all() and not drop[13:].any() and not drop[0]
     # the same grains at radii 8 px apart: no ring
     r_scattered = r_mean + 8.0 * np.arange(n)
-    assert not _ring_grains(k, ys, xs, cnt, r_scattered, np.ones(n, bool), centre, 4.0, params).any()
+    assert not _ring_grains(r_scattered, ang, np.ones(n, bool), 4.0, *near).any()
 
 
 @pytest.mark.parametrize("angles_deg, ring", [
@@ -1106,7 +1108,7 @@ def test_a_few_grains_spread_all_around_are_a_ring(cfg, angles_deg, ring):
     # independent seed 5 image 58: seven grains of an epoxy ring at one radius leave no
     # gap wider than ring_grain_max_gap_deg; the dark specks beside a real fiber
     # (endfaces_720x576/DSCN0070), as many in as many sectors, lie on one side
-    from fiberprep.defects import _nonzero, _ring_grains
+    from fiberprep.defects import _centroid_angles, _nonzero, _ring_grains
 
     params = cfg["detection"]
     centre, radius = (200.0, 200.0), 150.0
@@ -1121,7 +1123,8 @@ def test_a_few_grains_spread_all_around_are_a_ring(cfg, angles_deg, ring):
     sectors = {int((a + 180) // 30) % 12 for a in np.degrees(np.arctan2(np.sin(np.deg2rad(angles_deg)),
                                                                         np.cos(np.deg2rad(angles_deg))))}
     assert len(sectors) < params["ring_grain_sectors"]
-    drop = _ring_grains(k, ys, xs, cnt, r_mean, np.ones(n, bool), centre, 4.0, params)
+    drop = _ring_grains(r_mean, _centroid_angles(k, ys, xs, cnt, centre), np.ones(n, bool), 4.0,
+                        params["ring_grain_count"], params["ring_grain_sectors"], params["ring_grain_max_gap_deg"])
     assert drop[1:].all() == ring and not (drop[1:].any() and not ring)
 
 

@@ -2455,43 +2455,48 @@ def _drop_rings(labels, source, ring, px, params):
     # grains at the radius of a ring of arcs near the edge are more of that ring
     on_arcs = np.abs(r_mean[:, None] - arcs[None, :]).min(axis=1) <= tol if arcs.size else np.zeros(n, bool)
     drop |= small & on_arcs & (off_edge <= px(params["ring_grain_far_um"]))
-    drop |= _ring_grains(k, ys, xs, cnt, r_mean, small & (off_edge <= px(params["epoxy_band_um"])),
-                         (cx, cy), tol, params)
+    ang = _centroid_angles(k, ys, xs, cnt, (cx, cy))
+    drop |= _ring_grains(r_mean, ang, small & (off_edge <= px(params["epoxy_band_um"])), tol,
+                         params["ring_grain_count"], params["ring_grain_sectors"],
+                         params["ring_grain_max_gap_deg"])
     # farther out (a fit that took a bevel rim's inner step leaves the ring's grit a few
     # µm beyond the band): only a ring of many grains nearly all around
-    far = {**params, "ring_grain_count": params["ring_grain_far_count"],
-           "ring_grain_sectors": params["ring_grain_far_sectors"], "ring_grain_max_gap_deg": 0.0}
-    drop |= _ring_grains(k, ys, xs, cnt, r_mean, small & (off_edge <= px(params["ring_grain_far_um"])),
-                         (cx, cy), tol, far)
+    drop |= _ring_grains(r_mean, ang, small & (off_edge <= px(params["ring_grain_far_um"])), tol,
+                         params["ring_grain_far_count"], params["ring_grain_far_sectors"], 0.0)
     return _without(labels, source, drop)
 
 
-def _ring_grains(k, ys, xs, cnt, r_mean, cand, centre, tol, params):
-    """Instances (``cand``: small region instances; ``cnt`` pixels each, mean distance
-    ``r_mean`` from ``centre``) that are the grains of a rough ring: at least
-    ``ring_grain_count`` of them at one radius (within ``tol``) covering
-    ``ring_grain_sectors`` of 12 sectors around ``centre``, or leaving no gap wider
-    than ``ring_grain_max_gap_deg`` around it (a few grains spread all around).
-    Defects do not line up at one radius all around the fiber; the grit of an epoxy
-    ring does, and lies inside the measured edge when the fit took the ring's outer
-    edge."""
+def _centroid_angles(k, ys, xs, cnt, centre):
+    """Direction (radians) of each label's centroid from ``centre`` (``k, ys, xs``: label
+    and position of each pixel, ``cnt`` pixels per label)."""
+    n = cnt.size
+    return np.arctan2(np.bincount(k, ys, minlength=n) / cnt - centre[1],
+                      np.bincount(k, xs, minlength=n) / cnt - centre[0])
+
+
+def _ring_grains(r_mean, ang, cand, tol, count, sectors, max_gap_deg):
+    """Instances (``cand``: small region instances at mean distance ``r_mean`` from the
+    centre, their centroids in directions ``ang``) that are the grains of a rough ring:
+    at least ``count`` of them at one radius (within ``tol``) covering ``sectors`` of 12
+    sectors around the centre, or leaving no gap wider than ``max_gap_deg`` around it
+    (a few grains spread all around). Defects do not line up at one radius all around
+    the fiber; the grit of an epoxy ring does, and lies inside the measured edge when
+    the fit took the ring's outer edge."""
     n = r_mean.size
     drop = np.zeros(n, bool)
     cand = cand & (np.arange(n) > 0)
-    if np.count_nonzero(cand) < params["ring_grain_count"]:
+    if np.count_nonzero(cand) < count:
         return drop
-    # the direction of each instance's centroid
-    ang = np.arctan2(np.bincount(k, ys, minlength=n) / cnt - centre[1],
-                     np.bincount(k, xs, minlength=n) / cnt - centre[0])
     sector = ((ang + np.pi) * (12 / (2 * np.pi))).astype(np.int64) % 12
-    for i in np.flatnonzero(cand & ~drop):
+    for i in np.flatnonzero(cand):
+        if drop[i]:  # already part of a ring found
+            continue
         same = cand & (np.abs(r_mean - r_mean[i]) <= tol)
-        if np.count_nonzero(same) < params["ring_grain_count"]:
+        if np.count_nonzero(same) < count:
             continue
         a = np.sort(ang[same])
         gap = np.diff(a, append=a[0] + 2 * np.pi).max()
-        if (np.unique(sector[same]).size >= params["ring_grain_sectors"]
-                or gap <= np.radians(params["ring_grain_max_gap_deg"])):
+        if np.unique(sector[same]).size >= sectors or gap <= np.radians(max_gap_deg):
             drop |= same
     return drop
 

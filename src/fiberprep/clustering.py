@@ -284,9 +284,7 @@ def _rule_chips(model: dict, features: pd.DataFrame, types: np.ndarray, near: np
         if "chip_crescent_max_angle_deg" not in naming:
             return notch
         across = np.radians(col("orientation_deg") - col("angle_deg"))
-        notch_dark = col("local_snr") <= float(naming["chip_max_snr"])
-        if "chip_max_michelson" in naming:
-            notch_dark &= col("michelson_contrast") <= float(naming["chip_max_michelson"])
+        notch_dark = np.logical_and.reduce([_cmp(col(f), op, float(t)) for f, op, t in _chip_dark(naming)])
         dark = np.where(types[near] == "scratch", col("local_snr") < 0,
                         (types[near] == "contamination") & notch_dark)
         crescent = (dark
@@ -426,13 +424,21 @@ def _cmp(value, op: str, threshold: float):
 def _chip_conditions(naming: dict, edge_um: float) -> list[tuple[str, str, float]]:
     """The chip rule (feature, op, threshold): within ``edge_um`` of the cladding edge,
     notch-shaped, dark and not beyond the edge (see :func:`name_clusters`)."""
-    dark = [("michelson_contrast", "<=", naming["chip_max_michelson"])] if (
-        "chip_max_michelson" in naming) else []  # (models saved before it existed)
     return [("cladding_edge_distance_um", "<=", edge_um),
             ("aspect_ratio", "<=", naming["chip_max_aspect_ratio"]),
             ("solidity", ">=", naming["chip_min_solidity"]),
-            ("local_snr", "<=", naming["chip_max_snr"]), *dark,
+            *_chip_dark(naming),
             ("cladding_overhang_um", "<=", naming["chip_max_overhang_um"])]
+
+
+def _chip_dark(naming: dict) -> list[tuple[str, str, float]]:
+    """The chip rule's darkness conditions: a notch scatters the light away (local SNR)
+    and is as dark as what it opens onto (Michelson contrast; models saved before
+    ``chip_max_michelson`` existed: SNR alone)."""
+    dark = [("local_snr", "<=", naming["chip_max_snr"])]
+    if "chip_max_michelson" in naming:
+        dark.append(("michelson_contrast", "<=", naming["chip_max_michelson"]))
+    return dark
 
 
 def _rule(c: dict, conditions: list[tuple[str, str, float]]) -> tuple[bool, str]:

@@ -1159,15 +1159,13 @@ def _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params):
     if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
         return None
     (inner, _), (outer, _) = fits
-    rms = [np.sqrt(np.mean(_radial_residuals(f, pts[g][keep]) ** 2)) for (f, keep), g in zip(fits, groups)]
+    res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
     if (math.hypot(inner[0] - outer[0], inner[1] - outer[1]) > params["inlier_px"]
-            or max(rms) > params["inlier_px"]
+            or max(np.sqrt(np.mean(r**2)) for r in res_g) > params["inlier_px"]
             or math.sqrt(outer[2] * outer[3]) - math.sqrt(inner[2] * inner[3]) < params["two_edge_min_gap_px"]):
         return None
-    (shape, keep), g = fits[1], groups[1]
-    support = sum(int(f[1].sum()) for f in fits)
-    return _edge_fit_dict(shape, _radial_residuals(shape, pts[g][keep]), spread[g][keep],
-                          support / n_rays, params)
+    support = sum(int(keep.sum()) for _, keep in fits)
+    return _edge_fit_dict(outer, res_g[1], spread[groups[1]][fits[1][1]], support / n_rays, params)
 
 
 def _settled_fit(smooth, shape, sign, half, params):

@@ -6,6 +6,7 @@ width_um error of matched scratches and the median detection time per 1280x960
 image on one core.
 
     python benchmarks/bench_defects.py --n 200 --seed 1
+    python benchmarks/bench_defects.py --renderer independent --zones measured --n 60 --seed 101
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import f1, load_config, match_instances, pixel_counts, synth_cases  # noqa: E402
+from common import (  # noqa: E402
+    f1, independent_cases, load_config, match_instances, pixel_counts, synth_cases)
 
 from fiberprep import pipeline, zones  # noqa: E402
 from fiberprep.defects import detect_defects  # noqa: E402
@@ -53,11 +55,13 @@ def edge_hits(pred_map, numbers, truth, band_um=5.0):
     return len(set(np.unique(pred_map[near])) & set(numbers))
 
 
-def evaluate(n, seed, cfg, zones_mode, dump=None):
+def evaluate(n, seed, cfg, zones_mode, dump=None, renderer="synth"):
     params = cfg["detection"]
     rows, per_image = [], []
     tp = fp = fn = 0
-    for image_id, gray, truth in synth_cases(n, seed, cfg["fiber_types"]):
+    cases = (independent_cases(n, seed, cfg) if renderer == "independent"
+             else synth_cases(n, seed, cfg["fiber_types"]))
+    for image_id, gray, truth in cases:
         try:
             zm, geo = zone_input(gray, truth, cfg, zones_mode)
         except Exception as exc:  # a rejected image counts as all missed
@@ -128,10 +132,13 @@ def main(argv=None):
                    help="zone map from the truth (detection alone) or from fiberprep.zones")
     p.add_argument("--timing-n", type=int, default=15, help="1280x960 images timed (0: skip)")
     p.add_argument("--dump", help="folder for overlays of images with misses or false detections")
+    p.add_argument("--renderer", choices=["synth", "independent"], default="synth",
+                   help="fiberprep.synth (bench preset) or benchmarks/xrender.py, a renderer "
+                        "written apart from it (its images decoded as the workflow reads them)")
     args = p.parse_args(argv)
     cfg = load_config()
-    t, img, (tp, fp, fn) = evaluate(args.n, args.seed, cfg, args.zones, args.dump)
-    print(f"defect benchmark: {args.n} images (seed {args.seed}, zones {args.zones}), "
+    t, img, (tp, fp, fn) = evaluate(args.n, args.seed, cfg, args.zones, args.dump, args.renderer)
+    print(f"defect benchmark: {args.n} {args.renderer} images (seed {args.seed}, zones {args.zones}), "
           f"{len(t)} true defects, {int(img.is_clean.sum())} clean images")
     t["size"] = pd.cut(t["area_px"], SIZE_BINS, labels=SIZE_LABELS, right=False)
     print("\nrecall by type")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ import pandas as pd
 import yaml
 from scipy.optimize import linear_sum_assignment
 
-from fiberprep import synth
+from fiberprep import io, synth
 
 import xrender
 
@@ -72,6 +73,24 @@ def synth_cases(n, seed, fiber_types, preset="bench", **ranges):
         spec = synth.random_spec(rng, fiber_types, **{**synth.PRESETS[preset], **ranges})
         image, truth = synth.render(spec, rng)
         yield f"synth_{i:04d}", image.astype(np.float32) / 255.0, truth
+
+
+def independent_cases(n, seed, cfg):
+    """Yield ``(image_id, gray, truth)`` for ``n`` images of ``xrender`` (the renderer
+    written apart from fiberprep.synth), decoded by ``fiberprep.io`` from the bytes it
+    writes (JPEG, 16-bit and colour included); ``truth`` in the layout of
+    :func:`synth_cases` (geometry keys, ``instance_map``, ``zone_map``, ``defects``)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for i in range(n):
+            s, image, inst, zmap, rows = xrender.render_one(seed, i, cfg)
+            data, ext = xrender.encode(image, s)
+            path = Path(tmp) / f"image{ext}"
+            path.write_bytes(data)
+            gray = io.load_image(path, cfg["io"]["max_pixels"], cfg["io"]["min_side_px"])[0]
+            image_id = f"xd{seed}_{i:04d}"
+            truth = {**xrender.truth_row(s, image_id, path.name, rows), "instance_map": inst,
+                     "zone_map": zmap, "defects": rows}
+            yield image_id, gray, truth
 
 
 def iou_matrix(true_map, pred_map):

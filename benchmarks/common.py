@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 from scipy.optimize import linear_sum_assignment
 
-from fiberprep import io, synth
+from fiberprep import synth
 
 import xrender
 
@@ -82,13 +82,9 @@ def independent_cases(n, seed, cfg):
     :func:`synth_cases` (geometry keys, ``instance_map``, ``zone_map``, ``defects``)."""
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
-            s, image, inst, zmap, rows = xrender.render_one(seed, i, cfg)
-            data, ext = xrender.encode(image, s)
-            path = Path(tmp) / f"image{ext}"
-            path.write_bytes(data)
-            gray = io.load_image(path, cfg["io"]["max_pixels"], cfg["io"]["min_side_px"])[0]
-            image_id = f"xd{seed}_{i:04d}"
-            truth = {**xrender.truth_row(s, image_id, path.name, rows), "instance_map": inst,
+            s, gray, inst, zmap, rows, name = xrender.read_back(seed, i, cfg, tmp)
+            image_id = xrender.image_id(seed, i)
+            truth = {**xrender.truth_row(s, image_id, name, rows), "instance_map": inst,
                      "zone_map": zmap, "defects": rows}
             yield image_id, gray, truth
 

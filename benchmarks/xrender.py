@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from fiberprep import grading
+from fiberprep import io as fio
 
 TYPES = ["sm_pc", "mm_50", "mm_62_5", "mm_105_125", "mm_100_140"]
 SIZES = [(640, 480), (800, 600), (1024, 768), (1280, 960), (1920, 1080), (720, 576)]
@@ -528,6 +529,23 @@ def render_one(seed, i, cfg):
     return (s, *render(s, rng))
 
 
+def image_id(seed, i):
+    """Name of image ``i`` of ``seed`` (as ``write_dataset`` writes it)."""
+    return f"xd{seed}_{i:04d}"
+
+
+def read_back(seed, i, cfg, folder):
+    """Image ``i`` of ``seed`` as the workflow reads it: rendered, written to its file in
+    ``folder`` and decoded by ``fiberprep.io`` (JPEG, 16-bit and colour included).
+    Returns ``(scene, gray, instance map, zone map, truth rows, file name)``."""
+    s, img, inst, zmap, rows = render_one(seed, i, cfg)
+    data, ext = encode(img, s)
+    path = Path(folder) / f"{image_id(seed, i)}{ext}"
+    path.write_bytes(data)
+    gray = fio.load_image(str(path), cfg["io"]["max_pixels"], cfg["io"]["min_side_px"])[0]
+    return s, gray, inst, zmap, rows, path.name
+
+
 def write_dataset(out, n, seed, cfg):
     """Render ``n`` images with truth into ``out`` (images/, truth/); image ``i`` depends
     only on ``(seed, i)``."""
@@ -538,12 +556,12 @@ def write_dataset(out, n, seed, cfg):
     for i in range(n):
         s, img, inst, zmap, rows = render_one(seed, i, cfg)
         data, ext = encode(img, s)
-        image_id = f"xd{seed}_{i:04d}"
-        (out / "images" / f"{image_id}{ext}").write_bytes(data)
-        cv2.imwrite(str(out / "truth/zone_masks" / f"{image_id}.png"), zmap)
-        cv2.imwrite(str(out / "truth/instance_masks" / f"{image_id}.png"), inst)
-        images.append(truth_row(s, image_id, f"{image_id}{ext}", rows))
-        defects += [{"image_id": image_id, "defect_id": f"{image_id}#{r['number']}", **r} for r in rows]
+        name = image_id(seed, i)
+        (out / "images" / f"{name}{ext}").write_bytes(data)
+        cv2.imwrite(str(out / "truth/zone_masks" / f"{name}.png"), zmap)
+        cv2.imwrite(str(out / "truth/instance_masks" / f"{name}.png"), inst)
+        images.append(truth_row(s, name, f"{name}{ext}", rows))
+        defects += [{"image_id": name, "defect_id": f"{name}#{r['number']}", **r} for r in rows]
     pd.DataFrame(images).to_parquet(out / "truth/images.parquet")
     pd.DataFrame(defects).to_parquet(out / "truth/defects.parquet")
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from fiberprep import io as fio
 from fiberprep import pipeline
 
 
@@ -17,9 +16,7 @@ def independent_image(cfg, seed, index, folder):
     spec = importlib.util.spec_from_file_location("xrender", path)
     xrender = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(xrender)
-    scene, img, _, _, rows = xrender.render_one(seed, index, cfg)
-    data, ext = xrender.encode(img, scene)
-    (Path(folder) / f"x{ext}").write_bytes(data)
-    io = pipeline.stage_params(cfg)["zones"]["io"]
-    gray, _, _ = fio.load_image(str(Path(folder) / f"x{ext}"), io["max_pixels"], io["min_side_px"])
+    # the io limits the zones stage applies
+    cfg = {**cfg, "io": pipeline.stage_params(cfg)["zones"]["io"]}
+    scene, gray, _, _, rows, _ = xrender.read_back(seed, index, cfg, folder)
     return gray, scene, rows

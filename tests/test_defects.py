@@ -1071,6 +1071,28 @@ def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     assert out[160, 450] == 0
 
 
+def test_thin_crest_of_a_swell_is_dropped_a_sharp_bar_as_thin_is_not(cfg):
+    """A candidate 6 µm wide along the crest of a broad swell (a ridge of sigma 15 µm)
+    is thinner than its own edge is wide: it has no plateau at all, so it is a swell.
+    A bar as thin with a sharp edge (blurred by 1 µm) is a defect."""
+    from fiberprep.defects import _REGION, _drop_swells
+
+    params = cfg["detection"]
+    px = lambda um: um / 0.5  # noqa: E731
+    yy, xx = np.mgrid[0:320, 0:640].astype(np.float32)
+    rng = np.random.default_rng(1)
+    crest = (np.abs(yy - 160) < px(3.0)) & (np.abs(xx - 150) < px(60.0))
+    bar = (np.abs(yy - 160) < px(3.0)) & (np.abs(xx - 470) < px(60.0))
+    ridge = 0.06 * np.exp(-((yy - 160) ** 2) / (2 * px(15.0) ** 2)) * (xx < 320)
+    sharp = 0.06 * cv2.GaussianBlur(bar.astype(np.float32), (0, 0), px(1.0))
+    resid = (ridge + sharp + rng.normal(0, 0.003, xx.shape)).astype(np.float32)
+    labels = np.zeros(xx.shape, np.uint16)
+    labels[crest], labels[bar] = 1, 2
+    source = np.array([0, _REGION, _REGION], np.int8)
+    out, _ = _drop_swells(labels, source, resid, np.ones(xx.shape, bool), px, params)
+    assert not out[crest].any() and (out[bar] == 1).all()
+
+
 def test_grains_at_one_radius_all_around_are_a_ring_but_a_few_particles_are_not(cfg):
     # an epoxy ring's grit inside a measured edge that took the ring's outer edge: small
     # blobs at one radius all around the fiber; three particles at that radius on one
@@ -1098,6 +1120,36 @@ def test_grains_at_one_radius_all_around_are_a_ring_but_a_few_particles_are_not(
     # the same grains at radii 8 px apart: no ring
     r_scattered = r_mean + 8.0 * np.arange(n)
     assert not _ring_grains(r_scattered, ang, np.ones(n, bool), 4.0, *near).any()
+
+
+@pytest.mark.parametrize("along, dropped", [(True, True), (False, False)])
+def test_pieces_drawn_out_along_the_ring_count_as_its_grains(along, dropped):
+    # three round grains and four 16 µm pieces of a rough epoxy ring 2 µm outside the
+    # edge, all around: the pieces are too long for grains, but drawn out along the ring
+    # they are its grit, and the seven make a ring; pieces as long pointing across the
+    # ring (radially) are not grains, and three grains alone are no ring
+    from fiberprep.defects import _drop_rings
+    yy, xx = np.mgrid[0:400, 0:400]
+    r = np.hypot(xx - 200.0, yy - 200.0).astype(np.float32)
+    t = np.degrees(np.arctan2(yy - 200.0, xx - 200.0)) % 360
+    labels = np.zeros((400, 400), np.uint16)
+    for i, a in enumerate([10, 130, 250], start=1):
+        cv2.circle(labels, (int(200 + 150 * np.cos(np.radians(a))), int(200 + 150 * np.sin(np.radians(a)))), 3, i, -1)
+    for i, a in enumerate([70, 190, 310, 350], start=4):
+        if along:  # 4 µm across, 16 µm along the ring
+            piece = (np.abs(r - 150) <= 2) & (np.abs((t - a + 180) % 360 - 180) <= np.degrees(8 / 150))
+        else:  # 4 µm wide, 16 µm along the radius
+            u = np.radians(a)
+            along_r = (xx - 200) * np.cos(u) + (yy - 200) * np.sin(u)
+            across = -(xx - 200) * np.sin(u) + (yy - 200) * np.cos(u)
+            piece = (np.abs(along_r - 150) <= 8) & (np.abs(across) <= 2)
+        labels[piece] = i
+    source = np.array([0] + [1] * 7, np.int8)
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 40.0, "scratch_min_length_um": 10.0,
+              **GRAIN_PARAMS}
+    kept, _ = _drop_rings(labels, source, (140.0, 148.0, 170.0, r, (200.0, 200.0), 140.0),
+                          lambda um: um, params)
+    assert kept.max() == (0 if dropped else 7)
 
 
 @pytest.mark.parametrize("angles_deg, ring", [

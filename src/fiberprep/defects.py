@@ -2403,7 +2403,8 @@ def _drop_rings(labels, source, ring, px, params):
     within 10 % of its radius (90 within 15 %; in proportion between when no line
     was found in it), and one around the centre (three quarters of
     the directions) that keeps away from it (an annulus: a step in the glass).
-    Small region instances near the edge are a rough epoxy ring's grains when many lie
+    Small region instances near the edge (grains, or pieces drawn out along the ring)
+    are a rough epoxy ring's grains when many lie
     at one radius all around it (:func:`_ring_grains`, within ``epoxy_band_um``; more
     of them up to ``ring_grain_far_um``, where a fit that took a bevel rim leaves the
     ring) or at the radius of a ring of arcs found there.
@@ -2452,7 +2453,10 @@ def _drop_rings(labels, source, ring, px, params):
     d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
     seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
     drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
-    small = ~drop & (source[:n] == _REGION) & (major <= px(params["ring_grain_max_um"]))
+    # a grain, or a piece of the ring drawn out along it (up to twice as long, its radial
+    # extent at most half its length)
+    grain = px(params["ring_grain_max_um"])
+    small = ~drop & (source[:n] == _REGION) & ((major <= grain) | ((major <= 2 * grain) & (spread <= 0.5 * major)))
     off_edge = np.abs(r_mean - r_edge)
     # grains at the radius of a ring of arcs near the edge are more of that ring
     on_arcs = np.abs(r_mean[:, None] - arcs[None, :]).min(axis=1) <= tol if arcs.size else np.zeros(n, bool)
@@ -2516,7 +2520,7 @@ def _drop_swells(labels, source, resid, valid, px, params):
     that the line filter did not find, with an edge wider than ``swell_min_edge_um``
     and no plateau inside (the residual's mean slope, half that width in from the
     outline, at least ``swell_min_slope_ratio`` times the outline's: a soft film is
-    flat there, a swell keeps rising), are dropped, unless deep and sharp enough for a
+    flat there, a swell keeps rising; or nothing of it that far in), are dropped, unless deep and sharp enough for a
     film: a contrast of ``swell_deep_snr`` times the ring's noise (MAD) or more and an
     edge no wider than ``swell_deep_edge_um`` (a dome of oil has no plateau either).
     Returns the renumbered labels and per-label sources.
@@ -2558,8 +2562,9 @@ def _drop_swells(labels, source, resid, valid, px, params):
         # least the ring's inner offset) it is flat; a swell keeps rising toward its top
         inset = px(max(params["swell_ring_um"][0], width / 2))
         inner = cv2.erode(inside, _disk(2 * inset + 1)) > 0
-        if np.count_nonzero(inner) >= 10:
-            drop[i] = grad[inner].mean() >= params["swell_min_slope_ratio"] * slope
+        # (one thinner than that all along has no plateau at all)
+        drop[i] = (np.count_nonzero(inner) < 10
+                   or grad[inner].mean() >= params["swell_min_slope_ratio"] * slope)
     return _without(labels, source, drop)
 
 

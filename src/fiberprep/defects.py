@@ -1409,19 +1409,16 @@ def _scratch_candidates(zs, seed_ok, visible, centre, px, params):
     """
     h, w = zs.shape
     f = max(1.0, params["lei_um_per_px"] / (1.0 / px(1.0)))
-    # |zs|, zs and the fine lines' high-pass |zs| in one multi-channel call (the same
-    # weights, computed once)
-    chans = np.empty((h, w, 3), np.float32)
-    np.abs(zs, out=chans[..., 0])
-    chans[..., 1] = zs
-    chans[..., 2] = _fine_highpass(zs, seed_ok, px(params["lei_fine_um"]))
+    chans = (np.abs(zs), zs, _fine_highpass(zs, seed_ok, px(params["lei_fine_um"])))
     if f > 1.05:
         small = (max(8, round(w / f)), max(8, round(h / f)))
-        chans = cv2.resize(chans, small, interpolation=cv2.INTER_AREA)
+        # |zs|, zs and the fine lines' high-pass |zs| in one multi-channel call (the same
+        # weights, computed once; cv2.merge/split: numpy's strided channel copies cost more)
+        chans = cv2.split(cv2.resize(cv2.merge(chans), small, interpolation=cv2.INTER_AREA))
         okl = cv2.resize(seed_ok.astype(np.uint8), small, interpolation=cv2.INTER_NEAREST) > 0
     else:
         small, okl = (w, h), seed_ok
-    zl, zsl, fine = (np.ascontiguousarray(chans[..., i]) for i in range(3))
+    zl, zsl, fine = chans
     scale = small[0] / w
     lpx = lambda um: px(um) * scale  # noqa: E731  (µm -> LEI pixels)
     hyst, ori = _lei_lines(zl, okl, lpx, params)

@@ -1071,6 +1071,30 @@ def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     assert out[160, 450] == 0
 
 
+@pytest.mark.parametrize("seeded, kept", [(True, True), (False, False)])
+def test_dark_pit_cut_apart_from_a_darker_particle_stays(cfg, seeded, kept):
+    """A pit 4 px beside a much darker particle, joined to it by a faint bridge above
+    grow_sigma: the half-way cut (half the particle's core) leaves the pit apart from the
+    particle's strong part. A dark seed there is a defect of its own and stays; dark
+    pixels that were no seed (crumbs around a defect) do not."""
+    from fiberprep.defects import _grow_cut
+
+    params = cfg["detection"]
+    yy, xx = np.mgrid[0:60, 0:80]
+    particle = np.hypot(yy - 30, xx - 30) <= 8
+    pit = np.hypot(yy - 30, xx - 44) <= 2
+    bridge = (np.abs(yy - 30) <= 1) & (xx > 38) & (xx < 42)
+    z = np.zeros(yy.shape, np.float32)
+    lin = np.zeros(yy.shape, np.float32)
+    for m, zv, lv in ((particle, -100.0, -0.9), (pit, -40.0, -0.5), (bridge, -5.0, -0.05)):
+        z[m], lin[m] = zv, lv
+    seeds = particle | (pit if seeded else np.zeros_like(pit))
+    out = _grow_cut(seeds, z, lin, params, 1)
+    assert out[particle].all()
+    assert out[pit].all() if kept else not out[pit].any()
+    assert not out[bridge & ~particle & ~pit].any()
+
+
 def test_thin_crest_of_a_swell_is_dropped_a_sharp_bar_as_thin_is_not(cfg):
     """A candidate 6 µm wide along the crest of a broad swell (a ridge of sigma 15 µm)
     is thinner than its own edge is wide: it has no plateau at all, so it is a swell.

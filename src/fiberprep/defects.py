@@ -1203,7 +1203,9 @@ def _reconstruct(seeds, grow, connectivity=8):
 def _grow_cut(seeds, z, lin, params, inner_px):
     """Components of ``|z| > grow_sigma`` (plus ``seeds``) that hold a seed, each
     cut half way between its core and the background (``_edge_cut``; ``z``
-    signed noise units, ``lin`` the linear residual), never below ``grow_sigma``."""
+    signed noise units, ``lin`` the linear residual), never below ``grow_sigma``.
+    Of what the cut leaves, the parts joined to the component's strong part (above half
+    its peak |z|) are kept, and so are dark seeds (``dot_min_contrast``) it cut apart."""
     out = np.zeros(seeds.shape, bool)
     sy, sx = _nonzero(seeds)
     if sy.size == 0:
@@ -1238,7 +1240,10 @@ def _grow_cut(seeds, z, lin, params, inner_px):
     if sel.any():
         y0, x0 = int(ys[sel].min()), int(xs[sel].min())
         box = np.s_[y0:int(ys[sel].max()) + 1, x0:int(xs[sel].max()) + 1]
-        strong = sel & (np.abs(zv) >= params["mask_level"] * peak[k])
+        # (and a dark seed the half-way cut left apart from it, a pit beside a darker
+        # particle: on its own it would have been a defect)
+        strong = sel & ((np.abs(zv) >= params["mask_level"] * peak[k])
+                        | (seeds[ys, xs] & (lv <= -params["dot_min_contrast"])))
         img, seeds_img = np.zeros(out[box].shape, bool), np.zeros(out[box].shape, bool)
         img[ys[sel] - y0, xs[sel] - x0] = True
         seeds_img[ys[strong] - y0, xs[strong] - x0] = True

@@ -534,14 +534,21 @@ def image_id(seed, i):
     return f"xd{seed}_{i:04d}"
 
 
-def read_back(seed, i, cfg, folder):
-    """Image ``i`` of ``seed`` as the workflow reads it: rendered, written to its file in
-    ``folder`` and decoded by ``fiberprep.io`` (JPEG, 16-bit and colour included).
-    Returns ``(scene, gray, instance map, zone map, truth rows, file name)``."""
+def write_one(seed, i, cfg, folder):
+    """Render image ``i`` of ``seed`` and write its file (named by :func:`image_id`) into
+    ``folder``. Returns ``(scene, instance map, zone map, truth rows, path)``."""
     s, img, inst, zmap, rows = render_one(seed, i, cfg)
     data, ext = encode(img, s)
     path = Path(folder) / f"{image_id(seed, i)}{ext}"
     path.write_bytes(data)
+    return s, inst, zmap, rows, path
+
+
+def read_back(seed, i, cfg, folder):
+    """Image ``i`` of ``seed`` as the workflow reads it: written by :func:`write_one` and
+    decoded by ``fiberprep.io`` (JPEG, 16-bit and colour included).
+    Returns ``(scene, gray, instance map, zone map, truth rows, file name)``."""
+    s, inst, zmap, rows, path = write_one(seed, i, cfg, folder)
     gray = fio.load_image(str(path), cfg["io"]["max_pixels"], cfg["io"]["min_side_px"])[0]
     return s, gray, inst, zmap, rows, path.name
 
@@ -554,13 +561,11 @@ def write_dataset(out, n, seed, cfg):
         (out / sub).mkdir(parents=True, exist_ok=True)
     images, defects = [], []
     for i in range(n):
-        s, img, inst, zmap, rows = render_one(seed, i, cfg)
-        data, ext = encode(img, s)
+        s, inst, zmap, rows, path = write_one(seed, i, cfg, out / "images")
         name = image_id(seed, i)
-        (out / "images" / f"{name}{ext}").write_bytes(data)
         cv2.imwrite(str(out / "truth/zone_masks" / f"{name}.png"), zmap)
         cv2.imwrite(str(out / "truth/instance_masks" / f"{name}.png"), inst)
-        images.append(truth_row(s, name, f"{name}{ext}", rows))
+        images.append(truth_row(s, name, path.name, rows))
         defects += [{"image_id": name, "defect_id": f"{name}#{r['number']}", **r} for r in rows]
     pd.DataFrame(images).to_parquet(out / "truth/images.parquet")
     pd.DataFrame(defects).to_parquet(out / "truth/defects.parquet")

@@ -2458,7 +2458,8 @@ def _drop_rings(labels, source, ring, px, params):
     # a grain, or a piece of the ring drawn out along it (up to twice as long, its radial
     # extent at most half its length)
     grain = px(params["ring_grain_max_um"])
-    small = ~drop & (source[:n] == _REGION) & ((major <= grain) | ((major <= 2 * grain) & (spread <= 0.5 * major)))
+    drawn_out = (major <= 2 * grain) & (spread <= 0.5 * major)
+    small = ~drop & (source[:n] == _REGION) & ((major <= grain) | drawn_out)
     off_edge = np.abs(r_mean - r_edge)
     # grains at the radius of a ring of arcs near the edge are more of that ring
     on_arcs = np.abs(r_mean[:, None] - arcs[None, :]).min(axis=1) <= tol if arcs.size else np.zeros(n, bool)
@@ -2522,9 +2523,10 @@ def _drop_swells(labels, source, resid, valid, px, params):
     that the line filter did not find, with an edge wider than ``swell_min_edge_um``
     and no plateau inside (the residual's mean slope, half that width in from the
     outline, at least ``swell_min_slope_ratio`` times the outline's: a soft film is
-    flat there, a swell keeps rising; or nothing of it that far in), are dropped, unless deep and sharp enough for a
-    film: a contrast of ``swell_deep_snr`` times the ring's noise (MAD) or more and an
-    edge no wider than ``swell_deep_edge_um`` (a dome of oil has no plateau either).
+    flat there, a swell keeps rising; or nothing of it that far in), are dropped,
+    unless deep and sharp enough for a film: a contrast of ``swell_deep_snr`` times the
+    ring's noise (MAD) or more and an edge no wider than ``swell_deep_edge_um`` (a dome
+    of oil has no plateau either).
     Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1

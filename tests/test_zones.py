@@ -853,6 +853,23 @@ def test_bright_fiber_on_black_ferrule_is_no_field_stop():
         assert geo["field_stop_radius_px"] == 0  # none
 
 
+def test_dark_epoxy_ring_is_no_field_stop():
+    # a bright fiber on a grey ferrule with a dark epoxy ring just outside it steps down
+    # to black like a field stop's rim; a faint oil film inside was then taken for the
+    # fiber within the stop (ours seed 707 image 50: radius 91 px instead of 184)
+    center, radius = (590.4, 600.2), 184.0
+    img = disc_image(shape=(960, 1280), center=center, radius=radius, inside=0.55, outside=0.22)
+    yy, xx = np.mgrid[:960, :1280]
+    d = np.hypot(xx - center[0], yy - center[1])
+    img[(d > radius + 1) & (d < radius + 9)] = 0.04  # the epoxy ring
+    film = np.hypot(xx - 660.0, yy - 520.0) < 90.0
+    img[film] *= 0.8
+    img = cv2.GaussianBlur(img, (0, 0), 1.5)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert geo["cladding_radius_px"] == pytest.approx(radius, rel=0.01)
+    assert geo["polarity"] == "bright" and geo["field_stop_radius_px"] == 0
+
+
 def test_high_magnification_fiber_filling_the_frame():
     # 0.13-0.17 µm/px (a 125 µm cladding 740-960 px across): before zones.um_per_px_range
     # reached 0.1, these were rejected or measured at their core (-49 %, -17 %, -13 %)

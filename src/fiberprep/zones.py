@@ -867,7 +867,9 @@ def _black_outside(small, cx, cy, r, params):
     """Whether the bright disc ``(cx, cy, r)`` of ``small`` has black around it, behind
     a step: along the radius, within the coarse edge's spread, the median of a 1 px
     ring falls below ``stop_dark_ratio`` times that of the ring 6 px further in (a
-    field stop, or a very dark ferrule; vignetting fades over tens of pixels)."""
+    field stop, or a very dark ferrule; vignetting fades over tens of pixels), and the
+    median of all beyond the spread stays below that ratio of the disc's rim (a dark
+    epoxy ring is a step too, with a brighter ferrule past it)."""
     d = _distance(small.shape, cx, cy) - r
     reach = math.ceil(3 * params["coarse_radius_rel"] * r) + 2  # the coarse edge's spread
     near = np.abs(d) < reach + 3.5
@@ -875,7 +877,14 @@ def _black_outside(small, cx, cy, r, params):
     count = np.bincount(ring, minlength=2 * reach + 7)
     profile = np.array([median(level[ring == i]) if n >= 5 else np.nan for i, n in enumerate(count)])
     with np.errstate(invalid="ignore"):
-        return bool((profile[6:] < params["stop_dark_ratio"] * profile[:-6]).any())
+        step = (profile[6:] < params["stop_dark_ratio"] * profile[:-6]).any()
+    if not step:
+        return False
+    # the black holds beyond the edge: a dark epoxy ring around a fiber is a step too,
+    # with the ferrule brighter again past it
+    beyond = small[d > reach + 3.5]
+    rim = level[ring < 3]
+    return beyond.size < 20 or rim.size < 5 or median(beyond) < params["stop_dark_ratio"] * median(rim)
 
 
 def _core_of(fiber, disc, core_ratios, params):

@@ -16,7 +16,7 @@ REAL = Path(__file__).resolve().parents[2] / "shared" / "real_images"
 # the ring-grain rule's parameters, for _drop_rings tests that give their own
 GRAIN_PARAMS = {"ring_grain_max_um": 10.0, "ring_grain_count": 6, "ring_grain_sectors": 6, "ring_grain_max_gap_deg": 120.0,
                 "ring_grain_far_um": 10.0, "ring_grain_far_count": 12, "ring_grain_far_sectors": 8,
-                "epoxy_band_um": 5.0}
+                "epoxy_band_um": 5.0, "seed_sigma": 6.0, "min_area_um2": 2.5}
 
 
 @pytest.fixture(scope="module")
@@ -708,9 +708,37 @@ def test_scratch_passing_the_centre_with_defects_around_is_no_annulus():
     source = np.array([0, 3, 1], np.int8)
     params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 40.0, "scratch_min_length_um": 10.0,
               **GRAIN_PARAMS}
-    kept, _ = _drop_rings(labels, source, (96.0, 100.0, 130.0, r, (100.0, 100.0), 96.0),
+    kept, _ = _drop_rings(labels, source, (96.0, 100.0, 130.0, r, (100.0, 100.0), 96.0), np.zeros(r.shape, np.float32),
                           lambda um: um, params)
     assert kept.max() == 1 and (kept[labels == 1] == 1).all() and not kept[labels == 2].any()
+
+
+def test_defects_merged_into_a_dropped_ring_are_kept():
+    # an epoxy ring's valley all around the edge, a chip protruding from it and a fibre
+    # near the chip: one candidate (the growth joined them), dropped as a ring, took both
+    # defects with it (independent seed 13 image 33); a faint crumb beside the ring stays
+    # dropped
+    from fiberprep.defects import _drop_rings
+    yy, xx = np.mgrid[0:300, 0:300]
+    r = np.hypot(xx - 150.0, yy - 150.0).astype(np.float32)
+    t = np.degrees(np.arctan2(yy - 150.0, xx - 150.0))
+    ring = (r >= 104) & (r < 107)
+    chip = (r >= 94) & (r < 104) & (np.abs(t - 180) < 6)
+    fibre = (np.abs(yy - 150) <= 1) & (xx >= 60) & (xx < 75)
+    crumb = (r >= 100) & (r < 104) & (np.abs(t) < 4)
+    labels = np.zeros((300, 300), np.uint16)
+    labels[ring | chip | fibre | crumb] = 1
+    zs = np.where(ring | crumb, -3.0, -8.0).astype(np.float32)
+    source = np.array([0, 1], np.int8)
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 400.0, "scratch_min_length_um": 10.0,
+              **GRAIN_PARAMS}
+    kept, src = _drop_rings(labels, source, (96.0, 105.0, 130.0, r, (150.0, 150.0), 96.0), zs,
+                            lambda um: um, params)
+    assert kept.max() == 2 and list(src) == [0, 1, 1]
+    assert len(np.unique(kept[chip & (r < 100)])) == 1 and kept[chip & (r < 100)].min() > 0
+    assert len(np.unique(kept[fibre])) == 1 and kept[fibre].min() > 0
+    assert kept[fibre][0] != kept[chip & (r < 100)][0]
+    assert not kept[ring].any() and not kept[crumb].any()
 
 
 def test_crescent_along_a_rim_is_dropped_a_straight_band_as_thick_is_not():
@@ -726,7 +754,7 @@ def test_crescent_along_a_rim_is_dropped_a_straight_band_as_thick_is_not():
     source = np.array([0, 1, 1], np.int8)
     params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 400.0, "scratch_min_length_um": 10.0,
               **GRAIN_PARAMS}
-    kept, _ = _drop_rings(labels, source, (150.0, 160.0, 170.0, r, (100.0, 100.0), 150.0),
+    kept, _ = _drop_rings(labels, source, (150.0, 160.0, 170.0, r, (100.0, 100.0), 150.0), np.zeros(r.shape, np.float32),
                           lambda um: um, params)
     assert not kept[labels == 1].any() and (kept[labels == 2] > 0).all()
 
@@ -1171,7 +1199,7 @@ def test_pieces_drawn_out_along_the_ring_count_as_its_grains(along, dropped):
     source = np.array([0] + [1] * 7, np.int8)
     params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 40.0, "scratch_min_length_um": 10.0,
               **GRAIN_PARAMS}
-    kept, _ = _drop_rings(labels, source, (140.0, 148.0, 170.0, r, (200.0, 200.0), 140.0),
+    kept, _ = _drop_rings(labels, source, (140.0, 148.0, 170.0, r, (200.0, 200.0), 140.0), np.zeros(r.shape, np.float32),
                           lambda um: um, params)
     assert kept.max() == (0 if dropped else 7)
 

@@ -188,7 +188,7 @@ def detect_defects(gray, zone_map, geometry, params):
     dark_dot = rel <= -math.log1p(params["dot_min_contrast"])
     labels, source = _merge(region_mask, scratch_labels, widths, line_widths, zs, dark_dot, px, params)
     if rings:
-        labels, source = _drop_rings(labels, source, rings[0], px, params)
+        labels, source = _drop_rings(labels, source, rings[0], zs, px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
     labels, source = _fill_films(labels, source, lin, valid, px, params)
     labels, source = _join_across_edges(labels, source, lin, regions, hard_band, px, params)
@@ -2390,7 +2390,7 @@ def _bead_chains(beads, gap, cos_max, min_length):
     return {frozenset((beads[a]["id"], beads[b]["id"])) for a, b in map(tuple, pairs) if comp[a] in chains}
 
 
-def _drop_rings(labels, source, ring, px, params):
+def _drop_rings(labels, source, ring, zs, px, params):
     """Remove instances that together trace a ring concentric with the fiber.
 
     ``ring`` is the cladding edge annulus (``_physical_regions``). Instances
@@ -2441,11 +2441,12 @@ def _drop_rings(labels, source, ring, px, params):
     share = spread / np.maximum(r_mean, 1e-9)
     beyond = np.clip((share - 0.1) / 0.05, 0.0, 1.0)  # 0 at 10 %, 1 at 15 %
     beyond = np.where(source[:n] == _REGION, beyond, beyond > 0)  # a line: 60 or 90 degrees
+    wide = np.zeros(n, bool)  # rings around the centre, not arcs of grains or lines
     for i in np.flatnonzero((share <= 0.15) & ~drop & (np.arange(n) > 0)):
         on = k == i
         t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))
         gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
-        drop[i] = 2 * np.pi - gaps.max() >= np.pi / 3 + np.pi / 6 * beyond[i]
+        wide[i] = 2 * np.pi - gaps.max() >= np.pi / 3 + np.pi / 6 * beyond[i]
     # an annulus around the centre (a step in the glass: a core edge the zones did not
     # report): it covers three quarters of the directions but keeps away from the centre
     # (a scratch passing it, merged with defects around it, sees as many directions)
@@ -2454,7 +2455,8 @@ def _drop_rings(labels, source, ring, px, params):
     n_dir = 72
     d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
     seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
-    drop |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
+    wide |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
+    drop |= wide
     # a grain, or a piece of the ring drawn out along it (up to twice as long, its radial
     # extent at most half its length)
     grain = px(params["ring_grain_max_um"])
@@ -2472,7 +2474,51 @@ def _drop_rings(labels, source, ring, px, params):
     # µm beyond the band): only a ring of many grains nearly all around
     drop |= _ring_grains(r_mean, ang, small & (off_edge <= px(params["ring_grain_far_um"])), tol,
                          params["ring_grain_far_count"], params["ring_grain_far_sectors"], 0.0)
+    strong = (np.abs(zs[ys, xs]) >= params["seed_sigma"], params["min_area_um2"] * px(1.0) ** 2)
+    labels, source, drop = _off_ring_parts(labels, source, drop, wide, (k, ys, xs, r), d, n_dir, tol, *strong)
     return _without(labels, source, drop)
+
+
+def _off_ring_parts(labels, source, drop, rings, pix, d, n_dir, tol, seed, min_area):
+    """Defects merged into a dropped ring (``rings``), given back as instances of
+    their own. ``pix`` = ``(k, ys, xs, r)``: each labelled pixel's label, position and
+    distance to the centre, ``d`` its direction (of ``n_dir``). The ring's pixels lie
+    within ``tol`` of its radial band, the median over its directions of its inner
+    and outer radius (what sticks out in a few directions does not widen it); each
+    component beyond that reaching ``2 tol`` further out or in (a chip protruding from
+    an epoxy ring, a particle its valley touches; not a grain on it) of at least
+    ``min_area`` pixels holding a ``seed`` pixel (bool per labelled pixel: it would
+    have seeded a candidate of its own) becomes a label of the ring's source. Returns the labels, sources and ``drop`` (the new labels
+    kept)."""
+    k, ys, xs, r = pix
+    n = drop.size
+    new_src, labels = list(source[:n]), labels.copy()
+    for i in np.flatnonzero(rings):
+        on = np.flatnonzero(k == i)
+        ri, di = r[on], d[on]
+        lo, hi = np.full(n_dir, np.inf), np.full(n_dir, -np.inf)
+        np.minimum.at(lo, di, ri)
+        np.maximum.at(hi, di, ri)
+        seen = np.isfinite(lo)
+        band_lo, band_hi = np.median(lo[seen]) - tol, np.median(hi[seen]) + tol
+        out = (ri < band_lo) | (ri > band_hi)
+        if not out.any():
+            continue
+        oy, ox, orr, os_ = ys[on[out]], xs[on[out]], ri[out], seed[on[out]]
+        y0, x0 = int(oy.min()), int(ox.min())
+        img = np.zeros((int(oy.max()) - y0 + 1, int(ox.max()) - x0 + 1), np.uint8)
+        img[oy - y0, ox - x0] = 1
+        m, comp = cv2.connectedComponents(img, connectivity=8)
+        c = comp[oy - y0, ox - x0]
+        reach = np.maximum(band_lo - orr, orr - band_hi)
+        far = np.zeros(m)
+        np.maximum.at(far, c, reach)
+        seeded = np.bincount(c, os_, minlength=m) > 0
+        for j in np.flatnonzero((far >= 2 * tol) & seeded & (np.bincount(c, minlength=m) >= min_area)):
+            labels[oy[c == j], ox[c == j]] = len(new_src)
+            new_src.append(source[i])
+    added = len(new_src) - n
+    return labels, np.array(new_src, source.dtype), np.concatenate([drop, np.zeros(added, bool)])
 
 
 def _centroid_angles(k, ys, xs, cnt, centre):

@@ -401,6 +401,19 @@ def test_wide_member_of_a_scratch_cluster_is_contamination(first):
     assert set(clustering.apply_review(clustering.assign_clusters(model, wide), model, None)) == {"contamination"}
 
 
+@pytest.mark.parametrize("aspect_ratio, moved", [(3.0, True), (6.0, False)])
+def test_compact_member_of_a_scratch_cluster_is_no_scratch(first, aspect_ratio, moved):
+    """A scratch is a line: a defect nearest to a scratch cluster but less elongated than
+    naming.scratch_min_member_line_aspect_ratio goes to a cluster of another type; an
+    elongated one stays."""
+    data, model = first
+    scratches = data[data["truth"] == "scratch"].head(10).assign(aspect_ratio=aspect_ratio)
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, scratches), model["centroids"])]
+    assert set(clustering.apply_review(nearest, model, None)) == {"scratch"}
+    types = set(clustering.apply_review(clustering.assign_clusters(model, scratches), model, None))
+    assert ("scratch" not in types) if moved else types == {"scratch"}
+
+
 @pytest.mark.parametrize("aspect_ratio, bend_radius_um, moved", [(12.0, 10_000.0, True), (12.0, 20.0, False),
                                                                   (3.0, 10_000.0, False)])
 def test_thin_straight_member_of_a_contamination_cluster_is_a_scratch(first, aspect_ratio, bend_radius_um, moved):

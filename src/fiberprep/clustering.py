@@ -310,6 +310,10 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         debris = chip & (col("cladding_overhang_um") > float(naming["chip_max_overhang_um"]))
         apart = chip & ~debris & ~(col("cladding_edge_distance_um") <= _chip_gap(naming))
         moves = [(debris, "contamination"), (apart, "")]
+        if "scratch_min_member_line_aspect_ratio" in naming:
+            # (before the moves to a given type: "" excludes the type a row has when it moves)
+            compact = scratch & (col("aspect_ratio") < float(naming["scratch_min_member_line_aspect_ratio"]))
+            moves.append((compact, ""))
         if "pit_max_member_aspect_ratio" in naming:
             elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
             moves.append((elongated, "contamination"))

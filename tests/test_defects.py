@@ -797,6 +797,29 @@ def test_dark_dot_below_min_area_found(cfg, seed):
     assert detect_defects(gray, truth["zone_map"], truth, no_dots)[0].max() == 0
 
 
+@pytest.mark.parametrize("n_blobs,n_defects", [(2, 2), (3, 1)])
+def test_blobs_in_a_row_are_no_scratch(cfg, n_blobs, n_defects):
+    # a pit beside a particle read as one short line by the line filter (independent seed
+    # 13, image 44): two compact blobs that cover most of the line are two defects; three
+    # or more in a row (_DASHES) are a dashed scratch's stretches, one defect. The line's
+    # width is the blobs' (the line filter measures it across them), so none is wider.
+    import cv2
+
+    from fiberprep.defects import _merge
+
+    region = np.zeros((80, 120), np.uint8)
+    centres = [60 - 8 * (n_blobs - 1) + 16 * i for i in range(n_blobs)]
+    for x in centres:
+        cv2.circle(region, (x, 40), 5, 1, -1)
+    line = np.zeros((80, 120), np.uint8)
+    cv2.line(line, (centres[0] - 5, 40), (centres[-1] + 5, 40), 1, 3)
+    line[region > 0] = 1
+    zs = np.where(region > 0, -15.0, np.where(line > 0, -3.0, 0.0)).astype(np.float32)
+    labels, _ = _merge(region > 0, line.astype(np.int32), np.array([0.0, 8.0]), np.array([0.0, 8.0]), zs,
+                       np.zeros(region.shape, bool), lambda um: um / 0.5, cfg["detection"])
+    assert len(np.unique(labels[40, centres])) == n_defects
+
+
 @pytest.mark.parametrize("diameter_px,n_defects", [(5, 1), (8, 2)])
 def test_particle_on_a_fine_scratch_is_its_own_defect(cfg, diameter_px, n_defects):
     # a round blob on a 3 px scratch at 0.5 µm/px: a bead when barely wider (5 px), a

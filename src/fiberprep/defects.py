@@ -56,6 +56,11 @@ _BEAD_POLARITY = 0.75
 # A scratch from which this many round widenings split off is dashed or beaded: they are
 # stretches of the line, not pits on it.
 _DASHES = 3
+# A line response lying this much on two or more round blobs, fewer than _DASHES, is
+# theirs, not a scratch (a pit beside a particle read as one short line covered 0.81 of
+# it). Cached sets (660 + 220 images): ours found +1, false and the rest unchanged; two
+# pairs of dark dots on two real photos become two defects each.
+_ROW_COVER = 0.7
 
 
 def detect_defects(gray, zone_map, geometry, params):
@@ -1962,7 +1967,9 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     polarity (sign of ``zs``, ``_polarity_components``) is opposite to the
     scratch's is another defect too (a dark pit on a bright scratch), unless it is
     a line along the scratch (``linear_aspect``, within ``join_angle_deg``): the
-    other flank of a shaded groove.
+    other flank of a shaded groove. A line response that two or more compact blobs,
+    fewer than ``_DASHES``, cover for ``_ROW_COVER`` of its pixels is theirs, not a
+    scratch: they stay apart (a pit beside a particle, read as one short line).
     Components under ``min_area_um2`` are dropped (region candidates of at least
     half of it reaching a ``dot`` pixel, dark by ``dot_min_contrast``, are kept: a
     pit below the optics' resolution, blurred small but far darker than the grain),
@@ -2016,7 +2023,17 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     wide = thick >= np.minimum(px(params["scratch_max_width_um"]), 3 * sw)
     # ... or a round blob thicker than a bead of it (a particle on a fine scratch)
     r_major, r_minor = _axes(r, ys, xs, n_r)
-    wide |= (r_major < _ROUND * np.maximum(r_minor, 1.0)) & (thick > np.maximum(_BEAD * sw, sw + 3))
+    round_ = r_major < _ROUND * np.maximum(r_minor, 1.0)
+    wide |= round_ & (thick > np.maximum(_BEAD * sw, sw + 3))
+    # a line response made of a few round blobs in a row and little else (fewer than
+    # _DASHES: a dashed scratch has more) is those blobs' (a pit beside a particle)
+    round_[0] = False
+    n_on, covered = (on[round_] > 0).sum(0), on[round_].sum(0)
+    row = (n_on >= 2) & (n_on < _DASHES) & (covered >= _ROW_COVER * np.maximum(np.bincount(s, minlength=n_s), 1))
+    row[0] = False
+    if row.any():
+        s, sd, lies = np.where(row[s], 0, s), np.where(row[sd], 0, sd), lies & ~row[best]
+        on[:, row] = 0
     host = np.where(lies & ~wide, best, 0)
     host[0] = 0
     s_pol = _polarity(s, v, n_s)

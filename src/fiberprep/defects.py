@@ -2491,8 +2491,9 @@ def _drop_rings(labels, source, ring, zs, px, params):
     # µm beyond the band): only a ring of many grains nearly all around
     drop |= _ring_grains(r_mean, ang, small & (off_edge <= px(params["ring_grain_far_um"])), tol,
                          params["ring_grain_far_count"], params["ring_grain_far_sectors"], 0.0)
-    strong = (np.abs(zs[ys, xs]) >= params["seed_sigma"], params["min_area_um2"] * px(1.0) ** 2)
-    labels, source, drop = _off_ring_parts(labels, source, drop, wide, (k, ys, xs, r), d, n_dir, tol, *strong)
+    seed = np.abs(zs[ys, xs]) >= params["seed_sigma"]
+    labels, source, drop = _off_ring_parts(labels, source, drop, wide, (k, ys, xs, r), d, n_dir, tol, seed,
+                                           params["min_area_um2"] * px(1.0) ** 2)
     return _without(labels, source, drop)
 
 
@@ -2505,8 +2506,8 @@ def _off_ring_parts(labels, source, drop, rings, pix, d, n_dir, tol, seed, min_a
     component beyond that reaching ``2 tol`` further out or in (a chip protruding from
     an epoxy ring, a particle its valley touches; not a grain on it) of at least
     ``min_area`` pixels holding a ``seed`` pixel (bool per labelled pixel: it would
-    have seeded a candidate of its own) becomes a label of the ring's source. Returns the labels, sources and ``drop`` (the new labels
-    kept)."""
+    have seeded a candidate of its own) becomes a label of the ring's source. Returns
+    the labels, sources and ``drop`` (the new labels kept)."""
     k, ys, xs, r = pix
     n = drop.size
     new_src, labels = list(source[:n]), labels.copy()
@@ -2531,9 +2532,12 @@ def _off_ring_parts(labels, source, drop, rings, pix, d, n_dir, tol, seed, min_a
         far = np.zeros(m)
         np.maximum.at(far, c, reach)
         seeded = np.bincount(c, os_, minlength=m) > 0
-        for j in np.flatnonzero((far >= 2 * tol) & seeded & (np.bincount(c, minlength=m) >= min_area)):
-            labels[oy[c == j], ox[c == j]] = len(new_src)
-            new_src.append(source[i])
+        parts = np.flatnonzero((far >= 2 * tol) & seeded & (np.bincount(c, minlength=m) >= min_area))
+        ids = np.zeros(m, labels.dtype)
+        ids[parts] = len(new_src) + np.arange(parts.size)
+        kept = ids[c] > 0
+        labels[oy[kept], ox[kept]] = ids[c[kept]]
+        new_src += [source[i]] * parts.size
     added = len(new_src) - n
     return labels, np.array(new_src, source.dtype), np.concatenate([drop, np.zeros(added, bool)])
 

@@ -931,3 +931,21 @@ def test_edge_points_on_two_concentric_steps_give_the_outer_one_not_a_rejection(
     one_edge = dict(stage, zones=dict(stage["zones"], two_edge_min_share=0.5))
     with pytest.raises(ImageRejected, match="low fit confidence"):
         pipeline.measure_zones(gray, one_edge)
+
+
+def test_fit_inside_rejects_fits_that_leave_the_box():
+    """The lobe fits' least squares: a Gaussian is recovered inside its box, and a fit
+    whose best centre lies outside the box is rejected, not clamped to the bound."""
+    x = np.arange(-6.0, 6.0, 0.25)
+    data = 2.0 * np.exp(-0.5 * ((x - 0.7) / 1.3) ** 2)
+
+    def gauss(p):
+        u = (x - p[1]) / p[2]
+        e = np.exp(-0.5 * u * u)
+        jac = np.column_stack([e, p[0] * e * u / p[2], p[0] * e * u * u / p[2]])
+        return p[0] * e - data, jac
+
+    fit = zones._fit_inside(gauss, [1.0, 0.0, 1.0], [0.0, -2.0, 0.3], [np.inf, 2.0, 4.0])
+    assert fit is not None
+    np.testing.assert_allclose(fit, [2.0, 0.7, 1.3], atol=1e-6)
+    assert zones._fit_inside(gauss, [1.0, 0.0, 1.0], [0.0, -2.0, 0.3], [np.inf, 0.5, 4.0]) is None

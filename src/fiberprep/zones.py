@@ -1727,6 +1727,27 @@ def _edge_gradient(smooth, fit, sign, steps, params):
     return level, grad, int(np.argmax(grad))
 
 
+def _fit_inside(f, start, lo, hi, **options):
+    """Least-squares parameters of ``f(p) -> (residuals, Jacobian)`` from ``start``,
+    or None when the fit fails or ends outside or on the box [lo, hi].
+
+    The box is a validity check, not a constraint (a fit that needs a bound is
+    rejected), so the unbounded Levenberg-Marquardt of MINPACK serves: a third
+    of the bounded trust-region solver's time. The lobe fits have local minima,
+    and about one in five of them settles in another one than the bounded
+    solver did; cladding radii on 680 generated and 90 real images stayed as
+    accurate (the real ones within 0.05 %).
+    """
+    from scipy.optimize import least_squares
+
+    fun, jac = _fun_and_jac(f)
+    res = least_squares(fun, start, jac=jac, method="lm", x_scale="jac", **options)
+    x = res.x
+    if not res.success or (x <= np.add(lo, 1e-3)).any() or (x >= np.subtract(hi, 1e-3)).any():
+        return None
+    return x
+
+
 def _fun_and_jac(f):
     """``fun`` and ``jac`` for ``least_squares`` from ``f(p) -> (residuals, Jacobian)``:
     it asks for the Jacobian at the point whose residuals it just had, so ``f`` runs
@@ -1774,8 +1795,6 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
         does not converge inside its bounds, the lobes are not resolved or the
         profile shows no band darker than the plateau beyond it.
     """
-    from scipy.optimize import least_squares
-
     steps = np.arange(-reach - 6.0, 5.0, 0.25)
     level, grad, k = _edge_gradient(smooth, fit, sign, steps, params)
     if grad[k] <= 0:
@@ -1801,16 +1820,11 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
             g, j = gauss(xf, p)
             return g - gf, j
 
-        fun, jac = _fun_and_jac(lobe)
-        outer = least_squares(
-            fun,
-            [grad[k], steps[k], 1.0],
-            jac=jac,
-            bounds=([0.0, steps[k] - 2.0, 0.3], [np.inf, steps[k] + 2.0, 4.0]),
-        )
-        sigma = float(outer.x[2])
-        if not outer.success or not 0.3 + 1e-3 < sigma < 4.0 - 1e-3:
+        outer = _fit_inside(lobe, [grad[k], steps[k], 1.0],
+                            [0.0, steps[k] - 2.0, 0.3], [np.inf, steps[k] + 2.0, 4.0])
+        if outer is None:
             return None
+        sigma = float(outer[2])
 
     def model(p):
         """p = (x0, x1, a0, a1[, sigma]): the edge's lobe minus the band's far lobe."""
@@ -1825,23 +1839,11 @@ def _edge_lobes(smooth, fit, sign, reach, params, free_width=False):
     start = [0.0, -reach, grad[k], max(-grad[k1], 1e-4), sigma]
     n = 5 if free_width else 4
     lo, hi = lo[:n], hi[:n]
-    fun, jac = _fun_and_jac(model)
-    res = least_squares(
-        fun,
-        np.clip(start[:n], lo + 1e-6, hi - 1e-6),
-        jac=jac,
-        bounds=(lo, hi),
-        x_scale="jac",
-        max_nfev=100,
-    )
-    if (
-        not res.success
-        or np.isclose(res.x, lo, atol=1e-3).any()
-        or np.isclose(res.x, hi, atol=1e-3).any()
-    ):
+    x = _fit_inside(model, np.clip(start[:n], lo + 1e-6, hi - 1e-6), lo, hi, max_nfev=100)
+    if x is None:
         return None
-    x0, x1 = res.x[:2]
-    sigma = float(res.x[4]) if free_width else sigma
+    x0, x1 = x[:2]
+    sigma = float(x[4]) if free_width else sigma
     # lobes much closer than the blur are one edge's reshaped gradient (a derivative of
     # a Gaussian: real edges are not Gaussian steps), not a band
     if x0 - x1 < 0.5 * sigma:
@@ -1877,8 +1879,6 @@ def _fringe_line(smooth, fit, sign, reach, params):
     distance from the edge under its width: a line that narrow trades with the
     edge position).
     """
-    from scipy.optimize import least_squares
-
     steps = np.arange(-reach - 8.0, 8.0, 0.25)
     _, grad, k = _edge_gradient(smooth, fit, sign, steps, params)
     if grad[k] <= 0:
@@ -1911,26 +1911,11 @@ def _fringe_line(smooth, fit, sign, reach, params):
     k1 = window[np.argmin(grad[window])]
     x1_start = float(steps[k1]) if grad[k1] < 0 else x_peak - reach
     start = np.clip([x_peak, x1_start, 0.1 * grad[k], 1.0], lo + 1e-6, hi - 1e-6)
-    fun, jac = _fun_and_jac(odd_residual)
-    res = least_squares(
-        fun,
-        start,
-        jac=jac,
-        bounds=(lo, hi),
-        x_scale="jac",
-        xtol=1e-4,  # x0 to 1e-4 px and better
-        ftol=1e-6,
-        max_nfev=100,
-    )
-    x0, x1, _, s1 = res.x
-    if (
-        not res.success
-        or np.isclose(res.x, lo, atol=1e-3).any()
-        or np.isclose(res.x, hi, atol=1e-3).any()
-        or x0 - x1 < s1
-    ):
+    # x0 to 1e-4 px and better
+    x = _fit_inside(odd_residual, start, lo, hi, xtol=1e-4, ftol=1e-6, max_nfev=100)
+    if x is None or x[0] - x[1] < x[3]:
         return None
-    return float(x0)
+    return float(x[0])
 
 
 def _confidence(fit, params):

@@ -364,15 +364,16 @@ def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     assert set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None)) == {"pit_dig"}
 
 
-@pytest.mark.parametrize("area_um2, moved", [(30.0, True), (10.0, False)])
-def test_ragged_member_of_a_pit_cluster_is_contamination(first, area_um2, moved):
+@pytest.mark.parametrize("area_px, moved", [(40, True), (12, False)])
+def test_ragged_member_of_a_pit_cluster_is_contamination(first, area_px, moved):
     """A pit's outline is a smooth fracture: a defect nearest to a pit_dig cluster whose
     outline is more ragged than naming.pit_max_member_roughness goes to a contamination
-    cluster, when it is large enough (pit_roughness_min_area_um2) for its outline to show."""
+    cluster, when it has enough pixels (pit_roughness_min_area_px) for its outline to
+    show: a digitised disc of 12 px is that ragged by its pixels alone."""
     data, model = first
     naming = model["params"]["naming"]
     pits = data[data["truth"] == "pit_dig"].head(10)
-    ragged = pits.assign(outline_roughness=naming["pit_max_member_roughness"] + 0.05, area_um2=area_um2)
+    ragged = pits.assign(outline_roughness=naming["pit_max_member_roughness"] + 0.05, area_px=area_px)
     nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, ragged), model["centroids"])]
     assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
     types = set(clustering.apply_review(clustering.assign_clusters(model, ragged), model, None))

@@ -406,3 +406,27 @@ def test_features_do_not_depend_on_the_other_defects_in_the_batch():
         alone = defect_features(gray, inst, zones, table[table["number"] == k], GEOMETRY)
         np.testing.assert_allclose(alone.set_index("number").loc[k].to_numpy(),
                                    everyone.loc[k].to_numpy(), rtol=1e-12, equal_nan=True)
+
+
+def test_small_smooth_outlines_stay_below_the_ragged_limit():
+    """Digitised smooth ellipses of at least ``pit_roughness_min_area_px`` pixels are
+    less ragged than ``pit_max_member_roughness``: the member rule that sends ragged pits
+    to contamination reads the outline only where the pixels resolve it."""
+    naming = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())[
+        "clustering"]["naming"]
+    rng = np.random.default_rng(3)
+    inst = np.zeros((400, 400), np.uint16)
+    for i in range(64):
+        cy, cx = 25 + 50 * (i // 8) + rng.random(), 25 + 50 * (i % 8) + rng.random()
+        axes = rng.uniform(2.5, 6.0) * np.array([1.0, rng.uniform(0.6, 1.0)])
+        yy, xx = np.mgrid[:400, :400]
+        t = rng.uniform(0, np.pi)
+        u, v = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t), (yy - cy) * np.cos(t) - (xx - cx) * np.sin(t)
+        inst[(u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1] = i + 1
+    gray = np.where(inst > 0, 0.3, 0.6).astype(np.float32)
+    table = defect_features(gray, inst, np.full(inst.shape, 2, np.uint8),
+                            pd.DataFrame({"number": np.arange(1, 65)}), GEOMETRY).set_index("number")
+    area = pd.Series(np.bincount(inst.ravel(), minlength=65)[1:], index=np.arange(1, 65))
+    resolved = table[area.reindex(table.index) >= naming["pit_roughness_min_area_px"]]
+    assert len(resolved) >= 40
+    assert (resolved["outline_roughness"] < naming["pit_max_member_roughness"]).all()

@@ -317,9 +317,9 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "pit_max_member_aspect_ratio" in naming:
             elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
             moves.append((elongated, "contamination"))
-        if "pit_max_member_roughness" in naming:
+        if "pit_roughness_min_area_px" in naming:
             ragged = pit & (col("outline_roughness") > float(naming["pit_max_member_roughness"])) & (
-                col("area_um2") >= float(naming["pit_roughness_min_area_um2"]))
+                col("area_px") >= float(naming["pit_roughness_min_area_px"]))
             moves.append((ragged, "contamination"))
         if "scratch_max_member_width_um" in naming:
             wide = scratch & (col("width_um") > float(naming["scratch_max_member_width_um"]))
@@ -364,7 +364,7 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       ``naming.pit_max_member_aspect_ratio`` is a particle (or lint) and goes to its
       nearest contamination cluster.
     - A pit's outline is a smooth fracture: a defect of a pit_dig cluster of at least
-      ``naming.pit_roughness_min_area_um2`` whose outline is more ragged than
+      ``naming.pit_roughness_min_area_px`` pixels whose outline is more ragged than
       ``naming.pit_max_member_roughness`` (``outline_roughness``) is a particle and goes
       to its nearest contamination cluster.
     - A scratch is a thin polish groove: a defect of a scratch cluster wider than

@@ -1954,7 +1954,8 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     (the shading beside a groove), is part of it (source "both") unless it is thicker
     (``_thickness``) than three times the scratch's line width or than
     ``scratch_max_width_um``, or round (major/minor below ``_ROUND``) and thicker
-    than a bead (``_BEAD`` times the scratch's line width, and 3 px more): then it
+    than a bead (``_BEAD`` times the scratch's line width, and 3 px more; unless
+    ``_DASHES`` or more such round blobs lie on that scratch: its dashes): then it
     is its own defect (a pit or a particle on the scratch) and keeps its pixels;
     a scratch lying mostly on such a blob and never ``scratch_min_length_um``
     away from it is the blob's flank and is dropped (the blob's thin appendages, off
@@ -2024,7 +2025,11 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     # ... or a round blob thicker than a bead of it (a particle on a fine scratch)
     r_major, r_minor = _axes(r, ys, xs, n_r)
     round_ = r_major < _ROUND * np.maximum(r_minor, 1.0)
-    wide |= round_ & (thick > np.maximum(_BEAD * sw, sw + 3))
+    bead = round_ & (thick > np.maximum(_BEAD * sw, sw + 3))
+    # ... unless _DASHES or more of them lie on one scratch: its beads or dashes
+    dash = bead & lies & ~wide
+    dash &= np.bincount(best[dash], minlength=n_s)[best] >= _DASHES
+    wide |= bead & ~dash
     # a line response made of a few round blobs in a row and little else (fewer than
     # _DASHES: a dashed scratch has more) is those blobs' (a pit beside a particle)
     round_[0] = False

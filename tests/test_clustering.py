@@ -428,3 +428,18 @@ def test_thin_straight_member_of_a_contamination_cluster_is_a_scratch(first, asp
                        width_um=0.5 * naming["scratch_max_member_width_um"],
                        skeleton_length_um=2.0 * naming["scratch_min_length_um"])
     assert _types_of_contamination_members(model, rows) == ({"scratch"} if moved else {"contamination"})
+
+
+def test_pit_naming_limit_is_the_members_limit():
+    """A cluster whose median aspect ratio lies under the limit a pit_dig member is held
+    to is a pit_dig cluster: with a stricter naming limit (2.5 against the members' 3.0) a
+    cluster of compact dark defects at 2.61 (ours seed 909) was named contamination and
+    took pits their own limit keeps."""
+    naming = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())[
+        "clustering"]["naming"]
+    assert naming["pit_max_aspect_ratio"] == naming["pit_max_member_aspect_ratio"]
+    pit = {"equivalent_diameter_um": 5.0, "aspect_ratio": 2.61, "solidity": 0.9, "local_snr": -20.0,
+           "edge_sharpness": 0.7, "skeleton_length_um": 6.0, "cladding_edge_distance_um": 30.0,
+           "cladding_overhang_um": -30.0, "michelson_contrast": -0.4}
+    model = {"params": {"naming": naming}, "centroids_raw": {0: pit}}
+    assert clustering.name_clusters(model)[0]["type"] == "pit_dig"

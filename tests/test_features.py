@@ -416,10 +416,10 @@ def test_small_smooth_outlines_stay_below_the_ragged_limit():
         "clustering"]["naming"]
     rng = np.random.default_rng(3)
     inst = np.zeros((400, 400), np.uint16)
+    yy, xx = np.mgrid[:400, :400]
     for i in range(64):
         cy, cx = 25 + 50 * (i // 8) + rng.random(), 25 + 50 * (i % 8) + rng.random()
         axes = rng.uniform(2.5, 6.0) * np.array([1.0, rng.uniform(0.6, 1.0)])
-        yy, xx = np.mgrid[:400, :400]
         t = rng.uniform(0, np.pi)
         u, v = (xx - cx) * np.cos(t) + (yy - cy) * np.sin(t), (yy - cy) * np.cos(t) - (xx - cx) * np.sin(t)
         inst[(u / axes[0]) ** 2 + (v / axes[1]) ** 2 <= 1] = i + 1

@@ -2496,9 +2496,10 @@ def _drop_rings(labels, source, ring, zs, px, params):
     # µm beyond the band): only a ring of many grains nearly all around
     drop |= _ring_grains(r_mean, ang, small & (off_edge <= px(params["ring_grain_far_um"])), tol,
                          params["ring_grain_far_count"], params["ring_grain_far_sectors"], 0.0)
-    seed = np.abs(zs[ys, xs]) >= params["seed_sigma"]
-    labels, source, drop = _off_ring_parts(labels, source, drop, wide, (k, ys, xs, r), d, n_dir, tol, seed,
-                                           params["min_area_um2"] * px(1.0) ** 2)
+    if wide.any():
+        seed = np.abs(zs[ys, xs]) >= params["seed_sigma"]
+        labels, source, drop = _off_ring_parts(labels, source, drop, wide, (k, ys, xs, r), d, n_dir, tol, seed,
+                                               params["min_area_um2"] * px(1.0) ** 2)
     return _without(labels, source, drop)
 
 

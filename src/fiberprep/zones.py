@@ -1742,8 +1742,8 @@ def _fit_inside(f, start, lo, hi, **options):
 
     fun, jac = _fun_and_jac(f)
     res = least_squares(fun, start, jac=jac, method="lm", x_scale="jac", **options)
-    x = res.x
-    if not res.success or (x <= np.add(lo, 1e-3)).any() or (x >= np.subtract(hi, 1e-3)).any():
+    x, lo, hi = res.x, np.asarray(lo, float), np.asarray(hi, float)
+    if not res.success or (x <= lo + 1e-3).any() or (x >= hi - 1e-3).any():
         return None
     return x
 

@@ -364,6 +364,19 @@ def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     assert set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None)) == {"pit_dig"}
 
 
+@pytest.mark.parametrize("local_snr, moved", [(2.0, True), (-4.0, False)])
+def test_bright_member_of_a_pit_cluster_is_contamination(first, local_snr, moved):
+    """A pit is a hole, dark under bright-field light: a defect nearest to a pit_dig
+    cluster that is brighter than its surroundings (local SNR above
+    naming.pit_max_member_snr) is a particle and goes to a contamination cluster."""
+    data, model = first
+    pits = data[data["truth"] == "pit_dig"].head(10).assign(local_snr=local_snr)
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, pits), model["centroids"])]
+    assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
+    types = set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None))
+    assert types == ({"contamination"} if moved else {"pit_dig"})
+
+
 @pytest.mark.parametrize("area_px, moved", [(40, True), (12, False)])
 def test_ragged_member_of_a_pit_cluster_is_contamination(first, area_px, moved):
     """A pit's outline is a smooth fracture: a defect nearest to a pit_dig cluster whose

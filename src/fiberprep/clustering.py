@@ -317,6 +317,9 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "pit_max_member_aspect_ratio" in naming:
             elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
             moves.append((elongated, "contamination"))
+        if "pit_max_member_snr" in naming:
+            bright = pit & (col("local_snr") > float(naming["pit_max_member_snr"]))
+            moves.append((bright, "contamination"))
         if "pit_roughness_min_area_px" in naming:
             ragged = pit & (col("outline_roughness") > float(naming["pit_max_member_roughness"])) & (
                 col("area_px") >= float(naming["pit_roughness_min_area_px"]))

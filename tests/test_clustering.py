@@ -364,32 +364,27 @@ def test_elongated_member_of_a_pit_cluster_is_contamination(first):
     assert set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None)) == {"pit_dig"}
 
 
-@pytest.mark.parametrize("local_snr, moved", [(2.0, True), (-4.0, False)])
-def test_bright_member_of_a_pit_cluster_is_contamination(first, local_snr, moved):
-    """A pit is a hole, dark under bright-field light: a defect nearest to a pit_dig
-    cluster that is brighter than its surroundings (local SNR above
-    naming.pit_max_member_snr) is a particle and goes to a contamination cluster."""
+@pytest.mark.parametrize("change, moved", [
+    ({"outline_roughness": 0.05, "area_px": 40}, True),
+    ({"outline_roughness": 0.05, "area_px": 12}, False),
+    ({"local_snr": 2.0}, True),
+    ({"local_snr": -4.0}, False),
+])
+def test_member_of_a_pit_cluster_unlike_a_hole_is_contamination(first, change, moved):
+    """A pit is a hole: a defect nearest to a pit_dig cluster goes to a contamination
+    cluster when its outline is more ragged than a fracture (outline_roughness above
+    naming.pit_max_member_roughness, here by 0.05), given enough pixels
+    (pit_roughness_min_area_px) for its outline to show (a digitised disc of 12 px is
+    that ragged by its pixels alone), or when it is brighter than its surroundings
+    (local SNR above naming.pit_max_member_snr: a hole is dark under bright-field light)."""
     data, model = first
-    pits = data[data["truth"] == "pit_dig"].head(10).assign(local_snr=local_snr)
+    naming = model["params"]["naming"]
+    if "outline_roughness" in change:
+        change = {**change, "outline_roughness": naming["pit_max_member_roughness"] + change["outline_roughness"]}
+    pits = data[data["truth"] == "pit_dig"].head(10).assign(**change)
     nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, pits), model["centroids"])]
     assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
     types = set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None))
-    assert types == ({"contamination"} if moved else {"pit_dig"})
-
-
-@pytest.mark.parametrize("area_px, moved", [(40, True), (12, False)])
-def test_ragged_member_of_a_pit_cluster_is_contamination(first, area_px, moved):
-    """A pit's outline is a smooth fracture: a defect nearest to a pit_dig cluster whose
-    outline is more ragged than naming.pit_max_member_roughness goes to a contamination
-    cluster, when it has enough pixels (pit_roughness_min_area_px) for its outline to
-    show: a digitised disc of 12 px is that ragged by its pixels alone."""
-    data, model = first
-    naming = model["params"]["naming"]
-    pits = data[data["truth"] == "pit_dig"].head(10)
-    ragged = pits.assign(outline_roughness=naming["pit_max_member_roughness"] + 0.05, area_px=area_px)
-    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, ragged), model["centroids"])]
-    assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
-    types = set(clustering.apply_review(clustering.assign_clusters(model, ragged), model, None))
     assert types == ({"contamination"} if moved else {"pit_dig"})
 
 

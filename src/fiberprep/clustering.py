@@ -324,6 +324,17 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
             ragged = pit & (col("outline_roughness") > float(naming["pit_max_member_roughness"])) & (
                 col("area_px") >= float(naming["pit_roughness_min_area_px"]))
             moves.append((ragged, "contamination"))
+        if "pit_min_member_solidity" in naming and (types == "pit_dig").any():
+            # a contamination cluster named so for its median solidity alone mixes holes
+            # and particles: its dark, compact, smooth and solid members are holes
+            mixed = np.array([t == "contamination" and _pit_but_for_solidity(
+                model["centroids_raw"].get(int(c), {}), naming) for c, t in zip(model["cluster_ids"], types)])
+            hole = (mixed[near] & (col("local_snr") <= float(naming["pit_max_snr"]))
+                    & (col("aspect_ratio") <= float(naming["pit_max_member_aspect_ratio"]))
+                    & (col("outline_roughness") <= float(naming["pit_max_member_roughness"]))
+                    & (col("solidity") >= float(naming["pit_min_member_solidity"]))
+                    & (col("equivalent_diameter_um") <= float(naming["pit_max_diameter_um"])))
+            moves.append((hole, "pit_dig"))
         if "scratch_max_member_width_um" in naming:
             wide = scratch & (col("width_um") > float(naming["scratch_max_member_width_um"]))
             moves.append((wide, "contamination"))
@@ -446,6 +457,16 @@ def _chip_dark(naming: dict) -> list[tuple[str, str, float]]:
     if "chip_max_michelson" in naming:
         dark.append(("michelson_contrast", "<=", naming["chip_max_michelson"]))
     return dark
+
+
+def _pit_but_for_solidity(c: dict, naming: dict) -> bool:
+    """Centroid ``c`` meets every pit_dig condition of :func:`name_clusters` but the
+    solidity one, with a sharp edge (no oil-like cluster)."""
+    return _rule(c, [("edge_sharpness", ">=", naming["diffuse_max_edge_sharpness"]),
+                     ("equivalent_diameter_um", "<=", naming["pit_max_diameter_um"]),
+                     ("aspect_ratio", "<=", naming["pit_max_aspect_ratio"]),
+                     ("local_snr", "<=", naming["pit_max_snr"]),
+                     ("solidity", "<=", naming["contamination_max_solidity"])])[0]
 
 
 def _rule(c: dict, conditions: list[tuple[str, str, float]]) -> tuple[bool, str]:

@@ -380,7 +380,14 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
     - A pit's outline is a smooth fracture: a defect of a pit_dig cluster of at least
       ``naming.pit_roughness_min_area_px`` pixels whose outline is more ragged than
       ``naming.pit_max_member_roughness`` (``outline_roughness``) is a particle and goes
-      to its nearest contamination cluster.
+      to its nearest contamination cluster; so does one brighter than its surroundings
+      (``local_snr`` above ``naming.pit_max_member_snr``: a hole is dark under
+      bright-field light).
+    - Conversely, a contamination cluster named so for its median solidity alone (every
+      other pit condition met) mixes holes and particles: a member of it that is
+      clearly dark, compact, smooth, no wider than a pit and at least
+      ``naming.pit_min_member_solidity`` solid goes to its nearest pit_dig cluster, when
+      the model has one.
     - A scratch is a thin polish groove: a defect of a scratch cluster wider than
       ``naming.scratch_max_member_width_um`` is a particle, lint or film lying on the
       glass and goes to its nearest contamination cluster; so does one that curls,

@@ -392,7 +392,8 @@ def test_member_of_a_pit_cluster_unlike_a_hole_is_contamination(first, change, m
 def test_hole_in_a_cluster_named_contamination_for_its_solidity_alone_is_a_pit(median_solidity, moved):
     """A contamination cluster whose median meets every pit condition but the solidity
     one mixes holes and particles: its dark, compact, smooth and solid member goes to the
-    pit_dig cluster; a particle of it (irregular, or bright) stays. A cluster named
+    pit_dig cluster; a particle of it (irregular, bright, or unevenly dark: textured or
+    light-centred) stays. A cluster named
     contamination for another reason (here a median too bright for a pit) keeps all."""
     naming = PARAMS["naming"]
     pit = dict(equivalent_diameter_um=4.0, aspect_ratio=1.3, local_snr=-12.0, solidity=0.9, edge_sharpness=0.7)
@@ -402,12 +403,13 @@ def test_hole_in_a_cluster_named_contamination_for_its_solidity_alone_is_a_pit(m
              "centroids_raw": {0: pit, 1: mixed}}
     types = np.array([clustering.name_clusters(model)[c]["type"] for c in (0, 1)])
     assert list(types) == ["pit_dig", "contamination"]
-    rows = pd.DataFrame({"local_snr": [-15.0, -15.0, 3.0], "aspect_ratio": [1.4, 1.4, 1.4],
-                         "outline_roughness": [0.1, 0.3, 0.1], "solidity": [0.92, 0.6, 0.92],
-                         "equivalent_diameter_um": [7.0, 7.0, 7.0]})
-    moves = clustering._member_moves(model, rows, types, np.array([1, 1, 1]))
+    rows = pd.DataFrame({"local_snr": [-15.0, -15.0, 3.0, -15.0], "aspect_ratio": [1.4] * 4,
+                         "outline_roughness": [0.1, 0.3, 0.1, 0.1], "solidity": [0.92, 0.6, 0.92, 0.92],
+                         "contrast_variation": [0.15, 0.15, 0.15, 0.6],
+                         "equivalent_diameter_um": [7.0] * 4})
+    moves = clustering._member_moves(model, rows, types, np.array([1, 1, 1, 1]))
     to_pit = np.any([r for r, dest in moves if dest == "pit_dig"], axis=0)
-    assert list(to_pit) == [moved, False, False]
+    assert list(to_pit) == [moved, False, False, False]
 
 
 @pytest.mark.parametrize("radius_um, moved", [(20.0, True), (200.0, False)])

@@ -326,13 +326,14 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
             moves.append((ragged, "contamination"))
         if "pit_min_member_solidity" in naming and (types == "pit_dig").any():
             # a contamination cluster named so for its median solidity alone mixes holes
-            # and particles: its dark, compact, smooth and solid members are holes
+            # and particles: its dark, compact, smooth, solid and evenly dark members are holes
             mixed = np.array([t == "contamination" and _pit_but_for_solidity(
                 model["centroids_raw"].get(int(c), {}), naming) for c, t in zip(model["cluster_ids"], types)])
             hole = (mixed[near] & (col("local_snr") <= float(naming["pit_max_snr"]))
                     & (col("aspect_ratio") <= float(naming["pit_max_member_aspect_ratio"]))
                     & (col("outline_roughness") <= float(naming["pit_max_member_roughness"]))
                     & (col("solidity") >= float(naming["pit_min_member_solidity"]))
+                    & (col("contrast_variation") <= float(naming["pit_max_member_contrast_variation"]))
                     & (col("equivalent_diameter_um") <= float(naming["pit_max_diameter_um"])))
             moves.append((hole, "pit_dig"))
         if "scratch_max_member_width_um" in naming:
@@ -385,9 +386,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       bright-field light).
     - Conversely, a contamination cluster named so for its median solidity alone (every
       other pit condition met) mixes holes and particles: a member of it that is
-      clearly dark, compact, smooth, no wider than a pit and at least
-      ``naming.pit_min_member_solidity`` solid goes to its nearest pit_dig cluster, when
-      the model has one.
+      clearly dark, compact, smooth, no wider than a pit, at least
+      ``naming.pit_min_member_solidity`` solid and evenly dark (``contrast_variation`` at
+      most ``naming.pit_max_member_contrast_variation``: no textured or light-centred
+      particle) goes to its nearest pit_dig cluster, when the model has one.
     - A scratch is a thin polish groove: a defect of a scratch cluster wider than
       ``naming.scratch_max_member_width_um`` is a particle, lint or film lying on the
       glass and goes to its nearest contamination cluster; so does one that curls,

@@ -468,14 +468,20 @@ def _chip_dark(naming: dict) -> list[tuple[str, str, float]]:
     return dark
 
 
+def _pit_conditions(naming: dict, solidity_op: str = ">=") -> list[tuple[str, str, float]]:
+    """The pit_dig rule of :func:`name_clusters`: small, compact, solid and clearly
+    dark (``solidity_op`` "<=": all but the solidity, which fails)."""
+    return [("equivalent_diameter_um", "<=", naming["pit_max_diameter_um"]),
+            ("aspect_ratio", "<=", naming["pit_max_aspect_ratio"]),
+            ("solidity", solidity_op, naming["contamination_max_solidity"]),
+            ("local_snr", "<=", naming["pit_max_snr"])]
+
+
 def _pit_but_for_solidity(c: dict, naming: dict) -> bool:
     """Centroid ``c`` meets every pit_dig condition of :func:`name_clusters` but the
     solidity one, with a sharp edge (no oil-like cluster)."""
     return _rule(c, [("edge_sharpness", ">=", naming["diffuse_max_edge_sharpness"]),
-                     ("equivalent_diameter_um", "<=", naming["pit_max_diameter_um"]),
-                     ("aspect_ratio", "<=", naming["pit_max_aspect_ratio"]),
-                     ("local_snr", "<=", naming["pit_max_snr"]),
-                     ("solidity", "<=", naming["contamination_max_solidity"])])[0]
+                     *_pit_conditions(naming, "<=")])[0]
 
 
 def _rule(c: dict, conditions: list[tuple[str, str, float]]) -> tuple[bool, str]:
@@ -528,10 +534,7 @@ def name_clusters(model: dict) -> dict[int, dict]:
                      ("skeleton_length_um", ">=", p["scratch_min_length_um"])], ""),
         ("contamination", [("edge_sharpness", "<=", p["diffuse_max_edge_sharpness"])],
          " (oil-like: diffuse edge)"),
-        ("pit_dig", [("equivalent_diameter_um", "<=", p["pit_max_diameter_um"]),
-                     ("aspect_ratio", "<=", p["pit_max_aspect_ratio"]),
-                     ("solidity", ">=", p["contamination_max_solidity"]),
-                     ("local_snr", "<=", p["pit_max_snr"])], ""),
+        ("pit_dig", _pit_conditions(p), ""),
         ("contamination", [("local_snr", ">=", p["pit_max_snr"])], dust),
         ("contamination", [("solidity", "<=", p["contamination_max_solidity"])], dust),
         ("contamination", [("equivalent_diameter_um", ">=", p["pit_max_diameter_um"])],

@@ -2606,7 +2606,11 @@ def _drop_swells(labels, source, resid, valid, px, params):
     flat there, a swell keeps rising; or nothing of it that far in), are dropped,
     unless deep and sharp enough for a film: a contrast of ``swell_deep_snr`` times the
     ring's noise (MAD) or more and an edge no wider than ``swell_deep_edge_um`` (a dome
-    of oil has no plateau either).
+    of oil has no plateau either). An instance whose edge is wider than
+    ``swell_tail_min_edge_um`` is dropped, plateau or not, when the residual in the band
+    ``swell_tail_um`` outside its outline keeps ``swell_min_tail`` of its contrast or more
+    (same sign): the top of a swell whose flank goes on (under a hot spot the background's
+    clipping leaves a flat top), where around a film the residual is zero.
     Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
@@ -2618,7 +2622,8 @@ def _drop_swells(labels, source, resid, valid, px, params):
         return labels, source
     r_in, r_out = (max(1, round(px(um))) for um in params["swell_ring_um"])
     smooth = max(0.5, px(params["swell_smooth_um"]))
-    margin = r_out + math.ceil(3 * smooth) + 2
+    t_in, t_out = (px(um) for um in params["swell_tail_um"])
+    margin = max(r_out + math.ceil(3 * smooth), math.ceil(t_out)) + 2
     boxes = _label_boxes(labels, n)
     k3 = np.ones((3, 3), np.uint8)
     drop = np.zeros(n, bool)
@@ -2634,13 +2639,26 @@ def _drop_swells(labels, source, resid, valid, px, params):
         grad = np.hypot(cv2.Sobel(r, cv2.CV_32F, 1, 0), cv2.Sobel(r, cv2.CV_32F, 0, 1)) * (px(1.0) / 8.0)
         slope = grad[(cv2.dilate(inside, k3) > 0) & ~(cv2.erode(inside, k3) > 0)].mean()
         around = resid[win][ring]
-        contrast = abs(float(median(resid[win][inside > 0])) - float(median(around)))
+        step = float(median(resid[win][inside > 0])) - float(median(around))
+        contrast = abs(step)
         width = contrast / max(float(slope), 1e-12)  # µm
-        if width <= params["swell_min_edge_um"]:
+        if width <= min(params["swell_min_edge_um"], params["swell_tail_min_edge_um"]):
             continue
         # a film deep in the noise around it keeps a narrower edge than a deep swell
         if (contrast >= params["swell_deep_snr"] * _mad_std(around)
                 and width <= params["swell_deep_edge_um"]):
+            continue
+        # the flank of a swell: swell_tail_um outside the outline the residual (zero where
+        # the background is right, as around a film) still keeps a share of the contrast
+        if width > params["swell_tail_min_edge_um"]:
+            out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
+            band = (out >= t_in) & (out < t_out) & valid[win] & (labels[win] == 0)
+            if (np.count_nonzero(band) >= 10
+                    and math.copysign(1.0, step) * float(median(resid[win][band]))
+                    >= params["swell_min_tail"] * contrast):
+                drop[i] = True
+                continue
+        if width <= params["swell_min_edge_um"]:
             continue
         # a soft film still has a plateau: half the edge width in from the outline (at
         # least the ring's inner offset) it is flat; a swell keeps rising toward its top

@@ -1130,7 +1130,6 @@ def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     assert out[160, 450] == 0
 
 
-
 def test_top_of_a_swell_whose_flank_goes_on_is_dropped_a_film_like_it_is_not(cfg):
     """Under a hot spot the background model's clipping leaves the swell's top: a plateau
     with an edge ~7 µm wide, as a soft film has, but the residual beyond the outline keeps
@@ -1161,6 +1160,7 @@ def test_top_of_a_swell_whose_flank_goes_on_is_dropped_a_film_like_it_is_not(cfg
     assert out[160, 160] == 0 and out[160, 480] == 1
     out, _ = _drop_swells(labels, source, resid, valid, px, dict(params, swell_min_tail=1.0))
     assert out[160, 160] == 1 and out[160, 480] == 2
+
 
 @pytest.mark.parametrize("seeded, kept", [(True, True), (False, False)])
 def test_dark_pit_cut_apart_from_a_darker_particle_stays(cfg, seeded, kept):

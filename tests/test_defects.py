@@ -403,6 +403,33 @@ def test_sparse_label_helpers_match_numpy_and_scipy():
     assert _label_boxes(lab, int(lab.max()) + 1)[1:] == ndi.find_objects(lab)
 
 
+@pytest.mark.parametrize("length", [5, 11, 21])
+def test_line_sums_from_shared_runs_equal_the_sums_of_their_points(length):
+    # each LEI orientation's digital line, summed as a few runs shared between
+    # orientations, must give exactly the sum of its points' shifted samples
+    import math
+
+    from fiberprep.defects import _digital_lines, _run_sum
+    rng = np.random.default_rng(length)
+    img = rng.integers(0, 100, (60, 70)).astype(np.int16)
+    half, n_or = length // 2, 12
+    lines = _digital_lines(length, n_or, 3)
+    assert len(lines) == n_or
+    k = np.arange(-half, half + 1)
+    runs = {}
+    for i, (parts, _, _) in enumerate(lines):
+        t = math.pi * i / n_or
+        c, s = math.cos(t), math.sin(t)
+        pts = (zip(np.rint(k * s / c).astype(int), k) if abs(c) >= abs(s)
+               else zip(k, np.rint(k * c / s).astype(int)))
+        h, w = img.shape[0] - 2 * half, img.shape[1] - 2 * half
+        want = sum(img[half + dy:half + dy + h, half + dx:half + dx + w].astype(np.int64) for dy, dx in pts)
+        got = sum(_run_sum(img, d, n, runs, {})[half + dy:half + dy + h, half + dx:half + dx + w].astype(np.int64)
+                  for d, n, dy, dx in parts)
+        assert sum(n for _, n, _, _ in parts) == length and len(parts) <= (length + 1) // 2
+        assert np.array_equal(got, want)
+
+
 @pytest.mark.parametrize("seed,size_um", [
     (2, 28.0),
     # a knife edge: three pixels of the line filter's hysteresis mask (the int16 line sums

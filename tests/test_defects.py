@@ -52,6 +52,14 @@ def _best_iou(pred, mask):
     return int(ids[k]), float(ious[k])
 
 
+def _found_apart(cfg, seed, first, second):
+    """Best IoUs of the two defects of a scene, and whether different instances hold them."""
+    gray, truth = _scene(cfg, seed=seed, defects=[first, second])
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    (n_a, iou_a), (n_b, iou_b) = (_best_iou(pred, truth["instance_map"] == k) for k in (1, 2))
+    return iou_a, iou_b, n_a != n_b
+
+
 PIT = {"type": "pit", "angle_deg": 0.0, "size_um": 8.0, "irregularity": 0.05, "aspect": 1.1,
        "softness_um": 0.0, "polarity": "dark", "contrast": 0.6, "dx_um": 20.0, "dy_um": -15.0}
 SCRATCH = {"type": "scratch", "angle_deg": 30.0, "width_um": 2.0, "length_um": 60.0, "bend": 0.0,
@@ -459,11 +467,8 @@ def test_dark_pit_ahead_of_bright_scratch_is_its_own_defect(cfg):
     line = dict(SCRATCH, width_um=2.5, polarity="bright", contrast=0.4, dx_um=75.0, dy_um=-40.0,
                 angle_deg=90.0, length_um=70.0)
     pit = dict(PIT, size_um=4.0, dx_um=75.0, dy_um=6.0)
-    gray, truth = _scene(cfg, seed=6, defects=[line, pit])
-    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
-    n_line, iou_line = _best_iou(pred, truth["instance_map"] == 1)
-    n_pit, iou_pit = _best_iou(pred, truth["instance_map"] == 2)
-    assert iou_line >= 0.3 and iou_pit >= 0.3 and n_line != n_pit
+    iou_line, iou_pit, apart = _found_apart(cfg, 6, line, pit)
+    assert iou_line >= 0.3 and iou_pit >= 0.3 and apart
 
 
 @pytest.mark.parametrize("gap_um", [3.0, 4.0])
@@ -539,6 +544,18 @@ def test_oil_films_on_core_and_cladding_found(cfg, seed, polarity, contrast):
         number, iou = _best_iou(pred, truth["instance_map"] == d["number"])
         assert iou >= 0.5, (d["zone"], iou)
         assert np.sign(table.set_index("number").loc[number, "contrast"]) == (1 if polarity == "bright" else -1)
+
+
+@pytest.mark.parametrize("seed,contrast,dx_um", [(0, 0.12, 8.0), (1, 0.15, 0.0), (3, 0.1, 10.0)])
+def test_film_under_a_particle_is_found_apart_from_it(cfg, seed, contrast, dx_um):
+    # a dark particle on a faint oil film: one component of |z|, whose half-way cut at the
+    # particle's contrast kept the particle alone (film IoU 0.00-0.08 before); the film
+    # is cut again without the particle and both are found, apart
+    film = dict(OIL, contrast=contrast, dx_um=-20.0, dy_um=38.0, angle_deg=100.0)
+    dust = dict(PIT, type="dust", contrast=0.6, size_um=7.0, irregularity=0.3, aspect=1.3,
+                dx_um=-20.0 + dx_um, dy_um=44.0)
+    iou_film, iou_dust, apart = _found_apart(cfg, seed, film, dust)
+    assert iou_film >= 0.7 and iou_dust >= 0.7 and apart
 
 
 @pytest.mark.parametrize("seed", [1, 3])

@@ -846,6 +846,9 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
     cand &= bands == 0
     cand |= outliers
     mask = _grow_cut(cand, zs, lin, params, blur)
+    gap_px = int(math.ceil(px(params["merge_gap_um"]))) + 1
+    films = _films_beside(mask, cand, zs, lin, params, blur, gap_px)
+    first = mask.copy()
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))
     h, w = zs.shape
@@ -896,7 +899,18 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
             zc_up[:hc, :wc] = cv2.resize(zc, (wc, hc), interpolation=cv2.INTER_LINEAR)
             cc_up = np.zeros((h, w), bool)
             cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
-            mask |= _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
+            coarse = _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
+            # (a film the coarse scale found keeps its outline; the pieces are for those
+            # it missed)
+            n, lab = cv2.connectedComponents(films.view(np.uint8), connectivity=8)
+            missed = np.bincount(lab[coarse], minlength=n) < 0.5 * np.bincount(lab.ravel(), minlength=n)
+            missed[0] = False
+            films = missed[lab]
+            mask |= coarse
+    if films.any():
+        # the defects the films lie beside stay apart from them (and from the coarse scale's
+        # outline around both)
+        mask = (mask | films) & ~_ring_beside(films, first, gap_px)
     return mask & (regions > 0)
 
 
@@ -1255,6 +1269,38 @@ def _grow_cut(seeds, z, lin, params, inner_px):
         seeds_img[ys[strong] - y0, xs[strong] - x0] = True
         out[box] = _reconstruct(seeds_img, img)
     return out
+
+
+def _films_beside(kept, seeds, z, lin, params, inner_px, gap_px):
+    """Films that a stronger defect on them took into its component and ``_grow_cut``
+    cut away at that defect's contrast: the ``seeds`` it left beyond twice ``inner_px``
+    of what it ``kept`` grow again without those pixels and a gap of ``gap_px`` (the
+    merge gap and one pixel: the two stay apart), each piece cut at its own core.
+    A piece stays when it has a body deeper than twice ``inner_px`` beyond that reach:
+    a film under a particle or scratch, not the kept defect's skirt. Returns the
+    pieces (bool)."""
+    square = np.ones((4 * inner_px + 1,) * 2, np.uint8)  # within 2 inner_px (Chebyshev)
+    near = cv2.dilate(kept.view(np.uint8), square) > 0
+    rest = seeds & ~near
+    # (no piece can have a body where |z| has none beyond the reach)
+    if not rest.any() or not (cv2.erode((np.abs(z) > params["grow_sigma"]).view(np.uint8), square) > near).any():
+        return np.zeros(kept.shape, bool)
+    gap = cv2.dilate(kept.view(np.uint8), _disk(2 * gap_px + 1)) > 0
+    more = _grow_cut(rest, np.where(gap, np.float32(0), z), lin, params, inner_px)
+    body = (cv2.erode(more.view(np.uint8), square) > 0) & ~near
+    return _reconstruct(body, more)
+
+
+def _ring_beside(pieces, kept, gap_px):
+    """The ring of ``gap_px`` around each component of ``kept`` within ``gap_px`` + 2 px
+    of ``pieces`` (bool), off both."""
+    n, lab = cv2.connectedComponents(kept.view(np.uint8), connectivity=8)
+    near = cv2.dilate(pieces.view(np.uint8), _disk(2 * (gap_px + 2) + 1)) > 0
+    beside = np.zeros(n, bool)
+    beside[lab[near & kept]] = True
+    beside[0] = False
+    ring = cv2.dilate(beside[lab].view(np.uint8), _disk(2 * gap_px + 1)) > 0
+    return ring & ~kept & ~pieces
 
 
 def _edge_cut(k, ys, xs, z, lin, n, inner_px, params):

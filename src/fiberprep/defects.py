@@ -900,12 +900,13 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
             cc_up = np.zeros((h, w), bool)
             cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
             coarse = _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
-            # (a film the coarse scale found keeps its outline; the pieces are for those
-            # it missed)
-            n, lab = cv2.connectedComponents(films.view(np.uint8), connectivity=8)
-            missed = np.bincount(lab[coarse], minlength=n) < 0.5 * np.bincount(lab.ravel(), minlength=n)
-            missed[0] = False
-            films = missed[lab]
+            if films.any():
+                # (a film the coarse scale found keeps its outline; the pieces are for
+                # those it missed)
+                n, lab = cv2.connectedComponents(films.view(np.uint8), connectivity=8)
+                missed = np.bincount(lab[coarse], minlength=n) < 0.5 * np.bincount(lab.ravel(), minlength=n)
+                missed[0] = False
+                films = missed[lab]
             mask |= coarse
     if films.any():
         # the defects the films lie beside stay apart from them (and from the coarse scale's
@@ -1282,8 +1283,11 @@ def _films_beside(kept, seeds, z, lin, params, inner_px, gap_px):
     square = np.ones((4 * inner_px + 1,) * 2, np.uint8)  # within 2 inner_px (Chebyshev)
     near = cv2.dilate(kept.view(np.uint8), square) > 0
     rest = seeds & ~near
-    # (no piece can have a body where |z| has none beyond the reach)
-    if not rest.any() or not (cv2.erode((np.abs(z) > params["grow_sigma"]).view(np.uint8), square) > near).any():
+    # (no piece can have a body where |z| has none beyond the reach; without a kept
+    # defect the cut would be the same)
+    if not kept.any() or not rest.any():
+        return np.zeros(kept.shape, bool)
+    if not (cv2.erode((np.abs(z) > params["grow_sigma"]).view(np.uint8), square) > near).any():
         return np.zeros(kept.shape, bool)
     gap = cv2.dilate(kept.view(np.uint8), _disk(2 * gap_px + 1)) > 0
     more = _grow_cut(rest, np.where(gap, np.float32(0), z), lin, params, inner_px)

@@ -848,7 +848,7 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
     mask = _grow_cut(cand, zs, lin, params, blur)
     gap_px = int(math.ceil(px(params["merge_gap_um"]))) + 1
     films = _films_beside(mask, cand, zs, lin, params, blur, gap_px)
-    first = mask.copy()
+    first = mask  # (the coarse scale's additions make a new mask)
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))
     h, w = zs.shape
@@ -907,7 +907,7 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
                 missed = np.bincount(lab[coarse], minlength=n) < 0.5 * np.bincount(lab.ravel(), minlength=n)
                 missed[0] = False
                 films = missed[lab]
-            mask |= coarse
+            mask = mask | coarse
     if films.any():
         # the defects the films lie beside stay apart from them (and from the coarse scale's
         # outline around both)
@@ -1280,12 +1280,13 @@ def _films_beside(kept, seeds, z, lin, params, inner_px, gap_px):
     A piece stays when it has a body deeper than twice ``inner_px`` beyond that reach:
     a film under a particle or scratch, not the kept defect's skirt. Returns the
     pieces (bool)."""
+    if not kept.any():  # (without a kept defect the cut would be the same)
+        return np.zeros(kept.shape, bool)
     square = np.ones((4 * inner_px + 1,) * 2, np.uint8)  # within 2 inner_px (Chebyshev)
     near = cv2.dilate(kept.view(np.uint8), square) > 0
     rest = seeds & ~near
-    # (no piece can have a body where |z| has none beyond the reach; without a kept
-    # defect the cut would be the same)
-    if not kept.any() or not rest.any():
+    # (no piece can have a body where |z| has none beyond the reach)
+    if not rest.any():
         return np.zeros(kept.shape, bool)
     if not (cv2.erode((np.abs(z) > params["grow_sigma"]).view(np.uint8), square) > near).any():
         return np.zeros(kept.shape, bool)

@@ -1174,10 +1174,12 @@ def test_swell_without_an_edge_is_dropped_and_a_soft_film_kept(cfg):
     assert out[160, 450] == 0
 
 
-def test_top_of_a_swell_whose_flank_goes_on_is_dropped_a_film_like_it_is_not(cfg):
+@pytest.mark.parametrize("edge_um, share, decay_um", [(3.0, 0.35, 20.0), (1.5, 0.25, 30.0), (3.0, 0.15, 30.0)])
+def test_top_of_a_swell_whose_flank_goes_on_is_dropped_a_film_like_it_is_not(cfg, edge_um, share, decay_um):
     """Under a hot spot the background model's clipping leaves the swell's top: a plateau
-    with an edge ~7 µm wide, as a soft film has, but the residual beyond the outline keeps
-    a good share of the contrast (the flank, decaying over 20 µm). A film with the same
+    with an edge as soft as a film's (blurred over ``edge_um``: 5-7 µm wide), but the
+    residual beyond the outline keeps a share of the contrast (the flank, decaying over
+    ``decay_um``; 8-16 µm out from a tenth to a quarter of it). A film with the same
     plateau and edge has flat surroundings: kept. Without the flank test both stay."""
     from fiberprep.defects import _REGION, _drop_swells
 
@@ -1188,21 +1190,21 @@ def test_top_of_a_swell_whose_flank_goes_on_is_dropped_a_film_like_it_is_not(cfg
     r_swell, r_film = np.hypot(xx - 160, yy - 160), np.hypot(xx - 480, yy - 160)
 
     def disc(r):
-        return cv2.GaussianBlur((r < px(40.0)).astype(np.float32), (0, 0), px(3.0))
+        return cv2.GaussianBlur((r < px(40.0)).astype(np.float32), (0, 0), px(edge_um))
 
-    flank = np.exp(-np.maximum(r_swell - px(40.0), 0) / px(20.0))
-    swell = 0.05 * (0.65 * disc(r_swell) + 0.35 * flank)
+    flank = np.exp(-np.maximum(r_swell - px(40.0), 0) / px(decay_um))
+    swell = 0.05 * ((1 - share) * disc(r_swell) + share * flank)
     film = 0.05 * disc(r_film)
     # as faint as a hot spot's top: 3 noise units (deeper, with this edge, it would be a film)
     resid = (swell + film + rng.normal(0, 0.012, xx.shape)).astype(np.float32)
     labels = np.zeros(xx.shape, np.uint16)
-    labels[(swell > 0.03) & (xx < 320)] = 1
+    labels[(swell > 0.5 * swell.max()) & (xx < 320)] = 1
     labels[(film > 0.025) & (xx >= 320)] = 2
     source = np.array([0, _REGION, _REGION], np.int8)
     valid = np.ones(xx.shape, bool)
     out, _ = _drop_swells(labels, source, resid, valid, px, params)
     assert out[160, 160] == 0 and out[160, 480] == 1
-    out, _ = _drop_swells(labels, source, resid, valid, px, dict(params, swell_min_tail=1.0))
+    out, _ = _drop_swells(labels, source, resid, valid, px, dict(params, swell_min_tail=[1.0, 1.0]))
     assert out[160, 160] == 1 and out[160, 480] == 2
 
 

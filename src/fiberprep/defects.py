@@ -2727,9 +2727,11 @@ def _drop_swells(labels, source, resid, valid, px, params):
     ring's noise (MAD) or more and an edge no wider than ``swell_deep_edge_um`` (a dome
     of oil has no plateau either). An instance whose edge is wider than
     ``swell_tail_min_edge_um`` is dropped, plateau or not, when the residual in the band
-    ``swell_tail_um`` outside its outline keeps ``swell_min_tail`` of its contrast or more
-    (same sign): the top of a swell whose flank goes on (under a hot spot the background's
-    clipping leaves a flat top), where around a film the residual is zero.
+    ``swell_tail_um`` outside its outline keeps a share of its contrast (same sign):
+    the top of a swell whose flank goes on (under a hot spot the background's clipping
+    leaves a flat top), where around a film the residual is zero. The share is the
+    first of ``swell_min_tail``, or its second when the edge is wider than the band's
+    inner offset (the instance's own soft skirt then reaches into the band).
     Returns the renumbered labels and per-label sources.
     """
     n = int(labels.max()) + 1
@@ -2772,9 +2774,9 @@ def _drop_swells(labels, source, resid, valid, px, params):
         if width > params["swell_tail_min_edge_um"]:
             out = cv2.distanceTransform(1 - inside, cv2.DIST_L2, 5)
             band = (out >= t_in) & (out < t_out) & valid[win] & (labels[win] == 0)
+            share = params["swell_min_tail"][int(width > params["swell_tail_um"][0])]
             if (np.count_nonzero(band) >= 10
-                    and math.copysign(1.0, step) * float(median(resid[win][band]))
-                    >= params["swell_min_tail"] * contrast):
+                    and math.copysign(1.0, step) * float(median(resid[win][band])) >= share * contrast):
                 drop[i] = True
                 continue
         if width <= params["swell_min_edge_um"]:

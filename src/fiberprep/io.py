@@ -28,6 +28,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import yaml
 import pyarrow.parquet as pq
 from PIL import Image, UnidentifiedImageError
 
@@ -519,6 +520,30 @@ def _to_uint8(unit: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def repeated_keys(text: str) -> list[tuple[str, int, int]]:
+    """Keys a YAML document gives twice in one mapping: ``(dotted key, first line, second
+    line)``. YAML loaders keep the later value silently, so an edited config whose key
+    also stands further down would run with a value nobody chose."""
+    out = []
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key, value in node.value:
+                name = ".".join([*path, str(key.value)])
+                if name in seen:
+                    out.append((name, seen[name], key.start_mark.line + 1))
+                seen.setdefault(name, key.start_mark.line + 1)
+                walk(value, [*path, str(key.value)])
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, [*path, str(i)])
+
+    for document in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        walk(document, [])
+    return out
 
 
 def write_atomic(path, writer: Callable[[Path], object]) -> None:

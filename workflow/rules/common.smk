@@ -32,6 +32,14 @@ def config_error(err):
     return f"config key {key}: {cause.message}"
 
 
+for path in workflow.configfiles:
+    repeated = fio.repeated_keys(Path(path).read_text())
+    if repeated:
+        key, first, again = repeated[0]
+        raise WorkflowError(
+            f"config file {path}: key {key} is given twice (lines {first} and {again}); "
+            "the later would silently win: keep one"
+        )
 try:
     validate(config, schema="../../config/schema.yaml")
 except WorkflowError as err:

@@ -558,6 +558,19 @@ def test_film_under_a_particle_is_found_apart_from_it(cfg, seed, contrast, dx_um
     assert iou_film >= 0.7 and iou_dust >= 0.7 and apart
 
 
+@pytest.mark.parametrize("seed,contrast,size_um", [(0, 0.06, 40.0), (1, 0.08, 50.0)])
+def test_faint_film_under_a_particle_is_found_apart_from_it_at_the_coarse_scale(cfg, seed, contrast, size_um):
+    # a film too faint for the fine seeds (6-8 % over 40-50 µm) under a dark particle:
+    # the coarse scale's component holds both, and its half-way cut at the particle's
+    # contrast kept the particle alone (film IoU 0.01-0.06 before); the film, wider
+    # than the particle, is cut again without it
+    film = dict(OIL, contrast=contrast, size_um=size_um, dx_um=-20.0, dy_um=30.0, angle_deg=100.0)
+    dust = dict(PIT, type="dust", contrast=0.6, size_um=7.0, irregularity=0.3, aspect=1.3,
+                dx_um=-15.0, dy_um=36.0)
+    iou_film, iou_dust, apart = _found_apart(cfg, seed, film, dust)
+    assert iou_film >= 0.7 and iou_dust >= 0.55 and apart
+
+
 @pytest.mark.parametrize("seed", [1, 3])
 def test_shaded_groove_found_whole(cfg, seed):
     # a shaded groove on the ferrule: the line filter on |z| finds it end to end (a signed

@@ -819,8 +819,12 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
     that of all regions pooled (a film covering much of a small region, such
     as a core, inflates neither); it seeds only in
     blocks of one physical region and keeps components of at least
-    ``coarse_min_area_um2`` that are not line-shaped. ``bands`` (int8) marks the
-    edge band (1) and the textured bins of the edge annuli (2), where only
+    ``coarse_min_area_um2`` that are not line-shaped. At both scales a film that
+    a stronger defect on it took into its component, and whose cut at that
+    defect's contrast dropped it, is cut again apart from it (``_films_beside``);
+    at the coarse scale only where it is wider than that defect
+    (``_wider_than_beside``: a swell's top leaves a narrower flank). ``bands`` (int8)
+    marks the edge band (1) and the textured bins of the edge annuli (2), where only
     ``_band_outliers`` may seed.
     """
     seed, grow = params["seed_sigma"], params["grow_sigma"]
@@ -849,6 +853,7 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
     gap_px = int(math.ceil(px(params["merge_gap_um"]))) + 1
     films = _films_beside(mask, cand, zs, lin, params, blur, gap_px)
     first = mask  # (the coarse scale's additions make a new mask)
+    films_c = np.zeros(mask.shape, bool)
     # Coarse scale: block means over ~coarse_um reveal faint wide smears (oil).
     f = int(round(px(params["coarse_um"])))
     h, w = zs.shape
@@ -900,6 +905,11 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
             cc_up = np.zeros((h, w), bool)
             cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
             coarse = _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
+            # a film too faint for the fine seeds, cut away at the contrast of a particle
+            # on it, as the fine films are (its pieces wider than that particle: the
+            # flank a swell's top leaves is not)
+            films_c = _wider_than_beside(
+                _films_beside(coarse, cc_up & seed_ok, zc_up, lin, params, blur, gap_px), coarse, gap_px)
             if films.any():
                 # (a film the coarse scale found keeps its outline; the pieces are for
                 # those it missed)
@@ -912,7 +922,31 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
         # the defects the films lie beside stay apart from them (and from the coarse scale's
         # outline around both)
         mask = (mask | films) & ~_ring_beside(films, first, gap_px)
+    if films_c.any():
+        mask = (mask | films_c) & ~_ring_beside(films_c, mask & ~films_c, gap_px)
     return mask & (regions > 0)
+
+
+def _wider_than_beside(pieces, kept, gap_px):
+    """The components of ``pieces`` (bool) with at least as many pixels as the
+    components of ``kept`` within ``gap_px`` + 2 px of them together: a film under
+    a particle is wider than the particle."""
+    n, lab = cv2.connectedComponents(pieces.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return pieces
+    m, k_lab = cv2.connectedComponents(kept.view(np.uint8), connectivity=8)
+    k_area = np.bincount(k_lab.ravel(), minlength=m)
+    k_area[0] = 0
+    area = np.bincount(lab.ravel(), minlength=n)
+    wider = np.zeros(n, bool)
+    reach = _disk(2 * (gap_px + 2) + 1)
+    for i, box in enumerate(_label_boxes(lab, n)):
+        if i == 0 or box is None:
+            continue
+        win = _widened(box, gap_px + 3, lab.shape)
+        near = cv2.dilate((lab[win] == i).view(np.uint8), reach) > 0
+        wider[i] = area[i] >= k_area[np.unique(k_lab[win][near])].sum()
+    return wider[lab]
 
 
 def _join_film_pieces(mask, lin, valid, px, params):

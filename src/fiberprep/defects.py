@@ -908,8 +908,13 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
             # a film too faint for the fine seeds, cut away at the contrast of a particle
             # on it, as the fine films are (its pieces wider than that particle: the
             # flank a swell's top leaves is not)
-            films_c = _wider_than_beside(
-                _films_beside(coarse, cc_up & seed_ok, zc_up, lin, params, blur, gap_px), coarse, gap_px)
+            # (grown only over blocks that may seed: not beside the frame border, a dim
+            # corner or an edge, where block means follow what the surface misses)
+            ok_up = np.zeros((h, w), bool)
+            ok_up[:hc, :wc] = cv2.resize(okc.view(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
+            films_c = _wider_than_beside(_films_beside(
+                coarse, cc_up & seed_ok, np.where(ok_up, zc_up, np.float32(0)), lin, params, blur, gap_px),
+                coarse, gap_px)
             if films.any():
                 # (a film the coarse scale found keeps its outline; the pieces are for
                 # those it missed)

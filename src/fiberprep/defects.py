@@ -902,16 +902,18 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
         if cc.any():
             zc_up = np.zeros((h, w), np.float32)
             zc_up[:hc, :wc] = cv2.resize(zc, (wc, hc), interpolation=cv2.INTER_LINEAR)
-            cc_up = np.zeros((h, w), bool)
-            cc_up[:hc, :wc] = cv2.resize(cc.astype(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
+            def blocks_up(b):  # a block mask (bool) at the work resolution
+                out = np.zeros((h, w), bool)
+                out[:hc, :wc] = cv2.resize(b.view(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
+                return out
+
+            cc_up, ok_up = blocks_up(cc), blocks_up(okc)
             coarse = _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
             # a film too faint for the fine seeds, cut away at the contrast of a particle
             # on it, as the fine films are (its pieces wider than that particle: the
-            # flank a swell's top leaves is not)
-            # (grown only over blocks that may seed: not beside the frame border, a dim
-            # corner or an edge, where block means follow what the surface misses)
-            ok_up = np.zeros((h, w), bool)
-            ok_up[:hc, :wc] = cv2.resize(okc.view(np.uint8), (wc, hc), interpolation=cv2.INTER_NEAREST) > 0
+            # flank a swell's top leaves is not), grown only over blocks that may seed
+            # (beside the frame border, a dim corner or an edge, block means follow what
+            # the surface misses)
             films_c = _wider_than_beside(_films_beside(
                 coarse, cc_up & seed_ok, np.where(ok_up, zc_up, np.float32(0)), lin, params, blur, gap_px),
                 coarse, gap_px)

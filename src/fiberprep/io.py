@@ -2,7 +2,8 @@
 
 Scanning an input folder into stable image ids, loading any image a scope or a person
 may have left there into a gray float32 array (or rejecting it with a reason a person can
-act on), checksums, and writers that never leave a half-written file behind.
+act on), checksums, a config file's repeated keys, and writers that never leave a
+half-written file behind.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ import cv2
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import yaml
 import pyarrow.parquet as pq
+import yaml
 from PIL import Image, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
@@ -519,7 +520,7 @@ def _to_uint8(unit: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(unit * 255.0), 0, 255).astype(np.uint8)
 
 
-# --------------------------------------------------------------------------- writing
+# --------------------------------------------------------------------------- config
 
 
 def repeated_keys(text: str) -> list[tuple[str, int, int]]:
@@ -544,6 +545,9 @@ def repeated_keys(text: str) -> list[tuple[str, int, int]]:
     for document in yaml.compose_all(text, Loader=yaml.SafeLoader):
         walk(document, [])
     return out
+
+
+# --------------------------------------------------------------------------- writing
 
 
 def write_atomic(path, writer: Callable[[Path], object]) -> None:

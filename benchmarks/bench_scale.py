@@ -178,10 +178,32 @@ def write_config(path: Path, inputs: Path, results: Path, **overrides) -> Path:
 
 
 def dry_run(cfg: Path, log: Path) -> dict:
-    result = checked(run_measured(snakemake(cfg, "--dry-run", "--cores", "2"), log), log,
-                     "dry run")
+    """A dry run's wall and CPU seconds, jobs by rule, and Snakemake's own peak memory
+    (``max_rss_mb``: its high-water RSS, :func:`snakemake_hwm`; the child's ``ru_maxrss``
+    would count the pages it shared with this process between fork and exec)."""
+    peak = [0.0]
+    result = checked(run_measured(snakemake(cfg, "--dry-run", "--cores", "2"), log,
+                                  watch=lambda pid, start, stop: snakemake_hwm(pid, stop, peak)),
+                     log, "dry run")
+    result["max_rss_mb"] = peak[0]
     result["jobs"] = job_counts(log)
     return result
+
+
+def snakemake_hwm(pid: int, stop: threading.Event, peak: list[float]) -> None:
+    """Until ``stop``, every 20 ms: the high-water RSS (``VmHWM``, MB) of process ``pid``
+    once it runs Snakemake (after its exec), kept as ``peak[0]``. The mark only rises, so
+    a sample misses at most the growth of the process's last 20 ms."""
+    while not stop.is_set():
+        try:
+            if b"snakemake" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                status = Path(f"/proc/{pid}/status").read_text()
+                kb = re.search(r"^VmHWM:\s+(\d+) kB", status, re.M)
+                if kb:
+                    peak[0] = max(peak[0], int(kb.group(1)) / 1024)
+        except OSError:
+            return
+        stop.wait(0.02)
 
 
 HEARTBEAT_S = 5.0  # how often a running end-to-end segment saves its progress

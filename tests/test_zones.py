@@ -537,6 +537,22 @@ def test_rim_inside_the_glass_edge_ends_at_its_outer_step(inside, outside, share
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
 
 
+@pytest.mark.parametrize("inside,outside", [(0.8, 0.2), (0.3, 0.7)])
+@pytest.mark.parametrize("width", [4.5, 6.0])
+@pytest.mark.parametrize("edge", ["inner", "outer"])
+def test_multimode_core_picks_the_step_of_a_staircase_edge(inside, outside, width, edge):
+    # a smooth band wider than a bevel between the glass and outside levels is a bevel
+    # rim inside the glass edge or a band outside it alike; a 50 µm core drawn at the
+    # 0.40 ratio of the one or the other step says which
+    glass_r = 100.0 if edge == "outer" else 100.0 - width
+    core = inside + (0.1 if inside < outside else -0.1)
+    img = _stepped_disc([0.4 * glass_r - 100.0, -width, 0.0], [core, inside, 0.5], outside)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert geo["fiber_type"] == "mm_50" and geo["fiber_type_source"] == "core"
+    assert geo["cladding_radius_px"] == pytest.approx(glass_r, abs=0.3)
+    assert geo["um_per_px"] == pytest.approx(62.5 / geo["cladding_radius_px"])
+
+
 def test_rough_band_outside_the_glass_edge_is_no_rim():
     # the same staircase with the band outside the glass and rough (epoxy grain): the
     # glass edge is the inner step

@@ -22,7 +22,10 @@ darker than the glass and wider than a bevel line just outside the fitted edge i
 epoxy: two blurred steps are fitted to the edge profile and the glass ends at the
 inner one (:func:`_inside_band`). The core is
 measured the same way inside the cladding when the radial intensity profile
-shows it. Zone maps follow the fitted cladding ellipse.
+shows it; a multimode core that names its type also says where the glass ends
+(its radius over the type's core-to-cladding ratio), which picks the other step of
+a staircase edge when the fitted one is off it (:func:`_core_ratio_edge`). Zone
+maps follow the fitted cladding ellipse.
 
 Coordinates are pixel centers: (0, 0) is the center of the top-left pixel,
 x to the right, y down.
@@ -202,6 +205,11 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         )
 
     name, core, upp, type_source = _match_fiber_type(smooth, clad, types, upp_given, params)
+    core_um, clad_um = float(types[name]["core_um"]), float(types[name]["cladding_um"])
+    if type_source == "core" and core_um >= params["core_ratio_min_um"]:
+        moved = _core_ratio_edge(smooth, clad, core["r"] * clad_um / core_um, polarity, params)
+        if moved is not clad:
+            clad, upp = moved, upp_given or 0.5 * clad_um / moved["r"]
     upp *= k  # µm per image pixel
     upp_source = "calibration" if upp_given else "cladding"
     core_offset = math.hypot(core["cx"] - clad["cx"], core["cy"] - clad["cy"]) / k
@@ -1308,6 +1316,48 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     ):
         return _grown(fit, e0)
     return fit
+
+
+def _core_ratio_edge(smooth, fit, r_core, polarity, params):
+    """``fit`` moved to the other step of a staircase edge where its core puts the glass edge.
+
+    A multimode fiber's core and cladding are made to a fixed diameter ratio, so a
+    core measured to a fraction of a pixel says where the glass ends (``r_core``: the
+    core's radius over the type's ratio). When the edge is a staircase of two steps
+    (a bevel rim inside the glass edge, a smooth band outside it), the fits above
+    choose one by the band's look alone; the core picks the other when the fitted
+    edge is more than ``core_ratio_tolerance`` off ``r_core`` and the other step lies
+    within half of that from it: a peak of the signed gradient of the median
+    edge-aligned profile at least ``core_ratio_step_share`` of the strongest one
+    between them, the band between the steps lying between the glass and the outside
+    levels (to a tenth of the whole step: a ring darker or brighter than both is
+    epoxy, whose outer edge is no glass edge). Real cores differ from their nominal
+    ratio by several % (``type_core_tolerance``), so only a strong step is taken.
+    """
+    tol = params["core_ratio_tolerance"]
+    target = r_core - fit["r"]
+    if abs(target) <= tol * r_core:
+        return fit
+    sign = 1.0 if polarity == "dark" else -1.0
+    lo, hi = min(0.0, target), max(0.0, target)
+    steps = np.arange(lo - 4.0, hi + 4.01, 0.25)
+    level = median(_aligned_profiles(smooth, fit, sign, steps, params), axis=0)
+    grad = sign * np.gradient(level, steps)
+    glass = float(median(level[(steps >= lo - 4.0) & (steps <= lo - 2.0)]))
+    outside = float(median(level[steps >= hi + 2.0]))
+    step = sign * (outside - glass)
+    band = sign * (level[(steps >= lo) & (steps <= hi)] - glass)
+    if step <= 0 or band.min() < -0.1 * step or band.max() > 1.1 * step:
+        return fit
+    inner = np.arange(1, len(steps) - 1)
+    peaks = inner[(grad[1:-1] >= grad[:-2]) & (grad[1:-1] >= grad[2:])]
+    peaks = peaks[np.abs(steps[peaks] - target) <= 0.5 * tol * r_core]
+    peaks = peaks[grad[peaks] >= params["core_ratio_step_share"] * grad.max()]
+    if not len(peaks):
+        return fit
+    j = int(peaks[np.argmax(grad[peaks])])
+    g0, g1, g2 = grad[j - 1], grad[j], grad[j + 1]
+    return _grown(fit, steps[j] + 0.125 * (g0 - g2) / min(g0 - 2 * g1 + g2, -1e-12))
 
 
 def _two_steps(v, x, reach, widths=(0.7, 1.0, 1.4, 2.0, 2.8, 4.0)):

@@ -2753,10 +2753,11 @@ def _drop_swells(labels, source, resid, valid, px, params):
     A defect on the end face (particle, film, pit) changes the image over an edge no
     wider than the optics' blur plus its own softness; a swell the background model
     leaves (under a hot spot, in a vignetted corner) rises over tens of µm. The edge
-    width of an instance is its contrast (median of the log residual ``resid`` inside
-    it against the ring ``swell_ring_um`` outside it, within ``valid`` and off other
-    instances) over the mean gradient of the residual, smoothed over
-    ``swell_smooth_um``, on its outline. Instances of at least ``swell_min_area_um2``
+    width of an instance is its step in the log residual ``resid`` smoothed over
+    ``swell_smooth_um`` (median inside it against the ring ``swell_ring_um`` outside it,
+    within ``valid`` and off other instances; the smoothing lowers a line thinner than
+    it as much as its flanks' slope) over that smoothed residual's mean gradient on its
+    outline. Instances of at least ``swell_min_area_um2``
     that the line filter did not find, with an edge wider than ``swell_min_edge_um``
     and no plateau inside (the residual's mean slope, half that width in from the
     outline, at least ``swell_min_slope_ratio`` times the outline's: a soft film is
@@ -2800,7 +2801,7 @@ def _drop_swells(labels, source, resid, valid, px, params):
         around = resid[win][ring]
         step = float(median(resid[win][inside > 0])) - float(median(around))
         contrast = abs(step)
-        width = contrast / max(float(slope), 1e-12)  # µm
+        width = abs(float(median(r[inside > 0])) - float(median(r[ring]))) / max(float(slope), 1e-12)  # µm
         if width <= min(params["swell_min_edge_um"], params["swell_tail_min_edge_um"]):
             continue
         # a film deep in the noise around it keeps a narrower edge than a deep swell

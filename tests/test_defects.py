@@ -1270,10 +1270,11 @@ def test_thin_crest_of_a_swell_is_dropped_a_sharp_bar_as_thin_is_not(cfg):
 @pytest.mark.parametrize("width_um", [1.0, 2.0])
 def test_crossed_thin_scratches_found_as_one_region_are_no_swell(cfg, width_um):
     """Two dark scratches 1-2 µm wide crossing on the ferrule, found as one region
-    instance (the X is no line): smoothing over swell_smooth_um lowers a line thinner
-    than it as much as its flanks' slope, so its edge is as sharp as it looks and it
-    stays. (Measuring the step on the raw residual made their edge 9.6 µm wide, a
-    swell's: an independent renderer's strong crossed scratches were dropped whole.)"""
+    instance (the X is no line), are deep and sharp: smoothing over swell_smooth_um
+    lowers a line thinner than it as much as its flanks' slope, so taken on the
+    smoothed residual their edge is as sharp as it looks and they stay. (Their raw step
+    over that slope made the edge 9.6 µm wide, a swell's: a renderer's strong crossed
+    scratches were dropped whole.)"""
     from fiberprep.defects import _REGION, _drop_swells
 
     params = cfg["detection"]

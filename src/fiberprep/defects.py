@@ -2753,18 +2753,19 @@ def _drop_swells(labels, source, resid, valid, px, params):
     A defect on the end face (particle, film, pit) changes the image over an edge no
     wider than the optics' blur plus its own softness; a swell the background model
     leaves (under a hot spot, in a vignetted corner) rises over tens of µm. The edge
-    width of an instance is its step in the log residual ``resid`` smoothed over
-    ``swell_smooth_um`` (median inside it against the ring ``swell_ring_um`` outside it,
-    within ``valid`` and off other instances; the smoothing lowers a line thinner than
-    it as much as its flanks' slope) over that smoothed residual's mean gradient on its
-    outline. Instances of at least ``swell_min_area_um2``
+    width of an instance is its contrast (median of the log residual ``resid`` inside
+    it against the ring ``swell_ring_um`` outside it, within ``valid`` and off other
+    instances) over the mean gradient of the residual, smoothed over
+    ``swell_smooth_um``, on its outline. Instances of at least ``swell_min_area_um2``
     that the line filter did not find, with an edge wider than ``swell_min_edge_um``
     and no plateau inside (the residual's mean slope, half that width in from the
     outline, at least ``swell_min_slope_ratio`` times the outline's: a soft film is
     flat there, a swell keeps rising; or nothing of it that far in), are dropped,
     unless deep and sharp enough for a film: a contrast of ``swell_deep_snr`` times the
     ring's noise (MAD) or more and an edge no wider than ``swell_deep_edge_um`` (a dome
-    of oil has no plateau either). An instance whose edge is wider than
+    of oil has no plateau either), this edge's step taken on the smoothed residual too
+    (the smoothing lowers a line thinner than it, two crossed scratches found as one
+    region, as much as its flanks' slope). An instance whose edge is wider than
     ``swell_tail_min_edge_um`` is dropped, plateau or not, when the residual in the band
     ``swell_tail_um`` outside its outline keeps a share of its contrast (same sign):
     the top of a swell whose flank goes on (under a hot spot the background's clipping
@@ -2801,12 +2802,15 @@ def _drop_swells(labels, source, resid, valid, px, params):
         around = resid[win][ring]
         step = float(median(resid[win][inside > 0])) - float(median(around))
         contrast = abs(step)
-        width = abs(float(median(r[inside > 0])) - float(median(r[ring]))) / max(float(slope), 1e-12)  # µm
+        width = contrast / max(float(slope), 1e-12)  # µm
         if width <= min(params["swell_min_edge_um"], params["swell_tail_min_edge_um"]):
             continue
-        # a film deep in the noise around it keeps a narrower edge than a deep swell
+        # a film deep in the noise around it keeps a narrower edge than a deep swell; its
+        # width from the smoothed residual's own step (the smoothing lowers a line
+        # thinner than it as much as its flanks' slope)
+        sharp = abs(float(median(r[inside > 0])) - float(median(r[ring]))) / max(float(slope), 1e-12)
         if (contrast >= params["swell_deep_snr"] * _mad_std(around)
-                and width <= params["swell_deep_edge_um"]):
+                and sharp <= params["swell_deep_edge_um"]):
             continue
         # the flank of a swell: swell_tail_um outside the outline the residual (zero where
         # the background is right, as around a film) still keeps a share of the contrast

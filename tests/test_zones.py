@@ -832,6 +832,20 @@ def test_field_of_view_keeps_dark_defects_and_dark_fiber_at_the_border():
     assert not field[:, 630:].any() and field[:, : 630 - PARAMS["fov_margin_px"]].all()
 
 
+def test_field_of_view_keeps_a_large_dark_defect_in_a_corner():
+    # a dig 46 x 66 px in the top left corner runs along 7 % of the top and 14 % of the
+    # left side (fov_min_extent_rel 0.2); the running median mirrors a side at its ends
+    # and so took a stretch of half that in a corner for a band
+    img = disc_image(center=(330.0, 250.0), radius=150.0, inside=0.2, outside=0.7)
+    geo = {"center_x": 330.0, "center_y": 250.0, "cladding_radius_px": 150.0, "um_per_px": 0.4}
+    cv2.ellipse(img, (10, 20), (36, 46), 0.0, 0.0, 360.0, 0.1, -1)
+    assert zones.field_of_view(img, PARAMS, geo).all()
+    # a band along a third of the left side from that corner is one
+    img[:160, :20] = 0.04
+    field = zones.field_of_view(img, PARAMS, geo)
+    assert not field[:150, :20].any() and field[200:, :].all()
+
+
 @pytest.mark.parametrize("layout", [(0.48, 0.0), (0.44, 0.03), (0.40, 0.06)])
 def test_circular_field_stop_is_neither_the_fiber_nor_analysed(layout):
     # a scope's round field stop is a bright disc with black around it, larger than the

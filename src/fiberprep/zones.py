@@ -601,6 +601,13 @@ def _stop_depth(img, lvl, max_depth, margin, params):
     cols = np.arange(n_cols)
     beyond = img[np.minimum(run + margin, n_rows - 1), cols]
     run[img[run // 2, cols] >= params["fov_dark_ratio"] * beyond] = 0
+    # a stretch of dark runs (with the columns dark all through) shorter than
+    # fov_min_extent_rel of the side is a defect or the fiber: the running median below
+    # mirrors the side at its ends, which doubles a stretch in a corner
+    along = np.flatnonzero(np.diff(np.r_[0, ((run > 0) | full).view(np.int8), 0]))
+    for a, b in zip(along[::2], along[1::2]):
+        if b - a < params["fov_min_extent_rel"] * n_cols:
+            run[a:b] = 0
     if not run.any():  # (and the running median of no run is none)
         return run
     cap = median_filter(run, size=k, mode="mirror")

@@ -2808,9 +2808,9 @@ def _drop_swells(labels, source, resid, valid, px, params):
         # a film deep in the noise around it keeps a narrower edge than a deep swell; its
         # width from the smoothed residual's own step (the smoothing lowers a line
         # thinner than it as much as its flanks' slope)
-        sharp = abs(float(median(r[inside > 0])) - float(median(r[ring]))) / max(float(slope), 1e-12)
         if (contrast >= params["swell_deep_snr"] * _mad_std(around)
-                and sharp <= params["swell_deep_edge_um"]):
+                and abs(float(median(r[inside > 0])) - float(median(r[ring])))
+                / max(float(slope), 1e-12) <= params["swell_deep_edge_um"]):
             continue
         # the flank of a swell: swell_tail_um outside the outline the residual (zero where
         # the background is right, as around a film) still keeps a share of the contrast

@@ -1362,9 +1362,7 @@ def _core_ratio_edge(smooth, fit, r_core, polarity, params):
     peaks = peaks[grad[peaks] >= params["core_ratio_step_share"] * grad.max()]
     if not len(peaks):
         return fit
-    j = int(peaks[np.argmax(grad[peaks])])
-    g0, g1, g2 = grad[j - 1], grad[j], grad[j + 1]
-    return _grown(fit, steps[j] + 0.125 * (g0 - g2) / min(g0 - 2 * g1 + g2, -1e-12))
+    return _grown(fit, _vertex(steps, grad, int(peaks[np.argmax(grad[peaks])]), 0.25))
 
 
 def _two_steps(v, x, reach, widths=(0.7, 1.0, 1.4, 2.0, 2.8, 4.0)):
@@ -1498,15 +1496,20 @@ def _rim_outer_step(smooth, fit, sign, prof, steps, reach, params):
     rims = [j for (j, _), t in zip(steps_ok, texture[n_glass + 4 :]) if t <= smooth_max]
     if not rims:
         return fit
-    j = rims[-1]
-    g0, g1, g2 = grad[j - 1], grad[j], grad[j + 1]
-    at = steps[j] + 0.25 * (g0 - g2) / min(g0 - 2 * g1 + g2, -1e-12)
+    at = _vertex(steps, grad, rims[-1], 0.5)
     moved = _grown(fit, at)
     half = int(0.5 * (at - steps[k]))
     refit = half >= 2 and _fit_edge(smooth, moved["shape"], sign, half, params)
     if not refit or _confidence(refit, params) < params["min_confidence"]:
         return moved
     return refit
+
+
+def _vertex(steps, g, j, spacing):
+    """Sub-sample position of the peak ``g[j]`` of a profile at ``steps``, ``spacing``
+    apart: the vertex of the parabola through it and its two neighbours."""
+    g0, g1, g2 = g[j - 1], g[j], g[j + 1]
+    return steps[j] + 0.5 * spacing * (g0 - g2) / min(g0 - 2 * g1 + g2, -1e-12)
 
 
 def _grown(fit, d):

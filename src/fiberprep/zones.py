@@ -38,6 +38,7 @@ import math
 
 import cv2
 import numpy as np
+from skimage.measure import CircleModel
 
 from fiberprep.io import ImageRejected
 from fiberprep.stats import lookup, median
@@ -1046,12 +1047,13 @@ def _edge_spread(prof, strength, valid, sign):
     return spread
 
 
-def _robust_ellipse(pts, rad, tol, iterations):
+def _robust_ellipse(pts, rad, tol, iterations, circle=False):
     """Ellipse fit with iterative rejection of outlying edge points.
 
     Starts from the points whose radius is near the median (so chips and dirt
     off the edge do not seed the fit), then alternates a direct least-squares
-    ellipse fit and rejection beyond ``max(tol, 3 robust sigma)``, at most
+    ellipse fit (``circle``: a least-squares circle, ``skimage.measure.CircleModel``)
+    and rejection beyond ``max(tol, 3 robust sigma)``, at most
     ``iterations`` times, until the kept points no longer change.
     Returns (ellipse ``(cx, cy, a, b, theta)``, inlier mask) or (None, None).
     """
@@ -1063,7 +1065,14 @@ def _robust_ellipse(pts, rad, tol, iterations):
     for _ in range(iterations):
         if keep.sum() < 12:
             return None, None
-        (ex, ey), (w, h), angle = cv2.fitEllipseDirect(local[keep])
+        if circle:
+            model = CircleModel.from_estimate(local[keep].astype(np.float64))
+            if not model:
+                return None, None
+            (ex, ey), w = model.center, 2.0 * model.radius
+            h, angle = w, 0.0
+        else:
+            (ex, ey), (w, h), angle = cv2.fitEllipseDirect(local[keep])
         if not (all(map(math.isfinite, (ex, ey, w, h, angle))) and w > 0 and h > 0):
             return None, None
         shape = (ex + origin[0], ey + origin[1], 0.5 * w, 0.5 * h, math.radians(angle))
@@ -1090,7 +1099,7 @@ def _half_width(r, rel, params):
     return int(math.ceil(max(params["search_min_px"], rel * r)))
 
 
-def _fit_edge(smooth, shape, sign, half, params, two_edges=False):
+def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False):
     """Sub-pixel edge points around an ellipse guess and their robust fit.
 
     Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
@@ -1099,6 +1108,7 @@ def _fit_edge(smooth, shape, sign, half, params, two_edges=False):
     inlier fraction (of all rays); None when too few edge points remain or the
     fit is more elliptical than ``max_ellipticity``. ``two_edges``: a fit below
     ``min_confidence`` may be one of two concentric edges (:func:`_one_of_two_edges`).
+    ``circle``: a circle is fitted instead of an ellipse.
     """
     r = math.sqrt(shape[2] * shape[3])
     n_rays = _n_rays(r, 90, params)
@@ -1111,7 +1121,7 @@ def _fit_edge(smooth, shape, sign, half, params, two_edges=False):
     phi, rad, spread = phi[valid], rad[valid], spread[valid]
     pts = np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)])
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
-    fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"])
+    fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"], circle)
     if fitted is None:
         return None
     if _ellipticity(fitted) > params["max_ellipticity"]:
@@ -1192,14 +1202,14 @@ def _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params):
     return _edge_fit_dict(outer, res_g[1], spread[groups[1]][fits[1][1]], support / n_rays, params)
 
 
-def _settled_fit(smooth, shape, sign, half, params):
-    """``_fit_edge`` repeated around its previous fit (from ``shape``) until the center
-    and the equal-area radius move less than 0.5 px, at most ``search_passes`` times:
-    a guess off the edge leaves part of it outside the search window. The last fit,
-    or None when the first one fails."""
+def _settled_fit(smooth, shape, sign, half, params, circle=False):
+    """``_fit_edge`` (of a ``circle``) repeated around its previous fit (from ``shape``)
+    until the center and the equal-area radius move less than 0.5 px, at most
+    ``search_passes`` times: a guess off the edge leaves part of it outside the search
+    window. The last fit, or None when the first one fails."""
     fit = None
     for _ in range(params["search_passes"]):
-        again = _fit_edge(smooth, shape, sign, half, params)
+        again = _fit_edge(smooth, shape, sign, half, params, circle=circle)
         if again is None:
             break
         x, y, a, b = shape[:4]
@@ -2038,9 +2048,18 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
         half = _half_width(r_step * r_clad, params["refine_rel"], params)
         # the guess is centred on the cladding: a core offset from it, or whose profile
         # peak the angular median smeared, lies partly outside the window, so refit
-        # around each fit until it settles
+        # around each fit until it settles. The edge points of a small, faint core
+        # scatter by a good share of its radius: an ellipse through them can be more
+        # elongated than any core (max_ellipticity), a circle is not. Only for a faint
+        # step (core_circle_max_gradient: a particle's sharp edge points are precise, and
+        # an elongated fit through them is no core), and the looser model must fit as
+        # coherently as a cladding edge (min_confidence)
         first = _fit_edge(smooth, guess, key[1], half, params)
-        fits[key] = first and (_settled_fit(smooth, first["shape"], key[1], half, params) or first)
+        circle = first is None and strength <= params["core_circle_max_gradient"]
+        if circle:
+            first = _fit_edge(smooth, guess, key[1], half, params, circle=True)
+        fit = first and (_settled_fit(smooth, first["shape"], key[1], half, params, circle) or first)
+        fits[key] = None if circle and fit and _confidence(fit, params) < params["min_confidence"] else fit
     fit = fits[key]
     # a fit that left the searched sizes found something else (a pit near the center)
     if (

@@ -1,5 +1,6 @@
 """Tests of unsupervised defect detection on small generated end faces."""
 
+import warnings
 from pathlib import Path
 
 import cv2
@@ -821,6 +822,28 @@ def test_crescent_along_a_rim_is_dropped_a_straight_band_as_thick_is_not():
               **GRAIN_PARAMS}
     kept, _ = _drop_rings(labels, source, (150.0, 160.0, 170.0, r, (100.0, 100.0), 150.0), np.zeros(r.shape, np.float32),
                           lambda um: um, params)
+    assert not kept[labels == 1].any() and (kept[labels == 2] > 0).all()
+
+
+def test_crescent_inside_a_large_core_rim_is_dropped_but_not_what_leaves_its_ring():
+    # a large core's annulus has a radius map finite around the core only (inf beyond):
+    # a crescent 80 degrees long a few px inside the core's rim is its shading; a band
+    # as curved that reaches beyond the map is no part of that ring and stays
+    from fiberprep.defects import _drop_rings
+    yy, xx = np.mgrid[0:200, 0:200]
+    r = np.hypot(xx - 100.0, yy - 100.0).astype(np.float32)
+    t = np.degrees(np.arctan2(yy - 100.0, xx - 100.0))
+    r_map = np.where(r < 75, r, np.inf).astype(np.float32)
+    labels = np.zeros((200, 200), np.uint16)
+    labels[(r >= 60) & (r < 68) & (np.abs(t) <= 40)] = 1
+    labels[(r >= 66) & (r < 80) & (np.abs(t - 180) <= 40)] = 2
+    source = np.array([0, 1, 1], np.int8)
+    params = {"ring_arc_tol_um": 2.0, "ring_arc_min_um": 400.0, "scratch_min_length_um": 10.0,
+              **GRAIN_PARAMS}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept, _ = _drop_rings(labels, source, (64.5, 70.0, 74.0, r_map, (100.0, 100.0), 66.0),
+                              np.zeros(r.shape, np.float32), lambda um: um, params)
     assert not kept[labels == 1].any() and (kept[labels == 2] > 0).all()
 
 

@@ -193,8 +193,8 @@ def detect_defects(gray, zone_map, geometry, params):
     scratch_labels, widths, line_widths = _scratch_candidates(zs, seed_ok & ~blob, visible, centre, px, params)
     dark_dot = rel <= -math.log1p(params["dot_min_contrast"])
     labels, source = _merge(region_mask, scratch_labels, widths, line_widths, zs, dark_dot, px, params)
-    if rings:
-        labels, source = _drop_rings(labels, source, rings[0], zs, px, params)
+    for ring in rings:  # the cladding's edge, and a large core's
+        labels, source = _drop_rings(labels, source, ring, zs, px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
     labels, source = _fill_films(labels, source, lin, valid, px, params)
     labels, source = _join_across_edges(labels, source, lin, regions, hard_band, px, params)
@@ -2579,7 +2579,8 @@ def _bead_chains(beads, gap, cos_max, min_length):
 def _drop_rings(labels, source, ring, zs, px, params):
     """Remove instances that together trace a ring concentric with the fiber.
 
-    ``ring`` is the cladding edge annulus (``_physical_regions``). Instances
+    ``ring`` is an edge annulus (``_physical_regions``: the cladding's, or a large
+    core's, whose soft rim leaves arcs inside it too). Instances
     whose pixels keep their distance to the centre within
     ``ring_arc_tol_um`` and whose major axes at one radius add up to
     ``ring_arc_min_um`` are the fiber's own concentric structure, and so is
@@ -2602,6 +2603,11 @@ def _drop_rings(labels, source, ring, zs, px, params):
     r_lo, r_edge, r_hi, rmap, (cx, cy), _ = ring
     ys, xs = _nonzero(labels)
     k, r = labels[ys, xs], rmap[ys, xs].astype(np.float64)
+    # a core's radius map is finite around the core only: what reaches beyond is no
+    # part of its ring
+    far = ~np.isfinite(r)
+    whole = (np.bincount(k[far], minlength=n) == 0) & (np.arange(n) > 0)
+    r[far] = 0.0
     cnt = np.maximum(np.bincount(k, minlength=n), 1)
     r_mean = np.bincount(k, r, minlength=n) / cnt
     # radial extent: the range of a uniform spread with the same variance (a few
@@ -2609,11 +2615,11 @@ def _drop_rings(labels, source, ring, zs, px, params):
     spread = np.sqrt(12 * np.maximum(np.bincount(k, r * r, minlength=n) / cnt - r_mean ** 2, 0))
     major = _axes(k, ys, xs, n)[0]
     tol = px(params["ring_arc_tol_um"])
-    arc = (spread <= tol) & (np.arange(n) > 0)
+    arc = (spread <= tol) & whole
     # a faint line (no region candidate backs it) along the edge annulus, or the
     # bevel just inside it: a looser tolerance
     drop = ((source == _SCRATCH) & (spread <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
-            & (r_mean >= r_lo - 2 * tol) & (r_mean <= r_hi + tol))
+            & (r_mean >= r_lo - 2 * tol) & (r_mean <= r_hi + tol) & whole)
     ringed = np.zeros(n, bool)
     for i in np.flatnonzero(arc & ~drop):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
@@ -2628,7 +2634,7 @@ def _drop_rings(labels, source, ring, zs, px, params):
     beyond = np.clip((share - 0.1) / 0.05, 0.0, 1.0)  # 0 at 10 %, 1 at 15 %
     beyond = np.where(source[:n] == _REGION, beyond, beyond > 0)  # a line: 60 or 90 degrees
     wide = np.zeros(n, bool)  # rings around the centre, not arcs of grains or lines
-    for i in np.flatnonzero((share <= 0.15) & ~drop & (np.arange(n) > 0)):
+    for i in np.flatnonzero((share <= 0.15) & ~drop & whole):
         on = k == i
         t = np.sort(np.arctan2(ys[on] - cy, xs[on] - cx))
         gaps = np.diff(np.concatenate([t, t[:1] + 2 * np.pi]))
@@ -2641,13 +2647,13 @@ def _drop_rings(labels, source, ring, zs, px, params):
     n_dir = 72
     d = ((np.arctan2(ys - cy, xs - cx) + np.pi) * (n_dir / (2 * np.pi))).astype(np.int64) % n_dir
     seen = np.bincount(k * n_dir + d, minlength=n * n_dir).reshape(n, n_dir) > 0
-    wide |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & (np.arange(n) > 0)
+    wide |= (seen.sum(1) >= 0.75 * n_dir) & (r_min >= 0.25 * r_mean) & whole
     drop |= wide
     # a grain, or a piece of the ring drawn out along it (up to twice as long, its radial
     # extent at most half its length)
     grain = px(params["ring_grain_max_um"])
     drawn_out = (major <= 2 * grain) & (spread <= 0.5 * major)
-    small = ~drop & (source[:n] == _REGION) & ((major <= grain) | drawn_out)
+    small = ~drop & (source[:n] == _REGION) & ((major <= grain) | drawn_out) & whole
     off_edge = np.abs(r_mean - r_edge)
     # grains at the radius of a ring of arcs near the edge are more of that ring
     on_arcs = np.abs(r_mean[:, None] - arcs[None, :]).min(axis=1) <= tol if arcs.size else np.zeros(n, bool)

@@ -373,7 +373,7 @@ def _norm_box(values, weights, ksize):
     return num / np.maximum(den, 1e-6), den
 
 
-def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None):
+def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None, soft=None):
     """Outlier-resistant local mean and local noise σ of ``values`` (box windows, px).
 
     Both are smooth, so they are computed on block means (blocks of ~nk/8 px)
@@ -381,7 +381,8 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None):
     blocks' spread from the current estimate are dropped, twice: the MAD (a
     film covering a good part of the region inflates an RMS, which then keeps
     the film in the mean), the RMS of the central 95 % next to the region's
-    edge (zero ``weights``), whose soft profile the box must follow. σ is
+    edge (zero ``weights``; with ``soft``, next to those pixels only), whose soft
+    profile the box must follow. σ is
     the RMS of the 3x3 high-pass (var(x - mean9) = 8/9 var(x)) over an ``nk``
     box, pixels beyond ``clip`` of its robust σ left out: pixel noise only,
     so smooth structure the box leaves (a wide smear, a soft core edge) is
@@ -399,9 +400,10 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None):
     hs = area(hp * hp * w_hp) / np.maximum(wh, 1e-6)
     inside = ws > 1e-3
     est = np.full_like(vs, _median(vs[inside]))
-    # within two blocks of the region's edge the box cannot follow a soft edge's profile:
+    # within two blocks of the region's (soft) edge the box cannot follow its profile:
     # clipped at the blocks' RMS spread there (the MAD would leave the profile out)
-    edge = cv2.dilate((ws < 0.999).astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    near = ws < 0.999 if soft is None else area(soft.astype(np.float32)) > 1e-3
+    edge = cv2.dilate(near.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     for _ in range(n_iter):
         dev = (vs - est)[inside]
         mad = max(_mad_std(dev), 1e-5)
@@ -472,8 +474,12 @@ def _flatten(lg, regions, rings, band, px, params):
         cv2.log(trend, dst=trend)
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
         dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
+        # the cladding's one soft edge is the core's (a graded-index core's glow spills
+        # over it); at its outer edge the arcs take over, and a film there, clipped at
+        # the blocks' RMS spread, would stay in the box mean
         est, sd, ok, s, spreads[k] = _robust_box(lg[win] - trend, w, k_bg, k_n, clip,
-                                                 cap=spreads.get(2) if k == 1 else None)
+                                                 cap=spreads.get(2) if k == 1 else None,
+                                                 soft=regions[win] == 1 if k == 2 else None)
         if ok is not True:
             np.copyto(est, np.float32(0), where=~ok)
             np.copyto(sd, np.float32(s), where=~ok)

@@ -38,13 +38,12 @@ import math
 
 import cv2
 import numpy as np
-from skimage.measure import CircleModel
 
 from fiberprep.io import ImageRejected
 from fiberprep.stats import lookup, median
 
-# SciPy is imported by the few fits that use it: the table jobs that need only the zone
-# names start without it.
+# SciPy and scikit-image are imported by the few fits that use them: the table jobs that
+# need only the zone names start without them.
 
 ZONE_IDS: dict[str, int] = {
     "outside": 0,
@@ -1066,6 +1065,8 @@ def _robust_ellipse(pts, rad, tol, iterations, circle=False):
         if keep.sum() < 12:
             return None, None
         if circle:
+            from skimage.measure import CircleModel
+
             model = CircleModel.from_estimate(local[keep].astype(np.float64))
             if not model:
                 return None, None

@@ -2008,8 +2008,8 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     off the cladding's center; its fit must then reach ``core_wide_min_confidence``);
     when that step stands out from the angular scatter, edge points along rays
     are fitted like the cladding edge, starting where the median level steps.
-    ``fits`` (a dict) keeps the edge fits by starting radius (px) and sign, so
-    searches for several nominal cores fit a step once.
+    ``fits`` (a dict) keeps the edge fits (and whether each is a circle) by starting
+    radius (px) and sign, so searches for several nominal cores fit a step once.
     """
     cx, cy, r_clad = clad["cx"], clad["cy"], clad["r"]
     nominal = {"cx": cx, "cy": cy, "r": float(nominal_r), "visible": False}
@@ -2060,8 +2060,10 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
         if circle:
             first = _fit_edge(smooth, guess, key[1], half, params, circle=True)
         fit = first and (_settled_fit(smooth, first["shape"], key[1], half, params, circle) or first)
-        fits[key] = None if circle and fit and _confidence(fit, params) < params["min_confidence"] else fit
-    fit = fits[key]
+        fits[key] = fit, circle
+    fit, circle = fits[key]
+    if circle:
+        min_conf = max(min_conf, params["min_confidence"])
     # a fit that left the searched sizes found something else (a pit near the center)
     if (
         fit is None

@@ -161,18 +161,26 @@ def test_pit_at_the_center_is_no_core(rel):
     assert not geo["core_visible"]
 
 
+def _disc_with(inner, contrast, blur, seed, cx=330.3, cy=250.7):
+    """A 640 x 480 dark disc (0.3 on 0.7, radius 100 px) whose light is raised by
+    ``contrast`` inside ``inner(dx, dy)`` (a signed distance in px from the disc's
+    center offsets, negative inside; antialiased), blurred by ``blur`` px, noise 0.01."""
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    img = 0.7 - 0.4 * np.clip(0.5 - (np.hypot(xx - cx, yy - cy) - 100.0), 0, 1)
+    img *= 1 + contrast * np.clip(0.5 - inner(xx - cx, yy - cy), 0, 1)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), blur)
+    img += np.random.default_rng(seed).normal(0, 0.01, img.shape).astype(np.float32)
+    return np.clip(img, 0, 1)
+
+
 @pytest.mark.parametrize("seed", [0, 2, 3])
 def test_faint_small_core_off_center_is_found(seed):
     # a single-mode core 7.2 px across the radius, 6 % brighter than the cladding and 1.8 px
     # off its center: its edge points scatter so much that an ellipse through them was
     # more elongated than any core (max_ellipticity) and the core went unseen
-    h, w, cx, cy, r_core, off = 480, 640, 330.3, 250.7, 7.2, (1.5, -1.0)
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    img = 0.7 - 0.4 * np.clip(0.5 - (np.hypot(xx - cx, yy - cy) - 100.0), 0, 1)
-    img *= 1 + 0.06 * np.clip(0.5 - (np.hypot(xx - cx - off[0], yy - cy - off[1]) - r_core), 0, 1)
-    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.2)
-    img += np.random.default_rng(seed).normal(0, 0.01, img.shape).astype(np.float32)
-    geo = zones.measure_geometry(np.clip(img, 0, 1), AUTO, PARAMS)
+    r_core, off = 7.2, (1.5, -1.0)
+    img = _disc_with(lambda dx, dy: np.hypot(dx - off[0], dy - off[1]) - r_core, 0.06, 1.2, seed)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
     assert (geo["fiber_type"], geo["core_visible"]) == ("sm_pc", True)
     assert geo["core_radius_px"] == pytest.approx(r_core, rel=0.1)
     assert geo["core_offset_px"] == pytest.approx(math.hypot(*off), abs=1.0)
@@ -183,14 +191,8 @@ def test_sharp_oval_particle_at_the_center_is_no_core(seed):
     # a bright particle 9 x 7 px across the radius on the center of a fiber whose core
     # does not show: a circle fits its outline as well as a faint core's, but its
     # sharp step is no index step (core_circle_max_gradient)
-    h, w, cx, cy = 480, 640, 330.3, 250.7
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    img = 0.7 - 0.4 * np.clip(0.5 - (np.hypot(xx - cx, yy - cy) - 100.0), 0, 1)
-    oval = np.hypot((xx - cx) / 9.0, (yy - cy) / 7.0) - 1.0
-    img *= 1 + 0.8 * np.clip(0.5 - 8.0 * oval, 0, 1)
-    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0)
-    img += np.random.default_rng(seed).normal(0, 0.01, img.shape).astype(np.float32)
-    geo = zones.measure_geometry(np.clip(img, 0, 1), AUTO, PARAMS)
+    img = _disc_with(lambda dx, dy: 8.0 * (np.hypot(dx / 9.0, dy / 7.0) - 1.0), 0.8, 1.0, seed)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
     assert not geo["core_visible"]
 
 

@@ -417,13 +417,16 @@ def test_hole_in_a_cluster_named_contamination_for_its_solidity_alone_is_a_pit(m
     assert list(to_pit) == [moved, False, False, False]
 
 
-@pytest.mark.parametrize("radius_um, moved", [(20.0, True), (200.0, False)])
-def test_curled_member_of_a_scratch_cluster_is_contamination(first, radius_um, moved):
+@pytest.mark.parametrize("radius_um, wiggle_um, moved", [(20.0, 0.0, True), (200.0, 0.0, False),
+                                                         (10_000.0, 3.0, True), (10_000.0, 1.0, False)])
+def test_curled_member_of_a_scratch_cluster_is_contamination(first, radius_um, wiggle_um, moved):
     """A polish scratch runs straight or in a wide arc: a defect nearest to a scratch
-    cluster that bends tighter than naming.scratch_min_member_bend_radius_um (a fibre of
-    lint) goes to a contamination cluster; a gently bent one stays."""
+    cluster that bends tighter than naming.scratch_min_member_bend_radius_um, or snakes
+    farther than naming.scratch_max_member_wiggle_um from any arc (a fibre of lint), goes
+    to a contamination cluster; a gently bent or nearly straight one stays."""
     data, model = first
-    scratches = data[data["truth"] == "scratch"].head(10).assign(bend_radius_um=radius_um)
+    scratches = data[data["truth"] == "scratch"].head(10).assign(bend_radius_um=radius_um,
+                                                                 skeleton_wiggle_um=wiggle_um)
     types = set(clustering.apply_review(clustering.assign_clusters(model, scratches), model, None))
     assert types == ({"contamination"} if moved else {"scratch"})
 
@@ -452,16 +455,18 @@ def test_compact_member_of_a_scratch_cluster_is_no_scratch(first, aspect_ratio, 
     assert ("scratch" not in types) if moved else types == {"scratch"}
 
 
-@pytest.mark.parametrize("aspect_ratio, bend_radius_um, moved", [(12.0, 10_000.0, True), (12.0, 20.0, False),
-                                                                  (3.0, 10_000.0, False)])
-def test_thin_straight_member_of_a_contamination_cluster_is_a_scratch(first, aspect_ratio, bend_radius_um, moved):
+@pytest.mark.parametrize("aspect_ratio, bend_radius_um, wiggle_um, moved", [
+    (12.0, 10_000.0, 0.0, True), (12.0, 20.0, 0.0, False), (12.0, 10_000.0, 3.0, False),
+    (3.0, 10_000.0, 0.0, False)])
+def test_thin_straight_member_of_a_contamination_cluster_is_a_scratch(first, aspect_ratio, bend_radius_um,
+                                                                      wiggle_um, moved):
     """A thin line at least naming.scratch_min_member_aspect_ratio long for its width,
-    nearest to a contamination cluster, goes to a scratch cluster; a curled one (lint)
-    and a compact one stay."""
+    nearest to a contamination cluster, goes to a scratch cluster; a curled or snaking
+    one (lint) and a compact one stay."""
     data, model = first
     naming = model["params"]["naming"]
     dust = data[data["truth"] == "contamination"].head(10)
-    rows = dust.assign(aspect_ratio=aspect_ratio, bend_radius_um=bend_radius_um,
+    rows = dust.assign(aspect_ratio=aspect_ratio, bend_radius_um=bend_radius_um, skeleton_wiggle_um=wiggle_um,
                        width_um=0.5 * naming["scratch_max_member_width_um"],
                        skeleton_length_um=2.0 * naming["scratch_min_length_um"])
     assert _types_of_contamination_members(model, rows) == ({"scratch"} if moved else {"contamination"})

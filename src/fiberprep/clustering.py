@@ -345,6 +345,8 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
         if "scratch_min_member_bend_radius_um" in naming:
             # (a model with the thin-line rule below has this key too)
             curls = col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"])
+            if "scratch_max_member_wiggle_um" in naming:
+                curls |= col("skeleton_wiggle_um") > float(naming["scratch_max_member_wiggle_um"])
             moves.append((scratch & curls, "contamination"))
         if "scratch_min_member_aspect_ratio" in naming and (types == "scratch").any():
             thin_line = (~scratch & ~chip
@@ -400,8 +402,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       ``naming.scratch_max_member_width_um`` is a particle, lint or film lying on the
       glass and goes to its nearest contamination cluster; so does one that curls,
       bending tighter than ``naming.scratch_min_member_bend_radius_um``
-      (``bend_radius_um``): a fibre of lint (a polish scratch runs straight or in a wide arc).
-    - Conversely, a thin, long line that is not bent tighter than that is a scratch: a
+      (``bend_radius_um``) or snaking, as one piece, farther than
+      ``naming.scratch_max_member_wiggle_um`` from any arc (``skeleton_wiggle_um``): a
+      fibre of lint (a polish scratch runs straight or in a wide arc).
+    - Conversely, a thin, long line that neither curls nor snakes so is a scratch: a
       defect of a non-scratch, non-chip cluster with an aspect ratio of at least
       ``naming.scratch_min_member_aspect_ratio`` that meets the scratch length, width
       and bend conditions goes to its nearest scratch cluster (none when the model has

@@ -60,6 +60,9 @@ _EPS = 1e-6
 _BEND_MIN_SPAN_PX = 4
 _BEND_MIN_SAGITTA_UM = 1.0
 _BEND_MAX_RADIUS_UM = 10_000.0
+# A mask is one continuous line when one 8-connected piece holds this share of its pixels
+# (a beaded scratch trail or merged segments are several pieces).
+_WIGGLE_MIN_SHARE = 0.9
 
 # name, unit, description: one table from which FEATURE_UNITS and FEATURE_DESCRIPTIONS
 # are built (README feature table, Parquet field metadata).
@@ -108,6 +111,10 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("bend_radius_um", "µm", "radius of curvature of the skeleton (a parabola fitted across its "
      "main axis; 10 000 when it bows by less than 1 µm or 1 px, or spans under 4 px): "
      "a polish scratch runs straight or in a wide arc, a fibre of lint curls"),
+    ("skeleton_wiggle_um", "µm", "RMS distance of the skeleton from the parabola fitted across "
+     "its main axis, on the mask's main 8-connected piece (0, not measured, when no piece holds 90 % "
+     "of the pixels, as in a trail of beads, or it spans under 4 px): a fibre of lint snakes, a polish "
+     "scratch runs straight or in a wide arc"),
     ("intensity_mean", "gray [0,1]", "mean intensity inside the defect"),
     ("intensity_std", "gray [0,1]", "intensity standard deviation inside the defect"),
     ("intensity_min", "gray [0,1]", "minimum intensity inside the defect"),
@@ -196,6 +203,34 @@ def _skeleton_length_px(skel: np.ndarray) -> float:
 def _nonzero(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``np.nonzero`` of a 2-D boolean array (several times faster on large arrays)."""
     return np.divmod(np.flatnonzero(a), a.shape[1])
+
+
+def _axis_frame(sy: np.ndarray, sx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Coordinates of points along and across their main axis (through their mean)."""
+    dx, dy = sx - sx.sum() / sx.size, sy - sy.sum() / sy.size
+    theta = 0.5 * np.arctan2(2 * (dx @ dy), dx @ dx - dy @ dy)  # main axis direction
+    return dx * np.cos(theta) + dy * np.sin(theta), dy * np.cos(theta) - dx * np.sin(theta)
+
+
+def _main_piece_wiggle_px(mask: np.ndarray, skel: np.ndarray) -> float:
+    """RMS distance (px) of the skeleton of ``mask``'s main 8-connected piece from the
+    parabola fitted across its main axis: what no straight line or arc explains (a fibre
+    of lint snakes; a polish scratch runs straight or in a wide arc). 0 (not measured)
+    when no piece holds ``_WIGGLE_MIN_SHARE`` of the pixels (a trail of beads, merged
+    segments: their layout is no line's shape) or the piece spans under
+    ``_BEND_MIN_SPAN_PX``."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    areas = stats[1:, cv2.CC_STAT_AREA]
+    k = int(np.argmax(areas)) + 1
+    if areas[k - 1] < _WIGGLE_MIN_SHARE * areas.sum():
+        return 0.0
+    sy, sx = _nonzero(skel & (lab == k) if n > 2 else skel)
+    if sy.size < 3:
+        return 0.0
+    along, across = _axis_frame(sy, sx)
+    if np.ptp(along) < _BEND_MIN_SPAN_PX:
+        return 0.0
+    return float(np.sqrt(np.mean((across - np.polyval(np.polyfit(along, across, 2), along)) ** 2)))
 
 
 def _entropy(values: np.ndarray) -> float:
@@ -519,10 +554,7 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, um, gray_
     sy, sx = _nonzero(skel)
     span, across, bend_radius = 0.0, 0.0, _BEND_MAX_RADIUS_UM
     if sy.size > 1:
-        dx, dy = sx - sx.sum() / sx.size, sy - sy.sum() / sy.size
-        theta = 0.5 * np.arctan2(2 * (dx @ dy), dx @ dx - dy @ dy)  # main axis direction
-        proj = dx * np.cos(theta) + dy * np.sin(theta)
-        perp = dy * np.cos(theta) - dx * np.sin(theta)
+        proj, perp = _axis_frame(sy, sx)
         span, across = float(np.ptp(proj)), float(np.ptp(perp))
         if span >= _BEND_MIN_SPAN_PX:
             # perp = a proj^2 + ...: curvature 2a at the vertex; a bow over the span of
@@ -535,6 +567,7 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, um, gray_
     out["straightness"] = min(1.0, (span + 1.0) / (length + 1.0))
     out["skeleton_bend"] = across / (span + 1.0)
     out["bend_radius_um"] = bend_radius
+    out["skeleton_wiggle_um"] = _main_piece_wiggle_px(tight, skel) * um
     # Width across the line, from the image's profile (skeleton of the closed mask: the
     # two flanks of a shaded groove make one line), reaching 3 mask widths to each side;
     # a shape that is no line (aspect ratio below _LINE_MIN_ASPECT) keeps its mask's width.

@@ -335,10 +335,12 @@ def test_bend_radius_of_an_arc_a_straight_line_and_a_speck():
 
 def test_wiggle_of_a_snaking_line_not_of_an_arc_a_straight_line_or_a_trail_of_beads():
     """The skeleton's distance from the parabola through it: a snaking line's S-bends
-    (a fibre of lint) stand out; an arc, a straight line and a trail of beads along the
-    same snaking path (several pieces, not measured) give none."""
+    (a fibre of lint) stand out; an arc, a straight line, a trail of beads along the
+    same snaking path (several pieces) and two crossing lines (four arms) give none."""
     gray = np.full((240, 240), 0.6, np.float32)
     inst = np.zeros((240, 240), np.uint16)
+    cv2.line(inst, (150, 100), (230, 180), 5, 2)
+    cv2.line(inst, (150, 180), (230, 100), 5, 2)
     x = np.arange(40, 201)
     snake = np.stack([x, 60 + 8 * np.sin(2 * np.pi * (x - 40) / 80)], axis=1).astype(np.int32)
     cv2.polylines(inst, [snake], False, 1, 2)
@@ -348,11 +350,11 @@ def test_wiggle_of_a_snaking_line_not_of_an_arc_a_straight_line_or_a_trail_of_be
         cv2.circle(inst, (int(cx), int(cy)), 2, 4, -1)
     gray[inst > 0] -= 0.3
     t = defect_features(gray, inst, np.full((240, 240), 2, np.uint8),
-                        pd.DataFrame({"number": [1, 2, 3, 4]}), GEOMETRY).set_index("number")
+                        pd.DataFrame({"number": [1, 2, 3, 4, 5]}), GEOMETRY).set_index("number")
     um = GEOMETRY["um_per_px"]
     assert t.loc[1, "skeleton_wiggle_um"] > 4.0 * um  # two S-bends of 8 px amplitude
     assert t.loc[2, "skeleton_wiggle_um"] < 0.7 * um and t.loc[3, "skeleton_wiggle_um"] < 0.7 * um
-    assert t.loc[4, "skeleton_wiggle_um"] == 0.0
+    assert t.loc[4, "skeleton_wiggle_um"] == t.loc[5, "skeleton_wiggle_um"] == 0.0
 
 
 def _texture_images():

@@ -63,6 +63,8 @@ _BEND_MAX_RADIUS_UM = 10_000.0
 # A mask is one continuous line when one 8-connected piece holds this share of its pixels
 # (a beaded scratch trail or merged segments are several pieces).
 _WIGGLE_MIN_SHARE = 0.9
+# ... and one line when its skeleton has at most two arms this long (a spur can split it).
+_BRANCH_MIN_UM = 5.0
 
 # name, unit, description: one table from which FEATURE_UNITS and FEATURE_DESCRIPTIONS
 # are built (README feature table, Parquet field metadata).
@@ -113,7 +115,8 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
      "a polish scratch runs straight or in a wide arc, a fibre of lint curls"),
     ("skeleton_wiggle_um", "µm", "RMS distance of the skeleton from the parabola fitted across "
      "its main axis, on the mask's main 8-connected piece (0, not measured, when no piece holds 90 % "
-     "of the pixels, as in a trail of beads, or it spans under 4 px): a fibre of lint snakes, a polish "
+     "of the pixels, as in a trail of beads, when its skeleton has more than two arms of 5 µm, "
+     "as where scratches cross, or when it spans under 4 px): a fibre of lint snakes, a polish "
      "scratch runs straight or in a wide arc"),
     ("intensity_mean", "gray [0,1]", "mean intensity inside the defect"),
     ("intensity_std", "gray [0,1]", "intensity standard deviation inside the defect"),
@@ -212,25 +215,46 @@ def _axis_frame(sy: np.ndarray, sx: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return dx * np.cos(theta) + dy * np.sin(theta), dy * np.cos(theta) - dx * np.sin(theta)
 
 
-def _main_piece_wiggle_px(mask: np.ndarray, skel: np.ndarray) -> float:
-    """RMS distance (px) of the skeleton of ``mask``'s main 8-connected piece from the
-    parabola fitted across its main axis: what no straight line or arc explains (a fibre
-    of lint snakes; a polish scratch runs straight or in a wide arc). 0 (not measured)
-    when no piece holds ``_WIGGLE_MIN_SHARE`` of the pixels (a trail of beads, merged
-    segments: their layout is no line's shape) or the piece spans under
-    ``_BEND_MIN_SPAN_PX``."""
+def _long_branches(skel: np.ndarray, min_px: float) -> int:
+    """Number of the skeleton's branches at least ``min_px`` long, cut at its junctions
+    (pixels with three or more skeleton neighbours): one or two for a line (a short spur
+    can split it), three or more where lines meet or cross."""
+    nb = cv2.filter2D(skel.view(np.uint8), cv2.CV_8U, _K3, borderType=cv2.BORDER_CONSTANT)
+    junction = skel & (nb >= 4)  # itself and three neighbours
+    if not junction.any():
+        return 1
+    arms = skel & ~(cv2.dilate(junction.view(np.uint8), _K3) > 0)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(arms.view(np.uint8), connectivity=8)
+    return int(np.count_nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_px))
+
+
+def _line_wiggle_px(mask: np.ndarray, skel: np.ndarray, along: np.ndarray, across: np.ndarray,
+                    coef: np.ndarray, min_px: float) -> float:
+    """RMS distance (px) of the skeleton from the parabola ``coef`` fitted across its
+    main axis (``along``, ``across``: its points in that frame): what no straight line
+    or arc explains (a fibre of lint snakes; a polish scratch runs straight or in a wide
+    arc). A mask of several 8-connected pieces is measured on its main piece, refitted,
+    when that holds ``_WIGGLE_MIN_SHARE`` of the pixels; 0 (not measured) when none
+    does (a trail of beads, merged segments: their layout is no line's shape), when
+    the skeleton has more than two arms of ``min_px`` (lines meeting or crossing) or
+    the main piece spans under ``_BEND_MIN_SPAN_PX``."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
-    areas = stats[1:, cv2.CC_STAT_AREA]
-    k = int(np.argmax(areas)) + 1
-    if areas[k - 1] < _WIGGLE_MIN_SHARE * areas.sum():
+    if n > 2:
+        areas = stats[1:, cv2.CC_STAT_AREA]
+        k = int(np.argmax(areas)) + 1
+        if areas[k - 1] < _WIGGLE_MIN_SHARE * areas.sum():
+            return 0.0
+        skel = skel & (lab == k)
+        sy, sx = _nonzero(skel)
+        if sy.size < 3:
+            return 0.0
+        along, across = _axis_frame(sy, sx)
+        if np.ptp(along) < _BEND_MIN_SPAN_PX:
+            return 0.0
+        coef = np.polyfit(along, across, 2)
+    if _long_branches(skel, min_px) > 2:  # a junction of lines (crossing scratches): no one line
         return 0.0
-    sy, sx = _nonzero(skel & (lab == k) if n > 2 else skel)
-    if sy.size < 3:
-        return 0.0
-    along, across = _axis_frame(sy, sx)
-    if np.ptp(along) < _BEND_MIN_SPAN_PX:
-        return 0.0
-    return float(np.sqrt(np.mean((across - np.polyval(np.polyfit(along, across, 2), along)) ** 2)))
+    return float(np.sqrt(np.mean((across - np.polyval(coef, along)) ** 2)))
 
 
 def _entropy(values: np.ndarray) -> float:
@@ -552,7 +576,7 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, um, gray_
     skel = skeletonize(tight)
     length = _skeleton_length_px(skel)
     sy, sx = _nonzero(skel)
-    span, across, bend_radius = 0.0, 0.0, _BEND_MAX_RADIUS_UM
+    span, across, bend_radius, wiggle = 0.0, 0.0, _BEND_MAX_RADIUS_UM, 0.0
     if sy.size > 1:
         proj, perp = _axis_frame(sy, sx)
         span, across = float(np.ptp(proj)), float(np.ptp(perp))
@@ -560,14 +584,16 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, um, gray_
             # perp = a proj^2 + ...: curvature 2a at the vertex; a bow over the span of
             # less than a pixel is the staircase of a straight line, of less than
             # _BEND_MIN_SAGITTA_UM no curl
-            a = abs(float(np.polyfit(proj, perp, 2)[0]))
+            coef = np.polyfit(proj, perp, 2)
+            a = abs(float(coef[0]))
             if a * (0.5 * span) ** 2 >= max(1.0, _BEND_MIN_SAGITTA_UM / um):
                 bend_radius = min(um / (2.0 * a), _BEND_MAX_RADIUS_UM)
+            wiggle = _line_wiggle_px(tight, skel, proj, perp, coef, _BRANCH_MIN_UM / um)
     out["skeleton_length_um"] = length * um
     out["straightness"] = min(1.0, (span + 1.0) / (length + 1.0))
     out["skeleton_bend"] = across / (span + 1.0)
     out["bend_radius_um"] = bend_radius
-    out["skeleton_wiggle_um"] = _main_piece_wiggle_px(tight, skel) * um
+    out["skeleton_wiggle_um"] = wiggle * um
     # Width across the line, from the image's profile (skeleton of the closed mask: the
     # two flanks of a shaded groove make one line), reaching 3 mask widths to each side;
     # a shape that is no line (aspect ratio below _LINE_MIN_ASPECT) keeps its mask's width.

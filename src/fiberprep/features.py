@@ -238,9 +238,9 @@ def _line_wiggle_px(mask: np.ndarray, skel: np.ndarray, along: np.ndarray, acros
     does (a trail of beads, merged segments: their layout is no line's shape), when
     the skeleton has more than two arms of ``min_px`` (lines meeting or crossing) or
     the main piece spans under ``_BEND_MIN_SPAN_PX``."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.view(np.uint8), connectivity=8)
+    n, lab = cv2.connectedComponents(mask.view(np.uint8), connectivity=8)
     if n > 2:
-        areas = stats[1:, cv2.CC_STAT_AREA]
+        areas = np.bincount(lab.ravel(), minlength=n)[1:]
         k = int(np.argmax(areas)) + 1
         if areas[k - 1] < _WIGGLE_MIN_SHARE * areas.sum():
             return 0.0
@@ -254,7 +254,8 @@ def _line_wiggle_px(mask: np.ndarray, skel: np.ndarray, along: np.ndarray, acros
         coef = np.polyfit(along, across, 2)
     if _long_branches(skel, min_px) > 2:  # a junction of lines (crossing scratches): no one line
         return 0.0
-    return float(np.sqrt(np.mean((across - np.polyval(coef, along)) ** 2)))
+    res = across - ((coef[0] * along + coef[1]) * along + coef[2])  # np.polyval's steps
+    return float(np.sqrt(np.mean(res * res)))
 
 
 def _entropy(values: np.ndarray) -> float:

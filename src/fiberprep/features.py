@@ -208,11 +208,15 @@ def _nonzero(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.divmod(np.flatnonzero(a), a.shape[1])
 
 
-def _axis_frame(sy: np.ndarray, sx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates of points along and across their main axis (through their mean)."""
+def _axis_parabola(sy: np.ndarray, sx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Coordinates of points along and across their main axis (through their mean), and
+    the parabola fitted across it (``np.polyfit`` coefficients; None when they span
+    under ``_BEND_MIN_SPAN_PX`` along it)."""
     dx, dy = sx - sx.sum() / sx.size, sy - sy.sum() / sy.size
     theta = 0.5 * np.arctan2(2 * (dx @ dy), dx @ dx - dy @ dy)  # main axis direction
-    return dx * np.cos(theta) + dy * np.sin(theta), dy * np.cos(theta) - dx * np.sin(theta)
+    along, across = dx * np.cos(theta) + dy * np.sin(theta), dy * np.cos(theta) - dx * np.sin(theta)
+    coef = np.polyfit(along, across, 2) if np.ptp(along) >= _BEND_MIN_SPAN_PX else None
+    return along, across, coef
 
 
 def _long_branches(skel: np.ndarray, min_px: float) -> int:
@@ -248,10 +252,9 @@ def _line_wiggle_px(mask: np.ndarray, skel: np.ndarray, along: np.ndarray, acros
         sy, sx = _nonzero(skel)
         if sy.size < 3:
             return 0.0
-        along, across = _axis_frame(sy, sx)
-        if np.ptp(along) < _BEND_MIN_SPAN_PX:
+        along, across, coef = _axis_parabola(sy, sx)
+        if coef is None:
             return 0.0
-        coef = np.polyfit(along, across, 2)
     if _long_branches(skel, min_px) > 2:  # a junction of lines (crossing scratches): no one line
         return 0.0
     res = across - ((coef[0] * along + coef[1]) * along + coef[2])  # np.polyval's steps
@@ -579,13 +582,12 @@ def _crop_features(gray_c, lab_c, zone_c, n, origin, kernels, halo_px, um, gray_
     sy, sx = _nonzero(skel)
     span, across, bend_radius, wiggle = 0.0, 0.0, _BEND_MAX_RADIUS_UM, 0.0
     if sy.size > 1:
-        proj, perp = _axis_frame(sy, sx)
+        proj, perp, coef = _axis_parabola(sy, sx)
         span, across = float(np.ptp(proj)), float(np.ptp(perp))
-        if span >= _BEND_MIN_SPAN_PX:
+        if coef is not None:
             # perp = a proj^2 + ...: curvature 2a at the vertex; a bow over the span of
             # less than a pixel is the staircase of a straight line, of less than
             # _BEND_MIN_SAGITTA_UM no curl
-            coef = np.polyfit(proj, perp, 2)
             a = abs(float(coef[0]))
             if a * (0.5 * span) ** 2 >= max(1.0, _BEND_MIN_SAGITTA_UM / um):
                 bend_radius = min(um / (2.0 * a), _BEND_MAX_RADIUS_UM)

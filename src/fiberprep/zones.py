@@ -1061,12 +1061,12 @@ def _robust_ellipse(pts, rad, tol, iterations, circle=False):
     shape = None
     origin = pts.mean(axis=0)  # float32 fit on centered points keeps 1e-4 px precision
     local = (pts - origin).astype(np.float32)
+    if circle:
+        from skimage.measure import CircleModel
     for _ in range(iterations):
         if keep.sum() < 12:
             return None, None
         if circle:
-            from skimage.measure import CircleModel
-
             model = CircleModel.from_estimate(local[keep].astype(np.float64))
             if not model:
                 return None, None

@@ -22,10 +22,13 @@ and scores them against the generator's truth, as a grader with ground truth wou
 apart from ``fiberprep.synth`` (own light, optics, noise, rim, epoxy and defect models):
 the detector and the naming rules were tuned on neither it nor its seeds, so its
 figures show what images of another kind score (``make bench-independent``).
+``--folder DIR`` scores a folder that already holds ``images/`` and ``truth/`` in that
+layout, e.g. from a renderer kept outside the project.
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -124,10 +127,18 @@ def disagreements(labels, truth, true_defects, matches, typed, cfg):
 
 
 def main(argv=None) -> int:
-    args = folder_bench_args(argv, __doc__.split("\n")[0], 60, "bench", "labels")
+    args = folder_bench_args(argv, __doc__.split("\n")[0], 60, "bench", "labels", folder=True)
     cfg = load_config()
     out = Path(args.out)
-    images = fresh_synth_folder(out, args.n, args.seed, args.preset, cfg)
+    if args.folder:  # a fresh run: no earlier results nor review file of ``out``
+        shutil.rmtree(out / "results", ignore_errors=True)
+        (out / "cluster_review.yaml").unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        images = Path(args.folder).resolve() / "images"
+        source = f"{sum(1 for _ in images.iterdir())} images of {args.folder}"
+    else:
+        images = fresh_synth_folder(out, args.n, args.seed, args.preset, cfg)
+        source = f"{args.n} images ({args.preset} preset, seed {args.seed})"
     truth_dir = images.parent / "truth"
     wall = run_workflow(images, out, args.cores)
     data = out / "results" / "datasets"
@@ -155,7 +166,7 @@ def main(argv=None) -> int:
     matched = m[(m.true > 0) & (m.pred > 0)]
     verdict = (labels.pass_fail == "pass") == truth.loc[labels.index, "iec_pass"].astype(bool)
 
-    print(f"{args.n} images ({args.preset} preset, seed {args.seed}); workflow "
+    print(f"{source}; workflow "
           f"--cores {args.cores}: {wall:.0f} s\n")
     rows = [
         ("images accepted", f"{(status.status == 'ok').mean():.3f}"),

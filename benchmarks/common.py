@@ -32,14 +32,19 @@ def load_config(path=CONFIG) -> dict:
     return yaml.safe_load(Path(path).read_text())
 
 
-def folder_bench_args(argv, description, n, preset, out_name, pool=False):
+def folder_bench_args(argv, description, n, preset, out_name, pool=False, folder=False):
     """Options of the benchmarks that run the workflow on a generated folder (``pool``:
-    also ``--pool``, distinct images generated when fewer than ``--n``)."""
+    also ``--pool``, distinct images generated when fewer than ``--n``; ``folder``: also
+    ``--folder``, an existing folder with truth to score instead of a generated one)."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--n", type=int, default=n, help="number of images")
     if pool:
         p.add_argument("--pool", type=int, default=0,
                        help="generate only this many distinct images (0: all N)")
+    if folder:
+        p.add_argument("--folder", help="score this folder of images/ and truth/ (the "
+                       "layout xrender.write_dataset writes, e.g. from another renderer) "
+                       "instead of generating one; --n, --seed and --preset are ignored")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--preset", default=preset, choices=[*sorted(synth.PRESETS), INDEPENDENT],
                    help=f"generator preset, or {INDEPENDENT}: benchmarks/xrender.py")

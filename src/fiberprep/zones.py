@@ -596,11 +596,12 @@ def _stop_depth(img, lvl, max_depth, margin, params):
     dark &= ~np.isnan(lvl[:max_depth])  # the fiber is never field stop
     full = dark.all(axis=0)  # no end in the strip: a band along the next side, or shade
     run = np.where(full, 0, np.argmin(dark, axis=0))
-    # a field stop ends in a step, vignetting fades: the run's middle must also be
+    # a field stop ends in a step, vignetting fades: the run's middle (of rows 0 to
+    # run - 1; a two-row run's second row is already the blurred edge) must also be
     # darker than fov_dark_ratio x the pixel just beyond the blurred run end
     cols = np.arange(n_cols)
     beyond = img[np.minimum(run + margin, n_rows - 1), cols]
-    run[img[run // 2, cols] >= params["fov_dark_ratio"] * beyond] = 0
+    run[img[np.maximum(run - 1, 0) // 2, cols] >= params["fov_dark_ratio"] * beyond] = 0
     # a stretch of dark runs (with the columns dark all through) shorter than
     # fov_min_extent_rel of the side is a defect or the fiber: the running median below
     # mirrors the side at its ends, which doubles a stretch in a corner

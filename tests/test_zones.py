@@ -881,6 +881,23 @@ def test_field_of_view_keeps_a_large_dark_defect_in_a_corner():
     assert not field[:150, :20].any() and field[200:, :].all()
 
 
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("side", ["left", "bottom"])
+def test_a_thin_black_strip_along_a_side_is_outside(width, side):
+    # a capture card's blanking a few pixels wide: at half resolution a 3 px strip's
+    # second row is already half ferrule, so its middle is its first row
+    img = disc_image(center=(330.0, 250.0), radius=150.0, inside=0.2, outside=0.7)
+    img += np.random.default_rng(width).normal(0, 0.01, img.shape).astype(np.float32)
+    geo = {"center_x": 330.0, "center_y": 250.0, "cladding_radius_px": 150.0, "um_per_px": 0.4}
+    strip = np.s_[:, :width] if side == "left" else np.s_[-width:, :]
+    img[strip] = 0.02
+    field = zones.field_of_view(img, PARAMS, geo)
+    reach = width + PARAMS["fov_margin_px"] + 2
+    near = np.s_[:, :reach] if side == "left" else np.s_[-reach:, :]
+    assert not field[strip].any()
+    assert field.sum() >= field.size - field[near].size
+
+
 @pytest.mark.parametrize("layout", [(0.48, 0.0), (0.44, 0.03), (0.40, 0.06)])
 def test_circular_field_stop_is_neither_the_fiber_nor_analysed(layout):
     # a scope's round field stop is a bright disc with black around it, larger than the

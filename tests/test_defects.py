@@ -1602,3 +1602,34 @@ def test_particles_along_a_fine_scratch_or_its_dashes(cfg, n_blobs, n_defects):
     labels, _ = _merge(region > 0, line.astype(np.int32), np.array([0.0, 3.5]), np.array([0.0, 3.0]),
                        zs, np.zeros(region.shape, bool), lambda um: um / 0.5, cfg["detection"])
     assert len(np.unique(labels[labels > 0])) == n_defects
+
+
+def _graded_core(gray, truth, rise):
+    """``gray`` with a graded-index core's reflectance dome: ``1 + rise·(1 - ρ²)``."""
+    yy, xx = np.mgrid[0:gray.shape[0], 0:gray.shape[1]]
+    rho2 = ((xx - truth["core_center_x"]) ** 2 + (yy - truth["core_center_y"]) ** 2) / truth["core_radius_px"] ** 2
+    return (gray * (1 + rise * np.clip(1 - rho2, 0, 1))).astype(np.float32)
+
+
+@pytest.mark.parametrize("rise", [-0.4, 0.1, 0.4])
+def test_graded_index_core_dome_is_background_a_pit_on_its_axis_is_not(cfg, rise):
+    pit = dict(PIT, dx_um=0.0, dy_um=0.0)
+    for defects in ([], [pit]):
+        gray, truth = _scene(cfg, seed=4, fiber="mm_50", size=(400, 320), defects=defects,
+                             core_visible=True, core_level=0.3, core_edge_um=0.5, core_ring=0.0)
+        pred, _ = detect_defects(_graded_core(gray, truth, rise), truth["zone_map"], truth, cfg["detection"])
+        if defects:
+            assert pred.max() == 1 and _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.5
+        else:
+            assert pred.max() == 0
+
+
+def test_dome_fits_a_parabola_in_radius_not_a_film_over_the_core_centre():
+    from fiberprep.defects import _dome
+    yy, xx = np.mgrid[0:200, 0:200]
+    rho2 = (((xx - 100) ** 2 + (yy - 100) ** 2) / 50.0**2).astype(np.float32)
+    inside = rho2 < 0.6
+    noise = np.random.default_rng(0).normal(0, 0.01, rho2.shape).astype(np.float32)
+    assert _dome(noise - 0.2 * rho2, inside, rho2, 0.05) == pytest.approx(-0.2, abs=0.01)
+    film = (rho2 < 0.25).astype(np.float32) * 0.2
+    assert _dome(noise + film, inside, rho2, 0.05) == 0.0

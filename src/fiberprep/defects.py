@@ -472,6 +472,10 @@ def _flatten(lg, regions, rings, band, px, params):
         trend = vig[win] * np.float32(level[k])
         trend += off
         cv2.log(trend, dst=trend)
+        if k == 1 and len(rings) > 1:  # a graded-index core's reflectance dome
+            _, rk, _, rk_map, _, _ = rings[1]
+            rho2 = np.square(rk_map[win] / np.float32(rk))
+            trend += np.float32(_dome(lg[win] - trend, w > 0, rho2, params["core_dome_fit"])) * rho2
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
         dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
         # the cladding's one soft edge is the core's (a graded-index core's glow spills
@@ -494,6 +498,34 @@ def _flatten(lg, regions, rings, band, px, params):
     np.divide(np.float32(params["sigma_floor"]), floor, out=floor)
     np.maximum(sigma, floor, out=sigma)
     return bg, sigma, dim, floor
+
+
+def _dome(values, sel, rho2, dome_fit, n_bins=8, max_n=6000):
+    """Slope ``b`` of ``values ≈ a + b·ρ²`` over ``sel`` (ρ: radius over the core's).
+
+    A graded-index core's index, hence its reflectance, falls parabolically from its
+    axis to its edge: a dome (or bowl) that no box mean wider than the core follows.
+    The line is fitted to the median of each of ``n_bins`` rings of equal area, so a
+    defect covering less than half of a ring does not move it. Where the fit's RMS
+    exceeds ``dome_fit`` times its rise there is no dome (0), and the core keeps its
+    flat background: a film or a soft core edge (a step in ρ²), a defect filling a
+    ring, or a real core's central index dip, which a parabola would turn into a defect.
+    """
+    yy, xx = _nonzero(sel)
+    if yy.size < 16 * n_bins:
+        return 0.0
+    yy, xx = yy[:: max(1, yy.size // max_n)], xx[:: max(1, xx.size // max_n)]
+    v, r2 = values[yy, xx], rho2[yy, xx]
+    ring = np.minimum((r2 / max(float(r2.max()), 1e-6) * n_bins).astype(int), n_bins - 1)
+    full = np.flatnonzero(np.bincount(ring, minlength=n_bins) >= 8)
+    x = np.array([_median(r2[ring == b]) for b in full])
+    y = np.array([_median(v[ring == b]) for b in full])
+    if full.size < n_bins - 1:
+        return 0.0
+    b, a = np.polyfit(x, y, 1)
+    rms = math.sqrt(np.mean(np.square(y - (a + b * x))))
+    # a parabola fits a dome to its noise; a film, a soft edge or a central dip does not
+    return float(b) if rms < dome_fit * abs(b) * np.ptp(x) else 0.0
 
 
 def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=6000, step=8,

@@ -473,9 +473,12 @@ def _flatten(lg, regions, rings, band, px, params):
         trend += off
         cv2.log(trend, dst=trend)
         if k == 1 and len(rings) > 1:  # a graded-index core's reflectance dome
-            _, rk, _, rk_map, _, _ = rings[1]
-            rho2 = np.square(rk_map[win] / np.float32(rk))
-            trend += np.float32(_dome(lg[win] - trend, w > 0, rho2, params["core_dome_fit"])) * rho2
+            _, rk, _, rk_map, (kx, ky), _ = rings[1]
+            cols = (np.arange(bx, bx + bw, dtype=np.float32) - np.float32(kx)) / np.float32(rk)
+            rows = (np.arange(by, by + bh, dtype=np.float32) - np.float32(ky)) / np.float32(rk)
+            b = _dome(lg[win] - trend, w > 0, cols, rows, params["core_dome_fit"])
+            if b:
+                trend += np.float32(b) * np.square(rk_map[win] / np.float32(rk))
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
         dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
         # the cladding's one soft edge is the core's (a graded-index core's glow spills
@@ -500,32 +503,44 @@ def _flatten(lg, regions, rings, band, px, params):
     return bg, sigma, dim, floor
 
 
-def _dome(values, sel, rho2, dome_fit, n_bins=8, max_n=6000):
-    """Slope ``b`` of ``values ≈ a + b·ρ²`` over ``sel`` (ρ: radius over the core's).
+def _dome(values, sel, cols, rows, dome_fit, n_bins=8, max_n=6000):
+    """Slope ``b`` of ``values ≈ a + b·ρ²`` over ``sel``; ``cols`` and ``rows`` are the
+    columns' and rows' offsets from the core's centre over its radius (so ρ² is theirs
+    squared and summed).
 
     A graded-index core's index, hence its reflectance, falls parabolically from its
     axis to its edge: a dome (or bowl) that no box mean wider than the core follows.
-    The line is fitted to the median of each of ``n_bins`` rings of equal area, so a
-    defect covering less than half of a ring does not move it. Where the fit's RMS
-    exceeds ``dome_fit`` times its rise there is no dome (0), and the core keeps its
-    flat background: a film or a soft core edge (a step in ρ²), a defect filling a
-    ring, or a real core's central index dip, which a parabola would turn into a defect.
+    In each quadrant around the centre a line is fitted to the medians of ``n_bins``
+    rings of equal area (a defect covering less than half of a ring's part does not
+    move its median). A dome is round: every quadrant's line must fit its rings within
+    ``dome_fit`` times its rise, and their slopes must agree within a factor of two.
+    Otherwise there is no dome (0) and the core keeps its flat background: a film over
+    part of the core (it lifts some quadrants only), a soft core edge (a step in ρ²),
+    a defect filling a ring, or a real core's central index dip, which a parabola
+    would turn into a defect.
     """
     yy, xx = _nonzero(sel)
-    if yy.size < 16 * n_bins:
+    if yy.size < 64 * n_bins:
         return 0.0
     yy, xx = yy[:: max(1, yy.size // max_n)], xx[:: max(1, xx.size // max_n)]
-    v, r2 = values[yy, xx], rho2[yy, xx]
+    u, w, v = cols[xx], rows[yy], values[yy, xx]
+    r2 = u * u + w * w
     ring = np.minimum((r2 / max(float(r2.max()), 1e-6) * n_bins).astype(int), n_bins - 1)
-    full = np.flatnonzero(np.bincount(ring, minlength=n_bins) >= 8)
-    x = np.array([_median(r2[ring == b]) for b in full])
-    y = np.array([_median(v[ring == b]) for b in full])
-    if full.size < n_bins - 1:
-        return 0.0
-    b, a = np.polyfit(x, y, 1)
-    rms = math.sqrt(np.mean(np.square(y - (a + b * x))))
-    # a parabola fits a dome to its noise; a film, a soft edge or a central dip does not
-    return float(b) if rms < dome_fit * abs(b) * np.ptp(x) else 0.0
+    quadrant = (u > 0) + 2 * (w > 0)
+    slopes = []
+    for q in range(4):
+        on = quadrant == q
+        full = np.flatnonzero(np.bincount(ring[on], minlength=n_bins) >= 8)
+        if full.size < n_bins - 1:
+            return 0.0
+        x = np.array([_median(r2[on & (ring == b)]) for b in full])
+        y = np.array([_median(v[on & (ring == b)]) for b in full])
+        b, a = np.polyfit(x, y, 1)
+        if math.sqrt(np.mean(np.square(y - (a + b * x)))) >= dome_fit * abs(b) * np.ptp(x):
+            return 0.0
+        slopes.append(b)
+    lo, hi = min(slopes, key=abs), max(slopes, key=abs)
+    return float(np.mean(slopes)) if lo * hi > 0 and abs(lo) >= 0.5 * abs(hi) else 0.0
 
 
 def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=6000, step=8,

@@ -100,7 +100,8 @@ def detect_defects(gray, zone_map, geometry, params):
     The image is flattened in the log domain (illumination and most defect
     contrasts are multiplicative): one vignetting surface for the field with
     a level per physical region (core, cladding, ferrule), a robust box mean
-    per region, and in annuli around the cladding and large core edges robust arc
+    per region (in a large core over a graded-index core's reflectance dome,
+    when it shows one), and in annuli around the cladding and large core edges robust arc
     means in polar coordinates of what the vignetting surface leaves, which
     remove the edge, epoxy ring, halo and tilt shadow but keep defects that
     break the circle. Residuals are divided by the local noise. DO2MR finds
@@ -429,7 +430,8 @@ def _flatten(lg, regions, rings, band, px, params):
     robust box mean of what they leave (``background_um``) gives the
     illumination, so the bright cladding and darker ferrule are normalised
     separately, image borders are not biased by the box and a small region
-    (the core) cannot absorb a smear covering much of it. In each annulus of ``rings`` the background is a
+    (the core) cannot absorb a smear covering much of it; in a core with its own
+    annulus the box follows a graded-index dome (``_dome``). In each annulus of ``rings`` the background is a
     robust mean along arcs (``arc_um``) at fixed radius, which keeps every
     radial structure of the edge (profile, epoxy ring, halo, tilt shadow) in
     the background and leaves defects in the residual. ``band`` (bool) gets
@@ -511,8 +513,8 @@ def _dome(values, sel, cols, rows, dome_fit, n_bins=8, max_n=6000):
     A graded-index core's index, hence its reflectance, falls parabolically from its
     axis to its edge: a dome (or bowl) that no box mean wider than the core follows.
     In each quadrant around the centre a line is fitted to the medians of ``n_bins``
-    rings of equal area (a defect covering less than half of a ring's part does not
-    move its median). A dome is round: every quadrant's line must fit its rings within
+    rings of equal area against their mean ρ² (a defect covering less than half of a
+    ring's part does not move its median). A dome is round: every quadrant's line must fit its rings within
     ``dome_fit`` times its rise, and their slopes must agree within a factor of two.
     Otherwise there is no dome (0) and the core keeps its flat background: a film over
     part of the core (it lifts some quadrants only), a soft core edge (a step in ρ²),
@@ -522,19 +524,25 @@ def _dome(values, sel, cols, rows, dome_fit, n_bins=8, max_n=6000):
     yy, xx = _nonzero(sel)
     if yy.size < 64 * n_bins:
         return 0.0
-    yy, xx = yy[:: max(1, yy.size // max_n)], xx[:: max(1, xx.size // max_n)]
+    step = -(-yy.size // max_n)
+    yy, xx = yy[::step], xx[::step]
     u, w, v = cols[xx], rows[yy], values[yy, xx]
     r2 = u * u + w * w
     ring = np.minimum((r2 / max(float(r2.max()), 1e-6) * n_bins).astype(int), n_bins - 1)
-    quadrant = (u > 0) + 2 * (w > 0)
+    # one group per quadrant and ring: mean ρ², median value (one sort for all groups)
+    key = ((u > 0) + 2 * (w > 0)) * n_bins + ring
+    count = np.bincount(key, minlength=4 * n_bins)
+    mean_r2 = np.bincount(key, r2, minlength=4 * n_bins) / np.maximum(count, 1)
+    lo = v.min()
+    ranked = v[np.argsort(key * (float(v.max() - lo) + 1.0) + (v - lo))]  # by key, then value
+    median_v = ranked[np.minimum(np.cumsum(count) - count + count // 2, ranked.size - 1)]
     slopes = []
     for q in range(4):
-        on = quadrant == q
-        full = np.flatnonzero(np.bincount(ring[on], minlength=n_bins) >= 8)
-        if full.size < n_bins - 1:
+        group = np.s_[q * n_bins:(q + 1) * n_bins]
+        full = count[group] >= 8
+        if full.sum() < n_bins - 1:
             return 0.0
-        x = np.array([_median(r2[on & (ring == b)]) for b in full])
-        y = np.array([_median(v[on & (ring == b)]) for b in full])
+        x, y = mean_r2[group][full], median_v[group][full]
         b, a = np.polyfit(x, y, 1)
         if math.sqrt(np.mean(np.square(y - (a + b * x)))) >= dome_fit * abs(b) * np.ptp(x):
             return 0.0

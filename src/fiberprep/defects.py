@@ -514,12 +514,12 @@ def _dome(values, sel, cols, rows, dome_fit, n_bins=8, max_n=6000):
     axis to its edge: a dome (or bowl) that no box mean wider than the core follows.
     In each quadrant around the centre a line is fitted to the medians of ``n_bins``
     rings of equal area against their mean ρ² (a defect covering less than half of a
-    ring's part does not move its median). A dome is round: every quadrant's line must fit its rings within
-    ``dome_fit`` times its rise, and their slopes must agree within a factor of two.
-    Otherwise there is no dome (0) and the core keeps its flat background: a film over
-    part of the core (it lifts some quadrants only), a soft core edge (a step in ρ²),
-    a defect filling a ring, or a real core's central index dip, which a parabola
-    would turn into a defect.
+    ring's part does not move its median). A dome is round: every quadrant's line
+    must fit its rings within ``dome_fit`` times its rise, and the slopes must agree
+    within a factor of two. Otherwise there is no dome (0) and the core keeps its flat
+    background: a film over part of the core (it lifts some quadrants only), a soft
+    core edge (a step in ρ²), a defect filling a ring, or a real core's central index
+    dip, which a parabola would turn into a defect.
     """
     yy, xx = _nonzero(sel)
     if yy.size < 64 * n_bins:
@@ -533,8 +533,8 @@ def _dome(values, sel, cols, rows, dome_fit, n_bins=8, max_n=6000):
     key = ((u > 0) + 2 * (w > 0)) * n_bins + ring
     count = np.bincount(key, minlength=4 * n_bins)
     mean_r2 = np.bincount(key, r2, minlength=4 * n_bins) / np.maximum(count, 1)
-    lo = v.min()
-    ranked = v[np.argsort(key * (float(v.max() - lo) + 1.0) + (v - lo))]  # by key, then value
+    v_min = v.min()
+    ranked = v[np.argsort(key * (float(v.max() - v_min) + 1.0) + (v - v_min))]  # by key, then value
     median_v = ranked[np.minimum(np.cumsum(count) - count + count // 2, ranked.size - 1)]
     slopes = []
     for q in range(4):
@@ -547,8 +547,8 @@ def _dome(values, sel, cols, rows, dome_fit, n_bins=8, max_n=6000):
         if math.sqrt(np.mean(np.square(y - (a + b * x)))) >= dome_fit * abs(b) * np.ptp(x):
             return 0.0
         slopes.append(b)
-    lo, hi = min(slopes, key=abs), max(slopes, key=abs)
-    return float(np.mean(slopes)) if lo * hi > 0 and abs(lo) >= 0.5 * abs(hi) else 0.0
+    weak, strong = min(slopes, key=abs), max(slopes, key=abs)
+    return float(np.mean(slopes)) if weak * strong > 0 and abs(weak) >= 0.5 * abs(strong) else 0.0
 
 
 def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=6000, step=8,

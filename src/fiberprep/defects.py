@@ -475,12 +475,12 @@ def _flatten(lg, regions, rings, band, px, params):
         trend += off
         cv2.log(trend, dst=trend)
         if k == 1 and len(rings) > 1:  # a graded-index core's reflectance dome
-            _, rk, _, rk_map, (kx, ky), _ = rings[1]
+            _, rk, _, _, (kx, ky), _ = rings[1]
             cols = (np.arange(bx, bx + bw, dtype=np.float32) - np.float32(kx)) / np.float32(rk)
             rows = (np.arange(by, by + bh, dtype=np.float32) - np.float32(ky)) / np.float32(rk)
             b = _dome(lg[win] - trend, w > 0, cols, rows, params["core_dome_fit"])
             if b:
-                trend += np.float32(b) * np.square(rk_map[win] / np.float32(rk))
+                trend += np.float32(b) * (np.square(rows)[:, None] + np.square(cols)[None, :])
         # too dim to analyse (deep vignetting corner): defect contrast drowns in the floor
         dim[win] |= m & (vig[win] < params["dim_ratio"] * _median(_sample(vig[win], w > 0)))
         # the cladding's one soft edge is the core's (a graded-index core's glow spills

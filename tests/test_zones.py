@@ -596,6 +596,25 @@ def test_rough_band_outside_the_glass_edge_is_no_rim():
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.3
 
 
+@pytest.mark.parametrize("width,dashes,share", [(8.0, 12, 0.5), (12.0, 7, 0.6), (5.0, 18, 0.4)])
+def test_broken_ring_as_dark_as_the_glass_ends_it_at_the_gaps_edge(width, dashes, share):
+    # a dark fiber (0.30) ringed by dashes of a ring as dark as it (epoxy, ``share`` of
+    # the circumference, ``width`` px): rays find the ring's outer step on the dashes and
+    # the glass edge in the gaps, neither alone a confident fit
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    dash = np.mod(np.degrees(np.arctan2(yy - 250.7, xx - 330.3)) * dashes / 360.0, 1.0) < share
+    glass = np.clip(0.5 - d, 0, 1)
+    ring = np.clip(0.5 - (d - width), 0, 1) * dash
+    img = 0.64 + (0.30 - 0.64) * np.maximum(glass, ring)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.0)
+    img = np.clip(img + np.random.default_rng(0).normal(0, 0.005, img.shape), 0, 1).astype(np.float32)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert math.hypot(geo["center_x"] - 330.3, geo["center_y"] - 250.7) < 0.3
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+    assert geo["confidence"] >= PARAMS["min_confidence"]
+
+
 def test_no_fiber_is_rejected():
     img = np.random.default_rng(1).normal(0.5, 0.05, (300, 400)).astype(np.float32)
     with pytest.raises(ImageRejected, match="no fiber found"):

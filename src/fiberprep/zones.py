@@ -195,6 +195,14 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         confidence = _confidence(clad, params)
         if confidence >= params["min_confidence"]:
             break
+    if polarity == "dark":  # the glass edge in the gaps of a broken ring as dark as it
+        upp_guess = upp_given or clad_r_um / clad["r"]
+        gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] / upp_guess)
+        glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band_um / upp_guess, params)
+        if glass is not None:
+            glass = {**glass, "residual": glass["residual"] / k, "excess": glass["excess"] / k}
+            if _confidence(glass, params) >= params["min_confidence"]:
+                clad, confidence = glass, _confidence(glass, params)
     if confidence < params["min_confidence"]:
         raise ImageRejected(
             f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
@@ -1202,6 +1210,51 @@ def _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params):
         return None
     support = sum(int(keep.sum()) for _, keep in fits)
     return _edge_fit_dict(outer, res_g[1], spread[groups[1]][fits[1][1]], support / n_rays, params)
+
+
+def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
+    """The glass edge of a dark fiber whose edge a broken dark ring partly covers.
+
+    A ring as dark as the glass (epoxy, a tilt shadow) hides the glass edge where it
+    lies, and rays there find its outer step; in its gaps they find the glass edge,
+    up to ``band`` px further in (a broken ring's dashes can outnumber its gaps, so
+    the fit may be either edge). Rays searched ``band`` px either side of ``fit``: when
+    their points fall on ``fit`` and on one concentric ellipse more than ``gap`` px (wider
+    than a bevel rim, whose outer step ends the glass) and up to ``band`` px inside or
+    outside it, each group at least ``two_edge_min_share`` of them, together
+    ``two_edge_min_support`` of the rays, each within ``inlier_px`` RMS of its own
+    fit and the centres within ``inlier_px``, the inner group's fit is the glass
+    edge, supported by both. None otherwise.
+    """
+    r = fit["r"]
+    n_rays = _n_rays(r, 90, params)
+    tol = max(params["inlier_px"], params["inlier_rel"] * r)
+    phi, rad, strength, valid, prof = _ray_edges(smooth, fit["shape"], sign, int(math.ceil(band + tol)) + 1, n_rays)
+    if valid.sum() < 12:
+        return None
+    spread = _edge_spread(prof, strength, valid, sign)
+    valid &= strength >= params["min_edge_ratio"] * median(strength[valid])
+    phi, rad, spread = phi[valid], rad[valid], spread[valid]
+    pts = np.column_stack([fit["cx"] + rad * np.cos(phi), fit["cy"] + rad * np.sin(phi)])
+    res = _radial_residuals(fit["shape"], pts)
+    inside, outside = (res < -gap) & (res >= -band - tol), (res > gap) & (res <= band + tol)
+    groups = [np.abs(res) <= tol, inside if inside.sum() >= outside.sum() else outside]
+    n = sum(int(g.sum()) for g in groups)
+    if n < params["two_edge_min_support"] * n_rays or min(g.sum() for g in groups) < params["two_edge_min_share"] * n:
+        return None
+    fits = [_robust_ellipse(pts[g], np.hypot(*(pts[g] - fit["shape"][:2]).T), tol, params["fit_iterations"])
+            for g in groups]
+    if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
+        return None
+    res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
+    (a, _), (b, _) = fits
+    if (math.hypot(a[0] - b[0], a[1] - b[1]) > params["inlier_px"]
+            or max(np.sqrt(np.mean(x**2)) for x in res_g) > params["inlier_px"]):
+        return None
+    glass = int(math.sqrt(b[2] * b[3]) < math.sqrt(a[2] * a[3]))
+    support = sum(int(keep.sum()) for _, keep in fits)
+    return _edge_fit_dict(fits[glass][0], res_g[glass], spread[groups[glass]][fits[glass][1]], support / n_rays,
+                          params)
 
 
 def _settled_fit(smooth, shape, sign, half, params, circle=False):

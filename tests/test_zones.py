@@ -615,6 +615,18 @@ def test_broken_ring_as_dark_as_the_glass_ends_it_at_the_gaps_edge(width, dashes
     assert geo["confidence"] >= PARAMS["min_confidence"]
 
 
+@pytest.mark.parametrize("name,core_px", [("mm_62_5", 50.0), ("mm_100_140", 71.4)])
+def test_core_outshining_a_faint_cladding_edge_is_the_core(name, core_px):
+    # a glowing multimode core (0.80) in glass (0.45) only a little brighter than the
+    # ferrule (0.37): the core's step is over twice the cladding's, which the type's core
+    # ratio still places all round at the cladding radius
+    auto = {n: TYPES[n] for n in CONFIG["fiber"]["auto_types"]}
+    img = _stepped_disc([core_px - 100.0, 0.0], [0.80, 0.45], 0.37)
+    geo = zones.measure_geometry(img, auto, PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+    assert geo["fiber_type"] == name
+
+
 def test_no_fiber_is_rejected():
     img = np.random.default_rng(1).normal(0.5, 0.05, (300, 400)).astype(np.float32)
     with pytest.raises(ImageRejected, match="no fiber found"):

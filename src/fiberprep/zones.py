@@ -753,7 +753,7 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     ys, xs = np.nonzero(mag > thr)
     edges = (xs, ys, gx, gy, mag)
     radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
-    cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params)
+    cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params, core_ratios=core_ratios)
     stop = None
     if polarity == "bright" and _black_outside(small, cx, cy, r, params):
         fiber = _fiber_within((cx, cy, r), edges, radii, core_ratios, params)
@@ -829,9 +829,9 @@ def _circle_or_none(xs, ys, gx, gy, mag, radii, params, in_frame=False):
         return None
 
 
-def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False):
+def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False, core_ratios=()):
     """Center of the strongest radial symmetry of the edge pixels ``xs, ys`` and its
-    cladding edge (``_radius_at``, ``in_frame`` passed on): ``(cx, cy, (radius,
+    cladding edge (``_radius_at``, ``in_frame`` and ``core_ratios`` passed on): ``(cx, cy, (radius,
     polarity, strength))`` in small-image pixels. Raises ``ImageRejected`` when no
     edge covers enough of a circle around it, or when a second, as strong fiber lies
     beside it."""
@@ -868,7 +868,8 @@ def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False):
         peaks.append((float(acc[iy, ix]), float(ix), float(iy)))
         cv2.circle(acc, (int(ix), int(iy)), int(max(2, radii[0])), 0.0, -1)
 
-    first, coverage = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params, in_frame)
+    first, coverage = _radius_at(xs, ys, gx, gy, mag, peaks[0][1], peaks[0][2], radii, params, in_frame,
+                                 core_ratios)
     if first is None:
         seen = (
             f"edges concentric with the strongest center of symmetry cover at most "
@@ -876,7 +877,8 @@ def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False):
         )
         raise ImageRejected(NO_FIBER.format(seen=seen))
     if peaks[1][0] >= params["two_fiber_ratio"] * peaks[0][0]:
-        second, _ = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params, in_frame)
+        second, _ = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params, in_frame,
+                               core_ratios)
         if second is not None:
             dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
             if (
@@ -924,13 +926,19 @@ def _core_of(fiber, disc, core_ratios, params):
     return any(abs(fr / r - q) <= tol * q for q in core_ratios)
 
 
-def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params, in_frame=False):
+def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params, in_frame=False, core_ratios=()):
     """Radius and polarity of the cladding edge around a coarse center.
 
     Returns ``(edge, coverage)``: ``edge`` is ``(radius, polarity, strength)`` in
     small-image pixels, or None when no concentric edge covers ``min_coverage`` of
     the circumference (``in_frame``: of its part inside the frame, at least a
-    quarter); ``coverage`` is the largest coverage of any radius.
+    quarter); ``coverage`` is the largest coverage of any radius. A multimode core's
+    step can outshine the cladding's (a glowing core, glass about as bright as the
+    ferrule): an edge all round at the radius one of ``core_ratios`` (at most
+    ``outshone_core_max_ratio``, beyond an epoxy ring and halo) makes the strongest edge
+    its core, within ``type_core_tolerance``, of its polarity (a halo or a dark ring
+    around a bright fiber is the opposite step) and at least
+    ``outshone_cladding_edge_ratio`` as strong, is the cladding.
     """
     n_sect = 64
     dx, dy = xs - cx, ys - cy
@@ -973,7 +981,15 @@ def _radius_at(xs, ys, gx, gy, mag, cx, cy, radii, params, in_frame=False):
     strong = [b for b in best if b[2] >= params["outer_edge_ratio"] * top]
     outer = max(b[0] for b in strong)
     group = [b for b in strong if b[0] >= outer * (1 - params["edge_group_rel"])]
-    return max(group, key=lambda b: b[2]), seen
+    edge = max(group, key=lambda b: b[2])
+    cladding = [
+        b for b in best for q in core_ratios
+        if q <= params["outshone_core_max_ratio"]
+        and b[1] == edge[1]
+        and abs(b[0] * q / edge[0] - 1) <= params["type_core_tolerance"]
+        and b[2] >= params["outshone_cladding_edge_ratio"] * top
+    ]
+    return max(cladding or [edge], key=lambda b: b[2]), seen
 
 
 def _ellipse_radius(shape, phi):

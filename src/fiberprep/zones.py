@@ -1045,6 +1045,21 @@ def _ray_edges(smooth, shape, sign, half_width, n_rays):
     return phi, radius, g1, valid, prof
 
 
+def _ray_points(smooth, shape, sign, half, n_rays, params):
+    """Edge points (N x 2) on ``n_rays`` rays around the ellipse ``shape``
+    (:func:`_ray_edges`, window ``half`` px), their radii and expected scatter
+    (:func:`_edge_spread`); maxima weaker than ``min_edge_ratio`` of the median are
+    noise or a gap in the edge, not the edge itself, and left out. None when fewer
+    than 12 rays hold an edge."""
+    phi, rad, strength, valid, prof = _ray_edges(smooth, shape, sign, half, n_rays)
+    if valid.sum() < 12:
+        return None
+    spread = _edge_spread(prof, strength, valid, sign)
+    valid &= strength >= params["min_edge_ratio"] * median(strength[valid])
+    phi, rad, spread = phi[valid], rad[valid], spread[valid]
+    return np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)]), rad, spread
+
+
 def _edge_spread(prof, strength, valid, sign):
     """Expected location error (px) of each ray's edge point from its edge SNR
     (:func:`_ray_edges` outputs), to first order: noise n on the profile moves the
@@ -1138,14 +1153,10 @@ def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False):
     """
     r = math.sqrt(shape[2] * shape[3])
     n_rays = _n_rays(r, 90, params)
-    phi, rad, strength, valid, prof = _ray_edges(smooth, shape, sign, half, n_rays)
-    if valid.sum() < 12:
+    found = _ray_points(smooth, shape, sign, half, n_rays, params)
+    if found is None:
         return None
-    spread = _edge_spread(prof, strength, valid, sign)
-    # weak maxima are noise or a gap in the edge, not the edge itself
-    valid &= strength >= params["min_edge_ratio"] * median(strength[valid])
-    phi, rad, spread = phi[valid], rad[valid], spread[valid]
-    pts = np.column_stack([shape[0] + rad * np.cos(phi), shape[1] + rad * np.sin(phi)])
+    pts, rad, spread = found
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
     fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"], circle)
     if fitted is None:
@@ -1214,18 +1225,33 @@ def _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params):
     m_in, m_out = csum[k - 1] / k, (csum[-1] - csum[k - 1]) / (n - k)
     cut = order[k[np.argmax(k * (n - k) * (m_out - m_in) ** 2)] - 1]
     groups = [inl & (res <= cut), inl & (res > cut)]
-    fits = [_robust_ellipse(pts[g], np.hypot(*(pts[g] - fitted[:2]).T), tol, params["fit_iterations"])
-            for g in groups]
-    if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
+    fits, res_g = _concentric_fits(pts, groups, fitted, tol, params)
+    if not fits:
         return None
     (inner, _), (outer, _) = fits
-    res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
-    if (math.hypot(inner[0] - outer[0], inner[1] - outer[1]) > params["inlier_px"]
-            or max(np.sqrt(np.mean(r**2)) for r in res_g) > params["inlier_px"]
-            or math.sqrt(outer[2] * outer[3]) - math.sqrt(inner[2] * inner[3]) < params["two_edge_min_gap_px"]):
+    if math.sqrt(outer[2] * outer[3]) - math.sqrt(inner[2] * inner[3]) < params["two_edge_min_gap_px"]:
         return None
     support = sum(int(keep.sum()) for _, keep in fits)
     return _edge_fit_dict(outer, res_g[1], spread[groups[1]][fits[1][1]], support / n_rays, params)
+
+
+def _concentric_fits(pts, groups, shape, tol, params):
+    """Robust ellipse fits (``_robust_ellipse``, radii from the centre of ``shape``) of
+    each group (bool masks) of edge points ``pts`` and their inliers' radial residuals:
+    ``([(ellipse, inliers), ...], [residuals, ...])``, or ``(None, None)`` unless every
+    fit is an ellipse within ``max_ellipticity``, their centres lie within ``inlier_px``
+    of each other and each group within ``inlier_px`` RMS of its own fit (one edge's
+    concentric steps)."""
+    fits = [_robust_ellipse(pts[g], np.hypot(*(pts[g] - shape[:2]).T), tol, params["fit_iterations"])
+            for g in groups]
+    if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
+        return None, None
+    res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
+    (a, _), (b, _) = fits
+    if (math.hypot(a[0] - b[0], a[1] - b[1]) > params["inlier_px"]
+            or max(np.sqrt(np.mean(x**2)) for x in res_g) > params["inlier_px"]):
+        return None, None
+    return fits, res_g
 
 
 def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
@@ -1245,28 +1271,20 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
     r = fit["r"]
     n_rays = _n_rays(r, 90, params)
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
-    phi, rad, strength, valid, prof = _ray_edges(smooth, fit["shape"], sign, int(math.ceil(band + tol)) + 1, n_rays)
-    if valid.sum() < 12:
+    found = _ray_points(smooth, fit["shape"], sign, int(math.ceil(band + tol)) + 1, n_rays, params)
+    if found is None:
         return None
-    spread = _edge_spread(prof, strength, valid, sign)
-    valid &= strength >= params["min_edge_ratio"] * median(strength[valid])
-    phi, rad, spread = phi[valid], rad[valid], spread[valid]
-    pts = np.column_stack([fit["cx"] + rad * np.cos(phi), fit["cy"] + rad * np.sin(phi)])
+    pts, _, spread = found
     res = _radial_residuals(fit["shape"], pts)
     inside, outside = (res < -gap) & (res >= -band - tol), (res > gap) & (res <= band + tol)
     groups = [np.abs(res) <= tol, inside if inside.sum() >= outside.sum() else outside]
     n = sum(int(g.sum()) for g in groups)
     if n < params["two_edge_min_support"] * n_rays or min(g.sum() for g in groups) < params["two_edge_min_share"] * n:
         return None
-    fits = [_robust_ellipse(pts[g], np.hypot(*(pts[g] - fit["shape"][:2]).T), tol, params["fit_iterations"])
-            for g in groups]
-    if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
+    fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params)
+    if not fits:
         return None
-    res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
     (a, _), (b, _) = fits
-    if (math.hypot(a[0] - b[0], a[1] - b[1]) > params["inlier_px"]
-            or max(np.sqrt(np.mean(x**2)) for x in res_g) > params["inlier_px"]):
-        return None
     glass = int(math.sqrt(b[2] * b[3]) < math.sqrt(a[2] * a[3]))
     support = sum(int(keep.sum()) for _, keep in fits)
     return _edge_fit_dict(fits[glass][0], res_g[glass], spread[groups[glass]][fits[glass][1]], support / n_rays,

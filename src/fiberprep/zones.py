@@ -201,8 +201,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band_um / upp_guess, params)
         if glass is not None:
             glass = {**glass, "residual": glass["residual"] / k, "excess": glass["excess"] / k}
-            if _confidence(glass, params) >= params["min_confidence"]:
-                clad, confidence = glass, _confidence(glass, params)
+            glass_confidence = _confidence(glass, params)
+            if glass_confidence >= params["min_confidence"]:
+                clad, confidence = glass, glass_confidence
     if confidence < params["min_confidence"]:
         raise ImageRejected(
             f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
@@ -1279,7 +1280,8 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
     inside, outside = (res < -gap) & (res >= -band - tol), (res > gap) & (res <= band + tol)
     groups = [np.abs(res) <= tol, inside if inside.sum() >= outside.sum() else outside]
     n = sum(int(g.sum()) for g in groups)
-    if n < params["two_edge_min_support"] * n_rays or min(g.sum() for g in groups) < params["two_edge_min_share"] * n:
+    if (n < params["two_edge_min_support"] * n_rays
+            or min(g.sum() for g in groups) < params["two_edge_min_share"] * n):
         return None
     fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params)
     if not fits:
@@ -1287,8 +1289,8 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
     (a, _), (b, _) = fits
     glass = int(math.sqrt(b[2] * b[3]) < math.sqrt(a[2] * a[3]))
     support = sum(int(keep.sum()) for _, keep in fits)
-    return _edge_fit_dict(fits[glass][0], res_g[glass], spread[groups[glass]][fits[glass][1]], support / n_rays,
-                          params)
+    (shape, keep), inliers = fits[glass], groups[glass]
+    return _edge_fit_dict(shape, res_g[glass], spread[inliers][keep], support / n_rays, params)
 
 
 def _settled_fit(smooth, shape, sign, half, params, circle=False):

@@ -196,6 +196,8 @@ def detect_defects(gray, zone_map, geometry, params):
     labels, source = _merge(region_mask, scratch_labels, widths, line_widths, zs, dark_dot, px, params)
     for ring in rings:  # the cladding's edge, and a large core's
         labels, source = _drop_rings(labels, source, ring, zs, px, params)
+    if rings:  # pieces of a broken epoxy ring
+        labels, source = _drop_ring_pieces(labels, source, lg, valid, rings[0], px, params)
     labels, source = _join_collinear(labels, source, zs, px, params)
     labels, source = _fill_films(labels, source, lin, valid, px, params)
     labels, source = _join_across_edges(labels, source, lin, regions, hard_band, px, params)
@@ -2812,6 +2814,104 @@ def _ring_grains(r_mean, ang, cand, tol, count, sectors, max_gap_deg):
         if np.unique(sector[same]).size >= sectors or gap <= np.radians(max_gap_deg):
             drop |= same
     return drop
+
+
+def _drop_ring_pieces(labels, source, lg, valid, ring, px, params):
+    """Remove region instances whose radial profile repeats around the fiber.
+
+    A broken epoxy ring (dashes, blots of adhesive at the edge) is the fiber's own
+    concentric structure wherever it shows; the arc model takes a dash longer than its
+    running median as background and leaves the shorter ones as instances. Each region
+    instance within the annulus of ``ring`` (``_physical_regions``) spanning at most
+    ``ring_piece_max_span_deg`` is compared, as the mean log-intensity profile across
+    the annulus over its own directions (radial 1 px bins from its radial extent
+    widened by half of it), with that profile averaged over as many directions at
+    every other direction around the centre. It differs from its flanks (the directions
+    beside it) by ``d``; where it lies no farther than ``ring_piece_match`` x ``d``
+    from the profile of ``ring_piece_min_share`` more of the other directions than
+    match it as well farther in or farther out (a window's height, or half of it within
+    the annulus: grain and specks match at any radius), it is a piece of a structure
+    seen all around at its radius: a dash among dashes. A particle or pit on the edge
+    differs from the edge everywhere else as it does from its flanks.
+    Returns the renumbered labels and per-label sources.
+    """
+    r_lo, r_edge, r_hi, rmap, (cx, cy), _ = ring
+    n = int(labels.max()) + 1
+    ys, xs = _nonzero(labels)
+    k, r = labels[ys, xs], rmap[ys, xs]
+    cnt = np.maximum(np.bincount(k, minlength=n), 1)
+    within = np.bincount(k, (r >= r_lo) & (r < r_hi), minlength=n) / cnt
+    cand = (within >= 0.8) & (source[:n] == _REGION) & (np.arange(n) > 0)
+    if not cand.any():
+        return labels, source
+    n_ang = int(np.clip(round(math.pi * r_edge), 90, 1440))  # bins ~2 px of arc
+    n_rad = int(math.ceil(r_hi - r_lo))
+    bx, by, bw, bh = cv2.boundingRect((rmap < r_hi).view(np.uint8))
+    rbox = rmap[by:by + bh, bx:bx + bw]
+    yy, xx = _nonzero(valid[by:by + bh, bx:bx + bw] & (rbox >= r_lo) & (rbox < r_hi))
+    rad = (rbox[yy, xx] - r_lo).astype(np.int64)
+
+    def direction(dy, dx):
+        """Direction bin (of n_ang) of offsets from the centre."""
+        return ((np.arctan2(dy, dx) + np.pi) * (n_ang / (2 * np.pi))).astype(np.int64) % n_ang
+
+    key = direction(yy + (by - cy), xx + (bx - cx)) * n_rad + rad
+    tot = np.bincount(key, lg[by + yy, bx + xx], minlength=n_ang * n_rad).reshape(n_ang, n_rad)
+    num = np.bincount(key, minlength=n_ang * n_rad).reshape(n_ang, n_rad).astype(np.float64)
+    span = math.radians(params["ring_piece_max_span_deg"])
+    drop = np.zeros(n, bool)
+    for i in np.flatnonzero(cand):
+        on = k == i
+        a = np.unique(direction(ys[on] - cy, xs[on] - cx))
+        gaps = np.diff(a, append=a[0] + n_ang)
+        start = a[(np.argmax(gaps) + 1) % a.size]  # first bin after the widest gap
+        w = int(n_ang - gaps.max() + 1)  # bins the instance spans
+        if w * 2 * np.pi / n_ang > span:
+            continue
+        lo, hi = np.percentile(r[on], [5, 95]) - r_lo
+        m = max(2.0, 0.5 * (hi - lo))
+        r0, r1 = max(0, int(lo - m)), min(n_rad, int(math.ceil(hi + m)) + 1)
+        # the profile over each run of w directions (circular box), the instance's own first
+        t, c = (_circular_window_sums(v, start, w) for v in (tot, num))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            prof = t / c
+        away = (np.arange(n_ang) > 2 * w) & (np.arange(n_ang) < n_ang - 2 * w)
+        dist, full = _profile_distances(prof, prof[0, r0:r1], r0)
+        flanks = [dist[j] for j in (w + 1, n_ang - w - 1) if full[j]]
+        if not full[0] or not flanks or (full & away).sum() < 0.5 * n_ang:
+            continue
+        limit = params["ring_piece_match"] * float(np.mean(flanks))
+        share = (dist[full & away] <= limit).mean()
+        # texture (grain, specks) matches as often farther in or farther out (a window's
+        # height, or at least half of it within the annulus); a concentric structure
+        # only at its own radius
+        h = r1 - r0
+        starts = {max(0, r0 - h), min(n_rad - h, r1)} - {r0}
+        beside = [_profile_distances(prof, prof[0, r0:r1], s) for s in starts if abs(s - r0) >= 0.5 * h]
+        if not beside:
+            continue
+        chance = max((dd[ff & away] <= limit).mean() if (ff & away).any() else 0.0 for dd, ff in beside)
+        drop[i] = share - chance >= params["ring_piece_min_share"]
+    return _without(labels, source, drop)
+
+
+def _profile_distances(prof, own, r0):
+    """RMS distance of each direction's profile (rows of ``prof``, radial bins along
+    axis 1) from ``own`` over the bins from ``r0`` on, and whether 70 % of those bins
+    hold pixels in both."""
+    diff = prof[:, r0:r0 + own.size] - own
+    ok = np.isfinite(diff)
+    dist = np.sqrt((np.where(ok, diff, 0.0) ** 2).sum(axis=1) / np.maximum(ok.sum(axis=1), 1))
+    return dist, ok.mean(axis=1) >= 0.7
+
+
+def _circular_window_sums(v, start, w):
+    """Sums of ``w`` consecutive rows of ``v`` (circular along axis 0), the window of
+    output row j starting at input row ``start + j``."""
+    n = v.shape[0]
+    c = np.cumsum(v[(start + np.arange(n + w)) % n], axis=0)
+    c = np.vstack([np.zeros((1, v.shape[1])), c])
+    return c[w:w + n] - c[:n]
 
 
 def _drop_swells(labels, source, resid, valid, px, params):

@@ -2831,8 +2831,10 @@ def _drop_ring_pieces(labels, source, lg, valid, ring, px, params):
     from the profile of ``ring_piece_min_share`` more of the other directions than
     match it as well farther in or farther out (a window's height, or half of it within
     the annulus: grain and specks match at any radius), it is a piece of a structure
-    seen all around at its radius: a dash among dashes. A particle or pit on the edge
-    differs from the edge everywhere else as it does from its flanks.
+    seen all around at its radius: a dash among dashes. One that repeats as often but
+    also farther out, between flanks that are such a structure, is a gap between two
+    dashes. A particle or pit on the edge differs from the edge everywhere else as it
+    does from its flanks.
     Returns the renumbered labels and per-label sources.
     """
     r_lo, r_edge, r_hi, rmap, (cx, cy), _ = ring
@@ -2881,18 +2883,33 @@ def _drop_ring_pieces(labels, source, lg, valid, ring, px, params):
         if not full[0] or not flanks or (full & away).sum() < 0.5 * n_ang:
             continue
         limit = params["ring_piece_match"] * float(np.mean(flanks))
-        share = (dist[full & away] <= limit).mean()
-        # texture (grain, specks) matches as often farther in or farther out (a window's
-        # height, or at least half of it within the annulus); a concentric structure
-        # only at its own radius
-        h = r1 - r0
-        starts = {max(0, r0 - h), min(n_rad - h, r1)} - {r0}
-        beside = [_profile_distances(prof, prof[0, r0:r1], s) for s in starts if abs(s - r0) >= 0.5 * h]
-        if not beside:
-            continue
-        chance = max((dd[ff & away] <= limit).mean() if (ff & away).any() else 0.0 for dd, ff in beside)
-        drop[i] = share - chance >= params["ring_piece_min_share"]
+        profile = (prof, r0, r1 - r0, away, limit)
+        share, chance = _repeats(profile, prof[0, r0:r1])
+        # a gap of the ring (the ferrule between two dashes, left bright by an arc model
+        # the dashes dominate) repeats with the ferrule farther out; its flanks are the ring
+        gap = share >= params["ring_piece_min_share"] and any(
+            np.subtract(*_repeats(profile, prof[j, r0:r1])) >= params["ring_piece_min_share"]
+            for j in (w + 1, n_ang - w - 1) if full[j])
+        drop[i] = share - chance >= params["ring_piece_min_share"] or gap
     return _without(labels, source, drop)
+
+
+def _repeats(profile, ref):
+    """Share of the directions ``away`` whose profile lies within ``limit`` of ``ref`` at
+    its radius (bins from ``r0``), and the larger share farther in or farther out (a
+    window's height ``h``, or at least half of it within the annulus): texture (grain,
+    specks) matches at any radius, a concentric structure at its own. ``profile`` =
+    ``(prof, r0, h, away, limit)``; 1.0 beside when there is no room for it."""
+    prof, r0, h, away, limit = profile
+    n_rad = prof.shape[1]
+
+    def share(start):
+        dist, full = _profile_distances(prof, ref, start)
+        return float(np.mean(dist[full & away] <= limit)) if (full & away).any() else 0.0
+
+    starts = {max(0, r0 - h), min(n_rad - h, r0 + h)} - {r0}
+    beside = [share(s) for s in starts if abs(s - r0) >= 0.5 * h]
+    return share(r0), max(beside, default=1.0)
 
 
 def _profile_distances(prof, own, r0):

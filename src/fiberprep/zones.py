@@ -198,7 +198,8 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     if polarity == "dark":  # the glass edge in the gaps of a broken ring as dark as it
         upp_guess = upp_given or clad_r_um / clad["r"]
         gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] / upp_guess)
-        glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band_um / upp_guess, params)
+        glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band_um / upp_guess, params,
+                                          split=confidence < params["min_confidence"])
         if glass is not None:
             glass = {**glass, "residual": glass["residual"] / k, "excess": glass["excess"] / k}
             glass_confidence = _confidence(glass, params)
@@ -1255,7 +1256,7 @@ def _concentric_fits(pts, groups, shape, tol, params):
     return fits, res_g
 
 
-def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
+def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params, split=False):
     """The glass edge of a dark fiber whose edge a broken dark ring partly covers.
 
     A ring as dark as the glass (epoxy, a tilt shadow) hides the glass edge where it
@@ -1267,7 +1268,10 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
     outside it, each group at least ``two_edge_min_share`` of them, together
     ``two_edge_min_support`` of the rays, each within ``inlier_px`` RMS of its own
     fit and the centres within ``inlier_px``, the inner group's fit is the glass
-    edge, supported by both. None otherwise.
+    edge, supported by both. ``split`` (a fit to be rejected): else the points are
+    also split between two concentric edges (:func:`_split_concentric`; a ring
+    between the glass and ferrule levels leaves a fit between its outer step and the
+    glass edge), on the same conditions. None otherwise.
     """
     r = fit["r"]
     n_rays = _n_rays(r, 90, params)
@@ -1278,19 +1282,50 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
     pts, _, spread = found
     res = _radial_residuals(fit["shape"], pts)
     inside, outside = (res < -gap) & (res >= -band - tol), (res > gap) & (res <= band + tol)
-    groups = [np.abs(res) <= tol, inside if inside.sum() >= outside.sum() else outside]
-    n = sum(int(g.sum()) for g in groups)
-    if (n < params["two_edge_min_support"] * n_rays
-            or min(g.sum() for g in groups) < params["two_edge_min_share"] * n):
-        return None
-    fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params)
-    if not fits:
-        return None
-    (a, _), (b, _) = fits
-    glass = int(math.sqrt(b[2] * b[3]) < math.sqrt(a[2] * a[3]))
-    support = sum(int(keep.sum()) for _, keep in fits)
-    (shape, keep), inliers = fits[glass], groups[glass]
-    return _edge_fit_dict(shape, res_g[glass], spread[inliers][keep], support / n_rays, params)
+    splits = [[np.abs(res) <= tol, inside if inside.sum() >= outside.sum() else outside]]
+    if split:
+        splits.append(_split_concentric(pts, res, fit["shape"], tol, band + tol, params))
+    for groups in filter(None, splits):
+        n = sum(int(g.sum()) for g in groups)
+        if (n < params["two_edge_min_support"] * n_rays
+                or min(g.sum() for g in groups) < params["two_edge_min_share"] * n):
+            continue
+        fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params)
+        if not fits:
+            continue
+        radii = [math.sqrt(f[2] * f[3]) for f, _ in fits]
+        if not gap < abs(radii[0] - radii[1]) <= band + tol:
+            continue
+        glass = int(radii[1] < radii[0])
+        support = sum(int(keep.sum()) for _, keep in fits)
+        (shape, keep), inliers = fits[glass], groups[glass]
+        return _edge_fit_dict(shape, res_g[glass], spread[inliers][keep], support / n_rays, params)
+    return None
+
+
+def _split_concentric(pts, res, shape, tol, reach, params):
+    """Edge points within ``reach`` px of the ellipse ``shape`` (their radial residuals
+    ``res``) split between two concentric edges: starting inside / outside it, each
+    point goes to the nearer of the two groups' robust fits until none moves (at most
+    ten times: a start far between the edges took six). A fit between two edges (rays
+    at a broken ring's dashes and in its gaps) lies on neither. Returns the two groups
+    (bool masks), or None when a group is too small to fit."""
+    near = np.abs(res) <= reach
+    outer = res > 0
+    for _ in range(10):
+        fits = []
+        for g in (near & ~outer, near & outer):
+            if g.sum() < 12:
+                return None
+            f, _ = _robust_ellipse(pts[g], np.hypot(*(pts[g] - shape[:2]).T), tol, params["fit_iterations"])
+            if f is None:
+                return None
+            fits.append(f)
+        moved = np.abs(_radial_residuals(fits[1], pts)) < np.abs(_radial_residuals(fits[0], pts))
+        if np.array_equal(moved[near], outer[near]):
+            break
+        outer = moved
+    return [near & ~outer, near & outer]
 
 
 def _settled_fit(smooth, shape, sign, half, params, circle=False):

@@ -2873,10 +2873,14 @@ def _drop_ring_pieces(labels, source, lg, valid, ring, px, params):
         lo, hi = np.percentile(r[on], [5, 95]) - r_lo
         m = max(2.0, 0.5 * (hi - lo))
         r0, r1 = max(0, int(lo - m)), min(n_rad, int(math.ceil(hi + m)) + 1)
-        # the profile over each run of w directions (circular box), the instance's own first
-        t, c = (_circular_window_sums(v, start, w) for v in (tot, num))
+        # the profile over each run of w directions (circular box), the instance's own
+        # first, in the radial bins _repeats compares (a window's height in and out)
+        lo_bin = max(0, 2 * r0 - r1)
+        rows = slice(lo_bin, min(n_rad, 2 * r1 - r0))
+        t, c = (_circular_window_sums(v[:, rows], start, w) for v in (tot, num))
         with np.errstate(invalid="ignore", divide="ignore"):
             prof = t / c
+        r0, r1 = r0 - lo_bin, r1 - lo_bin
         away = (np.arange(n_ang) > 2 * w) & (np.arange(n_ang) < n_ang - 2 * w)
         dist, full = _profile_distances(prof, prof[0, r0:r1], r0)
         flanks = [dist[j] for j in (w + 1, n_ang - w - 1) if full[j]]

@@ -1308,8 +1308,9 @@ def _split_concentric(pts, res, shape, tol, reach, params):
     ``res``) split between two concentric edges: starting inside / outside it, each
     point goes to the nearer of the two groups' robust fits until none moves (at most
     ten times: a start far between the edges took six). A fit between two edges (rays
-    at a broken ring's dashes and in its gaps) lies on neither. Returns the two groups
-    (bool masks), or None when a group is too small to fit."""
+    taking a ring's outer step where it is the stronger, at a broken ring's dashes or
+    an uneven ring's wide parts, and the glass edge elsewhere) lies on neither. Returns
+    the two groups (bool masks), or None when a group is too small to fit."""
     near = np.abs(res) <= reach
     outer = res > 0
     for _ in range(10):

@@ -2883,17 +2883,17 @@ def _drop_ring_pieces(labels, source, lg, valid, ring, px, params):
         r0, r1 = r0 - lo_bin, r1 - lo_bin
         away = (np.arange(n_ang) > 2 * w) & (np.arange(n_ang) < n_ang - 2 * w)
         dist, full = _profile_distances(prof, prof[0, r0:r1], r0)
-        flanks = [dist[j] for j in (w + 1, n_ang - w - 1) if full[j]]
+        flanks = [j for j in (w + 1, n_ang - w - 1) if full[j]]  # the windows beside it
         if not full[0] or not flanks or (full & away).sum() < 0.5 * n_ang:
             continue
-        limit = params["ring_piece_match"] * float(np.mean(flanks))
+        limit = params["ring_piece_match"] * float(np.mean(dist[flanks]))
         profile = (prof, r0, r1 - r0, away, limit)
         share, chance = _repeats(profile, prof[0, r0:r1])
         # a gap of the ring (the ferrule between two dashes, left bright by an arc model
         # the dashes dominate) repeats with the ferrule farther out; its flanks are the ring
         gap = share >= params["ring_piece_min_share"] and any(
             np.subtract(*_repeats(profile, prof[j, r0:r1])) >= params["ring_piece_min_share"]
-            for j in (w + 1, n_ang - w - 1) if full[j])
+            for j in flanks)
         drop[i] = share - chance >= params["ring_piece_min_share"] or gap
     return _without(labels, source, drop)
 

@@ -1237,6 +1237,12 @@ def _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params):
     return _edge_fit_dict(outer, res_g[1], spread[groups[1]][fits[1][1]], support / n_rays, params)
 
 
+def _group_fit(pts, shape, tol, params):
+    """``_robust_ellipse`` of edge points ``pts``, their radii taken from the centre of
+    ``shape``."""
+    return _robust_ellipse(pts, np.hypot(*(pts - shape[:2]).T), tol, params["fit_iterations"])
+
+
 def _concentric_fits(pts, groups, shape, tol, params):
     """Robust ellipse fits (``_robust_ellipse``, radii from the centre of ``shape``) of
     each group (bool masks) of edge points ``pts`` and their inliers' radial residuals:
@@ -1244,8 +1250,7 @@ def _concentric_fits(pts, groups, shape, tol, params):
     fit is an ellipse within ``max_ellipticity``, their centres lie within ``inlier_px``
     of each other and each group within ``inlier_px`` RMS of its own fit (one edge's
     concentric steps)."""
-    fits = [_robust_ellipse(pts[g], np.hypot(*(pts[g] - shape[:2]).T), tol, params["fit_iterations"])
-            for g in groups]
+    fits = [_group_fit(pts[g], shape, tol, params) for g in groups]
     if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
         return None, None
     res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
@@ -1318,7 +1323,7 @@ def _split_concentric(pts, res, shape, tol, reach, params):
         for g in (near & ~outer, near & outer):
             if g.sum() < 12:
                 return None
-            f, _ = _robust_ellipse(pts[g], np.hypot(*(pts[g] - shape[:2]).T), tol, params["fit_iterations"])
+            f, _ = _group_fit(pts[g], shape, tol, params)
             if f is None:
                 return None
             fits.append(f)

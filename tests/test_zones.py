@@ -930,6 +930,20 @@ def test_field_of_view_keeps_a_large_dark_defect_in_a_corner():
     assert not field[:150, :20].any() and field[200:, :].all()
 
 
+@pytest.mark.parametrize("inside", [0.62, 0.55])
+@pytest.mark.parametrize("frame", [(10, 10, 10, 10), (20, 16, 12, 0)])
+def test_fiber_inside_a_black_frame_is_found(inside, frame):
+    # a black band along the sides (left, top, right, bottom px): its straight, strong
+    # edges took the coarse finder's edge pixels from a fiber edge of 0.8-0.9 contrast
+    # ("no fiber found" before, for the frame all around)
+    img = disc_image(center=(300.3, 250.7), radius=110.0, inside=inside, outside=0.7)
+    band = _band_mask(img.shape, frame)
+    img[band] = 0.015
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert math.hypot(geo["center_x"] - 300.3, geo["center_y"] - 250.7) < 0.1
+    assert abs(geo["cladding_radius_px"] - 110.0) < 0.1
+
+
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("side", ["left", "bottom"])
 def test_a_thin_black_strip_along_a_side_is_outside(width, side):

@@ -731,8 +731,10 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     Every strong-gradient pixel votes for centers along its gradient line at
     all radii of ``r_range``, toward the darker side (dark disc) and toward the
     brighter side (bright disc); the log image removes multiplicative
-    vignetting. The radius is read from the sector coverage of radially aligned
-    edge pixels around the best center: among the concentric edges (core,
+    vignetting. A black band along the frame (a straight field stop, a grabber's
+    blanking) is filled first (``_without_black_frame``): its long, strong edges
+    would take the ``edge_fraction`` of edge pixels from a fainter fiber edge. The
+    radius is read from the sector coverage of radially aligned edge pixels around the best center: among the concentric edges (core,
     cladding, fringes) the outermost strong one is the cladding.
 
     A bright disc with black around it (``_black_outside``) may be the scope's
@@ -746,6 +748,7 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     small = cv2.resize(
         gray, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
     )
+    small = _without_black_frame(small, params["stop_dark_ratio"], 2)
     log = cv2.GaussianBlur(np.log(small + params["log_offset"]), (0, 0), 1.0)
     gx = cv2.Sobel(log, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(log, cv2.CV_32F, 0, 1, ksize=3)
@@ -767,6 +770,35 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     if stop is not None:
         stop = (to_image(stop[0]), to_image(stop[1]), stop[2] / scale)
     return to_image(cx), to_image(cy), r / scale, polarity, stop
+
+
+def _without_black_frame(img, ratio, blur_px):
+    """``img`` with each black band along a side (rows or columns from the border with
+    under 10 % of their pixels at ``ratio`` times the image's median or above, ending
+    in a step) and ``blur_px`` beyond it (its blurred edge) filled with the first row
+    (column) past them: the band leaves no edge. ``img`` itself when no side starts
+    black. A fiber or dark defect at the border leaves its row brighter than that."""
+    level = ratio * float(np.median(img[::4, ::4]))
+    sides = (img[0], img[-1], img[:, 0], img[:, -1])
+    if all(np.count_nonzero(v >= level) >= 0.1 * v.size for v in sides):
+        return img  # (the common case, cheaply)
+    out = img.copy()
+    lit = img >= level
+    for axis, view in ((1, out), (0, out.T)):
+        black = np.count_nonzero(lit, axis=axis) < 0.1 * img.shape[axis]
+        n = len(black)
+        if black.all():
+            return img
+        top = int(np.argmin(black))
+        bottom = int(np.argmin(black[::-1]))
+        # a band ends in a step: lit at twice the level blur_px past its last black row
+        # (vignetting fades out slowly)
+        if top and top + blur_px < n and np.median(view[top + blur_px]) >= 2 * level:
+            view[: top + blur_px] = view[top + blur_px]
+        end = n - bottom - blur_px - 1
+        if bottom and end >= 0 and np.median(view[end]) >= 2 * level:
+            view[end + 1:] = view[end]
+    return out
 
 
 def _fiber_within(disc, edges, radii, core_ratios, params):

@@ -1174,7 +1174,7 @@ def _half_width(r, rel, params):
     return int(math.ceil(max(params["search_min_px"], rel * r)))
 
 
-def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False):
+def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False, cladding=True):
     """Sub-pixel edge points around an ellipse guess and their robust fit.
 
     Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
@@ -1183,7 +1183,8 @@ def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False):
     inlier fraction (of all rays); None when too few edge points remain or the
     fit is more elliptical than ``max_ellipticity``. ``two_edges``: a fit below
     ``min_confidence`` may be one of two concentric edges (:func:`_one_of_two_edges`).
-    ``circle``: a circle is fitted instead of an ellipse.
+    ``circle``: a circle is fitted instead of an ellipse; ``cladding``: an oblique
+    ellipse (:func:`_oblique`) is refitted as a circle (a core may be one).
     """
     r = math.sqrt(shape[2] * shape[3])
     n_rays = _n_rays(r, 90, params)
@@ -1193,6 +1194,8 @@ def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False):
     pts, rad, spread = found
     tol = max(params["inlier_px"], params["inlier_rel"] * r)
     fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"], circle)
+    if fitted is not None and cladding and not circle and _oblique(fitted, params):
+        fitted, inl = _robust_ellipse(pts, rad, tol, params["fit_iterations"], True)
     if fitted is None:
         return None
     if _ellipticity(fitted) > params["max_ellipticity"]:
@@ -1202,6 +1205,16 @@ def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False):
     if two_edges and _confidence(fit, params) < params["min_confidence"]:
         fit = _one_of_two_edges(pts, spread, fitted, inl, tol, n_rays, params) or fit
     return fit
+
+
+def _oblique(shape, params):
+    """Whether the ellipse ``shape`` is more elliptical than ``oblique_max_ellipticity``
+    with its axes more than ``oblique_axis_tol_deg`` off the pixel axes: no fiber looks
+    so (a cladding's non-circularity and an angled polish seen head-on stay under 2 %;
+    non-square pixels stretch along a pixel axis), the points of a crossing scratch,
+    dirt or a halo pulled it."""
+    off = abs((math.degrees(shape[4]) + 45.0) % 90.0 - 45.0)
+    return _ellipticity(shape) > params["oblique_max_ellipticity"] and off > params["oblique_axis_tol_deg"]
 
 
 def _ellipticity(shape):
@@ -1366,14 +1379,14 @@ def _split_concentric(pts, res, shape, tol, reach, params):
     return [near & ~outer, near & outer]
 
 
-def _settled_fit(smooth, shape, sign, half, params, circle=False):
-    """``_fit_edge`` (of a ``circle``) repeated around its previous fit (from ``shape``)
-    until the center and the equal-area radius move less than 0.5 px, at most
-    ``search_passes`` times: a guess off the edge leaves part of it outside the search
-    window. The last fit, or None when the first one fails."""
+def _settled_fit(smooth, shape, sign, half, params, circle=False, cladding=True):
+    """``_fit_edge`` (of a ``circle``, of the ``cladding``) repeated around its previous
+    fit (from ``shape``) until the center and the equal-area radius move less than
+    0.5 px, at most ``search_passes`` times: a guess off the edge leaves part of it
+    outside the search window. The last fit, or None when the first one fails."""
     fit = None
     for _ in range(params["search_passes"]):
-        again = _fit_edge(smooth, shape, sign, half, params, circle=circle)
+        again = _fit_edge(smooth, shape, sign, half, params, circle=circle, cladding=cladding)
         if again is None:
             break
         x, y, a, b = shape[:4]
@@ -2218,11 +2231,12 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
         # step (core_circle_max_gradient: a particle's sharp edge points are precise, and
         # an elongated fit through them is no core), and the looser model must fit as
         # coherently as a cladding edge (min_confidence)
-        first = _fit_edge(smooth, guess, key[1], half, params)
+        first = _fit_edge(smooth, guess, key[1], half, params, cladding=False)
         circle = first is None and strength <= params["core_circle_max_gradient"]
         if circle:
             first = _fit_edge(smooth, guess, key[1], half, params, circle=True)
-        fit = first and (_settled_fit(smooth, first["shape"], key[1], half, params, circle) or first)
+        fit = first and (_settled_fit(smooth, first["shape"], key[1], half, params, circle, cladding=False)
+                         or first)
         fits[key] = fit, circle
     fit, circle = fits[key]
     if circle:

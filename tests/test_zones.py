@@ -975,6 +975,18 @@ def test_fiber_inside_a_black_frame_is_found(inside, frame):
     assert abs(geo["cladding_radius_px"] - 110.0) < 0.1
 
 
+def test_only_a_black_band_ending_in_a_step_is_filled_for_the_coarse_finder():
+    img = np.full((96, 128), 0.6, np.float32)
+    img[:, :6] = 0.01  # a field stop's band, a sharp step
+    img[:, 6] = 0.3
+    out = zones._without_black_frame(img, PARAMS["stop_dark_ratio"], 2)
+    assert np.allclose(out[:, :9], 0.6) and np.array_equal(out[:, 9:], img[:, 9:])
+    # vignetting that fades to black over tens of pixels is no band
+    x = np.arange(128, dtype=np.float32)
+    faded = np.tile(np.clip(0.01 + 0.6 * (x / 40.0) ** 2, 0, 0.6), (96, 1))
+    assert np.array_equal(zones._without_black_frame(faded, PARAMS["stop_dark_ratio"], 2), faded)
+
+
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("side", ["left", "bottom"])
 def test_a_thin_black_strip_along_a_side_is_outside(width, side):

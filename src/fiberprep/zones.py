@@ -734,8 +734,9 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     vignetting. A black band along the frame (a straight field stop, a grabber's
     blanking) is filled first (``_without_black_frame``): its long, strong edges
     would take the ``edge_fraction`` of edge pixels from a fainter fiber edge. The
-    radius is read from the sector coverage of radially aligned edge pixels around the best center: among the concentric edges (core,
-    cladding, fringes) the outermost strong one is the cladding.
+    radius is read from the sector coverage of radially aligned edge pixels around
+    the best center: among the concentric edges (core, cladding, fringes) the
+    outermost strong one is the cladding.
 
     A bright disc with black around it (``_black_outside``) may be the scope's
     circular field stop with the fiber inside it (``_fiber_within``); when the fiber

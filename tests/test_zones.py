@@ -34,12 +34,18 @@ def disc_image(
     seed=0,
     bevel_px=0.0,
     blur=0.8,
+    stretch_deg=None,
 ):
-    """Antialiased disc (optionally stretched along y) with blur and noise; a dark
-    bevel line ``bevel_px`` wide (60 % darker than the disc) just inside its edge."""
+    """Antialiased disc (optionally stretched along y, or along the direction
+    ``stretch_deg``) with blur and noise; a dark bevel line ``bevel_px`` wide (60 %
+    darker than the disc) just inside its edge."""
     h, w = shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    d = np.hypot(xx - center[0], (yy - center[1]) / stretch_y) - radius
+    dx, dy = xx - center[0], yy - center[1]
+    if stretch_deg is not None:  # rotate so that the stretch runs along y
+        t = math.radians(stretch_deg)
+        dx, dy = dy * math.cos(t) - dx * math.sin(t), dx * math.cos(t) + dy * math.sin(t)
+    d = np.hypot(dx, dy / stretch_y) - radius
     if bevel_px:
         inside = inside * (1 - 0.6 * np.clip(d + bevel_px + 0.5, 0, 1))
     img = outside + (inside - outside) * np.clip(0.5 - d, 0, 1)
@@ -81,19 +87,10 @@ def test_non_square_pixels_give_an_ellipse():
     assert geo["cladding_radius_px"] == pytest.approx(95.0 * math.sqrt(1.09), rel=0.01)
 
 
-def _ellipse_image(ellipticity, angle_deg, center=(320.3, 240.7), r=120.0):
-    """A dark disc whose edge is an ellipse of equal-area radius ``r`` (major axis at
-    ``angle_deg``), blurred, with noise."""
-    h, w = 480, 640
-    yy, xx = np.mgrid[:h, :w].astype(np.float32)
-    t = math.radians(angle_deg)
-    a = r / math.sqrt(1 - ellipticity)
-    b = a * (1 - ellipticity)
-    u = (xx - center[0]) * math.cos(t) + (yy - center[1]) * math.sin(t)
-    v = (yy - center[1]) * math.cos(t) - (xx - center[0]) * math.sin(t)
-    d = (np.hypot(u / a, v / b) - 1) * r
-    img = cv2.GaussianBlur((0.7 - 0.4 * np.clip(0.5 - d, 0, 1)).astype(np.float32), (0, 0), 0.8)
-    return img + np.random.default_rng(0).normal(0, 0.01, img.shape).astype(np.float32)
+def _ellipse_image(ellipticity, angle_deg):
+    """A dark disc whose edge is an ellipse of ``ellipticity``, major axis at ``angle_deg``."""
+    return disc_image(center=(320.3, 240.7), radius=120.0, stretch_y=1 / (1 - ellipticity),
+                      stretch_deg=angle_deg)
 
 
 def test_oblique_ellipse_is_no_fiber_edge():

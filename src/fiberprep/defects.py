@@ -1526,7 +1526,7 @@ def _recut_lines(labels, line, z, line_reach, params):
     level = np.maximum(params["mask_level"] * peak, params["grow_sigma"])
     keep |= cut & ((np.abs(zb) >= level) | medial)
     keep |= on_b & _gaps(keep)
-    keep |= on_b & _fill_holes(np.pad(keep, 1).astype(np.uint8))[1:-1, 1:-1]
+    keep |= on_b & _fill_holes(keep)
     n = int(labels.max()) + 1
     weak = np.bincount(lab[keep], minlength=n) < 0.5 * np.bincount(lab[on_b], minlength=n)
     out = labels.copy()
@@ -3071,7 +3071,7 @@ def _fill_enclosed(labels, source, valid):
     darker rim, a particle as its dark outline, covers what the outline encloses."""
     box = _mask_box(labels > 0, 1)
     lab = labels[box]
-    holes = _fill_holes(np.pad(lab > 0, 1).view(np.uint8))[1:-1, 1:-1] & (lab == 0)
+    holes = _fill_holes(lab > 0) & (lab == 0)
     if not holes.any():
         return labels
     n, comp, stats, _ = cv2.connectedComponentsWithStats(holes.view(np.uint8), connectivity=4)
@@ -3267,10 +3267,11 @@ def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean
 
 
 def _fill_holes(mask):
-    """``mask`` (uint8, background touching its border) with its holes filled."""
-    outside = mask.copy()
+    """``mask`` (bool or uint8) with its holes filled: the background that no path
+    connects to the image border."""
+    outside = np.pad(mask, 1).astype(np.uint8)
     cv2.floodFill(outside, None, (0, 0), 1)
-    return (mask > 0) | (outside == 0)
+    return (mask > 0) | (outside[1:-1, 1:-1] == 0)
 
 
 def _feret_max(mask):

@@ -224,6 +224,42 @@ def test_sharp_oval_particle_at_the_center_is_no_core(seed):
     assert not geo["core_visible"]
 
 
+def _glass_shaded(shade, seed):
+    """A 640 x 480 dark disc (0.3 on 0.7, radius 100 px) whose glass light is multiplied
+    by ``shade(rho)`` (rho: px from its center), blurred 1.2 px, noise 0.01."""
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    rho = np.hypot(xx - 330.3, yy - 250.7)
+    img = 0.7 - 0.4 * np.clip(100.5 - rho, 0, 1)
+    img *= np.where(rho < 100.5, shade(rho), 1.0)
+    img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.2)
+    img += np.random.default_rng(seed).normal(0, 0.01, img.shape).astype(np.float32)
+    return np.clip(img, 0, 1)
+
+
+@pytest.mark.parametrize("name,rise,seed", [("mm_62_5", 0.06, 0), ("mm_62_5", -0.06, 0), ("mm_50", 0.06, 1),
+                                            ("mm_50", -0.06, 1)])
+def test_graded_index_dome_without_a_step_is_the_core(name, rise, seed):
+    # a graded-index core's reflectance falls (or rises) parabolically to its edge and
+    # stops there, 6 % from the axis: no step, a kink. The step search found none (the
+    # fiber was typed single-mode by default); the kink names the type and sizes it
+    r_core = 100.0 * TYPES[name]["core_um"] / TYPES[name]["cladding_um"]
+    img = _glass_shaded(lambda rho: 1 + rise * np.clip(1 - (rho / r_core) ** 2, 0, None), seed)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert (geo["fiber_type"], geo["core_visible"]) == (name, True)
+    assert geo["core_radius_px"] == pytest.approx(r_core, rel=0.05)
+
+
+@pytest.mark.parametrize("shade", [
+    lambda rho: 1 + 0.1 * np.exp(-0.5 * (rho / 45.0) ** 2),  # a broad hot spot
+    lambda rho: 1 - 0.15 * np.exp(-0.5 * (rho / 60.0) ** 2),  # a broad shadow
+    # flat, then brighter toward the edge: a kink with its slope outside (the mirror image)
+    lambda rho: 1 + 0.1 * np.clip((rho**2 - 65.0**2) / (100.0**2 - 65.0**2), 0, None),
+])
+def test_shading_without_a_kink_is_no_core(shade):
+    geo = zones.measure_geometry(_glass_shaded(shade, 0), AUTO, PARAMS)
+    assert not geo["core_visible"] and geo["fiber_type"] == "sm_pc"
+
+
 def test_auto_fiber_type_without_a_visible_core_is_the_first_candidate():
     rng = np.random.default_rng(31)
     spec = synth.random_spec(rng, TYPES, sizes=[(800, 600)], p_clean=1.0, fiber_type_names=["mm_50"],

@@ -274,12 +274,26 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
     The type is the candidate nearest that core (in units of its tolerance);
     ``"ambiguous"`` when another candidate fits it too and is less than twice as
     far. Without a core the first candidate is kept with its nominal core
-    (``"default"``); a single candidate is ``"config"``.
+    (``"default"``); a single candidate is ``"config"``. Where no step of any
+    candidate's size shows, a kink where a dome or bowl of the glass level ends
+    (:func:`_core_kink`: a graded-index core) is the core when it fits a candidate.
     """
     distinct = {}
     for name, t in types.items():
         distinct.setdefault((float(t["core_um"]), float(t["cladding_um"])), name)
     fits, expected, cores = {}, {}, []
+
+    def matches(core):
+        """(deviation in units of the tolerance, name) of the candidates it fits, best first."""
+        tol, edge_um = params["type_core_tolerance"], params["type_core_edge_um"]
+        dev = {n: abs(core["r"] - r) / (tol * r + edge_um / u) for n, (r, u) in expected.items()}
+        return sorted((d, n) for n, d in dev.items() if d <= 1.0)
+
+    def kink():
+        """The core where a dome or bowl of the glass ends, when it fits a candidate."""
+        core = _core_kink(smooth, clad, params)
+        return [core] if core is not None and matches(core) else []
+
     for (core_um, clad_um), name in distinct.items():
         upp = upp_given or 0.5 * clad_um / clad["r"]
         expected[name] = (0.5 * core_um / upp, upp)
@@ -288,17 +302,11 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
         if core["visible"] and offset_um > params["type_core_offset_um"]:
             core = {"cx": clad["cx"], "cy": clad["cy"], "r": expected[name][0], "visible": False}
         if len(distinct) == 1:
-            return name, core, upp, "config"
+            return name, core if core["visible"] else (kink() or [core])[0], upp, "config"
         if core["visible"] and all(abs(c["r"] - core["r"]) > 0.5 for c in cores):
             cores.append(core)
 
-    def matches(core):
-        """(deviation in units of the tolerance, name) of the candidates it fits, best first."""
-        tol, edge_um = params["type_core_tolerance"], params["type_core_edge_um"]
-        dev = {n: abs(core["r"] - r) / (tol * r + edge_um / u) for n, (r, u) in expected.items()}
-        return sorted((d, n) for n, d in dev.items() if d <= 1.0)
-
-    cores = [c for c in cores if matches(c)]
+    cores = [c for c in cores if matches(c)] or kink()
     if not cores:
         name = next(iter(distinct.values()))
         r, upp = expected[name]
@@ -2252,6 +2260,69 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
         return nominal
     return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True, "strength": strength,
             "confidence": _confidence(fit, params)}
+
+
+def _core_kink(smooth, clad, params):
+    """A core seen where a rise or fall of the glass level ends, centred on the
+    cladding: a core dict (as :func:`_measure_core`'s) or None.
+
+    A graded-index core reflects more or less light toward its axis: a dome or bowl
+    that ends at the core's edge in a kink, with little or no step. Its gradient peaks
+    there only as the slope's end, so :func:`_core_step` puts it well inside or
+    misses it. The angular median of the glass's radial profile (``core_kink_range_rel``
+    of the cladding radius, widened by 0.05 either side) is fitted at each radius R
+    (0.25 px apart) within that range by a smooth field ``a + b rho^2`` plus a step at
+    R and a hinge ``c (R^2 - rho^2)`` inside it. The best R is a core's edge when the
+    hinge carries more of the change than the step, rises or falls by at least
+    ``core_kink_min_rise`` of the glass level, the fit explains at least
+    ``core_kink_min_explained`` of what the smooth field leaves, its residual is at
+    most ``core_kink_max_smooth`` of an even polynomial's (degree 6: a broad shading of
+    the light bends too, but has no kink), and the level bends outside R at most
+    ``core_kink_max_outer_bend`` as much as inside (flat glass ending in a bright rim or
+    a dark bevel near the edge is the mirror image: a kink with the slope outside).
+    """
+    r_clad = clad["r"]
+    lo, hi = (f * r_clad for f in params["core_kink_range_rel"])
+    radii = np.arange(lo - 0.05 * r_clad, hi + 0.05 * r_clad + 1.0)
+    phi, cos, sin = _ray_angles(_n_rays(radii[0], 64, params))
+    rr = (radii / r_clad)[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
+    mx = (clad["cx"] + rr * cos[None, :]).astype(np.float32)
+    my = (clad["cy"] + rr * sin[None, :]).astype(np.float32)
+    level = median(cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), axis=1)
+    rho = radii / r_clad
+    q = np.linalg.qr(np.column_stack([np.ones_like(rho), rho**2]))[0]  # the smooth field
+    v = level - q @ (q.T @ level)
+    big_r = np.arange(lo, hi + 0.01, 0.25)[:, None] / r_clad
+    step = (rho[None, :] < big_r).astype(np.float64)
+    hinge = np.clip(big_r**2 - rho[None, :] ** 2, 0.0, None)
+    step -= (step @ q) @ q.T  # what the smooth field leaves of each
+    hinge -= (hinge @ q) @ q.T
+    ss, sh, hh = (step * step).sum(1), (step * hinge).sum(1), (hinge * hinge).sum(1)
+    sv, hv = step @ v, hinge @ v
+    det = np.maximum(ss * hh - sh * sh, 1e-300)
+    a_step, a_hinge = (hh * sv - sh * hv) / det, (ss * hv - sh * sv) / det
+    rss = float(v @ v) - (a_step * sv + a_hinge * hv)
+    k = int(np.argmin(rss))
+    r_core = float(big_r[k, 0])
+    # the level's curvature outside the core (the smooth field's) and inside it
+    parts = np.column_stack([rho < r_core, np.clip(r_core**2 - rho**2, 0.0, None)]) @ [a_step[k], a_hinge[k]]
+    bend_out = float(q[:, 1] @ (level - parts)) / float(q[:, 1] @ rho**2)
+    bend_in = bend_out - a_hinge[k]
+    glass = max(abs(float(median(level))), 1e-6)
+    rise = abs(a_hinge[k]) * r_core**2
+    poly = np.column_stack([np.ones_like(rho), rho**2, rho**4, rho**6])
+    rss_poly = float(((level - poly @ np.linalg.lstsq(poly, level, rcond=None)[0]) ** 2).sum())
+    explained = 1.0 - rss[k] / max(float(v @ v), 1e-300)
+    if (
+        rise <= abs(a_step[k])
+        or rise < params["core_kink_min_rise"] * glass
+        or explained < params["core_kink_min_explained"]
+        or rss[k] > params["core_kink_max_smooth"] * rss_poly
+        or abs(bend_out) > params["core_kink_max_outer_bend"] * abs(bend_in)
+    ):
+        return None
+    return {"cx": clad["cx"], "cy": clad["cy"], "r": r_core * r_clad, "visible": True,
+            "strength": 2.0 * rise / r_core / r_clad / glass, "confidence": explained}
 
 
 def _core_step(prof, h, radii, lo, hi, params):

@@ -39,6 +39,8 @@ import math
 import cv2
 import numpy as np
 
+from scipy.special import ndtr
+
 from fiberprep.io import ImageRejected
 from fiberprep.stats import lookup, median
 
@@ -216,7 +218,8 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
 
     name, core, upp, type_source = _match_fiber_type(smooth, clad, types, upp_given, params)
     core_um, clad_um = float(types[name]["core_um"]), float(types[name]["cladding_um"])
-    if type_source == "core" and core_um >= params["core_ratio_min_um"]:
+    # (a kink's radius is not precise enough to move the edge by: core_ratio_tolerance)
+    if type_source == "core" and core_um >= params["core_ratio_min_um"] and not core.get("kink"):
         moved = _core_ratio_edge(smooth, clad, core["r"] * clad_um / core_um, polarity, params)
         if moved is not clad:
             clad, upp = moved, upp_given or 0.5 * clad_um / moved["r"]
@@ -274,9 +277,10 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
     The type is the candidate nearest that core (in units of its tolerance);
     ``"ambiguous"`` when another candidate fits it too and is less than twice as
     far. Without a core the first candidate is kept with its nominal core
-    (``"default"``); a single candidate is ``"config"``. Where no step of any
-    candidate's size shows, a kink where a dome or bowl of the glass level ends
-    (:func:`_core_kink`: a graded-index core) is the core when it fits a candidate.
+    (``"default"``); a single candidate is ``"config"``. A kink where a dome or bowl
+    of the glass level ends (:func:`_core_kink`: a graded-index core, whose steps the
+    search finds well inside its edge or not at all) is the core, before any step,
+    when it fits a candidate.
     """
     distinct = {}
     for name, t in types.items():
@@ -302,11 +306,11 @@ def _match_fiber_type(smooth, clad, types, upp_given, params):
         if core["visible"] and offset_um > params["type_core_offset_um"]:
             core = {"cx": clad["cx"], "cy": clad["cy"], "r": expected[name][0], "visible": False}
         if len(distinct) == 1:
-            return name, core if core["visible"] else (kink() or [core])[0], upp, "config"
+            return name, (kink() or [core])[0], upp, "config"
         if core["visible"] and all(abs(c["r"] - core["r"]) > 0.5 for c in cores):
             cores.append(core)
 
-    cores = [c for c in cores if matches(c)] or kink()
+    cores = kink() or [c for c in cores if matches(c)]
     if not cores:
         name = next(iter(distinct.values()))
         r, upp = expected[name]
@@ -2264,17 +2268,19 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
 
 def _core_kink(smooth, clad, params):
     """A core seen where a rise or fall of the glass level ends, centred on the
-    cladding: a core dict (as :func:`_measure_core`'s) or None.
+    cladding: a core dict (as :func:`_measure_core`'s, with ``kink`` True) or None.
 
     A graded-index core reflects more or less light toward its axis: a dome or bowl
     that ends at the core's edge in a kink, with little or no step. Its gradient peaks
     there only as the slope's end, so :func:`_core_step` puts it well inside or
     misses it. The angular median of the glass's radial profile (``core_kink_range_rel``
     of the cladding radius, widened by 0.05 either side) is fitted at each radius R
-    (0.25 px apart) within that range by a smooth field ``a + b rho^2`` plus a step at
-    R and a hinge ``c (R^2 - rho^2)`` inside it. The best R is a core's edge when the
-    hinge carries more of the change than the step, rises or falls by at least
-    ``core_kink_min_rise`` of the glass level, the fit explains at least
+    within that range (1 px apart, then 0.25 px around the best) by a smooth field
+    ``a + b rho^2`` plus a step at R, blurred by each of ``core_kink_step_blur_px`` (a
+    step-index core's soft edge is a blurred step, whose outer half a sharp step would
+    leave to the hinge), and a hinge ``c (R^2 - rho^2)`` inside it. The best fit is a
+    core's edge when the hinge carries more of the change than the step, rises or falls
+    by at least ``core_kink_min_rise`` of the glass level, the fit explains at least
     ``core_kink_min_explained`` of what the smooth field leaves, its residual is at
     most ``core_kink_max_smooth`` of an even polynomial's (degree 6: a broad shading of
     the light bends too, but has no kink), and the level bends outside R at most
@@ -2292,37 +2298,58 @@ def _core_kink(smooth, clad, params):
     rho = radii / r_clad
     q = np.linalg.qr(np.column_stack([np.ones_like(rho), rho**2]))[0]  # the smooth field
     v = level - q @ (q.T @ level)
-    big_r = np.arange(lo, hi + 0.01, 0.25)[:, None] / r_clad
-    step = (rho[None, :] < big_r).astype(np.float64)
-    hinge = np.clip(big_r**2 - rho[None, :] ** 2, 0.0, None)
+    best = None
+    for blur in params["core_kink_step_blur_px"]:
+        big_r = np.arange(lo, hi + 0.01, 1.0)
+        for _ in range(2):  # 1 px apart, then 0.25 px around the best
+            rss, a_step, a_hinge = _kink_fits(rho, v, q, big_r / r_clad, blur / r_clad)
+            k = int(np.argmin(rss))
+            fit = (rss[k], a_step[k], a_hinge[k], big_r[k] / r_clad, blur / r_clad)
+            big_r = big_r[k] + np.arange(-1.0, 1.01, 0.25)
+        best = fit if best is None or fit[0] < best[0] else best
+    rss, a_step, a_hinge, r_core, blur = best
+    step, hinge = (p[0] for p in _kink_parts(rho, np.array([r_core]), blur))
+    # the level's curvature outside the core (the smooth field's) and inside it
+    bend_out = float(q[:, 1] @ (level - a_step * step - a_hinge * hinge)) / float(q[:, 1] @ rho**2)
+    bend_in = bend_out - a_hinge
+    glass = max(abs(float(median(level))), 1e-6)
+    rise = abs(a_hinge) * r_core**2
+    poly = np.column_stack([np.ones_like(rho), rho**2, rho**4, rho**6])
+    rss_poly = float(((level - poly @ np.linalg.lstsq(poly, level, rcond=None)[0]) ** 2).sum())
+    explained = 1.0 - rss / max(float(v @ v), 1e-300)
+    if (
+        rise <= abs(a_step)
+        or rise < params["core_kink_min_rise"] * glass
+        or explained < params["core_kink_min_explained"]
+        or rss > params["core_kink_max_smooth"] * rss_poly
+        or abs(bend_out) > params["core_kink_max_outer_bend"] * abs(bend_in)
+    ):
+        return None
+    return {"cx": clad["cx"], "cy": clad["cy"], "r": r_core * r_clad, "visible": True, "kink": True,
+            "strength": 2.0 * rise / r_core / r_clad / glass, "confidence": explained}
+
+
+def _kink_parts(rho, big_r, blur):
+    """A step down at each radius of ``big_r`` blurred by ``blur`` (Gaussian; 0: sharp)
+    and a hinge ``(R^2 - rho^2)`` inside it, sampled at ``rho`` (all in cladding radii):
+    two arrays of shape (len(big_r), len(rho))."""
+    d = big_r[:, None] - rho[None, :]
+    step = (d > 0).astype(np.float64) if blur <= 0 else ndtr(d / blur)
+    return step, np.clip(big_r[:, None] ** 2 - rho[None, :] ** 2, 0.0, None)
+
+
+def _kink_fits(rho, v, q, big_r, blur):
+    """Least-squares step and hinge (:func:`_kink_parts`) at each radius of ``big_r``
+    fitted to ``v``, the profile less its smooth field (``q``: the field's orthonormal
+    basis): residual sums of squares and both amplitudes, arrays over ``big_r``."""
+    step, hinge = _kink_parts(rho, big_r, blur)
     step -= (step @ q) @ q.T  # what the smooth field leaves of each
     hinge -= (hinge @ q) @ q.T
     ss, sh, hh = (step * step).sum(1), (step * hinge).sum(1), (hinge * hinge).sum(1)
     sv, hv = step @ v, hinge @ v
     det = np.maximum(ss * hh - sh * sh, 1e-300)
     a_step, a_hinge = (hh * sv - sh * hv) / det, (ss * hv - sh * sv) / det
-    rss = float(v @ v) - (a_step * sv + a_hinge * hv)
-    k = int(np.argmin(rss))
-    r_core = float(big_r[k, 0])
-    # the level's curvature outside the core (the smooth field's) and inside it
-    parts = np.column_stack([rho < r_core, np.clip(r_core**2 - rho**2, 0.0, None)]) @ [a_step[k], a_hinge[k]]
-    bend_out = float(q[:, 1] @ (level - parts)) / float(q[:, 1] @ rho**2)
-    bend_in = bend_out - a_hinge[k]
-    glass = max(abs(float(median(level))), 1e-6)
-    rise = abs(a_hinge[k]) * r_core**2
-    poly = np.column_stack([np.ones_like(rho), rho**2, rho**4, rho**6])
-    rss_poly = float(((level - poly @ np.linalg.lstsq(poly, level, rcond=None)[0]) ** 2).sum())
-    explained = 1.0 - rss[k] / max(float(v @ v), 1e-300)
-    if (
-        rise <= abs(a_step[k])
-        or rise < params["core_kink_min_rise"] * glass
-        or explained < params["core_kink_min_explained"]
-        or rss[k] > params["core_kink_max_smooth"] * rss_poly
-        or abs(bend_out) > params["core_kink_max_outer_bend"] * abs(bend_in)
-    ):
-        return None
-    return {"cx": clad["cx"], "cy": clad["cy"], "r": r_core * r_clad, "visible": True,
-            "strength": 2.0 * rise / r_core / r_clad / glass, "confidence": explained}
+    return float(v @ v) - (a_step * sv + a_hinge * hv), a_step, a_hinge
 
 
 def _core_step(prof, h, radii, lo, hi, params):

@@ -2275,7 +2275,8 @@ def _core_kink(smooth, clad, params):
     there only as the slope's end, so :func:`_core_step` puts it well inside or
     misses it. The angular median of the glass's radial profile (``core_kink_range_rel``
     of the cladding radius, widened by 0.05 either side) is fitted at each radius R
-    within that range (1 px apart, then 0.25 px around the best) by a smooth field
+    within that range (at most 192 samples; at each, then a quarter sample around the
+    best) by a smooth field
     ``a + b rho^2`` plus a step at R, blurred by each of ``core_kink_step_blur_px`` (a
     step-index core's soft edge is a blurred step, whose outer half a sharp step would
     leave to the hinge), and a hinge ``c (R^2 - rho^2)`` inside it. The best fit is a
@@ -2289,7 +2290,9 @@ def _core_kink(smooth, clad, params):
     """
     r_clad = clad["r"]
     lo, hi = (f * r_clad for f in params["core_kink_range_rel"])
-    radii = np.arange(lo - 0.05 * r_clad, hi + 0.05 * r_clad + 1.0)
+    span = hi - lo + 0.1 * r_clad
+    radii = np.linspace(lo - 0.05 * r_clad, hi + 0.05 * r_clad, min(int(span) + 1, 192))
+    spacing = radii[1] - radii[0]  # px: 1, or finer than 1.5 % of the cladding radius
     phi, cos, sin = _ray_angles(_n_rays(radii[0], 64, params))
     rr = (radii / r_clad)[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
     mx = (clad["cx"] + rr * cos[None, :]).astype(np.float32)
@@ -2298,17 +2301,16 @@ def _core_kink(smooth, clad, params):
     rho = radii / r_clad
     q = np.linalg.qr(np.column_stack([np.ones_like(rho), rho**2]))[0]  # the smooth field
     v = level - q @ (q.T @ level)
-    best = None
-    for blur in params["core_kink_step_blur_px"]:
-        big_r = np.arange(lo, hi + 0.01, 1.0)
-        for _ in range(2):  # 1 px apart, then 0.25 px around the best
-            rss, a_step, a_hinge = _kink_fits(rho, v, q, big_r / r_clad, blur / r_clad)
-            k = int(np.argmin(rss))
-            fit = (rss[k], a_step[k], a_hinge[k], big_r[k] / r_clad, blur / r_clad)
-            big_r = big_r[k] + np.arange(-1.0, 1.01, 0.25)
-        best = fit if best is None or fit[0] < best[0] else best
-    rss, a_step, a_hinge, r_core, blur = best
-    step, hinge = (p[0] for p in _kink_parts(rho, np.array([r_core]), blur))
+    # each blur at every sample's radius, then a quarter sample around each blur's best
+    blurs = np.asarray(params["core_kink_step_blur_px"], np.float64)
+    grid, offsets = np.arange(lo, hi + 1e-9, spacing), np.arange(-1.0, 1.01, 0.25) * spacing
+    rss = _kink_fits(rho, v, q, np.tile(grid, len(blurs)) / r_clad, np.repeat(blurs, len(grid)) / r_clad)[0]
+    big_r = (grid[np.argmin(rss.reshape(len(blurs), -1), axis=1)][:, None] + offsets[None, :]).ravel()
+    blur = np.repeat(blurs, len(offsets))
+    rss, a_step, a_hinge = _kink_fits(rho, v, q, big_r / r_clad, blur / r_clad)
+    k = int(np.argmin(rss))
+    rss, a_step, a_hinge, r_core, blur = rss[k], a_step[k], a_hinge[k], big_r[k] / r_clad, blur[k] / r_clad
+    step, hinge = (p[0] for p in _kink_parts(rho, np.array([r_core]), np.array([blur])))
     # the level's curvature outside the core (the smooth field's) and inside it
     bend_out = float(q[:, 1] @ (level - a_step * step - a_hinge * hinge)) / float(q[:, 1] @ rho**2)
     bend_in = bend_out - a_hinge
@@ -2330,18 +2332,20 @@ def _core_kink(smooth, clad, params):
 
 
 def _kink_parts(rho, big_r, blur):
-    """A step down at each radius of ``big_r`` blurred by ``blur`` (Gaussian; 0: sharp)
-    and a hinge ``(R^2 - rho^2)`` inside it, sampled at ``rho`` (all in cladding radii):
-    two arrays of shape (len(big_r), len(rho))."""
+    """A step down at each radius of ``big_r`` blurred by the matching ``blur`` (a
+    Gaussian's sigma; 0: sharp) and a hinge ``(R^2 - rho^2)`` inside it, sampled at
+    ``rho`` (all in cladding radii): two arrays of shape (len(big_r), len(rho))."""
     d = big_r[:, None] - rho[None, :]
-    step = (d > 0).astype(np.float64) if blur <= 0 else ndtr(d / blur)
+    sharp = blur[:, None] <= 0
+    step = np.where(sharp, d > 0, ndtr(d / np.where(sharp, 1.0, blur[:, None])))
     return step, np.clip(big_r[:, None] ** 2 - rho[None, :] ** 2, 0.0, None)
 
 
 def _kink_fits(rho, v, q, big_r, blur):
     """Least-squares step and hinge (:func:`_kink_parts`) at each radius of ``big_r``
-    fitted to ``v``, the profile less its smooth field (``q``: the field's orthonormal
-    basis): residual sums of squares and both amplitudes, arrays over ``big_r``."""
+    (with its ``blur``) fitted to ``v``, the profile less its smooth field (``q``: the
+    field's orthonormal basis): residual sums of squares and both amplitudes, arrays
+    over ``big_r``."""
     step, hinge = _kink_parts(rho, big_r, blur)
     step -= (step @ q) @ q.T  # what the smooth field leaves of each
     hinge -= (hinge @ q) @ q.T

@@ -38,7 +38,6 @@ import math
 
 import cv2
 import numpy as np
-
 from scipy.special import ndtr
 
 from fiberprep.io import ImageRejected
@@ -2274,12 +2273,12 @@ def _core_kink(smooth, clad, params):
     that ends at the core's edge in a kink, with little or no step. Its gradient peaks
     there only as the slope's end, so :func:`_core_step` puts it well inside or
     misses it. The angular median of the glass's radial profile (``core_kink_range_rel``
-    of the cladding radius, widened by 0.05 either side) is fitted at each radius R
-    within that range (at most 192 samples; at each, then a quarter sample around the
-    best) by a smooth field
-    ``a + b rho^2`` plus a step at R, blurred by each of ``core_kink_step_blur_px`` (a
-    step-index core's soft edge is a blurred step, whose outer half a sharp step would
-    leave to the hinge), and a hinge ``c (R^2 - rho^2)`` inside it. The best fit is a
+    of the cladding radius, widened by 0.05 either side; at most 192 samples) is fitted
+    at each radius R within that range (at each sample, then a quarter sample around
+    the best) by a smooth field ``a + b rho^2`` plus a step at R, blurred by each of
+    ``core_kink_step_blur_px`` (a step-index core's soft edge is a blurred step, whose
+    outer half a sharp step would leave to the hinge), and a hinge ``c (R^2 - rho^2)``
+    inside it. The best fit is a
     core's edge when the hinge carries more of the change than the step, rises or falls
     by at least ``core_kink_min_rise`` of the glass level, the fit explains at least
     ``core_kink_min_explained`` of what the smooth field leaves, its residual is at

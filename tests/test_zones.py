@@ -224,13 +224,14 @@ def test_sharp_oval_particle_at_the_center_is_no_core(seed):
     assert not geo["core_visible"]
 
 
-def _glass_shaded(shade, seed):
+def _glass_shaded(shade, seed, off=0.0):
     """A 640 x 480 dark disc (0.3 on 0.7, radius 100 px) whose glass light is multiplied
-    by ``shade(rho)`` (rho: px from its center), blurred 1.2 px, noise 0.01."""
+    by ``shade(rho)`` (rho: px from the point ``off`` px right of its center), blurred
+    1.2 px, noise 0.01."""
     yy, xx = np.mgrid[:480, :640].astype(np.float32)
     rho = np.hypot(xx - 330.3, yy - 250.7)
     img = 0.7 - 0.4 * np.clip(100.5 - rho, 0, 1)
-    img *= np.where(rho < 100.5, shade(rho), 1.0)
+    img *= np.where(rho < 100.5, shade(np.hypot(xx - 330.3 - off, yy - 250.7)), 1.0)
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.2)
     img += np.random.default_rng(seed).normal(0, 0.01, img.shape).astype(np.float32)
     return np.clip(img, 0, 1)
@@ -259,6 +260,18 @@ def test_graded_index_dome_without_a_step_is_the_core(name, rise, seed):
 def test_shading_without_a_kink_is_no_core(shade):
     geo = zones.measure_geometry(_glass_shaded(shade, 0), AUTO, PARAMS)
     assert not geo["core_visible"] and geo["fiber_type"] == "sm_pc"
+
+
+@pytest.mark.parametrize("rise", [-0.2, 0.2])
+def test_film_dome_off_the_centre_is_no_core(rise):
+    # an oil film 90 px across, its dome 20 px off the fiber's centre: its radial median
+    # ends in a kink too (typed 50/125 without core_kink_max_spread), but not at one
+    # radius all around (one 80 px across and 15 px off still passes for a core)
+    img = _glass_shaded(lambda rho: 1 + rise * np.clip(1 - (rho / 45.0) ** 2, 0, None), 0, off=20.0)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert not geo["core_visible"] and geo["fiber_type"] == "sm_pc"
+    loose = zones.measure_geometry(img, AUTO, {**PARAMS, "core_kink_max_spread": 1e9})
+    assert loose["fiber_type"] == "mm_50"
 
 
 def test_auto_fiber_type_without_a_visible_core_is_the_first_candidate():

@@ -2285,7 +2285,9 @@ def _core_kink(smooth, clad, params):
     most ``core_kink_max_smooth`` of an even polynomial's (degree 6: a broad shading of
     the light bends too, but has no kink), and the level bends outside R at most
     ``core_kink_max_outer_bend`` as much as inside (flat glass ending in a bright rim or
-    a dark bevel near the edge is the mirror image: a kink with the slope outside).
+    a dark bevel near the edge is the mirror image: a kink with the slope outside), and
+    the kinks of the quadrants' own profiles, but the farthest, lie within
+    ``core_kink_max_spread`` of R (a film's dome off the centre ends in a kink too).
     """
     r_clad = clad["r"]
     lo, hi = (f * r_clad for f in params["core_kink_range_rel"])
@@ -2296,7 +2298,8 @@ def _core_kink(smooth, clad, params):
     rr = (radii / r_clad)[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
     mx = (clad["cx"] + rr * cos[None, :]).astype(np.float32)
     my = (clad["cy"] + rr * sin[None, :]).astype(np.float32)
-    level = median(cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE), axis=1)
+    prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    level = median(prof, axis=1)
     rho = radii / r_clad
     q = np.linalg.qr(np.column_stack([np.ones_like(rho), rho**2]))[0]  # the smooth field
     v = level - q @ (q.T @ level)
@@ -2318,8 +2321,17 @@ def _core_kink(smooth, clad, params):
     poly = np.column_stack([np.ones_like(rho), rho**2, rho**4, rho**6])
     rss_poly = float(((level - poly @ np.linalg.lstsq(poly, level, rcond=None)[0]) ** 2).sum())
     explained = 1.0 - rss / max(float(v @ v), 1e-300)
+    # each quadrant's own kink, at the same blur within the same range: how far the
+    # second farthest lies (one quadrant may hold a defect)
+    off = []
+    for cols in np.array_split(np.arange(prof.shape[1]), 4):
+        lv = median(prof[:, cols], axis=1)
+        rq = _kink_fits(rho, lv - q @ (q.T @ lv), q, grid / r_clad, np.full(len(grid), blur))[0]
+        off.append(abs(grid[int(np.argmin(rq))] / r_clad - r_core) / r_core)
+    spread = sorted(off)[-2]
     if (
-        rise <= abs(a_step)
+        spread > params["core_kink_max_spread"]
+        or rise <= abs(a_step)
         or rise < params["core_kink_min_rise"] * glass
         or explained < params["core_kink_min_explained"]
         or rss > params["core_kink_max_smooth"] * rss_poly

@@ -2210,15 +2210,10 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     # step along the rays from that center by up to as much: when no step shows over
     # a 2 px baseline, the step over +-h px is looked for
     h = int(min(max(round(params["core_offset_um"] / upp), 1), max(1.0, 0.25 * nominal_r)))
-    edge = _ellipse_radius(clad["shape"], phi)
     for base in sorted({1, h}):
         margin = 3 if base == 1 else 2 + 3 * base
         radii = np.arange(max(1.0, lo - margin), hi + margin + 1)
-        # one row per radius, one column per ray: medians over the rays run along rows
-        rr = (radii / r_clad)[:, None] * edge[None, :]
-        mx = (cx + rr * cos[None, :]).astype(np.float32)
-        my = (cy + rr * sin[None, :]).astype(np.float32)
-        prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        prof = _concentric_profiles(smooth, clad, radii, (phi, cos, sin))
         step = _core_step(prof, base, radii, lo, hi, params)
         if step is not None:
             break
@@ -2294,11 +2289,7 @@ def _core_kink(smooth, clad, params):
     span = hi - lo + 0.1 * r_clad
     radii = np.linspace(lo - 0.05 * r_clad, hi + 0.05 * r_clad, min(int(span) + 1, 192))
     spacing = radii[1] - radii[0]  # px: 1, or finer than 1.5 % of the cladding radius
-    phi, cos, sin = _ray_angles(_n_rays(radii[0], 64, params))
-    rr = (radii / r_clad)[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
-    mx = (clad["cx"] + rr * cos[None, :]).astype(np.float32)
-    my = (clad["cy"] + rr * sin[None, :]).astype(np.float32)
-    prof = cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    prof = _concentric_profiles(smooth, clad, radii, _ray_angles(_n_rays(radii[0], 64, params)))
     level = median(prof, axis=1)
     rho = radii / r_clad
     q = np.linalg.qr(np.column_stack([np.ones_like(rho), rho**2]))[0]  # the smooth field
@@ -2312,15 +2303,21 @@ def _core_kink(smooth, clad, params):
     rss, a_step, a_hinge = _kink_fits(rho, v, q, big_r / r_clad, blur / r_clad)
     k = int(np.argmin(rss))
     rss, a_step, a_hinge, r_core, blur = rss[k], a_step[k], a_hinge[k], big_r[k] / r_clad, blur[k] / r_clad
+    glass = max(abs(float(median(level))), 1e-6)
+    rise = abs(a_hinge) * r_core**2
+    explained = 1.0 - rss / max(float(v @ v), 1e-300)
+    if (rise <= abs(a_step) or rise < params["core_kink_min_rise"] * glass
+            or explained < params["core_kink_min_explained"]):
+        return None  # (most fibers: the costlier tests below are left out)
+    poly = np.column_stack([np.ones_like(rho), rho**2, rho**4, rho**6])
+    rss_poly = float(((level - poly @ np.linalg.lstsq(poly, level, rcond=None)[0]) ** 2).sum())
     step, hinge = (p[0] for p in _kink_parts(rho, np.array([r_core]), np.array([blur])))
     # the level's curvature outside the core (the smooth field's) and inside it
     bend_out = float(q[:, 1] @ (level - a_step * step - a_hinge * hinge)) / float(q[:, 1] @ rho**2)
     bend_in = bend_out - a_hinge
-    glass = max(abs(float(median(level))), 1e-6)
-    rise = abs(a_hinge) * r_core**2
-    poly = np.column_stack([np.ones_like(rho), rho**2, rho**4, rho**6])
-    rss_poly = float(((level - poly @ np.linalg.lstsq(poly, level, rcond=None)[0]) ** 2).sum())
-    explained = 1.0 - rss / max(float(v @ v), 1e-300)
+    if (rss > params["core_kink_max_smooth"] * rss_poly
+            or abs(bend_out) > params["core_kink_max_outer_bend"] * abs(bend_in)):
+        return None
     # each quadrant's own kink, at the same blur within the same range: how far the
     # second farthest lies (one quadrant may hold a defect)
     off = []
@@ -2328,18 +2325,22 @@ def _core_kink(smooth, clad, params):
         lv = median(prof[:, cols], axis=1)
         rq = _kink_fits(rho, lv - q @ (q.T @ lv), q, grid / r_clad, np.full(len(grid), blur))[0]
         off.append(abs(grid[int(np.argmin(rq))] / r_clad - r_core) / r_core)
-    spread = sorted(off)[-2]
-    if (
-        spread > params["core_kink_max_spread"]
-        or rise <= abs(a_step)
-        or rise < params["core_kink_min_rise"] * glass
-        or explained < params["core_kink_min_explained"]
-        or rss > params["core_kink_max_smooth"] * rss_poly
-        or abs(bend_out) > params["core_kink_max_outer_bend"] * abs(bend_in)
-    ):
+    if sorted(off)[-2] > params["core_kink_max_spread"]:
         return None
     return {"cx": clad["cx"], "cy": clad["cy"], "r": r_core * r_clad, "visible": True, "kink": True,
             "strength": 2.0 * rise / r_core / r_clad / glass, "confidence": explained}
+
+
+def _concentric_profiles(smooth, clad, radii, rays):
+    """``smooth`` sampled along ``rays`` (angles, cosines, sines: :func:`_ray_angles`)
+    from the cladding's centre at ``radii`` (px along the ray that crosses the
+    cladding ellipse at ``clad["r"]``): one row per radius, one column per ray, so that
+    medians over the rays run along rows."""
+    phi, cos, sin = rays
+    rr = (radii / clad["r"])[:, None] * _ellipse_radius(clad["shape"], phi)[None, :]
+    mx = (clad["cx"] + rr * cos[None, :]).astype(np.float32)
+    my = (clad["cy"] + rr * sin[None, :]).astype(np.float32)
+    return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
 def _kink_parts(rho, big_r, blur):

@@ -98,7 +98,7 @@ def reference_images(inputs: pd.DataFrame, cfg: dict, out: Path) -> tuple[pd.Dat
         with clock("datasets"):
             d = by_image.get(iid, typed.iloc[:0])
             criteria = cfg["criteria"][cfg["fiber_types"][fiber_type]["criteria"]]
-            grading.grade_image(d, criteria, grading.grade_zones(d, criteria))
+            grading.grade_image(d, criteria, grading.zone_verdicts(d, criteria))
             files = pipeline.dataset_image(display, zone_map, inst, d, render)
             for name in ("image", "zone_mask", "defect_mask", "instance_mask", "overlay"):
                 fio.write_bytes(out / name / f"{iid}.png", files[name])

@@ -7,7 +7,7 @@ import yaml
 
 import numpy as np
 
-from fiberprep.grading import defect_size_um, grade_image, grade_zones, severity
+from fiberprep.grading import defect_size_um, grade_image, severity, zone_verdicts
 
 CONFIG = yaml.safe_load((Path(__file__).parents[1] / "config" / "config.yaml").read_text())
 SM_PC = CONFIG["criteria"]["iec_61300_3_35_ed2_sm_pc"]
@@ -95,8 +95,9 @@ def test_no_defects_pass_and_zone_table():
     assert grade_image(table(), SM_PC) == {
         "pass_fail": "pass", "failures": [], "zones": dict.fromkeys("ABCD", "pass"),
         "criteria": SM_PC["edition"]}
-    zones = grade_zones(table(("scratch", 30.0, 1.0, 2), ("pit_dig", 3.0, 3.0, 2)), SM_PC)
-    assert zones.set_index("zone_letter").loc["B", ["n_scratches", "n_defects"]].tolist() == [1, 1]
+    zones = zone_verdicts(table(("scratch", 30.0, 1.0, 2), ("pit_dig", 3.0, 3.0, 2)), SM_PC)
+    assert [z["zone_letter"] for z in zones] == list("ABCD")
+    assert [(z["n_scratches"], z["n_defects"]) for z in zones if z["zone_letter"] == "B"] == [(1, 1)]
 
 
 def test_severity_grows_with_size_and_zone():

@@ -657,7 +657,7 @@ def zone_level_rows(zone_features: pd.DataFrame, defects: pd.DataFrame, zone_gra
         The typed defects (:func:`typed_defects`); a defect counts in the innermost
         zone it touches, as IEC 61300-3-35 judges it.
     zone_grades : pandas.DataFrame or None
-        ``grading.grade_zones`` rows (``zone``, ``pass_fail``, ``failures``, and
+        ``grading.zone_verdicts`` rows (``zone``, ``pass_fail``, ``failures``, and
         ``image_id`` for many images); None when the images are not graded.
 
     Returns

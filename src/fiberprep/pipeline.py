@@ -688,8 +688,8 @@ def dataset_files_image(item: tuple[dict, pd.DataFrame], params: dict, root: str
     Returns
     -------
     dict
-        ``label`` (the image-level row), ``zone_grade`` (``grading.grade_zones`` with
-        ``image_id``, or ``None`` when not graded), ``coco`` and ``yolo`` (annotations,
+        ``label`` (the image-level row), ``zone_grade`` (``grading.zone_verdicts``
+        rows with ``image_id``, or ``None`` when not graded), ``coco`` and ``yolo`` (annotations,
         kept in the record so an unchanged image is not read), ``files`` (every path)
         and ``key``, ``written`` (bool).
     """
@@ -703,9 +703,10 @@ def dataset_files_image(item: tuple[dict, pd.DataFrame], params: dict, root: str
     zone_grade = None
     if params["graded"]:
         criteria = params["criteria"][img["fiber_type"]]  # the criteria of the image's fiber type
-        zone_grade = grading.grade_zones(d, criteria)
+        zone_grade = grading.zone_verdicts(d, criteria)
         grade = grading.grade_image(d, criteria, zone_grade)
-        zone_grade["image_id"] = iid  # its own new frame: set in place, no copy as by assign
+        for row in zone_grade:
+            row["image_id"] = iid
     else:
         grade = {"pass_fail": "not_graded", "failures": []}
     label = {"image_id": iid, **{c: img[c] for c in params["geometry_columns"]},

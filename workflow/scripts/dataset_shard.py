@@ -61,7 +61,7 @@ params = {
 items = [(img, by_image.get(img["image_id"], slim.iloc[:0])) for img in accepted.to_dict("records")]
 done = pipeline.run_shard(pipeline.dataset_files_image, items, params, P.root, snakemake.threads)
 labels = [r["label"] for r in done]
-zone_grades = [r["zone_grade"] for r in done if r["zone_grade"] is not None]
+zone_grades = [row for r in done if r["zone_grade"] for row in r["zone_grade"]]
 # COCO and YOLO annotations are kept in the records: unchanged images need no arrays
 coco = [{"image_id": r["label"]["image_id"], "defect_id": f"{r['label']['image_id']}#{a['number']}", **a}
         for r in done for a in r["coco"]]
@@ -77,7 +77,7 @@ lab_table = pd.DataFrame(labels) if labels else pd.DataFrame(columns=[
 fio.write_parquet(lab_table, snakemake.output.labels)
 zone_rows = zone_feats[zone_feats["image_id"].isin(wanted)].sort_values("image_id", kind="stable") \
     if len(zone_feats) else pd.DataFrame(columns=["image_id", *ZONE_FEATURE_DESCRIPTIONS])
-fio.write_parquet(datasets.zone_level_rows(zone_rows, typed, pd.concat(zone_grades) if zone_grades else None),
+fio.write_parquet(datasets.zone_level_rows(zone_rows, typed, pd.DataFrame(zone_grades) if zone_grades else None),
                   snakemake.output.zones)
 fio.write_parquet(library.library_index(typed, images) if len(typed) else typed, snakemake.output.library)
 fio.write_json(snakemake.output.annotations, {"coco": coco, "yolo": yolo}, compact=True)

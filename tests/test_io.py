@@ -395,3 +395,19 @@ def test_repeated_keys_are_named_with_their_lines_at_any_depth():
     text = "a: 1\nb:\n  c: 2\n  d: 3\n  c: 4\nitems:\n  - x: 1\n    x: 2\nd: 5\n"
     assert fio.repeated_keys(text) == [("b.c", 3, 5), ("items.0.x", 7, 8)]
     assert fio.repeated_keys("a: 1\nb: {c: 1}\n") == []
+
+
+def test_csv_twin_reads_back_as_its_table(tmp_path):
+    # strings with separators, quotes and line breaks, nulls of every kind, bools
+    frame = pd.DataFrame({"defect_id": ["a#1", "b,c#2", 'say "x"#3', "line\nbreak#4"],
+                          "score": [0.25, np.nan, 1e-7, 3.0], "n": pd.array([1, None, 3, 4], "Int64"),
+                          "has": [True, False, True, False], "zone": ["core", None, "B; C", ""]})
+    fio.write_csv(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "t.csv")
+    back = pd.read_csv(tmp_path / "t.csv", keep_default_na=False, na_values=[""])
+    assert list(back.columns) == list(frame.columns)
+    assert back["defect_id"].tolist() == frame["defect_id"].tolist()
+    np.testing.assert_array_equal(back["score"].to_numpy(float), frame["score"].to_numpy(float))
+    np.testing.assert_array_equal(back["n"].to_numpy(float), frame["n"].to_numpy(float, na_value=np.nan))
+    assert back["has"].tolist() == frame["has"].tolist()
+    assert back["zone"].fillna("").tolist() == ["core", "", "B; C", ""]  # a null and "" are both empty
+    assert not list(tmp_path.glob(".*"))  # written through a temporary name

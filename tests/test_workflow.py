@@ -75,6 +75,20 @@ def test_every_contract_file_is_written(run):
             assert (run["results"] / pattern.format(image_id)).is_file()
 
 
+def test_csv_twins_hold_the_parquet_values(run):
+    for name in ("datasets/image_level/image_labels", "datasets/region_level/zone_features",
+                 "defect_library/index"):
+        table = pd.read_parquet(run["results"] / f"{name}.parquet")
+        text = pd.read_csv(run["results"] / f"{name}.csv", keep_default_na=False, na_values=[""])
+        assert list(text.columns) == list(table.columns) and len(text) == len(table), name
+        for col in table.columns:
+            if pd.api.types.is_numeric_dtype(table[col]) and not pd.api.types.is_bool_dtype(table[col]):
+                np.testing.assert_allclose(text[col].to_numpy(float), table[col].to_numpy(float, na_value=np.nan),
+                                           rtol=1e-15, err_msg=f"{name}: {col}")
+            else:
+                assert text[col].fillna("").astype(str).tolist() == table[col].fillna("").astype(str).tolist(), col
+
+
 def test_every_input_has_one_row_and_bad_ones_a_reason(run):
     images = run["images"]
     assert sorted(images["rel_path"]) == sorted(p.name for p in run["inputs"].iterdir())

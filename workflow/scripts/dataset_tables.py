@@ -19,9 +19,8 @@ def write_table(frame: pd.DataFrame, parquet_path, csv: bool = True) -> None:
     """Parquet with units in the field metadata, and its CSV twin."""
     table = datasets.to_arrow(frame, datasets.column_units(frame.columns, FEATURE_UNITS))
     fio.write_parquet(table, parquet_path)
-    if csv:  # streamed to the file, never held as one string
-        fio.write_atomic(Path(parquet_path).with_suffix(".csv"),
-                         lambda tmp: frame.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8"))
+    if csv:
+        fio.write_csv(table, Path(parquet_path).with_suffix(".csv"))
 
 
 def rebuild_folder(folder: Path, entries: dict[Path, Path | str]) -> None:

@@ -24,9 +24,8 @@ index = index.sort_values(["image_id", "number"], ignore_index=True)
 index.insert(2, "split", index["image_id"].map(dict(zip(images["image_id"], images["split"]))))
 table = datasets.to_arrow(index, datasets.column_units(index.columns, FEATURE_UNITS))
 fio.write_parquet(table, sm.output.index)
+fio.write_csv(table, sm.output.csv)
 del table
-# streamed to the file: the CSV text of every defect is never held in memory
-fio.write_atomic(sm.output.csv, lambda tmp: index.to_csv(tmp, index=False, lineterminator="\n", encoding="utf-8"))
 
 cfg = P.library
 for name, out in zip(datasets.DEFECT_CLASSES.values(), sm.output.sheets):

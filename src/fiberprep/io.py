@@ -669,10 +669,10 @@ def _json_default(value):
 def write_json(path, obj, compact: bool = False) -> None:
     """Write an object as JSON (sorted keys, UTF-8, numpy scalars/arrays converted), atomically.
 
-    ``compact``: one line without spaces, for files only this package reads (the
-    per-image records): Python's C encoder then does the work, 5-10x faster than the
-    indented form (which runs in pure Python), e.g. ~1 ms per image for records holding
-    COCO masks.
+    ``compact``: one line without spaces, for large files (COCO) and those only this
+    package reads (the per-image records): Python's C encoder then does the work, 5-10x
+    faster than the indented form (which runs in pure Python), e.g. ~1 ms per image for
+    records holding COCO masks.
     """
     layout = {"separators": (",", ":")} if compact else {"indent": 1}
     text = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=_json_default, **layout)

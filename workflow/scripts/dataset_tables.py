@@ -78,7 +78,8 @@ write_table(zone_level, sm.output.zones)
 accepted = images[images["status"] == "ok"]
 coco = datasets.coco_document(accepted, coco_rows, {"description": "fiberprep defect instances",
                                                      "version": __version__})
-fio.write_json(sm.output.coco, coco)
+# one line: Python's C encoder (the indented form runs in pure Python: 3.4 s at 10 000 images)
+fio.write_json(sm.output.coco, coco, compact=True)
 classes = datasets.classes_document(zones.ZONE_NAMES)
 fio.write_json(sm.output.classes, classes)
 

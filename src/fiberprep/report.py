@@ -409,6 +409,7 @@ def render_report(images: pd.DataFrame, labels: pd.DataFrame, index: pd.DataFram
         x = feature_matrix(index, feature_names)
         emb = embedding_2d(x)
         cluster_type = index.groupby(index["cluster"].astype(str))["type"].agg(lambda t: t.value_counts().index[0])
+        cluster_type = cluster_type.to_dict()  # (a Series look-up per defect cost 0.6 s at 39 000)
         cl = [f"{c} {cluster_type[c]}" for c in index["cluster"].astype(str)]
         palette = _cluster_colours(sorted(set(cl)))
         keep = _subsample(len(index), int(params["max_points"]))

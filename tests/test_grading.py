@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 import numpy as np
@@ -113,3 +114,12 @@ def test_severity_grows_with_size_and_zone():
 def test_severity_uses_zone_column_when_no_innermost():
     d = table(("scratch", 30.0, 3.0, 1)).rename(columns={"innermost_zone": "zone"})
     assert severity(d, CONFIG["severity"])["severity_level"].iloc[0] == "high"
+
+
+@pytest.mark.parametrize("dtype", ["Int64", "float64", "object"])
+def test_a_defect_without_a_zone_is_not_graded(dtype):
+    # a missing zone (null in any column type a reader may give) is no graded zone
+    d = table(("pit_dig", 30.0, 30.0, 1), ("pit_dig", 30.0, 30.0, 1))
+    d["innermost_zone"] = pd.Series([1, None], dtype=dtype)
+    grade = grade_image(d, SM_PC)
+    assert grade["failures"] == ["zone A: 1 defect of any size, none allowed"]

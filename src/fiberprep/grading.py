@@ -46,7 +46,7 @@ SCRATCH = "scratch"
 
 def _judged_zone(defects: pd.DataFrame) -> np.ndarray:
     col = "innermost_zone" if "innermost_zone" in defects else "zone"
-    return np.nan_to_num(defects[col].to_numpy(dtype=float), nan=0.0).astype(np.int64)
+    return np.nan_to_num(defects[col].to_numpy(dtype=float, na_value=np.nan), nan=0.0).astype(np.int64)
 
 
 def _is_scratch(defects: pd.DataFrame) -> np.ndarray:

@@ -905,6 +905,15 @@ def concat_tables(tables: list[pd.DataFrame], columns=("image_id",)) -> pd.DataF
     return pd.DataFrame(columns=list(columns() if callable(columns) else columns))
 
 
+def write_published_table(frame: pd.DataFrame, parquet_path, units: dict[str, str]) -> None:
+    """A published table: Parquet with each column's unit in its field metadata
+    (``datasets.column_units`` from ``units``), and its CSV twin (``.csv`` beside it),
+    both written from the one Arrow table."""
+    table = datasets.to_arrow(frame, datasets.column_units(frame.columns, units))
+    fio.write_parquet(table, parquet_path)
+    fio.write_csv(table, os.path.splitext(parquet_path)[0] + ".csv")
+
+
 def read_image_tables(image_paths: list, label_paths: list, ratios: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``datasets.image_tables`` of the per-shard image tables and label fragments at
     these paths: the images and image labels with their split."""

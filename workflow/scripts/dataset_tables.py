@@ -15,14 +15,6 @@ from fiberprep import io as fio
 from fiberprep.features import FEATURE_UNITS
 
 
-def write_table(frame: pd.DataFrame, parquet_path, csv: bool = True) -> None:
-    """Parquet with units in the field metadata, and its CSV twin."""
-    table = datasets.to_arrow(frame, datasets.column_units(frame.columns, FEATURE_UNITS))
-    fio.write_parquet(table, parquet_path)
-    if csv:
-        fio.write_csv(table, Path(parquet_path).with_suffix(".csv"))
-
-
 def rebuild_folder(folder: Path, entries: dict[Path, Path | str]) -> None:
     """Make ``folder`` hold exactly ``entries`` (relative path -> source file or text),
     writing only entries that differ (a link to a rewritten image, a changed text)."""
@@ -71,9 +63,8 @@ yolo = {k: v for f in fragments for k, v in f["yolo"].items()}
 
 zone_level.insert(1, "split", zone_level["image_id"].map(split_of).astype(object))
 
-write_table(images, sm.output.images)
-write_table(labels, sm.output.labels)
-write_table(zone_level, sm.output.zones)
+for frame, path in ((images, sm.output.images), (labels, sm.output.labels), (zone_level, sm.output.zones)):
+    pipeline.write_published_table(frame, path, FEATURE_UNITS)
 
 accepted = images[images["status"] == "ok"]
 coco = datasets.coco_document(accepted, coco_rows, {"description": "fiberprep defect instances",

@@ -22,10 +22,7 @@ index = pipeline.concat_tables([t for t in map(pd.read_parquet, sm.input.library
 images, labels = pipeline.read_image_tables(sm.input.images, sm.input.labels, P.split)
 index = index.sort_values(["image_id", "number"], ignore_index=True)
 index.insert(2, "split", index["image_id"].map(dict(zip(images["image_id"], images["split"]))))
-table = datasets.to_arrow(index, datasets.column_units(index.columns, FEATURE_UNITS))
-fio.write_parquet(table, sm.output.index)
-fio.write_csv(table, sm.output.csv)
-del table
+pipeline.write_published_table(index, sm.output.index, FEATURE_UNITS)  # and sm.output.csv
 
 cfg = P.library
 for name, out in zip(datasets.DEFECT_CLASSES.values(), sm.output.sheets):

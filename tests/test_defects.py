@@ -1,5 +1,6 @@
 """Tests of unsupervised defect detection on small generated end faces."""
 
+import math
 import warnings
 from pathlib import Path
 
@@ -753,7 +754,7 @@ def test_link_pieces_prefilter_keeps_every_joinable_pair():
         pieces.append(_piece(np.unique(np.rint(pts), axis=0), 10.0))
 
     def joinable(a, b):
-        return _continues(a, b, 25.0, 20.0, 2.0, 40.0)
+        return _continues(a, b, 25.0, 20.0, 2.0, 90.0, 40.0)
 
     roots, pairs = _link_pieces(pieces, joinable, 40.0)
     n = len(pieces)
@@ -769,6 +770,32 @@ def test_link_pieces_prefilter_keeps_every_joinable_pair():
     for i, j in every:
         parent[find(i)] = find(j)
     assert [find(i) for i in range(n)] == roots.tolist()
+
+
+def test_line_pieces_whose_ends_touch_join_through_a_bend_not_a_crossing():
+    # a curled lint fibre found as two straight pieces meeting end to end at a 70 degree
+    # turn is one line; a sharper turn (a V of two lines), a line ending on another's side
+    # (a T) and two lines crossing are not
+    from fiberprep.defects import _continues, _piece
+
+    def segment(start, angle_deg, length):
+        t = math.radians(angle_deg)
+        s = np.arange(0.0, length + 0.5)
+        pts = np.asarray(start, float) + np.outer(s, [math.cos(t), math.sin(t)])
+        return _piece(np.unique(np.rint(pts), axis=0), 10.0), pts[-1]
+
+    def joined(b_start, b_angle, a_angle=0.0, a_start=(50.0, 50.0), touch=90.0):
+        a, _ = segment(a_start, a_angle, 40)
+        b, _ = segment(b_start, b_angle, 40)
+        return _continues(a, b, 25.0, 20.0, 2.0, touch)
+
+    end = np.array([90.0, 50.0])  # the first piece's far end
+    step = lambda deg: end + np.array([math.cos(math.radians(deg)), math.sin(math.radians(deg))])  # noqa: E731
+    assert joined(step(70), 70)  # turns by 70 degrees where the ends touch
+    assert not joined(step(70), 70, touch=60.0)  # ... beyond a 60 degree limit
+    assert not joined(step(150), 150)  # a V: turns by 150 degrees
+    assert not joined((70.0, 10.0), 90)  # a T: an end on the other's side
+    assert not joined((70.0, 30.0), 90)  # crossing: no end near an end
 
 
 def test_ring_blend_leaves_the_annulus_proper_as_it_was():

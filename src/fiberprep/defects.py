@@ -2034,7 +2034,8 @@ def _keep_lines(mask, ori, signed, centre, px, params):
         if pc["length"] >= 0.5 * min_len and pc["length"] >= params["scratch_min_aspect"] * pc["width"]:
             segs.append({**pc, "id": i, "pol": pol[i]})
     roots, pairs = _link_pieces(segs, lambda a, b: _groove_sides(a, b, max_w) and _continues(
-        a, b, px(params["join_gap_um"]), params["join_angle_deg"], 2.0), px(params["join_gap_um"]))
+        a, b, px(params["join_gap_um"]), params["join_angle_deg"], 2.0, params["join_touch_angle_deg"]),
+        px(params["join_gap_um"]))
     joined = [[j for j in range(len(segs)) if roots[j] == r] for r in np.unique(roots)] if segs else []
     joined = [g for g in joined if sum(segs[j]["length"] for j in g) >= min_len]
     lut = np.zeros(n + 1, np.uint16)
@@ -2127,10 +2128,14 @@ def _cov2(x):
     return out
 
 
-def _continues(a, b, gap, max_angle, tol, end_gap=None):
+def _continues(a, b, gap, max_angle, tol, touch_angle, end_gap=None):
     """Whether line pieces ``a`` and ``b`` (``_piece``) are one line.
 
-    Either an end of each lies within ``end_gap`` (default ``gap``) of the other, facing it
+    Either an end of each lies within ``tol`` of the other, the line turning there by at
+    most ``touch_angle`` (a curled lint fibre, a sharply bent scratch: no straight or
+    arc-shaped continuation follows it through its bends, while lines that cross
+    continue past each other and do not end there); or an end of each lies within
+    ``end_gap`` (default ``gap``) of the other, facing it
     (outward directions opposite within ``max_angle``, and the link between
     the ends continuing both within ``max_angle`` when longer than ``tol``),
     or both ends lie on one circular arc (each turns towards the link by the
@@ -2141,6 +2146,7 @@ def _continues(a, b, gap, max_angle, tol, end_gap=None):
     two sides of a groove, overlapping pieces).
     """
     cos_max = math.cos(math.radians(max_angle))
+    cos_touch = math.cos(math.radians(touch_angle)) - 1e-9  # (90 degrees inclusive)
     end_gap = gap if end_gap is None else end_gap
     half = math.radians(max_angle) / 2
     for p, tp in a["ends"]:
@@ -2149,6 +2155,8 @@ def _continues(a, b, gap, max_angle, tol, end_gap=None):
             dist = math.hypot(*v)
             if dist > end_gap:
                 continue
+            if dist <= tol and -float(tp @ tq) >= cos_touch:
+                return True
             if -float(tp @ tq) >= cos_max and (
                     dist <= tol or (tp @ v >= cos_max * dist and -(tq @ v) >= cos_max * dist)):
                 return True
@@ -2560,7 +2568,8 @@ def _join_collinear(labels, source, zs, px, params):
     >= ``linear_aspect``) continue each other (``_continues`` with
     ``join_gap_um``, ``join_angle_deg``; ends facing each other may lie
     ``join_line_gap_um`` apart: a scratch whose contrast fades leaves long
-    gaps), or when a blob at most ``_BEAD`` times as thick as a line lies ahead of one of
+    gaps; touching ends where the line turns by at most ``join_touch_angle_deg``:
+    a curled lint fibre), or when a blob at most ``_BEAD`` times as thick as a line lies ahead of one of
     its ends, within ``join_gap_um``, on the line's extended path (off it by
     at most both half thicknesses plus half the join angle over the distance)
     and, when elongated, along it, when round, of nearly its polarity
@@ -2599,7 +2608,8 @@ def _join_collinear(labels, source, zs, px, params):
         if a["elong"] and b["elong"]:
             if not _groove_sides(a, b, max_w):
                 return False
-            return _continues(a, b, gap, max_angle, 0.5 * max_w, px(params["join_line_gap_um"]))
+            return _continues(a, b, gap, max_angle, 0.5 * max_w, params["join_touch_angle_deg"],
+                              px(params["join_line_gap_um"]))
         if not (a["elong"] or b["elong"]):
             return False
         line, blob = (a, b) if a["elong"] else (b, a)

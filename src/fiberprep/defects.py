@@ -2155,9 +2155,10 @@ def _continues(a, b, gap, max_angle, tol, touch_angle, end_gap=None):
             dist = math.hypot(*v)
             if dist > end_gap:
                 continue
-            if dist <= tol and -float(tp @ tq) >= cos_touch:
+            facing = -float(tp @ tq)  # cosine of the turn from one piece into the other
+            if dist <= tol and facing >= cos_touch:
                 return True
-            if -float(tp @ tq) >= cos_max and (
+            if facing >= cos_max and (
                     dist <= tol or (tp @ v >= cos_max * dist and -(tq @ v) >= cos_max * dist)):
                 return True
             # a circular arc: the tangent turns by the same angle from p to the chord

@@ -1,6 +1,6 @@
 """Zone and geometry benchmark on generated end faces (issue 3).
 
-Prints center and cladding radius errors, core offset error (visible cores),
+Prints center and cladding radius errors, core offset and radius errors (visible cores),
 zone-mask IoU of cladding and contact (median, 5th percentile, minimum, share
 >= 0.98) of the zone map the pipeline writes (field of view applied) against the
 true map (same rule, true field stop), the acceptance rate against the issue's
@@ -198,6 +198,8 @@ def summary(df, ms):
             "<= 0.5",
             q(vis.core_offset_err_um, 50) <= 0.5,
         ),
+        ("core radius error median (%, visible)", q(vis.core_radius_err_pct, 50), "", ""),
+        ("core radius error p95 (%, visible)", q(vis.core_radius_err_pct, 95), "", ""),
         ("core found when visible (%)", 100 * ok[ok.core_visible_true].core_visible.mean(), "", ""),
         (
             "core claimed when invisible (%)",
@@ -229,9 +231,9 @@ def summary(df, ms):
 
 
 def by_fiber_type(ok, cfg):
-    """Per true fiber type: type right, radius error p95, cladding / contact zone IoU
-    (minimum, share >= 0.98), the cladding zone's radial width (µm) and the IoU a 0.1 %
-    radius error costs it."""
+    """Per true fiber type: type right, radius error p95, core radius error median and
+    p95 (visible cores found), cladding / contact zone IoU (minimum, share >= 0.98), the
+    cladding zone's radial width (µm) and the IoU a 0.1 % radius error costs it."""
     by = ok.groupby("fiber_type").agg(
         n=("type_ok", "size"),
         type_right=("type_ok", "mean"),
@@ -241,6 +243,8 @@ def by_fiber_type(ok, cfg):
         contact_min=("iou_contact", "min"),
         contact_ok=("iou_contact", lambda s: (s >= 0.98).mean()),
     )
+    core = ok[ok.core_visible_true & ok.core_visible].groupby("fiber_type").core_radius_err_pct
+    by = by.join(core.median().rename("core_median_pct")).join(core.quantile(0.95).rename("core_p95_pct"))
     inner, outer = (by.index.map({name: t["zones_um"]["cladding"][i] / 2
                                   for name, t in cfg["fiber_types"].items()}) for i in (0, 1))
     return by.assign(band_um=outer - inner, loss_per_0_1pct=0.001 * (outer + inner) / (outer - inner))

@@ -666,6 +666,22 @@ def test_multimode_core_picks_the_step_of_a_staircase_edge(inside, outside, widt
     assert geo["um_per_px"] == pytest.approx(62.5 / geo["cladding_radius_px"])
 
 
+@pytest.mark.parametrize("inside,outside", [(0.8, 0.2), (0.3, 0.7)])
+@pytest.mark.parametrize("width", [6.0, 8.0])
+def test_multimode_core_far_off_the_fitted_edge_takes_a_weaker_step(inside, outside, width):
+    # a band outside the glass whose inner step is a third of its outer one (epoxy of
+    # uneven level: the fourth and fifth renderers' fits 6-8 % out): a 50 µm core drawn at
+    # the 0.40 ratio of the inner step, over 5 % inside the fitted (outer) one, moves the
+    # edge there although the step is weaker than core_ratio_step_share
+    glass_r = 100.0 - width
+    core = inside + (0.1 if inside < outside else -0.1)
+    img = _stepped_disc([0.4 * glass_r - 100.0, -width, 0.0],
+                        [core, inside, inside + 0.25 * (outside - inside)], outside)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert geo["fiber_type"] == "mm_50" and geo["fiber_type_source"] == "core"
+    assert geo["cladding_radius_px"] == pytest.approx(glass_r, abs=0.3)
+
+
 def test_rough_band_outside_the_glass_edge_is_no_rim():
     # the same staircase with the band outside the glass and rough (epoxy grain): the
     # glass edge is the inner step

@@ -1535,10 +1535,11 @@ def _core_ratio_edge(smooth, fit, r_core, polarity, params):
     edge is more than ``core_ratio_tolerance`` off ``r_core`` and the other step lies
     within half of that from it: a peak of the signed gradient of the median
     edge-aligned profile at least ``core_ratio_step_share`` of the strongest one
-    between them, the band between the steps lying between the glass and the outside
-    levels (to a tenth of the whole step: a ring darker or brighter than both is
-    epoxy, whose outer edge is no glass edge). Real cores differ from their nominal
-    ratio by several % (``type_core_tolerance``), so only a strong step is taken.
+    between them (``core_ratio_weak_share`` where the two disagree by more than
+    ``core_ratio_weak_tolerance``), the band between the steps lying between the glass
+    and the outside levels (to a tenth of the whole step: a ring darker or brighter than
+    both is epoxy, whose outer edge is no glass edge). Real cores differ from their
+    nominal ratio by several % (``type_core_tolerance``), so only a strong step is taken.
     """
     tol = params["core_ratio_tolerance"]
     target = r_core - fit["r"]
@@ -1558,7 +1559,10 @@ def _core_ratio_edge(smooth, fit, r_core, polarity, params):
     inner = np.arange(1, len(steps) - 1)
     peaks = inner[(grad[1:-1] >= grad[:-2]) & (grad[1:-1] >= grad[2:])]
     peaks = peaks[np.abs(steps[peaks] - target) <= 0.5 * tol * r_core]
-    peaks = peaks[grad[peaks] >= params["core_ratio_step_share"] * grad.max()]
+    # a weaker step where the core disagrees with the fitted edge by more
+    weak = abs(target) > params["core_ratio_weak_tolerance"] * r_core
+    share = params["core_ratio_weak_share"] if weak else params["core_ratio_step_share"]
+    peaks = peaks[grad[peaks] >= share * grad.max()]
     if not len(peaks):
         return fit
     return _grown(fit, _vertex(steps, grad, int(peaks[np.argmax(grad[peaks])]), 0.25))

@@ -638,6 +638,25 @@ def test_rough_epoxy_ring_as_bright_as_the_glass_under_a_dimming_ferrule(seed):
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.75
 
 
+@pytest.mark.parametrize("rim_px", [3.0, 10.0])
+@pytest.mark.parametrize("width,ring", [(8.0, 0.24), (12.0, 0.17), (4.0, 0.24)])
+def test_smooth_valley_beyond_a_wide_bright_rim(rim_px, width, ring):
+    # a dark fiber (0.20), a bright bevel rim (0.30) ``rim_px`` wide inside its edge, a
+    # smooth valley (no grain: the fifth renderer's epoxy) ``width`` px wide, the ferrule
+    # (0.39). Wider than a bevel line (5 px) the valley is a ring and the glass ends at
+    # its inner edge; narrower it may be a dark bevel of the glass itself (no edge). The
+    # glass is judged flat beyond a rim wider than the 3 px the plateau skips (the old
+    # code measured a 10 px rim's flank as glass, and called every smooth valley a bevel)
+    steps = np.arange(-40.0, 23.0, 0.5)
+    level = _edge_profile(steps, [-rim_px - width, -width, 0.0], [0.20, 0.30, ring], 0.39, blur=0.8)
+    smooth = np.zeros(steps.shape, bool)
+    edge = zones._dark_ring(level, smooth, smooth, steps, 1.0, 20.0, 5.0, False, PARAMS)
+    if width > 5.0:
+        assert edge == pytest.approx(-width, abs=0.5)
+    else:
+        assert edge is None
+
+
 @pytest.mark.parametrize("inside,outside", [(0.8, 0.2), (0.3, 0.7)])
 @pytest.mark.parametrize("share", [0.4, 0.6])
 def test_rim_inside_the_glass_edge_ends_at_its_outer_step(inside, outside, share):

@@ -1853,8 +1853,9 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     least ``epoxy_level_share`` of the ring-to-ferrule step deep, wider at half depth
     than a bevel line (``wide_px``), that rises back to glass within ``band_px`` of the
     edge is a ring. Glass: over half ``band_px`` from 3 px past its inward half-depth
-    crossing, flat in the inner half (varying by under a quarter of the depth) and
-    never back down to half depth. (A multimode cladding, darker than core and
+    crossing (or, where a bright bevel rim fills that, from a bevel line farther in),
+    flat in the inner half (varying by under a quarter of the depth) and never back
+    down to half depth. (A multimode cladding, darker than core and
     ferrule, is wider than the band, and the core's blurred edge is not flat.)
     A bright bevel rim (ring light), rising ``epoxy_level_share`` of the depth above
     the glass within ``wide_px`` + 3 px inside the valley, bounds the glass: a glass
@@ -1864,9 +1865,11 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     lines are the diffraction pattern of a coaxial scope's glass edge. Epoxy is rough:
     when the valley from that crossing to its floor is mostly ``textured``
     (:func:`_epoxy_shift`'s texture ratio over the glass), the crossing is the glass
-    edge; a smooth stretch there is a dark bevel of the glass itself, and the glass
-    ends where a ``rough`` run (texture beyond the slope's share) starts before the
-    fitted edge (None when none does: a bevel alone).
+    edge; so is it beyond a bright rim when the valley is wider at half depth than a
+    bevel line (a smooth ring: a glass edge has one bevel). Otherwise a smooth stretch
+    there is a dark bevel of the glass itself, and the glass ends where a ``rough`` run
+    (texture beyond the slope's share) starts before the fitted edge (None when none
+    does: a bevel alone).
     """
     v = sign * level  # the ring is low
     inner = np.nonzero((steps >= -band_px) & (steps <= 0))[0]
@@ -1899,12 +1902,18 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     # inner half (a core's blurred edge keeps rising)
     plateau = v[(steps <= steps[k0] - 3.0) & (steps >= steps[k0] - 3.0 - 0.5 * band_px)]
     flat = plateau[: len(plateau) // 2]
+    rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
     if len(plateau) < 8 or np.ptp(flat) > 0.25 * depth:
-        return None
+        # the glass beyond a bright bevel rim just inside the crossing (its flank is no glass)
+        beyond = steps[k0] - 3.0 - wide_px
+        plateau = v[(steps <= beyond) & (steps >= beyond - 0.5 * band_px)]
+        flat = plateau[: len(plateau) // 2]
+        if (len(plateau) < 8 or np.ptp(flat) > 0.25 * depth
+                or rim.max() - float(median(flat)) < params["epoxy_level_share"] * depth):
+            return None
     # a bright bevel rim (ring light) between the glass and the valley bounds the glass: a
     # glass edge has one bevel, so the valley beyond the rim is the ring, however narrow
     # and even when no darker than the glass
-    rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
     bright_rim = not fringe and rim.max() - float(median(flat)) >= params["epoxy_level_share"] * depth
     if depth < need and not bright_rim:  # only a rim lets a shallow valley be a ring
         return None
@@ -1915,6 +1924,9 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     a, b = float(v[k0 - 1]), float(v[k0])
     edge = float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))
     if textured[(steps >= edge) & (steps <= steps[j])].mean() >= 0.5:
+        return edge
+    # beyond a bright rim, a smooth valley wider than a bevel line is no bevel of the glass
+    if bright_rim and steps[k1] - steps[k0] + 0.5 > wide_px:
         return edge
     start = np.nonzero(rough[:-1] & rough[1:] & (steps[:-1] >= edge) & (steps[:-1] <= 0))[0]
     return float(steps[start[0]] - 0.25) if len(start) else None

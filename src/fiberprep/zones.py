@@ -1898,19 +1898,21 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
         k0 -= 1
     while k1 + 1 < len(v) and v[k1 + 1] < half:
         k1 += 1
-    # the glass inside: half ``band_px`` from 3 px inside the crossing on, flat in its
-    # inner half (a core's blurred edge keeps rising)
-    plateau = v[(steps <= steps[k0] - 3.0) & (steps >= steps[k0] - 3.0 - 0.5 * band_px)]
-    flat = plateau[: len(plateau) // 2]
-    rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
-    if len(plateau) < 8 or np.ptp(flat) > 0.25 * depth:
-        # the glass beyond a bright bevel rim just inside the crossing (its flank is no glass)
-        beyond = steps[k0] - 3.0 - wide_px
-        plateau = v[(steps <= beyond) & (steps >= beyond - 0.5 * band_px)]
+    def glass_from(x):
+        """The glass over half ``band_px`` inward from ``x`` and its inner half, or None
+        where that half is not flat (a core's blurred edge keeps rising)."""
+        plateau = v[(steps <= x) & (steps >= x - 0.5 * band_px)]
         flat = plateau[: len(plateau) // 2]
-        if (len(plateau) < 8 or np.ptp(flat) > 0.25 * depth
-                or rim.max() - float(median(flat)) < params["epoxy_level_share"] * depth):
+        return None if len(plateau) < 8 or np.ptp(flat) > 0.25 * depth else (plateau, flat)
+
+    rim = v[(steps >= steps[k0] - 3.0 - wide_px) & (steps < steps[k0])]
+    glass = glass_from(steps[k0] - 3.0)  # from 3 px inside the crossing
+    if glass is None:
+        # the glass beyond a bright bevel rim just inside the crossing (its flank is no glass)
+        glass = glass_from(steps[k0] - 3.0 - wide_px)
+        if glass is None or rim.max() - float(median(glass[1])) < params["epoxy_level_share"] * depth:
             return None
+    plateau, flat = glass
     # a bright bevel rim (ring light) between the glass and the valley bounds the glass: a
     # glass edge has one bevel, so the valley beyond the rim is the ring, however narrow
     # and even when no darker than the glass

@@ -602,6 +602,19 @@ def test_film_under_a_particle_is_found_apart_from_it(cfg, seed, contrast, dx_um
     assert iou_film >= 0.7 and iou_dust >= 0.7 and apart
 
 
+@pytest.mark.parametrize("seed,contrast", [(0, 0.06), (1, 0.1), (2, 0.1)])
+def test_dig_on_a_faint_film_stays_apart_from_it(cfg, seed, contrast):
+    # a 14 µm dig on a 60 µm film: it passed for a piece of the film, whose extent took it
+    # in (dig IoU 0.05-0.06 before); a piece denser than a film is none, and stays apart
+    film = dict(OIL, contrast=contrast, size_um=60.0, dx_um=-15.0, dy_um=30.0, angle_deg=100.0)
+    dig = dict(PIT, type="dig", contrast=0.6, size_um=14.0, irregularity=0.2, aspect=1.3,
+               dx_um=-10.0, dy_um=34.0)
+    gray, truth = _scene(cfg, seed=seed, defects=[film, dig], size=(640, 480))
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    (n_film, iou_film), (n_dig, iou_dig) = (_best_iou(pred, truth["instance_map"] == k) for k in (1, 2))
+    assert iou_film >= 0.75 and iou_dig >= 0.9 and n_film != n_dig
+
+
 @pytest.mark.parametrize("seed,contrast,size_um", [(0, 0.06, 40.0), (1, 0.08, 50.0)])
 def test_faint_film_under_a_particle_is_found_apart_from_it_at_the_coarse_scale(cfg, seed, contrast, size_um):
     # a film too faint for the fine seeds (6-8 % over 40-50 µm) under a dark particle:

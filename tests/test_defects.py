@@ -538,10 +538,30 @@ def test_polarity_components_keep_rims_with_their_defect():
     zs[5:12, 29:33] = 9.0    # ... touching a bright particle as strong: two defects
     mask = zs != 0
     ys, xs = _nonzero(mask)
-    comp, _, piece, _ = _polarity_components(mask, zs, np.ones((3, 3), np.uint8), ys, xs, 0.5)
+    comp, _, piece, _, rim = _polarity_components(mask, zs, np.ones((3, 3), np.uint8), ys, xs, 0.5)
     at = lambda y, x: int(piece[(ys == y) & (xs == x)][0])  # noqa: E731
     assert at(8, 5) == at(8, 11) and at(8, 25) != at(8, 31)
     assert len(set(comp[comp > 0])) == 2
+    assert set(zip(ys[rim], xs[rim])) == set(zip(*np.nonzero(zs == 3.0)))  # only the weak rim
+
+
+def test_a_pits_halo_is_left_out_of_its_mask_a_film_beyond_it_is_not(cfg):
+    # a bright halo around a dark pit counts with the pit (no detection of its own), but
+    # its pixels are no pit (the halo doubled a pit's mask on the fourth renderer); the
+    # far part of a faint film around the pit stays in the instance
+    from fiberprep.defects import _merge
+    yy, xx = np.mgrid[0:80, 0:80]
+    r = np.hypot(xx - 40, yy - 40)
+    pit = r <= 4
+    for outer, near_kept, far_kept in ((9, 0.0, None), (20, 0.0, 1.0)):
+        ring = (r > 5) & (r <= outer)
+        zs = np.where(pit, -30.0, np.where(ring, 8.0, 0.0)).astype(np.float32)
+        lab, _ = _merge(pit | ring, np.zeros(r.shape, np.uint16), np.zeros(1), np.zeros(1), zs,
+                        np.zeros(r.shape, bool), lambda um: um / 0.5, cfg["detection"])
+        assert np.unique(lab[pit]).tolist() == [1] and lab.max() == 1
+        assert (lab[(r > 5) & (r <= 7)] > 0).mean() == near_kept
+        if far_kept is not None:
+            assert (lab[(r > 12) & (r <= outer)] > 0).mean() == far_kept
 
 
 @pytest.mark.parametrize("radius", [40, 55, 70])

@@ -2281,7 +2281,9 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     pit below the optics' resolution, blurred small but far darker than the grain),
     and so are scratch-only
     instances that are not elongated (major/minor axis < ``linear_aspect``:
-    blob flanks, crescents).
+    blob flanks, crescents). A rim taken into a region defect (no scratch in it)
+    counts with it, but its pixels within twice ``merge_gap_um`` of the defect are
+    left out of the mask (a pit's halo is no pit; a film beyond stays).
 
     Returns labels 1..n (int32) and, per label, a bit set of the sources
     (1 region, 2 scratch).
@@ -2299,7 +2301,7 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     box = np.s_[y0:int(ys.max()) + m + 1, x0:int(xs.max()) + m + 1]
     by, bx = ys - y0, xs - x0
     reg = region_mask[ys, xs]
-    r_full, n_r, piece, n_p = _polarity_components(region_mask[box], zs[box], gap, by, bx, params["mask_level"])
+    r_full, n_r, piece, n_p, rim = _polarity_components(region_mask[box], zs[box], gap, by, bx, params["mask_level"])
     s = s_lab[ys, xs].astype(np.int64)
     s = np.where(np.bincount(s, minlength=n_s)[s] >= min_area, s, 0)
     r = np.where(reg, r_full, 0).astype(np.int64)
@@ -2445,7 +2447,15 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
         lut[keep] = np.arange(1, keep.size + 1)
         lab, src = lut[lab], np.concatenate([[0], src[keep]]).astype(np.int8)
     out = np.zeros(region_mask.shape, np.int32)
-    out[ys, xs] = lab
+    # a rim absorbed into its defect counts with it, its pixels beside the defect (within
+    # twice the merge gap) are no defect's; a film beyond them stays
+    cut = rim & (s == 0) & (lab > 0) & (src[lab] == _REGION)
+    if cut.any():
+        own = np.zeros(region_mask[box].shape, np.uint8)
+        own[by[~cut & (lab > 0)], bx[~cut & (lab > 0)]] = 1
+        near = cv2.distanceTransform(1 - own, cv2.DIST_L2, 3)[by, bx] <= 2 * px(params["merge_gap_um"])
+        cut &= near & (np.bincount(lab[~cut], minlength=src.size) > 0)[lab]
+    out[ys, xs] = np.where(cut, 0, lab)
     return out, src
 
 
@@ -2559,7 +2569,8 @@ def _polarity_components(mask, zs, gap, ys, xs, level):
     A piece whose peak |z| is below ``level`` times that of the opposite-signed
     piece it touches (the bright rim of a pit, the halo beside a dark scratch)
     belongs to that piece. Returns ``(component, n_components, piece,
-    n_pieces)``: labels of each sampled pixel (0 off ``mask``) and label counts.
+    n_pieces, rim)``: labels of each sampled pixel (0 off ``mask``), label counts,
+    and whether the pixel lies on such a rim.
     """
     dark = mask & (zs < 0)
     n_a, r_all = cv2.connectedComponents(cv2.dilate(mask.view(np.uint8), gap), connectivity=8)
@@ -2583,7 +2594,9 @@ def _polarity_components(mask, zs, gap, ys, xs, level):
     weak = (peak < level * top_peak[parent]) & ((ids >= n_d) != (t >= n_d))
     piece = np.zeros(ys.size, np.int64)
     piece[on] = np.where(weak, t, ids)[lab]
-    return comp, n_a, piece, n
+    rim = np.zeros(ys.size, bool)
+    rim[on] = weak[lab]
+    return comp, n_a, piece, n, rim
 
 
 def _join_collinear(labels, source, zs, px, params):

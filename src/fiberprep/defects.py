@@ -1058,14 +1058,12 @@ def _join_film_pieces(mask, lin, valid, px, params):
         return mask
     lc = cv2.GaussianBlur(lin[box], (0, 0), px(params["coarse_um"]) / 2)
     ys, xs = _nonzero(m)
-    k = lab[ys, xs]
-    med, film = _film_pieces(k, ys, xs, n, stats[:, cv2.CC_STAT_AREA], lc, floor, px, params)
-    # a particle or dig on the film is denser than a film: no piece of it, and its
-    # extent stays the merge gap off it (the two stay apart)
-    top = math.log1p(params["film_max_contrast"])
-    dense = np.abs(_label_median(k, lin[box][ys, xs], n)) >= top
+    med, fine, film = _film_pieces(lab[ys, xs], ys, xs, n, stats[:, cv2.CC_STAT_AREA], lc, lin[box], floor,
+                                   px, params)
+    # a particle or dig on the film is denser than a film: its extent stays the merge gap
+    # off it (the two stay apart)
+    dense = np.abs(fine) >= math.log1p(params["film_max_contrast"])
     dense[0] = False
-    film &= ~dense & (np.abs(med) < top)
     ids = np.flatnonzero(film)
     if ids.size < 2:
         return mask
@@ -1091,17 +1089,19 @@ def _join_film_pieces(mask, lin, valid, px, params):
     return out
 
 
-def _film_pieces(k, ys, xs, n, area, lc, floor, px, params):
-    """Median of the smoothed residual ``lc`` over each label 0..n-1 (``k`` the label
-    of each pixel ``ys, xs``, ``area`` its pixel count) and whether it may be a piece of
-    a film: at least ``film_piece_um2``, that median at least ``floor``, and not
-    line-shaped (``linear_aspect``: a scratch's piece)."""
-    med = _label_median(k, lc[ys, xs], n)
+def _film_pieces(k, ys, xs, n, area, lc, lin, floor, px, params):
+    """Medians of the smoothed residual ``lc`` and of the linear residual ``lin`` over
+    each label 0..n-1 (``k`` the label of each pixel ``ys, xs``, ``area`` its pixel
+    count), and whether it may be a piece of a film: at least ``film_piece_um2``, the
+    smoothed median at least ``floor``, both below ``film_max_contrast`` (denser is a
+    particle, dig or chip), and not line-shaped (``linear_aspect``: a scratch's piece)."""
+    med, fine = _label_median(k, lc[ys, xs], n), _label_median(k, lin[ys, xs], n)
     major, minor = _axes(k, ys, xs, n)
     film = ((area >= px(1.0) ** 2 * params["film_piece_um2"]) & (np.abs(med) >= floor)
+            & (np.maximum(np.abs(med), np.abs(fine)) < math.log1p(params["film_max_contrast"]))
             & (major < params["linear_aspect"] * np.maximum(minor, 1.0)))
     film[0] = False
-    return med, film
+    return med, fine, film
 
 
 def _film_extent(own, lc, med, valid, reach, floor, params):
@@ -1140,9 +1140,8 @@ def _fill_films(labels, source, lin, valid, px, params):
     k = lab[ys, xs]
     lc = cv2.GaussianBlur(lin[box], (0, 0), px(params["coarse_um"]) / 2)
     area = np.bincount(k, minlength=n)
-    med, film = _film_pieces(k, ys, xs, n, area, lc, floor, px, params)
-    fine = _label_median(k, lin[box][ys, xs], n)
-    films = np.flatnonzero(film & (np.maximum(np.abs(med), np.abs(fine)) < top)
+    med, fine, film = _film_pieces(k, ys, xs, n, area, lc, lin[box], floor, px, params)
+    films = np.flatnonzero(film
                            & (np.abs(med) >= params["mask_level"] * np.abs(fine)) & (source[:n] == _REGION))
     if films.size == 0:
         return labels, source
@@ -1325,11 +1324,10 @@ def _do2mr(zs, regions, seed_ok, win, params, spread=None, pooled=False, out=Non
     is kept on ``out`` (default ``seed_ok``)."""
     kern = np.ones((win, win), np.uint8)
     res = cv2.medianBlur(cv2.dilate(zs, kern) - cv2.erode(zs, kern), 3)
-    spread = spread or _robust_std
+    floor = params["do2mr_sigma_floor"]
 
     def stat(v):
-        floor = params["do2mr_sigma_floor"]
-        s = _clipped_std(v, params["outlier_mads"], floor) if spread is _robust_std else spread(v)
+        s = spread(v) if spread else _clipped_std(v, params["outlier_mads"], floor)
         return _median(v) + params["do2mr_gamma"] * max(s, floor)
 
     thr = _per_region(res, regions, seed_ok, stat)

@@ -553,7 +553,7 @@ def test_valley_behind_a_bright_bevel_rim_is_an_epoxy_ring(ring, width, fringe):
     steps = np.arange(-40.0, 23.0, 0.5)
     level = _edge_profile(steps, [-4.5 - width, -width, 0.0], [0.20, 0.27, ring], 0.39, blur=0.8)
     textured = (steps >= -width) & (steps <= 0.0)
-    edge = zones._dark_ring(level, textured, textured, steps, 1.0, 20.0, 5.0, fringe, PARAMS)
+    edge = zones._dark_ring(level, textured, textured, steps, 1.0, 20.0, 5.0, 7.5, fringe, PARAMS)
     if fringe:
         assert edge is None
     else:
@@ -571,7 +571,7 @@ def test_shallow_valley_behind_a_bright_bevel_rim_is_still_an_epoxy_ring(rim):
     inside = 0.24 if rim else 0.20
     level = _edge_profile(steps, [-10.0, -6.0, 0.0], [0.20, inside, 0.12], 0.80, blur=1.5)
     textured = (steps >= -6.0) & (steps <= 0.0)
-    edge = zones._dark_ring(level, textured, textured, steps, 1.0, 20.0, 5.0, False, PARAMS)
+    edge = zones._dark_ring(level, textured, textured, steps, 1.0, 20.0, 5.0, 7.5, False, PARAMS)
     if rim:
         assert edge == pytest.approx(-6.0, abs=0.5)
     else:
@@ -609,6 +609,27 @@ def test_smooth_band_darker_than_the_glass_just_outside_it_is_epoxy(levels, outs
     img = _stepped_disc([0.0, width], list(levels), outside)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.3
+
+
+@pytest.mark.parametrize("ring_end_um", [3.0, 2.0])
+def test_smooth_valley_wider_than_any_bevel_line_is_epoxy_under_a_fringe(ring_end_um):
+    # the median edge profile of a helper renderer's dark fiber (sixth, seed 601, image
+    # 155; 0.625 µm/px here, noise 0.005): the glass (0.345) rolls off over 3 µm into a
+    # smooth ring a little darker still, ~5 µm wide at half depth, then the bright ferrule
+    # with a faint overshoot. The overshoot passed for a coaxial scope's fringe and the
+    # old code took the ring for glass (radius +7 %); no bevel line is so wide
+    # (smooth_ring_min_um), so the glass ends at the valley's inner half depth. The
+    # renderer's own edge lies at the roll-off's foot (100 px): a bevel inside the glass
+    # as dark as the epoxy does not show where it ends
+    knots = [(-8, 0.345), (-4, 0.343), (-2.5, 0.27), (-1, 0.192), (0, 0.204),
+             (ring_end_um, 0.222), (ring_end_um + 0.75, 0.26), (ring_end_um + 1.5, 0.48),
+             (ring_end_um + 2.25, 0.73), (ring_end_um + 2.75, 0.776), (8, 0.765), (9, 0.755)]
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d_um = (np.hypot(xx - 330.3, yy - 250.7) - 100.0) * 0.625
+    img = np.interp(d_um, *zip(*knots)).astype(np.float32)
+    img += np.random.default_rng(0).normal(0, 0.005, img.shape).astype(np.float32)
+    geo = zones.measure_geometry(np.clip(img, 0, 1), TYPES["sm_pc"], PARAMS)
+    assert 95.0 < geo["cladding_radius_px"] < 100.0
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -650,7 +671,7 @@ def test_smooth_valley_beyond_a_wide_bright_rim(rim_px, width, ring):
     steps = np.arange(-40.0, 23.0, 0.5)
     level = _edge_profile(steps, [-rim_px - width, -width, 0.0], [0.20, 0.30, ring], 0.39, blur=0.8)
     smooth = np.zeros(steps.shape, bool)
-    edge = zones._dark_ring(level, smooth, smooth, steps, 1.0, 20.0, 5.0, False, PARAMS)
+    edge = zones._dark_ring(level, smooth, smooth, steps, 1.0, 20.0, 5.0, 7.5, False, PARAMS)
     if width > 5.0:
         assert edge == pytest.approx(-width, abs=0.5)
     else:

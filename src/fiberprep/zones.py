@@ -1787,7 +1787,7 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     reach = params["halo_reach_um"] * px_per_um
     fringe = _fringe_shares(level[None], steps, sign, ferrule, reach)[0] >= params["halo_min_share"]
     edge = _dark_ring(level, texture >= ratio * base, rough, steps, sign, band_px,
-                      params["bevel_max_um"] * px_per_um,
+                      params["bevel_max_um"] * px_per_um, params["smooth_ring_min_um"] * px_per_um,
                       fringe and _fringe_all_around(prof, steps, sign, band_px, reach, params), params)
     if edge is not None:
         return _glass_step(edge, level, prof, steps, glass, min_px, params)
@@ -1842,7 +1842,7 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
 _RIM_RING_DEPTH = 0.5
 
 
-def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, params):
+def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, smooth_px, fringe, params):
     """Glass edge (step, px, < 0) inside a dark ring at the fitted edge, or None.
 
     Epoxy darker than both the glass and the ferrule is a valley in the edge profile
@@ -1866,7 +1866,8 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     when the valley from that crossing to its floor is mostly ``textured``
     (:func:`_epoxy_shift`'s texture ratio over the glass), the crossing is the glass
     edge; so is it beyond a bright rim when the valley is wider at half depth than a
-    bevel line (a smooth ring: a glass edge has one bevel). Otherwise a smooth stretch
+    bevel line (a smooth ring: a glass edge has one bevel), and when it is wider than
+    ``smooth_px``, wider than any bevel line. Otherwise a smooth stretch
     there is a dark bevel of the glass itself, and the glass ends where a ``rough`` run
     (texture beyond the slope's share) starts before the fitted edge (None when none
     does: a bevel alone).
@@ -1927,8 +1928,10 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, fringe, pa
     edge = float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))
     if textured[(steps >= edge) & (steps <= steps[j])].mean() >= 0.5:
         return edge
-    # beyond a bright rim, a smooth valley wider than a bevel line is no bevel of the glass
-    if bright_rim and steps[k1] - steps[k0] + 0.5 > wide_px:
+    # beyond a bright rim, a smooth valley wider than a bevel line is no bevel of the glass;
+    # nor is one wider than any bevel line, fringe or not
+    width = steps[k1] - steps[k0] + 0.5
+    if (bright_rim and width > wide_px) or width > smooth_px:
         return edge
     start = np.nonzero(rough[:-1] & rough[1:] & (steps[:-1] >= edge) & (steps[:-1] <= 0))[0]
     return float(steps[start[0]] - 0.25) if len(start) else None

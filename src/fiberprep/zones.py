@@ -765,12 +765,20 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     gx = cv2.Sobel(log, cv2.CV_32F, 1, 0, ksize=3)
     gy = cv2.Sobel(log, cv2.CV_32F, 0, 1, ksize=3)
     mag = _hypot32(gx, gy)
-    n_edge = max(1, int(params["edge_fraction"] * mag.size))
-    thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
-    ys, xs = np.nonzero(mag > thr)
-    edges = (xs, ys, gx, gy, mag)
+    edges = _strong_edges(gx, gy, mag, params["edge_fraction"])
     radii = np.arange(max(2.0, r_range[0] * scale), r_range[1] * scale + 1.0, dtype=np.float32)
-    cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params, core_ratios=core_ratios)
+    try:
+        cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params, core_ratios=core_ratios)
+    except ImageRejected:
+        # a round field stop wider than any fiber can win the vote with its strong edge and
+        # leave a faint fiber's edge out of the strongest edge pixels: vote again without
+        # the edges that border black
+        black = small < params["stop_dark_ratio"] * float(np.median(small))
+        if not black.any():
+            raise
+        near = cv2.dilate(black.view(np.uint8), np.ones((7, 7), np.uint8)) > 0
+        edges = _strong_edges(gx, gy, np.where(near, np.float32(0), mag), params["edge_fraction"])
+        cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params, core_ratios=core_ratios)
     stop = None
     if polarity == "bright" and _black_outside(small, cx, cy, r, params):
         fiber = _fiber_within((cx, cy, r), edges, radii, core_ratios, params)
@@ -782,6 +790,14 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     if stop is not None:
         stop = (to_image(stop[0]), to_image(stop[1]), stop[2] / scale)
     return to_image(cx), to_image(cy), r / scale, polarity, stop
+
+
+def _strong_edges(gx, gy, mag, fraction):
+    """``(xs, ys, gx, gy, mag)`` of the ``fraction`` of pixels with the strongest gradient."""
+    n_edge = max(1, int(fraction * mag.size))
+    thr = np.partition(mag.ravel(), mag.size - n_edge)[mag.size - n_edge]
+    ys, xs = np.nonzero(mag > thr)
+    return xs, ys, gx, gy, mag
 
 
 def _without_black_frame(img, ratio, blur_px):
@@ -922,17 +938,41 @@ def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False, core_r
             f"{100 * coverage:.0f} % of a circle ({100 * params['min_coverage']:.0f} % needed)"
         )
         raise ImageRejected(NO_FIBER.format(seen=seen))
-    if peaks[1][0] >= params["two_fiber_ratio"] * peaks[0][0]:
+    # a hot spot's smooth flank is no fiber's edge: beside it, the circle with a step is the
+    # fiber, however many votes the hot spot's wide flank gathered
+    step = _step_edge(mag, peaks[0][1], peaks[0][2], first[0])
+    rival = peaks[1][0] >= params["two_fiber_ratio"] * peaks[0][0]
+    if rival or not step:
         second, _ = _radius_at(xs, ys, gx, gy, mag, peaks[1][1], peaks[1][2], radii, params, in_frame,
                                core_ratios)
-        if second is not None:
-            dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
-            if (
-                dist > 0.9 * (first[0] + second[0])  # side by side, not nested
-                and second[2] >= params["two_fiber_ratio"] * first[2]
-            ):
+        dist = math.hypot(peaks[1][1] - peaks[0][1], peaks[1][2] - peaks[0][2])
+        if second is not None and dist > 0.9 * (first[0] + second[0]):  # side by side, not nested
+            second_step = _step_edge(mag, peaks[1][1], peaks[1][2], second[0])
+            if second_step and not step:
+                return peaks[1][1], peaks[1][2], second
+            if rival and second_step == step and second[2] >= params["two_fiber_ratio"] * first[2]:
                 raise ImageRejected("two fibers")
     return peaks[0][1], peaks[0][2], first
+
+
+def _step_edge(mag, cx, cy, r):
+    """Whether the circle ``(cx, cy, r)`` of the gradient magnitude ``mag`` is a step's
+    edge: the median gradient over its in-frame part, ring by ring, falls beyond it
+    (``max(4, 0.3 r)`` px out) below a quarter of its peak within 1 px of it. A smooth bright or
+    dark blob (a hot spot) keeps most of its gradient there."""
+    phi = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
+
+    def ring(rr):
+        x, y = cx + rr * np.cos(phi), cy + rr * np.sin(phi)
+        inside = (x >= 0) & (x <= mag.shape[1] - 1) & (y >= 0) & (y <= mag.shape[0] - 1)
+        if not inside.any():
+            return 0.0
+        v = cv2.remap(mag, x[inside].astype(np.float32)[None], y[inside].astype(np.float32)[None],
+                      cv2.INTER_LINEAR)
+        return float(median(v.ravel()))
+
+    peak = max(ring(r + d) for d in (-1.0, 0.0, 1.0))
+    return ring(r + max(4.0, 0.3 * r)) < 0.25 * peak
 
 
 def _black_outside(small, cx, cy, r, params):

@@ -1145,6 +1145,7 @@ def test_faint_fiber_off_centre_in_a_round_field_stop_is_found(contrast):
     geo = zones.measure_geometry(img.astype(np.float32), TYPES["sm_pc"], PARAMS)
     assert math.hypot(geo["center_x"] - 560.0, geo["center_y"] - 250.0) < 0.1
     assert geo["cladding_radius_px"] == pytest.approx(90.0, abs=0.2)
+    assert geo["field_stop_radius_px"] == pytest.approx(420.0, rel=0.05)  # and the stop
 
 
 @pytest.mark.parametrize("amp,sigma", [(1.0, 40.0), (2.0, 70.0)])

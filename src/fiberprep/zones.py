@@ -772,13 +772,13 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     except ImageRejected:
         # a round field stop wider than any fiber can win the vote with its strong edge and
         # leave a faint fiber's edge out of the strongest edge pixels: vote again without
-        # the edges that border black
+        # the edges that border black (the stop is looked for on all of them, below)
         black = small < params["stop_dark_ratio"] * float(np.median(small))
         if not black.any():
             raise
         near = cv2.dilate(black.view(np.uint8), np.ones((7, 7), np.uint8)) > 0
-        edges = _strong_edges(gx, gy, np.where(near, np.float32(0), mag), params["edge_fraction"])
-        cx, cy, (r, polarity, _) = _strongest_circle(*edges, radii, params, core_ratios=core_ratios)
+        lit = _strong_edges(gx, gy, np.where(near, np.float32(0), mag), params["edge_fraction"])
+        cx, cy, (r, polarity, _) = _strongest_circle(*lit, radii, params, core_ratios=core_ratios)
     stop = None
     if polarity == "bright" and _black_outside(small, cx, cy, r, params):
         fiber = _fiber_within((cx, cy, r), edges, radii, core_ratios, params)

@@ -958,12 +958,12 @@ def _strongest_circle(xs, ys, gx, gy, mag, radii, params, in_frame=False, core_r
 def _step_edge(mag, cx, cy, r):
     """Whether the circle ``(cx, cy, r)`` of the gradient magnitude ``mag`` is a step's
     edge: the median gradient over its in-frame part, ring by ring, falls beyond it
-    (``max(4, 0.3 r)`` px out) below a quarter of its peak within 1 px of it. A smooth bright or
-    dark blob (a hot spot) keeps most of its gradient there."""
-    phi = np.linspace(0.0, 2 * np.pi, 64, endpoint=False)
+    (``max(4, 0.3 r)`` px out) below a quarter of its peak within 1 px of it. A smooth
+    bright or dark blob (a hot spot) keeps most of its gradient there."""
+    _, cos, sin = _ray_angles(64)
 
     def ring(rr):
-        x, y = cx + rr * np.cos(phi), cy + rr * np.sin(phi)
+        x, y = cx + rr * cos, cy + rr * sin
         inside = (x >= 0) & (x <= mag.shape[1] - 1) & (y >= 0) & (y <= mag.shape[0] - 1)
         if not inside.any():
             return 0.0

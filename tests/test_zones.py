@@ -645,6 +645,24 @@ def test_smooth_dark_bevel_before_a_rough_epoxy_ring_ends_the_glass_where_the_gr
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("bore_offset", [8.0, 10.0])
+def test_fiber_off_centre_in_its_bore_is_centred_on_the_glass(bore_offset, seed):
+    # a dark fiber (0.30) off centre in its bore: a rough epoxy crescent (0.15, 15 %
+    # grain) 12 px wide on average, from 12 - offset to 12 + offset px around it, then
+    # the ferrule. No window around one circle holds the glass edge on every ray; the
+    # old code kept the bore's centre (8 and 10 px off) with about the glass's radius
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    glass = np.hypot(xx - 330.3, yy - 250.7) - 100.0
+    bore = np.hypot(xx - 330.3 - bore_offset, yy - 250.7) - 112.0
+    img = np.select([glass < 0, bore < 0], [0.30, _epoxy_grain(0.15, rng)], 0.64).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 1.0) + rng.normal(0, 0.005, img.shape).astype(np.float32)
+    geo = zones.measure_geometry(np.clip(img, 0, 1), TYPES["sm_pc"], PARAMS)
+    assert math.hypot(geo["center_x"] - 330.3, geo["center_y"] - 250.7) < 0.75
+    assert abs(geo["cladding_radius_px"] - 100.0) < 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1])
 def test_rough_epoxy_ring_as_bright_as_the_glass_under_a_dimming_ferrule(seed):
     # a dark fiber (0.33) in a rough epoxy ring about as bright (0.345, 15 % grain) 10 px
     # wide, then a ferrule dimming outward (vignetting): its fall-off beside the ring's

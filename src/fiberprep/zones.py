@@ -1101,10 +1101,11 @@ def _ray_angles(n_rays):
     return out
 
 
-def _ray_edges(smooth, shape, sign, half_width, n_rays):
+def _ray_edges(smooth, shape, sign, half_width, n_rays, offsets=None):
     """Sub-pixel edge radius along rays from the center of an ellipse ``shape``.
 
-    Each ray is sampled at 1 px steps within ``half_width`` of the ellipse; the
+    Each ray is sampled at 1 px steps within ``half_width`` of the ellipse (moved
+    ``offsets`` px along each ray when given: a window per ray); the
     edge is the peak of the signed central-difference gradient (``sign`` +1:
     brighter outside), refined by a parabola through the peak and its
     neighbours. Returns (angles, radii, strengths, valid, profiles); rays
@@ -1115,6 +1116,8 @@ def _ray_edges(smooth, shape, sign, half_width, n_rays):
     phi, cos, sin = _ray_angles(n_rays)
     steps = np.arange(-half_width, half_width + 1, dtype=np.float64)
     rr = _ellipse_radius(shape, phi)[:, None] + steps[None, :]
+    if offsets is not None:
+        rr += offsets[:, None]
     mx = (cx + rr * cos[:, None]).astype(np.float32)
     my = (cy + rr * sin[:, None]).astype(np.float32)
     inside = ((mx >= 0) & (mx <= w - 1) & (my >= 0) & (my <= h - 1)).all(axis=1)
@@ -1131,13 +1134,13 @@ def _ray_edges(smooth, shape, sign, half_width, n_rays):
     return phi, radius, g1, valid, prof
 
 
-def _ray_points(smooth, shape, sign, half, n_rays, params):
+def _ray_points(smooth, shape, sign, half, n_rays, params, offsets=None):
     """Edge points (N x 2) on ``n_rays`` rays around the ellipse ``shape``
-    (:func:`_ray_edges`, window ``half`` px), their radii and expected scatter
+    (:func:`_ray_edges`, window ``half`` px, moved by ``offsets``), their radii and expected scatter
     (:func:`_edge_spread`); maxima weaker than ``min_edge_ratio`` of the median are
     noise or a gap in the edge, not the edge itself, and left out. None when fewer
     than 12 rays hold an edge."""
-    phi, rad, strength, valid, prof = _ray_edges(smooth, shape, sign, half, n_rays)
+    phi, rad, strength, valid, prof = _ray_edges(smooth, shape, sign, half, n_rays, offsets)
     if valid.sum() < 12:
         return None
     spread = _edge_spread(prof, strength, valid, sign)
@@ -1226,7 +1229,8 @@ def _half_width(r, rel, params):
     return int(math.ceil(max(params["search_min_px"], rel * r)))
 
 
-def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False, cladding=True):
+def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False, cladding=True,
+              offsets=None):
     """Sub-pixel edge points around an ellipse guess and their robust fit.
 
     Returns a dict with the fitted ellipse ``shape``, equal-area radius ``r``,
@@ -1237,10 +1241,11 @@ def _fit_edge(smooth, shape, sign, half, params, two_edges=False, circle=False, 
     ``min_confidence`` may be one of two concentric edges (:func:`_one_of_two_edges`).
     ``circle``: a circle is fitted instead of an ellipse; ``cladding``: an oblique
     ellipse (:func:`_oblique`) is refitted as a circle (a core may be one).
+    ``offsets``: each ray's window moved by that many px (one per ray of ``shape``).
     """
     r = math.sqrt(shape[2] * shape[3])
     n_rays = _n_rays(r, 90, params)
-    found = _ray_points(smooth, shape, sign, half, n_rays, params)
+    found = _ray_points(smooth, shape, sign, half, n_rays, params, offsets)
     if found is None:
         return None
     pts, rad, spread = found
@@ -1506,11 +1511,33 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_ed
     # a window that stays clear of the ring's outer edge
     half = int(np.clip(math.ceil(0.6 * shift), 3, params["search_min_px"]))
     refit = glass_sign and _fit_edge(smooth, inner["shape"], glass_sign, half, params)
+    if glass_sign and (not refit or _confidence(refit, params) < params["min_confidence"]):
+        refit = _glass_inside_crescent(smooth, clad, sign, glass_sign, shift, band, params)
     # a faint glass-to-ring step refits weakly on rays: the ring, found on the median
     # profile, still places the glass edge
     if not refit:
         return inner
     return refit if _confidence(refit, params) >= params["min_confidence"] else inner
+
+
+def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params):
+    """The glass edge inside an epoxy ring whose width varies around the fiber.
+
+    A fiber off centre in its bore sits in a crescent of epoxy, between no width and
+    twice its median width ``shift`` (px) around it: no window around one circle holds
+    the glass edge on every ray. Here each ray searches, for the strongest
+    ``glass_sign`` step (glass to ring), from 1 px to ``2 shift + 2`` px (at most
+    ``band``) inside its own outer edge point (``sign``, the ring to the ferrule).
+    The :func:`_fit_edge` result when its centre is more than ``inlier_px`` off the
+    outer edge's (a concentric ring's glass edge is the narrow refit's, whose window
+    holds fewer other steps), else None.
+    """
+    phi, at = _edge_points(smooth, outer, sign, params)
+    half = int(math.ceil(0.5 * min(2.0 * shift + 2.0, band)))
+    offsets = at - _ellipse_radius(outer["shape"], phi) - (half + 1)
+    fit = _fit_edge(smooth, outer["shape"], glass_sign, half, params, offsets=offsets)
+    off_centre = fit and math.hypot(fit["cx"] - outer["cx"], fit["cy"] - outer["cy"])
+    return fit if off_centre and off_centre > params["inlier_px"] else None
 
 
 def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):

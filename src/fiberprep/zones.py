@@ -1136,10 +1136,10 @@ def _ray_edges(smooth, shape, sign, half_width, n_rays, offsets=None):
 
 def _ray_points(smooth, shape, sign, half, n_rays, params, offsets=None):
     """Edge points (N x 2) on ``n_rays`` rays around the ellipse ``shape``
-    (:func:`_ray_edges`, window ``half`` px, moved by ``offsets``), their radii and expected scatter
-    (:func:`_edge_spread`); maxima weaker than ``min_edge_ratio`` of the median are
-    noise or a gap in the edge, not the edge itself, and left out. None when fewer
-    than 12 rays hold an edge."""
+    (:func:`_ray_edges`, window ``half`` px, moved by ``offsets``), their radii and
+    expected scatter (:func:`_edge_spread`); maxima weaker than ``min_edge_ratio`` of
+    the median are noise or a gap in the edge, not the edge itself, and left out.
+    None when fewer than 12 rays hold an edge."""
     phi, rad, strength, valid, prof = _ray_edges(smooth, shape, sign, half, n_rays, offsets)
     if valid.sum() < 12:
         return None
@@ -1459,9 +1459,11 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_ed
     Wide ray searches until the center settles, a narrow refining search, the
     outer step of a rim when the edge is a staircase (:func:`_rim_outer_step`), then
     on dark fibers whose edge shows no diffraction fringe, the glass edge inside
-    an epoxy ring when there is one, else outside a bevel line (lobe fit); under
-    a fringe all around the edge, outside a bevel line (odd-part fit). ``two_edges``:
-    the refining fit may take the outer of two concentric edges (``_fit_edge``).
+    an epoxy ring when there is one (inside a crescent of varying width when the
+    concentric refit fails, :func:`_glass_inside_crescent`), else outside a bevel
+    line (lobe fit); under a fringe all around the edge, outside a bevel line
+    (odd-part fit). ``two_edges``: the refining fit may take the outer of two
+    concentric edges (``_fit_edge``).
     """
     cx, cy, r = coarse
     sign = 1.0 if polarity == "dark" else -1.0

@@ -773,7 +773,7 @@ def _coarse_circle(gray, r_range, core_ratios, params):
         # a round field stop wider than any fiber can win the vote with its strong edge and
         # leave a faint fiber's edge out of the strongest edge pixels: vote again without
         # the edges that border black (the stop is looked for on all of them, below)
-        black = small < params["stop_dark_ratio"] * float(np.median(small))
+        black = small < params["stop_dark_ratio"] * float(median(small))
         if not black.any():
             raise
         near = cv2.dilate(black.view(np.uint8), np.ones((7, 7), np.uint8)) > 0

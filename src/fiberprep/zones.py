@@ -199,8 +199,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     if polarity == "dark":  # the glass edge in the gaps of a broken ring as dark as it
         upp_guess = upp_given or clad_r_um / clad["r"]
         gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] / upp_guess)
-        glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band_um / upp_guess, params,
-                                          split=confidence < params["min_confidence"])
+        glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band_um / upp_guess, params)
         if glass is not None:
             glass = {**glass, "residual": glass["residual"] / k, "excess": glass["excess"] / k}
             glass_confidence = _confidence(glass, params)
@@ -1345,40 +1344,45 @@ def _group_fit(pts, shape, tol, params):
     return _robust_ellipse(pts, np.hypot(*(pts - shape[:2]).T), tol, params["fit_iterations"])
 
 
-def _concentric_fits(pts, groups, shape, tol, params):
+def _concentric_fits(pts, groups, shape, tol, params, uneven=None):
     """Robust ellipse fits (``_robust_ellipse``, radii from the centre of ``shape``) of
     each group (bool masks) of edge points ``pts`` and their inliers' radial residuals:
     ``([(ellipse, inliers), ...], [residuals, ...])``, or ``(None, None)`` unless every
     fit is an ellipse within ``max_ellipticity``, their centres lie within ``inlier_px``
     of each other and each group within ``inlier_px`` RMS of its own fit (one edge's
-    concentric steps)."""
+    concentric steps). ``uneven`` (px): the outer group may be a ring's outer edge whose
+    width varies around it: only the inner group must lie within ``inlier_px`` RMS, and
+    the centres within ``uneven`` px."""
     fits = [_group_fit(pts[g], shape, tol, params) for g in groups]
     if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
         return None, None
     res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
     (a, _), (b, _) = fits
-    if (math.hypot(a[0] - b[0], a[1] - b[1]) > params["inlier_px"]
-            or max(np.sqrt(np.mean(x**2)) for x in res_g) > params["inlier_px"]):
+    rms = [float(np.sqrt(np.mean(x**2))) for x in res_g]
+    if uneven:  # the inner group's alone
+        rms = [rms[int(math.sqrt(b[2] * b[3]) < math.sqrt(a[2] * a[3]))]]
+    if (math.hypot(a[0] - b[0], a[1] - b[1]) > (uneven or params["inlier_px"])
+            or max(rms) > params["inlier_px"]):
         return None, None
     return fits, res_g
 
 
-def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params, split=False):
+def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
     """The glass edge of a dark fiber whose edge a broken dark ring partly covers.
 
-    A ring as dark as the glass (epoxy, a tilt shadow) hides the glass edge where it
-    lies, and rays there find its outer step; in its gaps they find the glass edge,
-    up to ``band`` px further in (a broken ring's dashes can outnumber its gaps, so
-    the fit may be either edge). Rays searched ``band`` px either side of ``fit``: when
-    their points fall on ``fit`` and on one concentric ellipse more than ``gap`` px (wider
-    than a bevel rim, whose outer step ends the glass) and up to ``band`` px inside or
-    outside it, each group at least ``two_edge_min_share`` of them, together
-    ``two_edge_min_support`` of the rays, each within ``inlier_px`` RMS of its own
-    fit and the centres within ``inlier_px``, the inner group's fit is the glass
-    edge, supported by both. ``split`` (a fit to be rejected): else the points are
-    also split between two concentric edges (:func:`_split_concentric`; a ring
-    between the glass and ferrule levels leaves a fit between its outer step and the
-    glass edge), on the same conditions. None otherwise.
+    A ring as dark as the glass or darker (epoxy, a tilt shadow) hides the glass edge
+    where it lies, and rays there find its outer step; in its gaps they find the glass
+    edge, up to ``band`` px further in (a broken ring's dashes can outnumber its gaps, so
+    the fit may be either edge, or lie between the two). The points of rays searched
+    ``band`` px either side of ``fit`` are grouped two ways: on ``fit`` and on one
+    concentric ellipse more than ``gap`` px (wider than a bevel rim, whose outer step
+    ends the glass) and up to ``band`` px inside or outside it; and split between two
+    concentric edges (:func:`_split_concentric`). When each group holds at least
+    ``two_edge_min_share`` of the points, together ``two_edge_min_support`` of the rays,
+    the inner group lies within ``inlier_px`` RMS of its own fit and the two centres
+    within ``gap`` px (``_concentric_fits``' ``uneven``: a ring's outer edge wanders
+    where its width varies around the fiber), the inner group's fit is the glass edge,
+    supported by both. None otherwise.
     """
     r = fit["r"]
     n_rays = _n_rays(r, 90, params)
@@ -1389,15 +1393,16 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params, split=False)
     pts, _, spread = found
     res = _radial_residuals(fit["shape"], pts)
     inside, outside = (res < -gap) & (res >= -band - tol), (res > gap) & (res <= band + tol)
-    splits = [[np.abs(res) <= tol, inside if inside.sum() >= outside.sum() else outside]]
-    if split:
-        splits.append(_split_concentric(pts, res, fit["shape"], tol, band + tol, params))
-    for groups in filter(None, splits):
+    for split in (False, True):  # (the split only when the first grouping fails)
+        groups = (_split_concentric(pts, res, fit["shape"], tol, band + tol, params) if split
+                  else [np.abs(res) <= tol, inside if inside.sum() >= outside.sum() else outside])
+        if groups is None:
+            continue
         n = sum(int(g.sum()) for g in groups)
         if (n < params["two_edge_min_support"] * n_rays
                 or min(g.sum() for g in groups) < params["two_edge_min_share"] * n):
             continue
-        fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params)
+        fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params, uneven=gap)
         if not fits:
             continue
         radii = [math.sqrt(f[2] * f[3]) for f, _ in fits]

@@ -740,6 +740,17 @@ def test_multimode_core_far_off_the_fitted_edge_takes_a_weaker_step(inside, outs
     assert geo["cladding_radius_px"] == pytest.approx(glass_r, abs=0.3)
 
 
+@pytest.mark.parametrize("share", [0.05, 0.12])
+@pytest.mark.parametrize("width", [4.0, 6.0])
+def test_faint_band_inside_a_bright_fibers_edge_is_its_glass(share, width):
+    # a bright fiber (0.8) whose glass falls by ``share`` of the step just inside its edge,
+    # ``width`` px wide (a bevel): no dark epoxy band outside it (the code before moved
+    # the edge to the band's inner step, -4 to -6 %; eighth renderer: 11 fits -3 to -6.6 %)
+    img = _banded_disc(0.8, 0.2, -width, 0.0, 0.8 - share * 0.6)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.3
+
+
 def test_rough_band_outside_the_glass_edge_is_no_rim():
     # the same staircase with the band outside the glass and rough (epoxy grain): the
     # glass edge is the inner step

@@ -1557,7 +1557,9 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     median edge-aligned profile; when the fitted edge is the outer step, the band
     between them is wider than a bevel line (``bevel_max_um``, with 0.5 px for the
     fit's scatter) and within ``band_um``, its level differs from the glass's and the
-    outside's by ``band_level_share`` of the whole step, the glass beyond ``band_um`` is
+    outside's by ``band_level_share`` of the whole step (on a bright fiber lies
+    ``epoxy_level_share`` of it below the glass: a shoulder just under the glass level
+    is its bevel), the glass beyond ``band_um`` is
     flat (varying by under a quarter of the band's depth: a large core's soft edge,
     reaching into the narrow cladding annulus, is not), and two steps explain the
     profile 5x better than one, the glass ends at the inner step. A bright diffraction
@@ -1583,6 +1585,8 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
         return fit
     (g, b, f), (e0, e1), gain = _two_steps(v, steps, band)
     distinct = min(abs(b - g), abs(f - b)) >= params["band_level_share"] * abs(f - g)
+    if sign < 0:  # epoxy is dark: a band on a bright fiber barely below it is glass (a bevel)
+        distinct = distinct and abs(b - g) >= params["epoxy_level_share"] * abs(f - g)
     # the glass inside the band is flat (a large core's soft edge keeps rising there)
     flat = np.ptp(beyond) < 0.25 * abs(b - g)
     if (

@@ -1344,25 +1344,20 @@ def _group_fit(pts, shape, tol, params):
     return _robust_ellipse(pts, np.hypot(*(pts - shape[:2]).T), tol, params["fit_iterations"])
 
 
-def _concentric_fits(pts, groups, shape, tol, params, uneven=None):
+def _concentric_fits(pts, groups, shape, tol, params, centre_tol=None):
     """Robust ellipse fits (``_robust_ellipse``, radii from the centre of ``shape``) of
     each group (bool masks) of edge points ``pts`` and their inliers' radial residuals:
     ``([(ellipse, inliers), ...], [residuals, ...])``, or ``(None, None)`` unless every
-    fit is an ellipse within ``max_ellipticity``, their centres lie within ``inlier_px``
-    of each other and each group within ``inlier_px`` RMS of its own fit (one edge's
-    concentric steps). ``uneven`` (px): the outer group may be a ring's outer edge whose
-    width varies around it: only the inner group must lie within ``inlier_px`` RMS, and
-    the centres within ``uneven`` px."""
+    fit is an ellipse within ``max_ellipticity``, their centres lie within
+    ``centre_tol`` px (default ``inlier_px``) of each other and each group within
+    ``inlier_px`` RMS of its own fit (one edge's concentric steps)."""
     fits = [_group_fit(pts[g], shape, tol, params) for g in groups]
     if any(f is None or _ellipticity(f) > params["max_ellipticity"] for f, _ in fits):
         return None, None
     res_g = [_radial_residuals(f, pts[g][keep]) for (f, keep), g in zip(fits, groups)]
     (a, _), (b, _) = fits
-    rms = [float(np.sqrt(np.mean(x**2))) for x in res_g]
-    if uneven:  # the inner group's alone
-        rms = [rms[int(math.sqrt(b[2] * b[3]) < math.sqrt(a[2] * a[3]))]]
-    if (math.hypot(a[0] - b[0], a[1] - b[1]) > (uneven or params["inlier_px"])
-            or max(rms) > params["inlier_px"]):
+    if (math.hypot(a[0] - b[0], a[1] - b[1]) > (centre_tol or params["inlier_px"])
+            or max(np.sqrt(np.mean(x**2)) for x in res_g) > params["inlier_px"]):
         return None, None
     return fits, res_g
 
@@ -1379,10 +1374,9 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
     ends the glass) and up to ``band`` px inside or outside it; and split between two
     concentric edges (:func:`_split_concentric`). When each group holds at least
     ``two_edge_min_share`` of the points, together ``two_edge_min_support`` of the rays,
-    the inner group lies within ``inlier_px`` RMS of its own fit and the two centres
-    within ``gap`` px (``_concentric_fits``' ``uneven``: a ring's outer edge wanders
-    where its width varies around the fiber), the inner group's fit is the glass edge,
-    supported by both. None otherwise.
+    each within ``inlier_px`` RMS of its own fit and the two centres within twice
+    ``inlier_px`` (a ring's outer edge wanders where its width varies around the fiber),
+    the inner group's fit is the glass edge, supported by both. None otherwise.
     """
     r = fit["r"]
     n_rays = _n_rays(r, 90, params)
@@ -1402,7 +1396,9 @@ def _glass_inside_broken_ring(smooth, fit, sign, gap, band, params):
         if (n < params["two_edge_min_support"] * n_rays
                 or min(g.sum() for g in groups) < params["two_edge_min_share"] * n):
             continue
-        fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params, uneven=gap)
+        # (a ring's outer edge wanders where its width varies around the fiber)
+        fits, res_g = _concentric_fits(pts, groups, fit["shape"], tol, params,
+                                       centre_tol=2.0 * params["inlier_px"])
         if not fits:
             continue
         radii = [math.sqrt(f[2] * f[3]) for f, _ in fits]

@@ -1553,9 +1553,9 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     median edge-aligned profile; when the fitted edge is the outer step, the band
     between them is wider than a bevel line (``bevel_max_um``, with 0.5 px for the
     fit's scatter) and within ``band_um``, its level differs from the glass's and the
-    outside's by ``band_level_share`` of the whole step (on a bright fiber lies
-    ``epoxy_level_share`` of it below the glass: a shoulder just under the glass level
-    is its bevel), the glass beyond ``band_um`` is
+    outside's by ``band_level_share`` of the whole step (on a bright fiber it lies at
+    least ``epoxy_level_share`` of the step below the glass: a shoulder just under the
+    glass level is the glass's bevel), the glass beyond ``band_um`` is
     flat (varying by under a quarter of the band's depth: a large core's soft edge,
     reaching into the narrow cladding annulus, is not), and two steps explain the
     profile 5x better than one, the glass ends at the inner step. A bright diffraction

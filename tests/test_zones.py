@@ -632,6 +632,33 @@ def test_smooth_valley_wider_than_any_bevel_line_is_epoxy_under_a_fringe(ring_en
     assert 95.0 < geo["cladding_radius_px"] < 100.0
 
 
+def test_shallow_smooth_ring_wider_than_any_bevel_line_is_epoxy():
+    # the median edge profile of the eleventh renderer's dark fiber (seed 1102, image 44,
+    # 0.35 µm/px): the glass (0.26) darkens in a bevel line at its edge, then a smooth
+    # epoxy ring (0.15) 4.5 µm wide, an eighth of the ring-to-ferrule step below the
+    # glass, then the ferrule (0.85) with a bright fringe. Too shallow for a valley to be
+    # a ring, but no bevel line is so wide and no grain marks another edge: the old code
+    # took the ring's outer edge (+8.3 %)
+    knots = [(-8, 0.26), (-1.5, 0.25), (-1, 0.24), (-0.5, 0.19), (0, 0.19), (0.5, 0.16),
+             (1, 0.15), (4, 0.15), (4.5, 0.16), (5, 0.36), (5.5, 0.79), (6, 0.88), (6.5, 0.86),
+             (9, 0.85)]
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    d_um = (np.hypot(xx - 330.3, yy - 250.7) - 62.5 / 0.35) * 0.35
+    img = np.interp(d_um, *zip(*knots)).astype(np.float32)
+    img += np.random.default_rng(0).normal(0, 0.005, img.shape).astype(np.float32)
+    geo = zones.measure_geometry(np.clip(img, 0, 1), TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] * 0.35 / 62.5 - 1) < 0.02
+
+
+def test_dark_bevel_line_at_a_shallow_rings_inner_end_is_the_glasss():
+    # a dark fiber (0.30), a dark bevel line (0.15) 1.5 px wide at its edge, a grainless
+    # epoxy ring (0.25) 8 px wide only a little darker than the glass, the ferrule (0.64):
+    # the glass ends at the bevel line's outer flank, not its inner one (old code -2.7 px)
+    img = _stepped_disc([-1.5, 0.0, 8.0], [0.30, 0.15, 0.25], 0.64)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 1.5
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_smooth_dark_bevel_before_a_rough_epoxy_ring_ends_the_glass_where_the_grain_starts(seed):
     # a dark fiber (0.255) whose glass darkens in a smooth 6 px bevel (0.17), then a rough

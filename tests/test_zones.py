@@ -827,6 +827,18 @@ def test_broken_ring_of_uneven_width_ends_the_glass_at_the_gaps_edge(width, dash
     assert geo["confidence"] >= PARAMS["min_confidence"]
 
 
+@pytest.mark.parametrize("width,level", [(2.5, 0.15), (3.0, 0.15), (2.8, 0.20)])
+def test_broken_ring_narrower_than_a_bevel_line_ends_the_glass_at_the_gaps_edge(width, level):
+    # dashes of a thin ring darker than the glass (``width`` px, under a bevel line's 3.2
+    # px here) over half the circle: the glass edge in the gaps and the ring's outer step
+    # on the dashes, both sharp circles but closer than a bevel rim's gap; the code before
+    # rejected all three at confidence 0.49 (eleventh and eighth renderers: 4 of their
+    # fibers, now within 0.1 %)
+    geo = zones.measure_geometry(_dashed_ring_disc(width, 9, 0.5, level), TYPES["sm_pc"], PARAMS)
+    assert math.hypot(geo["center_x"] - 330.3, geo["center_y"] - 250.7) < 0.3
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+
+
 def test_broken_ring_between_the_glass_and_ferrule_levels_ends_it_at_the_gaps_edge():
     # the same with ten dashes (55 % of the circle, 10 px wide) between the glass (0.30)
     # and ferrule (0.64) levels (0.45): rays on the dashes find their outer step, rays in

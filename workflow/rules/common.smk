@@ -123,6 +123,15 @@ def shard_manifest(wildcards):
     return MANIFEST_HASHES[wildcards.shard]
 
 
+def canonical(value):
+    """``value`` with every mapping's keys in sorted order: a rule's params then do not
+    depend on where a key was set (``--config`` moves it first), and a run started with
+    ``--config`` leaves nothing to do for one started without it."""
+    if isinstance(value, dict):
+        return {k: canonical(value[k]) for k in sorted(value, key=str)}
+    return value
+
+
 def parent_of(level, key=0, of="output"):
     """Param function: the folder ``level`` levels above one output (or input) file of
     the job (0 = the file's own folder), e.g. ``<results_dir>/intermediate`` for

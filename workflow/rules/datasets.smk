@@ -82,7 +82,7 @@ rule dataset_tables:
         qc_dir=str(R / "qc"),
         datasets=config["datasets"],
         export=config["export"],
-        config=config,
+        config=canonical(config),
     script:
         "../scripts/dataset_tables.py"
 

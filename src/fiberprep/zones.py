@@ -1877,11 +1877,11 @@ def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     edge = _dark_ring(*ring)
     if edge is not None:
         return _glass_step(edge, level, prof, steps, glass, min_px, params)
-    # a smooth valley too shallow for a ring but wider than any bevel line is one when no
-    # rough run marks another glass edge
-    wide = _dark_ring(*ring, shallow=True)
 
     def no_rough_ring(answer):
+        """``answer``, unless a smooth valley too shallow for a ring but wider than any
+        bevel line is one: no rough run marks another glass edge."""
+        wide = _dark_ring(*ring, shallow=True)
         return answer if wide is None else _glass_step(wide, level, prof, steps, glass, min_px, params)
 
     no_ring = None if fringe else (0.0, 0.0)
@@ -2022,7 +2022,7 @@ def _dark_ring(level, textured, rough, steps, sign, band_px, wide_px, smooth_px,
         return None
     # else the glass is never as low as the ring, and a valley narrower than a bevel line
     # may be a dark bevel of the glass itself
-    if not bright_rim and (plateau.min() < half or steps[k1] - steps[k0] + 0.5 < wide_px):
+    if not bright_rim and (plateau.min() < half or width < wide_px):
         return None
     a, b = float(v[k0 - 1]), float(v[k0])
     edge = float(steps[k0 - 1] + 0.5 * (a - half) / (a - b))

@@ -529,6 +529,46 @@ def test_dark_and_bright_parallel_scratches_stay_apart(cfg):
     assert all(iou >= 0.3 for _, iou in best) and best[0][0] != best[1][0]
 
 
+@pytest.mark.parametrize("seed, polarity, gap_um, width_um", [(20, "dark", 5.0, 0.95), (22, "dark", 9.4, 1.8),
+                                                          (17, "bright", 8.7, 2.4), (10, "dark", 6.8, 2.4)])
+def test_run_of_parallel_polishing_scratches_is_one_defect_each(cfg, seed, polarity, gap_um, width_um):
+    # four to six parallel scratches a few µm apart (a polishing run): one instance each.
+    # The code before joined pieces of neighbouring lines (each continued the other's
+    # axis within 20 % of their distance) and the coarse scale took the whole run for
+    # one dark smear: 1-2 instances for six lines
+    angle = 25.0 + 10 * seed
+    nx, ny = -math.sin(math.radians(angle)), math.cos(math.radians(angle))
+    n = 6 if seed != 10 else 4
+    run = [dict(SCRATCH, angle_deg=angle, width_um=width_um, length_um=70.0 + 6 * (j % 3), contrast=0.35,
+                dx_um=30.0 + (j - n / 2) * gap_um * nx, dy_um=-20.0 + (j - n / 2) * gap_um * ny) for j in range(n)]
+    knobs = {} if polarity == "dark" else {"polarity": "bright", "ferrule_level": 0.35, "cladding_level": 0.7}
+    gray, truth = _scene(cfg, seed=seed, defects=run, size=(480, 400), **knobs)
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    best = [_best_iou(pred, truth["instance_map"] == d["number"]) for d in truth["defects"]]
+    assert all(iou >= 0.3 for _, iou in best), best
+    assert len({number for number, _ in best}) == len(best)
+
+
+def test_coarse_smear_whose_glass_between_fine_defects_is_clean_is_no_film():
+    # the block means of a run of lines are dark all over, yet between the lines the glass
+    # is clean: that coarse component is dropped; a film, dark between the particles on
+    # it too, is kept
+    from fiberprep.defects import _film_between
+    lin = np.zeros((60, 120), np.float32)
+    fine = np.zeros(lin.shape, bool)
+    for x in range(8, 52, 8):  # lines 8 px apart on the left
+        lin[10:50, x:x + 2] = -0.2
+        fine[10:50, x:x + 2] = True
+    lin[10:50, 68:112] = -0.04  # a faint film on the right, a particle on it
+    lin[25:30, 85:90] = -0.3
+    fine[25:30, 85:90] = True
+    coarse = np.zeros(lin.shape, bool)
+    coarse[8:52, 5:55] = True
+    coarse[8:52, 66:114] = True
+    kept = _film_between(coarse, fine, lin, 1, math.log1p(0.025))
+    assert not kept[:, :60].any() and kept[:, 60:].sum() == coarse[:, 60:].sum()
+
+
 def test_polarity_components_keep_rims_with_their_defect():
     from fiberprep.defects import _nonzero, _polarity_components
     zs = np.zeros((20, 40), np.float32)

@@ -986,6 +986,7 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
 
             cc_up, ok_up = blocks_up(cc), blocks_up(okc)
             coarse = _grow_cut(cc_up & seed_ok, zc_up, lin, params, f)
+            coarse = _film_between(coarse, first, lin, blur, coarse_floor)
             # a film too faint for the fine seeds, cut away at the contrast of a particle
             # on it, as the fine films are (its pieces wider than that particle: the
             # flank a swell's top leaves is not), grown only over blocks that may seed
@@ -1009,6 +1010,26 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
     if films_c.any():
         mask = (mask | films_c) & ~_ring_beside(films_c, mask & ~films_c, gap_px)
     return mask & (regions > 0)
+
+
+def _film_between(coarse, fine, lin, blur, floor):
+    """The components of ``coarse`` (bool) that are a film: beyond ``blur`` px of the
+    ``fine`` scale's defects, three quarters of their pixels keep half the coarse
+    ``floor`` in the linear residual ``lin`` (of the component's sign). Where it does not, the block
+    means were dark from the fine defects alone (a run of parallel scratches, a cluster
+    of specks) and the glass between them is clean: those defects stay their own."""
+    n, lab = cv2.connectedComponents(coarse.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return coarse
+    near = cv2.dilate(fine.view(np.uint8), _disk(2 * blur + 1)) > 0
+    ys, xs = _nonzero(coarse)
+    k, v = lab[ys, xs].astype(np.int64), lin[ys, xs]
+    sign = np.sign(_label_median(k, v, n))
+    off = ~near[ys, xs]
+    between = _label_median(k[off], v[off] * sign[k[off]], n, 0.25)
+    film = (np.bincount(k[off], minlength=n) == 0) | (between >= 0.5 * floor)
+    film[0] = False
+    return film[lab]
 
 
 def _wider_than_beside(pieces, kept, gap_px):
@@ -1481,8 +1502,9 @@ def _inside(k, z, lin, core, peak, params):
     return (same | opp) & (np.abs(z) >= params["grow_sigma"])
 
 
-def _label_median(k, v, n):
-    """Median of ``v`` per label 0..n-1 (``k`` the label of each value; 0 when empty)."""
+def _label_median(k, v, n, q=0.5):
+    """Median (or the ``q`` quantile, the mean of its two nearest order statistics) of
+    ``v`` per label 0..n-1 (``k`` the label of each value; 0 when empty)."""
     out = np.zeros(n, np.float32)
     if k.size == 0:
         return out
@@ -1490,8 +1512,9 @@ def _label_median(k, v, n):
     bounds = np.searchsorted(k[order], np.arange(n + 1))
     cnt = np.diff(bounds)
     has = cnt > 0
-    lo = order[bounds[:-1][has] + (cnt[has] - 1) // 2]
-    hi = order[bounds[:-1][has] + cnt[has] // 2]
+    rank = q * (cnt[has] - 1)
+    lo = order[bounds[:-1][has] + np.floor(rank).astype(np.int64)]
+    hi = order[bounds[:-1][has] + np.ceil(rank).astype(np.int64)]
     out[has] = 0.5 * (v[lo] + v[hi])
     return out
 
@@ -2051,15 +2074,16 @@ def _keep_lines(mask, ori, signed, centre, px, params):
     segs = []
     pts, ys, xs, k = _label_points(lab, n + 1)
     pol = _polarity(k, signed[ys, xs], n + 1)
+    level = _label_median(k, np.abs(signed[ys, xs]), n + 1)
     for i, sl in enumerate(_label_boxes(lab, n + 1)):
         if sl is None or max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) < 0.5 * min_len:
             continue
         pc = _piece(pts[i], px(params["lei_length_um"]))
         if pc["length"] >= 0.5 * min_len and pc["length"] >= params["scratch_min_aspect"] * pc["width"]:
-            segs.append({**pc, "id": i, "pol": pol[i]})
+            segs.append({**pc, "id": i, "pol": pol[i], "level": level[i]})
     roots, pairs = _link_pieces(segs, lambda a, b: _groove_sides(a, b, max_w) and _continues(
         a, b, px(params["join_gap_um"]), params["join_angle_deg"], 2.0, params["join_touch_angle_deg"]),
-        px(params["join_gap_um"]))
+        px(params["join_gap_um"]), lines=signed)
     joined = [[j for j in range(len(segs)) if roots[j] == r] for r in np.unique(roots)] if segs else []
     joined = [g for g in joined if sum(segs[j]["length"] for j in g) >= min_len]
     lut = np.zeros(n + 1, np.uint16)
@@ -2212,13 +2236,16 @@ def _groove_sides(a, b, max_w):
     return off <= 0.5 * max_w
 
 
-def _link_pieces(pieces, joinable, reach):
+def _link_pieces(pieces, joinable, reach, lines=None):
     """Union-find over pieces: returns (root index per piece, joined pairs).
 
     ``joinable`` is only asked about pairs whose centres lie within ``reach``
     plus both ``extent``s (``_piece``) of each other, which every joinable
     pair must do: ends within ``reach`` of each other, or a centre within
-    ``reach`` plus half its major axis of the other's end.
+    ``reach`` plus half its major axis of the other's end. With ``lines`` (the
+    signed image of line pieces), a piece joinable to two pieces lying side by side
+    (``_side_by_side``: two parallel lines) joins only the one nearer its axis (a
+    run of parallel polishing scratches stays one line each).
     """
     parent = list(range(len(pieces)))
     c = np.array([p["c"] for p in pieces], np.float64).reshape(-1, 2)
@@ -2232,12 +2259,54 @@ def _link_pieces(pieces, joinable, reach):
             i = parent[i]
         return i
 
-    pairs = []
-    for i, j in zip(*np.nonzero(near)):  # row by row, as i < j loops
-        if joinable(pieces[i], pieces[j]):
-            pairs.append((int(i), int(j)))
-            parent[find(i)] = find(j)
+    pairs = [(int(i), int(j)) for i, j in zip(*np.nonzero(near))  # row by row, as i < j loops
+             if joinable(pieces[i], pieces[j])]
+    if lines is not None:
+        pairs = _one_line_each(pieces, pairs, lines)
+    for i, j in pairs:
+        parent[find(i)] = find(j)
     return np.array([find(i) for i in range(len(pieces))], np.int64), pairs
+
+
+def _off_axis(a, b):
+    """Distance of ``b``'s centre from ``a``'s axis (``_piece`` dicts)."""
+    v = b["c"] - a["c"]
+    return abs(v[0] * a["d"][1] - v[1] * a["d"][0])
+
+
+def _side_by_side(a, b, signed):
+    """Whether line pieces ``a`` and ``b`` (``_piece``, ``pol``, ``level``: median
+    |``signed``| on them) of one polarity run beside each other as two lines: their
+    spans along ``a``'s axis overlap, their centre lines lie farther apart than their
+    half widths and a pixel, and midway between their centres ``signed`` (of their
+    sign) is below half the fainter one's level: not the two edges of one wide line."""
+    if a["pol"] * b["pol"] < _OPPOSITE:
+        return False
+    ea, eb = ([float((p - a["c"]) @ a["d"]) for p, _ in x["ends"]] for x in (a, b))
+    apart = 0.5 * (a["width"] + b["width"]) + 1.0
+    if not (min(max(ea), max(eb)) - max(min(ea), min(eb)) > apart
+            and min(_off_axis(a, b), _off_axis(b, a)) > apart):
+        return False
+    x, y = (int(round(v)) for v in 0.5 * (a["c"] + b["c"]))
+    mid = float(median(signed[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2]))
+    return math.copysign(1.0, a["pol"]) * mid < 0.5 * min(a["level"], b["level"])
+
+
+def _one_line_each(pieces, pairs, signed):
+    """``pairs`` less the links of a piece to the partner farther off its axis of
+    any two partners lying side by side (``_side_by_side`` on ``signed``)."""
+    partners = {}
+    for i, j in pairs:
+        partners.setdefault(i, []).append(j)
+        partners.setdefault(j, []).append(i)
+    drop = set()
+    for i, js in partners.items():
+        for x, j in enumerate(js):
+            for k in js[x + 1:]:
+                if _side_by_side(pieces[j], pieces[k], signed):
+                    worse = max((j, k), key=lambda m: _off_axis(pieces[i], pieces[m]))
+                    drop.add((min(i, worse), max(i, worse)))
+    return [p for p in pairs if p not in drop]
 
 
 def _draw_link(out, sa, sb, value):
@@ -2630,11 +2699,13 @@ def _join_collinear(labels, source, zs, px, params):
     pts, ys, xs, k = _label_points(labels, n)
     thick = _thickness(labels, n, ys, xs)
     pol = _polarity(k, zs[ys, xs], n)
+    level = _label_median(k, np.abs(zs[ys, xs]), n)
     for i in range(1, n):
         if pts[i] is None or thick[i] >= max_w:
             continue
         pc = _piece(pts[i], px(params["lei_length_um"]))
-        pc.update(id=i, thick=thick[i], elong=pc["major"] >= params["linear_aspect"] * thick[i], pol=pol[i])
+        pc.update(id=i, thick=thick[i], elong=pc["major"] >= params["linear_aspect"] * thick[i], pol=pol[i],
+                  level=level[i])
         pieces.append(pc)
 
     chained = _bead_chains([pc for pc in pieces if not pc["elong"]], px(params["bead_chain_gap_um"]),
@@ -2671,7 +2742,7 @@ def _join_collinear(labels, source, zs, px, params):
                 return True
         return False
 
-    roots, pairs = _link_pieces(pieces, joinable, max(gap, px(params["join_line_gap_um"])))
+    roots, pairs = _link_pieces(pieces, joinable, max(gap, px(params["join_line_gap_um"])), lines=zs)
     if not pairs:
         return labels, source
     root_id = np.arange(n)

@@ -110,8 +110,8 @@ def detect_defects(gray, zone_map, geometry, params):
     the band's texture; the pieces of one faint film, which the residual smoothed
     over half a coarse block connects, or which face each other across an edge,
     are joined, and so are a particle's pieces either side of an edge band), LEI finds
-    scratches (one label per scratch: crossing ones stay apart, bent and
-    faded pieces are followed end to end; a second pass on a high-pass image finds
+    scratches (one label per scratch: crossing ones stay apart, and so do parallel
+    ones side by side; bent and faded pieces are followed end to end; a second pass on a high-pass image finds
     lines too thin to stand out of a ferrule's grain at the LEI's resolution); a blob
     thicker than the scratch it lies on, or wider than it at a point of its
     path (a pit on it), or of the opposite polarity (a dark pit on a bright
@@ -896,7 +896,9 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
     that of all regions pooled (a film covering much of a small region, such
     as a core, inflates neither); it seeds only in
     blocks of one physical region and keeps components of at least
-    ``coarse_min_area_um2`` that are not line-shaped. At both scales a film that
+    ``coarse_min_area_um2`` that are not line-shaped and whose glass between the fine
+    defects is not clean (``_film_between``: a run of parallel scratches darkens its
+    block means too). At both scales a film that
     a stronger defect on it took into its component, and whose cut at that
     defect's contrast dropped it, is cut again apart from it (``_films_beside``);
     at the coarse scale only where it is wider than that defect

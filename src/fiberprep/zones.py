@@ -204,6 +204,10 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
             # a fit to be rejected: a broken ring narrower than a bevel line
             glass = _glass_inside_broken_ring(smooth, clad, 1.0, params["two_edge_min_gap_px"],
                                               band_um / upp_guess, params, close=True)
+        if glass is None and confidence < params["min_confidence"]:
+            # a fit to be rejected: the glass edge inside a ring whose outer edge wanders
+            band = band_um / upp_guess
+            glass = _glass_inside_crescent(smooth, clad, 1.0, -1.0, 0.5 * band, band, params, centred=True)
         if glass is not None:
             glass = {**glass, "residual": glass["residual"] / k, "excess": glass["excess"] / k}
             glass_confidence = _confidence(glass, params)
@@ -1534,7 +1538,7 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_ed
     return refit if _confidence(refit, params) >= params["min_confidence"] else inner
 
 
-def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params):
+def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params, centred=False):
     """The glass edge inside an epoxy ring whose width varies around the fiber.
 
     A fiber off centre in its bore sits in a crescent of epoxy, between no width and
@@ -1544,13 +1548,24 @@ def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params)
     ``band``) inside its own outer edge point (``sign``, the ring to the ferrule).
     The :func:`_fit_edge` result when its centre is more than ``inlier_px`` off the
     outer edge's (a concentric ring's glass edge is the narrow refit's, whose window
-    holds fewer other steps), else None.
+    holds fewer other steps), else None. ``centred`` (for a fit about to be rejected:
+    its rays on a ring's outer edge, which wanders with the ring's width and so lies
+    on no circle): the fit wherever its centre lies, moved out to the bottom of the
+    valley just outside it when there is one (a glass darkening into its rolled edge
+    ends there, where the flat ring begins).
     """
     phi, at = _edge_points(smooth, outer, sign, params)
     half = int(math.ceil(0.5 * min(2.0 * shift + 2.0, band)))
     offsets = at - _ellipse_radius(outer["shape"], phi) - (half + 1)
     fit = _fit_edge(smooth, outer["shape"], glass_sign, half, params, offsets=offsets)
     off_centre = fit and math.hypot(fit["cx"] - outer["cx"], fit["cy"] - outer["cy"])
+    if fit and centred:
+        # the glass darkens into its rolled edge: it ends at the bottom of the valley
+        # between its step and the ring's outer one, where the ring, flat, begins
+        steps = np.arange(0.0, half + 0.5, 0.5)
+        level = median(_aligned_profiles(smooth, fit, glass_sign, steps, params), axis=0)
+        j = int(np.argmin(glass_sign * -level))
+        return _grown(fit, _vertex(steps, glass_sign * level, j, 0.5)) if 0 < j < steps.size - 1 else fit
     return fit if off_centre and off_centre > params["inlier_px"] else None
 
 

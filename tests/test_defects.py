@@ -549,6 +549,22 @@ def test_run_of_parallel_polishing_scratches_is_one_defect_each(cfg, seed, polar
     assert len({number for number, _ in best}) == len(best)
 
 
+def test_run_of_bright_lines_over_the_core_is_one_defect_each(cfg):
+    # five bright lines 2 µm wide, 5.5 µm apart, over the core of a dark fiber: the fine
+    # scale's own component spans the run, wider than a scratch, and took the lines for
+    # its flanks (the code before: one instance); the lines cover it, so it is theirs
+    angle = 60.7
+    nx, ny = -math.sin(math.radians(angle)), math.cos(math.radians(angle))
+    run = [dict(SCRATCH, angle_deg=angle, width_um=2.07, length_um=length, contrast=contrast, polarity="bright",
+                dx_um=10.5 + (j - 2.5) * 5.5 * nx, dy_um=-16.5 + (j - 2.5) * 5.5 * ny)
+           for j, (length, contrast) in enumerate([(60.9, 0.5), (59.5, 0.37), (75.8, 0.35), (51.5, 0.28), (71.4, 0.31)])]
+    gray, truth = _scene(cfg, seed=2, defects=run, size=(480, 400))
+    pred, _ = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    best = [_best_iou(pred, truth["instance_map"] == d["number"]) for d in truth["defects"]]
+    found = [number for number, iou in best if iou >= 0.3]
+    assert len(set(found)) >= 3, best
+
+
 def test_coarse_smear_whose_glass_between_fine_defects_is_clean_is_no_film():
     # the block means of a run of lines are dark all over, yet between the lines the glass
     # is clean: that coarse component is dropped; a film, dark between the particles on

@@ -111,7 +111,7 @@ def detect_defects(gray, zone_map, geometry, params):
     over half a coarse block connects, or which face each other across an edge,
     are joined, and so are a particle's pieces either side of an edge band), LEI finds
     scratches (one label per scratch: crossing ones stay apart, and so do parallel
-    ones side by side; bent and faded pieces are followed end to end; a second pass on a high-pass image finds
+    ones side by side, which keep a region candidate they cover to themselves; bent and faded pieces are followed end to end; a second pass on a high-pass image finds
     lines too thin to stand out of a ferrule's grain at the LEI's resolution); a blob
     thicker than the scratch it lies on, or wider than it at a point of its
     path (a pit on it), or of the opposite polarity (a dark pit on a bright
@@ -194,6 +194,7 @@ def detect_defects(gray, zone_map, geometry, params):
     blob[win] = cv2.dilate(wide, reach) > 0
     scratch_labels, widths, line_widths = _scratch_candidates(zs, seed_ok & ~blob, visible, centre, px, params)
     dark_dot = rel <= -math.log1p(params["dot_min_contrast"])
+    region_mask = _without_runs(region_mask, scratch_labels, zs, px, params)
     labels, source = _merge(region_mask, scratch_labels, widths, line_widths, zs, dark_dot, px, params)
     for ring in rings:  # the cladding's edge, and a large core's
         labels, source = _drop_rings(labels, source, ring, zs, px, params)
@@ -1032,6 +1033,43 @@ def _film_between(coarse, fine, lin, blur, floor):
     film = (np.bincount(k[off], minlength=n) == 0) | (between >= 0.5 * floor)
     film[0] = False
     return film[lab]
+
+
+def _without_runs(region_mask, s_lab, zs, px, params):
+    """``region_mask`` less the components that are a run of parallel scratches: two or
+    more straight scratches (``s_lab``; minor axis at most twice their width and 2 px)
+    lying side by side on it (``_side_by_side`` on ``zs``),
+    within ``scratch_reach_um`` of which at least ``_ROW_COVER`` of its pixels lie. Such a
+    component, wider than a scratch, would take the lines for its flanks (``_merge``);
+    without it each line stays its own defect."""
+    n, lab, stats, _ = cv2.connectedComponentsWithStats(region_mask.view(np.uint8), connectivity=8)
+    wide = np.flatnonzero(np.minimum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
+                          > px(params["scratch_max_width_um"])) + 1
+    if wide.size == 0 or s_lab.max() < 2:
+        return region_mask
+    reach = _disk(2 * px(params["scratch_reach_um"]) + 1)
+    out = region_mask.copy()
+    for i in wide:
+        x, y, w, h = stats[i, :4]
+        win = np.s_[y:y + h, x:x + w]
+        own = lab[win] == i
+        sl = np.where(own, s_lab[win], 0)
+        ids = np.flatnonzero(np.bincount(sl.ravel()) >= px(params["scratch_min_length_um"]))
+        ids = ids[ids > 0]
+        if ids.size < 2:
+            continue
+        pts, ys, xs, k = _label_points(sl, int(ids.max()) + 1)
+        v = zs[win][ys, xs]
+        pol, level = _polarity(k, v, int(ids.max()) + 1), _label_median(k, np.abs(v), int(ids.max()) + 1)
+        pieces = [{**_piece(pts[j], px(params["lei_length_um"])), "pol": pol[j], "level": level[j]} for j in ids]
+        # (straight lines: the two arcs of a drying ring's rim lie side by side too)
+        pieces = [pc for pc in pieces if pc["minor"] <= 2 * pc["width"] + 2]
+        if not any(_side_by_side(a, b, zs[win]) for x_, a in enumerate(pieces) for b in pieces[x_ + 1:]):
+            continue
+        near = cv2.dilate((sl > 0).view(np.uint8), reach) > 0
+        if (near & own).sum() >= _ROW_COVER * own.sum():
+            out[win][own & ~(sl > 0)] = False
+    return out
 
 
 def _wider_than_beside(pieces, kept, gap_px):

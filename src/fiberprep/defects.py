@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
+from itertools import combinations
 
 import cv2
 import numpy as np
@@ -111,7 +112,8 @@ def detect_defects(gray, zone_map, geometry, params):
     over half a coarse block connects, or which face each other across an edge,
     are joined, and so are a particle's pieces either side of an edge band), LEI finds
     scratches (one label per scratch: crossing ones stay apart, and so do parallel
-    ones side by side, which keep a region candidate they cover to themselves; bent and faded pieces are followed end to end; a second pass on a high-pass image finds
+    ones side by side, which keep a region candidate they cover to themselves; bent
+    and faded pieces are followed end to end; a second pass on a high-pass image finds
     lines too thin to stand out of a ferrule's grain at the LEI's resolution); a blob
     thicker than the scratch it lies on, or wider than it at a point of its
     path (a pit on it), or of the opposite polarity (a dark pit on a bright
@@ -1018,9 +1020,10 @@ def _region_candidates(z, zs, regions, seed_ok, bands, rel, lin, quant, px, para
 def _film_between(coarse, fine, lin, blur, floor):
     """The components of ``coarse`` (bool) that are a film: beyond ``blur`` px of the
     ``fine`` scale's defects, three quarters of their pixels keep half the coarse
-    ``floor`` in the linear residual ``lin`` (of the component's sign). Where it does not, the block
-    means were dark from the fine defects alone (a run of parallel scratches, a cluster
-    of specks) and the glass between them is clean: those defects stay their own."""
+    ``floor`` in the linear residual ``lin`` (of the component's sign). Where they do
+    not, the block means were dark from the fine defects alone (a run of parallel
+    scratches, a cluster of specks) and the glass between them is clean: those defects
+    stay their own."""
     n, lab = cv2.connectedComponents(coarse.view(np.uint8), connectivity=8)
     if n <= 1:
         return coarse
@@ -1038,10 +1041,10 @@ def _film_between(coarse, fine, lin, blur, floor):
 def _without_runs(region_mask, s_lab, zs, px, params):
     """``region_mask`` less the components that are a run of parallel scratches: two or
     more straight scratches (``s_lab``; minor axis at most twice their width and 2 px)
-    lying side by side on it (``_side_by_side`` on ``zs``),
-    within ``scratch_reach_um`` of which at least ``_ROW_COVER`` of its pixels lie. Such a
-    component, wider than a scratch, would take the lines for its flanks (``_merge``);
-    without it each line stays its own defect."""
+    lying side by side on it (``_side_by_side`` on ``zs``), within ``scratch_reach_um``
+    of which at least ``_ROW_COVER`` of its pixels lie. Such a component, wider than a
+    scratch, would take the lines for its flanks (``_merge``); without it each line
+    stays its own defect."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(region_mask.view(np.uint8), connectivity=8)
     wide = np.flatnonzero(np.minimum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
                           > px(params["scratch_max_width_um"])) + 1
@@ -1058,13 +1061,14 @@ def _without_runs(region_mask, s_lab, zs, px, params):
         ids = ids[ids > 0]
         if ids.size < 2:
             continue
-        pts, ys, xs, k = _label_points(sl, int(ids.max()) + 1)
+        m = int(ids.max()) + 1
+        pts, ys, xs, k = _label_points(sl, m)
         v = zs[win][ys, xs]
-        pol, level = _polarity(k, v, int(ids.max()) + 1), _label_median(k, np.abs(v), int(ids.max()) + 1)
+        pol, level = _polarity(k, v, m), _label_median(k, np.abs(v), m)
         pieces = [{**_piece(pts[j], px(params["lei_length_um"])), "pol": pol[j], "level": level[j]} for j in ids]
         # (straight lines: the two arcs of a drying ring's rim lie side by side too)
         pieces = [pc for pc in pieces if pc["minor"] <= 2 * pc["width"] + 2]
-        if not any(_side_by_side(a, b, zs[win]) for x_, a in enumerate(pieces) for b in pieces[x_ + 1:]):
+        if not any(_side_by_side(a, b, zs[win]) for a, b in combinations(pieces, 2)):
             continue
         near = cv2.dilate((sl > 0).view(np.uint8), reach) > 0
         if (near & own).sum() >= _ROW_COVER * own.sum():
@@ -2341,11 +2345,10 @@ def _one_line_each(pieces, pairs, signed):
         partners.setdefault(j, []).append(i)
     drop = set()
     for i, js in partners.items():
-        for x, j in enumerate(js):
-            for k in js[x + 1:]:
-                if _side_by_side(pieces[j], pieces[k], signed):
-                    worse = max((j, k), key=lambda m: _off_axis(pieces[i], pieces[m]))
-                    drop.add((min(i, worse), max(i, worse)))
+        for j, k in combinations(js, 2):
+            if _side_by_side(pieces[j], pieces[k], signed):
+                worse = max((j, k), key=lambda m: _off_axis(pieces[i], pieces[m]))
+                drop.add((min(i, worse), max(i, worse)))
     return [p for p in pairs if p not in drop]
 
 

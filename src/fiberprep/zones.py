@@ -213,6 +213,9 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
             glass_confidence = _confidence(glass, params)
             if glass_confidence >= params["min_confidence"]:
                 clad, confidence = glass, glass_confidence
+    if polarity == "dark" and confidence >= params["min_confidence"]:
+        clad = _sharper_glass_inside(smooth, clad, k, band_um / (upp_given or clad_r_um / clad["r"]), params)
+        confidence = _confidence(clad, params)
     if confidence < params["min_confidence"]:
         raise ImageRejected(
             f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
@@ -1536,6 +1539,22 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_ed
     if not refit:
         return inner
     return refit if _confidence(refit, params) >= params["min_confidence"] else inner
+
+
+def _sharper_glass_inside(smooth, fit, k, band, params):
+    """``fit`` of a dark fiber (residuals in image px, the crop ``k`` times finer), or
+    the glass edge inside it (:func:`_glass_inside_crescent`, up to ``band`` px in) when
+    ``fit`` wanders by ``ring_outer_min_residual_px`` RMS or more and that edge fits
+    within ``ring_inner_residual_share`` of its residual, confidently: an epoxy ring's
+    outer edge wanders with the ring's width, the polished glass is the sharper circle."""
+    if fit["residual"] < params["ring_outer_min_residual_px"]:
+        return fit
+    inner = _glass_inside_crescent(smooth, {**fit, "edge_points": {}}, 1.0, -1.0, 0.5 * band, band, params,
+                                   centred=True)
+    if inner is None or inner["residual"] / k > params["ring_inner_residual_share"] * fit["residual"]:
+        return fit
+    inner = {**inner, "residual": inner["residual"] / k, "excess": inner["excess"] / k}
+    return inner if _confidence(inner, params) >= params["min_confidence"] else fit
 
 
 def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params, centred=False):

@@ -1045,10 +1045,12 @@ def _without_runs(region_mask, s_lab, zs, px, params):
     of which at least ``_ROW_COVER`` of its pixels lie. Such a component, wider than a
     scratch, would take the lines for its flanks (``_merge``); without it each line
     stays its own defect."""
+    if s_lab.max() < 2:
+        return region_mask
     n, lab, stats, _ = cv2.connectedComponentsWithStats(region_mask.view(np.uint8), connectivity=8)
     wide = np.flatnonzero(np.minimum(stats[1:, cv2.CC_STAT_WIDTH], stats[1:, cv2.CC_STAT_HEIGHT])
                           > px(params["scratch_max_width_um"])) + 1
-    if wide.size == 0 or s_lab.max() < 2:
+    if wide.size == 0:
         return region_mask
     reach = _disk(2 * px(params["scratch_reach_um"]) + 1)
     out = region_mask.copy()

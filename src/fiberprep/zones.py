@@ -191,31 +191,30 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     for two_edges in (False, True):  # the second pass only for a fit to be rejected
         clad = _fit_cladding(smooth, coarse, polarity, clad_r_um, upp_given, params, two_edges)
         clad = _inside_band(smooth, clad, polarity, clad_r_um, upp_given, band_um, params)
-        # residuals in the image's pixels (the crop's over k)
-        clad = {**clad, "residual": clad["residual"] / k, "excess": clad["excess"] / k}
+        clad = _in_image_px(clad, k)
         confidence = _confidence(clad, params)
         if confidence >= params["min_confidence"]:
             break
     if polarity == "dark":  # the glass edge in the gaps of a broken ring as dark as it
         upp_guess = upp_given or clad_r_um / clad["r"]
+        band = band_um / upp_guess
         gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] / upp_guess)
-        glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band_um / upp_guess, params)
+        glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band, params)
         if glass is None and confidence < params["min_confidence"]:
             # a fit to be rejected: a broken ring narrower than a bevel line
-            glass = _glass_inside_broken_ring(smooth, clad, 1.0, params["two_edge_min_gap_px"],
-                                              band_um / upp_guess, params, close=True)
+            glass = _glass_inside_broken_ring(smooth, clad, 1.0, params["two_edge_min_gap_px"], band, params,
+                                              close=True)
         if glass is None and confidence < params["min_confidence"]:
             # a fit to be rejected: the glass edge inside a ring whose outer edge wanders
-            band = band_um / upp_guess
             glass = _glass_inside_crescent(smooth, clad, 1.0, -1.0, 0.5 * band, band, params, centred=True)
         if glass is not None:
-            glass = {**glass, "residual": glass["residual"] / k, "excess": glass["excess"] / k}
+            glass = _in_image_px(glass, k)
             glass_confidence = _confidence(glass, params)
             if glass_confidence >= params["min_confidence"]:
                 clad, confidence = glass, glass_confidence
-    if polarity == "dark" and confidence >= params["min_confidence"]:
-        clad = _sharper_glass_inside(smooth, clad, k, band_um / (upp_given or clad_r_um / clad["r"]), params)
-        confidence = _confidence(clad, params)
+        if confidence >= params["min_confidence"]:
+            clad = _sharper_glass_inside(smooth, clad, k, band_um / (upp_given or clad_r_um / clad["r"]), params)
+            confidence = _confidence(clad, params)
     if confidence < params["min_confidence"]:
         raise ImageRejected(
             f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
@@ -1551,10 +1550,17 @@ def _sharper_glass_inside(smooth, fit, k, band, params):
         return fit
     inner = _glass_inside_crescent(smooth, {**fit, "edge_points": {}}, 1.0, -1.0, 0.5 * band, band, params,
                                    centred=True)
-    if inner is None or inner["residual"] / k > params["ring_inner_residual_share"] * fit["residual"]:
+    if inner is None:
         return fit
-    inner = {**inner, "residual": inner["residual"] / k, "excess": inner["excess"] / k}
+    inner = _in_image_px(inner, k)
+    if inner["residual"] > params["ring_inner_residual_share"] * fit["residual"]:
+        return fit
     return inner if _confidence(inner, params) >= params["min_confidence"] else fit
+
+
+def _in_image_px(fit, k):
+    """``fit`` with its residuals in the image's pixels (the crop's over ``k``)."""
+    return {**fit, "residual": fit["residual"] / k, "excess": fit["excess"] / k}
 
 
 def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params, centred=False):
@@ -1583,8 +1589,9 @@ def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params,
         # between its step and the ring's outer one, where the ring, flat, begins
         steps = np.arange(0.0, half + 0.5, 0.5)
         level = median(_aligned_profiles(smooth, fit, glass_sign, steps, params), axis=0)
-        j = int(np.argmin(glass_sign * -level))
-        return _grown(fit, _vertex(steps, glass_sign * level, j, 0.5)) if 0 < j < steps.size - 1 else fit
+        v = glass_sign * level
+        j = int(np.argmax(v))
+        return _grown(fit, _vertex(steps, v, j, 0.5)) if 0 < j < steps.size - 1 else fit
     return fit if off_centre and off_centre > params["inlier_px"] else None
 
 

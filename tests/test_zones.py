@@ -224,14 +224,16 @@ def test_sharp_oval_particle_at_the_center_is_no_core(seed):
     assert not geo["core_visible"]
 
 
-def _glass_shaded(shade, seed, off=0.0):
+def _glass_shaded(shade, seed, off=0.0, scale=1.0):
     """A 640 x 480 dark disc (0.3 on 0.7, radius 100 px) whose glass light is multiplied
     by ``shade(rho)`` (rho: px from the point ``off`` px right of its center), blurred
-    1.2 px, noise 0.01."""
-    yy, xx = np.mgrid[:480, :640].astype(np.float32)
-    rho = np.hypot(xx - 330.3, yy - 250.7)
-    img = 0.7 - 0.4 * np.clip(100.5 - rho, 0, 1)
-    img *= np.where(rho < 100.5, shade(np.hypot(xx - 330.3 - off, yy - 250.7)), 1.0)
+    1.2 px, noise 0.01; ``scale`` times larger (frame and disc; ``rho`` and ``off`` stay
+    in units of the 100 px disc)."""
+    h, w = round(480 * scale), round(640 * scale)
+    yy, xx = (np.mgrid[:h, :w].astype(np.float32) - np.array([10.7, 10.3], np.float32)[:, None, None]) / scale
+    rho = np.hypot(xx - 320.0, yy - 240.0)
+    img = 0.7 - 0.4 * np.clip((100.5 - rho) * scale, 0, 1)
+    img *= np.where(rho < 100.5, shade(np.hypot(xx - 320.0 - off, yy - 240.0)), 1.0)
     img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.2)
     img += np.random.default_rng(seed).normal(0, 0.01, img.shape).astype(np.float32)
     return np.clip(img, 0, 1)
@@ -249,6 +251,19 @@ def test_graded_index_dome_without_a_step_is_the_core(name, rise, seed):
     geo = zones.measure_geometry(img, AUTO, PARAMS)
     assert (geo["fiber_type"], geo["core_visible"]) == (name, True)
     assert geo["core_radius_px"] == pytest.approx(r_core, rel=0.05)
+
+
+@pytest.mark.parametrize("rise", [0.15, -0.15, 0.1])
+def test_graded_index_dome_easing_into_the_glass_is_the_core(rise):
+    # a 100 µm core's light that eases into the glass level ((1 - rho^2)^1.5, no slope at
+    # its edge) on a cladding 160 px in radius: a polynomial fits the short flat stretch
+    # beyond it almost as well as the kink (1.1-1.8 of its residual), which the old
+    # core_kink_max_smooth (0.6) took for shading (single-mode or 62.5/125)
+    img = _glass_shaded(lambda rho: 1 + rise * np.clip(1 - (rho / 71.4) ** 2, 0, None) ** 1.5, 0, scale=1.6)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert (geo["fiber_type"], geo["core_visible"]) == ("mm_100_140", True)
+    strict = zones.measure_geometry(img, AUTO, {**PARAMS, "core_kink_max_smooth": 0.6})
+    assert strict["fiber_type"] != "mm_100_140"
 
 
 @pytest.mark.parametrize("shade", [

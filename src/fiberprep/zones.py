@@ -1548,8 +1548,7 @@ def _sharper_glass_inside(smooth, fit, k, band, params):
     outer edge wanders with the ring's width, the polished glass is the sharper circle."""
     if fit["residual"] < params["ring_outer_min_residual_px"]:
         return fit
-    inner = _glass_inside_crescent(smooth, {**fit, "edge_points": {}}, 1.0, -1.0, 0.5 * band, band, params,
-                                   centred=True)
+    inner = _glass_inside_crescent(smooth, fit, 1.0, -1.0, 0.5 * band, band, params, centred=True)
     if inner is None:
         return fit
     inner = _in_image_px(inner, k)

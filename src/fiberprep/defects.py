@@ -1065,8 +1065,7 @@ def _without_runs(region_mask, s_lab, zs, px, params):
             continue
         m = int(ids.max()) + 1
         pts, ys, xs, k = _label_points(sl, m)
-        v = zs[win][ys, xs]
-        pol, level = _polarity(k, v, m), _label_median(k, np.abs(v), m)
+        pol, level = _polarity_and_level(k, zs[win][ys, xs], m)
         pieces = [{**_piece(pts[j], px(params["lei_length_um"])), "pol": pol[j], "level": level[j]} for j in ids]
         # (straight lines: the two arcs of a drying ring's rim lie side by side too)
         pieces = [pc for pc in pieces if pc["minor"] <= 2 * pc["width"] + 2]
@@ -2119,8 +2118,7 @@ def _keep_lines(mask, ori, signed, centre, px, params):
     max_w = px(params["scratch_max_width_um"])
     segs = []
     pts, ys, xs, k = _label_points(lab, n + 1)
-    pol = _polarity(k, signed[ys, xs], n + 1)
-    level = _label_median(k, np.abs(signed[ys, xs]), n + 1)
+    pol, level = _polarity_and_level(k, signed[ys, xs], n + 1)
     for i, sl in enumerate(_label_boxes(lab, n + 1)):
         if sl is None or max(sl[0].stop - sl[0].start, sl[1].stop - sl[1].start) < 0.5 * min_len:
             continue
@@ -2743,8 +2741,7 @@ def _join_collinear(labels, source, zs, px, params):
     pieces = []
     pts, ys, xs, k = _label_points(labels, n)
     thick = _thickness(labels, n, ys, xs)
-    pol = _polarity(k, zs[ys, xs], n)
-    level = _label_median(k, np.abs(zs[ys, xs]), n)
+    pol, level = _polarity_and_level(k, zs[ys, xs], n)
     for i in range(1, n):
         if pts[i] is None or thick[i] >= max_w:
             continue
@@ -3286,6 +3283,12 @@ def _polarity(k, v, n):
     """Polarity of each label 0..n-1 (``k`` the label of each value ``v``):
     sum(v) / sum(|v|), -1 dark ... 1 bright (0 for a relief: a shaded groove)."""
     return np.bincount(k, v, minlength=n) / np.maximum(np.bincount(k, np.abs(v), minlength=n), 1e-6)
+
+
+def _polarity_and_level(k, v, n):
+    """Polarity (:func:`_polarity`) and level (median |v|) of each label 0..n-1: the
+    ``pol`` and ``level`` of a line piece that :func:`_side_by_side` reads."""
+    return _polarity(k, v, n), _label_median(k, np.abs(v), n)
 
 
 def _thickness(lab, n, ys, xs):

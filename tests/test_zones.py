@@ -613,14 +613,16 @@ def test_plain_dark_epoxy_ring_ends_the_glass_at_its_inner_edge(width):
 
 @pytest.mark.parametrize(
     "levels,outside,width",
-    [((0.30, ring), 0.64, w) for ring in (0.15, 0.24) for w in (4.5, 6.0, 8.0)]
+    [((0.30, ring), 0.64, w) for ring in (0.15, 0.24, 0.42) for w in (4.5, 6.0, 8.0)]
     + [((0.80, 0.45), 0.05, w) for w in (4.0, 7.0)],
 )
 def test_smooth_band_darker_than_the_glass_just_outside_it_is_epoxy(levels, outside, width):
-    # a grainless band darker than the glass, wider than a bevel line (2 µm = 3.2 px
-    # here): below a dark fiber's level (a valley) or between a bright fiber's and its
-    # ferrule's. Its outer step may be the strongest, but the glass ends at its inner
-    # one (the old code took the outer step unless the band's noise passed for grain)
+    # a grainless band darker than the brighter side, wider than a bevel line (2 µm =
+    # 3.2 px here): below a dark fiber's level (a valley) or between its level and the
+    # ferrule's (0.42: epoxy reflects more than glass, less than zirconia), or between
+    # a bright fiber's and its ferrule's. Its outer step may be the strongest, but the
+    # glass ends at its inner one (the old code took the outer step unless the band's
+    # noise passed for grain; a dark fiber's band between the levels until 2026-12-07)
     img = _stepped_disc([0.0, width], list(levels), outside)
     geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
     assert abs(geo["cladding_radius_px"] - 100.0) < 0.3

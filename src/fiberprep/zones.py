@@ -1597,10 +1597,11 @@ def _glass_inside_crescent(smooth, outer, sign, glass_sign, shift, band, params,
 def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     """``fit`` moved to the inner step of an epoxy band just outside the glass, if one shows.
 
-    Epoxy is dark: a ring darker than the glass (a valley on a dark fiber, a step
-    between the glass and the ferrule level or a valley on a bright one) can make the
-    edge two steps whose outer one is the strongest, and texture alone does not tell a
-    smooth ring from glass. Two blurred steps (:func:`_two_steps`) are fitted to the
+    Epoxy reflects more than glass and less than zirconia, and often lies in shadow: a
+    ring darker than the brighter side (a valley or a step between the glass and
+    the ferrule level, on a dark fiber or a bright one) can make the edge two steps
+    whose outer one is the strongest, and texture alone does not tell a smooth ring
+    from glass. Two blurred steps (:func:`_two_steps`) are fitted to the
     median edge-aligned profile; when the fitted edge is the outer step, the band
     between them is wider than a bevel line (``bevel_max_um``, with 0.5 px for the
     fit's scatter) and within ``band_um``, its level differs from the glass's and the
@@ -1642,7 +1643,7 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
         and -band <= e0 <= -0.5
         and e1 - e0 - 0.5 > bevel
         and distinct
-        and sign * (b - g) < 0
+        and sign * b < max(sign * g, sign * f)
         and gain >= 5.0
     ):
         return _grown(fit, e0)

@@ -393,6 +393,20 @@ def test_member_of_a_pit_cluster_unlike_a_hole_is_contamination(first, change, m
     assert types == ({"contamination"} if moved else {"pit_dig"})
 
 
+@pytest.mark.parametrize("over, moved", [(0, True), (-1, False)])
+def test_pit_among_a_crowd_of_specks_is_contamination(first, over, moved):
+    """Polishing pits come a few at a time, particles in crowds: a defect nearest to a
+    pit_dig cluster whose image holds naming.pit_max_member_crowd compact defects or
+    more (image_compact_defects) goes to a contamination cluster; one fewer, it stays."""
+    data, model = first
+    crowd = model["params"]["naming"]["pit_max_member_crowd"] + over
+    pits = data[data["truth"] == "pit_dig"].head(10).assign(image_compact_defects=crowd)
+    nearest = model["cluster_ids"][clustering._nearest(clustering._transform(model, pits), model["centroids"])]
+    assert set(clustering.apply_review(nearest, model, None)) == {"pit_dig"}
+    types = set(clustering.apply_review(clustering.assign_clusters(model, pits), model, None))
+    assert types == ({"contamination"} if moved else {"pit_dig"})
+
+
 @pytest.mark.parametrize("median_solidity, moved", [(0.75, True), (0.95, False)])
 def test_hole_in_a_cluster_named_contamination_for_its_solidity_alone_is_a_pit(median_solidity, moved):
     """A contamination cluster whose median meets every pit condition but the solidity

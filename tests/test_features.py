@@ -306,9 +306,12 @@ def test_defects_at_the_image_border_and_a_bent_line():
     cv2.polylines(inst, [np.array([[20, 60], [80, 100], [140, 60]], np.int32)], False, 3, 2)
     cv2.line(inst, (20, 150), (160, 150), 4, 2)
     gray[inst > 0] -= 0.3
+    shapes = ["compact", "linear", "linear", "linear"]
     t = defect_features(gray, inst, np.full((200, 200), 2, np.uint8),
-                        pd.DataFrame({"number": [1, 2, 3, 4]}), GEOMETRY).set_index("number")
+                        pd.DataFrame({"number": [1, 2, 3, 4], "shape_class": shapes}),
+                        GEOMETRY).set_index("number")
     assert np.isfinite(t.drop(columns=["rim_contrast"]).to_numpy()).all()
+    assert (t["image_compact_defects"] == 1).all()  # the image's one compact defect, for all
     assert t.loc[2, "straightness"] > 0.95 and t.loc[2, "aspect_ratio"] > 50
     assert t.loc[3, "straightness"] < 0.9 < t.loc[4, "straightness"]
     # the chevron rises 40 px over its 120 px span; the straight line not at all

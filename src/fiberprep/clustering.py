@@ -327,6 +327,9 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
             ragged = pit & (col("outline_roughness") > float(naming["pit_max_member_roughness"])) & (
                 col("area_px") >= float(naming["pit_roughness_min_area_px"]))
             moves.append((ragged, "contamination"))
+        if "pit_max_member_crowd" in naming:
+            crowd = pit & (col("image_compact_defects") >= float(naming["pit_max_member_crowd"]))
+            moves.append((crowd, "contamination"))
         if "pit_min_member_solidity" in naming and (types == "pit_dig").any():
             # a contamination cluster named so for its median solidity alone mixes holes
             # and particles: its dark, compact, smooth, solid and evenly dark members are holes
@@ -392,6 +395,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       to its nearest contamination cluster; so does one brighter than its surroundings
       (``local_snr`` above ``naming.pit_max_member_snr``: a hole is dark under
       bright-field light).
+    - Polishing pits come a few at a time, particles in crowds on a dirty end face: a
+      defect of a pit_dig cluster whose image holds at least ``naming.pit_max_member_crowd``
+      compact defects (``image_compact_defects``) goes to its nearest contamination
+      cluster (a dark speck of dust and a pit look alike once a few pixels wide).
     - Conversely, a contamination cluster named so for its median solidity alone (every
       other pit condition met) mixes holes and particles: a member of it that is
       clearly dark, compact, smooth, no wider than a pit, at least

@@ -154,6 +154,9 @@ _DEFECT_FEATURES: list[tuple[str, str, str]] = [
     ("edge_straddle", "1", "2 min(f, 1 - f), f the share of the defect's area beyond the cladding "
      "edge: 0 wholly on the glass or wholly beyond (chips, most defects), 1 half across (debris "
      "caught on the edge)"),
+    ("image_compact_defects", "count", "compact defects (the detector's shape_class) in the defect's "
+     "image, itself included (NaN when the table has no shape_class): particles come in crowds on "
+     "a dirty end face, polishing pits a few at a time"),
 ]
 
 _ZONE_FEATURES: list[tuple[str, str, str]] = [
@@ -750,6 +753,10 @@ def defect_features(gray: np.ndarray, instance_map: np.ndarray, zone_map: np.nda
     batched = np.column_stack([texture, _edge_features(pixels, geometry)]).tolist()
     for row, values in zip(rows, batched):
         row.update(zip(_TEXTURE_NAMES + _EDGE_NAMES, values))
+    compact = (float(np.count_nonzero(defects["shape_class"].to_numpy() == "compact"))
+               if "shape_class" in defects else np.nan)
+    for row in rows:
+        row["image_compact_defects"] = compact
     out = pd.DataFrame(np.array([[0.0, *(r[k] for k in cols)] for r in rows]), columns=_COLUMNS)
     out["number"] = numbers  # replacing a column is cheaper than inserting one
     return out

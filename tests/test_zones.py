@@ -617,7 +617,7 @@ def test_plain_dark_epoxy_ring_ends_the_glass_at_its_inner_edge(width):
     [((0.30, ring), 0.64, w) for ring in (0.15, 0.24, 0.42) for w in (4.5, 6.0, 8.0)]
     + [((0.80, 0.45), 0.05, w) for w in (4.0, 7.0)],
 )
-def test_smooth_band_darker_than_the_glass_just_outside_it_is_epoxy(levels, outside, width):
+def test_smooth_band_darker_than_the_brighter_side_just_outside_it_is_epoxy(levels, outside, width):
     # a grainless band darker than the brighter side, wider than a bevel line (2 µm =
     # 3.2 px here): below a dark fiber's level (a valley) or between its level and the
     # ferrule's (0.42: epoxy reflects more than glass, less than zirconia), or between

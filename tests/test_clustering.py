@@ -429,6 +429,10 @@ def test_hole_in_a_cluster_named_contamination_for_its_solidity_alone_is_a_pit(m
     moves = clustering._member_moves(model, rows, types, np.array([1, 1, 1, 1]))
     to_pit = np.any([r for r, dest in moves if dest == "pit_dig"], axis=0)
     assert list(to_pit) == [moved, False, False, False]
+    # among a crowd of specks the hole stays: the crowd rule would send it back
+    crowd = rows.assign(image_compact_defects=naming["pit_max_member_crowd"])
+    moves = clustering._member_moves(model, crowd, types, np.array([1, 1, 1, 1]))
+    assert not np.any([r for r, dest in moves if dest == "pit_dig"])
 
 
 @pytest.mark.parametrize("radius_um, wiggle_um, moved", [(20.0, 0.0, True), (200.0, 0.0, False),

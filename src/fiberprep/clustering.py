@@ -327,15 +327,17 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
             ragged = pit & (col("outline_roughness") > float(naming["pit_max_member_roughness"])) & (
                 col("area_px") >= float(naming["pit_roughness_min_area_px"]))
             moves.append((ragged, "contamination"))
-        if "pit_max_member_crowd" in naming:
-            crowd = pit & (col("image_compact_defects") >= float(naming["pit_max_member_crowd"]))
-            moves.append((crowd, "contamination"))
+        # (a model saved before pit_max_member_crowd existed: no image is a crowd)
+        crowded = col("image_compact_defects") >= float(naming.get("pit_max_member_crowd", np.inf))
+        moves.append((pit & crowded, "contamination"))
         if "pit_min_member_solidity" in naming and (types == "pit_dig").any():
             # a contamination cluster named so for its median solidity alone mixes holes
-            # and particles: its dark, compact, smooth, solid and evenly dark members are holes
+            # and particles: its dark, compact, smooth, solid and evenly dark members are holes,
+            # unless they lie among a crowd (the rule above would send them back: the rounds
+            # would end on whichever rule ran last)
             mixed = np.array([t == "contamination" and _pit_but_for_solidity(
                 model["centroids_raw"].get(int(c), {}), naming) for c, t in zip(model["cluster_ids"], types)])
-            hole = (mixed[near] & (col("local_snr") <= float(naming["pit_max_snr"]))
+            hole = (mixed[near] & ~crowded & (col("local_snr") <= float(naming["pit_max_snr"]))
                     & (col("aspect_ratio") <= float(naming["pit_max_member_aspect_ratio"]))
                     & (col("outline_roughness") <= float(naming["pit_max_member_roughness"]))
                     & (col("solidity") >= float(naming["pit_min_member_solidity"]))

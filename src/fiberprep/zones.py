@@ -195,10 +195,15 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         confidence = _confidence(clad, params)
         if confidence >= params["min_confidence"]:
             break
-    if polarity == "dark":  # the glass edge in the gaps of a broken ring as dark as it
-        upp_guess = upp_given or clad_r_um / clad["r"]
-        band = band_um / upp_guess
-        gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] / upp_guess)
+    band = band_um / (upp_given or clad_r_um / clad["r"])
+    glass = None
+    if polarity == "bright" and confidence < params["min_confidence"]:
+        # a fit to be rejected: the glass edge inside an epoxy ring darker than the glass
+        # and brighter than the ferrule, whose outer step (the stronger) wanders with
+        # the ring's width
+        glass = _glass_inside_crescent(smooth, clad, -1.0, -1.0, 0.5 * band, band, params, centred=True)
+    elif polarity == "dark":  # the glass edge in the gaps of a broken ring as dark as it
+        gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] * band / band_um)
         glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band, params)
         if glass is None and confidence < params["min_confidence"]:
             # a fit to be rejected: a broken ring narrower than a bevel line
@@ -207,14 +212,15 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         if glass is None and confidence < params["min_confidence"]:
             # a fit to be rejected: the glass edge inside a ring whose outer edge wanders
             glass = _glass_inside_crescent(smooth, clad, 1.0, -1.0, 0.5 * band, band, params, centred=True)
-        if glass is not None:
-            glass = _in_image_px(glass, k)
-            glass_confidence = _confidence(glass, params)
-            if glass_confidence >= params["min_confidence"]:
-                clad, confidence = glass, glass_confidence
-        if confidence >= params["min_confidence"]:
-            clad = _sharper_glass_inside(smooth, clad, k, band_um / (upp_given or clad_r_um / clad["r"]), params)
-            confidence = _confidence(clad, params)
+    if glass is not None:
+        glass = _in_image_px(glass, k)
+        glass_confidence = _confidence(glass, params)
+        if glass_confidence >= params["min_confidence"]:
+            clad, confidence = glass, glass_confidence
+    if confidence >= params["min_confidence"]:
+        clad = _sharper_glass_inside(smooth, clad, 1.0 if polarity == "dark" else -1.0, k,
+                                     band_um / (upp_given or clad_r_um / clad["r"]), params)
+        confidence = _confidence(clad, params)
     if confidence < params["min_confidence"]:
         raise ImageRejected(
             f"low fit confidence {confidence:.2f}: a circular edge supports the cladding fit on "
@@ -1540,15 +1546,16 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_ed
     return refit if _confidence(refit, params) >= params["min_confidence"] else inner
 
 
-def _sharper_glass_inside(smooth, fit, k, band, params):
-    """``fit`` of a dark fiber (residuals in image px, the crop ``k`` times finer), or
-    the glass edge inside it (:func:`_glass_inside_crescent`, up to ``band`` px in) when
+def _sharper_glass_inside(smooth, fit, sign, k, band, params):
+    """``fit`` (residuals in image px, the crop ``k`` times finer; ``sign`` of its step, +1
+    brighter outside: a dark fiber), or the glass edge inside it, darker outside
+    (:func:`_glass_inside_crescent`, up to ``band`` px in) when
     ``fit`` wanders by ``ring_outer_min_residual_px`` RMS or more and that edge fits
     within ``ring_inner_residual_share`` of its residual, confidently: an epoxy ring's
     outer edge wanders with the ring's width, the polished glass is the sharper circle."""
     if fit["residual"] < params["ring_outer_min_residual_px"]:
         return fit
-    inner = _glass_inside_crescent(smooth, fit, 1.0, -1.0, 0.5 * band, band, params, centred=True)
+    inner = _glass_inside_crescent(smooth, fit, sign, -1.0, 0.5 * band, band, params, centred=True)
     if inner is None:
         return fit
     inner = _in_image_px(inner, k)

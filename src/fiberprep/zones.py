@@ -2384,7 +2384,8 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     (:func:`_core_step`): across 2 px, else across +-``core_offset_um`` (a core
     off the cladding's center; its fit must then reach ``core_wide_min_confidence``);
     when that step stands out from the angular scatter, edge points along rays
-    are fitted like the cladding edge, starting where the median level steps.
+    are fitted like the cladding edge, starting where the median level steps (again
+    on the crop blurred by ``core_soft_sigma_px`` when that fit is too weak).
     ``fits`` (a dict) keeps the edge fits (and whether each is a circle) by starting
     radius (px) and sign, so searches for several nominal cores fit a step once.
     """
@@ -2437,6 +2438,17 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     fit, circle = fits[key]
     if circle:
         min_conf = max(min_conf, params["min_confidence"])
+    if fit is None or fit["inlier_frac"] < params["core_min_inliers"] or _confidence(fit, params) < min_conf:
+        # a faint core with a soft edge: single rays' edge points scatter over its width
+        # (grain, banding), on the crop blurred to about that width they line up
+        soft_key = (*key, "soft")
+        if soft_key not in fits:
+            soft = cv2.GaussianBlur(smooth, (0, 0), params["core_soft_sigma_px"])
+            half = _half_width(r_step * r_clad, params["refine_rel"], params)
+            first = _fit_edge(soft, guess, key[1], half, params, cladding=False)
+            fits[soft_key] = first and (
+                _settled_fit(soft, first["shape"], key[1], half, params, cladding=False) or first)
+        fit = fits[soft_key] or fit
     # a fit that left the searched sizes found something else (a pit near the center)
     if (
         fit is None

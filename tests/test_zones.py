@@ -571,6 +571,20 @@ def _epoxy_grain(level, rng):
     return level * (1 + 0.15 * grain / grain.std())
 
 
+@pytest.mark.parametrize("ring", [0.56, 0.60])
+@pytest.mark.parametrize("width", [6.0, 8.0])
+def test_rough_ring_almost_as_bright_as_a_bright_fiber_ends_the_glass_at_its_inner_edge(ring, width):
+    # a bright fiber (0.62) in a rough epoxy ring (15 % grain) nearly at its level, then
+    # a dark ferrule (0.29): the ring's outer step is the one strong edge; as on dark
+    # fibers, a textured band within reach of it is epoxy and the glass ends where the
+    # grain starts (the old code looked for rings on dark fibers only: +6..+8 px;
+    # nineteenth renderer, fits +7..+9 % off to within 1.3 %)
+    rng = np.random.default_rng(0)
+    img = _stepped_disc([0.0, width], [0.62, _epoxy_grain(ring, rng)], 0.29, rng)
+    geo = zones.measure_geometry(img, TYPES["sm_pc"], PARAMS)
+    assert abs(geo["cladding_radius_px"] - 100.0) < 0.5
+
+
 def test_dark_epoxy_ring_outside_a_bright_bevel_rim_ends_the_glass_at_the_ring():
     # a dark fiber whose glass brightens in a bevel rim just inside its edge (oblique
     # light), then a dark epoxy ring, then the bright ferrule: the strongest step is the

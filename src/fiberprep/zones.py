@@ -189,7 +189,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
     annulus_um = min(0.5 * (float(t["cladding_um"]) - float(t["core_um"])) for t in types.values())
     band_um = min(params["epoxy_max_um"], 0.6 * annulus_um)
     for two_edges in (False, True):  # the second pass only for a fit to be rejected
-        clad = _fit_cladding(smooth, coarse, polarity, clad_r_um, upp_given, params, two_edges)
+        clad = _fit_cladding(smooth, coarse, polarity, clad_r_um, upp_given, band_um, params, two_edges)
         clad = _inside_band(smooth, clad, polarity, clad_r_um, upp_given, band_um, params)
         clad = _in_image_px(clad, k)
         confidence = _confidence(clad, params)
@@ -1477,17 +1477,19 @@ def _settled_fit(smooth, shape, sign, half, params, circle=False, cladding=True)
     return fit
 
 
-def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_edges=False):
+def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, band_um, params, two_edges=False):
     """Sub-pixel cladding ellipse from the coarse circle ``(cx, cy, r)``.
 
     Wide ray searches until the center settles, a narrow refining search, the
     outer step of a rim when the edge is a staircase (:func:`_rim_outer_step`), then
-    on dark fibers whose edge shows no diffraction fringe, the glass edge inside
-    an epoxy ring when there is one (inside a crescent of varying width when the
-    concentric refit fails, :func:`_glass_inside_crescent`), else outside a bevel
-    line (lobe fit); under a fringe all around the edge, outside a bevel line
-    (odd-part fit). ``two_edges``: the refining fit may take the outer of two
-    concentric edges (``_fit_edge``).
+    where the edge shows no diffraction fringe, the glass edge inside an epoxy ring
+    when there is one (inside a crescent of varying width when the concentric refit
+    fails, :func:`_glass_inside_crescent`), else outside a bevel line (lobe fit);
+    under a fringe all around the edge, outside a bevel line (odd-part fit). A ring
+    is looked for up to ``epoxy_max_um`` inside the edge of a dark fiber, ``band_um``
+    of a bright one (whose large core's step falls outward like the ring's two).
+    ``two_edges``: the refining fit may take the outer of two concentric edges
+    (``_fit_edge``).
     """
     cx, cy, r = coarse
     sign = 1.0 if polarity == "dark" else -1.0
@@ -1503,16 +1505,13 @@ def _fit_cladding(smooth, coarse, polarity, clad_r_um, um_per_px, params, two_ed
         or clad
     )
     upp_guess = um_per_px or clad_r_um / clad["r"]
-    band, bevel = params["epoxy_max_um"] / upp_guess, params["bevel_max_um"] / upp_guess
+    band = (params["epoxy_max_um"] if polarity == "dark" else band_um) / upp_guess
+    bevel = params["bevel_max_um"] / upp_guess
     # profiles aligned on each ray's own edge point, so that a wavy edge does not
-    # pass for texture (on a bright fiber, only as far as a rim reaches)
-    steps = np.arange(-2.0 * band, band + 3.0, 0.5) if polarity == "dark" else np.arange(
-        -3.0, bevel + 4.5, 0.5
-    )
+    # pass for texture
+    steps = np.arange(-2.0 * band, band + 3.0, 0.5)
     prof = _aligned_profiles(smooth, clad, sign, steps, params)
     rim = _rim_outer_step(smooth, clad, sign, prof, steps, bevel, params)
-    if polarity != "dark":  # on a bright fiber the glass-to-epoxy step is the strongest
-        return rim
     if rim is not clad:
         clad, prof = rim, _aligned_profiles(smooth, rim, sign, steps, params)
     ring = _epoxy_shift(prof, steps, sign, band, params["epoxy_min_um"] / upp_guess, params)

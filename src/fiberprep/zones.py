@@ -528,9 +528,66 @@ def field_of_view(gray, params, geometry=None):
         reach = np.where(depth > 0, 2 * depth + margin, 0)[half]
         top = int(reach.max())
         out[:top][np.arange(top)[:, None] < reach] = False
+    corners = _dark_corners(small, glass | ~field[: h - h % 2 : 2, : w - w % 2 : 2], params)
+    if corners.any():  # back to full resolution, widened by the blurred edge
+        big = cv2.resize(corners.view(np.uint8), (w - w % 2, h - h % 2), interpolation=cv2.INTER_NEAREST)
+        m = int(params["fov_margin_px"])
+        big = cv2.dilate(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1)))
+        field[: h - h % 2, : w - w % 2] &= big == 0
     if geometry is not None and geometry.get("field_stop_radius_px", 0.0) > 0:
         field &= ~_beyond_stop(gray, geometry, params)
     return field
+
+
+def _dark_corners(small, skip, params):
+    """The black corners a round field stop cuts off the frame (bool, like ``small``).
+
+    A stop a little smaller than the frame's diagonal leaves black only in corners,
+    too short along the sides for a band (:func:`_stop_depth`). A corner is black when
+    its pixel lies in a region darker than ``fov_dark_ratio`` x the field's level (the
+    75th percentile off ``skip``: the glass, and what bands already took) that ends in a
+    step (its inside, ``fov_margin_px`` in from its edge, is darker than
+    ``fov_dark_ratio`` x the level just beyond that edge: a vignetted corner fades),
+    when two or more such corners' edges lie on one circle larger than half the frame's
+    short side, with them outside it (a dark defect in a corner lies inside its own
+    outline, and one black corner alone is left in the field).
+    """
+    from skimage.measure import CircleModel
+
+    out = np.zeros(small.shape, bool)
+    ok = ~skip
+    if not ok.any():
+        return out
+    level = float(np.percentile(small[::4, ::4][ok[::4, ::4]], 75)) if ok[::4, ::4].any() else float(
+        np.percentile(small[ok], 75))
+    dark = (cv2.GaussianBlur(small, (0, 0), 0.5) < params["fov_dark_ratio"] * level) & ok
+    if not (dark[0, 0] or dark[0, -1] or dark[-1, 0] or dark[-1, -1]):
+        return out
+    n, lab = cv2.connectedComponents(dark.view(np.uint8), connectivity=8)
+    m = max(1, round(params["fov_margin_px"] / 2))  # half-resolution px
+    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1))
+    regions, rims = [], []
+    for k in {int(lab[y, x]) for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1))} - {0}:
+        region = (lab == k).view(np.uint8)
+        inside = cv2.erode(region, disc, borderType=cv2.BORDER_REPLICATE) > 0
+        beyond = (cv2.dilate(region, disc) > 0) & ~(region > 0) & ok
+        if not (inside.any() and beyond.any()) or float(median(small[inside])) >= params["fov_dark_ratio"] * float(
+                median(small[beyond])):
+            continue
+        rim = region - cv2.erode(region, np.ones((3, 3), np.uint8))
+        rim[[0, -1]], rim[:, [0, -1]] = 0, 0  # the frame border is no edge of the stop
+        regions.append(region > 0)
+        rims.append(np.column_stack(np.nonzero(rim)[::-1]))
+    if len(regions) < 2:  # one black corner may be a dark defect's
+        return out
+    arc = CircleModel.from_estimate(np.concatenate(rims).astype(np.float64))
+    if not arc or arc.radius < 0.5 * min(small.shape):
+        return out
+    for region in regions:
+        ry, rx = np.nonzero(region)
+        if np.mean(np.hypot(rx - arc.center[0], ry - arc.center[1]) > arc.radius) > 0.9:
+            out |= region
+    return out
 
 
 def _beyond_stop(gray, geometry, params):

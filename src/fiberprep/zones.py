@@ -1923,8 +1923,9 @@ def _relative_texture(prof, level, gradient, params):
 def _epoxy_shift(prof, steps, sign, band_px, min_px, params):
     """Width of a rough epoxy ring just inside the fitted edge, if there is one.
 
-    A dark fiber often sits in a rough epoxy ring whose outer edge (to the
-    ferrule) is stronger than the glass edge. When the strongest edge carries
+    A fiber often sits in a rough epoxy ring whose outer edge (to the ferrule) is
+    stronger than the glass edge (on a bright fiber, a ring nearly at the glass
+    level). When the strongest edge carries
     a bright diffraction fringe within ``halo_reach_um`` on its outer side
     (coaxial scopes), it is the glass edge, unless the ring's rough run holds a
     shelf wider than a bevel line (``bevel_max_um``: a fall-off of the ferrule

@@ -195,7 +195,8 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         confidence = _confidence(clad, params)
         if confidence >= params["min_confidence"]:
             break
-    band = band_um / (upp_given or clad_r_um / clad["r"])
+    upp_guess = upp_given or clad_r_um / clad["r"]
+    band = band_um / upp_guess
     glass = None
     if polarity == "bright" and confidence < params["min_confidence"]:
         # a fit to be rejected: the glass edge inside an epoxy ring darker than the glass
@@ -203,7 +204,7 @@ def measure_geometry(gray, fiber_type, params, um_per_px=None):
         # the ring's width
         glass = _glass_inside_crescent(smooth, clad, -1.0, -1.0, 0.5 * band, band, params, centred=True)
     elif polarity == "dark":  # the glass edge in the gaps of a broken ring as dark as it
-        gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] * band / band_um)
+        gap = max(params["two_edge_min_gap_px"], params["bevel_max_um"] / upp_guess)
         glass = _glass_inside_broken_ring(smooth, clad, 1.0, gap, band, params)
         if glass is None and confidence < params["min_confidence"]:
             # a fit to be rejected: a broken ring narrower than a bevel line
@@ -532,7 +533,7 @@ def field_of_view(gray, params, geometry=None):
     if corners.any():  # back to full resolution, widened by the blurred edge
         big = cv2.resize(corners.view(np.uint8), (w - w % 2, h - h % 2), interpolation=cv2.INTER_NEAREST)
         m = int(params["fov_margin_px"])
-        big = cv2.dilate(big, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1)))
+        big = cv2.dilate(big, _disc(m))
         field[: h - h % 2, : w - w % 2] &= big == 0
     if geometry is not None and geometry.get("field_stop_radius_px", 0.0) > 0:
         field &= ~_beyond_stop(gray, geometry, params)
@@ -563,9 +564,9 @@ def _dark_corners(small, skip, params):
     dark = (cv2.GaussianBlur(small, (0, 0), 0.5) < params["fov_dark_ratio"] * level) & ok
     if not (dark[0, 0] or dark[0, -1] or dark[-1, 0] or dark[-1, -1]):
         return out
-    n, lab = cv2.connectedComponents(dark.view(np.uint8), connectivity=8)
+    _, lab = cv2.connectedComponents(dark.view(np.uint8), connectivity=8)
     m = max(1, round(params["fov_margin_px"] / 2))  # half-resolution px
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1))
+    disc = _disc(m)
     regions, rims = [], []
     for k in {int(lab[y, x]) for y, x in ((0, 0), (0, -1), (-1, 0), (-1, -1))} - {0}:
         region = (lab == k).view(np.uint8)
@@ -619,7 +620,7 @@ def _beyond_stop(gray, geometry, params):
     outer[0] = False
     beyond = outer[lab].view(np.uint8)
     m = int(params["fov_margin_px"])
-    out = cv2.dilate(beyond, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1))) > 0
+    out = cv2.dilate(beyond, _disc(m)) > 0
     rim = beyond - cv2.erode(beyond, np.ones((3, 3), np.uint8))
     rim[[0, -1]], rim[:, [0, -1]] = 0, 0  # the frame border is no edge of the stop
     ys, xs = np.nonzero(rim)
@@ -630,6 +631,11 @@ def _beyond_stop(gray, geometry, params):
     if fit is None or inliers.mean() < 0.5 or abs(fit.radius - r) > 0.2 * r:
         return out  # the black's edge is no circle near the stop's: the black alone
     return out | (_distance(gray.shape, *fit.center) > fit.radius - m)
+
+
+def _disc(radius):
+    """Elliptical structuring element (uint8) reaching ``radius`` px from its centre."""
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
 
 
 def _distance(shape, cx, cy):
@@ -2475,8 +2481,8 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     guess = (cx, cy, a * r_step, b * r_step, th)
     fits = {} if fits is None else fits
     key = (round(r_step * r_clad), sign)
+    half = _half_width(r_step * r_clad, params["refine_rel"], params)
     if key not in fits:
-        half = _half_width(r_step * r_clad, params["refine_rel"], params)
         # the guess is centred on the cladding: a core offset from it, or whose profile
         # peak the angular median smeared, lies partly outside the window, so refit
         # around each fit until it settles. The edge points of a small, faint core
@@ -2485,37 +2491,39 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
         # step (core_circle_max_gradient: a particle's sharp edge points are precise, and
         # an elongated fit through them is no core), and the looser model must fit as
         # coherently as a cladding edge (min_confidence)
-        first = _fit_edge(smooth, guess, key[1], half, params, cladding=False)
-        circle = first is None and strength <= params["core_circle_max_gradient"]
+        fit = _settled_core_fit(smooth, guess, key[1], half, params)
+        circle = fit is None and strength <= params["core_circle_max_gradient"]
         if circle:
-            first = _fit_edge(smooth, guess, key[1], half, params, circle=True)
-        fit = first and (_settled_fit(smooth, first["shape"], key[1], half, params, circle, cladding=False)
-                         or first)
+            fit = _settled_core_fit(smooth, guess, key[1], half, params, circle=True)
         fits[key] = fit, circle
     fit, circle = fits[key]
     if circle:
         min_conf = max(min_conf, params["min_confidence"])
-    if fit is None or fit["inlier_frac"] < params["core_min_inliers"] or _confidence(fit, params) < min_conf:
+
+    def weak(f):
+        return f is None or f["inlier_frac"] < params["core_min_inliers"] or _confidence(f, params) < min_conf
+
+    if weak(fit):
         # a faint core with a soft edge: single rays' edge points scatter over its width
         # (grain, banding), on the crop blurred to about that width they line up
         soft_key = (*key, "soft")
         if soft_key not in fits:
             soft = cv2.GaussianBlur(smooth, (0, 0), params["core_soft_sigma_px"])
-            half = _half_width(r_step * r_clad, params["refine_rel"], params)
-            first = _fit_edge(soft, guess, key[1], half, params, cladding=False)
-            fits[soft_key] = first and (
-                _settled_fit(soft, first["shape"], key[1], half, params, cladding=False) or first)
+            fits[soft_key] = _settled_core_fit(soft, guess, key[1], half, params)
         fit = fits[soft_key] or fit
     # a fit that left the searched sizes found something else (a pit near the center)
-    if (
-        fit is None
-        or fit["inlier_frac"] < params["core_min_inliers"]
-        or not lo <= fit["r"] <= hi
-        or _confidence(fit, params) < min_conf
-    ):
+    if weak(fit) or not lo <= fit["r"] <= hi:
         return nominal
     return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True, "strength": strength,
             "confidence": _confidence(fit, params)}
+
+
+def _settled_core_fit(image, guess, sign, half, params, circle=False):
+    """A core's edge fit (:func:`_fit_edge`, of a ``circle`` or an ellipse) from the
+    ellipse ``guess``, refitted around itself until it settles (:func:`_settled_fit`);
+    None when the first fit fails."""
+    first = _fit_edge(image, guess, sign, half, params, circle=circle, cladding=False)
+    return first and (_settled_fit(image, first["shape"], sign, half, params, circle, cladding=False) or first)
 
 
 def _core_kink(smooth, clad, params):

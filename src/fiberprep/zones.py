@@ -857,6 +857,9 @@ def _coarse_circle(gray, r_range, core_ratios, params):
         near = cv2.dilate(black.view(np.uint8), np.ones((7, 7), np.uint8)) > 0
         lit = _strong_edges(gx, gy, np.where(near, np.float32(0), mag), params["edge_fraction"])
         cx, cy, (r, polarity, _) = _strongest_circle(*lit, radii, params, core_ratios=core_ratios)
+    inner = _step_inside_line(log, edges, cx, cy, r, radii, params)
+    if inner is not None:
+        r, polarity = inner
     stop = None
     if polarity == "bright" and _black_outside(small, cx, cy, r, params):
         fiber = _fiber_within((cx, cy, r), edges, radii, core_ratios, params)
@@ -868,6 +871,60 @@ def _coarse_circle(gray, r_range, core_ratios, params):
     if stop is not None:
         stop = (to_image(stop[0]), to_image(stop[1]), stop[2] / scale)
     return to_image(cx), to_image(cy), r / scale, polarity, stop
+
+
+def _step_inside_line(log, edges, cx, cy, r, radii, params):
+    """``(radius, polarity)`` of the fiber's step inside a line ring at the coarse edge
+    ``r`` (small-image px, around ``(cx, cy)``), or None when that edge is a step.
+
+    A ferrule's bore chamfer shows as a dark or bright line all round, 20-40 µm beyond
+    the glass: as long as the glass edge and outermost, it takes the coarse vote. A line
+    leaves the same level on both sides (its depth, from the median radial profile of
+    the ``log`` image, at least twice the level change across it), the glass edge is a
+    step between two materials: the strongest edge (``_radius_at``) inside
+    ``line_step_max_ratio`` of ``r`` whose level change is ``line_step_min_change`` or
+    more and three times the line's, and whose outer level is the line's inner one
+    (within 0.3 of its change: ferrule between them), is the fiber. (A large core's
+    step changes the level by a few % only; the dark cladding annulus of a 105/125
+    fiber is a line, but the core's step inside it leads down into it.)
+    """
+    rho = np.arange(0.0, 1.25 * r, 0.5, dtype=np.float32)
+    _, cos, sin = _ray_angles(96)
+    mx = (cx + cos[:, None] * rho[None]).astype(np.float32)
+    my = (cy + sin[:, None] * rho[None]).astype(np.float32)
+    prof = cv2.remap(log, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=np.nan)
+    shown = np.isfinite(prof).all(axis=1)
+    if shown.sum() < 24:
+        return None
+    p = median(prof[shown], axis=0)
+
+    def level(at, side):
+        """Median level 3-6 px beside ``at`` (px) on ``side`` (+1 outside, -1 inside)."""
+        return float(median(p[(side * (rho - at) >= 3) & (side * (rho - at) <= 6)]))
+
+    reach = 0.06 * r + 2.0
+    near = np.nonzero(np.abs(rho - r) <= reach)[0]
+    sides = (float(median(p[(rho >= r - reach - 6) & (rho <= r - reach - 3)])),
+             float(median(p[(rho >= r + reach + 3) & (rho <= r + reach + 6)])))
+    mid = 0.5 * (sides[0] + sides[1])
+    at = float(rho[near[np.argmax(np.abs(p[near] - mid))]])  # the line's extreme
+    inside, outside = level(at, -1), level(at, 1)
+    ext = float(p[rho == at][0])
+    net = abs(outside - inside)
+    if min(abs(ext - inside), abs(ext - outside)) < 2.0 * net or (ext - inside) * (ext - outside) <= 0:
+        return None
+    xs, ys = edges[:2]
+    limit = params["line_step_max_ratio"] * r
+    within = np.hypot(xs - cx, ys - cy) < limit
+    step, _ = _radius_at(xs[within], ys[within], *edges[2:], cx, cy, radii[radii < limit], params)
+    if step is None or step[0] < 6.0:
+        return None
+    beyond = level(step[0], 1)
+    change = abs(beyond - level(step[0], -1))
+    if change < max(params["line_step_min_change"], 3.0 * net) or abs(beyond - inside) > 0.3 * change:
+        return None
+    return step[0], step[1]
 
 
 def _strong_edges(gx, gy, mag, fraction):

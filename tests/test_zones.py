@@ -1384,6 +1384,28 @@ def test_faint_fiber_off_centre_in_a_round_field_stop_is_found(contrast):
     assert geo["field_stop_radius_px"] == pytest.approx(420.0, rel=0.05)  # and the stop
 
 
+@pytest.mark.parametrize("glass", [0.25, 0.8])
+@pytest.mark.parametrize("ratio,offset", [(0.5, 0.0), (0.4, 0.0), (0.68, 12.0), (0.6, 30.0)])
+def test_fiber_in_a_handheld_probes_round_field_is_found(glass, ratio, offset):
+    # a handheld probe's round bright field (a grainy ferrule at 0.5 on black) around a
+    # fiber centred in it at a multimode core's ratio of its radius, or filling it to 1/1.5
+    # and more: the fiber was taken for the field's core or the field for the cladding
+    # (twenty-first renderer: 53 of 400 fits +35 to +215 %). Glass differs from a ferrule
+    # by tens of %, a core from its cladding by a few
+    rng = np.random.default_rng(int(100 * ratio + offset))
+    yy, xx = np.mgrid[:480, :640].astype(np.float32)
+    field_r, fx, fy = 230.0, 322.0, 238.0
+    cx, cy, r = fx + offset, fy - 0.5 * offset, ratio * field_r
+    ferrule = 0.5 * (1 + 0.03 * cv2.GaussianBlur(rng.normal(0, 1, xx.shape).astype(np.float32), (0, 0), 1.5))
+    img = np.where(np.hypot(xx - cx, yy - cy) < r, glass, ferrule)
+    img = np.where(np.hypot(xx - fx, yy - fy) < field_r, img, 0.01).astype(np.float32)
+    img = cv2.GaussianBlur(img, (0, 0), 1.2)
+    img = np.clip(img + rng.normal(0, 0.01, img.shape), 0, 1).astype(np.float32)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert geo["cladding_radius_px"] == pytest.approx(r, rel=0.01)
+    assert math.hypot(geo["center_x"] - cx, geo["center_y"] - cy) < 0.5
+
+
 @pytest.mark.parametrize("amp,sigma", [(1.0, 40.0), (2.0, 70.0)])
 def test_hot_spot_beside_a_faint_fiber_is_not_the_fiber(amp, sigma):
     # a specular hot spot (a smooth bright blob) beside a faint bright fiber: its wide

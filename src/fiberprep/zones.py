@@ -862,7 +862,7 @@ def _coarse_circle(gray, r_range, core_ratios, params):
         r, polarity = inner
     stop = None
     if polarity == "bright" and _black_outside(small, cx, cy, r, params):
-        fiber = _fiber_within((cx, cy, r), edges, radii, core_ratios, params)
+        fiber = _fiber_within((cx, cy, r), log, edges, radii, core_ratios, params)
         if fiber is not None:
             stop, (cx, cy, (r, polarity, _)) = (cx, cy, r), fiber
     else:
@@ -888,21 +888,11 @@ def _step_inside_line(log, edges, cx, cy, r, radii, params):
     step changes the level by a few % only; the dark cladding annulus of a 105/125
     fiber is a line, but the core's step inside it leads down into it.)
     """
-    rho = np.arange(0.0, 1.25 * r, 0.5, dtype=np.float32)
-    _, cos, sin = _ray_angles(96)
-    mx = (cx + cos[:, None] * rho[None]).astype(np.float32)
-    my = (cy + sin[:, None] * rho[None]).astype(np.float32)
-    prof = cv2.remap(log, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
-                     borderValue=np.nan)
-    shown = np.isfinite(prof).all(axis=1)
-    if shown.sum() < 24:
+    radial = _radial_profile(log, cx, cy, 1.25 * r)
+    if radial is None:
         return None
-    p = median(prof[shown], axis=0)
-
-    def level(at, side):
-        """Median level 3-6 px beside ``at`` (px) on ``side`` (+1 outside, -1 inside)."""
-        return float(median(p[(side * (rho - at) >= 3) & (side * (rho - at) <= 6)]))
-
+    rho, p = radial
+    level = functools.partial(_level_beside, radial)
     reach = 0.06 * r + 2.0
     near = np.nonzero(np.abs(rho - r) <= reach)[0]
     sides = (float(median(p[(rho >= r - reach - 6) & (rho <= r - reach - 3)])),
@@ -921,10 +911,36 @@ def _step_inside_line(log, edges, cx, cy, r, radii, params):
     if step is None or step[0] < 6.0:
         return None
     beyond = level(step[0], 1)
-    change = abs(beyond - level(step[0], -1))
+    change = _step_change(radial, step[0])
     if change < max(params["line_step_min_change"], 3.0 * net) or abs(beyond - inside) > 0.3 * change:
         return None
     return step[0], step[1]
+
+
+def _radial_profile(img, cx, cy, r_max):
+    """``(rho, level)``: the median of ``img`` over 96 rays from ``(cx, cy)`` at radii
+    ``rho`` = 0 .. ``r_max`` in 0.5 px steps (rays that leave the frame left out), or
+    None when fewer than a quarter of the rays stay in it."""
+    rho = np.arange(0.0, r_max, 0.5, dtype=np.float32)
+    _, cos, sin = _ray_angles(96)
+    mx = (cx + cos[:, None] * rho[None]).astype(np.float32)
+    my = (cy + sin[:, None] * rho[None]).astype(np.float32)
+    prof = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                     borderValue=np.nan)
+    shown = np.isfinite(prof).all(axis=1)
+    return (rho, median(prof[shown], axis=0)) if shown.sum() >= 24 else None
+
+
+def _level_beside(radial, at, side):
+    """Median level of a :func:`_radial_profile` 3-6 px beside the radius ``at`` on
+    ``side`` (+1 outside, -1 inside)."""
+    rho, p = radial
+    return float(median(p[(side * (rho - at) >= 3) & (side * (rho - at) <= 6)]))
+
+
+def _step_change(radial, at):
+    """Level change of a :func:`_radial_profile` across the radius ``at``."""
+    return abs(_level_beside(radial, at, 1) - _level_beside(radial, at, -1))
 
 
 def _strong_edges(gx, gy, mag, fraction):
@@ -964,17 +980,31 @@ def _without_black_frame(img, ratio, blur_px):
     return out
 
 
-def _fiber_within(disc, edges, radii, core_ratios, params):
+def _fiber_within(disc, log, edges, radii, core_ratios, params):
     """The fiber inside the bright disc ``(cx, cy, r)`` if the disc is a field stop:
-    the strongest circle of the edges well inside it (``edges``: xs, ys, gx, gy, mag
-    of the small image), at most 1/1.5 of its radius (a stop leaves the ferrule
-    around the fiber in view; closer concentric edges are the fiber's own, an epoxy
-    band or a core) and not a core of it (``_core_of``); else None."""
+    the strongest circle of the strongest edges well inside it (``edges``: xs, ys, gx,
+    gy, mag of the small image) whose step changes the ``log`` level by
+    ``stop_fiber_min_change`` or more, 10 px or more inside the disc's edge (a core
+    differs from its cladding by a few %, glass from a ferrule by tens of %); another
+    when it lies within 1/1.5 of
+    its radius (a stop leaves the ferrule around the fiber in view; closer concentric
+    edges are the fiber's own, an epoxy band or a core) and is no core of it
+    (``_core_of``); else None."""
     cx, cy, r = disc
-    xs, ys = edges[:2]
-    inside = np.hypot(xs - cx, ys - cy) < r * (1 - 3 * params["coarse_radius_rel"]) - 2
-    fiber = _circle_or_none(xs[inside], ys[inside], *edges[2:], radii, params)
-    if fiber is None or fiber[2][0] > r / 1.5 or _core_of(fiber, disc, core_ratios, params):
+    gx, gy, mag = edges[2:]
+    # the strongest edges within the disc: the stop's black rim, far stronger in the log
+    # image, takes most of the image's strongest pixels from a faint fiber's edge
+    inside = _distance(mag.shape, cx, cy) < r * (1 - 3 * params["coarse_radius_rel"]) - 2
+    lit = _strong_edges(gx, gy, np.where(inside, mag, np.float32(0)), params["edge_fraction"])
+    fiber = _circle_or_none(*lit, radii, params)
+    if fiber is None:
+        return None
+    # (the level beyond it read on the ferrule, 3-6 px out, clear of the disc's edge)
+    clear = math.hypot(fiber[0] - cx, fiber[1] - cy) + fiber[2][0] + 10.0 <= r
+    radial = clear and _radial_profile(log, fiber[0], fiber[1], fiber[2][0] + 7.0)
+    if radial and _step_change(radial, fiber[2][0]) >= params["stop_fiber_min_change"]:
+        return fiber
+    if fiber[2][0] > r / 1.5 or _core_of(fiber, disc, core_ratios, params):
         return None
     return fiber
 

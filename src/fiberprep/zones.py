@@ -981,28 +981,38 @@ def _without_black_frame(img, ratio, blur_px):
 
 
 def _fiber_within(disc, log, edges, radii, core_ratios, params):
-    """The fiber inside the bright disc ``(cx, cy, r)`` if the disc is a field stop:
-    the strongest circle of the strongest edges well inside it (``edges``: xs, ys, gx,
-    gy, mag of the small image) whose step changes the ``log`` level by
-    ``stop_fiber_min_change`` or more, 10 px or more inside the disc's edge (a core
-    differs from its cladding by a few %, glass from a ferrule by tens of %); another
-    when it lies within 1/1.5 of
-    its radius (a stop leaves the ferrule around the fiber in view; closer concentric
-    edges are the fiber's own, an epoxy band or a core) and is no core of it
-    (``_core_of``); else None."""
+    """The fiber inside the bright disc ``(cx, cy, r)`` if the disc is a field stop, else
+    None. ``edges``: xs, ys, gx, gy, mag of the small image.
+
+    A fiber is a clear step: a circle 10 px or more inside the disc's edge whose step
+    changes the ``log`` level by ``stop_fiber_min_change`` or more (a core differs
+    from its cladding by a few %, glass from a ferrule by tens of %), the strongest of
+    the strongest edges within the disc (the stop's black rim, far stronger in the log
+    image, takes most of the image's strongest pixels from a faint fiber's edge) or of
+    the image's strongest edges there. A fainter circle of those is the fiber when it
+    lies within 1/1.5 of the disc's radius (a stop leaves the ferrule around the fiber
+    in view; closer concentric edges are the fiber's own, an epoxy band or a core)
+    and is no core of it (``_core_of``).
+    """
     cx, cy, r = disc
-    gx, gy, mag = edges[2:]
-    # the strongest edges within the disc: the stop's black rim, far stronger in the log
-    # image, takes most of the image's strongest pixels from a faint fiber's edge
-    inside = _distance(mag.shape, cx, cy) < r * (1 - 3 * params["coarse_radius_rel"]) - 2
+    xs, ys, gx, gy, mag = edges
+
+    def clear_step(fiber):
+        """Whether ``fiber`` is a clear step (its ferrule side read 3-6 px out)."""
+        if math.hypot(fiber[0] - cx, fiber[1] - cy) + fiber[2][0] + 10.0 > r:
+            return False
+        radial = _radial_profile(log, fiber[0], fiber[1], fiber[2][0] + 7.0)
+        return radial is not None and _step_change(radial, fiber[2][0]) >= params["stop_fiber_min_change"]
+
+    reach = r * (1 - 3 * params["coarse_radius_rel"]) - 2
+    inside = _distance(mag.shape, cx, cy) < reach
     lit = _strong_edges(gx, gy, np.where(inside, mag, np.float32(0)), params["edge_fraction"])
     fiber = _circle_or_none(*lit, radii, params)
-    if fiber is None:
-        return None
-    # (the level beyond it read on the ferrule, 3-6 px out, clear of the disc's edge)
-    clear = math.hypot(fiber[0] - cx, fiber[1] - cy) + fiber[2][0] + 10.0 <= r
-    radial = clear and _radial_profile(log, fiber[0], fiber[1], fiber[2][0] + 7.0)
-    if radial and _step_change(radial, fiber[2][0]) >= params["stop_fiber_min_change"]:
+    if fiber is not None and clear_step(fiber):
+        return fiber
+    within = np.hypot(xs - cx, ys - cy) < reach
+    fiber = _circle_or_none(xs[within], ys[within], gx, gy, mag, radii, params)
+    if fiber is None or clear_step(fiber):
         return fiber
     if fiber[2][0] > r / 1.5 or _core_of(fiber, disc, core_ratios, params):
         return None
@@ -1781,12 +1791,13 @@ def _inside_band(smooth, fit, polarity, clad_r_um, um_per_px, band_um, params):
     glass, outside = float(median(beyond)), float(median(v[far]))
     # the band's side of the edge, past the fitted step's own blurred flank (2 px)
     inner = (steps > -band) & (steps < -min(bevel, 2.0))
-    if (
-        fringe >= params["halo_min_share"]
-        or not inner.any()
-        or np.abs(v[inner] - glass).max() < params["band_level_share"] * abs(outside - glass)
+    if not inner.any() or np.abs(v[inner] - glass).max() < params["band_level_share"] * abs(
+        outside - glass
     ):
         return fit
+    # under a fringe, a band no wider than any bevel line is the glass's own staircase
+    if fringe >= params["halo_min_share"]:
+        bevel = max(bevel, params["smooth_ring_min_um"] / upp)
     (g, b, f), (e0, e1), gain = _two_steps(v, steps, band)
     distinct = min(abs(b - g), abs(f - b)) >= params["band_level_share"] * abs(f - g)
     if sign < 0:  # epoxy is dark: a band on a bright fiber barely below it is glass (a bevel)

@@ -1612,14 +1612,19 @@ def test_a_few_grains_spread_all_around_are_a_ring(cfg, angles_deg, ring):
 def test_rough_epoxy_ring_inside_a_wide_measured_edge_gives_no_chips(cfg, tmp_path):
     # independent renderer, seed 1, image 15: a clean dark fiber with a grainy epoxy ring
     # 3.2 µm wide whose outer edge the zone fit took (+4.6 %); its grit lay inside the
-    # measured glass and came out as 17 chips in zone B
+    # measured glass and came out as 17 chips in zone B. Since the ring, wider than any
+    # bevel line, counts under a halo, the fit ends at the glass (-0.7 %): that wide
+    # fit's circle is given here
     from fiberprep import pipeline
 
     gray, scene, rows = independent_image(cfg, 1, 15, tmp_path)
     assert not rows and scene["epoxy"] and scene["epoxy_um"] > 3.0
     stage = pipeline.stage_params(cfg)
-    geometry, zone_map = pipeline.measure_zones(gray, stage["zones"])
-    assert geometry["cladding_radius_px"] > 1.03 * scene["clad_um"] / 2 / scene["upp_x"]  # the wide fit
+    geometry, _ = pipeline.measure_zones(gray, stage["zones"])
+    assert abs(geometry["cladding_radius_px"] / (scene["clad_um"] / 2 / scene["upp_x"]) - 1) < 0.01
+    geometry = dict(geometry, center_x=568.316, center_y=493.224, cladding_radius_px=212.652,
+                    cladding_ellipticity=0.0, um_per_px=0.32918)
+    zone_map = pipeline._zone_map(gray, geometry, stage["zones"])
     _, table = pipeline.find_defects(gray, zone_map, geometry, stage["defects"], "x")
     assert len(table) == 0
     old = dict(stage["defects"], defects=dict(stage["defects"]["defects"], ring_grain_count=10**6,
@@ -1870,3 +1875,16 @@ def test_dashes_of_a_broken_epoxy_ring_are_no_defects_but_a_particle_among_them_
                 off[key] += len(set(np.unique(pred[~beside])) - {0})
     assert off["without"] >= 10
     assert off["rule"] <= 0.6 * off["without"]
+
+
+@pytest.mark.parametrize("seed", [0, 2, 3, 4])
+def test_dust_specks_a_micron_apart_are_two_defects(cfg, seed):
+    # two dust specks of a cluster 1.4 µm apart: merge_gap_um joined them into one defect
+    # (twenty-first renderer: about 300 of 2 600 specks in such merges). At 1 µm the blur
+    # of one of these four scenes bridges the gap at half height: one defect still
+    gap_um = 1.4
+    size = 6.0
+    first = dict(PIT, type="dust", size_um=size, dx_um=20.0, dy_um=-30.0)
+    second = dict(first, size_um=5.0, dx_um=20.0 + 0.5 * (size + 5.0) + gap_um)
+    iou_a, iou_b, apart = _found_apart(cfg, seed, first, second)
+    assert apart and min(iou_a, iou_b) >= 0.5

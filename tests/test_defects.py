@@ -1888,3 +1888,17 @@ def test_dust_specks_a_micron_apart_are_two_defects(cfg, seed):
     second = dict(first, size_um=5.0, dx_um=20.0 + 0.5 * (size + 5.0) + gap_um)
     iou_a, iou_b, apart = _found_apart(cfg, seed, first, second)
     assert apart and min(iou_a, iou_b) >= 0.5
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_sensor_column_pattern_is_no_scratch(cfg, seed):
+    # a quiet 8-bit sensor whose columns are offset by 0.5 % of full scale (1.7 % of a dark
+    # ferrule's level) at 0.35 µm/px: lines passed for scratches along them (twenty-second
+    # renderer: most of its false detections, 10 / 56 / 100 on its images with 0.16 / 0.38
+    # / 0.49 % columns; here 1 and 2 before)
+    gray, truth = _scene(cfg, seed=seed, size=(1600, 1200), noise=0.0007, grain=0.002, um_per_px=0.35,
+                         polarity="bright", ferrule_level=0.3, cladding_level=0.7)
+    offset = 0.005 * np.random.default_rng(0).standard_normal(gray.shape[1]).astype(np.float32)
+    gray = (np.round(np.clip(gray + offset[None, :], 0, 1) * 255) / 255).astype(np.float32)
+    _, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
+    assert len(table) == 0

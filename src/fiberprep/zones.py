@@ -984,9 +984,12 @@ def _fiber_within(disc, log, edges, radii, core_ratios, params):
     """The fiber inside the bright disc ``(cx, cy, r)`` if the disc is a field stop, else
     None. ``edges``: xs, ys, gx, gy, mag of the small image.
 
-    A fiber is a clear step: a circle 10 px or more inside the disc's edge whose step
-    changes the ``log`` level by ``stop_fiber_min_change`` or more (a core differs
-    from its cladding by a few %, glass from a ferrule by tens of %), the strongest of
+    In a disc of ``stop_min_rel`` of the frame's short side or more (a field stop lights
+    most of the frame; a glowing fiber on a black ferrule, whose core may step by tens
+    of % too, is a fraction of it), a fiber is a clear step: a circle 10 px or more
+    inside the disc's edge whose step changes the ``log`` level by
+    ``stop_fiber_min_change`` or more (a core differs from its cladding by a few %,
+    glass from a ferrule by tens of %), the strongest of
     the strongest edges within the disc (the stop's black rim, far stronger in the log
     image, takes most of the image's strongest pixels from a faint fiber's edge) or of
     the image's strongest edges there. A fainter circle of those is the fiber when it
@@ -998,8 +1001,11 @@ def _fiber_within(disc, log, edges, radii, core_ratios, params):
     xs, ys, gx, gy, mag = edges
 
     def clear_step(fiber):
-        """Whether ``fiber`` is a clear step (its ferrule side read 3-6 px out)."""
-        if math.hypot(fiber[0] - cx, fiber[1] - cy) + fiber[2][0] + 10.0 > r:
+        """Whether ``fiber`` is a clear step (its ferrule side read 3-6 px out) within a
+        disc as wide as a field stop's lit field."""
+        if r < params["stop_min_rel"] * min(log.shape) or (
+            math.hypot(fiber[0] - cx, fiber[1] - cy) + fiber[2][0] + 10.0 > r
+        ):
             return False
         radial = _radial_profile(log, fiber[0], fiber[1], fiber[2][0] + 7.0)
         return radial is not None and _step_change(radial, fiber[2][0]) >= params["stop_fiber_min_change"]

@@ -575,10 +575,8 @@ def _dark_corners(small, skip, params):
         if not (inside.any() and beyond.any()) or float(median(small[inside])) >= params["fov_dark_ratio"] * float(
                 median(small[beyond])):
             continue
-        rim = region - cv2.erode(region, np.ones((3, 3), np.uint8))
-        rim[[0, -1]], rim[:, [0, -1]] = 0, 0  # the frame border is no edge of the stop
         regions.append(region > 0)
-        rims.append(np.column_stack(np.nonzero(rim)[::-1]))
+        rims.append(np.column_stack(np.nonzero(_stop_rim(region))[::-1]))
     if len(regions) < 2:  # one black corner may be a dark defect's
         return out
     arc = CircleModel.from_estimate(np.concatenate(rims).astype(np.float64))
@@ -621,9 +619,7 @@ def _beyond_stop(gray, geometry, params):
     beyond = outer[lab].view(np.uint8)
     m = int(params["fov_margin_px"])
     out = cv2.dilate(beyond, _disc(m)) > 0
-    rim = beyond - cv2.erode(beyond, np.ones((3, 3), np.uint8))
-    rim[[0, -1]], rim[:, [0, -1]] = 0, 0  # the frame border is no edge of the stop
-    ys, xs = np.nonzero(rim)
+    ys, xs = np.nonzero(_stop_rim(beyond))
     if xs.size < 20:
         return out
     fit, inliers = ransac(np.column_stack([xs, ys]).astype(np.float64), CircleModel, min_samples=3,
@@ -631,6 +627,14 @@ def _beyond_stop(gray, geometry, params):
     if fit is None or inliers.mean() < 0.5 or abs(fit.radius - r) > 0.2 * r:
         return out  # the black's edge is no circle near the stop's: the black alone
     return out | (_distance(gray.shape, *fit.center) > fit.radius - m)
+
+
+def _stop_rim(black):
+    """The inner rim (uint8) of a black region (uint8 mask) beyond a field stop, less the
+    frame's border rows and columns: the frame border is no edge of the stop."""
+    rim = black - cv2.erode(black, np.ones((3, 3), np.uint8))
+    rim[[0, -1]], rim[:, [0, -1]] = 0, 0
+    return rim
 
 
 def _disc(radius):
@@ -895,9 +899,7 @@ def _step_inside_line(log, edges, cx, cy, r, radii, params):
     level = functools.partial(_level_beside, radial)
     reach = 0.06 * r + 2.0
     near = np.nonzero(np.abs(rho - r) <= reach)[0]
-    sides = (float(median(p[(rho >= r - reach - 6) & (rho <= r - reach - 3)])),
-             float(median(p[(rho >= r + reach + 3) & (rho <= r + reach + 6)])))
-    mid = 0.5 * (sides[0] + sides[1])
+    mid = 0.5 * (level(r - reach, -1) + level(r + reach, 1))
     at = float(rho[near[np.argmax(np.abs(p[near] - mid))]])  # the line's extreme
     inside, outside = level(at, -1), level(at, 1)
     ext = float(p[rho == at][0])
@@ -999,13 +1001,11 @@ def _fiber_within(disc, log, edges, radii, core_ratios, params):
     """
     cx, cy, r = disc
     xs, ys, gx, gy, mag = edges
+    lit_field = r >= params["stop_min_rel"] * min(log.shape)  # as wide as a stop's field
 
     def clear_step(fiber):
-        """Whether ``fiber`` is a clear step (its ferrule side read 3-6 px out) within a
-        disc as wide as a field stop's lit field."""
-        if r < params["stop_min_rel"] * min(log.shape) or (
-            math.hypot(fiber[0] - cx, fiber[1] - cy) + fiber[2][0] + 10.0 > r
-        ):
+        """Whether ``fiber`` is a clear step (its ferrule side read 3-6 px out)."""
+        if not lit_field or math.hypot(fiber[0] - cx, fiber[1] - cy) + fiber[2][0] + 10.0 > r:
             return False
         radial = _radial_profile(log, fiber[0], fiber[1], fiber[2][0] + 7.0)
         return radial is not None and _step_change(radial, fiber[2][0]) >= params["stop_fiber_min_change"]

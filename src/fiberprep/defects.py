@@ -149,6 +149,7 @@ def detect_defects(gray, zone_map, geometry, params):
     zm_full = zone_map[crop]
     lg, zm = _resample(log_full, zm_full, factor)
     lg = _without_line_pattern(lg, zm > 0)
+    saturated = _saturated(gray[crop], lg.shape, params)
     wupp = upp * factor
     px = lambda um: um / wupp  # noqa: E731  (µm -> work pixels)
     geo = _work_geometry(geometry, x0, y0, factor)
@@ -156,7 +157,8 @@ def detect_defects(gray, zone_map, geometry, params):
     regions, edge_band, rings = _physical_regions(zm.shape, geo, px, params)
     regions[zm == 0] = 0  # outside the analysed area (and the field stop: zones.field_of_view)
     textured = np.zeros(zm.shape, bool)
-    bg, sigma, dim, floor = _flatten(lg, regions, rings, textured, px, params)
+    clipped, near_clipped = _clipped(saturated, regions, px(params["noise_um"]), params["saturation_max_share"])
+    bg, sigma, dim, floor = _flatten(lg, regions, rings, textured, clipped, near_clipped, px, params)
     hard_band = edge_band | textured
     regions[dim] = 0
     valid = regions > 0  # the analysed pixels (regions is final from here on)
@@ -167,10 +169,10 @@ def detect_defects(gray, zone_map, geometry, params):
     b = int(params["border_px"])  # sensor border rows/columns are often faulty: ignored
     if b > 0:
         z[:b], z[-b:], z[:, :b], z[:, -b:] = 0.0, 0.0, 0.0, 0.0
-    seed_ok = valid & ~hard_band
+    seed_ok = valid & ~hard_band & ~clipped
 
     zs, zscale = _smooth_normalised(z, regions, seed_ok, params["smooth_px"],
-                                    px(params["noise_um"]), params["flatten_clip_sigma"])
+                                    px(params["noise_um"]), params["flatten_clip_sigma"], near_clipped)
     # physical floor: a defect must differ from its background by min_contrast
     rel = cv2.GaussianBlur(resid, (0, 0), params["smooth_px"])
     # the linear residual (image / background - 1), smoothed as z: masks are cut on it
@@ -243,7 +245,8 @@ def detect_defects(gray, zone_map, geometry, params):
     labels = _drop_short_lines(labels, source, params["scratch_min_length_um"] / upp)
     instance_map[crop] = labels
     table = _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params)
-    # Renumber 1..n in case refinement or cropping emptied an instance.
+    table = _without_lay(table, params)
+    # Renumber 1..n in case refinement, cropping or the lay emptied an instance.
     lut = np.zeros(int(instance_map.max()) + 1, np.uint16)
     lut[table["number"].to_numpy()] = np.arange(1, len(table) + 1, dtype=np.uint16)
     instance_map = _relabel(instance_map, lut)
@@ -293,6 +296,43 @@ def _without_line_pattern(lg, valid, sigma=4.0):
         offset = (np.sign(offset) * np.maximum(np.abs(offset) - 3.0 * error, 0.0)).astype(np.float32)
         np.subtract(out, offset[None, :] if axis == 0 else offset[:, None], out=out, where=valid)
     return out
+
+
+def _saturated(gray, shape, params):
+    """Pixels (at the work ``shape``) mostly clipped at the sensor's full scale: within
+    ``saturation_tol`` of the image's maximum and flat (a 3x3 range of at most one 8-bit
+    level; a colour camera's clipped channels leave the gray a little below 1), when at
+    least ``saturation_min_share`` of the pixels are. They hold no noise."""
+    near_top = gray >= gray.max() - np.float32(params["saturation_tol"])
+    if np.count_nonzero(near_top) < params["saturation_min_share"] * gray.size:
+        return np.zeros(shape, bool)
+    one = np.ones((3, 3), np.uint8)
+    flat = cv2.dilate(gray, one) - cv2.erode(gray, one) <= np.float32(1.5 / 255)
+    clipped = near_top & flat
+    if np.count_nonzero(clipped) < params["saturation_min_share"] * gray.size:
+        return np.zeros(shape, bool)
+    if clipped.shape == shape:
+        return clipped
+    return cv2.resize(clipped.view(np.uint8), shape[::-1], interpolation=cv2.INTER_AREA) > 0
+
+
+def _clipped(saturated, regions, reach, max_share):
+    """``(clipped, near)``: the ``saturated`` pixels of regions at most ``max_share``
+    saturated, and the pixels within ``reach`` of them. Clipped pixels hold no noise and
+    show no defect; near them a grain shows only where it dips below full scale, too
+    little to measure the local noise from, and the region's, measured away from the
+    clipping, stands in. A region saturated beyond that (a hot spot's glass, 0.92-0.96
+    on the twenty-fourth renderer's) keeps its pixels: what is not clipped there is
+    mostly defects, no noise to measure."""
+    if not saturated.any():
+        return saturated, saturated
+    n = int(regions.max()) + 1
+    share = np.bincount(regions.ravel(), saturated.ravel(), minlength=n) / np.maximum(
+        np.bincount(regions.ravel(), minlength=n), 1)
+    clipped = saturated & (lookup(regions, share <= max_share, np.uint8) > 0)
+    k = _odd(reach)
+    near = cv2.dilate(clipped.view(np.uint8), np.ones((k, k), np.uint8)) > 0
+    return clipped, near
 
 
 def _physical_regions(shape, geo, px, params):
@@ -345,13 +385,16 @@ def _physical_regions(shape, geo, px, params):
         regions[ys, xs][box < rk] = 1
         band[ys, xs] |= np.abs(box - rk) < half
         if rk >= px(params["core_ring_min_um"]):
-            rings.append((rk - inner - blend, rk, rk + inner, rk_map, (kx, ky), rk - inner))
+            # the arcs follow the core's edge, not its middle: arcs near the centre are
+            # short, and their robust means would follow a pit or a particle there
+            full = max(rk - inner, params["core_ring_min_rel"] * rk)
+            rings.append((full - blend, rk, rk + inner, rk_map, (kx, ky), full))
         else:
             band |= np.abs(rk_map - rk) < half + inner
     return regions, band, rings
 
 
-def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
+def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip, near_clipped=None):
     """Gaussian-smoothed z divided by its local robust RMS, region by region.
 
     σ of z is pixel noise; smoothing keeps more of correlated texture
@@ -363,7 +406,8 @@ def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
     white noise keeps after the smoothing (1 / (2 sqrt(pi) s)), so
     quantised flat images are not over-amplified. The core, the cladding's
     glass, takes the cladding's IQR σ when smaller (a film over much of a
-    core widens the core's own). Returns the normalised
+    core widens the core's own). ``near_clipped``, where too little grain shows to
+    measure, the unit is at least the region's. Returns the normalised
     image and the per-pixel divisor.
     """
     zs = cv2.GaussianBlur(z, (0, 0), smooth_px)
@@ -384,6 +428,8 @@ def _smooth_normalised(z, regions, seed_ok, smooth_px, nk, clip):
         local = np.where(den > 1e-3, np.sqrt(np.maximum(num, 0) / np.maximum(den, 1e-6)), np.float32(glob[k]))
         _copy_where(scale, back(local.astype(np.float32)), regions == k)
     np.maximum(scale, np.float32(floor), out=scale)
+    if near_clipped is not None and near_clipped.any():
+        np.maximum(scale, lookup(regions, glob, np.float32), out=scale, where=near_clipped)
     return zs / scale, scale
 
 
@@ -440,7 +486,7 @@ def _norm_box(values, weights, ksize):
     return num / np.maximum(den, 1e-6), den
 
 
-def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None, soft=None):
+def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None, soft=None, clipped=None):
     """Outlier-resistant local mean and local noise σ of ``values`` (box windows, px).
 
     Both are smooth, so they are computed on block means (blocks of ~nk/8 px)
@@ -453,15 +499,17 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None, soft=None)
     the RMS of the 3x3 high-pass (var(x - mean9) = 8/9 var(x)) over an ``nk``
     box, pixels beyond ``clip`` of its robust σ left out: pixel noise only,
     so smooth structure the box leaves (a wide smear, a soft core edge) is
-    not taken for noise. ``cap`` (MAD, edge spread) bounds the two spreads.
+    not taken for noise; ``clipped`` pixels (saturated: no noise) are left out of it.
+    ``cap`` (MAD, edge spread) bounds the two spreads.
     Returns ``(mean, σ, ok, global σ, (MAD, edge spread))``.
     """
     q = max(1, int(min(ksize, nk) // 8))
     area, back, _ = _block_means(q, values.shape)
     kb, kn = (_odd(ksize / q),) * 2, (_odd(nk / q),) * 2
     hp = values - cv2.blur(values, (3, 3), borderType=cv2.BORDER_REFLECT)
-    s_hp = max(_robust_std(_sample(hp, weights > 0)), 1e-5)
-    w_hp = weights * (np.abs(hp) < clip * s_hp)
+    noisy = weights if clipped is None else weights * ~clipped
+    s_hp = max(_robust_std(_sample(hp, noisy > 0)), 1e-5)
+    w_hp = noisy * (np.abs(hp) < clip * s_hp)
     ws, wh = area(weights), area(w_hp)
     vs = area(values * weights) / np.maximum(ws, 1e-6)
     hs = area(hp * hp * w_hp) / np.maximum(wh, 1e-6)
@@ -487,7 +535,7 @@ def _robust_box(values, weights, ksize, nk, clip, n_iter=2, cap=None, soft=None)
     return back(est), back(sd), ok, s_hp * math.sqrt(9 / 8), (mad, wide)
 
 
-def _flatten(lg, regions, rings, band, px, params):
+def _flatten(lg, regions, rings, band, clipped, near_clipped, px, params):
     """Background and local noise of the log image, region by region.
 
     One robust polynomial surface over the whole field (vignetting, a
@@ -501,7 +549,11 @@ def _flatten(lg, regions, rings, band, px, params):
     robust mean along arcs (``arc_um``) at fixed radius, which keeps every
     radial structure of the edge (profile, epoxy ring, halo, tilt shadow) in
     the background and leaves defects in the residual. ``band`` (bool) gets
-    the annuli's textured bins (see ``_ring_model``). Returns ``(bg, sigma, dim, floor)``; ``dim``
+    the annuli's textured bins (see ``_ring_model``). ``clipped`` pixels (at the sensor's
+    full scale) count in the background, not in the noise: a hot spot clipped flat would
+    leave the grain beside it, below full scale, standing out of no noise at all; and
+    ``near_clipped`` the noise is at least its region's away from saturation.
+    Returns ``(bg, sigma, dim, floor)``; ``dim``
     marks pixels whose illumination surface is below ``dim_ratio`` times the
     region's median (a vignetted corner): not analysed.
     """
@@ -521,12 +573,15 @@ def _flatten(lg, regions, rings, band, px, params):
     if np.count_nonzero(fit) < 64:
         fit = valid
     level = np.exp(_robust_surface(lg, fit, params["surface_degree"], clip, regions, offsets_only=True)[1])
-    # vignetting is a smooth product: fit it on linear intensity over reflectance
-    vig, const = _robust_surface(lg, fit, params["surface_degree"], clip, np.zeros(regions.shape, np.int8),
+    # vignetting is a smooth product: fit it on linear intensity over reflectance (not on a
+    # clipped plateau, which would flatten it)
+    shape_fit = fit & ~clipped if np.count_nonzero(fit & ~clipped) >= 64 else fit
+    vig, const = _robust_surface(lg, shape_fit, params["surface_degree"], clip, np.zeros(regions.shape, np.int8),
                                  transform=lambda v, y, x: (np.exp(v) - off) / level[regions[y, x]])
     vig += np.float32(const[0])
     np.maximum(vig, np.float32(1e-3), out=vig)
     spreads = {}
+    region_sd = np.zeros(int(regions.max()) + 1)
     # the core after the cladding: it is the cladding's glass, so its blocks are clipped at
     # no more than the cladding's spreads (a film over a good part of a core widens the
     # core's own, which then keep the film in its mean)
@@ -554,15 +609,19 @@ def _flatten(lg, regions, rings, band, px, params):
         # the blocks' RMS spread, would stay in the box mean
         est, sd, ok, s, spreads[k] = _robust_box(lg[win] - trend, w, k_bg, k_n, clip,
                                                  cap=spreads.get(2) if k == 1 else None,
-                                                 soft=regions[win] == 1 if k == 2 else None)
+                                                 soft=regions[win] == 1 if k == 2 else None,
+                                                 clipped=clipped[win])
         if ok is not True:
             np.copyto(est, np.float32(0), where=~ok)
             np.copyto(sd, np.float32(s), where=~ok)
         est += trend
         _copy_where(bg[win], est, m)
         _copy_where(sigma[win], sd, m)
+        region_sd[k] = s
     for ring in rings:
-        _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params)
+        _ring_model(lg, vig, valid, ring, bg, sigma, band, clipped, px, params)
+    if near_clipped.any():
+        np.maximum(sigma, lookup(regions, region_sd, np.float32), out=sigma, where=near_clipped)
     # noise floor: 8-bit quantisation seen through the log
     floor = cv2.exp(bg)
     floor += np.float32(1e-3)
@@ -679,7 +738,7 @@ def _robust_surface(values, sel, degree, clip, groups, transform=None, max_n=600
     return full[step:step + h, step:step + w], level
 
 
-def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
+def _ring_model(lg, vig, valid, ring, bg, sigma, band, clipped, px, params):
     """Robust arc-mean background, noise and textured band in an annulus (in place).
 
     ``ring`` is (r_lo, edge radius, r_hi, radius map, centre, r_full), at least
@@ -692,7 +751,7 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     nearest one.
     Bins near the edge whose noise exceeds ``ring_texture_ratio`` times the
     annulus median (the edge misfit, a rough epoxy ring) are set in
-    ``band``, where no detection may seed.
+    ``band``, where no detection may seed. ``clipped`` pixels count in the means only.
 
     Pixels are binned by (angular sector of ``arc_um``, radius: steps of
     ``ring_bin_px`` within ``ring_fine_um`` of the edge, ``ring_coarse_um``
@@ -767,6 +826,7 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
     key2 = sec * (n_r // 4 + 1) + rb // 4
     size, size2 = n_sec * n_r, n_sec * (n_r // 4 + 1)
     keep = np.ones(v.size)  # weight 1 kept, 0 clipped
+    noisy = ~np.take(clipped, flat)
     sd = None
     # bins without pixels (beyond the frame or the analysed area) continue their sector's
     # nearest bin along the radius, as offset from the all-angle profile (the edge profile
@@ -789,9 +849,9 @@ def _ring_model(lg, vig, valid, ring, bg, sigma, band, px, params):
         if smooth_ok:
             mean[:, smooth] = _arc_outliers_to_median(mean[:, smooth], half, params)
         res = v - interp @ profile(mean, fill)
-        s = max(_robust_std(res[full]), 1e-5)
-        cnt2 = np.bincount(key2, keep, minlength=size2)
-        var2 = np.bincount(key2, res * res * keep, minlength=size2) / np.maximum(cnt2, 1)
+        s = max(_robust_std(res[full & noisy]) if (full & noisy).any() else 0.0, 1e-5)
+        cnt2 = np.bincount(key2, keep * noisy, minlength=size2)
+        var2 = np.bincount(key2, res * res * keep * noisy, minlength=size2) / np.maximum(cnt2, 1)
         sd = np.maximum(np.sqrt(np.where(cnt2 > 4, var2, s * s)), 0.5 * s)[key2]
         # first clip against the annulus-wide σ (a chip inflates its bin's σ), then locally
         keep = (np.abs(res) < params["flatten_clip_sigma"] * (s if it == 0 else sd)).astype(np.float64)
@@ -3467,6 +3527,25 @@ def _label_points(labels, n):
     bounds = np.searchsorted(k[order], np.arange(n + 1))
     pts = np.column_stack([xs[order], ys[order]])
     return [pts[bounds[i]:bounds[i + 1]] if bounds[i + 1] > bounds[i] else None for i in range(n)], ys, xs, k
+
+
+def _without_lay(table, params):
+    """``table`` without the ferrule's lay: ``lay_min_lines`` or more linear defects wholly
+    off the glass (innermost zone 3 or beyond) within ``lay_tol_deg`` of one orientation
+    are the machining marks of a brushed metal ferrule, not scratches, and so is every
+    such line within that angle of theirs. A face holds a few scratches at any angles."""
+    off = ((table["shape_class"] == "linear") & (table["innermost_zone"] >= 3)).to_numpy()
+    if np.count_nonzero(off) < params["lay_min_lines"]:
+        return table
+    theta = table["orientation_deg"].to_numpy()[off]
+    apart = np.abs((theta[:, None] - theta[None, :] + 90.0) % 180.0 - 90.0)
+    near = apart <= params["lay_tol_deg"]
+    count = near.sum(1)
+    if count.max() < params["lay_min_lines"]:
+        return table
+    lay = np.zeros(len(table), bool)
+    lay[np.flatnonzero(off)] = near[int(count.argmax())]
+    return table[~lay]
 
 
 def _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params):

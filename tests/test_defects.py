@@ -1933,14 +1933,18 @@ def test_grain_beside_a_saturated_hot_spot_is_no_defect(cfg, seed):
 
 
 def test_a_metal_ferrules_lay_is_no_scratch(cfg):
-    # ten parallel lines off the glass within 3 deg (a brushed ferrule's machining marks)
-    # go; lines at other angles, and one on the glass along the lay, stay
+    # fourteen parallel lines off the glass within 3 deg (a brushed ferrule's machining
+    # marks) go; lines at other angles, and one on the glass along the lay, stay
     from fiberprep.defects import _without_lay
 
-    theta = [40.0, 41.5, 39.0, 42.0, 40.5, 38.5, 41.0, 39.5, 40.2, 220.8, 95.0, 140.0, 40.0]
-    zone = [4, 5, 5, 4, 3, 5, 5, 4, 5, 5, 4, 5, 2]
-    table = pd.DataFrame({"number": np.arange(1, 14), "orientation_deg": theta, "innermost_zone": zone,
+    theta = [40.0, 41.5, 39.0, 42.0, 40.5, 38.5, 41.0, 39.5, 40.2, 220.8, 37.5, 42.5, 39.8, 40.6,
+             95.0, 140.0, 40.0]
+    zone = [4, 5, 5, 4, 3, 5, 5, 4, 5, 5, 4, 4, 5, 5, 4, 5, 2]
+    table = pd.DataFrame({"number": np.arange(1, 18), "orientation_deg": theta, "innermost_zone": zone,
                           "shape_class": "linear"})
     kept = _without_lay(table, cfg["detection"])
-    assert kept["number"].tolist() == [11, 12, 13]
-    assert len(_without_lay(table.iloc[6:], cfg["detection"])) == 7  # too few to be a lay
+    assert kept["number"].tolist() == [15, 16, 17]
+    assert len(_without_lay(table.iloc[4:], cfg["detection"])) == 13  # too few to be a lay
+    # a run of ten polishing scratches among twenty lines of other angles is no lay
+    spread = table.iloc[:10].assign(orientation_deg=np.linspace(0, 170, 10) + 5)
+    assert len(_without_lay(pd.concat([table.iloc[:10], spread, spread]), cfg["detection"])) == 30

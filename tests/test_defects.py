@@ -1936,6 +1936,22 @@ def test_grain_beside_a_saturated_hot_spot_is_no_defect(cfg, seed):
     assert len(table) <= 5  # (89 and 24 before, 4 and 0 now; unclipped, these scenes hold 0 and 1)
 
 
+def test_saturation_is_a_flat_plateau_at_full_scale(cfg):
+    # a clipped plateau is saturated; the same scene dimmer (a 16-bit file's brightest
+    # pixel may lie anywhere above half its scale) or with noise on the plateau is not
+    from fiberprep.defects import _saturated
+
+    rng = np.random.default_rng(0)
+    ramp = np.tile(np.linspace(0.5, 1.3, 400, dtype=np.float32), (300, 1))
+    grain = ramp * (1 + 0.03 * rng.standard_normal(ramp.shape)).astype(np.float32)
+    clipped = np.round(np.clip(grain, 0, 1) * 255) / 255
+    shape = (150, 200)
+    assert _saturated(clipped.astype(np.float32), shape, cfg["detection"]).mean() > 0.2
+    assert not _saturated((0.6 * clipped).astype(np.float32), shape, cfg["detection"]).any()
+    noisy = np.clip(0.97 * clipped + 0.01 * rng.standard_normal(ramp.shape), 0, 1).astype(np.float32)
+    assert not _saturated(noisy, shape, cfg["detection"]).any()
+
+
 def test_a_metal_ferrules_lay_is_no_scratch(cfg):
     # fourteen parallel lines off the glass within 3 deg (a brushed ferrule's machining
     # marks) go; lines at other angles, and one on the glass along the lay, stay

@@ -300,10 +300,15 @@ def _without_line_pattern(lg, valid, sigma=4.0):
 
 def _saturated(gray, shape, params):
     """Pixels (at the work ``shape``) mostly clipped at the sensor's full scale: within
-    ``saturation_tol`` of the image's maximum and flat (a 3x3 range of at most one 8-bit
-    level; a colour camera's clipped channels leave the gray a little below 1), when at
-    least ``saturation_min_share`` of the pixels are. They hold no noise."""
-    near_top = gray >= gray.max() - np.float32(params["saturation_tol"])
+    ``saturation_tol`` of the image's maximum, itself at least ``saturation_min_level``
+    (a file's full scale: a 16-bit image's brightest pixel may lie anywhere above half
+    of it), and flat (a 3x3 range of at most one 8-bit level; a colour camera's clipped
+    channels leave the gray a little below 1), when at least ``saturation_min_share`` of
+    the pixels are. They hold no noise."""
+    top = gray.max()
+    if top < params["saturation_min_level"]:
+        return np.zeros(shape, bool)
+    near_top = gray >= top - np.float32(params["saturation_tol"])
     if np.count_nonzero(near_top) < params["saturation_min_share"] * gray.size:
         return np.zeros(shape, bool)
     one = np.ones((3, 3), np.uint8)

@@ -435,13 +435,16 @@ def test_hole_in_a_cluster_named_contamination_for_its_solidity_alone_is_a_pit(m
     assert not np.any([r for r, dest in moves if dest == "pit_dig"])
 
 
-@pytest.mark.parametrize("radius_um, wiggle_um, moved", [(20.0, 0.0, True), (200.0, 0.0, False),
-                                                         (10_000.0, 3.0, True), (10_000.0, 1.0, False)])
+@pytest.mark.parametrize("radius_um, wiggle_um, moved", [
+    (20.0, 0.0, True), (200.0, 0.0, False), (10_000.0, 3.0, True), (10_000.0, 1.0, False),
+    (200.0, 1.0, True), (200.0, 0.4, False), (1_000.0, 1.0, False)])
 def test_curled_member_of_a_scratch_cluster_is_contamination(first, radius_um, wiggle_um, moved):
-    """A polish scratch runs straight or in a wide arc: a defect nearest to a scratch
-    cluster that bends tighter than naming.scratch_min_member_bend_radius_um, or snakes
-    farther than naming.scratch_max_member_wiggle_um from any arc (a fibre of lint), goes
-    to a contamination cluster; a gently bent or nearly straight one stays."""
+    """A polish scratch runs straight or in a smooth, wide arc: a defect nearest to a
+    scratch cluster that bends tighter than naming.scratch_min_member_bend_radius_um,
+    snakes farther than naming.scratch_max_member_wiggle_um from any arc, or both bends
+    (naming.scratch_max_bent_radius_um) and snakes (naming.scratch_max_bent_wiggle_um)
+    at once (a fibre of lint), goes to a contamination cluster; a gently bent, a nearly
+    straight or a straight, slightly snaking one stays."""
     data, model = first
     scratches = data[data["truth"] == "scratch"].head(10).assign(bend_radius_um=radius_um,
                                                                  skeleton_wiggle_um=wiggle_um)

@@ -352,6 +352,10 @@ def _member_moves(model: dict, features: pd.DataFrame, types: np.ndarray,
             curls = col("bend_radius_um") < float(naming["scratch_min_member_bend_radius_um"])
             if "scratch_max_member_wiggle_um" in naming:
                 curls |= col("skeleton_wiggle_um") > float(naming["scratch_max_member_wiggle_um"])
+            if "scratch_max_bent_wiggle_um" in naming:
+                # a line that bends and snakes too: a polish scratch's arc is smooth
+                curls |= (col("bend_radius_um") < float(naming["scratch_max_bent_radius_um"])) & (
+                    col("skeleton_wiggle_um") > float(naming["scratch_max_bent_wiggle_um"]))
             moves.append((scratch & curls, "contamination"))
         if "scratch_min_member_aspect_ratio" in naming and (types == "scratch").any():
             thin_line = (~scratch & ~chip
@@ -412,8 +416,10 @@ def assign_clusters(model: dict, features: pd.DataFrame) -> np.ndarray:
       glass and goes to its nearest contamination cluster; so does one that curls,
       bending tighter than ``naming.scratch_min_member_bend_radius_um``
       (``bend_radius_um``) or snaking, as one piece, farther than
-      ``naming.scratch_max_member_wiggle_um`` from any arc (``skeleton_wiggle_um``): a
-      fibre of lint (a polish scratch runs straight or in a wide arc).
+      ``naming.scratch_max_member_wiggle_um`` from any arc (``skeleton_wiggle_um``), or
+      both bending tighter than ``naming.scratch_max_bent_radius_um`` and snaking farther
+      than ``naming.scratch_max_bent_wiggle_um``: a fibre of lint (a polish scratch runs
+      straight or in a smooth, wide arc).
     - Conversely, a thin, long line that neither curls nor snakes so is a scratch: a
       defect of a non-scratch, non-chip cluster with an aspect ratio of at least
       ``naming.scratch_min_member_aspect_ratio`` that meets the scratch length, width

@@ -471,6 +471,39 @@ def test_soft_large_core_edge_is_no_epoxy_band(name, core_edge_um):
         assert geo["cladding_radius_px"] == pytest.approx(truth["cladding_radius_px"], rel=1e-3)
 
 
+def _rim_shadow(shape, truth, depth, width_um, um_per_px, angle_deg=200.0):
+    """Relative light of a tilted probe's shadow across the fiber's edge: ``depth`` darker
+    at the edge toward ``angle_deg`` (a cosine lobe, none on the far side), fading over
+    ``width_um`` outward and a third of that inward."""
+    yy, xx = np.mgrid[: shape[0], : shape[1]].astype(np.float32)
+    side = np.clip(np.cos(np.arctan2(yy - truth["center_y"], xx - truth["center_x"]) - math.radians(angle_deg)), 0, 1)
+    u = (np.hypot(xx - truth["center_x"], yy - truth["center_y"]) - truth["cladding_radius_px"]) * um_per_px / width_um
+    return 1 - depth * side ** 1.5 * np.exp(-0.5 * np.square(np.where(u < 0, 3 * u, u)))
+
+
+@pytest.mark.parametrize("arc_deg, seen", [(360, True), (300, True), (180, False), (120, False)])
+def test_a_large_core_step_runs_all_around(arc_deg, seen):
+    # a core's step is a property of the glass and shows all around; a tilted probe's
+    # shadow darkens one side of the rim (a handheld probe's renderer: 6 single-mode and
+    # 62.5 µm fibers typed 105/125 by a crescent whose median step passed for a core's)
+    h, w, cx, cy, r = 400, 400, 200.3, 199.6, 150.0
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    phi = np.degrees(np.arctan2(yy - cy, xx - cx)) % 360
+    inner = np.clip(r - np.hypot(xx - cx, yy - cy) + 0.5, 0, 1) * (phi < arc_deg)
+    img = cv2.GaussianBlur((0.3 + 0.06 * inner).astype(np.float32), (0, 0), 1.5)
+    img += np.random.default_rng(0).normal(0, 0.003, img.shape).astype(np.float32)
+    fit = {"cx": cx, "cy": cy, "r": r, "shape": (cx, cy, r, r, 0.0)}
+    assert zones._step_all_around(img, fit, -1.0, 0.5, PARAMS) is seen
+
+
+def test_tilt_shadow_inside_the_rim_leaves_a_large_core():
+    # a true 105/125 core under a tilted probe's shadow across the rim is still found
+    img, truth = _clean_fiber([89, 0], "mm_105_125", um_per_px=0.6, core_contrast=0.85,
+                              core_edge_um=0.5, core_ring=0.0)
+    geo = zones.measure_geometry(img * _rim_shadow(img.shape, truth, 0.4, 14.0, 0.6), AUTO, PARAMS)
+    assert geo["fiber_type"] == "mm_105_125" and geo["core_visible"]
+
+
 def _dark_fiber_errors(seed, size=(800, 600), **scene):
     """Center error (px) and radius error (%) on a clean generated dark SM fiber."""
     rng = np.random.default_rng(seed)

@@ -2618,8 +2618,27 @@ def _measure_core(smooth, clad, nominal_r, upp, params, fits=None):
     # a fit that left the searched sizes found something else (a pit near the center)
     if weak(fit) or not lo <= fit["r"] <= hi:
         return nominal
+    # near the glass edge a tilted probe's shadow darkens one side of the rim: a crescent
+    # whose median step around the circle passes for a large core's, which shows all around
+    if fit["r"] >= params["core_shade_min_rel"] * r_clad and not _step_all_around(smooth, fit, sign, upp, params):
+        return nominal
     return {"cx": fit["cx"], "cy": fit["cy"], "r": fit["r"], "visible": True, "strength": strength,
             "confidence": _confidence(fit, params)}
+
+
+def _step_all_around(smooth, fit, sign, upp, params, n_sectors=8):
+    """Whether the step of the edge ``fit`` (``sign`` +1: brighter outside) shows in three
+    quarters of ``n_sectors`` sectors around it at ``core_sector_share`` of the strongest
+    sector's: the level ``core_sector_um`` outside the edge less that as far inside,
+    median per sector. A core's step is a property of the glass and runs all around (true
+    large cores, generated and real, show it in 6 to 8 of 8 sectors); a shadow follows
+    the light's direction (2 to 4 of 8)."""
+    d = max(2.0, params["core_sector_um"] / upp)
+    rays = _ray_angles(_n_rays(fit["r"], 64, params))
+    inside, outside = _concentric_profiles(smooth, fit, np.array([fit["r"] - d, fit["r"] + d]), rays)
+    sectors = np.array([median(part) for part in np.array_split(sign * (outside - inside), n_sectors)])
+    top = float(sectors.max())
+    return top > 0 and _percentile_reaches(sectors / top, 25, params["core_sector_share"])
 
 
 def _settled_core_fit(image, guess, sign, half, params, circle=False):

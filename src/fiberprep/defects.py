@@ -2976,7 +2976,10 @@ def _drop_rings(labels, source, ring, zs, px, params):
     a line only the line filter found (no region candidate) of at least
     ``scratch_min_length_um`` along the edge annulus (radius within twice
     the tolerance, the annulus widened by as much inward: a bevel or
-    roll-off line the polar model leaves), and an
+    roll-off line the polar model leaves), a region instance as long, as thin
+    along the ring (``scratch_min_aspect``) and no more than ``ring_arc_max_sigma``
+    from its background on average along the inside of the edge (a tilted probe's
+    shadow beyond the annulus the arcs flatten), and an
     instance spanning 60 degrees or more around the centre
     within 10 % of its radius (90 within 15 %; in proportion between when no line
     was found in it), and one around the centre (three quarters of
@@ -3009,12 +3012,20 @@ def _drop_rings(labels, source, ring, zs, px, params):
     # bevel just inside it: a looser tolerance
     drop = ((source == _SCRATCH) & (spread <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
             & (r_mean >= r_lo - 2 * tol) & (r_mean <= r_hi + tol) & whole)
+    # a faint region arc along the inside of the edge, as long as a scratch and thin along
+    # the ring (a tilted probe's shadow beyond the annulus the arcs flatten), and the
+    # pieces at its radius
+    absz = np.bincount(k, np.abs(zs[ys, xs]), minlength=n) / cnt
+    shade = ((source == _REGION) & (spread <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
+             & (major >= params["scratch_min_aspect"] * spread) & (r_mean >= r_lo - 2 * tol)
+             & (r_mean <= r_edge) & (absz <= params["ring_arc_max_sigma"]) & whole)
+    drop |= shade
     ringed = np.zeros(n, bool)
     for i in np.flatnonzero(arc & ~drop):
         same = arc & (np.abs(r_mean - r_mean[i]) <= tol)
         ringed[i] = major[same].sum() >= px(params["ring_arc_min_um"])
     drop |= ringed
-    arcs = r_mean[ringed]  # radii of the rings of arcs found
+    arcs = r_mean[ringed | shade]  # radii of the rings of arcs found
     # a thick ring: spans >= 60 degrees around the centre within 10 % of its radius, or
     # >= 90 degrees within 15 % (a crescent along a core's rim); where no line was found in
     # it (a bent scratch is one), in proportion between (a straight scratch that keeps

@@ -992,6 +992,33 @@ def test_scratch_passing_the_centre_with_defects_around_is_no_annulus():
     assert kept.max() == 1 and (kept[labels == 1] == 1).all() and not kept[labels == 2].any()
 
 
+def test_shadow_arcs_cut_off_a_larger_candidate_are_dropped():
+    # a scratch crossing the edge under a tilted probe's shadow, found as one region
+    # candidate with the shadow's arcs; the split cuts them apart after _drop_rings
+    # (handheld probe's renderer, image 90: three arcs and a grain at their radius); an
+    # arc that was a candidate of its own before the split (_drop_rings judged it) stays,
+    # and so does a dense piece that is no arc
+    from fiberprep.defects import _drop_split_shades
+    yy, xx = np.mgrid[0:300, 0:300]
+    r = np.hypot(xx - 150.0, yy - 150.0).astype(np.float32)
+    t = np.degrees(np.arctan2(yy - 150.0, xx - 150.0))
+    labels = np.zeros((300, 300), np.uint16)
+    labels[(np.abs(xx - 150) <= 1) & (yy > 200)] = 1  # the scratch (kept the number)
+    labels[(np.abs(r - 91.0) <= 1.5) & (t > 100) & (t < 130)] = 2  # an arc kept by _drop_rings
+    labels[(np.abs(r - 91.0) <= 1.5) & (t > 50) & (t < 80)] = 3  # split-off arc
+    labels[(np.abs(r - 91.0) <= 1.5) & (t > 20) & (t < 24)] = 4  # a grain at its radius
+    labels[(np.hypot(xx - 150, yy - 100) < 6)] = 5  # a dense piece, no arc
+    zs = np.full(r.shape, 3.0, np.float32)
+    source = np.array([0, 1, 1, 1, 1, 1], np.int8)
+    params = {"ring_arc_tol_um": 2.0, "scratch_min_length_um": 10.0, **GRAIN_PARAMS}
+    ring = (86.0, 100.0, 130.0, r, (150.0, 150.0), 90.0)
+    kept = _drop_split_shades(labels, source, 3, ring, zs, lambda um: um, params)
+    assert sorted(np.unique(kept[kept > 0])) == [1, 2, 5]
+    # as faint as a defect (mean |z| above ring_arc_max_sigma): an arc-shaped defect stays
+    kept = _drop_split_shades(labels, source, 3, ring, zs * 3, lambda um: um, params)
+    assert sorted(np.unique(kept[kept > 0])) == [1, 2, 3, 4, 5]
+
+
 def test_defects_merged_into_a_dropped_ring_are_kept():
     # an epoxy ring's valley all around the edge, a chip protruding from it and a fibre
     # near the chip: one candidate (the growth joined them), dropped as a ring, took both

@@ -120,6 +120,9 @@ def detect_defects(gray, zone_map, geometry, params):
     scratch), stays its own defect. A large region whose edge is wider than any
     defect's (a swell the background left under a hot spot) is dropped; a region
     instance takes the holes it encloses (a particle or film found as its outline).
+    A dust cluster the merge gap joined is split into its particles once cut at half
+    height; a piece so cut off that is a tilted probe's shadow along the inside of the
+    edge goes (``_drop_split_shades``).
     Region masks are cut where the
     intensity is half way between the local background and the defect's
     core (a blurred step's true edge), lines at half their local peak (of each flank's
@@ -242,6 +245,9 @@ def detect_defects(gray, zone_map, geometry, params):
     apart = (source == _REGION) & (major < params["linear_aspect"] * np.maximum(minor, 1.0))
     labels, parents = _split_apart(labels, apart, zf, band, params["min_area_um2"] / upp**2, params)
     source, mean_absz = np.r_[source, source[parents]], np.r_[mean_absz, mean_absz[parents - 1]]
+    if rings and len(parents):
+        labels = _drop_split_shades(labels, source, n, _at_scale(rings[0], factor, zm_full.shape), zf,
+                                    lambda um: um / upp, params)
     labels = _drop_short_lines(labels, source, params["scratch_min_length_um"] / upp)
     instance_map[crop] = labels
     table = _measure(instance_map, gray, zone_map, geometry, upp, crop, bg, source, mean_absz, params)
@@ -3016,9 +3022,7 @@ def _drop_rings(labels, source, ring, zs, px, params):
     # the ring (a tilted probe's shadow beyond the annulus the arcs flatten), and the
     # pieces at its radius
     absz = np.bincount(k, np.abs(zs[ys, xs]), minlength=n) / cnt
-    shade = ((source == _REGION) & (spread <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
-             & (major >= params["scratch_min_aspect"] * spread) & (r_mean >= r_lo - 2 * tol)
-             & (r_mean <= r_edge) & (absz <= params["ring_arc_max_sigma"]) & whole)
+    shade = _is_shade(source[:n] == _REGION, r_mean, spread, major, absz, ring, tol, px, params) & whole
     drop |= shade
     ringed = np.zeros(n, bool)
     for i in np.flatnonzero(arc & ~drop):
@@ -3056,8 +3060,7 @@ def _drop_rings(labels, source, ring, zs, px, params):
     small = ~drop & (source[:n] == _REGION) & ((major <= grain) | drawn_out) & whole
     off_edge = np.abs(r_mean - r_edge)
     # grains at the radius of a ring of arcs near the edge are more of that ring
-    on_arcs = np.abs(r_mean[:, None] - arcs[None, :]).min(axis=1) <= tol if arcs.size else np.zeros(n, bool)
-    drop |= small & on_arcs & (off_edge <= px(params["ring_grain_far_um"]))
+    drop |= small & _at_radii(r_mean, arcs, tol) & (off_edge <= px(params["ring_grain_far_um"]))
     ang = _centroid_angles(k, ys, xs, cnt, (cx, cy))
     drop |= _ring_grains(r_mean, ang, small & (off_edge <= px(params["epoxy_band_um"])), tol,
                          params["ring_grain_count"], params["ring_grain_sectors"],
@@ -3071,6 +3074,61 @@ def _drop_rings(labels, source, ring, zs, px, params):
         labels, source, drop = _off_ring_parts(labels, source, drop, wide, (k, ys, xs, r), d, n_dir, tol, seed,
                                                params["min_area_um2"] * px(1.0) ** 2)
     return _without(labels, source, drop)
+
+
+def _is_shade(region, r_mean, spread, major, absz, ring, tol, px, params):
+    """Per label: a faint ``region`` arc along the inside of the ``ring``'s edge (from
+    its blend's inner end, less twice ``tol``, out to the edge), as long as a scratch,
+    thin along the ring (radial ``spread`` within twice ``tol``, ``scratch_min_aspect``
+    times as long) and within ``ring_arc_max_sigma`` of its background (mean ``absz``):
+    a tilted probe's shadow beyond the annulus the arcs flatten."""
+    r_lo, r_edge = ring[0], ring[1]
+    return (region & (spread <= 2 * tol) & (major >= px(params["scratch_min_length_um"]))
+            & (major >= params["scratch_min_aspect"] * spread) & (r_mean >= r_lo - 2 * tol)
+            & (r_mean <= r_edge) & (absz <= params["ring_arc_max_sigma"]))
+
+
+def _at_radii(r_mean, radii, tol):
+    """Per label: its mean radius within ``tol`` of one of ``radii``."""
+    if not radii.size:
+        return np.zeros(r_mean.shape, bool)
+    return np.abs(r_mean[:, None] - radii[None, :]).min(axis=1) <= tol
+
+
+def _drop_split_shades(labels, source, first, ring, zs, px, params):
+    """``labels`` without the pieces ``_split_apart`` cut off (numbers ``first`` on)
+    that are a tilted probe's shadow along the inside of the ``ring``'s edge
+    (``_is_shade``: cut out of a larger candidate, the arc was not seen by
+    ``_drop_rings``), and without the small region pieces at such an arc's radius
+    (``ring_grain_max_um``, the rule of ``_drop_rings``). ``ring`` and ``px`` at the
+    labels' resolution; returns the labels (dropped numbers emptied, not renumbered)."""
+    n = int(labels.max()) + 1
+    if n <= first:
+        return labels
+    rmap = ring[3]
+    ys, xs = _nonzero(labels)
+    k, r = labels[ys, xs].astype(np.int64), rmap[ys, xs].astype(np.float64)
+    far = ~np.isfinite(r)
+    whole = np.bincount(k[far], minlength=n) == 0
+    r[far] = 0.0
+    cnt = np.maximum(np.bincount(k, minlength=n), 1)
+    r_mean = np.bincount(k, r, minlength=n) / cnt
+    spread = np.sqrt(12 * np.maximum(np.bincount(k, r * r, minlength=n) / cnt - r_mean ** 2, 0))
+    major = _axes(k, ys, xs, n)[0]
+    absz = np.bincount(k, np.abs(zs[ys, xs]), minlength=n) / cnt
+    src = np.zeros(n, source.dtype)
+    src[:min(n, len(source))] = source[:n]
+    region = src == _REGION
+    tol = px(params["ring_arc_tol_um"])
+    shade = _is_shade(region, r_mean, spread, major, absz, ring, tol, px, params) & whole
+    shade[:first] = False
+    if not shade.any():
+        return labels
+    small = region & (major <= px(params["ring_grain_max_um"])) & whole
+    drop = shade | (small & _at_radii(r_mean, r_mean[shade], tol)
+                    & (np.abs(r_mean - ring[1]) <= px(params["ring_grain_far_um"])))
+    drop[0] = False
+    return np.where(drop[labels], 0, labels).astype(labels.dtype)
 
 
 def _off_ring_parts(labels, source, drop, rings, pix, d, n_dir, tol, seed, min_area):
@@ -3392,6 +3450,17 @@ def _without(labels, source, drop):
     lut = np.zeros(drop.size, labels.dtype)
     lut[keep[1:]] = np.arange(1, keep.size)
     return _relabel(labels, lut), source[keep]
+
+
+def _at_scale(ring, factor, shape):
+    """An edge annulus of ``_physical_regions`` at ``factor`` times its resolution,
+    on an image of ``shape``: radii scaled, the radius map resized."""
+    if factor == 1.0:
+        return ring
+    r_lo, r_edge, r_hi, rmap, (cx, cy), r_full = ring
+    rmap = cv2.resize(rmap, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR) * np.float32(factor)
+    centre = ((cx + 0.5) * factor - 0.5, (cy + 0.5) * factor - 0.5)
+    return r_lo * factor, r_edge * factor, r_hi * factor, rmap, centre, r_full * factor
 
 
 def _split_apart(labels, region, zs, band, min_area, params):

@@ -2997,21 +2997,8 @@ def _drop_rings(labels, source, ring, zs, px, params):
     ring) or at the radius of a ring of arcs found there.
     Returns the renumbered labels and per-label sources.
     """
-    n = int(labels.max()) + 1
     r_lo, r_edge, r_hi, rmap, (cx, cy), _ = ring
-    ys, xs = _nonzero(labels)
-    k, r = labels[ys, xs], rmap[ys, xs].astype(np.float64)
-    # a core's radius map is finite around the core only: what reaches beyond is no
-    # part of its ring
-    far = ~np.isfinite(r)
-    whole = (np.bincount(k[far], minlength=n) == 0) & (np.arange(n) > 0)
-    r[far] = 0.0
-    cnt = np.maximum(np.bincount(k, minlength=n), 1)
-    r_mean = np.bincount(k, r, minlength=n) / cnt
-    # radial extent: the range of a uniform spread with the same variance (a few
-    # pixels the mask gains at a gap or a corner do not make an arc a line)
-    spread = np.sqrt(12 * np.maximum(np.bincount(k, r * r, minlength=n) / cnt - r_mean ** 2, 0))
-    major = _axes(k, ys, xs, n)[0]
+    n, (k, ys, xs, r), cnt, whole, r_mean, spread, major, absz = _ring_stats(labels, rmap, zs)
     tol = px(params["ring_arc_tol_um"])
     arc = (spread <= tol) & whole
     # a faint line (no region candidate backs it) along the edge annulus, or the
@@ -3021,7 +3008,6 @@ def _drop_rings(labels, source, ring, zs, px, params):
     # a faint region arc along the inside of the edge, as long as a scratch and thin along
     # the ring (a tilted probe's shadow beyond the annulus the arcs flatten), and the
     # pieces at its radius
-    absz = np.bincount(k, np.abs(zs[ys, xs]), minlength=n) / cnt
     shade = _is_shade(source[:n] == _REGION, r_mean, spread, major, absz, ring, tol, px, params) & whole
     drop |= shade
     ringed = np.zeros(n, bool)
@@ -3076,6 +3062,27 @@ def _drop_rings(labels, source, ring, zs, px, params):
     return _without(labels, source, drop)
 
 
+def _ring_stats(labels, rmap, zs):
+    """Per label 0..n-1 of ``labels`` about an edge annulus' radius map ``rmap``:
+    ``(n, (k, ys, xs, r), count, whole, r_mean, spread, major, mean |zs|)``, with each
+    labelled pixel's label, position and radius (0 where ``rmap`` is not finite);
+    ``whole``: a label (not 0) lying where the map is finite (a core's map is finite
+    around the core only: what reaches beyond is no part of its ring); ``spread``: the
+    radial extent, the range of a uniform spread with the same variance (a few pixels
+    the mask gains at a gap or a corner do not make an arc a line)."""
+    n = int(labels.max()) + 1
+    ys, xs = _nonzero(labels)
+    k, r = labels[ys, xs], rmap[ys, xs].astype(np.float64)
+    far = ~np.isfinite(r)
+    whole = (np.bincount(k[far], minlength=n) == 0) & (np.arange(n) > 0)
+    r[far] = 0.0
+    cnt = np.maximum(np.bincount(k, minlength=n), 1)
+    r_mean = np.bincount(k, r, minlength=n) / cnt
+    spread = np.sqrt(12 * np.maximum(np.bincount(k, r * r, minlength=n) / cnt - r_mean ** 2, 0))
+    absz = np.bincount(k, np.abs(zs[ys, xs]), minlength=n) / cnt
+    return n, (k, ys, xs, r), cnt, whole, r_mean, spread, _axes(k, ys, xs, n)[0], absz
+
+
 def _is_shade(region, r_mean, spread, major, absz, ring, tol, px, params):
     """Per label: a faint ``region`` arc along the inside of the ``ring``'s edge (from
     its blend's inner end, less twice ``tol``, out to the edge), as long as a scratch,
@@ -3099,23 +3106,13 @@ def _drop_split_shades(labels, source, first, ring, zs, px, params):
     """``labels`` without the pieces ``_split_apart`` cut off (numbers ``first`` on)
     that are a tilted probe's shadow along the inside of the ``ring``'s edge
     (``_is_shade``: cut out of a larger candidate, the arc was not seen by
-    ``_drop_rings``), and without the small region pieces at such an arc's radius
-    (``ring_grain_max_um``, the rule of ``_drop_rings``). ``ring`` and ``px`` at the
+    ``_drop_rings``), and without the region pieces up to ``ring_grain_max_um`` long
+    at such an arc's radius, within ``ring_grain_far_um`` of the edge (as the grains
+    at a ring of arcs in ``_drop_rings``). ``ring`` and ``px`` at the
     labels' resolution; returns the labels (dropped numbers emptied, not renumbered)."""
-    n = int(labels.max()) + 1
-    if n <= first:
+    if int(labels.max()) < first:
         return labels
-    rmap = ring[3]
-    ys, xs = _nonzero(labels)
-    k, r = labels[ys, xs].astype(np.int64), rmap[ys, xs].astype(np.float64)
-    far = ~np.isfinite(r)
-    whole = np.bincount(k[far], minlength=n) == 0
-    r[far] = 0.0
-    cnt = np.maximum(np.bincount(k, minlength=n), 1)
-    r_mean = np.bincount(k, r, minlength=n) / cnt
-    spread = np.sqrt(12 * np.maximum(np.bincount(k, r * r, minlength=n) / cnt - r_mean ** 2, 0))
-    major = _axes(k, ys, xs, n)[0]
-    absz = np.bincount(k, np.abs(zs[ys, xs]), minlength=n) / cnt
+    n, _, _, whole, r_mean, spread, major, absz = _ring_stats(labels, ring[3], zs)
     src = np.zeros(n, source.dtype)
     src[:min(n, len(source))] = source[:n]
     region = src == _REGION
@@ -3127,7 +3124,6 @@ def _drop_split_shades(labels, source, first, ring, zs, px, params):
     small = region & (major <= px(params["ring_grain_max_um"])) & whole
     drop = shade | (small & _at_radii(r_mean, r_mean[shade], tol)
                     & (np.abs(r_mean - ring[1]) <= px(params["ring_grain_far_um"])))
-    drop[0] = False
     return np.where(drop[labels], 0, labels).astype(labels.dtype)
 
 

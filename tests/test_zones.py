@@ -241,12 +241,12 @@ def _glass_shaded(shade, seed, off=0.0, scale=1.0):
 
 @pytest.mark.parametrize("name,rise,seed", [("mm_62_5", 0.12, 0), ("mm_62_5", -0.06, 0), ("mm_50", 0.06, 1),
                                             ("mm_50", -0.12, 0), ("mm_62_5", 0.04, 0), ("mm_50", -0.04, 0),
-                                            ("mm_50", -0.02, 0), ("mm_50", 0.025, 1)])
+                                            ("mm_50", -0.02, 0)])
 def test_graded_index_dome_without_a_step_is_the_core(name, rise, seed):
     # a graded-index core's reflectance falls (or rises) parabolically to its edge and
     # stops there, 2-12 % from the axis (4 %: about the noise of one pixel here; the
-    # eighteenth renderer's 2-5 % domes, the twenty-seventh's 1-3 %: the 2-2.5 % domes
-    # here rise less than 2 % in the kink's fit, single-mode at the old
+    # eighteenth renderer's 2-5 % domes, the twenty-seventh's 1-3 %: the 2 % bowl here
+    # rises less than 2 % in the kink's fit, single-mode at the old
     # core_kink_min_rise): no step, a kink. The step search found none
     # (the fiber was typed single-mode by default) or put the edge 17 % inside (a 62.5 µm
     # core typed 50 µm); the kink names the type and sizes it
@@ -254,7 +254,7 @@ def test_graded_index_dome_without_a_step_is_the_core(name, rise, seed):
     img = _glass_shaded(lambda rho: 1 + rise * np.clip(1 - (rho / r_core) ** 2, 0, None), seed)
     geo = zones.measure_geometry(img, AUTO, PARAMS)
     assert (geo["fiber_type"], geo["core_visible"]) == (name, True)
-    assert geo["core_radius_px"] == pytest.approx(r_core, rel=0.06)
+    assert geo["core_radius_px"] == pytest.approx(r_core, rel=0.05)
 
 
 @pytest.mark.parametrize("rise", [0.15, -0.15, 0.1])

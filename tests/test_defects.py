@@ -1112,12 +1112,15 @@ def test_real_soft_rims_leave_no_arcs(cfg, path, edge):
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_dark_dot_below_min_area_found(cfg, seed):
-    # a 1.5 µm pit at 0.43 µm/px (the 50 µm scope's photos): blurred to less than
-    # min_area_um2 at half contrast, but far darker than grain; a faint one is not kept
+@pytest.mark.parametrize("speck", [dict(PIT, size_um=1.5, contrast=0.5),
+                                   dict(PIT, type="dust", polarity="bright", size_um=1.5, contrast=0.5)])
+def test_dot_below_min_area_found(cfg, seed, speck):
+    # a 1.5 µm pit at 0.43 µm/px (the 50 µm scope's photos), or a bright speck of dust
+    # or slurry as small on the dark glass: blurred to less than min_area_um2 at half
+    # contrast, but far off the grain; without the dot rule neither is kept
     knobs = dict(um_per_px=0.43, cladding_radius_px=62.5 / 0.43, core_radius_px=4.5 / 0.43, width=400,
                  height=300, center_x=200.0, center_y=150.0, core_center_x=200.0, core_center_y=150.0)
-    gray, truth = _scene(cfg, seed=seed, defects=[dict(PIT, size_um=1.5, contrast=0.5)], **knobs)
+    gray, truth = _scene(cfg, seed=seed, defects=[speck], **knobs)
     pred, table = detect_defects(gray, truth["zone_map"], truth, cfg["detection"])
     assert _best_iou(pred, truth["instance_map"] == 1)[1] >= 0.5 and len(table) == 1
     assert table["area_um2"].iloc[0] < cfg["detection"]["min_area_um2"]

@@ -201,9 +201,10 @@ def detect_defects(gray, zone_map, geometry, params):
                             _disk(px(params["scratch_max_width_um"])))
     blob[win] = cv2.dilate(wide, reach) > 0
     scratch_labels, widths, line_widths = _scratch_candidates(zs, seed_ok & ~blob, visible, centre, px, params)
-    dark_dot = rel <= -math.log1p(params["dot_min_contrast"])
+    # a speck this far from its background, dark or bright, is no grain (_merge)
+    dot = np.abs(rel) >= math.log1p(params["dot_min_contrast"])
     region_mask = _without_runs(region_mask, scratch_labels, zs, px, params)
-    labels, source = _merge(region_mask, scratch_labels, widths, line_widths, zs, dark_dot, px, params)
+    labels, source = _merge(region_mask, scratch_labels, widths, line_widths, zs, dot, px, params)
     for ring in rings:  # the cladding's edge, and a large core's
         labels, source = _drop_rings(labels, source, ring, zs, px, params)
     if rings:  # pieces of a broken epoxy ring
@@ -2515,8 +2516,9 @@ def _merge(region_mask, s_lab, s_width, s_line_width, zs, dot, px, params):
     fewer than ``_DASHES``, cover for ``_ROW_COVER`` of its pixels is theirs, not a
     scratch: they stay apart (a pit beside a particle, read as one short line).
     Components under ``min_area_um2`` are dropped (region candidates of at least
-    half of it reaching a ``dot`` pixel, dark by ``dot_min_contrast``, are kept: a
-    pit below the optics' resolution, blurred small but far darker than the grain),
+    half of it reaching a ``dot`` pixel, off its background by ``dot_min_contrast``
+    either way, are kept: a pit or particle below the optics' resolution, blurred small
+    but far off the grain),
     and so are scratch-only
     instances that are not elongated (major/minor axis < ``linear_aspect``:
     blob flanks, crescents). A rim taken into a region defect (no scratch in it)

@@ -2028,3 +2028,29 @@ def test_a_metal_ferrules_lay_is_no_scratch(cfg):
     # a run of ten polishing scratches among twenty lines of other angles is no lay
     spread = table.iloc[:10].assign(orientation_deg=np.linspace(0, 170, 10) + 5)
     assert len(_without_lay(pd.concat([table.iloc[:10], spread, spread]), cfg["detection"])) == 30
+
+
+@pytest.mark.parametrize("haze_lin,spot_px,split", [
+    (0.012, 2.0, True),    # specks of slurry in a residue fainter than any film: apart
+    (0.05, 2.0, False),    # the same specks on a film (coarse_min_contrast or more): kept
+    (0.012, 6.0, False),   # the denser spots of one large particle: too big for specks
+])
+def test_specks_joined_by_a_faint_haze_are_split(cfg, haze_lin, spot_px, split):
+    # twenty-ninth renderer: a residue 1.4 % dark between 1-3 µm slurry particles joined
+    # them into one region defect; the haze goes and each particle is a defect
+    from fiberprep.defects import _split_apart, _without_haze
+    params = cfg["detection"]
+    yy, xx = np.mgrid[:80, :80].astype(np.float32)
+    labels = ((yy - 40) ** 2 + (xx - 40) ** 2 <= 30 ** 2).astype(np.uint16)
+    zs = np.where(labels > 0, 1.0, 0.0).astype(np.float32)
+    for cy, cx in ((30, 30), (30, 52), (50, 34), (52, 54)):
+        zs = zs + 40.0 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * spot_px**2)).astype(np.float32)
+    lin = np.where(labels > 0, haze_lin, 0.0).astype(np.float32)
+    region = np.array([False, True])
+    out = _without_haze(labels, region, -zs, lin, 6.0, params)
+    pieces = cv2.connectedComponents((out > 0).astype(np.uint8))[0] - 1
+    assert pieces == (4 if split else 1)
+    assert (out > 0).sum() < (0.2 if split else 1.01) * (labels > 0).sum()
+    if split:  # each speck a defect of its own
+        parted, parents = _split_apart(out, region, -zs, np.zeros(out.shape, bool), 6.0, params)
+        assert len(np.unique(parted[parted > 0])) == 4 and len(parents) == 3

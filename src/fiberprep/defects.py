@@ -244,8 +244,9 @@ def detect_defects(gray, zone_map, geometry, params):
     major, minor = _axes(labels[ys, xs], ys, xs, n)
     # (pieces along a line are a faint scratch's dashes: one defect)
     apart = (source == _REGION) & (major < params["linear_aspect"] * np.maximum(minor, 1.0))
-    labels = _without_haze(labels, apart, zf, lin_f, params["min_area_um2"] / upp**2, params)
-    labels, parents = _split_apart(labels, apart, zf, band, params["min_area_um2"] / upp**2, params)
+    min_area = params["min_area_um2"] / upp**2
+    labels = _without_haze(labels, apart, zf, lin_f, min_area, params)
+    labels, parents = _split_apart(labels, apart, zf, band, min_area, params)
     source, mean_absz = np.r_[source, source[parents]], np.r_[mean_absz, mean_absz[parents - 1]]
     if rings and len(parents):
         labels = _drop_split_shades(labels, source, n, _at_scale(rings[0], factor, zm_full.shape), zf,
@@ -3465,9 +3466,9 @@ def _at_scale(ring, factor, shape):
 def _without_haze(labels, region, zs, lin, min_area, params):
     """``labels`` without the faint haze that joins a cluster of particles.
 
-    A region instance (``region`` flags, one per number) holding at least
-    ``cluster_min_particles`` dense parts (``|zs|`` at least ``mask_level`` of its 95th
-    percentile and ``diffuse_max_sigma``), each of ``min_area`` px or more and at most
+    A region instance (``region`` flags, one per number, covering every number of
+    ``labels``) holding at least ``cluster_min_particles`` dense parts (``|zs|`` at
+    least ``mask_level`` of its 95th percentile and ``diffuse_max_sigma``), each of ``min_area`` px or more and at most
     ``cluster_particle_max_um2`` (specks of dust or polishing slurry, not the denser
     spots of one large particle), whose other pixels keep a median ``|zs|`` of at most
     ``cluster_max_haze`` of the parts' and a median linear residual ``|lin|`` under
@@ -3475,23 +3476,21 @@ def _without_haze(labels, region, zs, lin, min_area, params):
     cluster: the haze between the particles (a residue, their blurred skirts) loses its
     pixels, so that ``_split_apart`` keeps each particle a defect of its own. The parts
     keep a one-pixel rim."""
-    n = int(labels.max()) + 1
-    flags = np.zeros(n, bool)
-    flags[:min(n, len(region))] = region[:n]
+    flags = region.copy()
     flags[0] = False
     if not flags.any():
         return labels
     max_px = params["cluster_particle_max_um2"] / params["min_area_um2"] * min_area
     out = labels
-    for i, box in enumerate(_label_boxes(labels, n)):
+    for i, box in enumerate(_label_boxes(labels, len(flags))):
         if not flags[i] or box is None:
             continue
         box = _widened(box, 1, labels.shape)
         own = labels[box] == i
         a = np.abs(zs[box])
         level = max(params["diffuse_max_sigma"], params["mask_level"] * float(np.percentile(a[own], 95)))
-        n_d, dense, stats, _ = cv2.connectedComponentsWithStats((own & (a >= level)).view(np.uint8),
-                                                                connectivity=8)
+        _, dense, stats, _ = cv2.connectedComponentsWithStats((own & (a >= level)).view(np.uint8),
+                                                              connectivity=8)
         area = stats[1:, cv2.CC_STAT_AREA]
         parts = np.flatnonzero(area >= min_area) + 1
         if parts.size < params["cluster_min_particles"] or area[parts - 1].max() > max_px:

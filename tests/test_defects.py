@@ -1129,11 +1129,11 @@ def test_dot_below_min_area_found(cfg, seed, speck):
 
 
 def test_gamma_encoded_noise_leaves_few_dark_specks(cfg):
-    # dim fields seen through a camera's gamma (2.2) with noise ~12 % of the ferrule's
-    # linear level: on the log their dark tail reaches far more σ than the bright one and
-    # seeds dark specks of noise; the Box-Cox map (skew_min_noise) makes the noise
-    # symmetric. Over four scenes it leaves under a third of them, and a 4 µm pit at half
-    # contrast stays found in each either way.
+    # dim fields seen through a camera's gamma (2.2) with noise ~20 % of the ferrule's
+    # linear level (6 % of the glass's): on the log their dark tail reaches far more σ
+    # than the bright one and seeds dark specks of noise; the Box-Cox map
+    # (skew_min_noise) makes the noise symmetric. Over four scenes it leaves under a
+    # third of them, and a 4 µm pit at half contrast stays found in each either way.
     false = np.zeros(2, int)
     for seed in range(4):
         gray, truth = _scene(cfg, seed=seed, defects=[dict(PIT, size_um=4.0, contrast=0.5)], noise=0.0,

@@ -870,6 +870,21 @@ def test_multimode_core_far_off_the_fitted_edge_takes_a_weaker_step(inside, outs
     assert geo["cladding_radius_px"] == pytest.approx(glass_r, abs=0.3)
 
 
+@pytest.mark.parametrize("width", [2.5, 3.0, 3.5])
+def test_multimode_core_ends_a_dark_fiber_inside_a_thin_epoxy_ring(width):
+    # a dark fiber (0.30) ringed by dark epoxy (0.12) 2.5-3.5 px (1.6-2.2 µm) wide outside
+    # its edge, then the ferrule (0.64): a ring under bevel_max_um passes for a dark bevel
+    # line inside the glass, and the fit ended the glass at its outer side (+2.5 to
+    # +3.5 px; all 99 radii over 1 % on the thirty-third and thirty-fourth renderers are
+    # such rings). A 50 µm core at the 0.40 ratio of the inner edge puts the glass edge
+    # at the ring's falling flank (whose gradient peak the ring's own rising flank, a
+    # blur away, pulls inward by up to 0.7 px on the narrowest)
+    img = _stepped_disc([-60.0, 0.0, width], [0.38, 0.30, 0.12], 0.64)
+    geo = zones.measure_geometry(img, AUTO, PARAMS)
+    assert geo["fiber_type"] == "mm_50" and geo["fiber_type_source"] == "core"
+    assert geo["cladding_radius_px"] == pytest.approx(100.0, abs=0.75)
+
+
 @pytest.mark.parametrize("share", [0.05, 0.12])
 @pytest.mark.parametrize("width", [4.0, 6.0])
 def test_faint_band_inside_a_bright_fibers_edge_is_its_glass(share, width):

@@ -1836,9 +1836,13 @@ def _core_ratio_edge(smooth, fit, r_core, polarity, params):
     edge-aligned profile at least ``core_ratio_step_share`` of the strongest one
     between them (``core_ratio_weak_share`` where the two disagree by more than
     ``core_ratio_weak_tolerance``), the band between the steps lying between the glass
-    and the outside levels (to a tenth of the whole step: a ring darker or brighter than
-    both is epoxy, whose outer edge is no glass edge). Real cores differ from their
-    nominal ratio by several % (``type_core_tolerance``), so only a strong step is taken.
+    and the outside levels (to a tenth of the whole step). A ring beyond the glass's
+    level, away from the outside's (epoxy darker than a dark fiber, a fringe brighter
+    than a bright one), lies outside the glass: an edge fitted at its outer edge moves
+    inward to its inner flank (the peak of the negated gradient; a thin ring passes for
+    a bevel line in the fits above), never outward across it. Real cores differ from
+    their nominal ratio by several % (``type_core_tolerance``), so only a strong step is
+    taken.
     """
     tol = params["core_ratio_tolerance"]
     target = r_core - fit["r"]
@@ -1853,8 +1857,15 @@ def _core_ratio_edge(smooth, fit, r_core, polarity, params):
     outside = float(median(level[steps >= hi + 2.0]))
     step = sign * (outside - glass)
     band = sign * (level[(steps >= lo) & (steps <= hi)] - glass)
-    if step <= 0 or band.min() < -0.1 * step or band.max() > 1.1 * step:
+    if step <= 0 or band.max() > 1.1 * step:
         return fit
+    if band.min() < -0.1 * step:
+        # a ring beyond the glass's level, away from the outside's (a dark fiber's epoxy,
+        # a bright fiber's fringe), lies outside the glass: its outer edge is no glass
+        # edge, and the glass ends at its inner flank (a thin ring taken for a bevel line)
+        if target >= 0:
+            return fit
+        grad = -grad
     inner = np.arange(1, len(steps) - 1)
     peaks = inner[(grad[1:-1] >= grad[:-2]) & (grad[1:-1] >= grad[2:])]
     peaks = peaks[np.abs(steps[peaks] - target) <= 0.5 * tol * r_core]
